@@ -1,0 +1,68 @@
+"""Typed errors of the storage engine.
+
+Each class carries the wire error code (a name from the proto ErrorCode table, mapped there by
+name) and whether a client may retry. Storage knows nothing of gRPC: the broker translates
+``code`` into the response's error field.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CorruptRecordError",
+    "InvalidRecordError",
+    "LogDirFullError",
+    "LogOffsetMismatchError",
+    "MessageTooLargeError",
+    "OffsetOutOfRangeError",
+    "StorageError",
+    "StorageIOError",
+]
+
+
+class StorageError(Exception):
+    """Base of every error the storage engine raises on purpose."""
+
+    code = "UNKNOWN_SERVER_ERROR"
+    retriable = False
+
+
+class CorruptRecordError(StorageError):
+    """Bytes that fail the batch checks: bad CRC, magic, lengths, or undecodable records."""
+
+    code = "CORRUPT_MESSAGE"
+    retriable = True  # the producer may resend; a reader may fetch from another replica
+
+
+class InvalidRecordError(StorageError):
+    """A well-formed batch whose fields break a rule (record_count, timestamps, codec)."""
+
+    code = "INVALID_RECORD"
+
+
+class MessageTooLargeError(StorageError):
+    """A batch over ``max.message.bytes`` (or the segment size)."""
+
+    code = "MESSAGE_TOO_LARGE"
+
+
+class OffsetOutOfRangeError(StorageError):
+    """A read or truncation at an offset outside [log_start_offset, log_end_offset]."""
+
+    code = "OFFSET_OUT_OF_RANGE"
+
+
+class LogOffsetMismatchError(StorageError):
+    """A follower append whose base offset is not the log end offset (offsets only grow)."""
+
+    code = "INVALID_REQUEST"
+
+
+class StorageIOError(StorageError):
+    """The disk failed a read or write. The log stays consistent; the append did not happen."""
+
+    code = "KAFKA_STORAGE_ERROR"
+    retriable = True
+
+
+class LogDirFullError(StorageIOError):
+    """ENOSPC: the append was rolled back; the log stays readable."""

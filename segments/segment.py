@@ -1,0 +1,330 @@
+"""One segment of a partition log: a ``.log`` file of batches plus its two sparse indexes.
+
+Owned by its ``Log``; not thread-safe (the partition lock serialises access).
+
+``<base_offset:020d>.log`` is batches back to back, exactly as described in ``batch.py``, each
+checked by its own CRC. A segment never holds an offset below its base offset; only the last
+segment of a log (the *active* one) is appended to. Appends go through one ``writev`` of the
+stamped 16-byte prefix and the rest of the producer's bytes, so a batch is never copied in
+Python.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .batch import HEADER_BYTES, LOG_OVERHEAD, BatchHeader, iter_batches, read_header
+from .errors import CorruptRecordError, LogDirFullError, StorageIOError
+from .index import OffsetIndex, TimeIndex
+
+__all__ = ["Segment", "segment_file_name"]
+
+# The append path's system call, replaceable by tests that inject disk faults.
+WriteV = Callable[[int, Sequence[bytes | memoryview]], int]
+
+_RECOVERY_CHUNK_BYTES = 8 << 20
+
+
+def segment_file_name(base_offset: int, suffix: str) -> str:
+    return f"{base_offset:020d}{suffix}"
+
+
+@dataclass(slots=True)
+class RecoveryResult:
+    next_offset: int  # offset after the last valid batch (base_offset when empty)
+    truncated_bytes: int  # bytes cut off after the last valid batch
+
+
+class Segment:
+    """A ``.log`` file, its offset index and time index."""
+
+    def __init__(
+        self,
+        directory: str,
+        base_offset: int,
+        *,
+        index_interval_bytes: int,
+        created_ms: int,
+        writev: WriteV = os.writev,
+    ) -> None:
+        self.base_offset = base_offset  # every batch in here has base_offset >= this
+        self.path = os.path.join(directory, segment_file_name(base_offset, ".log"))
+        self.index = OffsetIndex(os.path.join(directory, segment_file_name(base_offset, ".index")))
+        self.time_index = TimeIndex(
+            os.path.join(directory, segment_file_name(base_offset, ".timeindex"))
+        )
+        self._index_interval_bytes = index_interval_bytes
+        self._writev = writev
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as exc:
+            raise StorageIOError(f"cannot open {self.path}: {exc}") from exc
+        self.size_bytes = os.fstat(self._fd).st_size  # == file size, always
+        self.next_offset = base_offset  # one past the last offset stored; set by recover/scan
+        self.created_ms = created_ms
+        self.max_timestamp_ms = -1  # largest batch max_timestamp in the segment
+        self._offset_of_max_timestamp = base_offset
+        # the first batch of a segment is always indexed
+        self._bytes_since_index_entry = index_interval_bytes
+        self.unflushed = False
+
+    # ---- appending -----------------------------------------------------------------------------
+
+    def append(
+        self, prefix: bytes, batch: memoryview, header: BatchHeader, base_offset: int
+    ) -> int:
+        """Write ``prefix + batch[16:]``; return the position it starts at.
+
+        On any write error the file is cut back to its old size, so the segment is exactly as it
+        was before the call.
+        """
+        position = self.size_bytes
+        total = len(batch)
+        try:
+            written = self._writev(self._fd, [prefix, batch[16:]])
+            while written < total:  # a short write: finish it or fail (ENOSPC comes here)
+                rest = (prefix + bytes(batch[16:]))[written:]
+                n = self._writev(self._fd, [rest])
+                if n <= 0:
+                    raise OSError(errno.EIO, "write made no progress")
+                written += n
+        except OSError as exc:
+            self._rollback(position)
+            if exc.errno == errno.ENOSPC:
+                raise LogDirFullError(f"disk full appending to {self.path}") from exc
+            raise StorageIOError(f"write to {self.path} failed: {exc}") from exc
+        self.size_bytes = position + total
+        self.unflushed = True
+        last_offset = base_offset + header.last_offset_delta
+        self._note_batch(base_offset, last_offset, header.max_timestamp, position, total)
+        return position
+
+    def _rollback(self, position: int) -> None:
+        try:
+            os.ftruncate(self._fd, position)
+        except OSError as exc:  # the disk is gone; nothing consistent can be promised now
+            raise StorageIOError(f"cannot roll back {self.path}: {exc}") from exc
+
+    def _note_batch(
+        self, base_offset: int, last_offset: int, max_timestamp_ms: int, position: int, size: int
+    ) -> None:
+        if max_timestamp_ms > self.max_timestamp_ms:
+            self.max_timestamp_ms = max_timestamp_ms
+            self._offset_of_max_timestamp = base_offset
+        if self._bytes_since_index_entry >= self._index_interval_bytes:
+            self.index.append(base_offset - self.base_offset, position)
+            self.time_index.maybe_append(
+                self.max_timestamp_ms, self._offset_of_max_timestamp - self.base_offset
+            )
+            self._bytes_since_index_entry = 0
+        self._bytes_since_index_entry += size
+        self.next_offset = last_offset + 1
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    def pread(self, nbytes: int, position: int) -> bytes:
+        try:
+            return os.pread(self._fd, nbytes, position)
+        except OSError as exc:
+            raise StorageIOError(f"read of {self.path} failed: {exc}") from exc
+
+    def header_at(self, position: int) -> BatchHeader:
+        return read_header(self.pread(HEADER_BYTES, position))
+
+    def find_batch(
+        self, offset: int, start_position: int = 0
+    ) -> tuple[int, BatchHeader] | None:
+        """Position and header of the first batch with last_offset >= ``offset``.
+
+        Starts at the index entry at or below ``offset`` (or ``start_position`` if later) and
+        scans batch headers forward: at most ``index_interval_bytes`` of batches.
+        """
+        _, position = self.index.lookup(offset - self.base_offset)
+        position = max(position, start_position)
+        while position < self.size_bytes:
+            header = self.header_at(position)
+            if header.last_offset >= offset:
+                return position, header
+            position += header.batch_length + LOG_OVERHEAD
+        return None
+
+    def find_timestamp(self, timestamp_ms: int) -> tuple[int, BatchHeader] | None:
+        """First batch whose max_timestamp >= ``timestamp_ms``."""
+        relative = self.time_index.lookup(timestamp_ms)
+        found = self.find_batch(self.base_offset + relative)
+        if found is None:
+            return None
+        position = found[0]
+        while position < self.size_bytes:
+            header = self.header_at(position)
+            if header.max_timestamp >= timestamp_ms:
+                return position, header
+            position += header.batch_length + LOG_OVERHEAD
+        return None
+
+    # ---- recovery and truncation -----------------------------------------------------------------
+
+    def recover(self, *, from_last_index_entry: bool) -> RecoveryResult:
+        """Validate batches, truncate at the first torn or corrupt one, rebuild indexes.
+
+        With ``from_last_index_entry`` only the tail from the last index entry on is scanned (the
+        entries before it are trusted). When that entry does not point at a valid batch, or the
+        index fails its sanity check, the whole segment is scanned and both indexes rebuilt.
+        """
+        if from_last_index_entry and self.index.is_sane(self.size_bytes):
+            last = self.index.last()
+            if last is not None:
+                rel, position = last
+                if self._is_valid_batch_at(position, self.base_offset + rel):
+                    return self._scan_from(position, self.base_offset + rel)
+        return self._scan_from(0, None)  # None: a full scan that rebuilds both indexes
+
+    def _is_valid_batch_at(self, position: int, base_offset: int) -> bool:
+        try:
+            header = self.header_at(position)
+            if header.base_offset != base_offset or position + header.size_bytes > self.size_bytes:
+                return False
+            return any(True for _ in iter_batches(self.pread(header.size_bytes, position)))
+        except CorruptRecordError:
+            return False
+
+    def _scan_from(self, start: int, expected_offset: int | None) -> RecoveryResult:
+        """Scan batches from ``start`` (where ``expected_offset`` begins, None for byte 0)."""
+        if expected_offset is None:  # a full scan from byte 0
+            self.index.reset()
+            self.time_index.reset()
+            self.max_timestamp_ms = -1
+            self._offset_of_max_timestamp = self.base_offset
+            self._bytes_since_index_entry = self._index_interval_bytes
+        else:
+            # keep the entries up to and including the trusted one at ``start``
+            self.index.truncate_entries(self.index.count_below_position(start + 1))
+            self.time_index.truncate_entries(
+                self.time_index.count_below_offset(expected_offset - self.base_offset + 1)
+            )
+            self._restore_time_state()
+            self._bytes_since_index_entry = 0
+        self.next_offset = self.base_offset
+        position = start
+        read_bytes = _RECOVERY_CHUNK_BYTES
+        while position < self.size_bytes:
+            chunk = self.pread(read_bytes, position)
+            consumed = 0
+            corrupt = False
+            try:
+                for rel_pos, header in iter_batches(chunk):
+                    if expected_offset is not None and header.base_offset != expected_offset:
+                        raise CorruptRecordError("batch offsets are not contiguous")
+                    if header.base_offset < self.base_offset:
+                        raise CorruptRecordError("batch below the segment's base offset")
+                    self._note_batch(
+                        header.base_offset,
+                        header.last_offset,
+                        header.max_timestamp,
+                        position + rel_pos,
+                        header.size_bytes,
+                    )
+                    expected_offset = header.next_offset
+                    consumed = rel_pos + header.size_bytes
+            except CorruptRecordError:
+                corrupt = True
+            position += consumed
+            if corrupt:
+                break
+            read_bytes = _RECOVERY_CHUNK_BYTES
+            if consumed == 0:
+                # the next batch is bigger than the chunk (read it whole) or torn (stop)
+                if len(chunk) < HEADER_BYTES:
+                    break
+                size = read_header(chunk).size_bytes
+                if size <= len(chunk) or position + size > self.size_bytes:
+                    break
+                read_bytes = size
+        truncated = self.size_bytes - position
+        if truncated:
+            self._truncate_file(position)
+        self.index.truncate_entries(self.index.count_below_position(position))
+        self.time_index.truncate_entries(
+            self.time_index.count_below_offset(self.next_offset - self.base_offset)
+        )
+        self.index.flush()
+        self.time_index.flush()
+        return RecoveryResult(self.next_offset, truncated)
+
+    def _restore_time_state(self) -> None:
+        """Max timestamp so far, from the time index, before rescanning a tail."""
+        ts = self.time_index.last_timestamp()
+        self.max_timestamp_ms = ts
+        rel = 0
+        if len(self.time_index) and ts >= 0:
+            rel = self.time_index.lookup(ts + 1)
+        self._offset_of_max_timestamp = self.base_offset + rel
+
+    def load_closed(self) -> None:
+        """State of a closed (fsynced, not appended to) segment without scanning it all."""
+        last = self.index.last()
+        position = last[1] if last is not None else 0
+        next_offset = self.base_offset
+        while position < self.size_bytes:
+            header = self.header_at(position)
+            next_offset = header.next_offset
+            position += header.size_bytes
+        self.next_offset = next_offset
+        self.max_timestamp_ms = self.time_index.last_timestamp()
+        self.index.unload()
+        self.time_index.unload()
+
+    def truncate_to(self, offset: int) -> int:
+        """Remove every batch with last_offset >= ``offset``; return the new next_offset.
+
+        A batch is never split: if ``offset`` falls inside one, the whole batch goes and the
+        segment ends at that batch's base offset.
+        """
+        found = self.find_batch(offset)
+        if found is None:
+            return self.next_offset
+        position, header = found
+        self._truncate_file(position)
+        self.index.truncate_entries(self.index.count_below_position(position))
+        self.time_index.truncate_entries(
+            self.time_index.count_below_offset(header.base_offset - self.base_offset)
+        )
+        self.next_offset = header.base_offset
+        # recompute max timestamp and the index cadence from what is left
+        self.recover(from_last_index_entry=True)
+        return self.next_offset
+
+    def _truncate_file(self, position: int) -> None:
+        try:
+            os.ftruncate(self._fd, position)
+        except OSError as exc:
+            raise StorageIOError(f"cannot truncate {self.path}: {exc}") from exc
+        self.size_bytes = position
+        self.unflushed = True
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """fsync the log, then the indexes (an index never points past durable data)."""
+        try:
+            if self.unflushed:
+                os.fsync(self._fd)
+                self.unflushed = False
+            self.index.fsync()
+            self.time_index.fsync()
+        except OSError as exc:
+            raise StorageIOError(f"fsync of {self.path} failed: {exc}") from exc
+
+    def close(self) -> None:
+        self.index.flush()
+        self.time_index.flush()
+        os.close(self._fd)
+
+    def delete(self) -> None:
+        os.close(self._fd)
+        os.unlink(self.path)
+        self.index.delete()
+        self.time_index.delete()
