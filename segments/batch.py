@@ -76,7 +76,7 @@ CRC_START = 21
 
 _HEADER = struct.Struct(">qiibIhiqqqhii")
 _PREFIX = struct.Struct(">qi")  # base_offset, batch_length
-_STAMP = struct.Struct(">q4xi")  # base_offset, (batch_length kept), leader_epoch
+_INT64 = struct.Struct(">q")
 _RECORD_HEAD = struct.Struct(">iiii")  # length, timestamp_delta, offset_delta, key_length
 _INT32 = struct.Struct(">i")
 assert _HEADER.size == HEADER_BYTES
@@ -105,8 +105,7 @@ class Compression(enum.IntEnum):
             return cls[name.upper()]
         except KeyError:
             raise InvalidRecordError(
-                f"unknown compression {name!r}; one of: "
-                + ", ".join(c.name.lower() for c in cls)
+                f"unknown compression {name!r}; one of: " + ", ".join(c.name.lower() for c in cls)
             ) from None
 
 
@@ -146,7 +145,9 @@ def _decompress(codec: Compression, data: bytes, uncompressed_bytes_max: int) ->
     except CorruptRecordError:
         raise
     except Exception as exc:  # each codec raises its own type; all mean the same thing here
-        raise CorruptRecordError(f"{codec.name.lower()} payload does not decompress: {exc}") from exc
+        raise CorruptRecordError(
+            f"{codec.name.lower()} payload does not decompress: {exc}"
+        ) from exc
     if len(out) > uncompressed_bytes_max:
         raise CorruptRecordError(
             f"payload decompresses to {len(out)} bytes, over the {uncompressed_bytes_max} limit"
@@ -255,10 +256,13 @@ def _check_fields(header: BatchHeader) -> None:
 
 def stamp(buf: bytearray | memoryview, base_offset: int, leader_epoch: int) -> None:
     """Write base_offset and leader_epoch into a batch in place. The CRC stays valid."""
-    _STAMP.pack_into(buf, 0, base_offset, leader_epoch)
+    _INT64.pack_into(buf, 0, base_offset)
+    _INT32.pack_into(buf, 12, leader_epoch)
 
 
-def stamped_prefix(buf: bytes | bytearray | memoryview, base_offset: int, leader_epoch: int) -> bytes:
+def stamped_prefix(
+    buf: bytes | bytearray | memoryview, base_offset: int, leader_epoch: int
+) -> bytes:
     """The first 16 bytes of ``buf`` with new base_offset and leader_epoch.
 
     Lets the log append ``prefix + buf[16:]`` with one ``writev`` instead of copying the batch.
@@ -292,7 +296,10 @@ def iter_batches(
             crc = _crc32c.crc32c(view[position + CRC_START : position + size])
             if crc != header.crc:
                 raise CorruptRecordError(f"CRC mismatch in batch at byte {position}")
-        _check_fields(header)
+        try:
+            _check_fields(header)
+        except InvalidRecordError as exc:  # stored or fetched bytes: that is corruption
+            raise CorruptRecordError(f"batch at byte {position}: {exc}") from exc
         yield position, header
         position += size
 
@@ -369,14 +376,14 @@ class BatchBuilder:
 
     __slots__ = (
         "_chunks",
+        "_count",
         "_first_ts",
         "_max_ts",
-        "_count",
         "_size",
-        "compression",
-        "producer_id",
-        "producer_epoch",
         "base_sequence",
+        "compression",
+        "producer_epoch",
+        "producer_id",
     )
 
     def __init__(

@@ -13,6 +13,7 @@ the greatest epoch below it), ``end_offset_for(5) == (5, 410)``.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 
 __all__ = ["UNDEFINED_EPOCH", "UNDEFINED_OFFSET", "EpochEntry", "LeaderEpochCache"]
@@ -35,7 +36,13 @@ class LeaderEpochCache:
     """Ordered (epoch, start_offset) entries; both fields strictly increase."""
 
     def __init__(self, entries: list[EpochEntry] | None = None) -> None:
-        self._entries: list[EpochEntry] = list(entries or [])
+        self._entries: list[EpochEntry] = []
+        self._starts: list[int] = []  # the entries' start offsets, for bisect
+        self._set(list(entries or []))
+
+    def _set(self, entries: list[EpochEntry]) -> None:
+        self._entries = entries
+        self._starts = [e.start_offset for e in entries]
 
     @property
     def entries(self) -> list[EpochEntry]:
@@ -65,7 +72,7 @@ class LeaderEpochCache:
             if start_offset == last.start_offset:
                 # the older epoch wrote nothing: it never owned an offset
                 self._entries.pop()
-        self._entries.append(EpochEntry(epoch, start_offset))
+        self._set([*self._entries, EpochEntry(epoch, start_offset)])
         return True
 
     def end_offset_for(self, epoch: int, log_end_offset: int) -> tuple[int, int]:
@@ -84,19 +91,15 @@ class LeaderEpochCache:
         return UNDEFINED_EPOCH, UNDEFINED_OFFSET  # unreachable: first entry's epoch <= epoch
 
     def epoch_for_offset(self, offset: int) -> int:
-        """The epoch that wrote ``offset``, or UNDEFINED_EPOCH."""
-        result = UNDEFINED_EPOCH
-        for entry in self._entries:
-            if entry.start_offset > offset:
-                break
-            result = entry.epoch
-        return result
+        """The epoch that wrote ``offset``, or UNDEFINED_EPOCH (on every read: a bisect)."""
+        i = bisect_right(self._starts, offset)
+        return self._entries[i - 1].epoch if i else UNDEFINED_EPOCH
 
     def truncate_from_end(self, end_offset: int) -> bool:
         """Forget epochs starting at or after ``end_offset`` (the log was truncated there)."""
         keep = [e for e in self._entries if e.start_offset < end_offset]
         changed = len(keep) != len(self._entries)
-        self._entries = keep
+        self._set(keep)
         return changed
 
     def truncate_from_start(self, start_offset: int) -> bool:
@@ -108,8 +111,8 @@ class LeaderEpochCache:
         while i + 1 < len(self._entries) and self._entries[i + 1].start_offset <= start_offset:
             i += 1
         kept = self._entries[i]
-        self._entries = [EpochEntry(kept.epoch, start_offset), *self._entries[i + 1 :]]
+        self._set([EpochEntry(kept.epoch, start_offset), *self._entries[i + 1 :]])
         return True
 
     def clear(self) -> None:
-        self._entries.clear()
+        self._set([])

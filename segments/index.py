@@ -27,6 +27,7 @@ indexes of only a bounded number of closed segments loaded and unloads the rest.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from array import array
@@ -51,6 +52,7 @@ class _Index:
         self._pending = bytearray()
         self._pending_count = 0
         self._loaded = False
+        self.write_failures = 0  # index writes lost to disk errors (harmless: see flush)
 
     # ---- loading -----------------------------------------------------------------------------
 
@@ -97,12 +99,30 @@ class _Index:
             self.flush()
 
     def flush(self) -> None:
-        """Write buffered entries to the file (no fsync)."""
+        """Write buffered entries to the file (no fsync).
+
+        An index is rebuildable and sparse, so a failed write (a full disk) only costs entries:
+        the in-memory lookups keep them, and recovery scans a little more. It is counted, not
+        raised — losing an index entry must never fail an append or a close.
+        """
         if self._pending:
-            with open(self.path, "ab") as f:
-                f.write(self._pending)
+            try:
+                with open(self.path, "ab") as f:
+                    f.write(self._pending)
+            except OSError:
+                self.write_failures += 1
+                # a partial entry would shift every later one: cut the file back to whole entries
+                self._trim_partial_entry()
             self._pending.clear()
             self._pending_count = 0
+
+    def _trim_partial_entry(self) -> None:
+        try:
+            size = os.path.getsize(self.path)
+            with open(self.path, "r+b") as f:
+                f.truncate(size - size % self._entry.size)
+        except OSError:
+            pass  # is_sane() and the full-scan fallback cover what is left
 
     def fsync(self) -> None:
         self.flush()
@@ -137,10 +157,8 @@ class _Index:
     def delete(self) -> None:
         self._pending.clear()
         self._pending_count = 0
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass
 
 
 class OffsetIndex(_Index):
@@ -185,7 +203,9 @@ class OffsetIndex(_Index):
             return True
         if values[-1] >= segment_bytes or keys[0] < 0 or values[0] < 0:
             return False
-        return all(keys[i] < keys[i + 1] and values[i] < values[i + 1] for i in range(len(keys) - 1))
+        return all(
+            keys[i] < keys[i + 1] and values[i] < values[i + 1] for i in range(len(keys) - 1)
+        )
 
 
 class TimeIndex(_Index):

@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .batch import BatchHeader, iter_batches, read_header, stamped_prefix, validate_batch
+from .batch import BatchHeader, iter_batches, stamped_prefix, validate_batch
 from .epochs import LeaderEpochCache
 from .errors import (
     CorruptRecordError,
@@ -147,8 +147,8 @@ class Log:
         active = self._segments[-1]
         result = active.recover(from_last_index_entry=True)
         self.recovered_bytes_truncated = result.truncated_bytes
-        if active.size_bytes:
-            active.created_ms = read_header(active.pread(61, 0)).max_timestamp
+        # the age of a reopened active segment counts from now (the broker's clock, not the
+        # producers' timestamps, which may be skewed): a restart can delay a roll by segment_ms
         # a segment that starts past the previous one's end means data went missing mid-log
         for prev, seg in zip(self._segments, self._segments[1:], strict=False):
             if prev.next_offset > seg.base_offset:
@@ -174,7 +174,13 @@ class Log:
         if entries is None:
             cache = LeaderEpochCache()
             for header in self._iter_headers():
-                cache.assign(header.leader_epoch, header.base_offset)
+                # below the start is gone; an epoch that goes backwards is a corrupt header
+                # (epochs are outside the CRC) and its batch will fail the read-side check
+                if (
+                    header.next_offset > self._log_start_offset
+                    and header.leader_epoch >= cache.latest_epoch
+                ):
+                    cache.assign(header.leader_epoch, header.base_offset)
         else:
             cache = LeaderEpochCache(entries)
         changed = cache.truncate_from_end(self._next_offset)
@@ -184,19 +190,24 @@ class Log:
         return cache
 
     def _iter_headers(self) -> Iterator[BatchHeader]:
+        """Every batch header, segment by segment; a segment's scan stops at corruption
+        (reads of those batches fail their own checks)."""
         for segment in self._segments:
             position = 0
-            while position < segment.size_bytes:
-                chunk = segment.pread(8 << 20, position)
-                consumed = 0
-                for rel, header in iter_batches(chunk, verify_crc=False):
-                    yield header
-                    consumed = rel + header.size_bytes
-                if consumed == 0:
-                    header = segment.header_at(position)
-                    yield header
-                    consumed = header.size_bytes
-                position += consumed
+            try:
+                while position < segment.size_bytes:
+                    chunk = segment.pread(8 << 20, position)
+                    consumed = 0
+                    for rel, header in iter_batches(chunk, verify_crc=False):
+                        yield header
+                        consumed = rel + header.size_bytes
+                    if consumed == 0:
+                        header = segment.header_at(position)
+                        yield header
+                        consumed = header.size_bytes
+                    position += consumed
+            except CorruptRecordError:
+                continue
 
     def _save_epochs(self, cache: LeaderEpochCache) -> None:
         if self._state is not None:
@@ -279,9 +290,7 @@ class Log:
         if consumed != len(view):
             raise CorruptRecordError(f"{len(view) - consumed} bytes of a partial batch at the end")
         return [
-            self._append(
-                view[p : p + h.size_bytes], h, h.base_offset, h.leader_epoch, now_ms
-            )
+            self._append(view[p : p + h.size_bytes], h, h.base_offset, h.leader_epoch, now_ms)
             for p, h in batches
         ]
 
@@ -316,9 +325,9 @@ class Log:
             self._save_epochs(self.epochs)
         self._unflushed_records += header.record_count
         policy = self.config
-        if (policy.flush_messages is not None and self._unflushed_records >= policy.flush_messages) or (
-            policy.flush_ms is not None and now - self._last_flush_ms >= policy.flush_ms
-        ):
+        if (
+            policy.flush_messages is not None and self._unflushed_records >= policy.flush_messages
+        ) or (policy.flush_ms is not None and now - self._last_flush_ms >= policy.flush_ms):
             self.flush(now_ms=now)
         return AppendInfo(
             base_offset, base_offset + header.last_offset_delta, header.record_count, position
@@ -331,9 +340,7 @@ class Log:
 
     def _roll(self, base_offset: int, now_ms: int) -> Segment:
         old = self._segments[-1]
-        old.time_index.maybe_append(
-            old.max_timestamp_ms, old.next_offset - 1 - old.base_offset
-        )
+        old.time_index.maybe_append(old.max_timestamp_ms, old.next_offset - 1 - old.base_offset)
         old.flush()  # fsync on roll: every closed segment is durable
         old.index.unload()
         old.time_index.unload()
@@ -343,9 +350,7 @@ class Log:
 
     # ---- reading -------------------------------------------------------------------------------
 
-    def read(
-        self, offset: int, max_bytes: int, *, max_offset: int | None = None
-    ) -> ReadResult:
+    def read(self, offset: int, max_bytes: int, *, max_offset: int | None = None) -> ReadResult:
         """Whole batches from the one holding ``offset``, up to ``max_bytes``.
 
         Returns at least one batch when any is readable, even one larger than ``max_bytes`` (so a
@@ -372,25 +377,44 @@ class Log:
                 break
             i += 1
         if found is None:
-            return empty
+            # offset < end <= LEO, so some batch holds it: a header on the way lied about its size
+            raise CorruptRecordError(f"no batch holds offset {offset} in {self.name}")
         position, header = found
         nbytes = min(max(max_bytes, header.size_bytes), segment.size_bytes - position)
         chunk = segment.pread(nbytes, position)
         cut = 0
         next_offset = offset
+        expected = header.base_offset
+        reached_end = False
         try:
             for rel, h in iter_batches(chunk):
                 if h.next_offset > end:
+                    reached_end = True
                     break
+                # base_offset and leader_epoch are stamped outside the CRC (as in Kafka's
+                # format): offsets must be contiguous and epochs must match the epoch cache
+                if h.base_offset != expected:
+                    raise CorruptRecordError(f"batch claims offset {h.base_offset}, not {expected}")
+                if h.leader_epoch != self.epochs.epoch_for_offset(h.base_offset):
+                    raise CorruptRecordError(
+                        f"batch at offset {h.base_offset} has leader epoch {h.leader_epoch}, "
+                        f"the epoch cache says {self.epochs.epoch_for_offset(h.base_offset)}"
+                    )
                 cut = rel + h.size_bytes
-                next_offset = h.next_offset
+                next_offset = expected = h.next_offset
         except CorruptRecordError as exc:
             if cut == 0:
                 raise CorruptRecordError(
                     f"corrupt batch at byte {position} of {segment.path}: {exc}"
                 ) from exc
         if cut == 0:
-            return empty
+            if reached_end:  # the batch holding ``offset`` straddles max_offset (the HW)
+                return empty
+            # the header claimed more bytes than the segment holds: never return "nothing" for
+            # an offset below the end, or a reader would spin on it forever
+            raise CorruptRecordError(
+                f"batch at byte {position} of {segment.path} runs past the segment's end"
+            )
         return ReadResult(chunk[:cut], next_offset, self._log_start_offset, self._next_offset)
 
     def _touch(self, segment: Segment) -> None:
@@ -416,7 +440,7 @@ class Log:
                 return max(header.base_offset, self._log_start_offset), header.max_timestamp
         return None
 
-    # ---- truncation and retention -----------------------------------------------------------------
+    # ---- truncation and retention ---------------------------------------------------------------
 
     def truncate_to(self, offset: int) -> int:
         """Follower truncation: drop every batch that reaches ``offset``; return the new LEO.
@@ -546,4 +570,3 @@ class Log:
     def __exit__(self, *exc: object) -> None:
         if self._segments:
             self.close()
-

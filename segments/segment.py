@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .batch import HEADER_BYTES, LOG_OVERHEAD, BatchHeader, iter_batches, read_header
+from .batch import HEADER_BYTES, LOG_OVERHEAD, MAGIC, BatchHeader, iter_batches, read_header
 from .errors import CorruptRecordError, LogDirFullError, StorageIOError
 from .index import OffsetIndex, TimeIndex
 
@@ -132,23 +132,34 @@ class Segment:
             raise StorageIOError(f"read of {self.path} failed: {exc}") from exc
 
     def header_at(self, position: int) -> BatchHeader:
-        return read_header(self.pread(HEADER_BYTES, position))
+        """The header at ``position``, checked enough that walking by its length makes progress."""
+        header = read_header(self.pread(HEADER_BYTES, position))
+        if header.magic != MAGIC or header.batch_length < HEADER_BYTES - LOG_OVERHEAD:
+            raise CorruptRecordError(f"no batch header at byte {position} of {self.path}")
+        return header
 
-    def find_batch(
-        self, offset: int, start_position: int = 0
-    ) -> tuple[int, BatchHeader] | None:
+    def find_batch(self, offset: int, start_position: int = 0) -> tuple[int, BatchHeader] | None:
         """Position and header of the first batch with last_offset >= ``offset``.
 
         Starts at the index entry at or below ``offset`` (or ``start_position`` if later) and
         scans batch headers forward: at most ``index_interval_bytes`` of batches.
         """
-        _, position = self.index.lookup(offset - self.base_offset)
-        position = max(position, start_position)
+        rel, position = self.index.lookup(offset - self.base_offset)
+        expected = self.base_offset + rel  # the indexed batch starts exactly here
+        if start_position > position:
+            position, expected = start_position, -1
         while position < self.size_bytes:
             header = self.header_at(position)
+            # base_offset is outside the CRC: contiguity is what catches a flipped bit in it
+            if expected >= 0 and header.base_offset != expected:
+                raise CorruptRecordError(
+                    f"batch at byte {position} of {self.path} claims offset "
+                    f"{header.base_offset}, expected {expected}"
+                )
             if header.last_offset >= offset:
                 return position, header
             position += header.batch_length + LOG_OVERHEAD
+            expected = header.next_offset
         return None
 
     def find_timestamp(self, timestamp_ms: int) -> tuple[int, BatchHeader] | None:

@@ -53,7 +53,9 @@ def dump(directory: str, *, records: bool, console: Console) -> int:
                 )
                 if records:
                     for record in iter_records(data[position : position + header.size_bytes]):
-                        console.print(f"  {record.offset}: key={record.key!r} value={record.value!r}")
+                        console.print(
+                            f"  {record.offset}: key={record.key!r} value={record.value!r}"
+                        )
         except StorageError as exc:
             bad += 1
             table.add_row(name, str(position), "[red]corrupt[/red]", "", "", "", "", str(exc))
