@@ -240,6 +240,9 @@ def validate_batch(
     return header
 
 
+_CODEC_MAX = max(c.value for c in Compression)  # computed once: max() over an Enum is slow
+
+
 def _check_fields(header: BatchHeader) -> None:
     if header.record_count < 1:
         raise InvalidRecordError(f"batch has record_count {header.record_count}; at least 1")
@@ -248,7 +251,7 @@ def _check_fields(header: BatchHeader) -> None:
             f"last_offset_delta {header.last_offset_delta} != record_count - 1 "
             f"({header.record_count - 1})"
         )
-    if header.attributes & _CODEC_MASK > max(Compression):
+    if header.attributes & _CODEC_MASK > _CODEC_MAX:
         raise InvalidRecordError(f"unknown compression codec {header.attributes & _CODEC_MASK}")
     if header.max_timestamp < header.first_timestamp:
         raise InvalidRecordError("max_timestamp is before first_timestamp")

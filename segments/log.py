@@ -251,10 +251,17 @@ class Log:
         *,
         leader_epoch: int,
         now_ms: int | None = None,
+        header: BatchHeader | None = None,
     ) -> AppendInfo:
-        """Leader append: validate, assign offsets from the LEO, stamp ``leader_epoch``."""
+        """Leader append: validate, assign offsets from the LEO, stamp ``leader_epoch``.
+
+        ``header``: the caller already ran ``validate_batch`` on exactly these bytes with this
+        log's ``max_message_bytes`` (the broker checks a whole request before appending any of
+        it), so the CRC is not computed twice.
+        """
         view = memoryview(batch)
-        header = validate_batch(view, self.config.max_message_bytes)
+        if header is None:
+            header = validate_batch(view, self.config.max_message_bytes)
         if leader_epoch < self.epochs.latest_epoch:
             raise InvalidRecordError(
                 f"append in epoch {leader_epoch}, but the log has epoch {self.epochs.latest_epoch}"
