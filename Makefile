@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PACKAGES := proto cluster raft segments client chaos
 
-.PHONY: install test test-all lint typecheck proto demo bench-storage clean
+.PHONY: install test test-all lint typecheck proto demo demo-storage bench-storage bench-quorum clean
 
 install: $(STAMP)
 
@@ -40,12 +40,20 @@ typecheck: $(STAMP)
 proto: $(STAMP)
 	$(PY) -m raftlog.proto.build
 
-## Until the cluster exists: the storage engine, killed mid-write and recovered.
+## A local 3-node cluster: produce, kill a leader, produce, verify every record, status, stop.
 demo: $(STAMP)
+	$(VENV)/bin/raftlog demo
+
+## The storage engine alone, killed mid-write and recovered.
+demo-storage: $(STAMP)
 	$(VENV)/bin/raftlog storage demo
 
 bench-storage: $(STAMP)
 	$(PY) -m raftlog.segments.bench
+
+## Metadata quorum: failover time of 3 and 5 voters (kill -9 of the Raft leader).
+bench-quorum: $(STAMP)
+	$(PY) -m raftlog.raft.bench_failover
 
 clean:
 	rm -rf $(VENV) .typecheck .pytest_cache .mypy_cache .ruff_cache build *.egg-info

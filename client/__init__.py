@@ -1,1 +1,39 @@
-"""raftlog.client."""
+"""raftlog.client: the Producer, Consumer and Admin clients, their errors, and the command line.
+
+Depends on ``raftlog.proto`` (the wire contract) and the record-batch codec
+(``raftlog.segments.batch``, pure); never on the broker.
+"""
+
+from .admin import Admin, ConfigEntry, PartitionDescription, TopicDescription
+from .consumer import Consumer, ConsumerRecord
+from .errors import (
+    BufferFullError,
+    ClientError,
+    DeliveryTimeoutError,
+    LogTruncationError,
+    NoBrokersAvailableError,
+    ProducerClosedError,
+    RaftlogError,
+)
+from .metadata import ClusterMetadata
+from .producer import Producer, RecordMetadata, SendFuture
+
+__all__ = [
+    "Admin",
+    "BufferFullError",
+    "ClientError",
+    "ClusterMetadata",
+    "ConfigEntry",
+    "Consumer",
+    "ConsumerRecord",
+    "DeliveryTimeoutError",
+    "LogTruncationError",
+    "NoBrokersAvailableError",
+    "PartitionDescription",
+    "Producer",
+    "ProducerClosedError",
+    "RaftlogError",
+    "RecordMetadata",
+    "SendFuture",
+    "TopicDescription",
+]

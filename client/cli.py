@@ -1,18 +1,85 @@
 """The ``raftlog`` command line: one entry point, ``--help`` everywhere.
 
-A thin shell: it parses arguments and calls the library. Subcommands grow with the product;
-today they are the storage tools (``raftlog storage dump|demo``).
+A thin shell over the client library. Errors a person can act on (an unreachable cluster, an
+unknown topic, too few brokers for the replication factor) print one line and exit non-zero —
+never a traceback. The bootstrap address comes from ``--bootstrap``, else ``RAFTLOG_BOOTSTRAP``,
+else the local cluster in ``./.raftlog`` (``raftlog cluster up``), else ``127.0.0.1:9092``.
+
+Exit codes: 0 success, 1 the operation failed (an error from the cluster, a failed check),
+2 bad usage or config.
+
+``raftlog broker`` and ``raftlog chaos`` load the broker and the chaos harness lazily: the
+client library itself never imports them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 __all__ = ["main"]
+
+DEFAULT_DIR = ".raftlog"
+
+
+class CliError(Exception):
+    """One line for the user; exit code 1 (or ``code``)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def _bootstrap(args: argparse.Namespace) -> str:
+    if getattr(args, "bootstrap", None):
+        return str(args.bootstrap)
+    env = os.environ.get("RAFTLOG_BOOTSTRAP")
+    if env:
+        return env
+    state = Path(getattr(args, "dir", None) or DEFAULT_DIR) / "cluster.json"
+    if state.exists():
+        try:
+            return str(json.loads(state.read_text())["bootstrap"])
+        except (ValueError, KeyError):
+            pass
+    return "127.0.0.1:9092"
+
+
+def _configs(pairs: Sequence[str] | None) -> dict[str, str]:
+    out = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"--config takes key=value, not {pair!r}", 2)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _print_json(console: Console, body: Any) -> None:
+    console.print_json(json.dumps(body, default=str))
+
+
+def _add_bootstrap(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bootstrap",
+        help="host:port[,host:port...] of any brokers (default: $RAFTLOG_BOOTSTRAP, "
+        "then ./.raftlog's local cluster, then 127.0.0.1:9092)",
+    )
+
+
+# ---- the parser --------------------------------------------------------------------------------
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,31 +89,389 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    broker = commands.add_parser("broker", help="run one broker in the foreground")
+    broker.add_argument("--config", required=True, help="the broker's TOML config")
+    broker.add_argument("--log-level", default="INFO")
+
+    cluster = commands.add_parser("cluster", help="a local cluster of 1-5 brokers on loopback")
+    cluster_commands = cluster.add_subparsers(dest="cluster_command", required=True)
+    up = cluster_commands.add_parser("up", help="start a local cluster in the background")
+    up.add_argument("--nodes", type=int, default=3, help="1 to 5 (default 3)")
+    up.add_argument("--base-port", type=int, default=9092, help="gRPC port of node 1")
+    up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait until ready")
+    for sub in (up,):
+        sub.add_argument("--json", action="store_true", help="print the cluster as JSON")
+    down = cluster_commands.add_parser("down", help="stop the local cluster's brokers")
+    kill = cluster_commands.add_parser("kill", help="SIGKILL one broker of the local cluster")
+    kill.add_argument("node", type=int)
+    start = cluster_commands.add_parser("start", help="start one stopped broker again")
+    start.add_argument("node", type=int)
+    info = cluster_commands.add_parser("info", help="the local cluster's nodes and pids")
+    info.add_argument("--json", action="store_true")
+    for sub in (up, down, kill, start, info):
+        sub.add_argument("--dir", default=DEFAULT_DIR, help="where the cluster lives")
+
+    topic = commands.add_parser("topic", help="create, list, describe and delete topics")
+    topic_commands = topic.add_subparsers(dest="topic_command", required=True)
+    create = topic_commands.add_parser("create", help="create a topic")
+    create.add_argument("name")
+    create.add_argument("--partitions", type=int, default=3)
+    create.add_argument("--replication-factor", type=int, default=3)
+    create.add_argument("--min-insync-replicas", type=int, default=None)
+    create.add_argument("--config", action="append", metavar="KEY=VALUE", help="repeatable")
+    listing = topic_commands.add_parser("list", help="list topics")
+    listing.add_argument("--json", action="store_true")
+    describe = topic_commands.add_parser("describe", help="partitions, leaders, ISRs, configs")
+    describe.add_argument("name")
+    describe.add_argument("--json", action="store_true")
+    delete = topic_commands.add_parser("delete", help="delete a topic and its data")
+    delete.add_argument("name")
+    alter = topic_commands.add_parser("alter-config", help="set or delete topic configs")
+    alter.add_argument("name")
+    alter.add_argument("--set", action="append", metavar="KEY=VALUE")
+    alter.add_argument("--delete", action="append", metavar="KEY")
+    for sub in (create, listing, describe, delete, alter):
+        _add_bootstrap(sub)
+
+    produce = commands.add_parser("produce", help="send stdin lines as records")
+    produce.add_argument("topic")
+    produce.add_argument("--acks", default="all", choices=["all", "1", "0"])
+    keys = produce.add_mutually_exclusive_group()
+    keys.add_argument("--key", help="the same key for every record")
+    keys.add_argument("--key-separator", help="split each line into KEY<sep>VALUE")
+    produce.add_argument("--partition", type=int, default=None)
+    produce.add_argument("--compression", default=None, help="none, gzip, snappy, lz4, zstd")
+    produce.add_argument("--json", action="store_true", help="print a JSON summary")
+    _add_bootstrap(produce)
+
+    consume = commands.add_parser("consume", help="print records of a topic")
+    consume.add_argument("topic")
+    where = consume.add_mutually_exclusive_group()
+    where.add_argument("--from-beginning", action="store_true")
+    where.add_argument("--offset", type=int, help="start at this offset (needs --partition)")
+    consume.add_argument("--partition", type=int, default=None)
+    consume.add_argument("--max-messages", type=int, default=None)
+    consume.add_argument("--follow", action="store_true", help="keep waiting for new records")
+    consume.add_argument("--timeout", type=float, default=2.0, help="idle seconds before exit")
+    consume.add_argument("--json", action="store_true", help="one JSON object per record")
+    _add_bootstrap(consume)
+
+    status = commands.add_parser("status", help="brokers, controller, partitions, lag")
+    status.add_argument("--watch", action="store_true", help="refresh live")
+    status.add_argument("--interval", type=float, default=1.0)
+    status.add_argument("--json", action="store_true")
+    _add_bootstrap(status)
+
+    demo = commands.add_parser(
+        "demo", help="start a 3-node cluster, kill a leader mid-stream, verify every record"
+    )
+    demo.add_argument("--dir", default=DEFAULT_DIR)
+    demo.add_argument("--base-port", type=int, default=9092)
+    demo.add_argument("--records", type=int, default=10_000, help="per phase (two phases)")
+    demo.add_argument("--keep", action="store_true", help="leave the cluster running")
+
     storage = commands.add_parser("storage", help="inspect and exercise the storage engine")
     storage_commands = storage.add_subparsers(dest="storage_command", required=True)
     dump = storage_commands.add_parser(
         "dump", help="print every batch of a partition directory (like kafka-dump-log)"
     )
-    dump.add_argument("directory", help="a partition directory, e.g. data/orders-0")
+    dump.add_argument("directory", help="a partition directory, e.g. data/logs/orders-0")
     dump.add_argument("--records", action="store_true", help="also decode and print records")
-    demo = storage_commands.add_parser(
+    sdemo = storage_commands.add_parser(
         "demo", help="kill a writer mid-append with SIGKILL, recover the log, verify every record"
     )
-    demo.add_argument("--dir", help="keep the demo log here instead of a temporary directory")
-    demo.add_argument("--seconds", type=float, default=1.5, help="how long the writer runs")
+    sdemo.add_argument("--dir", help="keep the demo log here instead of a temporary directory")
+    sdemo.add_argument("--seconds", type=float, default=1.5, help="how long the writer runs")
     return parser
+
+
+# ---- commands ----------------------------------------------------------------------------------
+
+
+def _cmd_broker(args: argparse.Namespace, console: Console) -> int:
+    from raftlog.cluster.__main__ import main as broker_main
+
+    return broker_main(["--config", args.config, "--log-level", args.log_level])
+
+
+def _cmd_cluster(args: argparse.Namespace, console: Console) -> int:
+    from .local_cluster import LocalCluster
+
+    cluster = LocalCluster(args.dir)
+    match args.cluster_command:
+        case "up":
+            if not args.json:
+                console.print(f"starting {args.nodes} broker(s) in {cluster.dir} …")
+            cluster.up(args.nodes, args.base_port, timeout_s=args.timeout)
+            if args.json:
+                _print_json(console, cluster.to_json())
+            else:
+                console.print(f"[green]ready[/green]: bootstrap {cluster.bootstrap}")
+        case "down":
+            stopped = cluster.down()
+            console.print(f"stopped {len(stopped)} broker(s)" if stopped else "nothing running")
+        case "kill":
+            cluster.kill(args.node)
+            console.print(f"killed broker {args.node} (SIGKILL)")
+        case "start":
+            cluster.start(args.node)
+            console.print(f"broker {args.node} is back")
+        case "info":
+            body = cluster.to_json()
+            if args.json:
+                _print_json(console, body)
+            else:
+                for b in body["brokers"]:  # type: ignore[attr-defined]
+                    state = f"pid {b['pid']}" if b["pid"] else "[red]stopped[/red]"
+                    console.print(f"broker {b['id']}  {b['address']}  {state}")
+    return 0
+
+
+def _cmd_topic(args: argparse.Namespace, console: Console) -> int:
+    from .admin import Admin
+
+    with Admin(_bootstrap(args)) as admin:
+        match args.topic_command:
+            case "create":
+                topic_id = admin.create_topic(
+                    args.name,
+                    args.partitions,
+                    args.replication_factor,
+                    min_insync_replicas=args.min_insync_replicas,
+                    configs=_configs(args.config),
+                )
+                console.print(f"created topic {args.name} (id {topic_id})")
+            case "list":
+                names = admin.list_topics()
+                if args.json:
+                    _print_json(console, names)
+                else:
+                    for name in names:
+                        console.print(name)
+            case "describe":
+                topic = admin.describe_topic(args.name)
+                configs = admin.describe_configs(args.name)
+                if args.json:
+                    body = {
+                        "name": topic.name,
+                        "topic_id": topic.topic_id,
+                        "replication_factor": topic.replication_factor,
+                        "partitions": [
+                            {
+                                "partition": p.partition,
+                                "leader": p.leader,
+                                "leader_epoch": p.leader_epoch,
+                                "replicas": list(p.replicas),
+                                "isr": list(p.isr),
+                            }
+                            for p in topic.partitions
+                        ],
+                        "configs": {c.name: c.value for c in configs},
+                    }
+                    _print_json(console, body)
+                else:
+                    _print_topic(console, topic, configs)
+            case "delete":
+                admin.delete_topic(args.name)
+                console.print(f"deleted topic {args.name}")
+            case "alter-config":
+                admin.alter_configs(args.name, _configs(args.set), args.delete or ())
+                console.print(f"altered configs of {args.name}")
+    return 0
+
+
+def _print_topic(console: Console, topic: Any, configs: Any) -> None:
+    table = Table(title=f"topic {topic.name} (id {topic.topic_id}, RF {topic.replication_factor})")
+    for column in ("partition", "leader", "epoch", "replicas", "isr"):
+        table.add_column(column, justify="right")
+    for p in topic.partitions:
+        out_of_sync = [r for r in p.replicas if r not in p.isr]
+        isr = ",".join(map(str, p.isr)) + (
+            f" [red](out: {','.join(map(str, out_of_sync))})[/red]" if out_of_sync else ""
+        )
+        leader = str(p.leader) if p.leader >= 0 else "[red]offline[/red]"
+        table.add_row(
+            str(p.partition), leader, str(p.leader_epoch), ",".join(map(str, p.replicas)), isr
+        )
+    console.print(table)
+    explicit = [c for c in configs if not c.is_default]
+    if explicit:
+        console.print("configs: " + ", ".join(f"{c.name}={c.value}" for c in explicit))
+
+
+def _cmd_produce(args: argparse.Namespace, console: Console) -> int:
+    from .producer import Producer
+
+    sent = failed = 0
+    errors: dict[str, int] = {}
+    last = None
+    with Producer(_bootstrap(args), acks=args.acks, compression=args.compression) as producer:
+        futures = []
+        for line in sys.stdin:
+            line = line.rstrip("\n")
+            key: bytes | None = args.key.encode() if args.key is not None else None
+            value = line
+            if args.key_separator:
+                k, sep, v = line.partition(args.key_separator)
+                if sep:
+                    key, value = k.encode(), v
+            futures.append(
+                producer.send(args.topic, value.encode(), key=key, partition=args.partition)
+            )
+        producer.flush()
+        for future in futures:
+            error = future.exception()
+            if error is None:
+                sent += 1
+                last = future.result()
+            else:
+                failed += 1
+                errors[str(error)] = errors.get(str(error), 0) + 1
+    if args.json:
+        _print_json(console, {"acknowledged": sent, "failed": failed, "errors": errors})
+    else:
+        where = f" (last at {last.topic}-{last.partition}@{last.offset})" if last else ""
+        console.print(f"{sent} record(s) acknowledged (acks={args.acks}){where}")
+        for message, count in errors.items():
+            console.print(f"[red]{count} failed:[/red] {message}")
+    return 0 if failed == 0 else 1
+
+
+def _cmd_consume(args: argparse.Namespace, console: Console) -> int:
+    from .consumer import Consumer
+
+    if args.offset is not None and args.partition is None:
+        raise CliError("--offset needs --partition", 2)
+    out = sys.stdout
+    count = 0
+    reset = "earliest" if args.from_beginning or args.offset is not None else "latest"
+    with Consumer(_bootstrap(args), auto_offset_reset=reset) as consumer:
+        if args.partition is not None:
+            consumer.assign([(args.topic, args.partition)])
+            if args.offset is not None:
+                consumer.seek((args.topic, args.partition), args.offset)
+        else:
+            consumer.assign_topic(args.topic)
+        idle_since = time.monotonic()
+        while args.max_messages is None or count < args.max_messages:
+            limit = 500 if args.max_messages is None else min(500, args.max_messages - count)
+            records = consumer.poll(timeout_ms=500, max_records=limit)
+            if not records:
+                if not args.follow and time.monotonic() - idle_since > args.timeout:
+                    break
+                continue
+            idle_since = time.monotonic()
+            for r in records:
+                value = r.value.decode(errors="replace") if r.value is not None else None
+                if args.json:
+                    key = r.key.decode(errors="replace") if r.key is not None else None
+                    body = {
+                        "partition": r.partition,
+                        "offset": r.offset,
+                        "key": key,
+                        "value": value,
+                        "timestamp_ms": r.timestamp_ms,
+                    }
+                    out.write(json.dumps(body) + "\n")
+                else:
+                    out.write(f"{value}\n")
+                count += 1
+            out.flush()
+    if not args.json:
+        print(f"{count} record(s)", file=sys.stderr)
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace, console: Console) -> int:
+    from .admin import Admin
+    from .status import render
+
+    with Admin(_bootstrap(args), timeout_s=5.0) as admin:
+        if args.json:
+            _print_json(console, admin.status_snapshot().to_json())
+            return 0
+        if not args.watch:
+            console.print(render(admin.status_snapshot(), width_hint=console.width))
+            return 0
+        from rich.live import Live
+
+        with Live(
+            render(admin.status_snapshot(), width_hint=console.width), console=console, screen=False
+        ) as live:
+            try:
+                while True:
+                    time.sleep(args.interval)
+                    try:
+                        live.update(render(admin.status_snapshot(), width_hint=console.width))
+                    except Exception as exc:  # keep watching through a failover
+                        console.print(f"[yellow]status: {exc}[/yellow]")
+            except KeyboardInterrupt:
+                return 0
+
+
+def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
+    from .demo import run_demo
+
+    return run_demo(console, args.dir, args.base_port, args.records, keep=args.keep)
+
+
+def _cmd_storage(args: argparse.Namespace, console: Console) -> int:
+    from raftlog.segments import tool
+
+    if args.storage_command == "dump":
+        return tool.dump(args.directory, records=args.records, console=console)
+    return tool.demo(console, directory=args.dir, run_s=args.seconds)
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
+    "broker": _cmd_broker,
+    "cluster": _cmd_cluster,
+    "topic": _cmd_topic,
+    "produce": _cmd_produce,
+    "consume": _cmd_consume,
+    "status": _cmd_status,
+    "demo": _cmd_demo,
+    "storage": _cmd_storage,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
-    if args.command == "storage":
-        from raftlog.segments import tool
+    errors = Console(stderr=True)
+    from raftlog.proto.errors import RaftlogError
 
-        if args.storage_command == "dump":
-            return tool.dump(args.directory, records=args.records, console=console)
-        return tool.demo(console, directory=args.dir, run_s=args.seconds)
-    raise AssertionError(f"unhandled command {args.command}")  # argparse rejects the rest
+    from .local_cluster import LocalClusterError
+
+    try:
+        return _COMMANDS[args.command](args, console)
+    except CliError as exc:
+        errors.print(f"[red]error:[/red] {exc}")
+        return exc.code
+    except (RaftlogError, LocalClusterError) as exc:
+        errors.print(f"[red]error:[/red] {_friendly(exc)}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _friendly(exc: Exception) -> str:
+    """One line a person can act on."""
+    from .errors import NoBrokersAvailableError
+
+    if isinstance(exc, NoBrokersAvailableError):
+        return (
+            f"cannot reach the cluster ({exc.message.split(':', 1)[0]}); is it running? "
+            "start one with `raftlog cluster up`, or pass --bootstrap"
+        )
+    name = getattr(exc, "name", "")
+    if name == "INVALID_REPLICATION_FACTOR":
+        return f"too few brokers for that replication factor: {exc}"
+    if name == "UNKNOWN_TOPIC_OR_PARTITION":
+        return f"unknown topic: {exc}"
+    return str(exc)
 
 
 if __name__ == "__main__":

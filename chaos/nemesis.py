@@ -1,0 +1,636 @@
+"""Nemeses: the faults a chaos run injects, Jepsen's way — each one a start, a stop that heals,
+and a final heal — plus the seeded schedule that says when each fault starts and how long it lasts.
+
+Three layers, only the last one does anything:
+
+1. **Choosing** (pure): which nodes a fault hits, from the node ids and a ``random.Random`` —
+   ``random_halves``, ``isolation_groups``, ``majorities_ring``, ``bridge_grudge``,
+   ``choose_targets``. A *grudge* is Jepsen's: node → the nodes whose packets it drops.
+2. **Scheduling** (pure): ``Schedule(seed, nemeses, ...)`` yields ``ScheduledFault(start_at_s,
+   nemesis, duration_s)`` events — the same list for the same arguments, so a failing run is
+   reproduced with its seed. The schedule draws from its own ``Random(seed)``; the nemeses get
+   ``nemesis_rng(seed)``, so changing one never shifts the other.
+3. **Acting**: a ``Nemesis`` drives a ``ClusterControl`` (``NetnsCluster`` is one; tests use a
+   fake). ``start`` returns a ``FaultRecord`` with ``stop_s=None``; ``stop`` heals and returns
+   the same record with ``stop_s`` set; ``final_heal`` heals whatever its kind of fault could
+   have left (every node restarted, every node resumed, the network whole) and is safe to call
+   at any time. ``start`` returns None when there is nothing to do (no leaders known, a fault of
+   this nemesis already active, no running node to kill).
+
+One nemesis instance drives one fault at a time and is used from one thread (the runner's
+nemesis thread); it is not thread-safe.
+
+The packages (``NEMESIS_NAMES``)::
+
+    partition-halves     random halves (the smaller half is the minority)
+    isolate-node         one random node alone
+    isolate-leaders      every partition leader alone, the rest together
+    isolate-controller   the active controller alone
+    majorities-ring      every node sees a majority, no two the same (5 nodes; see below)
+    bridge               two halves joined by one node that sees both
+    kill                 kill -9 a random node; heal = start it again
+    pause                SIGSTOP a random node; heal = SIGCONT
+    combined             one of the enabled ones above, picked at start
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import Any, NamedTuple, Protocol
+
+__all__ = [
+    "NEMESIS_NAMES",
+    "BridgeNemesis",
+    "ClusterControl",
+    "CombinedNemesis",
+    "Cut",
+    "FaultRecord",
+    "Grudge",
+    "HalvesNemesis",
+    "IsolateControllerNemesis",
+    "IsolateLeadersNemesis",
+    "IsolateNodeNemesis",
+    "KillNemesis",
+    "Nemesis",
+    "NemesisContext",
+    "PartitionNemesis",
+    "PauseNemesis",
+    "RingNemesis",
+    "Schedule",
+    "ScheduledFault",
+    "Targets",
+    "bridge_grudge",
+    "choose_targets",
+    "complete_grudge",
+    "isolation_groups",
+    "majorities_ring",
+    "make_nemesis",
+    "nemesis_rng",
+    "random_halves",
+    "ring_grudge",
+    "views",
+]
+
+Grudge = Mapping[int, frozenset[int]]  # node → nodes whose packets it drops (Jepsen's grudge)
+
+
+def _majority(n: int) -> int:
+    return n // 2 + 1
+
+
+def _sorted_nodes(nodes: Sequence[int] | Set[int]) -> list[int]:
+    out = sorted(set(nodes))
+    if not out:
+        raise ValueError("a fault needs at least one node")
+    return out
+
+
+# ---- 1. choosing: pure functions of node ids and an rng ------------------------------------
+
+
+def complete_grudge(groups: Sequence[Set[int]]) -> dict[int, frozenset[int]]:
+    """Every node drops packets from every node outside its own group (both directions cut)."""
+    everyone = frozenset(n for g in groups for n in g)
+    if sum(len(g) for g in groups) != len(everyone):
+        raise ValueError(f"groups overlap: {[sorted(g) for g in groups]}")
+    return {n: everyone - frozenset(g) for g in groups for n in g}
+
+
+def views(nodes: Sequence[int] | Set[int], grudge: Grudge) -> dict[int, frozenset[int]]:
+    """node → the nodes it hears from (itself included) under ``grudge``."""
+    everyone = frozenset(nodes)
+    return {n: everyone - grudge.get(n, frozenset()) for n in everyone}
+
+
+def random_halves(nodes: Sequence[int] | Set[int], rng: random.Random) -> list[frozenset[int]]:
+    """Shuffled, then cut in two: ``[smaller half, larger half]`` (Jepsen's bisect)."""
+    order = _sorted_nodes(nodes)
+    if len(order) < 2:
+        raise ValueError("halves need at least two nodes")
+    rng.shuffle(order)
+    cut = len(order) // 2
+    return [frozenset(order[:cut]), frozenset(order[cut:])]
+
+
+def isolation_groups(nodes: Sequence[int] | Set[int], isolated: Set[int]) -> list[frozenset[int]]:
+    """Each isolated node alone, the others together (Jepsen's :primaries partition)."""
+    everyone = _sorted_nodes(nodes)
+    unknown = set(isolated) - set(everyone)
+    if unknown:
+        raise ValueError(f"cannot isolate unknown node(s) {sorted(unknown)}")
+    groups = [frozenset({n}) for n in sorted(isolated)]
+    rest = frozenset(everyone) - frozenset(isolated)
+    if rest:
+        groups.append(rest)
+    return groups
+
+
+def majorities_ring(
+    nodes: Sequence[int] | Set[int], rng: random.Random
+) -> dict[int, frozenset[int]]:
+    """node → the majority it sees: every view is a majority and no two views are equal.
+
+    Jepsen's perfect ring: shuffle the nodes into a ring, take each window of ``m`` (majority)
+    consecutive nodes, and give the window to its middle node. With 5 nodes each node sees its
+    two ring neighbours, which see it back (a symmetric cut). With 3 nodes no symmetric answer
+    exists: a sees b but b does not see a, so every pair loses one direction — for TCP that is
+    every link broken. Use it with 5 nodes.
+    """
+    order = _sorted_nodes(nodes)
+    n = len(order)
+    if n < 3:
+        raise ValueError("a majorities ring needs at least three nodes")
+    rng.shuffle(order)
+    m = _majority(n)
+    out = {}
+    for start in range(n):
+        window = [order[(start + k) % n] for k in range(m)]
+        out[window[m // 2]] = frozenset(window)
+    return out
+
+
+def ring_grudge(nodes: Sequence[int] | Set[int], rng: random.Random) -> dict[int, frozenset[int]]:
+    everyone = frozenset(nodes)
+    return {n: everyone - seen for n, seen in majorities_ring(nodes, rng).items()}
+
+
+def bridge_grudge(
+    nodes: Sequence[int] | Set[int], rng: random.Random
+) -> tuple[int, dict[int, frozenset[int]]]:
+    """(bridge node, grudge): two halves that cannot talk, and one node that talks to both."""
+    order = _sorted_nodes(nodes)
+    if len(order) < 3:
+        raise ValueError("a bridge needs at least three nodes")
+    rng.shuffle(order)
+    half = (len(order) - 1) // 2
+    left, bridge, right = frozenset(order[:half]), order[half], frozenset(order[half + 1 :])
+    grudge = {n: right for n in left} | {n: left for n in right} | {bridge: frozenset()}
+    return bridge, grudge
+
+
+class Targets(Enum):
+    """Which nodes a process fault (kill, pause) hits."""
+
+    ONE = "one"
+    MINORITY = "minority"  # a random minority, at least one
+    MAJORITY = "majority"
+    ALL = "all"
+    LEADERS = "leaders"  # the partition leaders (none known: nothing to do)
+
+
+def choose_targets(
+    candidates: Sequence[int] | Set[int],
+    targets: Targets,
+    rng: random.Random,
+    *,
+    cluster_size: int,
+    leaders: Set[int] = frozenset(),
+) -> frozenset[int]:
+    """The nodes to hit among ``candidates`` (e.g. the running ones); empty when none fit."""
+    pool = sorted(set(candidates))
+    if not pool:
+        return frozenset()
+    match targets:
+        case Targets.ONE:
+            count = 1
+        case Targets.MINORITY:
+            count = max(1, rng.randint(1, max(1, (cluster_size - 1) // 2)))
+        case Targets.MAJORITY:
+            count = _majority(cluster_size)
+        case Targets.ALL:
+            return frozenset(pool)
+        case Targets.LEADERS:
+            return frozenset(set(pool) & set(leaders))
+    return frozenset(rng.sample(pool, min(count, len(pool))))
+
+
+# ---- 2. scheduling --------------------------------------------------------------------------
+
+
+class ScheduledFault(NamedTuple):
+    start_at_s: float  # since the run started
+    nemesis: str
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """When each fault starts and how long it lasts; pure and bounded.
+
+    The first fault starts after one quiet interval; each next one a fresh interval after the
+    previous one healed; none runs past ``time_limit_s``; at most ``events_max`` events.
+    """
+
+    seed: int
+    nemeses: tuple[str, ...]
+    interval_s: tuple[float, float] = (5.0, 10.0)  # quiet time before each fault (min, max)
+    duration_s: tuple[float, float] = (5.0, 15.0)  # how long each fault lasts (min, max)
+    time_limit_s: float = 60.0
+    events_max: int = 1000
+
+    def __post_init__(self) -> None:
+        if not self.nemeses:
+            raise ValueError("a schedule needs at least one nemesis")
+        unknown = [n for n in self.nemeses if n not in NEMESIS_NAMES]
+        if unknown:
+            raise ValueError(f"unknown nemesis {unknown}; known: {', '.join(NEMESIS_NAMES)}")
+        for name, (lo, hi) in (("interval_s", self.interval_s), ("duration_s", self.duration_s)):
+            if not 0 < lo <= hi:
+                raise ValueError(f"{name} must be (min, max) with 0 < min <= max, not {lo, hi}")
+        if self.time_limit_s <= 0 or self.events_max <= 0:
+            raise ValueError("time_limit_s and events_max must be positive")
+
+    def __iter__(self) -> Iterator[ScheduledFault]:
+        rng = random.Random(self.seed)
+        t = 0.0
+        for _ in range(self.events_max):
+            t += rng.uniform(*self.interval_s)
+            duration = rng.uniform(*self.duration_s)
+            name = rng.choice(self.nemeses)
+            if t + duration > self.time_limit_s:
+                return
+            yield ScheduledFault(round(t, 3), name, round(duration, 3))
+            t += duration
+
+    def events(self) -> list[ScheduledFault]:
+        return list(self)
+
+
+def nemesis_rng(seed: int) -> random.Random:
+    """The rng the nemeses choose nodes with: derived from the run's seed, apart from the
+    schedule's, so one run's choices replay exactly."""
+    return random.Random(f"raftlog-nemesis-{seed}")
+
+
+# ---- 3. acting ------------------------------------------------------------------------------
+
+
+class ClusterControl(Protocol):
+    """What a nemesis needs of a cluster (``raftlog.chaos.netns.NetnsCluster`` provides it)."""
+
+    @property
+    def node_ids(self) -> tuple[int, ...]: ...
+
+    def partition(self, groups: Sequence[Set[int]]) -> None: ...
+
+    def apply_grudge(self, grudge: Mapping[int, Set[int]]) -> None: ...
+
+    def heal(self) -> None: ...
+
+    def kill(self, node: int) -> None: ...
+
+    def start(self, node: int) -> int: ...
+
+    def pause(self, node: int) -> None: ...
+
+    def resume(self, node: int) -> None: ...
+
+    def is_running(self, node: int) -> bool: ...
+
+    def is_paused(self, node: int) -> bool: ...
+
+
+def _no_leaders() -> frozenset[int]:
+    return frozenset()
+
+
+def _no_controller() -> int | None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class NemesisContext:
+    """What a nemesis may ask about the run: the clock and the cluster's current roles.
+
+    ``now_s`` is seconds since the run started (the history's clock); ``leaders`` returns the
+    brokers leading partitions now and ``controller`` the active controller (e.g.
+    ``NetnsCluster.leaders(topics)`` / ``NetnsCluster.controller()``).
+    """
+
+    now_s: Callable[[], float]
+    leaders: Callable[[], frozenset[int]] = _no_leaders
+    controller: Callable[[], int | None] = _no_controller
+
+
+@dataclass(frozen=True, slots=True)
+class FaultRecord:
+    """One fault, for the history and the timeline.
+
+    ``nodes`` are the nodes the fault targets: the isolated ones, the smaller half, the bridge
+    node, every node for a ring, the killed or paused ones.
+    """
+
+    name: str
+    start_s: float  # since the run started
+    stop_s: float | None  # None while the fault is in force
+    nodes: tuple[int, ...]
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "start_s": self.start_s,
+            "stop_s": self.stop_s,
+            "nodes": list(self.nodes),
+            "detail": self.detail,
+        }
+
+
+def _groups_text(groups: Sequence[Set[int]]) -> str:
+    return " | ".join(",".join(map(str, sorted(g))) for g in groups)
+
+
+def _grudge_text(grudge: Grudge) -> str:
+    cut = [f"{n}✕{','.join(map(str, sorted(g)))}" for n, g in sorted(grudge.items()) if g]
+    return "drops: " + ("; ".join(cut) or "none")
+
+
+class Nemesis(ABC):
+    """A fault kind; see the module docstring for the start / stop / final_heal contract."""
+
+    name: str = "nemesis"
+
+    def __init__(self) -> None:
+        self.active: FaultRecord | None = None
+
+    @abstractmethod
+    def start(
+        self, cluster: ClusterControl, rng: random.Random, context: NemesisContext
+    ) -> FaultRecord | None: ...
+
+    @abstractmethod
+    def stop(self, cluster: ClusterControl, context: NemesisContext) -> FaultRecord | None: ...
+
+    def final_heal(self, cluster: ClusterControl, context: NemesisContext) -> FaultRecord | None:
+        return self.stop(cluster, context)
+
+    def _begin(self, context: NemesisContext, nodes: Set[int], detail: str) -> FaultRecord:
+        self.active = FaultRecord(self.name, context.now_s(), None, tuple(sorted(nodes)), detail)
+        return self.active
+
+    def _end(self, context: NemesisContext) -> FaultRecord | None:
+        record, self.active = self.active, None
+        return None if record is None else replace(record, stop_s=context.now_s())
+
+
+# -- network partitions --
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """A partition to make: the grudge, the nodes it targets, a line for the timeline."""
+
+    grudge: Grudge
+    nodes: frozenset[int]
+    detail: str
+
+
+class PartitionNemesis(Nemesis):
+    """A network partition; subclasses only choose the cut. Heal = the whole network back."""
+
+    @abstractmethod
+    def choose(
+        self, nodes: tuple[int, ...], rng: random.Random, context: NemesisContext
+    ) -> Cut | None: ...
+
+    def start(
+        self, cluster: ClusterControl, rng: random.Random, context: NemesisContext
+    ) -> FaultRecord | None:
+        if self.active is not None:
+            return None
+        cut = self.choose(tuple(cluster.node_ids), rng, context)
+        if cut is None:
+            return None
+        cluster.apply_grudge(cut.grudge)
+        return self._begin(context, cut.nodes, cut.detail)
+
+    def stop(self, cluster: ClusterControl, context: NemesisContext) -> FaultRecord | None:
+        if self.active is None:
+            return None
+        cluster.heal()
+        return self._end(context)
+
+    def final_heal(self, cluster: ClusterControl, context: NemesisContext) -> FaultRecord | None:
+        cluster.heal()  # also when stop was never reached
+        return self._end(context)
+
+
+def _groups_cut(groups: Sequence[Set[int]], nodes: Set[int]) -> Cut:
+    return Cut(complete_grudge(groups), frozenset(nodes), _groups_text(groups))
+
+
+class HalvesNemesis(PartitionNemesis):
+    name = "partition-halves"
+
+    def choose(
+        self, nodes: tuple[int, ...], rng: random.Random, context: NemesisContext
+    ) -> Cut | None:
+        groups = random_halves(nodes, rng)
+        return _groups_cut(groups, groups[0])
+
+
+class IsolateNodeNemesis(PartitionNemesis):
+    name = "isolate-node"
+
+    def choose(
+        self, nodes: tuple[int, ...], rng: random.Random, context: NemesisContext
+    ) -> Cut | None:
+        node = rng.choice(sorted(nodes))
+        return _groups_cut(isolation_groups(nodes, {node}), {node})
+
+
+class IsolateLeadersNemesis(PartitionNemesis):
+    name = "isolate-leaders"
+
+    def choose(
+        self, nodes: tuple[int, ...], rng: random.Random, context: NemesisContext
+    ) -> Cut | None:
+        leaders = frozenset(context.leaders()) & frozenset(nodes)
+        if not leaders:
+            return None
+        return _groups_cut(isolation_groups(nodes, leaders), leaders)
+
+
+class IsolateControllerNemesis(PartitionNemesis):
+    name = "isolate-controller"
+
+    def choose(
+        self, nodes: tuple[int, ...], rng: random.Random, context: NemesisContext
+    ) -> Cut | None:
+        controller = context.controller()
+        if controller is None or controller not in nodes:
+            return None
+        return _groups_cut(isolation_groups(nodes, {controller}), {controller})
+
+
+class RingNemesis(PartitionNemesis):
+    name = "majorities-ring"
+
+    def choose(
+        self, nodes: tuple[int, ...], rng: random.Random, context: NemesisContext
+    ) -> Cut | None:
+        grudge = ring_grudge(nodes, rng)
+        return Cut(grudge, frozenset(nodes), _grudge_text(grudge))
+
+
+class BridgeNemesis(PartitionNemesis):
+    name = "bridge"
+
+    def choose(
+        self, nodes: tuple[int, ...], rng: random.Random, context: NemesisContext
+    ) -> Cut | None:
+        bridge, grudge = bridge_grudge(nodes, rng)
+        return Cut(grudge, frozenset({bridge}), f"bridge {bridge}; {_grudge_text(grudge)}")
+
+
+# -- processes --
+
+
+class KillNemesis(Nemesis):
+    """kill -9 the targets; heal = start them again (the runner waits for them if it wants)."""
+
+    name = "kill"
+
+    def __init__(self, targets: Targets = Targets.ONE) -> None:
+        super().__init__()
+        self.targets = targets
+
+    def start(
+        self, cluster: ClusterControl, rng: random.Random, context: NemesisContext
+    ) -> FaultRecord | None:
+        if self.active is not None:
+            return None
+        running = [n for n in cluster.node_ids if cluster.is_running(n)]
+        leaders = context.leaders() if self.targets is Targets.LEADERS else frozenset()
+        chosen = choose_targets(
+            running, self.targets, rng, cluster_size=len(cluster.node_ids), leaders=leaders
+        )
+        if not chosen:
+            return None
+        for node in sorted(chosen):
+            cluster.kill(node)
+        return self._begin(context, chosen, f"SIGKILL {','.join(map(str, sorted(chosen)))}")
+
+    def stop(self, cluster: ClusterControl, context: NemesisContext) -> FaultRecord | None:
+        if self.active is None:
+            return None
+        for node in self.active.nodes:
+            if not cluster.is_running(node):
+                cluster.start(node)
+        return self._end(context)
+
+    def final_heal(self, cluster: ClusterControl, context: NemesisContext) -> FaultRecord | None:
+        for node in cluster.node_ids:
+            if not cluster.is_running(node):
+                cluster.start(node)
+        return self._end(context)
+
+
+class PauseNemesis(Nemesis):
+    """SIGSTOP the targets; heal = SIGCONT."""
+
+    name = "pause"
+
+    def __init__(self, targets: Targets = Targets.ONE) -> None:
+        super().__init__()
+        self.targets = targets
+
+    def start(
+        self, cluster: ClusterControl, rng: random.Random, context: NemesisContext
+    ) -> FaultRecord | None:
+        if self.active is not None:
+            return None
+        awake = [n for n in cluster.node_ids if cluster.is_running(n) and not cluster.is_paused(n)]
+        leaders = context.leaders() if self.targets is Targets.LEADERS else frozenset()
+        chosen = choose_targets(
+            awake, self.targets, rng, cluster_size=len(cluster.node_ids), leaders=leaders
+        )
+        if not chosen:
+            return None
+        for node in sorted(chosen):
+            cluster.pause(node)
+        return self._begin(context, chosen, f"SIGSTOP {','.join(map(str, sorted(chosen)))}")
+
+    def stop(self, cluster: ClusterControl, context: NemesisContext) -> FaultRecord | None:
+        if self.active is None:
+            return None
+        for node in self.active.nodes:
+            if cluster.is_paused(node):
+                cluster.resume(node)
+        return self._end(context)
+
+    def final_heal(self, cluster: ClusterControl, context: NemesisContext) -> FaultRecord | None:
+        for node in cluster.node_ids:
+            if cluster.is_paused(node):
+                cluster.resume(node)
+        return self._end(context)
+
+
+# -- combined --
+
+
+class CombinedNemesis(Nemesis):
+    """At each start, one of its nemeses (picked with the rng); stop and heal go to that one.
+    The final heal runs every member's, so nothing any of them did is left behind."""
+
+    name = "combined"
+
+    def __init__(self, members: Sequence[Nemesis]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("combined needs at least one nemesis")
+        self.members = tuple(members)
+        self._current: Nemesis | None = None
+
+    def start(
+        self, cluster: ClusterControl, rng: random.Random, context: NemesisContext
+    ) -> FaultRecord | None:
+        if self._current is not None:
+            return None
+        member = rng.choice(self.members)
+        record = member.start(cluster, rng, context)
+        if record is not None:
+            self._current = member
+        return record
+
+    def stop(self, cluster: ClusterControl, context: NemesisContext) -> FaultRecord | None:
+        member, self._current = self._current, None
+        return None if member is None else member.stop(cluster, context)
+
+    def final_heal(self, cluster: ClusterControl, context: NemesisContext) -> FaultRecord | None:
+        current, self._current = self._current, None
+        healed = None
+        for member in self.members:
+            record = member.final_heal(cluster, context)
+            if member is current:
+                healed = record
+        return healed
+
+
+_FACTORIES: dict[str, Callable[[], Nemesis]] = {
+    HalvesNemesis.name: HalvesNemesis,
+    IsolateNodeNemesis.name: IsolateNodeNemesis,
+    IsolateLeadersNemesis.name: IsolateLeadersNemesis,
+    IsolateControllerNemesis.name: IsolateControllerNemesis,
+    RingNemesis.name: RingNemesis,
+    BridgeNemesis.name: BridgeNemesis,
+    KillNemesis.name: KillNemesis,
+    PauseNemesis.name: PauseNemesis,
+}
+
+NEMESIS_NAMES: tuple[str, ...] = (*_FACTORIES, CombinedNemesis.name)
+
+
+def make_nemesis(name: str, enabled: Sequence[str] = ()) -> Nemesis:
+    """A fresh nemesis by name; ``combined`` is made of ``enabled`` (default: all the others)."""
+    if name == CombinedNemesis.name:
+        members = [n for n in (enabled or _FACTORIES) if n != CombinedNemesis.name]
+        return CombinedNemesis([make_nemesis(n) for n in members])
+    factory = _FACTORIES.get(name)
+    if factory is None:
+        raise ValueError(f"unknown nemesis {name!r}; known: {', '.join(NEMESIS_NAMES)}")
+    return factory()

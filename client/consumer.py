@@ -1,0 +1,377 @@
+"""The Consumer: assign partitions, seek, poll records from partition leaders.
+
+Not thread-safe (like Kafka's): one thread owns a Consumer. ``poll`` sends one long-poll Fetch per
+leader broker for the assigned partitions (in parallel, gRPC futures), decodes the batches, and
+returns records in offset order per partition. Only records below the high watermark ever come
+back (the broker enforces it).
+
+Leader changes are followed: NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH
+and transport errors refresh the metadata and the next poll goes to the new leader. Each fetch
+carries the epoch of the last batch returned (KIP-320): if the partition's log diverged below our
+position (only possible after an unclean election), the leader says where, and the consumer
+raises ``LogTruncationError`` (``on_truncation="raise"``) or rewinds to the divergence point
+(``"reset"``, the default) and counts it in ``stats`` — it never silently skips.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import grpc
+
+from raftlog.proto import broker_pb2
+from raftlog.proto.errors import RaftlogError, error_for
+from raftlog.segments.batch import iter_batches, iter_records
+
+from .errors import LogTruncationError, NetworkError, OffsetOutOfRangeError
+from .metadata import ClusterMetadata
+
+__all__ = ["Consumer", "ConsumerRecord"]
+
+TopicPartition = tuple[str, int]
+EARLIEST, LATEST, NO_RESET = -2, -1, 0
+
+
+class ConsumerRecord(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...]
+    leader_epoch: int
+
+
+@dataclass(slots=True)
+class _Position:
+    offset: int | None  # None: reset by auto_offset_reset before the next fetch
+    last_fetched_epoch: int = -1
+    reset_to: int = EARLIEST  # what a None offset resets to
+
+
+class Consumer:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        bootstrap: str | Sequence[str],
+        *,
+        auto_offset_reset: str = "earliest",
+        fetch_max_wait_ms: int = 500,
+        fetch_min_bytes: int = 1,
+        fetch_max_bytes: int = 50 << 20,
+        partition_fetch_bytes_max: int = 4 << 20,
+        request_timeout_ms: int = 30_000,
+        on_truncation: str = "reset",
+        metadata: ClusterMetadata | None = None,
+    ) -> None:
+        if auto_offset_reset not in ("earliest", "latest", "none"):
+            raise ValueError("auto_offset_reset is earliest, latest or none")
+        if on_truncation not in ("reset", "raise"):
+            raise ValueError("on_truncation is reset or raise")
+        self.auto_offset_reset = auto_offset_reset
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.fetch_min_bytes = fetch_min_bytes
+        self.fetch_max_bytes = fetch_max_bytes
+        self.partition_fetch_bytes_max = partition_fetch_bytes_max
+        self.request_timeout_ms = request_timeout_ms
+        self.on_truncation = on_truncation
+        self.metadata = metadata or ClusterMetadata(bootstrap)
+        self._owns_metadata = metadata is None
+        self._positions: dict[TopicPartition, _Position] = {}
+        self._buffer: deque[ConsumerRecord] = deque()
+        self._closed = False
+        self.stats = {"fetches": 0, "records": 0, "truncations": 0, "errors": 0, "refreshes": 0}
+        self.last_errors: list[str] = []
+
+    # ---- assignment and positions --------------------------------------------------------------
+
+    def assign(self, partitions: Iterable[TopicPartition]) -> None:
+        """Consume exactly these partitions (positions reset per ``auto_offset_reset``)."""
+        wanted = [(str(t), int(p)) for t, p in partitions]
+        for topic, partition in wanted:
+            count = self.metadata.partition_count(topic, wait_s=5.0)
+            if not 0 <= partition < count:
+                raise error_for(
+                    "UNKNOWN_TOPIC_OR_PARTITION", f"{topic} has no partition {partition}"
+                )
+        default = {"latest": LATEST, "earliest": EARLIEST}.get(self.auto_offset_reset, NO_RESET)
+        self._positions = {
+            tp: self._positions.get(tp, _Position(None, reset_to=default)) for tp in wanted
+        }
+        self._buffer = deque(r for r in self._buffer if (r.topic, r.partition) in self._positions)
+
+    def assign_topic(self, topic: str) -> None:
+        """Every partition of ``topic``."""
+        self.assign((topic, p) for p in range(self.metadata.partition_count(topic, wait_s=5.0)))
+
+    def assignment(self) -> list[TopicPartition]:
+        return sorted(self._positions)
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self._position(partition)
+        self._positions[partition] = _Position(offset)
+        self._drop_buffered(partition)
+
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        for tp in partitions or tuple(self._positions):
+            self._position(tp)
+            self._positions[tp] = _Position(None, reset_to=EARLIEST)
+            self._drop_buffered(tp)
+
+    def seek_to_end(self, *partitions: TopicPartition) -> None:
+        for tp in partitions or tuple(self._positions):
+            self._position(tp)
+            self._positions[tp] = _Position(None, reset_to=LATEST)
+            self._drop_buffered(tp)
+
+    def position(self, partition: TopicPartition) -> int:
+        """The offset of the next record to be returned (resolving a pending reset)."""
+        state = self._position(partition)
+        if state.offset is None:
+            self._reset_positions([partition])
+        buffered = [r.offset for r in self._buffer if (r.topic, r.partition) == partition]
+        if buffered:
+            return buffered[0]
+        assert state.offset is not None
+        return state.offset
+
+    def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return self._list_offsets(list(partitions), LATEST)
+
+    def beginning_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return self._list_offsets(list(partitions), EARLIEST)
+
+    def _position(self, partition: TopicPartition) -> _Position:
+        state = self._positions.get(partition)
+        if state is None:
+            raise ValueError(f"{partition} is not assigned to this consumer")
+        return state
+
+    def _drop_buffered(self, partition: TopicPartition) -> None:
+        self._buffer = deque(r for r in self._buffer if (r.topic, r.partition) != partition)
+
+    # ---- polling ---------------------------------------------------------------------------------
+
+    def poll(self, timeout_ms: int = 1000, max_records: int = 500) -> list[ConsumerRecord]:
+        """Records after the current positions: waits up to ``timeout_ms`` for the first."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            if self._buffer:
+                out: list[ConsumerRecord] = []
+                while self._buffer and len(out) < max_records:
+                    out.append(self._buffer.popleft())
+                return out
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0 or not self._positions:
+                return []
+            self._fetch_once(min(left_ms, self.fetch_max_wait_ms))
+
+    def __iter__(self) -> Iterator[ConsumerRecord]:
+        while not self._closed:
+            yield from self.poll()
+
+    def _fetch_once(self, max_wait_ms: int) -> None:
+        pending = [tp for tp, s in self._positions.items() if s.offset is None]
+        if pending:
+            try:
+                self._reset_positions(pending)
+            except RaftlogError as exc:
+                self._note_error(exc)
+                time.sleep(min(max_wait_ms, 100) / 1000)
+                return
+        by_leader: dict[str, list[TopicPartition]] = {}
+        for tp in self._positions:
+            found = self.metadata.leader_address(*tp)
+            if found is None:
+                continue
+            by_leader.setdefault(found[1], []).append(tp)
+        if not by_leader:
+            self._refresh()
+            time.sleep(min(max_wait_ms, 100) / 1000)
+            return
+        calls = []
+        for address, tps in by_leader.items():
+            request = broker_pb2.FetchRequest(
+                replica_id=-1,
+                max_wait_ms=max_wait_ms,
+                min_bytes=self.fetch_min_bytes,
+                max_bytes=self.fetch_max_bytes,
+                partitions=[self._fetch_partition(tp) for tp in tps],
+            )
+            self.stats["fetches"] += 1
+            calls.append(
+                self.metadata.stub(address).Fetch.future(
+                    request, timeout=max_wait_ms / 1000 + self.request_timeout_ms / 1000
+                )
+            )
+        stale = False
+        for call in calls:
+            try:
+                response = call.result()
+            except grpc.RpcError as exc:
+                self._note_error(NetworkError(f"fetch failed: {exc.code()}"))
+                stale = True
+                continue
+            for result in response.partitions:
+                stale |= self._handle(result)
+        if stale:
+            self._refresh()
+
+    def _fetch_partition(self, tp: TopicPartition) -> broker_pb2.FetchPartition:
+        state = self._positions[tp]
+        info = self.metadata.partition(*tp)
+        assert state.offset is not None
+        return broker_pb2.FetchPartition(
+            topic=tp[0],
+            partition=tp[1],
+            fetch_offset=state.offset,
+            current_leader_epoch=info.leader_epoch if info else -1,
+            last_fetched_epoch=state.last_fetched_epoch,
+            partition_max_bytes=self.partition_fetch_bytes_max,
+        )
+
+    def _handle(self, result: broker_pb2.FetchPartitionResult) -> bool:
+        """Buffer one partition's records; True when metadata looks stale."""
+        tp = (result.topic, result.partition)
+        state = self._positions.get(tp)
+        if state is None or state.offset is None:
+            return False
+        if result.error.code:
+            error = error_for(result.error.code, result.error.message)
+            self._note_error(error)
+            if isinstance(error, OffsetOutOfRangeError):
+                if self.auto_offset_reset == "none":
+                    raise error
+                state.offset = None
+                state.reset_to = LATEST if self.auto_offset_reset == "latest" else EARLIEST
+                return False
+            return error.invalid_metadata or error.retriable
+        if result.HasField("diverging_epoch"):
+            self._truncated(tp, state, result.diverging_epoch)
+            return False
+        data = result.records
+        position = state.offset
+        for start, header in iter_batches(data):
+            batch = data[start : start + header.size_bytes]
+            for record in iter_records(batch):
+                if record.offset < position:
+                    continue  # the batch began before our position
+                self._buffer.append(
+                    ConsumerRecord(
+                        tp[0],
+                        tp[1],
+                        record.offset,
+                        record.timestamp_ms,
+                        record.key,
+                        record.value,
+                        record.headers,
+                        header.leader_epoch,
+                    )
+                )
+                self.stats["records"] += 1
+            state.offset = max(position, header.next_offset)
+            position = state.offset
+            state.last_fetched_epoch = header.leader_epoch
+        return False
+
+    def _truncated(
+        self, tp: TopicPartition, state: _Position, diverging: broker_pb2.EpochEndOffset
+    ) -> None:
+        assert state.offset is not None
+        offset = diverging.end_offset if diverging.end_offset >= 0 else 0
+        self.stats["truncations"] += 1
+        message = (
+            f"{tp[0]}-{tp[1]}: the log diverged at offset {offset} (epoch {diverging.epoch}) "
+            f"below our position {state.offset}: records were truncated"
+        )
+        if self.on_truncation == "raise":
+            raise LogTruncationError(message, tp[0], tp[1], offset)
+        self._note_error(LogTruncationError(message, tp[0], tp[1], offset))
+        state.offset = min(offset, state.offset)
+        state.last_fetched_epoch = -1
+
+    # ---- offsets ---------------------------------------------------------------------------------
+
+    def _reset_positions(self, partitions: list[TopicPartition]) -> None:
+        unset = [tp for tp in partitions if self._positions[tp].reset_to == NO_RESET]
+        if unset:
+            raise error_for(
+                "OFFSET_OUT_OF_RANGE",
+                f"no position for {unset} and auto_offset_reset=none: seek first",
+            )
+        for reset_to in (EARLIEST, LATEST):
+            tps = [tp for tp in partitions if self._positions[tp].reset_to == reset_to]
+            if not tps:
+                continue
+            for tp, offset in self._list_offsets(tps, reset_to).items():
+                self._positions[tp] = _Position(offset)
+
+    def _list_offsets(
+        self, partitions: list[TopicPartition], which: int
+    ) -> dict[TopicPartition, int]:
+        out: dict[TopicPartition, int] = {}
+        for attempt in range(20):
+            missing = [tp for tp in partitions if tp not in out]
+            if not missing:
+                return out
+            for tp in missing:
+                found = self.metadata.leader_address(*tp)
+                if found is None:
+                    continue
+                try:
+                    response = self.metadata.stub(found[1]).ListOffsets(
+                        broker_pb2.ListOffsetsRequest(
+                            replica_id=-1,
+                            partitions=[
+                                broker_pb2.ListOffsetsPartition(
+                                    topic=tp[0],
+                                    partition=tp[1],
+                                    timestamp=which,
+                                    current_leader_epoch=-1,
+                                )
+                            ],
+                        ),
+                        timeout=self.request_timeout_ms / 1000,
+                    )
+                except grpc.RpcError:
+                    continue
+                answer = response.partitions[0]
+                if answer.error.code == 0:
+                    out[tp] = answer.offset
+            if len(out) < len(partitions):
+                self._refresh()
+                time.sleep(min(0.05 * (attempt + 1), 0.5))
+        raise error_for(
+            "LEADER_NOT_AVAILABLE",
+            f"could not list offsets of {[tp for tp in partitions if tp not in out]}",
+        )
+
+    # ---- the rest ----------------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        self.stats["refreshes"] += 1
+        try:
+            self.metadata.refresh(force=False)
+        except RaftlogError as exc:
+            self._note_error(exc)
+
+    def _note_error(self, error: BaseException) -> None:
+        self.stats["errors"] += 1
+        self.last_errors = [*self.last_errors[-9:], str(error)]
+
+    def close(self) -> None:
+        self._closed = True
+        if self._owns_metadata:
+            self.metadata.close()
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

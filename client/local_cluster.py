@@ -1,0 +1,326 @@
+"""A local cluster of 1–5 brokers on loopback, as background processes under one directory.
+
+``raftlog cluster up|down|kill|start`` and ``make demo`` use it. Layout of ``--dir`` (default
+``.raftlog``)::
+
+    cluster.json        bootstrap, base port, and per node: id, grpc/raft address, pid
+    secret              the cluster secret (mode 0600), made once
+    node<i>.toml        each broker's config (documented in raftlog.cluster.config)
+    node<i>.log         each broker's stdout/stderr
+    node<i>/            each broker's data (logs, LMDB state, Raft journal)
+
+Node i listens for gRPC on ``base_port + i - 1`` and for Raft on ``base_port + 100 + i - 1``,
+both on 127.0.0.1. Processes are started in their own session so a terminal's Ctrl-C does not
+reach them; they are stopped by PID, and only after checking that the PID still runs *our*
+config (a recycled PID of some other program is never signalled).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["LocalCluster", "LocalClusterError", "LocalNode"]
+
+
+class LocalClusterError(Exception):
+    """Something an operator can act on: a port in use, a cluster already running, ..."""
+
+
+@dataclass(slots=True)
+class LocalNode:
+    node_id: int
+    grpc: str
+    raft: str
+    pid: int = -1
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(str(value))  # a basic TOML string is a JSON string
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class LocalCluster:
+    """The brokers of one directory. Not thread-safe: one command at a time."""
+
+    def __init__(self, directory: str | Path = ".raftlog") -> None:
+        self.dir = Path(directory).resolve()
+        self.nodes: dict[int, LocalNode] = {}
+        self.base_port = 9092
+        self._children: dict[int, subprocess.Popen[bytes]] = {}  # what this process started
+        self._load()
+
+    # ---- state -----------------------------------------------------------------------------
+
+    @property
+    def state_file(self) -> Path:
+        return self.dir / "cluster.json"
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(n.grpc for n in self.nodes.values())
+
+    def _load(self) -> None:
+        if not self.state_file.exists():
+            return
+        try:
+            body = json.loads(self.state_file.read_text())
+            self.base_port = int(body["base_port"])
+            self.nodes = {int(n["node_id"]): LocalNode(**n) for n in body["nodes"]}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LocalClusterError(f"{self.state_file} is damaged ({exc}); remove it") from exc
+
+    def _save(self) -> None:
+        body = {
+            "bootstrap": self.bootstrap,
+            "base_port": self.base_port,
+            "nodes": [asdict(n) for n in self.nodes.values()],
+        }
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(body, indent=2) + "\n")
+        os.replace(tmp, self.state_file)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "bootstrap": self.bootstrap,
+            "dir": str(self.dir),
+            "brokers": [
+                {
+                    "id": n.node_id,
+                    "address": n.grpc,
+                    "pid": n.pid if self.is_running(n.node_id) else None,
+                }
+                for n in self.nodes.values()
+            ],
+        }
+
+    # ---- processes -------------------------------------------------------------------------
+
+    def config_path(self, node_id: int) -> Path:
+        return self.dir / f"node{node_id}.toml"
+
+    def log_path(self, node_id: int) -> Path:
+        return self.dir / f"node{node_id}.log"
+
+    def is_running(self, node_id: int) -> bool:
+        """True when the recorded PID is alive *and* runs this node's config."""
+        node = self.nodes.get(node_id)
+        if node is None or node.pid <= 0:
+            return False
+        child = self._children.get(node.pid)
+        if child is not None:  # started by this process: ask it (it may not have exec'd yet)
+            return child.poll() is None
+        try:
+            cmdline = Path(f"/proc/{node.pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        if str(self.config_path(node_id)).encode() not in cmdline:
+            return False
+        try:
+            stat = Path(f"/proc/{node.pid}/stat").read_text()
+        except OSError:
+            return False
+        return stat.rsplit(")", 1)[-1].split()[0] != "Z"  # a zombie is dead
+
+    def running(self) -> list[int]:
+        return [i for i in self.nodes if self.is_running(i)]
+
+    def up(
+        self,
+        nodes: int = 3,
+        base_port: int = 9092,
+        *,
+        timeout_s: float = 60.0,
+        settings: dict[str, dict[str, object]] | None = None,
+    ) -> None:
+        """Write configs and start ``nodes`` brokers; wait until all are registered and live."""
+        if not 1 <= nodes <= 5:
+            raise LocalClusterError("a local cluster has 1 to 5 nodes")
+        if self.running():
+            raise LocalClusterError(
+                f"a cluster is already running in {self.dir} (nodes {self.running()}); "
+                "run `raftlog cluster down` first"
+            )
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.nodes and (len(self.nodes) != nodes or self.base_port != base_port):
+            raise LocalClusterError(
+                f"{self.dir} holds a {len(self.nodes)}-node cluster on port {self.base_port}: "
+                "start it with the same --nodes/--base-port, or use another --dir"
+            )
+        self.base_port = base_port
+        self.nodes = {
+            i: LocalNode(i, f"127.0.0.1:{base_port + i - 1}", f"127.0.0.1:{base_port + 99 + i}")
+            for i in range(1, nodes + 1)
+        }
+        busy = [
+            port
+            for n in self.nodes.values()
+            for port in (int(n.grpc.rsplit(":", 1)[1]), int(n.raft.rsplit(":", 1)[1]))
+            if not _port_free(port)
+        ]
+        if busy:
+            raise LocalClusterError(
+                f"port(s) {busy} on 127.0.0.1 are in use: pick another --base-port"
+            )
+        secret_file = self.dir / "secret"
+        if not secret_file.exists():
+            secret_file.write_text(secrets.token_hex(24) + "\n")
+            secret_file.chmod(0o600)
+        for node in self.nodes.values():
+            self.config_path(node.node_id).write_text(self._config(node, settings or {}))
+        for node_id in self.nodes:
+            self._spawn(node_id)
+        self._save()
+        self.wait_ready(timeout_s)
+
+    def _config(self, node: LocalNode, settings: dict[str, dict[str, object]]) -> str:
+        """A node's TOML; ``settings`` overrides tables, e.g. {"timeouts": {...}}."""
+        tables: dict[str, dict[str, object]] = {
+            "timeouts": {
+                "session_timeout_ms": 2000,
+                "heartbeat_interval_ms": 200,
+                "replica_lag_ms_max": 10000,
+            },
+            "topic_defaults": {
+                "partitions": 3,
+                "replication_factor": min(3, len(self.nodes)),
+                "min_insync_replicas": min(2, len(self.nodes)),
+            },
+        }
+        for table, values in settings.items():
+            tables.setdefault(table, {}).update(values)
+        rendered = "\n".join(
+            f"[{table}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in values.items())
+            for table, values in tables.items()
+        )
+        voters = "\n".join(
+            f'[[voters]]\nid = {n.node_id}\nraft = "{n.raft}"\ngrpc = "{n.grpc}"\n'
+            for n in self.nodes.values()
+        )
+        return (
+            f"# written by `raftlog cluster up`; see raftlog.cluster.config for every setting\n"
+            f"node_id = {node.node_id}\n"
+            f'data_dir = "node{node.node_id}"\n'
+            f'cluster_secret_file = "secret"\n\n'
+            f'[listen]\ngrpc = "{node.grpc}"\nraft = "{node.raft}"\n\n'
+            f"{voters}\n{rendered}"
+        )
+
+    def _spawn(self, node_id: int) -> None:
+        node = self.nodes[node_id]
+        log = open(self.log_path(node_id), "ab")  # noqa: SIM115 - handed to the child
+        try:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "raftlog.cluster",
+                    "--config",
+                    str(self.config_path(node_id)),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.dir,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        node.pid = process.pid
+        self._children[process.pid] = process
+
+    def wait_ready(self, timeout_s: float = 60.0, *, nodes: list[int] | None = None) -> None:
+        """Until every (given) node is registered, unfenced and a controller is active."""
+        from .admin import Admin  # the client library, not the broker
+
+        wanted = set(nodes or self.nodes)
+        deadline = time.monotonic() + timeout_s
+        last = "no answer yet"
+        with Admin(self.bootstrap, timeout_s=2.0) as admin:
+            while time.monotonic() < deadline:
+                dead = [i for i in wanted if not self.is_running(i)]
+                if dead:
+                    tail = self.tail(dead[0])
+                    raise LocalClusterError(f"broker {dead[0]} exited; its log ends:\n{tail}")
+                try:
+                    cluster = admin.describe_cluster()
+                    live = {b.broker_id for b in cluster.brokers if not b.fenced and b.alive}
+                    if wanted <= live and cluster.controller_id >= 0:
+                        return
+                    last = f"live brokers {sorted(live)}, controller {cluster.controller_id}"
+                except Exception as exc:  # not up yet: every kind of error is "keep waiting"
+                    last = str(exc)
+                time.sleep(0.2)
+        raise LocalClusterError(f"the cluster was not ready within {timeout_s:.0f} s ({last})")
+
+    def tail(self, node_id: int, lines: int = 15) -> str:
+        try:
+            text = self.log_path(node_id).read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def kill(self, node_id: int) -> None:
+        """SIGKILL one broker (a crash, for demos and tests)."""
+        self._require(node_id)
+        if not self.is_running(node_id):
+            raise LocalClusterError(f"broker {node_id} is not running")
+        os.kill(self.nodes[node_id].pid, signal.SIGKILL)
+        self._reap(node_id, 5.0)
+
+    def start(self, node_id: int, *, wait: bool = True, timeout_s: float = 60.0) -> None:
+        self._require(node_id)
+        if self.is_running(node_id):
+            raise LocalClusterError(f"broker {node_id} is already running")
+        self._spawn(node_id)
+        self._save()
+        if wait:
+            self.wait_ready(timeout_s, nodes=[node_id])
+
+    def down(self, timeout_s: float = 15.0) -> list[int]:
+        """SIGTERM every running broker, SIGKILL those that do not stop in time."""
+        stopped = []
+        for node_id in self.running():
+            os.kill(self.nodes[node_id].pid, signal.SIGTERM)
+            stopped.append(node_id)
+        deadline = time.monotonic() + timeout_s
+        for node_id in stopped:
+            if not self._reap(node_id, max(0.1, deadline - time.monotonic())):
+                os.kill(self.nodes[node_id].pid, signal.SIGKILL)
+                self._reap(node_id, 5.0)
+        return stopped
+
+    def _reap(self, node_id: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.is_running(node_id):  # our children are reaped by poll()
+                return True
+            time.sleep(0.05)
+        return not self.is_running(node_id)
+
+    def _require(self, node_id: int) -> None:
+        if node_id not in self.nodes:
+            raise LocalClusterError(
+                f"no node {node_id} in {self.dir} (nodes: {sorted(self.nodes) or 'none'})"
+            )

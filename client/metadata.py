@@ -1,0 +1,204 @@
+"""The client's view of the cluster: brokers, partition leaders and epochs, and gRPC channels.
+
+Thread-safe (one lock): the Producer's sender thread, the Consumer and application threads share
+it. ``refresh()`` asks any reachable broker — bootstrap addresses first, then known brokers — for
+Metadata; callers refresh when an answer says their view is stale (``invalid_metadata`` errors)
+and the cache never accepts a partition's leader epoch going backwards (a stale broker's answer).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from raftlog.proto import broker_pb2, broker_pb2_grpc
+from raftlog.proto.errors import error_for
+
+from .errors import NoBrokersAvailableError, UnknownTopicOrPartitionError
+
+__all__ = ["MESSAGE_BYTES_MAX", "ClusterMetadata", "PartitionInfo", "parse_bootstrap"]
+
+MESSAGE_BYTES_MAX = 100 << 20
+
+
+def parse_bootstrap(bootstrap: str | Sequence[str]) -> list[str]:
+    items = bootstrap.split(",") if isinstance(bootstrap, str) else list(bootstrap)
+    out = [i.strip() for i in items if i.strip()]
+    if not out:
+        raise ValueError("bootstrap needs at least one host:port")
+    for item in out:
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"bootstrap address {item!r} is not host:port")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionInfo:
+    topic: str
+    partition: int
+    leader: int  # -1: offline
+    leader_epoch: int
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+
+
+class ClusterMetadata:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        bootstrap: str | Sequence[str],
+        *,
+        request_timeout_s: float = 5.0,
+        refresh_backoff_ms: int = 50,
+    ) -> None:
+        self.bootstrap = parse_bootstrap(bootstrap)
+        self.request_timeout_s = request_timeout_s
+        self.refresh_backoff_ms = refresh_backoff_ms
+        self._lock = threading.RLock()
+        self._channels: dict[str, grpc.Channel] = {}
+        self._brokers: dict[int, str] = {}
+        self._partitions: dict[tuple[str, int], PartitionInfo] = {}
+        self._topics: dict[str, int] = {}  # topic → partition count
+        self._unknown_topics: set[str] = set()
+        self.controller_id = -1
+        self._last_refresh = 0.0
+        self.refreshes = 0
+
+    # ---- channels --------------------------------------------------------------------------
+
+    def channel(self, address: str) -> grpc.Channel:
+        with self._lock:
+            channel = self._channels.get(address)
+            if channel is None:
+                channel = grpc.insecure_channel(
+                    address,
+                    options=[
+                        ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
+                        ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
+                    ],
+                )
+                self._channels[address] = channel
+            return channel
+
+    def stub(self, address: str) -> broker_pb2_grpc.BrokerStub:
+        return broker_pb2_grpc.BrokerStub(self.channel(address))
+
+    def broker_address(self, broker_id: int) -> str | None:
+        with self._lock:
+            return self._brokers.get(broker_id)
+
+    def brokers(self) -> dict[int, str]:
+        with self._lock:
+            return dict(self._brokers)
+
+    def candidates(self) -> list[str]:
+        """Addresses to ask, bootstrap first (shuffled), then every known broker."""
+        boot = list(self.bootstrap)
+        random.shuffle(boot)
+        with self._lock:
+            known = [a for a in self._brokers.values() if a not in boot]
+        return boot + known
+
+    def close(self) -> None:
+        with self._lock:
+            for channel in self._channels.values():
+                channel.close()
+            self._channels.clear()
+
+    # ---- metadata ----------------------------------------------------------------------------
+
+    def refresh(self, topics: Iterable[str] = (), *, force: bool = True) -> None:
+        """Fetch metadata (all topics when none are named) from the first broker that answers."""
+        with self._lock:
+            if not force and time.monotonic() - self._last_refresh < self.refresh_backoff_ms / 1000:
+                return
+        last_error: Exception | None = None
+        for address in self.candidates():
+            try:
+                response = self.stub(address).Metadata(
+                    broker_pb2.MetadataRequest(topics=list(topics)),
+                    timeout=self.request_timeout_s,
+                )
+            except grpc.RpcError as exc:
+                last_error = exc
+                continue
+            self._update(response)
+            return
+        raise NoBrokersAvailableError(
+            f"no broker answered Metadata (tried {', '.join(self.candidates())}): {last_error}"
+        )
+
+    def _update(self, response: broker_pb2.MetadataResponse) -> None:
+        with self._lock:
+            self.refreshes += 1
+            self._last_refresh = time.monotonic()
+            for b in response.brokers:
+                self._brokers[b.broker_id] = b.address
+            self.controller_id = response.controller_id
+            for topic in response.topics:
+                if topic.error.code:
+                    if topic.error.code == UnknownTopicOrPartitionError.code:
+                        self._unknown_topics.add(topic.name)
+                        self._topics.pop(topic.name, None)
+                    continue
+                self._unknown_topics.discard(topic.name)
+                self._topics[topic.name] = len(topic.partitions)
+                for p in topic.partitions:
+                    key = (topic.name, p.partition)
+                    old = self._partitions.get(key)
+                    if old is not None and old.leader_epoch > p.leader_epoch:
+                        continue  # a stale broker's view: keep the newer one
+                    self._partitions[key] = PartitionInfo(
+                        topic.name,
+                        p.partition,
+                        p.leader,
+                        p.leader_epoch,
+                        tuple(p.replicas),
+                        tuple(p.isr),
+                    )
+
+    def partition_count(
+        self, topic: str, *, refresh_if_missing: bool = True, wait_s: float = 0.0
+    ) -> int:
+        """How many partitions ``topic`` has; raises UnknownTopicOrPartitionError.
+
+        ``wait_s``: keep asking that long — a topic just created may not have reached the broker
+        we ask yet (metadata is applied by each broker on its own).
+        """
+        with self._lock:
+            count = self._topics.get(topic)
+        deadline = time.monotonic() + wait_s
+        while count is None and refresh_if_missing:
+            self.refresh([topic])
+            with self._lock:
+                count = self._topics.get(topic)
+            if count is not None or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        if count is None:
+            raise error_for("UNKNOWN_TOPIC_OR_PARTITION", f"topic {topic!r} does not exist")
+        return count
+
+    def partition(self, topic: str, partition: int) -> PartitionInfo | None:
+        with self._lock:
+            return self._partitions.get((topic, partition))
+
+    def leader_address(self, topic: str, partition: int) -> tuple[int, str] | None:
+        """(leader id, address), or None when offline or unknown."""
+        with self._lock:
+            info = self._partitions.get((topic, partition))
+            if info is None or info.leader < 0:
+                return None
+            address = self._brokers.get(info.leader)
+            return None if address is None else (info.leader, address)
+
+    def topics(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._topics)

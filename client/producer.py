@@ -1,0 +1,397 @@
+"""The Producer: ``send`` records, get futures of (partition, offset); batching, retries, acks.
+
+Thread model: ``send`` may be called from any thread; it appends to the accumulator under the
+producer's lock (blocking up to ``max_block_ms`` while the buffer is full) and returns a
+``SendFuture``. One sender thread drains ready batches, groups them by partition leader, and
+sends one Produce request per leader at a time (gRPC futures, at most
+``in_flight_requests_max`` per broker); gRPC's threads hand responses back through a queue. The
+pure rules live in ``accumulator.py``; this is the IO shell around them.
+
+Errors: a retriable error (leader moved, not enough replicas, timeouts, a dead broker) re-queues
+the batch at the front of its partition with exponential backoff and jitter, refreshing metadata
+when the error says it is stale, until ``delivery_timeout_ms`` since the record was sent; then the
+record's future fails with the last error (``DeliveryTimeoutError`` if it never got an answer).
+A fatal error (message too large, corrupt, invalid config) fails the batch at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any, NamedTuple
+
+import grpc
+
+from raftlog.proto import broker_pb2
+from raftlog.proto.errors import RaftlogError, error_for
+
+from .accumulator import ProducerBatch, RecordAccumulator
+from .errors import (
+    BufferFullError,
+    DeliveryTimeoutError,
+    NetworkError,
+    ProducerClosedError,
+)
+from .metadata import ClusterMetadata
+from .partitioner import StickyPartitioner, key_partition
+
+__all__ = ["Producer", "RecordMetadata", "SendFuture"]
+
+_ACKS = {"all": -1, "-1": -1, -1: -1, "1": 1, 1: 1, "0": 0, 0: 0}
+
+
+class RecordMetadata(NamedTuple):
+    topic: str
+    partition: int
+    offset: int  # -1 with acks=0
+
+
+class SendFuture:
+    """The outcome of one ``send``: completes with its batch."""
+
+    __slots__ = ("_batch_future", "_index", "partition", "topic")
+
+    def __init__(self, batch_future: Future[int], index: int, topic: str, partition: int) -> None:
+        self._batch_future = batch_future  # resolves to the batch's base offset
+        self._index = index
+        self.topic = topic
+        self.partition = partition
+
+    def result(self, timeout: float | None = None) -> RecordMetadata:
+        base = self._batch_future.result(timeout)
+        offset = base + self._index if base >= 0 else -1
+        return RecordMetadata(self.topic, self.partition, offset)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        return self._batch_future.exception(timeout)
+
+    def done(self) -> bool:
+        return self._batch_future.done()
+
+    def add_done_callback(self, fn: Callable[[SendFuture], None]) -> None:
+        self._batch_future.add_done_callback(lambda _: fn(self))
+
+
+def _batch_future(batch: ProducerBatch) -> Future[int]:
+    slot: Future[int] = batch.slots[0]
+    return slot
+
+
+class Producer:
+    """A thread-safe producer; see the module docstring. Use it as a context manager."""
+
+    def __init__(
+        self,
+        bootstrap: str | Sequence[str],
+        *,
+        acks: str | int = "all",
+        linger_ms: int = 5,
+        batch_bytes_max: int = 256 << 10,
+        compression: str | None = None,
+        buffer_bytes_max: int = 64 << 20,
+        max_block_ms: int = 60_000,
+        request_timeout_ms: int = 30_000,
+        delivery_timeout_ms: int = 120_000,
+        retry_backoff_ms: int = 100,
+        retry_backoff_max_ms: int = 1000,
+        in_flight_requests_max: int = 5,
+        metadata_wait_ms: int = 5000,
+        metadata: ClusterMetadata | None = None,
+    ) -> None:
+        if acks not in _ACKS:
+            raise ValueError(f"acks must be 'all', 1 or 0, not {acks!r}")
+        if delivery_timeout_ms < request_timeout_ms + linger_ms:
+            raise ValueError("delivery_timeout_ms must be >= request_timeout_ms + linger_ms")
+        self.acks = _ACKS[acks]
+        self.request_timeout_ms = request_timeout_ms
+        self.delivery_timeout_ms = delivery_timeout_ms
+        self.max_block_ms = max_block_ms
+        self.metadata_wait_ms = metadata_wait_ms  # how long send() waits for an unknown topic
+        self.retry_backoff_ms = retry_backoff_ms
+        self.retry_backoff_max_ms = retry_backoff_max_ms
+        self.in_flight_requests_max = in_flight_requests_max
+        self.metadata = metadata or ClusterMetadata(bootstrap)
+        self._owns_metadata = metadata is None
+        self._accumulator = RecordAccumulator(
+            batch_bytes_max=batch_bytes_max,
+            linger_ms=linger_ms,
+            buffer_bytes_max=buffer_bytes_max,
+            compression=compression,
+            in_flight_max=1,
+        )
+        self._partitioner = StickyPartitioner()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._space = threading.Condition(self._lock)
+        self._idle = threading.Condition(self._lock)
+        self._responses: queue.SimpleQueue[tuple[list[ProducerBatch], int, Any]] = (
+            queue.SimpleQueue()
+        )
+        self._in_flight: dict[int, int] = {}  # broker id → requests in flight
+        self._closed = False
+        self._refresh_wanted = False
+        self.stats = {"requests": 0, "retries": 0, "batches": 0, "records": 0, "errors": 0}
+        self._sender = threading.Thread(target=self._run, name="raftlog-producer", daemon=True)
+        self._sender.start()
+
+    # ---- the application side ------------------------------------------------------------------
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
+        timestamp_ms: int | None = None,
+    ) -> SendFuture:
+        """Queue one record; the future gives (topic, partition, offset) once acknowledged."""
+        if self._closed:
+            raise ProducerClosedError("the producer is closed")
+        count = self.metadata.partition_count(topic, wait_s=self.metadata_wait_ms / 1000)
+        if partition is not None and not 0 <= partition < count:
+            raise error_for(
+                "UNKNOWN_TOPIC_OR_PARTITION", f"{topic} has {count} partitions, not {partition}"
+            )
+        now_ms = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+        headers = headers or ()
+        deadline = time.monotonic() + self.max_block_ms / 1000
+        with self._lock:
+            if partition is None:
+                if key is not None:
+                    partition = key_partition(key, count)
+                else:
+                    partition = self._partitioner.partition(topic, count)
+            tp = (topic, partition)
+            size = self._accumulator.record_size(key, value, headers)
+            while not self._accumulator.has_room(size):
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closed:
+                    raise BufferFullError(
+                        f"the send buffer ({self._accumulator.buffer_bytes_max} bytes) stayed "
+                        f"full for max_block_ms={self.max_block_ms}"
+                    )
+                self._accumulator.waiting_for_space += 1
+                self._wake.notify()
+                try:
+                    self._space.wait(left)
+                finally:
+                    self._accumulator.waiting_for_space -= 1
+            queued = self._queue_record(tp, key, value, headers, now_ms)
+            batch, index, filled = queued
+            if filled:
+                self._partitioner.next_batch(topic, count, partition)
+            if filled or index == 0:
+                self._wake.notify()  # a new batch: the sender recomputes when to send
+            self.stats["records"] += 1
+            return SendFuture(_batch_future(batch), index, topic, partition)
+
+    def _queue_record(
+        self,
+        tp: tuple[str, int],
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes | None]],
+        timestamp_ms: int,
+    ) -> tuple[ProducerBatch, int, bool]:
+        monotonic_ms = int(time.monotonic() * 1000)
+        appended = self._accumulator.append(
+            tp, key, value, headers, timestamp_ms, None, monotonic_ms
+        )
+        assert appended is not None  # has_room was checked under the same lock
+        batch, filled = appended
+        if batch.slots[0] is None:
+            batch.slots[0] = Future()
+        index = len(batch.slots) - 1
+        if index:
+            batch.slots[index] = batch.slots[0]
+        return batch, index, filled
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Send everything queued now and wait until all of it is acknowledged or failed."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._lock:
+            self._accumulator.flushing += 1
+            self._wake.notify()
+            try:
+                while self._accumulator.pending():
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise DeliveryTimeoutError("flush timed out")
+                    self._idle.wait(left if left is not None else 1.0)
+            finally:
+                self._accumulator.flushing -= 1
+
+    def close(self, timeout_s: float | None = 30.0) -> None:
+        """Flush (within ``timeout_s``), stop the sender, fail what is left."""
+        if self._closed:
+            return
+        with contextlib.suppress(DeliveryTimeoutError):  # what is left fails below
+            self.flush(timeout_s)
+        with self._lock:
+            self._closed = True
+            self._wake.notify_all()
+            self._space.notify_all()
+        self._sender.join(timeout=5)
+        with self._lock:
+            for batch in self._accumulator.abort_all():
+                self._fail(batch, ProducerClosedError("the producer closed before delivery"))
+        if self._owns_metadata:
+            self.metadata.close()
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- the sender thread ---------------------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return int(time.monotonic() * 1000)
+
+    def _run(self) -> None:
+        while True:
+            self._handle_responses()
+            if self._refresh_wanted:
+                self._refresh_wanted = False
+                with contextlib.suppress(RaftlogError):  # the next attempt's backoff covers it
+                    self.metadata.refresh(force=False)
+            with self._lock:
+                if self._closed and not self._in_flight_total():
+                    return
+                now = self._now_ms()
+                for batch in self._accumulator.expired(now, self.delivery_timeout_ms):
+                    last = f" (last error: {batch.last_error})" if batch.last_error else ""
+                    self._fail(
+                        batch,
+                        DeliveryTimeoutError(
+                            f"not acknowledged within delivery_timeout_ms="
+                            f"{self.delivery_timeout_ms}{last}"
+                        ),
+                    )
+                ready = self._accumulator.ready(now)
+                by_leader: dict[int, tuple[str, list[ProducerBatch]]] = {}
+                for batch in ready:
+                    found = self.metadata.leader_address(*batch.key)
+                    if found is None or self._in_flight.get(found[0], 0) >= (
+                        self.in_flight_requests_max
+                    ):
+                        if found is None:
+                            self._refresh_wanted = True
+                        self._accumulator.requeue(batch, now + self.retry_backoff_ms)
+                        continue
+                    by_leader.setdefault(found[0], (found[1], []))[1].append(batch)
+                for leader_id in by_leader:
+                    self._in_flight[leader_id] = self._in_flight.get(leader_id, 0) + 1
+                if not by_leader and self._responses.empty():
+                    wait_ms = self._accumulator.next_ready_ms(now) - now
+                    self._wake.wait(max(wait_ms, 1) / 1000)
+            for leader_id, (address, batches) in by_leader.items():
+                self._send(leader_id, address, batches)
+
+    def _in_flight_total(self) -> int:
+        return sum(self._in_flight.values())
+
+    def _send(self, leader_id: int, address: str, batches: list[ProducerBatch]) -> None:
+        request = broker_pb2.ProduceRequest(
+            acks=self.acks,
+            timeout_ms=self.request_timeout_ms,
+            partitions=[
+                broker_pb2.PartitionRecords(topic=b.key[0], partition=b.key[1], records=b.bytes())
+                for b in batches
+            ],
+        )
+        for batch in batches:
+            batch.attempts += 1
+        self.stats["requests"] += 1
+        try:
+            call = self.metadata.stub(address).Produce.future(
+                request, timeout=self.request_timeout_ms / 1000 + 1
+            )
+        except Exception as exc:  # a channel that cannot even start the call
+            self._responses.put((batches, leader_id, exc))
+            self._notify()
+            return
+
+        def done(fut: grpc.Future) -> None:
+            try:
+                result: Any = fut.result()
+            except grpc.RpcError as exc:
+                result = exc
+            self._responses.put((batches, leader_id, result))
+            self._notify()
+
+        call.add_done_callback(done)
+
+    def _notify(self) -> None:
+        with self._lock:
+            self._wake.notify()
+
+    def _handle_responses(self) -> None:
+        while True:
+            try:
+                batches, leader_id, result = self._responses.get_nowait()
+            except queue.Empty:
+                return
+            with self._lock:
+                self._in_flight[leader_id] = max(0, self._in_flight.get(leader_id, 0) - 1)
+                if isinstance(result, broker_pb2.ProduceResponse):
+                    by_key = {(p.topic, p.partition): p for p in result.partitions}
+                    for batch in batches:
+                        self._complete(batch, by_key.get(batch.key))
+                else:
+                    detail = result.code() if isinstance(result, grpc.RpcError) else result
+                    error = NetworkError(f"produce to broker {leader_id} failed: {detail}")
+                    self._refresh_wanted = True
+                    for batch in batches:
+                        self._retry_or_fail(batch, error)
+                self._space.notify_all()
+                if not self._accumulator.pending():
+                    self._idle.notify_all()
+
+    def _complete(
+        self, batch: ProducerBatch, answer: broker_pb2.PartitionProduceResult | None
+    ) -> None:
+        if answer is None:
+            self._retry_or_fail(batch, NetworkError("the broker did not answer for the partition"))
+            return
+        if answer.error.code == 0:
+            self._accumulator.done(batch)
+            self.stats["batches"] += 1
+            future = _batch_future(batch)
+            if not future.done():
+                future.set_result(answer.base_offset if self.acks != 0 else -1)
+            return
+        error = error_for(answer.error.code, answer.error.message)
+        if error.retriable:
+            # stale metadata is the usual cause of a retriable error — also of a timeout from a
+            # leader that was cut off and replaced (it cannot know): look again before retrying
+            self._refresh_wanted = True
+        self._retry_or_fail(batch, error)
+
+    def _retry_or_fail(self, batch: ProducerBatch, error: RaftlogError) -> None:
+        now = self._now_ms()
+        batch.last_error = error
+        age = now - batch.created_ms
+        if error.retriable and age < self.delivery_timeout_ms and not self._closed:
+            backoff = min(
+                self.retry_backoff_max_ms, self.retry_backoff_ms * 2 ** max(batch.attempts - 1, 0)
+            )
+            backoff = int(backoff * random.uniform(0.8, 1.2))
+            self.stats["retries"] += 1
+            self._accumulator.requeue(batch, now + backoff)
+            return
+        self._accumulator.done(batch)
+        self._fail(batch, error)
+
+    def _fail(self, batch: ProducerBatch, error: BaseException) -> None:
+        self.stats["errors"] += 1
+        future = _batch_future(batch)
+        if not future.done():
+            future.set_exception(error)

@@ -1,0 +1,407 @@
+"""One broker process: gRPC server, metadata-quorum member, replica manager, fetchers, controller.
+
+Concurrency model (DESIGN "Data plane"): one asyncio loop owns everything that serves requests —
+the replica manager, the purgatories, the fetchers, the controller shell — so none of it takes a
+lock. gRPC is grpc.aio on that loop. The only other thread is pysyncobj's Raft thread: it applies
+committed metadata into the ``MetadataStore`` (under the store's lock) and hands "something
+changed" to the loop with ``call_soon_threadsafe``; the loop turns changes into replica events
+through the ``PartitionListener``. Bounds: one in-flight fetch per leader per fetcher, produce and
+fetch waits bounded by the purgatories' ``max_operations``, gRPC messages by
+``MESSAGE_BYTES_MAX``.
+
+Start-up order: open state, start the quorum (journal + dump are replayed), serve gRPC, wait
+until the local metadata has caught up with the quorum's commit index, act on the *current*
+metadata (never on replayed history: a replay must not make us leader of an old epoch), then
+register with the controller and heartbeat. The controller unfences us once we have applied our
+own registration. SIGTERM: stop serving, stop fetchers, checkpoint, close logs and the quorum.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import grpc
+
+from raftlog.proto import broker_pb2_grpc, common_pb2, controller_pb2, controller_pb2_grpc
+from raftlog.raft.adapter import QuorumConfig, RaftQuorum
+from raftlog.raft.commands import AlterPartition
+from raftlog.raft.controller import ControllerConfig
+from raftlog.raft.listener import PartitionListener
+from raftlog.raft.metadata import Applied, TopicRecord
+from raftlog.raft.store import MetadataStore
+from raftlog.segments import BrokerStateStore
+
+from .config import BrokerConfig
+from .controller_service import ActiveController
+from .fetcher import FetcherManager
+from .replica_manager import Partition, ReplicaManager, ReplicaManagerConfig
+from .replication import IsrProposal
+from .servicer import BrokerServicer, ControllerServicer
+
+__all__ = ["MESSAGE_BYTES_MAX", "Broker", "grpc_options", "run_broker"]
+
+log = logging.getLogger(__name__)
+
+MESSAGE_BYTES_MAX = 100 << 20  # gRPC's own limit, raised on purpose above max.message.bytes
+
+
+def grpc_options() -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
+        ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def _now_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+class Broker:
+    """Everything one broker process runs; see the module docstring."""
+
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.incarnation = time.time_ns()
+        self.cluster_id = "raftlog"
+        self.clock_ms = _now_ms
+        os.makedirs(config.data_dir, exist_ok=True)
+        self.state = BrokerStateStore(os.path.join(config.data_dir, "state"))
+        self.store = MetadataStore()
+        self.listener = PartitionListener(config.node_id)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._metadata_dirty = False
+        self._stopping = asyncio.Event()
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self.registered_version = -1
+        self.fenced = True
+        self.replicas = ReplicaManager(
+            ReplicaManagerConfig(
+                broker_id=config.node_id,
+                data_dir=os.path.join(config.data_dir, "logs"),
+                replica_lag_ms_max=config.replica_lag_ms_max,
+                segment_bytes=config.segment_bytes,
+                flush_messages=config.flush_messages,
+                flush_ms=config.flush_ms,
+            ),
+            self.state,
+            self.clock_ms,
+            self._topic,
+            self._propose_isr,
+            self._follower_changed,
+            self._broker_eligible,
+        )
+        self.quorum: RaftQuorum  # started in run()
+        self.controller: ActiveController
+        self.fetchers: FetcherManager
+
+    # ---- wiring ----------------------------------------------------------------------------------
+
+    def _topic(self, name: str) -> TopicRecord | None:
+        with self.store.read() as state:
+            return state.topics.get(name)
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.aio.insecure_channel(
+                address, options=grpc_options()
+            )
+        return channel
+
+    def broker_address(self, broker_id: int) -> str | None:
+        with self.store.read() as state:
+            record = state.brokers.get(broker_id)
+            return record.address if record else None
+
+    def controller_id(self) -> int:
+        leader = self.quorum.leader_id()
+        return -1 if leader is None else leader
+
+    def controller_stub(self) -> controller_pb2_grpc.ControllerStub | None:
+        leader = self.quorum.leader_id()
+        voter = self.config.voter_by_id(leader) if leader is not None else None
+        if voter is None:
+            return None
+        return controller_pb2_grpc.ControllerStub(self.channel(voter.grpc_address))
+
+    def replica_known(self, broker_id: int, incarnation: int) -> bool:
+        """A follower's fetch must come from the incarnation the metadata knows (or a newer
+        one we have not applied yet); an older process of that broker is a zombie."""
+        with self.store.read() as state:
+            record = state.brokers.get(broker_id)
+        return record is None or incarnation >= record.incarnation
+
+    def _broker_eligible(self, broker_id: int) -> bool:
+        with self.store.read() as state:
+            return state.is_live(broker_id)
+
+    def _follower_changed(self, partition: Partition) -> None:
+        self.fetchers.partition_changed(partition)
+
+    def _propose_isr(self, partition: Partition, proposal: IsrProposal) -> None:
+        assert self._loop is not None
+        self._loop.create_task(self._send_alter_partition(partition, proposal))
+
+    async def _send_alter_partition(self, partition: Partition, proposal: IsrProposal) -> None:
+        key = partition.key
+        log.info("%s: proposing ISR %s", partition.name, list(proposal.isr))
+        accepted = False
+        try:
+            if self.controller.quorum.is_leader():
+                result = await self.controller.alter_partition(
+                    AlterPartition(
+                        key[0],
+                        key[1],
+                        self.config.node_id,
+                        proposal.leader_epoch,
+                        proposal.partition_epoch,
+                        proposal.isr,
+                    )
+                )
+                accepted = "error" not in result
+                version = self.store.version
+                if not accepted:
+                    log.info("%s: AlterPartition refused: %s", partition.name, result)
+            else:
+                stub = self.controller_stub()
+                if stub is None:
+                    return
+                response = await stub.AlterPartition(
+                    controller_pb2.AlterPartitionRequest(
+                        topic=key[0],
+                        partition=key[1],
+                        broker_id=self.config.node_id,
+                        incarnation=self.incarnation,
+                        leader_epoch=proposal.leader_epoch,
+                        partition_epoch=proposal.partition_epoch,
+                        isr=proposal.isr,
+                    ),
+                    timeout=5,
+                )
+                accepted = response.error.code == 0
+                version = response.metadata_version
+                if not accepted:
+                    log.info("%s: AlterPartition refused: %s", partition.name, response.error)
+            if accepted:
+                # the change is committed; apply it as soon as our metadata has it
+                await asyncio.get_running_loop().run_in_executor(
+                    None, self.store.wait_for_version, version, 2.0
+                )
+                self._apply_metadata()
+        except Exception as exc:  # the controller moved or died: the next check retries
+            log.info("%s: AlterPartition failed: %s", partition.name, exc)
+        finally:
+            self.replicas.proposal_done(key, accepted)
+
+    # ---- metadata ------------------------------------------------------------------------------
+
+    def _on_applied(self, applied: Applied | None, restored: bool) -> None:
+        """On the Raft thread: ask the loop to look at the metadata (coalesced)."""
+        loop = self._loop
+        if loop is None or self._metadata_dirty:
+            return
+        self._metadata_dirty = True
+        with contextlib.suppress(RuntimeError):  # the loop is closing
+            loop.call_soon_threadsafe(self._apply_metadata)
+
+    def _apply_metadata(self) -> None:
+        """On the loop: feed what changed to the listener, the events to the replica manager.
+
+        Coalesced and done as a full diff of the current state: the listener ignores what it has
+        seen (and regressions), so this is correct whatever happened in between — but a topic
+        deleted and re-created meanwhile must still delete the old log: the topic id tells.
+        """
+        self._metadata_dirty = False
+        if not self.replicas.ready:
+            return
+        with self.store.read() as state:
+            records = list(state.partitions.values())
+            current = {key: r.topic_id for key, r in state.partitions.items()}
+        known = self.listener.known
+        gone = [
+            key
+            for key, record in known.items()
+            if current.get(key) != record.topic_id and self._deleted_by_command(key)
+        ]
+        events = self.listener.deleted(gone)
+        events += self.listener.changed(records)
+        if events:
+            self.replicas.apply_events(events)
+
+    def _deleted_by_command(self, key: tuple[str, int]) -> bool:
+        """Only a committed DeleteTopic deletes a log — not a snapshot that lacks the partition
+        (pysyncobj can roll a follower back; see raft/listener.py). A topic missing from the
+        current state whose name is absent was deleted; the epoch floor the state machine keeps
+        for deleted partitions proves it."""
+        with self.store.read() as state:
+            return key in state.deleted_partitions()
+
+    async def _wait_for_metadata(self) -> None:
+        """Ready once the local state has caught up with the quorum's commit index."""
+        while not self._stopping.is_set():
+            status = self.quorum.status()
+            if (
+                status.leader_id is not None
+                and status.commit_index > 0
+                and status.last_applied >= status.commit_index
+            ):
+                break
+            await asyncio.sleep(0.05)
+        self.replicas.ready = True
+        log.info("metadata caught up at version %s", self.store.version)
+        self._apply_metadata()
+
+    # ---- the controller link ---------------------------------------------------------------
+
+    async def _lifecycle(self) -> None:
+        """Register with the active controller, then heartbeat it, forever."""
+        interval_s = self.config.heartbeat_interval_ms / 1000
+        registered = False
+        while not self._stopping.is_set():
+            stub = self.controller_stub()
+            try:
+                if stub is None:
+                    raise ConnectionError("no controller known")
+                if not registered:
+                    response = await stub.RegisterBroker(
+                        controller_pb2.RegisterBrokerRequest(
+                            broker_id=self.config.node_id,
+                            incarnation=self.incarnation,
+                            address=self.config.grpc_advertised,
+                            rack=self.config.rack or "",
+                        ),
+                        timeout=5,
+                    )
+                    if response.error.code:
+                        raise ConnectionError(response.error.message)
+                    self.registered_version = response.broker_epoch
+                    registered = True
+                    log.info("registered (broker epoch %s)", response.broker_epoch)
+                response_hb = await stub.BrokerHeartbeat(
+                    controller_pb2.BrokerHeartbeatRequest(
+                        broker_id=self.config.node_id,
+                        incarnation=self.incarnation,
+                        metadata_version=self.store.version,
+                    ),
+                    timeout=max(interval_s * 4, 1.0),
+                )
+                if response_hb.error.code == common_pb2.NONE:
+                    if response_hb.should_register:
+                        registered = False
+                        continue
+                    self.fenced = response_hb.fenced
+            except (grpc.aio.AioRpcError, ConnectionError) as exc:
+                log.debug("controller link: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), interval_s)
+
+    # ---- periodic work ---------------------------------------------------------------------------
+
+    async def _every(self, interval_ms: int, work: Any) -> None:
+        while not self._stopping.is_set():
+            try:
+                result = work()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                log.exception("periodic %s failed", getattr(work, "__name__", work))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), interval_ms / 1000)
+
+    # ---- running -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        config = self.config
+        self._loop = asyncio.get_running_loop()
+        self.store.add_observer(self._on_applied)
+        raft_host = config.raft_listen.rpartition(":")[0]
+        self.quorum = RaftQuorum(
+            QuorumConfig(
+                node_id=config.node_id,
+                voters={v.node_id: v.raft_address for v in config.voters},
+                secret=config.cluster_secret,
+                data_dir=os.path.join(config.data_dir, "raft"),
+                bind_host=raft_host,
+            ),
+            self.store,
+        )
+        self.controller = ActiveController(
+            config.node_id,
+            self.quorum,
+            self.store,
+            ControllerConfig(
+                session_timeout_ms=config.session_timeout_ms,
+                heartbeat_interval_ms=config.heartbeat_interval_ms,
+            ),
+            self.clock_ms,
+        )
+        self.fetchers = FetcherManager(
+            self.replicas,
+            config.node_id,
+            self.incarnation,
+            self.broker_address,
+            self.channel,
+            self.clock_ms,
+        )
+        server = grpc.aio.server(options=grpc_options())
+        broker_pb2_grpc.add_BrokerServicer_to_server(BrokerServicer(self), server)
+        controller_pb2_grpc.add_ControllerServicer_to_server(ControllerServicer(self), server)
+        if server.add_insecure_port(config.grpc_listen) == 0:
+            raise OSError(f"cannot listen on {config.grpc_listen}")
+        await server.start()
+        log.info("broker %s serving on %s", config.node_id, config.grpc_listen)
+        loop = self._loop
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._stopping.set)
+        tasks = [
+            loop.create_task(self._wait_for_metadata()),
+            loop.create_task(self._lifecycle()),
+            loop.create_task(self._every(20, self.controller.tick)),
+            loop.create_task(self._every(100, self.replicas.periodic)),
+            loop.create_task(self._every(5, self.replicas.expire)),
+            loop.create_task(
+                self._every(
+                    config.hw_checkpoint_interval_ms, self.replicas.checkpoint_high_watermarks
+                )
+            ),
+            loop.create_task(
+                self._every(config.retention_check_interval_ms, self.replicas.enforce_retention)
+            ),
+        ]
+        try:
+            await self._stopping.wait()
+        finally:
+            log.info("broker %s shutting down", config.node_id)
+            self.replicas.ready = False  # new requests are refused from here on
+            self.replicas.release_waiters()
+            await server.stop(grace=1.0)
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self.fetchers.close()
+            self.replicas.close()
+            for channel in self._channels.values():
+                await channel.close()
+            self.quorum.close()
+            self.state.close()
+            log.info("broker %s stopped", config.node_id)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+
+def run_broker(config: BrokerConfig) -> int:
+    """The foreground broker (``raftlog broker --config``); returns the exit code."""
+    broker = Broker(config)
+    asyncio.run(broker.run())
+    return 0

@@ -1,0 +1,216 @@
+"""The broker's TOML config: who it is, where it listens, who the voters are, its timeouts.
+
+A documented example (``raftlog broker --config node.toml``)::
+
+    node_id = 1
+    data_dir = "/var/lib/raftlog"            # logs, the LMDB state store, the Raft journal
+    cluster_secret = "change-me"             # or cluster_secret_file = "/etc/raftlog/secret"
+    rack = "eu-1a"                           # optional; replicas spread across racks
+
+    [listen]                                 # what this process binds
+    grpc = "10.0.0.1:9092"
+    raft = "10.0.0.1:9192"
+
+    [advertised]                             # what others dial (defaults to [listen])
+    grpc = "10.0.0.1:9092"
+
+    [[voters]]                               # every member of the metadata quorum (3 or 5)
+    id = 1
+    raft = "10.0.0.1:9192"
+    grpc = "10.0.0.1:9092"
+    # ... one [[voters]] table per member
+
+    [timeouts]
+    session_timeout_ms = 2000                # the controller fences a broker silent this long
+    heartbeat_interval_ms = 200
+    replica_lag_ms_max = 10000               # an ISR member not caught up for this long leaves
+    request_timeout_ms_max = 30000           # the longest a produce may wait for acks
+
+    [storage]                                # broker-wide defaults; topic configs override
+    segment_bytes = 268435456
+    flush_messages = -1                      # -1: fsync on segment roll and close only
+    flush_ms = -1
+    hw_checkpoint_interval_ms = 2000
+
+    [topic_defaults]                         # what `topic create` uses when not told
+    partitions = 3
+    replication_factor = 3
+    min_insync_replicas = 2
+
+The Raft address of a voter is its identity in the quorum: ``listen.raft`` must be the host:port
+this node's own ``[[voters]]`` entry names (or bind a wildcard of it).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["BrokerConfig", "ConfigFileError", "Voter", "load_config", "parse_config"]
+
+
+class ConfigFileError(ValueError):
+    """A config file that is missing, unreadable or breaks a rule; the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class Voter:
+    node_id: int
+    raft_address: str
+    grpc_address: str
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    node_id: int
+    data_dir: str
+    cluster_secret: str
+    grpc_listen: str
+    raft_listen: str
+    grpc_advertised: str
+    voters: tuple[Voter, ...]
+    rack: str | None = None
+    session_timeout_ms: int = 2000
+    heartbeat_interval_ms: int = 200
+    replica_lag_ms_max: int = 10_000
+    request_timeout_ms_max: int = 30_000
+    segment_bytes: int = 256 << 20
+    flush_messages: int = -1
+    flush_ms: int = -1
+    hw_checkpoint_interval_ms: int = 2000
+    retention_check_interval_ms: int = 30_000
+    topic_defaults: Mapping[str, int] = field(
+        default_factory=lambda: {"partitions": 3, "replication_factor": 3, "min_insync_replicas": 2}
+    )
+    # testing hooks (chaos / idempotence tests); never set in production configs
+    fault_drop_produce_responses: float = 0.0
+
+    @property
+    def voter(self) -> Voter:
+        return next(v for v in self.voters if v.node_id == self.node_id)
+
+    def voter_by_id(self, node_id: int) -> Voter | None:
+        return next((v for v in self.voters if v.node_id == node_id), None)
+
+
+def _host_port(value: Any, where: str) -> str:
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigFileError(f'{where} must be a "host:port" string, not {value!r}')
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigFileError(f"{where}: {value!r} is not host:port")
+    return value
+
+
+def _int(table: Mapping[str, Any], name: str, default: int, where: str) -> int:
+    value = table.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigFileError(f"{where}.{name} must be an integer, not {value!r}")
+    return value
+
+
+def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> BrokerConfig:
+    """Validate a parsed TOML document; relative paths resolve against ``base_dir``."""
+    known = {
+        "node_id",
+        "data_dir",
+        "cluster_secret",
+        "cluster_secret_file",
+        "rack",
+        "listen",
+        "advertised",
+        "voters",
+        "timeouts",
+        "storage",
+        "topic_defaults",
+        "testing",
+    }
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigFileError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    node_id = data.get("node_id")
+    if not isinstance(node_id, int) or node_id < 0:
+        raise ConfigFileError("node_id must be an integer >= 0")
+    base = base_dir or Path.cwd()
+    data_dir = data.get("data_dir")
+    if not isinstance(data_dir, str) or not data_dir:
+        raise ConfigFileError("data_dir is required")
+    secret = data.get("cluster_secret")
+    if secret is None and "cluster_secret_file" in data:
+        try:
+            secret = (base / data["cluster_secret_file"]).read_text().strip()
+        except OSError as exc:
+            raise ConfigFileError(f"cluster_secret_file: {exc}") from exc
+    if not isinstance(secret, str) or not secret:
+        raise ConfigFileError("cluster_secret (or cluster_secret_file) is required and non-empty")
+    listen = data.get("listen", {})
+    grpc_listen = _host_port(listen.get("grpc"), "listen.grpc")
+    raft_listen = _host_port(listen.get("raft"), "listen.raft")
+    advertised = data.get("advertised", {})
+    grpc_advertised = _host_port(advertised.get("grpc", grpc_listen), "advertised.grpc")
+    voters_raw = data.get("voters")
+    if not isinstance(voters_raw, list) or not voters_raw:
+        raise ConfigFileError("at least one [[voters]] table is required")
+    voters = []
+    for i, v in enumerate(voters_raw):
+        if not isinstance(v, dict) or not isinstance(v.get("id"), int):
+            raise ConfigFileError(f"voters[{i}] needs an integer id")
+        voters.append(
+            Voter(
+                v["id"],
+                _host_port(v.get("raft"), f"voters[{i}].raft"),
+                _host_port(v.get("grpc"), f"voters[{i}].grpc"),
+            )
+        )
+    ids = [v.node_id for v in voters]
+    if len(set(ids)) != len(ids):
+        raise ConfigFileError(f"voter ids repeat: {ids}")
+    if node_id not in ids:
+        raise ConfigFileError(f"node_id {node_id} is not among the voters {ids}")
+    timeouts = data.get("timeouts", {})
+    storage = data.get("storage", {})
+    defaults = data.get("topic_defaults", {})
+    testing = data.get("testing", {})
+    config = BrokerConfig(
+        node_id=node_id,
+        data_dir=str(base / data_dir),
+        cluster_secret=secret,
+        grpc_listen=grpc_listen,
+        raft_listen=raft_listen,
+        grpc_advertised=grpc_advertised,
+        voters=tuple(voters),
+        rack=data.get("rack") or None,
+        session_timeout_ms=_int(timeouts, "session_timeout_ms", 2000, "timeouts"),
+        heartbeat_interval_ms=_int(timeouts, "heartbeat_interval_ms", 200, "timeouts"),
+        replica_lag_ms_max=_int(timeouts, "replica_lag_ms_max", 10_000, "timeouts"),
+        request_timeout_ms_max=_int(timeouts, "request_timeout_ms_max", 30_000, "timeouts"),
+        segment_bytes=_int(storage, "segment_bytes", 256 << 20, "storage"),
+        flush_messages=_int(storage, "flush_messages", -1, "storage"),
+        flush_ms=_int(storage, "flush_ms", -1, "storage"),
+        hw_checkpoint_interval_ms=_int(storage, "hw_checkpoint_interval_ms", 2000, "storage"),
+        retention_check_interval_ms=_int(storage, "retention_check_interval_ms", 30_000, "storage"),
+        topic_defaults={
+            "partitions": _int(defaults, "partitions", 3, "topic_defaults"),
+            "replication_factor": _int(defaults, "replication_factor", 3, "topic_defaults"),
+            "min_insync_replicas": _int(defaults, "min_insync_replicas", 2, "topic_defaults"),
+        },
+        fault_drop_produce_responses=float(testing.get("drop_produce_responses", 0.0)),
+    )
+    if config.heartbeat_interval_ms * 2 > config.session_timeout_ms:
+        raise ConfigFileError("timeouts: session_timeout_ms must be >= 2 × heartbeat_interval_ms")
+    return config
+
+
+def load_config(path: str | Path) -> BrokerConfig:
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigFileError(f"cannot read {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(f"{path} is not valid TOML: {exc}") from exc
+    return parse_config(data, base_dir=path.parent)

@@ -1,0 +1,797 @@
+"""The broker's replicas: their logs and roles, produce, fetch, and the two purgatories.
+
+Owned by the broker's asyncio loop: every method runs on it, so nothing here takes a lock — the
+loop serialises. Disk IO happens inline (an append is one ``writev`` into the page cache; a read
+is a ``pread`` from it), which is what keeps the per-batch cost O(1) Python calls. The rules
+that must be right live in ``replication.py`` (HW, ISR, truncation) and ``purgatory.py``; this
+module wires them to logs, metadata events and requests, and answers with typed errors:
+
+- Produce: unknown partition → UNKNOWN_TOPIC_OR_PARTITION; not the leader →
+  NOT_LEADER_OR_FOLLOWER; a bad batch → CORRUPT_MESSAGE / INVALID_RECORD / MESSAGE_TOO_LARGE
+  (nothing of that partition's request is appended); acks=all with fewer in-sync replicas than
+  ``min.insync.replicas`` → NOT_ENOUGH_REPLICAS (nothing appended); then acks=all waits in the
+  produce purgatory until the HW passes the batch (success, or NOT_ENOUGH_REPLICAS_AFTER_APPEND
+  if the ISR shrank below the minimum) or the request times out (REQUEST_TIMED_OUT) or
+  leadership moves (NOT_LEADER_OR_FOLLOWER: the outcome is unknown to the client).
+- Fetch: consumers read below the HW, followers below the LEO; both long-poll in the fetch
+  purgatory (woken by appends and HW moves). The fetcher's epochs are checked: an older
+  current_leader_epoch → FENCED_LEADER_EPOCH, a newer one → UNKNOWN_LEADER_EPOCH, and a
+  last_fetched_epoch that diverges from our log → a diverging epoch in the answer (KIP-320/595)
+  so the fetcher truncates — never silently skips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from raftlog.raft.listener import EventKind, PartitionEvent
+from raftlog.raft.metadata import NO_LEADER, PartitionRecord, TopicPartition, TopicRecord
+from raftlog.raft.topic_config import effective_configs
+from raftlog.segments import (
+    BrokerStateStore,
+    Log,
+    LogConfig,
+    StorageError,
+    iter_batches,
+    validate_batch,
+)
+from raftlog.segments.errors import LogDirFullError
+
+from .purgatory import DelayedOperation, Purgatory, PurgatoryFullError
+from .replication import IsrProposal, LeaderReplication
+
+__all__ = [
+    "FetchOutcome",
+    "FetchSpec",
+    "Partition",
+    "ProduceOutcome",
+    "ReplicaManager",
+    "ReplicaManagerConfig",
+]
+
+log = logging.getLogger(__name__)
+
+CONSUMER = -1
+_PARTITION_META = "partition.metadata"  # holds the topic id: a re-created topic is a new log
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaManagerConfig:
+    broker_id: int
+    data_dir: str
+    replica_lag_ms_max: int = 10_000
+    segment_bytes: int = 256 << 20
+    flush_messages: int = -1
+    flush_ms: int = -1
+    fetch_wait_ms_max: int = 10_000
+    purgatory_operations_max: int = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class ProduceOutcome:
+    topic: str
+    partition: int
+    error: str = "NONE"  # an ErrorCode name
+    message: str = ""
+    base_offset: int = -1
+    last_offset: int = -1
+    log_start_offset: int = -1
+    leader_epoch: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class FetchSpec:
+    topic: str
+    partition: int
+    fetch_offset: int
+    current_leader_epoch: int = -1
+    last_fetched_epoch: int = -1
+    max_bytes: int = 1 << 20
+    log_start_offset: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class FetchOutcome:
+    topic: str
+    partition: int
+    error: str = "NONE"
+    message: str = ""
+    high_watermark: int = -1
+    log_start_offset: int = -1
+    log_end_offset: int = -1
+    records: bytes = b""
+    diverging_epoch: tuple[int, int] | None = None
+    leader_id: int = NO_LEADER
+    leader_epoch: int = -1
+
+
+class Partition:
+    """One replica on this broker: its log and, while it leads, its replication state."""
+
+    def __init__(self, key: TopicPartition, topic_id: int, log: Log, high_watermark: int) -> None:
+        self.key = key
+        self.topic_id = topic_id
+        self.log = log
+        self.record: PartitionRecord | None = None
+        self.leader: LeaderReplication | None = None  # set while we lead
+        self._follower_hw = min(high_watermark, log.log_end_offset)  # while we follow
+
+    @property
+    def name(self) -> str:
+        return f"{self.key[0]}-{self.key[1]}"
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leader is not None
+
+    @property
+    def high_watermark(self) -> int:
+        return self.leader.high_watermark if self.leader else self._follower_hw
+
+    def set_follower_hw(self, leader_hw: int) -> None:
+        self._follower_hw = max(self._follower_hw, min(leader_hw, self.log.log_end_offset))
+        # a follower's HW may pass its own log after truncation: keep 0 <= hw <= leo
+        self._follower_hw = min(self._follower_hw, self.log.log_end_offset)
+
+    @property
+    def leader_epoch(self) -> int:
+        return self.record.leader_epoch if self.record else -1
+
+    @property
+    def leader_id(self) -> int:
+        return self.record.leader if self.record else NO_LEADER
+
+
+# ---- delayed operations ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _ProduceWait:
+    partition: Partition
+    outcome: ProduceOutcome  # what the append returned
+    min_insync_replicas: int
+    result: ProduceOutcome | None = None
+
+
+class DelayedProduce(DelayedOperation):
+    """acks=all: waits until the HW passes every appended batch of the request."""
+
+    __slots__ = ("future", "waits")
+
+    def __init__(self, deadline_ms: int, waits: list[_ProduceWait]) -> None:
+        super().__init__(deadline_ms)
+        self.waits = waits
+        self.future: asyncio.Future[list[ProduceOutcome]] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+    def try_complete(self, now_ms: int) -> bool:
+        for wait in self.waits:
+            if wait.result is not None:
+                continue
+            partition = wait.partition
+            if partition.leader is None or partition.leader_epoch != wait.outcome.leader_epoch:
+                wait.result = _failed(wait.outcome, "NOT_LEADER_OR_FOLLOWER", "leadership moved")
+                continue
+            verdict = partition.leader.acks_all_outcome(
+                wait.outcome.last_offset, wait.min_insync_replicas
+            )
+            if verdict == "NONE":
+                wait.result = wait.outcome
+            elif verdict is not None:
+                wait.result = _failed(wait.outcome, verdict, "the ISR shrank below the minimum")
+        if all(w.result is not None for w in self.waits):
+            return self.force_complete()
+        return False
+
+    def on_complete(self) -> None:
+        results = [
+            w.result or _failed(w.outcome, "REQUEST_TIMED_OUT", "not replicated in time")
+            for w in self.waits
+        ]
+        if not self.future.done():
+            self.future.set_result(results)
+
+    def on_expiration(self) -> None:
+        pass
+
+
+class DelayedFetch(DelayedOperation):
+    """A fetch waiting for min_bytes to become readable (or for a leadership change)."""
+
+    __slots__ = ("future", "manager", "min_bytes", "replica_id", "specs", "start_marks")
+
+    def __init__(
+        self,
+        deadline_ms: int,
+        manager: ReplicaManager,
+        replica_id: int,
+        specs: list[FetchSpec],
+        min_bytes: int,
+        start_marks: dict[TopicPartition, tuple[int, int]],
+    ) -> None:
+        super().__init__(deadline_ms)
+        self.manager = manager
+        self.replica_id = replica_id
+        self.specs = specs
+        self.min_bytes = min_bytes
+        self.start_marks = start_marks  # (readable end, leader epoch) when we started waiting
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def try_complete(self, now_ms: int) -> bool:
+        available = 0
+        for spec in self.specs:
+            partition = self.manager.partitions.get((spec.topic, spec.partition))
+            mark = self.start_marks.get((spec.topic, spec.partition))
+            if partition is None or mark is None:
+                return self.force_complete()
+            end = self.manager.readable_end(partition, self.replica_id)
+            if partition.leader_epoch != mark[1] or end < mark[0]:
+                return self.force_complete()  # leadership or the log moved under us
+            available += self.manager.estimated_bytes(partition, spec.fetch_offset, end)
+        if available >= self.min_bytes:
+            return self.force_complete()
+        return False
+
+    def on_complete(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+
+    def on_expiration(self) -> None:
+        pass
+
+
+def _failed(outcome: ProduceOutcome, error: str, message: str) -> ProduceOutcome:
+    return ProduceOutcome(outcome.topic, outcome.partition, error, message)
+
+
+# ---- the manager ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Counters:
+    produce_batches: int = 0
+    produce_bytes: int = 0
+    fetch_requests: int = 0
+    isr_proposals: int = 0
+    truncations: int = 0
+    storage_errors: int = 0
+
+
+@dataclass(slots=True)
+class ReplicaManager:
+    """Every replica this broker holds. See the module docstring."""
+
+    config: ReplicaManagerConfig
+    state: BrokerStateStore
+    clock_ms: Callable[[], int]
+    topic_lookup: Callable[[str], TopicRecord | None]  # current topic metadata
+    propose_isr: Callable[[Partition, IsrProposal], None]  # sends AlterPartition (async)
+    follower_changed: Callable[[Partition], None]  # the fetcher manager re-plans
+    broker_eligible: Callable[[int], bool]  # registered and unfenced in the metadata
+    partitions: dict[TopicPartition, Partition] = field(default_factory=dict)
+    produce_purgatory: Purgatory[TopicPartition] = field(init=False)
+    fetch_purgatory: Purgatory[TopicPartition] = field(init=False)
+    counters: _Counters = field(default_factory=_Counters)
+    ready: bool = False  # metadata caught up: until then we serve nothing
+
+    def __post_init__(self) -> None:
+        now = self.clock_ms()
+        self.produce_purgatory = Purgatory(
+            max_operations=self.config.purgatory_operations_max, start_ms=now
+        )
+        self.fetch_purgatory = Purgatory(
+            max_operations=self.config.purgatory_operations_max, start_ms=now
+        )
+        os.makedirs(self.config.data_dir, exist_ok=True)
+
+    # ---- logs ----------------------------------------------------------------------------------
+
+    def log_config(self, topic: TopicRecord | None) -> LogConfig:
+        explicit = dict(topic.configs) if topic else {}
+        merged = effective_configs(explicit.items())
+
+        def value(name: str, broker_default: int) -> int:
+            return int(explicit[name]) if name in explicit else broker_default
+
+        retention_ms = int(merged["retention.ms"])
+        retention_bytes = int(merged["retention.bytes"])
+        flush_messages = value("flush.messages", self.config.flush_messages)
+        flush_ms = value("flush.ms", self.config.flush_ms)
+        return LogConfig(
+            segment_bytes=value("segment.bytes", self.config.segment_bytes),
+            segment_ms=int(merged["segment.ms"]),
+            max_message_bytes=int(merged["max.message.bytes"]),
+            retention_ms=None if retention_ms < 0 else retention_ms,
+            retention_bytes=None if retention_bytes < 0 else retention_bytes,
+            flush_messages=None if flush_messages < 0 else flush_messages,
+            flush_ms=None if flush_ms < 0 else flush_ms,
+        )
+
+    def _directory(self, key: TopicPartition) -> str:
+        return os.path.join(self.config.data_dir, f"{key[0]}-{key[1]}")
+
+    def _open(self, record: PartitionRecord) -> Partition:
+        existing = self.partitions.get(record.key)
+        if existing is not None and existing.topic_id == record.topic_id:
+            return existing
+        if existing is not None:  # a re-created topic: the old replica goes
+            self._remove(existing, delete=True)
+        directory = self._directory(record.key)
+        name = f"{record.topic}-{record.partition}"
+        meta = os.path.join(directory, _PARTITION_META)
+        if os.path.isdir(directory):
+            try:
+                with open(meta) as f:
+                    on_disk = int(f.read().strip() or -1)
+            except (OSError, ValueError):
+                on_disk = -1
+            if on_disk != record.topic_id:
+                log.warning("%s: stale log of topic id %s removed", name, on_disk)
+                shutil.rmtree(directory)
+                self.state.delete_partition(name)
+        os.makedirs(directory, exist_ok=True)
+        with open(meta, "w") as f:
+            f.write(f"{record.topic_id}\n")
+        topic_log = Log(
+            directory, self.log_config(self.topic_lookup(record.topic)), state=self.state, name=name
+        )
+        hw = self.state.get_offset("hw", name) or 0
+        partition = Partition(record.key, record.topic_id, topic_log, hw)
+        self.partitions[record.key] = partition
+        return partition
+
+    def _remove(self, partition: Partition, *, delete: bool) -> None:
+        self.partitions.pop(partition.key, None)
+        partition.leader = None
+        self._wake(partition.key)
+        try:
+            if delete:
+                partition.log.delete()
+                with contextlib.suppress(OSError):
+                    shutil.rmtree(self._directory(partition.key))
+                self.state.delete_partition(partition.name)
+            else:
+                partition.log.close()
+        except StorageError as exc:
+            log.error("%s: %s", partition.name, exc)
+
+    def release_waiters(self) -> None:
+        """Answer every waiting produce and fetch now (shutdown): nobody is left hanging."""
+        for key in list(self.partitions):
+            partition = self.partitions[key]
+            if partition.leader is not None:
+                partition._follower_hw = partition.leader.high_watermark  # kept for the checkpoint
+            partition.leader = None  # produces answer NOT_LEADER_OR_FOLLOWER, fetches return
+            self._wake(key)
+
+    def close(self) -> None:
+        self.checkpoint_high_watermarks()
+        for partition in list(self.partitions.values()):
+            self._remove(partition, delete=False)
+
+    # ---- metadata events -----------------------------------------------------------------------
+
+    def apply_events(self, events: Iterable[PartitionEvent]) -> None:
+        now = self.clock_ms()
+        for event in events:
+            record = event.record
+            match event.kind:
+                case EventKind.BECOME_LEADER:
+                    assert record is not None
+                    partition = self._open(record)
+                    partition.record = record
+                    log_end = partition.log.log_end_offset
+                    partition.leader = LeaderReplication.start(
+                        self.config.broker_id,
+                        record.replicas,
+                        record.isr,
+                        record.leader_epoch,
+                        record.partition_epoch,
+                        log_end,
+                        partition.high_watermark,
+                        self.config.replica_lag_ms_max,
+                        now,
+                    )
+                    partition.leader.update_high_watermark(log_end)
+                    self.follower_changed(partition)
+                    self._wake(record.key)
+                case EventKind.LEADER_UPDATE:
+                    assert record is not None
+                    partition = self._open(record)
+                    partition.record = record
+                    if partition.leader is not None:
+                        partition.leader.update_from_metadata(record.isr, record.partition_epoch)
+                        partition.leader.update_high_watermark(partition.log.log_end_offset)
+                    self._wake(record.key)
+                case EventKind.BECOME_FOLLOWER | EventKind.FOLLOWER_UPDATE:
+                    assert record is not None
+                    partition = self._open(record)
+                    was_leader = partition.leader is not None
+                    if was_leader and partition.leader is not None:
+                        partition._follower_hw = partition.leader.high_watermark
+                    partition.leader = None
+                    partition.record = record
+                    if event.kind is EventKind.BECOME_FOLLOWER or was_leader:
+                        self.follower_changed(partition)
+                        self._wake(record.key)
+                case EventKind.STOP_REPLICA | EventKind.DELETE_REPLICA:
+                    found = self.partitions.get(event.key)
+                    if found is not None:
+                        self._remove(found, delete=event.kind is EventKind.DELETE_REPLICA)
+                        self.follower_changed(found)
+
+    def _wake(self, key: TopicPartition) -> None:
+        now = self.clock_ms()
+        self.produce_purgatory.check_and_complete(key, now)
+        self.fetch_purgatory.check_and_complete(key, now)
+
+    # ---- produce ---------------------------------------------------------------------------------
+
+    def _leader_partition(self, topic: str, index: int) -> tuple[Partition | None, str, str]:
+        if not self.ready:
+            return None, "LEADER_NOT_AVAILABLE", "this broker is still loading metadata"
+        partition = self.partitions.get((topic, index))
+        if partition is None:
+            if self.topic_lookup(topic) is None:
+                return None, "UNKNOWN_TOPIC_OR_PARTITION", f"no topic {topic!r}"
+            return None, "NOT_LEADER_OR_FOLLOWER", f"this broker holds no {topic}-{index}"
+        if partition.leader is None:
+            return (
+                None,
+                "NOT_LEADER_OR_FOLLOWER",
+                (f"{partition.name} is led by broker {partition.leader_id}"),
+            )
+        return partition, "NONE", ""
+
+    def append(
+        self, topic: str, index: int, records: bytes, acks: int
+    ) -> tuple[ProduceOutcome, Partition | None, int]:
+        """Validate and append one partition's batches as leader; (outcome, partition, min ISR)."""
+        partition, error, message = self._leader_partition(topic, index)
+        if partition is None or partition.leader is None:
+            return ProduceOutcome(topic, index, error, message), None, 0
+        topic_record = self.topic_lookup(topic)
+        min_isr = topic_record.min_insync_replicas if topic_record else 1
+        if acks == -1 and len(partition.leader.isr) < min_isr:
+            return (
+                ProduceOutcome(
+                    topic,
+                    index,
+                    "NOT_ENOUGH_REPLICAS",
+                    f"{partition.name} has {len(partition.leader.isr)} in-sync replica(s), "
+                    f"min.insync.replicas is {min_isr}",
+                ),
+                None,
+                0,
+            )
+        log_ = partition.log
+        view = memoryview(records)
+        try:
+            # every batch is checked before the first is written: a bad request appends nothing
+            batches = [view[p : p + h.size_bytes] for p, h in iter_batches(view, verify_crc=False)]
+            if not batches or sum(len(b) for b in batches) != len(view):
+                return ProduceOutcome(topic, index, "CORRUPT_MESSAGE", "not whole batches"), None, 0
+            headers = [validate_batch(b, log_.config.max_message_bytes) for b in batches]
+            epoch = partition.leader.leader_epoch
+            now = self.clock_ms()
+            first = last = None
+            for batch, header in zip(batches, headers, strict=True):
+                info = log_.append(batch, leader_epoch=epoch, now_ms=now, header=header)
+                first = info if first is None else first
+                last = info
+                self.counters.produce_batches += 1
+                self.counters.produce_bytes += len(batch)
+        except StorageError as exc:
+            if isinstance(exc, LogDirFullError) or exc.code == "KAFKA_STORAGE_ERROR":
+                self.counters.storage_errors += 1
+            return ProduceOutcome(topic, index, exc.code, str(exc)), None, 0
+        assert first is not None and last is not None
+        leader = partition.leader
+        if leader.update_high_watermark(log_.log_end_offset):
+            self._wake(partition.key)
+        else:
+            self.fetch_purgatory.check_and_complete(partition.key, self.clock_ms())
+        outcome = ProduceOutcome(
+            topic,
+            index,
+            "NONE",
+            "",
+            first.base_offset,
+            last.last_offset,
+            log_.log_start_offset,
+            epoch,
+        )
+        return outcome, partition, min_isr
+
+    async def produce(
+        self, acks: int, timeout_ms: int, items: list[tuple[str, int, bytes]]
+    ) -> list[ProduceOutcome]:
+        if acks not in (-1, 0, 1):
+            return [
+                ProduceOutcome(t, p, "INVALID_REQUIRED_ACKS", "acks must be 0, 1 or all (-1)")
+                for t, p, _ in items
+            ]
+        outcomes: list[ProduceOutcome] = []
+        waits: list[_ProduceWait] = []
+        for topic, index, records in items:
+            outcome, partition, min_isr = self.append(topic, index, records, acks)
+            outcomes.append(outcome)
+            if acks == -1 and partition is not None and outcome.error == "NONE":
+                waits.append(_ProduceWait(partition, outcome, min_isr))
+        if not waits:
+            return outcomes
+        now = self.clock_ms()
+        op = DelayedProduce(now + max(0, timeout_ms), waits)
+        keys = {w.partition.key for w in waits}
+        try:
+            self.produce_purgatory.try_complete_else_watch(op, keys, now)
+        except PurgatoryFullError:
+            op.force_complete()  # answers REQUEST_TIMED_OUT for what is not yet replicated
+        done = {(r.topic, r.partition): r for r in await op.future}
+        return [done.get((o.topic, o.partition), o) for o in outcomes]
+
+    # ---- fetch -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def estimated_bytes(partition: Partition, start: int, end: int) -> int:
+        """Bytes between two offsets, estimated from the log's average bytes per record (a
+        fetch's min_bytes is a wake-up threshold, not a promise; any record counts as >= 1)."""
+        if end <= start:
+            return 0
+        log_ = partition.log
+        records = max(1, log_.log_end_offset - log_.log_start_offset)
+        return max(1, (end - start) * log_.size_bytes // records)
+
+    def readable_end(self, partition: Partition, replica_id: int) -> int:
+        """Followers read up to the LEO, consumers up to the HW."""
+        if replica_id == CONSUMER:
+            return partition.high_watermark
+        return partition.log.log_end_offset
+
+    def check_leader(
+        self, spec: FetchSpec, replica_id: int
+    ) -> tuple[Partition | None, FetchOutcome]:
+        topic, index = spec.topic, spec.partition
+        if not self.ready:
+            return None, FetchOutcome(topic, index, "LEADER_NOT_AVAILABLE", "loading metadata")
+        partition = self.partitions.get((topic, index))
+        if partition is None:
+            code = (
+                "UNKNOWN_TOPIC_OR_PARTITION"
+                if self.topic_lookup(topic) is None
+                else ("NOT_LEADER_OR_FOLLOWER")
+            )
+            return None, FetchOutcome(topic, index, code, f"no replica of {topic}-{index} here")
+        leader = partition.leader
+        base = FetchOutcome(
+            topic, index, leader_id=partition.leader_id, leader_epoch=partition.leader_epoch
+        )
+        if leader is None:
+            return None, _with(
+                base, "NOT_LEADER_OR_FOLLOWER", f"{partition.name} is led by {partition.leader_id}"
+            )
+        if spec.current_leader_epoch >= 0:
+            if spec.current_leader_epoch < leader.leader_epoch:
+                return None, _with(
+                    base,
+                    "FENCED_LEADER_EPOCH",
+                    f"epoch {spec.current_leader_epoch} < {leader.leader_epoch}",
+                )
+            if spec.current_leader_epoch > leader.leader_epoch:
+                return None, _with(
+                    base,
+                    "UNKNOWN_LEADER_EPOCH",
+                    f"epoch {spec.current_leader_epoch} > {leader.leader_epoch}",
+                )
+        if replica_id != CONSUMER and replica_id not in leader.followers:
+            return None, _with(
+                base,
+                "NOT_LEADER_OR_FOLLOWER",
+                f"broker {replica_id} is not a replica of {partition.name}",
+            )
+        return partition, base
+
+    def _diverging(self, partition: Partition, spec: FetchSpec) -> tuple[int, int] | None:
+        """KIP-320/595: does the fetcher's last fetched epoch agree with our log?"""
+        if spec.last_fetched_epoch < 0:
+            return None
+        epoch, end = partition.log.end_offset_for_epoch(spec.last_fetched_epoch)
+        if epoch < 0:
+            return (-1, partition.log.log_start_offset)
+        if epoch != spec.last_fetched_epoch or end < spec.fetch_offset:
+            return (epoch, end)
+        return None
+
+    def read_one(
+        self, spec: FetchSpec, replica_id: int, max_bytes: int, *, record_progress: bool = True
+    ) -> FetchOutcome:
+        """Read one partition for a fetch; a follower's fetch also reports its progress (once
+        per request: a re-read after a long poll proves nothing new)."""
+        partition, base = self.check_leader(spec, replica_id)
+        if partition is None or partition.leader is None:
+            return base
+        log_ = partition.log
+        now = self.clock_ms()
+        if replica_id != CONSUMER and record_progress:
+            if partition.leader.on_follower_fetch(
+                replica_id, spec.fetch_offset, log_.log_end_offset, now
+            ):
+                self._wake(partition.key)
+            self._maybe_propose(partition, now)
+        hw = partition.high_watermark
+        diverging = self._diverging(partition, spec)
+        common: dict[str, Any] = dict(
+            high_watermark=hw,
+            log_start_offset=log_.log_start_offset,
+            log_end_offset=log_.log_end_offset,
+        )
+        if diverging is not None:
+            return _with(base, **common, diverging_epoch=diverging)
+        end = hw if replica_id == CONSUMER else log_.log_end_offset
+        if spec.fetch_offset < log_.log_start_offset or spec.fetch_offset > log_.log_end_offset:
+            return _with(
+                base,
+                "OFFSET_OUT_OF_RANGE",
+                f"offset {spec.fetch_offset} is outside [{log_.log_start_offset}, "
+                f"{log_.log_end_offset}] of {partition.name}",
+                **common,
+            )
+        if spec.fetch_offset >= end or max_bytes <= 0:
+            return _with(base, **common)
+        try:
+            result = log_.read(spec.fetch_offset, min(spec.max_bytes, max_bytes), max_offset=end)
+        except StorageError as exc:
+            return _with(base, exc.code, str(exc), **common)
+        return _with(base, records=result.data, **common)
+
+    async def fetch(
+        self,
+        replica_id: int,
+        specs: list[FetchSpec],
+        *,
+        max_wait_ms: int,
+        min_bytes: int,
+        max_bytes: int,
+    ) -> list[FetchOutcome]:
+        self.counters.fetch_requests += 1
+        outcomes = self._read_all(replica_id, specs, max_bytes)
+        got = sum(len(o.records) for o in outcomes)
+        errors = any(o.error != "NONE" or o.diverging_epoch for o in outcomes)
+        if got >= min_bytes or errors or max_wait_ms <= 0 or not specs:
+            return outcomes
+        now = self.clock_ms()
+        marks = {}
+        for spec in specs:
+            partition = self.partitions.get((spec.topic, spec.partition))
+            if partition is not None:
+                marks[partition.key] = (
+                    self.readable_end(partition, replica_id),
+                    partition.leader_epoch,
+                )
+        wait_ms = min(max_wait_ms, self.config.fetch_wait_ms_max)
+        op = DelayedFetch(now + wait_ms, self, replica_id, specs, max(min_bytes, 1), marks)
+        try:
+            self.fetch_purgatory.try_complete_else_watch(op, set(marks), now)
+        except PurgatoryFullError:
+            return outcomes
+        await op.future
+        return self._read_all(replica_id, specs, max_bytes, record_progress=False)
+
+    def _read_all(
+        self,
+        replica_id: int,
+        specs: list[FetchSpec],
+        max_bytes: int,
+        *,
+        record_progress: bool = True,
+    ) -> list[FetchOutcome]:
+        outcomes = []
+        budget = max_bytes
+        for spec in specs:
+            outcome = self.read_one(spec, replica_id, budget, record_progress=record_progress)
+            outcomes.append(outcome)
+            if outcome.records:
+                # at least one batch always comes back, then the budget is a hard stop
+                budget = max(0, budget - len(outcome.records))
+        return outcomes
+
+    # ---- ISR -------------------------------------------------------------------------------------
+
+    def _maybe_propose(self, partition: Partition, now_ms: int) -> None:
+        leader = partition.leader
+        if leader is None:
+            return
+        proposal = leader.check_isr(partition.log.log_end_offset, now_ms, self.broker_eligible)
+        if proposal is not None:
+            self.counters.isr_proposals += 1
+            self.propose_isr(partition, proposal)
+            # a pending addition joins the maximal ISR: the HW may have to wait for it, never
+            # the reverse; a pending removal changes nothing until committed
+            leader.update_high_watermark(partition.log.log_end_offset)
+
+    def proposal_done(self, key: TopicPartition, accepted: bool) -> None:
+        partition = self.partitions.get(key)
+        if partition is not None and partition.leader is not None and not accepted:
+            partition.leader.proposal_failed(self.clock_ms())
+
+    def periodic(self) -> None:
+        """Called every few hundred ms: ISR checks, purgatory expiry."""
+        now = self.clock_ms()
+        for partition in self.partitions.values():
+            if partition.leader is not None:
+                self._maybe_propose(partition, now)
+        self.produce_purgatory.advance_clock(now)
+        self.fetch_purgatory.advance_clock(now)
+
+    def expire(self) -> None:
+        now = self.clock_ms()
+        self.produce_purgatory.advance_clock(now)
+        self.fetch_purgatory.advance_clock(now)
+
+    def checkpoint_high_watermarks(self) -> None:
+        offsets = {p.name: p.high_watermark for p in self.partitions.values()}
+        if offsets:
+            try:
+                self.state.save_offsets("hw", offsets)
+            except Exception as exc:  # lmdb raises its own types; a failed checkpoint is retried
+                log.error("high-watermark checkpoint failed: %s", exc)
+
+    def enforce_retention(self) -> int:
+        deleted = 0
+        now = self.clock_ms()
+        for partition in self.partitions.values():
+            try:
+                # a leader keeps what is not yet committed; a follower follows the leader's start
+                deleted += partition.log.delete_retained(now, max_offset=partition.high_watermark)
+            except StorageError as exc:
+                log.error("%s: retention: %s", partition.name, exc)
+        return deleted
+
+    # ---- follower side ---------------------------------------------------------------------------
+
+    def followed_partitions(self) -> Iterator[Partition]:
+        for partition in self.partitions.values():
+            if partition.leader is None and partition.record is not None:
+                yield partition
+
+    def follower_append(self, partition: Partition, records: bytes, leader_hw: int) -> int:
+        """Append fetched batches; return bytes appended. Raises StorageError."""
+        if records:
+            partition.log.append_as_follower(records, now_ms=self.clock_ms())
+        partition.set_follower_hw(leader_hw)
+        return len(records)
+
+    def truncate(self, partition: Partition, offset: int) -> None:
+        log_ = partition.log
+        self.counters.truncations += 1
+        if offset < log_.log_start_offset:
+            log_.truncate_fully_and_start_at(offset, now_ms=self.clock_ms())
+        else:
+            log_.truncate_to(offset)
+        partition.set_follower_hw(0)
+
+    # ---- describing ------------------------------------------------------------------------------
+
+    def leader_end_offset_for(
+        self, topic: str, index: int, current_leader_epoch: int, epoch: int
+    ) -> tuple[str, str, int, int]:
+        """OffsetForLeaderEpoch: (error, message, epoch, end offset)."""
+        partition, base = self.check_leader(FetchSpec(topic, index, 0, current_leader_epoch), -1)
+        if partition is None:
+            return base.error, base.message, -1, -1
+        found_epoch, end = partition.log.end_offset_for_epoch(epoch)
+        return "NONE", "", found_epoch, end
+
+
+def _with(
+    outcome: FetchOutcome, error: str = "NONE", message: str = "", **fields: Any
+) -> FetchOutcome:
+    return replace(outcome, error=error, message=message, **fields)

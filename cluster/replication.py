@@ -1,0 +1,238 @@
+"""Replication rules of one partition: the leader's high watermark and ISR, the follower's
+truncation. Pure — no IO, no clock: ``now_ms`` comes in — and deterministic.
+
+Owned by the partition it belongs to (``replica_manager.Partition``), on the broker loop; not
+thread-safe.
+
+Leader rules (Kafka's ``Partition``):
+- Each follower's progress is learned from its fetches: fetching offset ``o`` proves it holds
+  everything below ``o``. It is *caught up* at a fetch when ``o`` reaches the leader's log end
+  offset (LEO), or reaches the LEO the leader had at the follower's previous fetch (then it was
+  caught up at that previous fetch's time) — ``last_caught_up_ms``.
+- High watermark (HW) = min LEO over the *maximal* ISR: the committed ISR plus a pending
+  addition (an AlterPartition in flight). A pending *removal* still counts until committed, so
+  the HW never outruns a replica that may yet be elected. The HW never moves backwards.
+- A follower whose ``last_caught_up_ms`` is older than ``replica_lag_ms_max`` is proposed for
+  removal; a follower outside the ISR whose LEO reached the HW and the start of the current
+  leader epoch is proposed for addition. At most one AlterPartition is in flight.
+- acks=all for a batch ending at ``last_offset`` completes when HW > last_offset; it succeeds if
+  the ISR then has at least ``min.insync.replicas`` members, else NOT_ENOUGH_REPLICAS_AFTER_APPEND
+  (the same check Kafka's DelayedProduce makes).
+
+Follower rule (KIP-101/279, DESIGN invariant 4): truncate to the divergence point the leader
+reports for our latest epoch — ``min(leader's end offset for epoch E, our end offset for E)`` —
+never to our own HW.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+__all__ = [
+    "FollowerProgress",
+    "IsrProposal",
+    "LeaderReplication",
+    "divergence_truncation_offset",
+]
+
+
+@dataclass(slots=True)
+class FollowerProgress:
+    log_end_offset: int = -1  # -1: not fetched since this leader epoch began
+    last_caught_up_ms: int = -1
+    last_fetch_ms: int = -1
+    leader_end_offset_at_last_fetch: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class IsrProposal:
+    """An AlterPartition to send: the new ISR based on ``partition_epoch``."""
+
+    isr: tuple[int, ...]
+    leader_epoch: int
+    partition_epoch: int
+
+
+@dataclass(slots=True)
+class LeaderReplication:
+    """The leader's view of one partition in one leader epoch."""
+
+    broker_id: int
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]  # committed in metadata; broker_id ∈ isr ⊆ replicas
+    leader_epoch: int
+    partition_epoch: int
+    epoch_start_offset: int  # our LEO when this epoch began
+    high_watermark: int  # 0 <= high_watermark <= our LEO
+    replica_lag_ms_max: int
+    followers: dict[int, FollowerProgress] = field(default_factory=dict)
+    pending: IsrProposal | None = None  # the AlterPartition in flight
+    pending_since_ms: int = -1
+    next_proposal_ms: int = 0  # backoff after a refused or lost proposal
+
+    @classmethod
+    def start(
+        cls,
+        broker_id: int,
+        replicas: Iterable[int],
+        isr: Iterable[int],
+        leader_epoch: int,
+        partition_epoch: int,
+        log_end_offset: int,
+        high_watermark: int,
+        replica_lag_ms_max: int,
+        now_ms: int,
+    ) -> LeaderReplication:
+        """Become leader. ISR members get one full lag window to show up (as in Kafka)."""
+        replicas = tuple(replicas)
+        isr = tuple(isr)
+        followers = {
+            b: FollowerProgress(last_caught_up_ms=now_ms if b in isr else -1)
+            for b in replicas
+            if b != broker_id
+        }
+        return cls(
+            broker_id,
+            replicas,
+            isr,
+            leader_epoch,
+            partition_epoch,
+            epoch_start_offset=log_end_offset,
+            high_watermark=min(high_watermark, log_end_offset),
+            replica_lag_ms_max=replica_lag_ms_max,
+            followers=followers,
+        )
+
+    # ---- the ISR -------------------------------------------------------------------------------
+
+    @property
+    def maximal_isr(self) -> tuple[int, ...]:
+        if self.pending is None:
+            return self.isr
+        return tuple(b for b in self.replicas if b in self.isr or b in self.pending.isr)
+
+    def update_from_metadata(self, isr: Iterable[int], partition_epoch: int) -> None:
+        """The committed ISR moved (our AlterPartition, or the controller fenced a member)."""
+        if partition_epoch < self.partition_epoch:
+            return  # a stale view: never go back
+        self.isr = tuple(isr)
+        self.partition_epoch = partition_epoch
+        if self.pending is not None and partition_epoch > self.pending.partition_epoch:
+            self.pending = None
+
+    def proposal_failed(self, now_ms: int, backoff_ms: int = 1000) -> None:
+        """The AlterPartition was refused or timed out: try again after a backoff (a leader cut
+        off from the controller would otherwise propose every check)."""
+        self.pending = None
+        self.next_proposal_ms = now_ms + backoff_ms
+
+    def check_isr(
+        self,
+        log_end_offset: int,
+        now_ms: int,
+        eligible: Callable[[int], bool] = lambda broker_id: True,
+    ) -> IsrProposal | None:
+        """Shrink out lagging followers or add caught-up ones; one proposal at a time.
+
+        ``eligible`` says which brokers the metadata shows registered and unfenced: a fenced
+        broker is never proposed back (the controller would refuse it: KIP-841), however recent
+        its last fetch was.
+        """
+        if self.pending is not None or now_ms < self.next_proposal_ms:
+            return None
+        lagging = {
+            b
+            for b in self.isr
+            if b != self.broker_id
+            and now_ms - self.followers[b].last_caught_up_ms > self.replica_lag_ms_max
+        }
+        if lagging:
+            return self._propose(tuple(b for b in self.isr if b not in lagging), now_ms)
+        joining = {
+            b
+            for b, progress in self.followers.items()
+            if b not in self.isr
+            and eligible(b)
+            and progress.log_end_offset >= self.high_watermark
+            and progress.log_end_offset >= self.epoch_start_offset
+            and now_ms - progress.last_caught_up_ms <= self.replica_lag_ms_max
+        }
+        if joining:
+            return self._propose(
+                tuple(b for b in self.replicas if b in self.isr or b in joining), now_ms
+            )
+        return None
+
+    def _propose(self, isr: tuple[int, ...], now_ms: int) -> IsrProposal:
+        self.pending = IsrProposal(isr, self.leader_epoch, self.partition_epoch)
+        self.pending_since_ms = now_ms
+        return self.pending
+
+    # ---- offsets -------------------------------------------------------------------------------
+
+    def on_follower_fetch(
+        self, replica_id: int, fetch_offset: int, log_end_offset: int, now_ms: int
+    ) -> bool:
+        """A follower fetched from ``fetch_offset``; True when the HW moved."""
+        progress = self.followers.get(replica_id)
+        if progress is None:
+            return False  # not a replica of this partition (the caller answers with an error)
+        if fetch_offset >= log_end_offset:
+            progress.last_caught_up_ms = now_ms
+        elif (
+            progress.leader_end_offset_at_last_fetch >= 0
+            and fetch_offset >= progress.leader_end_offset_at_last_fetch
+        ):
+            progress.last_caught_up_ms = max(progress.last_caught_up_ms, progress.last_fetch_ms)
+        progress.log_end_offset = fetch_offset
+        progress.last_fetch_ms = now_ms
+        progress.leader_end_offset_at_last_fetch = log_end_offset
+        return self.update_high_watermark(log_end_offset)
+
+    def update_high_watermark(self, log_end_offset: int) -> bool:
+        """Recompute the HW after our LEO or a follower's moved; True when it advanced."""
+        lowest = log_end_offset
+        for b in self.maximal_isr:
+            if b != self.broker_id:
+                leo = self.followers[b].log_end_offset
+                if leo < 0:
+                    return False  # an ISR member not heard from this epoch: wait for it
+                lowest = min(lowest, leo)
+        if lowest > self.high_watermark:
+            self.high_watermark = lowest
+            return True
+        return False
+
+    def acks_all_outcome(self, last_offset: int, min_insync_replicas: int) -> str | None:
+        """None while waiting; else "NONE" or an ErrorCode name for a batch ending there."""
+        if self.high_watermark <= last_offset:
+            return None
+        if len(self.isr) < min_insync_replicas:
+            return "NOT_ENOUGH_REPLICAS_AFTER_APPEND"
+        return "NONE"
+
+
+def divergence_truncation_offset(
+    leader_epoch: int,
+    leader_end_offset: int,
+    local_end_offset_for: tuple[int, int],
+    local_log_end_offset: int,
+) -> int:
+    """Where a follower truncates, given the leader's answer (epoch E, end offset) for our epoch.
+
+    ``local_end_offset_for`` is our own ``end_offset_for_epoch(E)``: the greatest epoch <= E we
+    hold and where it ends — the start of our next epoch, which the leader did not write in E. So
+    the logs agree below ``min(leader end, our end for E)`` (KIP-279); when we hold no epoch <= E
+    at all, nothing we hold is proven and the answer is 0 (the caller clamps to its log start by
+    truncating fully). If the leader holds no epoch as old as ours (E = -1) it sends its log start
+    offset as ``leader_end_offset``: what we hold from there on diverged.
+    """
+    if leader_epoch < 0:
+        if leader_end_offset < 0:
+            return local_log_end_offset
+        return min(leader_end_offset, local_log_end_offset)
+    local_epoch, local_end = local_end_offset_for
+    if local_epoch < 0:
+        return 0
+    return min(leader_end_offset, local_end, local_log_end_offset)

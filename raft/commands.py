@@ -1,0 +1,204 @@
+"""Metadata commands: the records of the Raft log, and their cbor2 encoding.
+
+Every change to cluster metadata is one of these frozen dataclasses, encoded as a cbor2 map
+``{"v": 1, "t": <type name>, ...fields}`` and replicated as opaque bytes through the quorum. The
+state machine (``metadata.py``) decodes and applies them; nothing that arrives over the network
+is ever unpickled. A decoder that meets an unknown ``v`` or ``t`` raises ``CommandDecodeError``;
+the state machine turns that into an INVALID_REQUEST result, so a newer command in the log of an
+older node is refused visibly instead of crashing the Raft thread.
+
+Worked example: ``FenceBroker(broker_id=2, incarnation=7)`` encodes as the cbor2 map
+``{"v": 1, "t": "fence_broker", "broker_id": 2, "incarnation": 7}`` (33 bytes).
+
+Results are cbor2 maps too: ``{"ok": True, ...}`` or ``{"error": "<ErrorCode name>",
+"message": "..."}`` — the names are those of ``proto/common.proto``'s ErrorCode table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+
+__all__ = [
+    "COMMAND_VERSION",
+    "AllocateProducerIds",
+    "AlterPartition",
+    "AlterTopicConfig",
+    "Command",
+    "CommandDecodeError",
+    "CreateTopic",
+    "DeleteTopic",
+    "ElectLeader",
+    "FenceBroker",
+    "RegisterBroker",
+    "UnfenceBroker",
+    "decode_command",
+    "decode_result",
+    "encode_command",
+    "encode_result",
+]
+
+COMMAND_VERSION = 1
+
+
+class CommandDecodeError(ValueError):
+    """Bytes that are not a command this version understands (remote's fault or a newer node)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterBroker:
+    """A broker process announces itself; ``incarnation`` is new on every process start."""
+
+    broker_id: int
+    address: str  # advertised gRPC host:port
+    incarnation: int
+    rack: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FenceBroker:
+    """The controller lost the broker's heartbeats: it leads nothing and leaves every ISR."""
+
+    broker_id: int
+    incarnation: int  # the incarnation the decision was made about; a newer one is not fenced
+
+
+@dataclass(frozen=True, slots=True)
+class UnfenceBroker:
+    """A fenced broker heartbeats again: it may rejoin ISRs and lead offline partitions."""
+
+    broker_id: int
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class CreateTopic:
+    """A topic with an explicit assignment: ``assignment[p]`` is partition p's replica list.
+
+    The controller computes the assignment (``assignment.py``) before submitting, so applying
+    stays deterministic; the state machine validates it.
+    """
+
+    name: str
+    assignment: tuple[tuple[int, ...], ...]
+    configs: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteTopic:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlterTopicConfig:
+    name: str
+    set_configs: tuple[tuple[str, str], ...] = ()
+    delete_configs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AlterPartition:
+    """The partition leader asks for a new ISR: compare-and-set on ``partition_epoch``."""
+
+    topic: str
+    partition: int
+    broker_id: int  # the requesting leader
+    leader_epoch: int  # the requester's leader epoch
+    partition_epoch: int  # the epoch the requester's view is based on
+    isr: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ElectLeader:
+    """Elect a leader for partitions: ``preferred`` moves leadership back to the first replica;
+    otherwise only partitions without a live leader change."""
+
+    partitions: tuple[tuple[str, int], ...]
+    preferred: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AllocateProducerIds:
+    broker_id: int
+    count: int = 1000
+
+
+Command = (
+    RegisterBroker
+    | FenceBroker
+    | UnfenceBroker
+    | CreateTopic
+    | DeleteTopic
+    | AlterTopicConfig
+    | AlterPartition
+    | ElectLeader
+    | AllocateProducerIds
+)
+
+_TYPES: dict[str, type[Any]] = {
+    "register_broker": RegisterBroker,
+    "fence_broker": FenceBroker,
+    "unfence_broker": UnfenceBroker,
+    "create_topic": CreateTopic,
+    "delete_topic": DeleteTopic,
+    "alter_topic_config": AlterTopicConfig,
+    "alter_partition": AlterPartition,
+    "elect_leader": ElectLeader,
+    "allocate_producer_ids": AllocateProducerIds,
+}
+_NAMES = {cls: name for name, cls in _TYPES.items()}
+
+
+def encode_command(command: Command) -> bytes:
+    body: dict[str, Any] = {"v": COMMAND_VERSION, "t": _NAMES[type(command)]}
+    for f in dataclasses.fields(command):
+        body[f.name] = getattr(command, f.name)
+    return bytes(cbor2.dumps(body))
+
+
+def _tupled(value: Any) -> Any:
+    """cbor2 gives lists back; the dataclasses hold tuples (hashable, immutable)."""
+    if isinstance(value, list):
+        return tuple(_tupled(v) for v in value)
+    return value
+
+
+def decode_command(data: bytes) -> Command:
+    try:
+        body = cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises several types for garbage
+        raise CommandDecodeError(f"not cbor2: {exc}") from exc
+    if not isinstance(body, dict):
+        raise CommandDecodeError("a command is a cbor2 map")
+    if body.get("v") != COMMAND_VERSION:
+        raise CommandDecodeError(f"command version {body.get('v')!r} is not {COMMAND_VERSION}")
+    cls = _TYPES.get(body.get("t"))  # type: ignore[arg-type]
+    if cls is None:
+        raise CommandDecodeError(f"unknown command type {body.get('t')!r}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in body:
+            kwargs[f.name] = _tupled(body[f.name])
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise CommandDecodeError(f"{body['t']} lacks {f.name}")
+    try:
+        command: Command = cls(**kwargs)
+    except TypeError as exc:
+        raise CommandDecodeError(str(exc)) from exc
+    return command
+
+
+def encode_result(error: str | None = None, message: str = "", **fields: Any) -> bytes:
+    body: dict[str, Any] = {"error": error, "message": message} if error else {"ok": True}
+    body.update(fields)
+    return bytes(cbor2.dumps(body))
+
+
+def decode_result(data: bytes) -> dict[str, Any]:
+    body = cbor2.loads(data)
+    if not isinstance(body, dict):
+        raise CommandDecodeError("a result is a cbor2 map")
+    return body

@@ -1,0 +1,170 @@
+"""The active controller's decisions: a pure function of heartbeats, the state and the time.
+
+The active controller is the broker whose quorum member is the Raft leader. Brokers heartbeat it
+every ``heartbeat_interval_ms``; it keeps liveness in memory only and commits *decisions* — fence
+a broker, unfence it, elect leaders — as metadata commands. Owned by the controller shell
+(``cluster``), which holds its lock around every call; not thread-safe. Time comes in as
+``now_ms``.
+
+Rules:
+- A broker is fenced when no heartbeat of its registered incarnation arrived for
+  ``session_timeout_ms``. A newly active controller knows no heartbeats, so every broker gets one
+  full session from the moment it took over before it can be fenced.
+- A fenced broker is unfenced when it heartbeats with its registered incarnation and has applied
+  metadata up to its own registration (it knows its roles).
+- Partitions without a live leader that have an electable ISR member are elected (fence and
+  unfence elect in the same command; this catches the rest, e.g. topics created while their
+  brokers were down).
+- Optionally, every ``leader_rebalance_interval_ms``, leadership moves back to preferred replicas.
+- At most one command per subject is in flight: the shell reports each one's completion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .commands import Command, ElectLeader, FenceBroker, UnfenceBroker
+from .metadata import NO_LEADER, MetadataState, TopicPartition
+
+__all__ = ["ControllerConfig", "ControllerCore", "HeartbeatVerdict"]
+
+_ELECT_BATCH_MAX = 1000  # partitions per ElectLeader command
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerConfig:
+    session_timeout_ms: int = 2000  # broker.session.timeout.ms (Kafka: 9000)
+    heartbeat_interval_ms: int = 200  # what brokers are told to use
+    leader_rebalance_interval_ms: int | None = 30_000  # None disables preferred elections
+    pending_timeout_ms: int = 5000  # forget an in-flight decision after this (retry it)
+    election_scan_interval_ms: int = 500  # the backstop scan for offline partitions
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatVerdict:
+    """What the controller answers a heartbeat with."""
+
+    known: bool  # False: unknown broker or stale incarnation → the broker must (re)register
+    fenced: bool
+
+
+@dataclass(slots=True)
+class _Liveness:
+    incarnation: int
+    last_heartbeat_ms: int
+    metadata_version: int
+
+
+class ControllerCore:
+    """Liveness tracking and decisions of one active-controller term."""
+
+    def __init__(self, config: ControllerConfig, now_ms: int) -> None:
+        self.config = config
+        self.active_since_ms = now_ms
+        self._liveness: dict[int, _Liveness] = {}
+        self._pending: dict[object, int] = {}  # decision subject → when it was issued
+        self._last_rebalance_ms = now_ms
+        self._scanned_version = -1
+        self._last_scan_ms = now_ms - config.election_scan_interval_ms
+
+    def heartbeat(
+        self,
+        state: MetadataState,
+        broker_id: int,
+        incarnation: int,
+        metadata_version: int,
+        now_ms: int,
+    ) -> HeartbeatVerdict:
+        broker = state.brokers.get(broker_id)
+        if broker is None or broker.incarnation != incarnation:
+            return HeartbeatVerdict(known=False, fenced=True)
+        self._liveness[broker_id] = _Liveness(incarnation, now_ms, metadata_version)
+        return HeartbeatVerdict(known=True, fenced=broker.fenced)
+
+    def is_alive(self, broker_id: int, incarnation: int, now_ms: int) -> bool:
+        seen = self._liveness.get(broker_id)
+        if seen is None or seen.incarnation != incarnation:
+            # never heard from it this term: alive until one session after we took over
+            return now_ms - self.active_since_ms < self.config.session_timeout_ms
+        return now_ms - seen.last_heartbeat_ms < self.config.session_timeout_ms
+
+    def last_heartbeat_ago_ms(self, broker_id: int, now_ms: int) -> int:
+        seen = self._liveness.get(broker_id)
+        return -1 if seen is None else now_ms - seen.last_heartbeat_ms
+
+    def decisions(self, state: MetadataState, now_ms: int) -> list[tuple[object, Command]]:
+        """Commands to submit now, each with its subject (pass it to ``completed``)."""
+        self._expire_pending(now_ms)
+        out: list[tuple[object, Command]] = []
+        for broker in sorted(state.brokers.values(), key=lambda b: b.broker_id):
+            alive = self.is_alive(broker.broker_id, broker.incarnation, now_ms)
+            subject: object = ("broker", broker.broker_id)
+            if subject in self._pending:
+                continue
+            if not broker.fenced and not alive:
+                out.append((subject, FenceBroker(broker.broker_id, broker.incarnation)))
+            elif broker.fenced and alive:
+                seen = self._liveness.get(broker.broker_id)
+                if (
+                    seen is not None
+                    and seen.incarnation == broker.incarnation
+                    and seen.metadata_version >= broker.registered_version
+                ):
+                    out.append((subject, UnfenceBroker(broker.broker_id, broker.incarnation)))
+        out.extend(self._elections(state, now_ms))
+        for decided, _ in out:
+            self._pending[decided] = now_ms
+        return out
+
+    def _elections(self, state: MetadataState, now_ms: int) -> list[tuple[object, Command]]:
+        # fence and unfence elect inline; this scan is the backstop, so it runs only when the
+        # state moved and at most every election_scan_interval_ms (100k partitions cost ~50 ms)
+        rebalance = (
+            self.config.leader_rebalance_interval_ms is not None
+            and now_ms - self._last_rebalance_ms >= self.config.leader_rebalance_interval_ms
+        )
+        if not rebalance and (
+            state.version == self._scanned_version
+            or now_ms - self._last_scan_ms < self.config.election_scan_interval_ms
+        ):
+            return []
+        self._scanned_version = state.version
+        self._last_scan_ms = now_ms
+        offline: list[TopicPartition] = []
+        preferred: list[TopicPartition] = []
+        for key, record in state.partitions.items():
+            if (key, "elect") in self._pending:
+                continue
+            if record.leader == NO_LEADER or not state.is_live(record.leader):
+                electable = any(state.is_live(b) for b in record.isr)
+                topic = state.topics.get(record.topic)
+                unclean = topic is not None and topic.unclean_leader_election
+                if electable or (unclean and any(state.is_live(b) for b in record.replicas)):
+                    offline.append(key)
+            elif rebalance and record.leader != record.replicas[0]:
+                first = record.replicas[0]
+                if first in record.isr and state.is_live(first):
+                    preferred.append(key)
+        if rebalance:
+            self._last_rebalance_ms = now_ms
+        out: list[tuple[object, Command]] = []
+        for keys, is_preferred in ((offline, False), (preferred, True)):
+            for i in range(0, len(keys), _ELECT_BATCH_MAX):
+                chunk = tuple(keys[i : i + _ELECT_BATCH_MAX])
+                for key in chunk:
+                    self._pending[(key, "elect")] = now_ms
+                out.append((("elect", chunk), ElectLeader(chunk, preferred=is_preferred)))
+        return out
+
+    def completed(self, subject: object) -> None:
+        """The command for ``subject`` committed (or failed): it may be decided again."""
+        self._pending.pop(subject, None)
+        if isinstance(subject, tuple) and subject and subject[0] == "elect":
+            self._scanned_version = -1  # look again, whatever happened to it
+            for key in subject[1]:
+                self._pending.pop((key, "elect"), None)
+
+    def _expire_pending(self, now_ms: int) -> None:
+        limit = self.config.pending_timeout_ms
+        for subject in [s for s, t in self._pending.items() if now_ms - t >= limit]:
+            del self._pending[subject]

@@ -1,0 +1,434 @@
+"""NetnsCluster against real brokers in real network namespaces (needs root and iproute2).
+
+One 3-node cluster serves the fault tests in order (each leaves it healthy); the clean-up tests
+build their own. Every wait is bounded; the whole file stays well under 90 s on 2 cores. Tests use
+the prefix ``rlt`` so they never touch a real run's ``rl`` objects.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from raftlog.chaos.nemesis import NEMESIS_NAMES, NemesisContext, make_nemesis, nemesis_rng
+from raftlog.chaos.netns import (
+    LOCK_DIR,
+    NetnsCluster,
+    NetnsError,
+    NetnsUnavailableError,
+    PartitionMode,
+    _names_by_run,
+    _netns_pids,
+    check_available,
+    cleanup_stale,
+)
+from raftlog.client import Admin, Consumer, Producer
+
+T = TypeVar("T")
+PREFIX = "rlt"
+TOPIC = "chaos-netns"
+
+
+def _unavailable() -> str | None:
+    try:
+        check_available()
+    except NetnsUnavailableError as exc:
+        return str(exc)
+    return None
+
+
+UNAVAILABLE = _unavailable()
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or ""),
+]
+
+
+def wait_for(what: str, check: Callable[[], T | None], timeout_s: float) -> T:
+    """Poll ``check`` until it returns something truthy; bounded in time (and so in count)."""
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+        except Exception as exc:  # the cluster is settling; say the last error on timeout
+            last = exc
+        else:
+            if result:
+                return result
+            last = result
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not seen within {timeout_s} s (last: {last!r})")
+
+
+def broker_states(cluster: NetnsCluster) -> dict[int, tuple[bool, bool]]:
+    """broker id → (fenced, alive) as the controller reports it."""
+    with Admin(cluster.bootstrap, timeout_s=3.0) as admin:
+        answer = admin.describe_cluster()
+    return {b.broker_id: (b.fenced, b.alive) for b in answer.brokers}
+
+
+def leftovers(run_id: int) -> list[str]:
+    return sorted(name for _, name in _names_by_run(PREFIX).get(run_id, set()))
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetnsCluster]:
+    run_dir = tmp_path_factory.mktemp("netns")
+    with NetnsCluster(3, run_dir=run_dir, prefix=PREFIX) as c:
+        try:
+            c.wait_ready(60)
+        except NetnsError:
+            for node in c.node_ids:
+                print(f"--- node {node} ---\n{c.logs(node)}", file=sys.stderr)
+            raise
+        yield c
+
+
+# ---- the happy path ------------------------------------------------------------------------------
+
+
+def test_the_pid_is_the_broker_inside_its_namespace(cluster: NetnsCluster) -> None:
+    for node in cluster.node_ids:
+        pid = cluster.pid(node)
+        assert pid is not None
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert argv[0].decode() == cluster.python and b"raftlog.cluster" in argv
+        identify = subprocess.run(
+            ["ip", "netns", "identify", str(pid)], capture_output=True, text=True, timeout=5
+        )
+        assert identify.stdout.strip() == cluster.namespace(node)
+    assert cluster.bootstrap == ",".join(f"{cluster.ip(n)}:9092" for n in cluster.node_ids)
+
+
+def test_rf3_topic_produce_acks_all_and_consume_back(cluster: NetnsCluster) -> None:
+    with Admin(cluster.bootstrap, timeout_s=20.0) as admin:
+        admin.create_topic(TOPIC, partitions=1, replication_factor=3, min_insync_replicas=2)
+        # create_topic returns once *one* broker shows leaders; a client asking a broker that
+        # has not applied the topic yet fails at once with UNKNOWN_TOPIC_OR_PARTITION (reported)
+        wait_for(
+            "every broker to know the topic", lambda: leader_views(cluster, cluster.node_ids), 10
+        )
+        described = admin.describe_topic(TOPIC)
+    assert sorted(described.partitions[0].replicas) == [1, 2, 3]
+    values = [f"v{i}".encode() for i in range(5)]
+    with Producer(cluster.bootstrap, acks="all", request_timeout_ms=10_000) as producer:
+        futures = [producer.send(TOPIC, v, partition=0) for v in values]
+        producer.flush(20)
+        offsets = [f.result(1).offset for f in futures]
+    assert offsets == sorted(offsets) and len(set(offsets)) == 5
+    assert read_all(cluster, len(values)) == values
+
+
+def leader_views(cluster: NetnsCluster, nodes: Iterable[int]) -> dict[int, int] | None:
+    """node → the leader of TOPIC-0 it reports, when every one of ``nodes`` names one."""
+    answers = cluster.metadata_answers([TOPIC])
+    views = {}
+    for node in nodes:
+        answer = answers.get(node)
+        if answer is None or not answer.topics or answer.topics[0].error.code:
+            return None
+        views[node] = answer.topics[0].partitions[0].leader
+    return views if all(leader >= 0 for leader in views.values()) else None
+
+
+def read_all(cluster: NetnsCluster, count: int, timeout_s: float = 20.0) -> list[bytes | None]:
+    got: list[bytes | None] = []
+    with Consumer(cluster.bootstrap, request_timeout_ms=5000) as consumer:
+        consumer.assign([(TOPIC, 0)])
+        consumer.seek_to_beginning()
+        deadline = time.monotonic() + timeout_s
+        while len(got) < count and time.monotonic() < deadline:
+            got += [r.value for r in consumer.poll(timeout_ms=500)]
+    return got
+
+
+# ---- faults --------------------------------------------------------------------------------------
+
+
+def test_partition_drops_node_to_node_packets_but_not_host_to_node(cluster: NetnsCluster) -> None:
+    try:
+        cluster.isolate(1)
+        assert cluster.cuts == {(1, 2), (1, 3), (2, 1), (3, 1)}
+        assert not cluster.can_connect(1, 2, timeout_s=1.0)  # silently dropped: a timeout
+        assert not cluster.can_connect(2, 1, port=9192, timeout_s=1.0)
+        assert cluster.can_connect(2, 3)  # the majority side still talks
+        assert cluster.can_connect(None, 1)  # the harness still reaches the isolated node
+        assert cluster.can_connect(None, 2)
+    finally:
+        cluster.heal()
+    assert cluster.cuts == frozenset()
+    assert cluster.can_connect(1, 2) and cluster.can_connect(2, 1, port=9192)
+
+
+def test_reject_mode_fails_fast_and_one_way_cuts_stay_one_way(cluster: NetnsCluster) -> None:
+    cluster.partition_mode = PartitionMode.PROHIBIT
+    try:
+        cluster.apply_grudge({3: {2}})  # 3 drops packets from 2: only 2 → 3 is cut
+        assert cluster.cuts == {(2, 3)}
+        started = time.monotonic()
+        assert not cluster.can_connect(2, 3, timeout_s=5.0)
+        assert time.monotonic() - started < 4.0  # refused at once, not timed out
+        routes = subprocess.run(
+            ["ip", "-n", cluster.namespace(2), "route"], capture_output=True, text=True, timeout=5
+        ).stdout
+        assert f"prohibit {cluster.ip(3)}" in routes
+    finally:
+        cluster.heal()
+        cluster.partition_mode = PartitionMode.DROP
+    assert cluster.can_connect(2, 3)
+
+
+def test_isolated_leader_is_replaced_and_acks_all_writes_continue(cluster: NetnsCluster) -> None:
+    (old_leader,) = wait_for("a leader for the topic", lambda: cluster.leaders([TOPIC]), 10)
+    values = [f"w{i}".encode() for i in range(5)]
+    # The producer starts once the majority agrees on the new leader, and bootstraps from it: a
+    # client that learns a stale leader (the isolated broker) keeps sending to it until
+    # delivery_timeout_ms — it does not refresh metadata on REQUEST_TIMED_OUT (reported). This
+    # test is about the brokers' failover.
+    majority = [n for n in cluster.node_ids if n != old_leader]
+
+    def new_leader() -> int | None:
+        views = leader_views(cluster, majority)
+        agreed = set(views.values()) if views else set()
+        return agreed.pop() if len(agreed) == 1 and old_leader not in agreed else None
+
+    cluster.isolate(old_leader)
+    try:
+        started = time.monotonic()
+        elected = wait_for("a new leader on the majority side", new_leader, 20)
+        print(f"leader {old_leader} → {elected} {time.monotonic() - started:.1f} s after isolation")
+        assert cluster.leaders([TOPIC]) == {elected}  # the highest epoch wins over the stale one
+        with Producer(
+            ",".join(map(cluster.address, majority)),
+            acks="all",
+            request_timeout_ms=5000,
+            delivery_timeout_ms=30_000,
+        ) as producer:
+            futures = [producer.send(TOPIC, v, partition=0) for v in values]
+            producer.flush(40)
+            offsets = [f.result(1).offset for f in futures]
+        assert offsets == list(range(offsets[0], offsets[0] + 5))
+    finally:
+        cluster.heal()
+
+    def back_in_isr() -> bool:
+        answers = cluster.metadata_answers([TOPIC]).values()
+        newest = max(answers, key=lambda a: a.topics[0].partitions[0].leader_epoch)
+        return sorted(newest.topics[0].partitions[0].isr) == [1, 2, 3]
+
+    wait_for("the old leader back in the ISR", back_in_isr, 30)
+    assert read_all(cluster, 10) == [f"v{i}".encode() for i in range(5)] + values
+
+
+def test_kill_9_and_restart_rejoins_unfenced(cluster: NetnsCluster) -> None:
+    victim = 3
+    old_pid = cluster.pid(victim)
+    assert old_pid is not None
+    cluster.kill(victim)
+    assert not cluster.is_running(victim) and process_gone(old_pid)
+    wait_for(
+        "the killed broker fenced or not alive",
+        lambda: broker_states(cluster).get(victim, (True, False)) != (False, True),
+        15,
+    )
+    new_pid = cluster.start(victim)
+    assert new_pid != old_pid and cluster.is_running(victim)
+    started = time.monotonic()
+    wait_for(
+        "the restarted broker unfenced and alive",
+        lambda: broker_states(cluster).get(victim) == (False, True),
+        10,
+    )
+    print(f"broker {victim} rejoined {time.monotonic() - started:.1f} s after restart")
+    cluster.wait_ready(20)
+    assert read_all(cluster, 10)[:5] == [f"v{i}".encode() for i in range(5)]
+
+
+def test_pause_and_resume(cluster: NetnsCluster) -> None:
+    victim = 2
+    pid = cluster.pid(victim)
+    assert pid is not None
+    cluster.pause(victim)
+    try:
+        assert cluster.is_paused(victim) and cluster.is_running(victim)
+        assert Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "T"
+        wait_for(
+            "the paused broker seen as not alive",
+            lambda: not broker_states(cluster).get(victim, (True, False))[1],
+            15,
+        )
+    finally:
+        cluster.resume(victim)
+    assert not cluster.is_paused(victim)
+    assert Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "T"
+    wait_for(
+        "the resumed broker alive again",
+        lambda: broker_states(cluster).get(victim) == (False, True),
+        15,
+    )
+    assert cluster.pid(victim) == pid  # the same process, not a restart
+
+
+def test_stop_is_a_clean_sigterm(cluster: NetnsCluster) -> None:
+    assert cluster.stop(1, timeout_s=10)
+    assert not cluster.is_running(1)
+    with pytest.raises(NetnsError, match="not running"):
+        cluster.kill(1)
+    cluster.start(1)
+    with pytest.raises(NetnsError, match="already running"):
+        cluster.start(1)
+    cluster.wait_ready(30)
+
+
+def test_every_nemesis_drives_the_real_cluster(cluster: NetnsCluster) -> None:
+    started = time.monotonic()
+    context = NemesisContext(
+        now_s=lambda: time.monotonic() - started,
+        leaders=lambda: cluster.leaders([TOPIC]),
+        controller=cluster.controller,
+    )
+    rng = nemesis_rng(7)
+    for name in NEMESIS_NAMES:
+        nemesis = make_nemesis(name)
+        record = nemesis.start(cluster, rng, context)
+        assert record is not None, name
+        hit = (
+            bool(cluster.cuts)
+            or any(not cluster.is_running(n) for n in cluster.node_ids)
+            or any(cluster.is_paused(n) for n in cluster.node_ids)
+        )
+        assert hit, f"{name} changed nothing"
+        healed = nemesis.stop(cluster, context)
+        assert healed is not None and healed.stop_s is not None
+        assert healed.stop_s >= record.start_s
+        assert not cluster.cuts, name
+        assert all(cluster.is_running(n) and not cluster.is_paused(n) for n in cluster.node_ids)
+        assert nemesis.final_heal(cluster, context) is None
+    cluster.wait_ready(30)
+
+
+# ---- clean-up ------------------------------------------------------------------------------------
+
+
+def test_close_removes_everything_even_when_the_body_raises(tmp_path: Path) -> None:
+    pids: list[int] = []
+    run_id = -1
+    with pytest.raises(RuntimeError, match="boom"), NetnsCluster(3, prefix=PREFIX) as c:
+        run_id = c.run_id
+        pids = [p for p in (c.pid(n) for n in c.node_ids) if p is not None]
+        c.isolate(2)
+        c.pause(3)
+        assert leftovers(run_id)
+        raise RuntimeError("boom")
+    assert len(pids) == 3
+    assert leftovers(run_id) == []
+    assert all(process_gone(p) for p in pids)
+    assert (c.run_dir / "node1.log").exists()  # the logs stay for the post-mortem
+    c.close()  # idempotent
+    with pytest.raises(NetnsError, match="not open"):
+        c.isolate(1)
+
+
+def test_close_can_delete_the_run_dir() -> None:
+    c = NetnsCluster(1, prefix=PREFIX, delete_run_dir=True).open()
+    try:
+        run_dir, run_id = c.run_dir, c.run_id
+        assert run_dir.exists()
+    finally:
+        c.close()
+    assert not run_dir.exists() and leftovers(run_id) == []
+
+
+def test_sigterm_to_the_harness_cleans_up(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import time
+        from raftlog.chaos.netns import NetnsCluster
+        with NetnsCluster(3, prefix={PREFIX!r}, run_dir={str(tmp_path)!r}) as c:
+            print(c.run_id, *[c.pid(n) for n in c.node_ids], flush=True)
+            time.sleep(60)
+        """
+    )
+    harness = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        assert harness.stdout is not None
+        run_id, *pids = map(int, harness.stdout.readline().split())
+        assert leftovers(run_id) and len(pids) == 3
+        harness.send_signal(signal.SIGTERM)
+        assert harness.wait(30) == 128 + signal.SIGTERM
+    finally:
+        if harness.poll() is None:
+            harness.kill()
+            harness.wait(10)
+    assert leftovers(run_id) == []
+    wait_for("the brokers gone", lambda: all(process_gone(p) for p in pids), 5)
+
+
+def private_prefix() -> str:
+    """A prefix of this test process alone ("q" + 3 letters of the pid), so a concurrent run of
+    this file can never clean up the fake leftovers made here."""
+    n = os.getpid() % 26**3
+    return "q" + "".join(chr(ord("a") + (n // 26**k) % 26) for k in range(3))
+
+
+def test_cleanup_stale_removes_only_dead_runs() -> None:
+    prefix = private_prefix()
+
+    def names(run_id: int) -> set[str]:
+        return {name for _, name in _names_by_run(prefix).get(run_id, set())}
+
+    with NetnsCluster(1, prefix=prefix, delete_run_dir=True) as live:
+        # leftovers of a "crashed" run: a namespace with a process inside, a veth, a bridge
+        stale = next(r for r in range(250, 0, -1) if r != live.run_id and not names(r))
+        ns, bridge, veth = f"{prefix}{stale}n1", f"{prefix}br{stale}", f"{prefix}{stale}v1"
+        orphan = None
+        try:
+            for argv in (
+                ["ip", "netns", "add", ns],
+                ["ip", "link", "add", bridge, "type", "bridge"],
+                ["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns],
+            ):
+                subprocess.run(argv, check=True, timeout=10)
+            orphan = subprocess.Popen(["ip", "netns", "exec", ns, "sleep", "60"])
+            wait_for("the orphan inside", lambda: _netns_pids(ns), 5)
+            removed = cleanup_stale(prefix)
+            assert set(removed) == {ns, bridge, veth}
+            assert names(stale) == set()
+            assert orphan.wait(5) == -signal.SIGKILL
+            # the live run (its lock is held) is untouched
+            assert names(live.run_id) == {
+                live.bridge,
+                live.namespace(1),
+                f"{prefix}{live.run_id}v1",
+            }
+            assert live.is_running(1)
+        finally:
+            if orphan is not None and orphan.poll() is None:
+                orphan.kill()
+                orphan.wait(5)
+            for argv in (["ip", "link", "del", bridge], ["ip", "netns", "del", ns]):
+                subprocess.run(argv, capture_output=True, timeout=10)
+        live_run = live.run_id
+    assert names(live_run) == set()
+    for lock in LOCK_DIR.glob(f"{prefix}*.lock"):  # the prefix is ours alone: no one holds these
+        lock.unlink()

@@ -1,0 +1,51 @@
+"""Real brokers on loopback: a factory for local clusters that always cleans up."""
+
+from __future__ import annotations
+
+import random
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from raftlog.client.local_cluster import LocalCluster
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_base_port(nodes: int) -> int:
+    """A base port whose gRPC (base..) and Raft (base+100..) ports are all free."""
+    for _ in range(200):
+        base = random.randrange(20_000, 40_000, 10)
+        ports = [base + i for i in range(nodes)] + [base + 100 + i for i in range(nodes)]
+        if all(_free(p) for p in ports):
+            return base
+    raise RuntimeError("no free port range on 127.0.0.1")
+
+
+ClusterFactory = Callable[..., LocalCluster]
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
+    """``make_cluster(nodes=3, **settings)`` starts a cluster; all are stopped at the end."""
+    started: list[LocalCluster] = []
+
+    def factory(nodes: int = 3, **settings: dict[str, object]) -> LocalCluster:
+        cluster = LocalCluster(tmp_path / f"cluster{len(started)}")
+        started.append(cluster)
+        cluster.up(nodes, free_base_port(nodes), timeout_s=60, settings=settings)
+        return cluster
+
+    yield factory
+    for cluster in started:
+        cluster.down(timeout_s=10)

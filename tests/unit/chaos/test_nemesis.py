@@ -1,0 +1,449 @@
+"""Nemeses without a cluster: the pure node choices, the seeded schedule, and each nemesis's
+start / stop / final-heal contract against a fake cluster that records what it was told."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from raftlog.chaos.nemesis import (
+    NEMESIS_NAMES,
+    CombinedNemesis,
+    FaultRecord,
+    KillNemesis,
+    NemesisContext,
+    PauseNemesis,
+    Schedule,
+    ScheduledFault,
+    Targets,
+    bridge_grudge,
+    choose_targets,
+    complete_grudge,
+    isolation_groups,
+    majorities_ring,
+    make_nemesis,
+    nemesis_rng,
+    random_halves,
+    ring_grudge,
+    views,
+)
+from raftlog.chaos.netns import _cuts_for_groups
+
+SIZES = (3, 5)
+
+
+def nodes_of(n: int) -> tuple[int, ...]:
+    return tuple(range(1, n + 1))
+
+
+def is_majority(group: Set[int], n: int) -> bool:
+    return len(group) > n // 2
+
+
+# ---- pure choices -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("seed", range(20))
+def test_random_halves_cover_every_node_once_smaller_half_first(n: int, seed: int) -> None:
+    small, large = random_halves(nodes_of(n), random.Random(seed))
+    assert small | large == set(nodes_of(n))
+    assert not small & large
+    assert (len(small), len(large)) == (n // 2, n - n // 2)
+    assert is_majority(large, n) and not is_majority(small, n)
+
+
+def test_random_halves_depend_on_the_rng_only() -> None:
+    picks = {random_halves(nodes_of(5), random.Random(s))[0] for s in range(50)}
+    assert len(picks) > 3  # really random
+    assert random_halves(nodes_of(5), random.Random(7)) == random_halves(
+        [5, 4, 3, 2, 1], random.Random(7)
+    )  # the input order does not matter
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("seed", range(20))
+def test_majorities_ring_every_view_is_a_distinct_majority(n: int, seed: int) -> None:
+    ring = majorities_ring(nodes_of(n), random.Random(seed))
+    assert set(ring) == set(nodes_of(n))
+    for node, seen in ring.items():
+        assert node in seen
+        assert is_majority(seen, n), (node, seen)
+        assert seen != frozenset(nodes_of(n))  # nobody sees everyone
+    assert len(set(ring.values())) == n  # no two nodes share a view
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_majorities_ring_of_five_is_symmetric(seed: int) -> None:
+    ring = majorities_ring(nodes_of(5), random.Random(seed))
+    for a in nodes_of(5):
+        for b in nodes_of(5):
+            assert (b in ring[a]) == (a in ring[b])
+        assert len(ring[a]) == 3  # itself and its two ring neighbours
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_ring_grudge_is_the_complement_of_the_views(n: int) -> None:
+    grudge = ring_grudge(nodes_of(n), random.Random(1))
+    expected = majorities_ring(nodes_of(n), random.Random(1))
+    assert views(nodes_of(n), grudge) == expected
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("seed", range(20))
+def test_bridge_joins_two_halves_through_one_node(n: int, seed: int) -> None:
+    bridge, grudge = bridge_grudge(nodes_of(n), random.Random(seed))
+    seen = views(nodes_of(n), grudge)
+    assert seen[bridge] == frozenset(nodes_of(n))
+    others = [x for x in nodes_of(n) if x != bridge]
+    sides = {seen[x] - {bridge} for x in others}
+    assert len(sides) == 2  # two halves
+    left, right = sides
+    assert not left & right and left | right | {bridge} == set(nodes_of(n))
+    assert abs(len(left) - len(right)) <= 1
+    for x in others:
+        assert bridge in seen[x]
+    for a in nodes_of(n):  # the cut is symmetric
+        for b in nodes_of(n):
+            assert (b in seen[a]) == (a in seen[b])
+
+
+def test_isolation_groups_put_each_isolated_node_alone() -> None:
+    assert isolation_groups(nodes_of(5), {2}) == [{2}, {1, 3, 4, 5}]
+    assert isolation_groups(nodes_of(5), {4, 1}) == [{1}, {4}, {2, 3, 5}]
+    assert isolation_groups(nodes_of(3), {1, 2, 3}) == [{1}, {2}, {3}]
+    with pytest.raises(ValueError, match="unknown"):
+        isolation_groups(nodes_of(3), {9})
+
+
+def test_complete_grudge_cuts_both_ways_and_rejects_overlap() -> None:
+    grudge = complete_grudge([{1}, {2, 3}])
+    assert grudge == {1: {2, 3}, 2: {1}, 3: {1}}
+    with pytest.raises(ValueError, match="overlap"):
+        complete_grudge([{1, 2}, {2, 3}])
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_too_few_nodes_are_refused(n: int) -> None:
+    rng = random.Random(0)
+    with pytest.raises(ValueError):
+        majorities_ring([1, 2], rng)
+    with pytest.raises(ValueError):
+        bridge_grudge([1, 2], rng)
+    with pytest.raises(ValueError):
+        random_halves([1], rng)
+
+
+@given(n=st.integers(3, 9), seed=st.integers(0, 2**32))
+@settings(max_examples=200, deadline=None)
+def test_partition_choices_hold_for_any_size(n: int, seed: int) -> None:
+    nodes = nodes_of(n)
+    ring = majorities_ring(nodes, random.Random(seed))
+    assert all(is_majority(v, n) for v in ring.values())
+    assert len(set(ring.values())) == n
+    small, large = random_halves(nodes, random.Random(seed))
+    assert small | large == set(nodes) and not small & large and len(small) <= len(large)
+    bridge, grudge = bridge_grudge(nodes, random.Random(seed))
+    assert not grudge[bridge]
+
+
+def test_netns_cuts_for_groups_match_the_complete_grudge() -> None:
+    """The cluster's (sender, receiver) cuts are the grudge turned around."""
+    groups = [{1, 2}, {3}]
+    cuts = _cuts_for_groups(nodes_of(5), groups)  # 4, 5 form an implicit third group
+    grudge = complete_grudge([{1, 2}, {3}, {4, 5}])
+    assert cuts == {(s, r) for r, senders in grudge.items() for s in senders}
+    assert _cuts_for_groups(nodes_of(3), [{1}]) == {(1, 2), (1, 3), (2, 1), (3, 1)}
+    with pytest.raises(ValueError, match="overlap"):
+        _cuts_for_groups(nodes_of(3), [{1, 2}, {2}])
+
+
+@pytest.mark.parametrize(
+    ("targets", "sizes"),
+    [
+        (Targets.ONE, {1}),
+        (Targets.MINORITY, {1, 2}),
+        (Targets.MAJORITY, {3}),
+        (Targets.ALL, {5}),
+    ],
+)
+def test_choose_targets_sizes(targets: Targets, sizes: set[int]) -> None:
+    seen = {
+        len(choose_targets(nodes_of(5), targets, random.Random(s), cluster_size=5))
+        for s in range(40)
+    }
+    assert seen == sizes
+
+
+def test_choose_targets_only_picks_candidates() -> None:
+    rng = random.Random(3)
+    assert choose_targets([], Targets.ONE, rng, cluster_size=3) == frozenset()
+    assert choose_targets([2], Targets.MAJORITY, rng, cluster_size=3) == {2}
+    assert choose_targets([1, 2], Targets.LEADERS, rng, cluster_size=3, leaders={2, 3}) == {2}
+
+
+# ---- the schedule --------------------------------------------------------------------------------
+
+
+def test_schedule_is_a_pure_function_of_its_arguments() -> None:
+    a = Schedule(42, ("partition-halves", "kill", "pause"), time_limit_s=300).events()
+    b = Schedule(42, ("partition-halves", "kill", "pause"), time_limit_s=300).events()
+    c = Schedule(43, ("partition-halves", "kill", "pause"), time_limit_s=300).events()
+    assert a == b and a != c
+    assert {e.nemesis for e in a} == {"partition-halves", "kill", "pause"}
+    assert all(isinstance(e, ScheduledFault) for e in a)
+    start_at_s, name, duration_s = a[0]  # unpacks as a plain tuple
+    assert (start_at_s, name, duration_s) == (a[0].start_at_s, a[0].nemesis, a[0].duration_s)
+
+
+@given(
+    seed=st.integers(0, 2**63),
+    limit=st.floats(1, 500),
+    interval=st.tuples(st.floats(0.1, 20), st.floats(0, 20)),
+    duration=st.tuples(st.floats(0.1, 30), st.floats(0, 30)),
+)
+@settings(max_examples=200, deadline=None)
+def test_schedule_is_bounded_and_faults_never_overlap(
+    seed: int, limit: float, interval: tuple[float, float], duration: tuple[float, float]
+) -> None:
+    interval = (interval[0], interval[0] + interval[1])
+    duration = (duration[0], duration[0] + duration[1])
+    events = Schedule(seed, ("bridge",), interval, duration, limit, events_max=50).events()
+    assert len(events) <= 50
+    previous_end = 0.0
+    for event in events:
+        assert event.start_at_s >= previous_end + interval[0] - 0.002  # rounding to ms
+        assert duration[0] - 0.001 <= event.duration_s <= duration[1] + 0.001
+        assert event.start_at_s + event.duration_s <= limit + 0.002
+        previous_end = event.start_at_s + event.duration_s
+
+
+def test_schedule_refuses_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="unknown nemesis"):
+        Schedule(1, ("flood",))
+    with pytest.raises(ValueError, match="at least one"):
+        Schedule(1, ())
+    with pytest.raises(ValueError, match="interval_s"):
+        Schedule(1, ("kill",), interval_s=(5, 1))
+    with pytest.raises(ValueError, match="duration_s"):
+        Schedule(1, ("kill",), duration_s=(0, 1))
+    with pytest.raises(ValueError, match="positive"):
+        Schedule(1, ("kill",), time_limit_s=0)
+
+
+def test_nemesis_rng_replays_and_differs_from_the_schedule_rng() -> None:
+    assert nemesis_rng(5).random() == nemesis_rng(5).random()
+    assert nemesis_rng(5).random() != random.Random(5).random()
+
+
+# ---- nemeses against a fake cluster ------------------------------------------------------------
+
+
+@dataclass
+class FakeCluster:
+    """Records every call; processes are flags. Satisfies ClusterControl."""
+
+    size: int = 5
+    grudge: dict[int, frozenset[int]] = field(default_factory=dict)
+    stopped: set[int] = field(default_factory=set)
+    paused: set[int] = field(default_factory=set)
+    calls: list[tuple[str, object]] = field(default_factory=list)
+
+    @property
+    def node_ids(self) -> tuple[int, ...]:
+        return nodes_of(self.size)
+
+    def partition(self, groups: Sequence[Set[int]]) -> None:
+        self.apply_grudge(complete_grudge(groups))
+
+    def apply_grudge(self, grudge: Mapping[int, Set[int]]) -> None:
+        self.grudge = {n: frozenset(g) for n, g in grudge.items() if g}
+        self.calls.append(("grudge", self.grudge))
+
+    def heal(self) -> None:
+        self.grudge = {}
+        self.calls.append(("heal", None))
+
+    def kill(self, node: int) -> None:
+        assert node not in self.stopped
+        self.stopped.add(node)
+        self.paused.discard(node)
+        self.calls.append(("kill", node))
+
+    def start(self, node: int) -> int:
+        assert node in self.stopped
+        self.stopped.discard(node)
+        self.calls.append(("start", node))
+        return 1000 + node
+
+    def pause(self, node: int) -> None:
+        self.paused.add(node)
+        self.calls.append(("pause", node))
+
+    def resume(self, node: int) -> None:
+        self.paused.discard(node)
+        self.calls.append(("resume", node))
+
+    def is_running(self, node: int) -> bool:
+        return node not in self.stopped
+
+    def is_paused(self, node: int) -> bool:
+        return node in self.paused
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        self.t += 1.5
+        return self.t
+
+
+def context(leaders: Set[int] = frozenset(), controller: int | None = None) -> NemesisContext:
+    return NemesisContext(Clock(), lambda: frozenset(leaders), lambda: controller)
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in NEMESIS_NAMES if n not in ("kill", "pause", "combined")]
+)
+def test_partition_nemeses_cut_then_heal(name: str) -> None:
+    cluster, ctx = FakeCluster(), context(leaders={1, 4}, controller=2)
+    nemesis = make_nemesis(name)
+    started = nemesis.start(cluster, random.Random(9), ctx)
+    assert started is not None and started.name == name and started.stop_s is None
+    assert cluster.grudge, "some packets must be dropped"
+    assert nemesis.start(cluster, random.Random(9), ctx) is None  # one fault at a time
+    stopped = nemesis.stop(cluster, ctx)
+    assert stopped is not None and stopped.stop_s is not None and stopped.stop_s > started.start_s
+    assert (stopped.name, stopped.nodes, stopped.detail) == (
+        started.name,
+        started.nodes,
+        started.detail,
+    )
+    assert cluster.grudge == {}
+    assert nemesis.stop(cluster, ctx) is None  # nothing left to heal
+
+
+def test_isolate_leaders_and_controller_target_the_roles() -> None:
+    cluster = FakeCluster()
+    record = make_nemesis("isolate-leaders").start(cluster, random.Random(1), context({1, 4}))
+    assert record is not None and record.nodes == (1, 4)
+    assert views(cluster.node_ids, cluster.grudge) == {
+        1: {1},
+        4: {4},
+        2: {2, 3, 5},
+        3: {2, 3, 5},
+        5: {2, 3, 5},
+    }
+    cluster = FakeCluster()
+    record = make_nemesis("isolate-controller").start(
+        cluster, random.Random(1), context(controller=3)
+    )
+    assert record is not None and record.nodes == (3,)
+    assert views(cluster.node_ids, cluster.grudge)[3] == {3}
+
+
+def test_role_nemeses_do_nothing_when_the_role_is_unknown() -> None:
+    cluster = FakeCluster()
+    assert make_nemesis("isolate-leaders").start(cluster, random.Random(1), context()) is None
+    assert make_nemesis("isolate-controller").start(cluster, random.Random(1), context()) is None
+    assert cluster.calls == []
+
+
+def test_kill_restarts_on_stop_and_final_heal_restarts_everyone() -> None:
+    cluster, ctx = FakeCluster(), context()
+    nemesis = KillNemesis()
+    record = nemesis.start(cluster, random.Random(2), ctx)
+    assert record is not None and len(record.nodes) == 1
+    (victim,) = record.nodes
+    assert not cluster.is_running(victim)
+    healed = nemesis.stop(cluster, ctx)
+    assert healed is not None and healed.stop_s is not None
+    assert cluster.is_running(victim)
+    # a fault that never got its stop (the run ended): final heal brings every node back
+    nemesis = KillNemesis(Targets.MAJORITY)
+    record = nemesis.start(cluster, random.Random(3), ctx)
+    assert record is not None and len(record.nodes) == 3
+    cluster.stopped.add(next(n for n in cluster.node_ids if n not in record.nodes))
+    final = nemesis.final_heal(cluster, ctx)
+    assert final is not None and final.nodes == record.nodes
+    assert cluster.stopped == set()
+
+
+def test_kill_only_picks_running_nodes() -> None:
+    cluster, ctx = FakeCluster(size=3), context()
+    cluster.stopped = {1, 2}
+    record = KillNemesis().start(cluster, random.Random(0), ctx)
+    assert record is not None and record.nodes == (3,)
+    cluster.stopped = {1, 2, 3}
+    assert KillNemesis().start(cluster, random.Random(0), ctx) is None
+
+
+def test_pause_resumes_on_stop_and_final_heal() -> None:
+    cluster, ctx = FakeCluster(), context()
+    nemesis = PauseNemesis(Targets.MINORITY)
+    record = nemesis.start(cluster, random.Random(4), ctx)
+    assert record is not None and cluster.paused == set(record.nodes)
+    assert nemesis.stop(cluster, ctx) is not None and cluster.paused == set()
+    cluster.paused = {2, 5}  # left by someone else: the final heal resumes them too
+    nemesis.final_heal(cluster, ctx)
+    assert cluster.paused == set()
+
+
+def test_combined_delegates_to_the_member_it_picked() -> None:
+    cluster, ctx = FakeCluster(), context(leaders={2}, controller=2)
+    combined = make_nemesis("combined", ["kill", "pause", "bridge"])
+    assert isinstance(combined, CombinedNemesis)
+    assert [m.name for m in combined.members] == ["kill", "pause", "bridge"]
+    names = set()
+    rng = random.Random(11)
+    for _ in range(30):
+        started = combined.start(cluster, rng, ctx)
+        assert started is not None
+        assert combined.start(cluster, rng, ctx) is None  # one at a time
+        stopped = combined.stop(cluster, ctx)
+        assert stopped is not None and stopped.name == started.name
+        names.add(started.name)
+        assert cluster.grudge == {} and cluster.stopped == set() and cluster.paused == set()
+    assert names == {"kill", "pause", "bridge"}
+    combined.start(cluster, rng, ctx)
+    combined.final_heal(cluster, ctx)
+    assert cluster.grudge == {} and cluster.stopped == set() and cluster.paused == set()
+
+
+def test_make_nemesis_knows_every_name() -> None:
+    for name in NEMESIS_NAMES:
+        assert make_nemesis(name).name == name
+    with pytest.raises(ValueError, match="unknown nemesis"):
+        make_nemesis("meteor")
+
+
+def run_schedule(seed: int) -> list[FaultRecord]:
+    """What a runner does: each scheduled fault starts, then stops; the final heal last."""
+    names = ("partition-halves", "majorities-ring", "bridge", "kill", "pause", "combined")
+    cluster, ctx, rng = FakeCluster(), context({1}, 1), nemesis_rng(seed)
+    nemeses = {name: make_nemesis(name) for name in names}
+    records = []
+    for event in Schedule(seed, names, time_limit_s=600):
+        nemesis = nemeses[event.nemesis]
+        for record in (nemesis.start(cluster, rng, ctx), nemesis.stop(cluster, ctx)):
+            if record is not None:
+                records.append(record)
+    for nemesis in nemeses.values():
+        nemesis.final_heal(cluster, ctx)
+    assert cluster.grudge == {} and cluster.stopped == set() and cluster.paused == set()
+    return records
+
+
+def test_a_seeded_run_replays_exactly() -> None:
+    first, again, other = run_schedule(2024), run_schedule(2024), run_schedule(2025)
+    assert first == again
+    assert first != other
+    assert all(r.stop_s is not None for r in first[1::2])
+    assert first[0].to_json()["name"] == first[0].name

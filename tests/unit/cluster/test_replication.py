@@ -1,0 +1,199 @@
+"""Replication rules: HW over the maximal ISR, ISR shrink/expand, acks=all, follower truncation
+by leader epoch (the KIP-101 scenarios, with real logs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from raftlog.cluster.replication import (
+    IsrProposal,
+    LeaderReplication,
+    divergence_truncation_offset,
+)
+from raftlog.segments import Log, build_batch
+
+LAG_MS = 1000
+
+
+def leader(isr: tuple[int, ...] = (1, 2, 3), leo: int = 10, hw: int = 0) -> LeaderReplication:
+    return LeaderReplication.start(1, (1, 2, 3), isr, 5, 7, leo, hw, LAG_MS, now_ms=0)
+
+
+def test_hw_is_the_minimum_over_the_isr_and_never_goes_back() -> None:
+    state = leader()
+    assert not state.on_follower_fetch(2, 10, 10, now_ms=1)  # 3 not heard from yet
+    assert state.high_watermark == 0
+    assert state.on_follower_fetch(3, 6, 10, now_ms=2)
+    assert state.high_watermark == 6
+    assert state.on_follower_fetch(3, 10, 10, now_ms=3) and state.high_watermark == 10
+    state.followers[2].log_end_offset = 4  # a stale report can never pull the HW back
+    assert not state.update_high_watermark(10) and state.high_watermark == 10
+
+
+def test_a_sole_leader_moves_the_hw_with_its_own_leo() -> None:
+    state = leader(isr=(1,))
+    assert state.update_high_watermark(25) and state.high_watermark == 25
+
+
+def test_a_lagging_follower_is_proposed_out_but_counts_until_committed() -> None:
+    state = leader()
+    state.on_follower_fetch(2, 10, 10, now_ms=100)
+    state.on_follower_fetch(3, 4, 10, now_ms=100)
+    assert state.high_watermark == 4
+    assert state.check_isr(10, now_ms=900) is None  # within the lag window
+    proposal = state.check_isr(10, now_ms=1001)
+    assert proposal == IsrProposal((1, 2), leader_epoch=5, partition_epoch=7)
+    assert state.check_isr(10, now_ms=1002) is None  # one in flight
+    # pending removal: 3 still holds the HW back
+    assert not state.update_high_watermark(10) and state.high_watermark == 4
+    state.update_from_metadata((1, 2), partition_epoch=8)
+    assert state.pending is None
+    assert state.update_high_watermark(10) and state.high_watermark == 10
+
+
+def test_a_follower_that_keeps_fetching_but_never_catches_up_is_removed() -> None:
+    state = leader(isr=(1, 2))
+    leo, fetched = 10, 5
+    for t in range(100, 3000, 100):
+        # it never reaches even where the leader ended at its previous fetch
+        state.on_follower_fetch(2, fetched, leo, now_ms=t)
+        leo, fetched = leo + 5, fetched + 2
+    assert state.followers[2].last_caught_up_ms == 0  # only the grace from becoming leader
+    assert state.check_isr(leo, now_ms=3000) == IsrProposal((1,), 5, 7)
+
+
+def test_a_follower_keeping_pace_a_little_behind_stays_in_sync() -> None:
+    state = leader(isr=(1, 2))
+    leo = 10
+    for t in range(100, 3000, 100):
+        state.on_follower_fetch(2, leo - 5, leo, now_ms=t)  # reaches the previous fetch's end
+        leo += 5
+    assert state.check_isr(leo, now_ms=3000) is None
+
+
+def test_caught_up_at_the_previous_fetch_counts() -> None:
+    state = leader(isr=(1, 2))
+    state.on_follower_fetch(2, 10, 10, now_ms=100)  # caught up
+    state.on_follower_fetch(2, 10, 20, now_ms=900)  # the leader grew meanwhile: not at the end
+    assert state.followers[2].last_caught_up_ms == 100
+    state.on_follower_fetch(2, 20, 30, now_ms=1500)  # reached the LEO seen at t=900
+    assert state.followers[2].last_caught_up_ms == 900
+    assert state.check_isr(30, now_ms=1800) is None
+
+
+def test_a_caught_up_follower_is_proposed_back_and_counts_as_soon_as_proposed() -> None:
+    state = leader(isr=(1, 2), leo=10)
+    state.on_follower_fetch(2, 10, 10, now_ms=10)
+    assert state.high_watermark == 10
+    state.on_follower_fetch(3, 8, 10, now_ms=20)
+    assert state.check_isr(10, now_ms=30) is None  # 3 is below the HW
+    state.on_follower_fetch(3, 10, 10, now_ms=40)
+    assert state.check_isr(10, now_ms=50) == IsrProposal((1, 2, 3), 5, 7)
+    assert state.maximal_isr == (1, 2, 3)
+    # the maximal ISR holds the HW back to the joining member's progress
+    state.on_follower_fetch(2, 15, 15, now_ms=60)
+    assert state.high_watermark == 10
+
+
+def test_a_follower_must_reach_the_start_of_the_current_epoch_to_join() -> None:
+    state = LeaderReplication.start(1, (1, 2), (1,), 5, 7, 50, 50, LAG_MS, now_ms=0)
+    state.on_follower_fetch(2, 40, 50, now_ms=1)
+    state.high_watermark = 40  # even when the HW is below
+    assert state.check_isr(50, now_ms=2) is None
+    state.on_follower_fetch(2, 50, 50, now_ms=3)
+    assert state.check_isr(50, now_ms=4) == IsrProposal((1, 2), 5, 7)
+
+
+def test_acks_all_needs_the_hw_past_the_batch_and_enough_isr() -> None:
+    state = leader(isr=(1, 2))
+    assert state.acks_all_outcome(9, min_insync_replicas=2) is None
+    state.on_follower_fetch(2, 10, 10, now_ms=1)
+    assert state.acks_all_outcome(9, 2) == "NONE"
+    state.update_from_metadata((1,), 9)
+    assert state.acks_all_outcome(9, 2) == "NOT_ENOUGH_REPLICAS_AFTER_APPEND"
+    assert state.acks_all_outcome(9, 1) == "NONE"
+
+
+def test_stale_metadata_never_rolls_the_isr_back() -> None:
+    state = leader()
+    state.update_from_metadata((1, 2), 9)
+    state.update_from_metadata((1, 2, 3), 8)
+    assert state.isr == (1, 2) and state.partition_epoch == 9
+
+
+# ---- follower truncation by leader epoch: the KIP-101 scenarios ---------------------------------
+
+
+def append(log: Log, count: int, epoch: int, tag: str) -> None:
+    for i in range(count):
+        log.append(build_batch([f"{tag}{i}".encode()], timestamp_ms=1), leader_epoch=epoch)
+
+
+def truncation(follower: Log, leader_log: Log) -> int:
+    """What a follower does on a diverging-epoch answer: ask for its latest epoch's end."""
+    epoch, end = leader_log.end_offset_for_epoch(follower.latest_epoch)
+    return divergence_truncation_offset(
+        epoch, end, follower.end_offset_for_epoch(epoch), follower.log_end_offset
+    )
+
+
+def test_kip101_scenario_1_leader_dies_before_the_follower_learned_the_hw(tmp_path: Path) -> None:
+    # A (leader) and B both hold m0, m1 in epoch 0; B's HW is still 1 when A dies. KIP-101: the
+    # old rule (truncate to own HW) made B drop m1, then A came back, followed B, and truncated
+    # m1 too — an acknowledged record lost. By epoch, B keeps m1.
+    a, b = Log(str(tmp_path / "a")), Log(str(tmp_path / "b"))
+    append(a, 2, 0, "m")
+    b.append_as_follower(a.read(0, 1 << 20).data)
+    b_hw = 1  # what B knew
+    # B becomes leader in epoch 1; A restarts and follows B
+    assert truncation(a, b) == 2  # A keeps both records
+    assert b_hw < 2  # the HW would have cut m1
+
+
+def test_kip101_scenario_2_replicas_diverge_after_two_quick_failovers(tmp_path: Path) -> None:
+    # A (leader, epoch 0) wrote m0, m1; B got only m0. A dies; B leads epoch 1 and writes n1 at
+    # offset 1; A comes back as a follower. Offset 1 differs: A must truncate to 1, not keep m1.
+    a, b = Log(str(tmp_path / "a")), Log(str(tmp_path / "b"))
+    append(a, 2, 0, "m")
+    b.append_as_follower(a.read(0, 1 << 20).data[: len(a.read(0, 1).data)])
+    assert b.log_end_offset == 1
+    append(b, 1, 1, "n")
+    cut = truncation(a, b)
+    assert cut == 1
+    a.truncate_to(cut)
+    a.append_as_follower(b.read(1, 1 << 20).data)
+    assert a.read(0, 1 << 20).data == b.read(0, 1 << 20).data
+
+
+def test_a_follower_from_older_epochs_than_the_leader_holds_truncates_to_its_start() -> None:
+    assert divergence_truncation_offset(-1, 300, (-1, -1), 500) == 300
+    assert divergence_truncation_offset(-1, 300, (-1, -1), 200) == 200
+    assert divergence_truncation_offset(-1, -1, (-1, -1), 200) == 200
+
+
+def test_a_follower_that_never_wrote_in_the_leaders_epoch_cuts_where_its_next_epoch_began(
+    tmp_path: Path,
+) -> None:
+    # leader: epochs 0 then 2 (0..119 in epoch 2 from 40); follower: epoch 0 then 3 from 80.
+    # The leader answers our epoch 3 with (2, 120); we hold no epoch 2, and our epoch-0 data ends
+    # at 80 — offsets 80.. were written by epoch 3 here and epoch 2 there: cut at 80.
+    assert divergence_truncation_offset(2, 120, (0, 80), 150) == 80
+    assert divergence_truncation_offset(2, 120, (-1, -1), 150) == 0
+    leader_log, follower = Log(str(tmp_path / "l")), Log(str(tmp_path / "f"))
+    append(leader_log, 40, 0, "a")
+    append(leader_log, 80, 2, "b")
+    follower.append_as_follower(leader_log.read(0, 1 << 20, max_offset=40).data)
+    append(follower, 70, 3, "c")
+    cut = truncation(follower, leader_log)
+    assert cut == 40
+    follower.truncate_to(cut)
+    follower.append_as_follower(leader_log.read(40, 1 << 30).data)
+    assert follower.read(0, 1 << 30).data == leader_log.read(0, 1 << 30).data
+
+
+def test_a_fenced_broker_is_never_proposed_back_however_recent_its_fetch() -> None:
+    state = leader(isr=(1, 2), leo=10)
+    state.on_follower_fetch(2, 10, 10, now_ms=10)
+    state.on_follower_fetch(3, 10, 10, now_ms=20)
+    assert state.check_isr(10, now_ms=30, eligible=lambda b: b != 3) is None
+    assert state.check_isr(10, now_ms=30) == IsrProposal((1, 2, 3), 5, 7)

@@ -1,0 +1,362 @@
+"""The metadata state machine: one scenario per rule, and a hypothesis test of the invariants."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cbor2
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from raftlog.raft.assignment import assign_replicas
+from raftlog.raft.commands import (
+    AllocateProducerIds,
+    AlterPartition,
+    AlterTopicConfig,
+    Command,
+    CreateTopic,
+    DeleteTopic,
+    ElectLeader,
+    FenceBroker,
+    RegisterBroker,
+    UnfenceBroker,
+    decode_command,
+    encode_command,
+)
+from raftlog.raft.metadata import NO_LEADER, MetadataState, PartitionRecord
+
+
+def run(state: MetadataState, command: Command) -> dict[str, Any]:
+    """Apply through the wire encoding, as the quorum does."""
+    return state.apply(encode_command(command)).result
+
+
+def cluster(brokers: int = 3) -> MetadataState:
+    state = MetadataState()
+    for b in range(1, brokers + 1):
+        assert run(state, RegisterBroker(b, f"127.0.0.1:{9000 + b}", incarnation=100 + b))["ok"]
+        assert run(state, UnfenceBroker(b, 100 + b))["ok"]
+    return state
+
+
+def create(state: MetadataState, name: str, *assignment: tuple[int, ...], **configs: str) -> None:
+    result = run(
+        state,
+        CreateTopic(
+            name, tuple(assignment), tuple((k.replace("_", "."), v) for k, v in configs.items())
+        ),
+    )
+    assert result.get("ok"), result
+
+
+def part(state: MetadataState, name: str = "t", p: int = 0) -> PartitionRecord:
+    return state.partitions[(name, p)]
+
+
+def test_commands_round_trip_and_garbage_is_refused_not_raised() -> None:
+    command = AlterPartition("t", 0, 1, 3, 7, (1, 2))
+    assert decode_command(encode_command(command)) == command
+    state = MetadataState()
+    for garbage in (b"", b"\x00\xff", cbor2.dumps([1]), cbor2.dumps({"v": 2, "t": "x"})):
+        result = state.apply(garbage).result
+        assert result["error"] == "INVALID_REQUEST"
+    assert run(state, RegisterBroker(1, "a:1", 5))["ok"]
+    assert state.apply(cbor2.dumps({"v": 1, "t": "fence_broker"})).result["error"] == (
+        "INVALID_REQUEST"
+    )
+
+
+def test_registration_starts_fenced_and_unfencing_needs_the_same_incarnation() -> None:
+    state = MetadataState()
+    result = run(state, RegisterBroker(1, "h:1", incarnation=7))
+    assert result["fenced"] is True and state.brokers[1].fenced
+    assert run(state, UnfenceBroker(1, 8))["error"] == "STALE_BROKER_EPOCH"
+    assert run(state, UnfenceBroker(1, 7))["changed"] is True
+    assert not state.brokers[1].fenced
+    # the same registration again is idempotent
+    assert run(state, RegisterBroker(1, "h:1", incarnation=7))["fenced"] is False
+
+
+def test_create_topic_validates_and_starts_with_all_replicas_in_sync() -> None:
+    state = cluster(3)
+    assert run(state, CreateTopic("bad name", ((1,),)))["error"] == "INVALID_TOPIC_EXCEPTION"
+    assert run(state, CreateTopic("t", ()))["error"] == "INVALID_PARTITIONS"
+    assert run(state, CreateTopic("t", ((1, 1),)))["error"] == "INVALID_REPLICA_ASSIGNMENT"
+    assert run(state, CreateTopic("t", ((1, 9),)))["error"] == "INVALID_REPLICA_ASSIGNMENT"
+    assert run(state, CreateTopic("t", ((1, 2), (1,))))["error"] == "INVALID_REPLICA_ASSIGNMENT"
+    bad_config = CreateTopic("t", ((1, 2),), (("min.insync.replicas", "3"),))
+    assert run(state, bad_config)["error"] == "INVALID_CONFIG"
+    assert run(state, CreateTopic("t", ((1,),), (("nope", "1"),)))["error"] == "INVALID_CONFIG"
+    assert not state.topics and not state.partitions  # refused commands change nothing
+    create(state, "t", (2, 3, 1), (3, 1, 2), min_insync_replicas="2")
+    assert part(state).leader == 2 and part(state).isr == (2, 3, 1)
+    assert part(state, p=1).leader == 3
+    assert state.topics["t"].min_insync_replicas == 2
+    assert run(state, CreateTopic("t", ((1,),)))["error"] == "TOPIC_ALREADY_EXISTS"
+
+
+def test_fencing_the_leader_elects_from_the_isr_in_one_command() -> None:
+    state = cluster(3)
+    create(state, "t", (1, 2, 3))
+    before = part(state)
+    applied = state.apply(encode_command(FenceBroker(1, 101)))
+    after = part(state)
+    assert applied.partitions == {("t", 0)}
+    assert after.leader == 2 and after.isr == (2, 3)
+    assert after.leader_epoch == before.leader_epoch + 1
+    assert after.partition_epoch == before.partition_epoch + 1
+
+
+def test_fencing_a_follower_shrinks_the_isr_without_a_new_leader_epoch() -> None:
+    state = cluster(3)
+    create(state, "t", (1, 2, 3))
+    run(state, FenceBroker(3, 103))
+    assert part(state).isr == (1, 2) and part(state).leader_epoch == 0
+    assert part(state).partition_epoch == 1
+
+
+def test_no_live_isr_member_means_offline_and_the_last_member_stays_in_the_isr() -> None:
+    state = cluster(3)
+    create(state, "t", (1, 2, 3))
+    run(state, FenceBroker(2, 102))
+    run(state, FenceBroker(3, 103))
+    assert part(state).isr == (1,)
+    run(state, FenceBroker(1, 101))
+    offline = part(state)
+    assert offline.leader == NO_LEADER and offline.isr == (1,)  # KIP-841: keep the last member
+    # an out-of-sync replica coming back does not lead (no unclean election)
+    run(state, UnfenceBroker(3, 103))
+    assert part(state).leader == NO_LEADER
+    assert run(state, ElectLeader((("t", 0),)))["partitions"] == [
+        ["t", 0, "ELIGIBLE_LEADERS_NOT_AVAILABLE"]
+    ]
+    # the last in-sync replica coming back leads again, with a new epoch
+    run(state, UnfenceBroker(1, 101))
+    back = part(state)
+    assert back.leader == 1 and back.leader_epoch == offline.leader_epoch + 1
+
+
+def test_unclean_election_only_when_the_topic_allows_it() -> None:
+    state = cluster(3)
+    create(state, "t", (1, 2, 3), unclean_leader_election_enable="true")
+    run(state, FenceBroker(2, 102))
+    run(state, FenceBroker(3, 103))
+    run(state, FenceBroker(1, 101))
+    run(state, UnfenceBroker(3, 103))
+    assert part(state).leader == 3 and part(state).isr == (3,)
+
+
+def test_alter_partition_is_compare_and_set() -> None:
+    state = cluster(3)
+    create(state, "t", (1, 2, 3))
+    p = part(state)
+    shrink = AlterPartition("t", 0, 1, p.leader_epoch, p.partition_epoch, (1, 2))
+    assert run(state, shrink)["partition_epoch"] == p.partition_epoch + 1
+    assert part(state).isr == (1, 2)
+    # the same request again is stale now
+    assert run(state, shrink)["error"] == "INVALID_UPDATE_VERSION"
+    p = part(state)
+    cases = [
+        (AlterPartition("t", 0, 2, p.leader_epoch, p.partition_epoch, (1, 2)), "NOT_LEADER"),
+        (AlterPartition("t", 0, 1, p.leader_epoch - 1, p.partition_epoch, (1,)), "FENCED_LEADER"),
+        (AlterPartition("t", 0, 1, p.leader_epoch + 1, p.partition_epoch, (1,)), "UNKNOWN_LEADER"),
+        (AlterPartition("t", 0, 1, p.leader_epoch, p.partition_epoch, (2, 3)), "INVALID_REQUEST"),
+        (AlterPartition("t", 0, 1, p.leader_epoch, p.partition_epoch, (1, 4)), "INVALID_REQUEST"),
+        (AlterPartition("t", 0, 1, p.leader_epoch, p.partition_epoch, (1, 1)), "INVALID_REQUEST"),
+        (AlterPartition("t", 9, 1, p.leader_epoch, p.partition_epoch, (1,)), "UNKNOWN_TOPIC"),
+    ]
+    for command, code in cases:
+        assert run(state, command)["error"].startswith(code), command
+    assert part(state) == p
+    # a fenced broker cannot be added back
+    run(state, FenceBroker(3, 103))
+    p = part(state)
+    grow = AlterPartition("t", 0, 1, p.leader_epoch, p.partition_epoch, (1, 2, 3))
+    assert run(state, grow)["error"] == "INELIGIBLE_REPLICA"
+    run(state, UnfenceBroker(3, 103))
+    p = part(state)
+    grow = AlterPartition("t", 0, 1, p.leader_epoch, p.partition_epoch, (3, 1, 2))
+    assert run(state, grow)["isr"] == [1, 2, 3]  # kept in replica order
+
+
+def test_a_new_incarnation_loses_the_old_ones_roles_and_waits_to_be_unfenced() -> None:
+    state = cluster(3)
+    create(state, "t", (1, 2, 3))
+    result = run(state, RegisterBroker(1, "127.0.0.1:9001", incarnation=999))
+    assert result["fenced"] is True
+    assert part(state).leader == 2 and 1 not in part(state).isr
+    assert run(state, FenceBroker(1, 101))["error"] == "STALE_BROKER_EPOCH"
+
+
+def test_preferred_election_moves_leadership_back() -> None:
+    state = cluster(3)
+    create(state, "t", (1, 2, 3))
+    run(state, FenceBroker(1, 101))
+    run(state, UnfenceBroker(1, 101))
+    assert part(state).leader == 2  # the returning broker is not in the ISR yet
+    assert run(state, ElectLeader((("t", 0),), preferred=True))["partitions"] == [
+        ["t", 0, "PREFERRED_LEADER_NOT_AVAILABLE"]
+    ]
+    p = part(state)
+    run(state, AlterPartition("t", 0, 2, p.leader_epoch, p.partition_epoch, (1, 2, 3)))
+    run(state, ElectLeader((("t", 0),), preferred=True))
+    assert part(state).leader == 1
+
+
+def test_delete_and_recreate_never_reuses_epochs_or_topic_ids() -> None:
+    state = cluster(3)
+    create(state, "t", (1, 2, 3))
+    run(state, FenceBroker(1, 101))
+    old = part(state)
+    applied = state.apply(encode_command(DeleteTopic("t")))
+    assert applied.deleted == {("t", 0)} and not state.partitions
+    assert run(state, DeleteTopic("t"))["error"] == "UNKNOWN_TOPIC_OR_PARTITION"
+    create(state, "t", (2, 3))
+    new = part(state)
+    assert new.topic_id > old.topic_id
+    assert new.leader_epoch > old.leader_epoch and new.partition_epoch > old.partition_epoch
+
+
+def test_alter_config_validates_against_the_replication_factor() -> None:
+    state = cluster(3)
+    create(state, "t", (1, 2))
+    assert run(state, AlterTopicConfig("t", (("min.insync.replicas", "3"),)))["error"] == (
+        "INVALID_CONFIG"
+    )
+    assert run(state, AlterTopicConfig("t", (("retention.ms", "1000"),)))["ok"]
+    assert state.topics["t"].config("retention.ms") == "1000"
+    assert run(state, AlterTopicConfig("t", delete_configs=("retention.ms",)))["ok"]
+    assert state.topics["t"].config("retention.ms") == "604800000"
+    assert run(state, AlterTopicConfig("x", ()))["error"] == "UNKNOWN_TOPIC_OR_PARTITION"
+
+
+def test_producer_id_blocks_never_overlap() -> None:
+    state = cluster(2)
+    a = run(state, AllocateProducerIds(1, 1000))
+    b = run(state, AllocateProducerIds(2, 10))
+    assert (a["start"], b["start"]) == (0, 1000)
+    assert run(state, AllocateProducerIds(9, 10))["error"] == "BROKER_NOT_AVAILABLE"
+    assert run(state, AllocateProducerIds(1, 0))["error"] == "INVALID_REQUEST"
+
+
+def test_snapshot_round_trip_keeps_everything() -> None:
+    state = cluster(3)
+    create(state, "t", (1, 2, 3), (2, 3, 1), min_insync_replicas="2")
+    run(state, FenceBroker(2, 102))
+    run(state, DeleteTopic("t"))
+    create(state, "u", (1, 3))
+    run(state, AllocateProducerIds(1, 50))
+    copy = MetadataState.from_snapshot(state.snapshot())
+    assert copy.snapshot() == state.snapshot()
+    # and it goes on identically
+    for s in (state, copy):
+        run(s, FenceBroker(1, 101))
+    assert copy.snapshot() == state.snapshot()
+    assert list(copy.replicas_of(3)) == list(state.replicas_of(3))
+
+
+# ---- the invariants under any command sequence ------------------------------------------------
+
+BROKERS = (1, 2, 3, 4, 5)
+
+
+class MetadataMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.state = MetadataState()
+        self.incarnations = dict.fromkeys(BROKERS, 0)
+        self.seen_epochs: dict[tuple[str, int, int], tuple[int, int]] = {}
+        # (topic id, partition, leader epoch) → the leader that held it
+        self.epoch_leaders: dict[tuple[int, int, int], int] = {}
+        self.high_epochs: dict[tuple[str, int], tuple[int, int]] = {}
+
+    @rule(broker=st.sampled_from(BROKERS), new=st.booleans())
+    def register(self, broker: int, new: bool) -> None:
+        if new:
+            self.incarnations[broker] += 1
+        run(self.state, RegisterBroker(broker, f"h:{broker}", self.incarnations[broker]))
+
+    @rule(broker=st.sampled_from(BROKERS), fence=st.booleans())
+    def fence_or_unfence(self, broker: int, fence: bool) -> None:
+        cls = FenceBroker if fence else UnfenceBroker
+        run(self.state, cls(broker, self.incarnations[broker]))
+
+    @rule(
+        name=st.sampled_from(["a", "b", "c"]),
+        partitions=st.integers(1, 4),
+        rf=st.integers(1, 3),
+        unclean=st.booleans(),
+    )
+    def create_topic(self, name: str, partitions: int, rf: int, unclean: bool) -> None:
+        live = {b.broker_id: None for b in self.state.brokers.values() if not b.fenced}
+        if len(live) < rf:
+            return
+        assignment = assign_replicas(live, partitions, rf)
+        configs = (("unclean.leader.election.enable", "true" if unclean else "false"),)
+        run(self.state, CreateTopic(name, tuple(assignment), configs))
+
+    @rule(name=st.sampled_from(["a", "b", "c"]))
+    def delete_topic(self, name: str) -> None:
+        run(self.state, DeleteTopic(name))
+
+    @rule(data=st.data())
+    def alter_partition(self, data: st.DataObject) -> None:
+        if not self.state.partitions:
+            return
+        key = data.draw(st.sampled_from(sorted(self.state.partitions)))
+        p = self.state.partitions[key]
+        isr = data.draw(st.lists(st.sampled_from(BROKERS), max_size=4, unique=True))
+        stale = data.draw(st.integers(-1, 1))
+        run(
+            self.state,
+            AlterPartition(
+                key[0], key[1], p.leader, p.leader_epoch, p.partition_epoch + stale, tuple(isr)
+            ),
+        )
+
+    @rule(data=st.data(), preferred=st.booleans())
+    def elect(self, data: st.DataObject, preferred: bool) -> None:
+        if not self.state.partitions:
+            return
+        key = data.draw(st.sampled_from(sorted(self.state.partitions)))
+        run(self.state, ElectLeader((key,), preferred))
+
+    @rule()
+    def snapshot_restore(self) -> None:
+        self.state = MetadataState.from_snapshot(self.state.snapshot())
+
+    @invariant()
+    def rules_hold(self) -> None:
+        assert list(self.state.violations()) == []
+        for key, p in self.state.partitions.items():
+            # epochs never decrease (also across delete + re-create)
+            epochs = (p.leader_epoch, p.partition_epoch)
+            assert epochs >= self.high_epochs.get(key, (-1, -1)), (key, epochs)
+            self.high_epochs[key] = epochs
+            # never two leaders for one (partition, leader epoch)
+            if p.leader != NO_LEADER:
+                holder = self.epoch_leaders.setdefault(
+                    (p.topic_id, p.partition, p.leader_epoch), p.leader
+                )
+                assert holder == p.leader, (key, p.leader_epoch, holder, p.leader)
+            # a fenced broker leads nothing
+            if p.leader != NO_LEADER:
+                assert not self.state.brokers[p.leader].fenced
+
+
+TestMetadataInvariants = MetadataMachine.TestCase
+TestMetadataInvariants.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+@pytest.mark.parametrize("brokers", [3, 5])
+def test_many_partitions_fence_and_unfence_stay_consistent(brokers: int) -> None:
+    state = cluster(brokers)
+    live = dict.fromkeys(range(1, brokers + 1))
+    run(state, CreateTopic("big", tuple(assign_replicas(live, 300, 3))))
+    for b in range(1, brokers + 1):
+        run(state, FenceBroker(b, 100 + b))
+        assert list(state.violations()) == []
+        run(state, UnfenceBroker(b, 100 + b))
+    assert all(p.leader != NO_LEADER for p in state.partitions.values())
