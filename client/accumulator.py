@@ -46,6 +46,8 @@ class ProducerBatch:
     built: bytes | None = None  # the bytes sent (kept for retries: the same bytes every time)
     base_sequence: int = -1
     last_error: BaseException | None = None  # why the last attempt failed, for the final error
+    order: int = 0  # creation order within the accumulator: requeues keep it
+    producer_epoch: int = -1  # idempotence: the epoch the batch was sequenced under
 
     @property
     def record_count(self) -> int:
@@ -81,6 +83,7 @@ class RecordAccumulator:
         self.buffered_bytes = 0  # open + queued + in flight
         self.flushing = 0  # flush() calls in progress
         self.waiting_for_space = 0  # senders blocked on the buffer
+        self._created = 0
 
     # ---- appending -----------------------------------------------------------------------------
 
@@ -114,7 +117,8 @@ class RecordAccumulator:
             batch = None
         filled = batch is None and bool(queue) and queue[-1].closed
         if batch is None:
-            batch = ProducerBatch(key, BatchBuilder(self.compression), now_ms)
+            self._created += 1
+            batch = ProducerBatch(key, BatchBuilder(self.compression), now_ms, order=self._created)
             queue.append(batch)
         batch.builder.append(value, key=record_key, timestamp_ms=timestamp_ms, headers=headers)
         batch.slots.append(slot)
@@ -168,7 +172,12 @@ class RecordAccumulator:
         """A retriable failure: back to the front of its partition's queue after a backoff."""
         self._in_flight[batch.key] = max(0, self._in_flight.get(batch.key, 0) - 1)
         batch.retry_at_ms = retry_at_ms
-        self._queues.setdefault(batch.key, deque()).appendleft(batch)
+        queue = self._queues.setdefault(batch.key, deque())
+        # back in creation order: with several batches in flight, later ones may fail first
+        position = 0
+        while position < len(queue) and queue[position].order < batch.order:
+            position += 1
+        queue.insert(position, batch)
 
     def done(self, batch: ProducerBatch) -> None:
         """Acknowledged or failed for good: release its partition slot and its bytes."""
@@ -188,6 +197,15 @@ class RecordAccumulator:
     def pending(self) -> int:
         """Batches not yet acknowledged: queued plus in flight."""
         return sum(len(q) for q in self._queues.values()) + sum(self._in_flight.values())
+
+    def queued(self) -> list[ProducerBatch]:
+        """Every batch waiting to be sent (not in flight), in partition order."""
+        return [b for q in self._queues.values() for b in q]
+
+    def remove(self, batch: ProducerBatch) -> None:
+        """Take a queued batch out for good (it failed): its bytes are released."""
+        self._queues[batch.key].remove(batch)
+        self.buffered_bytes -= batch.size_bytes
 
     def abort_all(self) -> list[ProducerBatch]:
         out = [b for q in self._queues.values() for b in q]

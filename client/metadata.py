@@ -114,11 +114,15 @@ class ClusterMetadata:
 
     # ---- metadata ----------------------------------------------------------------------------
 
-    def refresh(self, topics: Iterable[str] = (), *, force: bool = True) -> None:
-        """Fetch metadata (all topics when none are named) from the first broker that answers."""
+    def refresh(self, topics: Iterable[str] = (), *, force: bool = True) -> bool:
+        """Fetch metadata (all topics when none are named) from the first broker that answers.
+
+        Without ``force`` a refresh within ``refresh_backoff_ms`` of the last one is skipped
+        (returns False: the caller asks again later).
+        """
         with self._lock:
             if not force and time.monotonic() - self._last_refresh < self.refresh_backoff_ms / 1000:
-                return
+                return False
         last_error: Exception | None = None
         for address in self.candidates():
             try:
@@ -130,7 +134,7 @@ class ClusterMetadata:
                 last_error = exc
                 continue
             self._update(response)
-            return
+            return True
         raise NoBrokersAvailableError(
             f"no broker answered Metadata (tried {', '.join(self.candidates())}): {last_error}"
         )

@@ -34,14 +34,19 @@ from .accumulator import ProducerBatch, RecordAccumulator
 from .errors import (
     BufferFullError,
     DeliveryTimeoutError,
+    DuplicateSequenceNumberError,
     NetworkError,
+    OutOfOrderSequenceNumberError,
     ProducerClosedError,
+    ProducerFencedError,
 )
 from .metadata import ClusterMetadata
 from .partitioner import StickyPartitioner, key_partition
 
 __all__ = ["Producer", "RecordMetadata", "SendFuture"]
 
+_IN_FLIGHT_PER_PARTITION = 5  # with idempotence: the broker remembers this many batches
+_SEQ_MOD = 1 << 31
 _ACKS = {"all": -1, "-1": -1, -1: -1, "1": 1, 1: 1, "0": 0, 0: 0}
 
 
@@ -100,6 +105,7 @@ class Producer:
         retry_backoff_ms: int = 100,
         retry_backoff_max_ms: int = 1000,
         in_flight_requests_max: int = 5,
+        enable_idempotence: bool | None = None,
         metadata_wait_ms: int = 5000,
         metadata: ClusterMetadata | None = None,
     ) -> None:
@@ -108,6 +114,17 @@ class Producer:
         if delivery_timeout_ms < request_timeout_ms + linger_ms:
             raise ValueError("delivery_timeout_ms must be >= request_timeout_ms + linger_ms")
         self.acks = _ACKS[acks]
+        if enable_idempotence is None:
+            enable_idempotence = self.acks == -1
+        if enable_idempotence and self.acks != -1:
+            raise ValueError("enable_idempotence needs acks='all' (a retry must find its batch)")
+        self.idempotent = enable_idempotence
+        self._producer_id = -1
+        self._producer_epoch = -1
+        self._next_seq: dict[tuple[str, int], int] = {}  # per partition: the next sequence
+        self._acked_seq: dict[tuple[str, int], int] = {}  # per partition: acknowledged up to
+        self._epoch_bump_needed = False  # a sequenced batch failed for good: gaps would follow
+        self._fatal: RaftlogError | None = None  # PRODUCER_FENCED: this producer is a zombie
         self.request_timeout_ms = request_timeout_ms
         self.delivery_timeout_ms = delivery_timeout_ms
         self.max_block_ms = max_block_ms
@@ -122,7 +139,7 @@ class Producer:
             linger_ms=linger_ms,
             buffer_bytes_max=buffer_bytes_max,
             compression=compression,
-            in_flight_max=1,
+            in_flight_max=_IN_FLIGHT_PER_PARTITION if enable_idempotence else 1,
         )
         self._partitioner = StickyPartitioner()
         self._lock = threading.Lock()
@@ -153,6 +170,8 @@ class Producer:
         """Queue one record; the future gives (topic, partition, offset) once acknowledged."""
         if self._closed:
             raise ProducerClosedError("the producer is closed")
+        if self._fatal is not None:
+            raise self._fatal
         count = self.metadata.partition_count(topic, wait_s=self.metadata_wait_ms / 1000)
         if partition is not None and not 0 <= partition < count:
             raise error_for(
@@ -261,7 +280,10 @@ class Producer:
             if self._refresh_wanted:
                 self._refresh_wanted = False
                 with contextlib.suppress(RaftlogError):  # the next attempt's backoff covers it
-                    self.metadata.refresh(force=False)
+                    if not self.metadata.refresh(force=False):
+                        self._refresh_wanted = True  # too soon after the last one: later
+            if self.idempotent and not self._ensure_producer_id():
+                continue
             with self._lock:
                 if self._closed and not self._in_flight_total():
                     return
@@ -275,9 +297,11 @@ class Producer:
                             f"{self.delivery_timeout_ms}{last}"
                         ),
                     )
-                ready = self._accumulator.ready(now)
+                ready = [] if self._epoch_bump_needed else self._accumulator.ready(now)
                 by_leader: dict[int, tuple[str, list[ProducerBatch]]] = {}
                 for batch in ready:
+                    if self.idempotent and batch.base_sequence < 0:
+                        self._sequence(batch)  # once: a requeue keeps its sequence
                     found = self.metadata.leader_address(*batch.key)
                     if found is None or self._in_flight.get(found[0], 0) >= (
                         self.in_flight_requests_max
@@ -291,9 +315,83 @@ class Producer:
                     self._in_flight[leader_id] = self._in_flight.get(leader_id, 0) + 1
                 if not by_leader and self._responses.empty():
                     wait_ms = self._accumulator.next_ready_ms(now) - now
+                    if self._epoch_bump_needed:
+                        wait_ms = min(wait_ms, self.retry_backoff_ms)
                     self._wake.wait(max(wait_ms, 1) / 1000)
             for leader_id, (address, batches) in by_leader.items():
                 self._send(leader_id, address, batches)
+
+    # ---- idempotence ----------------------------------------------------------------------------
+
+    def _sequence(self, batch: ProducerBatch) -> None:
+        """Give a batch its producer id, epoch and base sequence, once, before it is built: a
+        retry sends the very same bytes, which is how the broker recognises it."""
+        builder = batch.builder
+        key = batch.key
+        base = self._next_seq.get(key, 0)
+        builder.producer_id = self._producer_id
+        builder.producer_epoch = self._producer_epoch
+        builder.base_sequence = base
+        batch.base_sequence = base
+        batch.producer_epoch = self._producer_epoch
+        self._next_seq[key] = (base + batch.record_count) % _SEQ_MOD
+
+    def _ensure_producer_id(self) -> bool:
+        """A producer id (first use) or a new epoch (after a sequenced batch failed for good:
+        its gap would make every later batch out of order). False: not yet, try again."""
+        with self._lock:
+            if self._producer_id >= 0 and not self._epoch_bump_needed:
+                return True
+            if self._epoch_bump_needed and self._in_flight_total():
+                return True  # wait for what is in flight to come back before bumping
+            if self._closed:
+                return True
+            request = broker_pb2.InitProducerIdRequest(
+                producer_id=self._producer_id if self._epoch_bump_needed else -1,
+                producer_epoch=self._producer_epoch,
+            )
+        answer = None
+        for address in self.metadata.candidates():
+            try:
+                answer = self.metadata.stub(address).InitProducerId(
+                    request, timeout=self.request_timeout_ms / 1000
+                )
+            except grpc.RpcError:
+                continue
+            if answer.error.code == 0:
+                break
+        if answer is None or answer.error.code:
+            time.sleep(self.retry_backoff_ms / 1000)
+            return False
+        with self._lock:
+            self._producer_id, self._producer_epoch = answer.producer_id, answer.producer_epoch
+            if self._epoch_bump_needed:
+                self._restart_sequences()
+            self._epoch_bump_needed = False
+            self._wake.notify()
+        return True
+
+    def _restart_sequences(self) -> None:
+        """A new epoch starts every partition at sequence 0. Batches never sent are sequenced
+        again; those sent before with no answer may or may not be in the log, and resending
+        them under a new epoch could store them twice: they fail as unknown."""
+        self._next_seq.clear()
+        self._acked_seq.clear()
+        for batch in self._accumulator.queued():
+            if batch.attempts == 0:
+                batch.built = None
+                batch.base_sequence = -1  # sequenced again under the new epoch
+                continue
+            self._accumulator.remove(batch)
+            last = f" (last error: {batch.last_error})" if batch.last_error else ""
+            self._fail(
+                batch,
+                DeliveryTimeoutError(
+                    f"outcome unknown: the producer epoch was reset after an earlier batch of "
+                    f"this partition failed{last}"
+                ),
+                bump=False,
+            )
 
     def _in_flight_total(self) -> int:
         return sum(self._in_flight.values())
@@ -342,9 +440,14 @@ class Producer:
             with self._lock:
                 self._in_flight[leader_id] = max(0, self._in_flight.get(leader_id, 0) - 1)
                 if isinstance(result, broker_pb2.ProduceResponse):
-                    by_key = {(p.topic, p.partition): p for p in result.partitions}
-                    for batch in batches:
-                        self._complete(batch, by_key.get(batch.key))
+                    # one answer per partition entry, in request order: a request may carry
+                    # several batches of one partition (idempotence keeps up to 5 in flight)
+                    answers = list(result.partitions)
+                    for i, batch in enumerate(batches):
+                        answer = answers[i] if i < len(answers) else None
+                        if answer is not None and (answer.topic, answer.partition) != batch.key:
+                            answer = None
+                        self._complete(batch, answer)
                 else:
                     detail = result.code() if isinstance(result, grpc.RpcError) else result
                     error = NetworkError(f"produce to broker {leader_id} failed: {detail}")
@@ -361,7 +464,11 @@ class Producer:
         if answer is None:
             self._retry_or_fail(batch, NetworkError("the broker did not answer for the partition"))
             return
-        if answer.error.code == 0:
+        if answer.error.code in (0, DuplicateSequenceNumberError.code):
+            # a duplicate is a retry of a batch the broker already holds: these are its offsets
+            if self.idempotent and batch.producer_epoch == self._producer_epoch:
+                end = (batch.base_sequence + batch.record_count) % _SEQ_MOD
+                self._acked_seq[batch.key] = end
             self._accumulator.done(batch)
             self.stats["batches"] += 1
             future = _batch_future(batch)
@@ -369,6 +476,17 @@ class Producer:
                 future.set_result(answer.base_offset if self.acks != 0 else -1)
             return
         error = error_for(answer.error.code, answer.error.message)
+        if isinstance(error, ProducerFencedError):
+            self._fatal = error
+        elif isinstance(error, OutOfOrderSequenceNumberError) and (
+            batch.producer_epoch == self._producer_epoch
+            and batch.base_sequence != self._acked_seq.get(batch.key, 0)
+        ):
+            # an earlier batch of this partition is not acknowledged yet (it failed and is being
+            # retried): this one must wait for it and go again
+            self.stats["retries"] += 1
+            self._accumulator.requeue(batch, self._now_ms() + self.retry_backoff_ms)
+            return
         if error.retriable:
             # stale metadata is the usual cause of a retriable error — also of a timeout from a
             # leader that was cut off and replaced (it cannot know): look again before retrying
@@ -390,8 +508,10 @@ class Producer:
         self._accumulator.done(batch)
         self._fail(batch, error)
 
-    def _fail(self, batch: ProducerBatch, error: BaseException) -> None:
+    def _fail(self, batch: ProducerBatch, error: BaseException, *, bump: bool = True) -> None:
         self.stats["errors"] += 1
+        if self.idempotent and bump and batch.base_sequence >= 0 and self._fatal is None:
+            self._epoch_bump_needed = True  # its sequence range is a gap now
         future = _batch_future(batch)
         if not future.done():
             future.set_exception(error)

@@ -38,7 +38,7 @@ from raftlog.raft.store import MetadataStore
 from raftlog.segments import BrokerStateStore
 
 from .config import BrokerConfig
-from .controller_service import ActiveController
+from .controller_service import ActiveController, ControllerError
 from .fetcher import FetcherManager
 from .replica_manager import Partition, ReplicaManager, ReplicaManagerConfig
 from .replication import IsrProposal
@@ -49,6 +49,7 @@ __all__ = ["MESSAGE_BYTES_MAX", "Broker", "grpc_options", "run_broker"]
 log = logging.getLogger(__name__)
 
 MESSAGE_BYTES_MAX = 100 << 20  # gRPC's own limit, raised on purpose above max.message.bytes
+PRODUCER_ID_BLOCK = 1000  # producer ids a broker asks the controller for at a time
 
 
 def grpc_options() -> list[tuple[str, Any]]:
@@ -79,6 +80,8 @@ class Broker:
         self._metadata_dirty = False
         self._stopping = asyncio.Event()
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._pid_lock = asyncio.Lock()
+        self._pid_next = self._pid_end = 0  # the producer-id block in hand: [next, end)
         self.registered_version = -1
         self.fenced = True
         self.replicas = ReplicaManager(
@@ -199,6 +202,39 @@ class Broker:
             log.info("%s: AlterPartition failed: %s", partition.name, exc)
         finally:
             self.replicas.proposal_done(key, accepted)
+
+    # ---- producer ids ----------------------------------------------------------------------------
+
+    async def next_producer_id(self) -> int:
+        """A producer id from this broker's block; a new block from the controller when used up
+        (blocks come from the replicated state machine, so ids never repeat cluster-wide)."""
+        async with self._pid_lock:
+            if self._pid_next >= self._pid_end:
+                if self.controller.quorum.is_leader():
+                    result = await self.controller.allocate_producer_ids(
+                        self.config.node_id, PRODUCER_ID_BLOCK
+                    )
+                    start, count = int(result["start"]), int(result["count"])
+                else:
+                    stub = self.controller_stub()
+                    if stub is None:
+                        raise ControllerError("NOT_CONTROLLER", "no active controller is known")
+                    response = await stub.AllocateProducerIds(
+                        controller_pb2.AllocateProducerIdsRequest(
+                            broker_id=self.config.node_id,
+                            incarnation=self.incarnation,
+                            count=PRODUCER_ID_BLOCK,
+                        ),
+                        timeout=5,
+                    )
+                    if response.error.code:
+                        raise ControllerError(
+                            common_pb2.ErrorCode.Name(response.error.code), response.error.message
+                        )
+                    start, count = response.start, response.count
+                self._pid_next, self._pid_end = start, start + count
+            self._pid_next += 1
+            return self._pid_next - 1
 
     # ---- metadata ------------------------------------------------------------------------------
 
@@ -368,13 +404,12 @@ class Broker:
             loop.create_task(self._every(100, self.replicas.periodic)),
             loop.create_task(self._every(5, self.replicas.expire)),
             loop.create_task(
-                self._every(
-                    config.hw_checkpoint_interval_ms, self.replicas.checkpoint_high_watermarks
-                )
+                self._every(config.hw_checkpoint_interval_ms, self.replicas.checkpoint)
             ),
             loop.create_task(
                 self._every(config.retention_check_interval_ms, self.replicas.enforce_retention)
             ),
+            loop.create_task(self._every(60_000, self.replicas.expire_producers)),
         ]
         try:
             await self._stopping.wait()

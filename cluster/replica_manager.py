@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -44,6 +45,7 @@ from raftlog.segments import (
 )
 from raftlog.segments.errors import LogDirFullError
 
+from .producer_state import ProducerStateManager, VerdictKind
 from .purgatory import DelayedOperation, Purgatory, PurgatoryFullError
 from .replication import IsrProposal, LeaderReplication
 
@@ -72,6 +74,7 @@ class ReplicaManagerConfig:
     flush_ms: int = -1
     fetch_wait_ms_max: int = 10_000
     purgatory_operations_max: int = 20_000
+    producer_idle_ms_max: int = 24 * 3600 * 1000  # producer.id.expiration.ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +124,7 @@ class Partition:
         self.log = log
         self.record: PartitionRecord | None = None
         self.leader: LeaderReplication | None = None  # set while we lead
+        self.producers = ProducerStateManager()  # idempotence: current through the LEO
         self._follower_hw = min(high_watermark, log.log_end_offset)  # while we follow
 
     @property
@@ -248,6 +252,9 @@ class DelayedFetch(DelayedOperation):
         pass
 
 
+_WAITABLE = ("NONE", "DUPLICATE_SEQUENCE_NUMBER")  # a duplicate waits until its original commits
+
+
 def _failed(outcome: ProduceOutcome, error: str, message: str) -> ProduceOutcome:
     return ProduceOutcome(outcome.topic, outcome.partition, error, message)
 
@@ -263,6 +270,8 @@ class _Counters:
     isr_proposals: int = 0
     truncations: int = 0
     storage_errors: int = 0
+    duplicates: int = 0
+    producer_batches_replayed: int = 0
 
 
 @dataclass(slots=True)
@@ -276,6 +285,7 @@ class ReplicaManager:
     propose_isr: Callable[[Partition, IsrProposal], None]  # sends AlterPartition (async)
     follower_changed: Callable[[Partition], None]  # the fetcher manager re-plans
     broker_eligible: Callable[[int], bool]  # registered and unfenced in the metadata
+    wall_clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
     partitions: dict[TopicPartition, Partition] = field(default_factory=dict)
     produce_purgatory: Purgatory[TopicPartition] = field(init=False)
     fetch_purgatory: Purgatory[TopicPartition] = field(init=False)
@@ -345,6 +355,7 @@ class ReplicaManager:
         )
         hw = self.state.get_offset("hw", name) or 0
         partition = Partition(record.key, record.topic_id, topic_log, hw)
+        self._rebuild_producers(partition)
         self.partitions[record.key] = partition
         return partition
 
@@ -373,7 +384,7 @@ class ReplicaManager:
             self._wake(key)
 
     def close(self) -> None:
-        self.checkpoint_high_watermarks()
+        self.checkpoint()
         for partition in list(self.partitions.values()):
             self._remove(partition, delete=False)
 
@@ -481,10 +492,62 @@ class ReplicaManager:
                 return ProduceOutcome(topic, index, "CORRUPT_MESSAGE", "not whole batches"), None, 0
             headers = [validate_batch(b, log_.config.max_message_bytes) for b in batches]
             epoch = partition.leader.leader_epoch
+            idempotent = [h for h in headers if h.producer_id >= 0]
+            if idempotent:
+                if len(headers) != 1:
+                    # as in Kafka: one batch per partition per request, so a retry is all or none
+                    return (
+                        ProduceOutcome(
+                            topic,
+                            index,
+                            "INVALID_RECORD",
+                            "an idempotent produce carries one batch per partition",
+                        ),
+                        None,
+                        0,
+                    )
+                header = headers[0]
+                verdict = partition.producers.check(
+                    header.producer_id,
+                    header.producer_epoch,
+                    header.base_sequence,
+                    header.last_sequence,
+                )
+                if verdict.kind is VerdictKind.DUPLICATE:
+                    ref = verdict.duplicate_of
+                    assert ref is not None
+                    self.counters.duplicates += 1
+                    duplicate = ProduceOutcome(
+                        topic,
+                        index,
+                        "DUPLICATE_SEQUENCE_NUMBER",
+                        f"a retry of the batch stored at {ref.first_offset}",
+                        ref.first_offset,
+                        ref.last_offset,
+                        log_.log_start_offset,
+                        epoch,
+                    )
+                    return duplicate, partition, min_isr
+                if verdict.kind is not VerdictKind.APPEND:
+                    return (
+                        ProduceOutcome(topic, index, verdict.kind.value, verdict.message),
+                        None,
+                        0,
+                    )
             now = self.clock_ms()
             first = last = None
             for batch, header in zip(batches, headers, strict=True):
                 info = log_.append(batch, leader_epoch=epoch, now_ms=now, header=header)
+                if header.producer_id >= 0:
+                    partition.producers.record(
+                        header.producer_id,
+                        header.producer_epoch,
+                        header.base_sequence,
+                        header.last_sequence,
+                        info.base_offset,
+                        info.last_offset,
+                        self.wall_clock_ms(),
+                    )
                 first = info if first is None else first
                 last = info
                 self.counters.produce_batches += 1
@@ -521,11 +584,13 @@ class ReplicaManager:
             ]
         outcomes: list[ProduceOutcome] = []
         waits: list[_ProduceWait] = []
+        waiting_at: list[int] = []  # each wait's place in ``outcomes`` (a partition may repeat)
         for topic, index, records in items:
             outcome, partition, min_isr = self.append(topic, index, records, acks)
-            outcomes.append(outcome)
-            if acks == -1 and partition is not None and outcome.error == "NONE":
+            if acks == -1 and partition is not None and outcome.error in _WAITABLE:
                 waits.append(_ProduceWait(partition, outcome, min_isr))
+                waiting_at.append(len(outcomes))
+            outcomes.append(outcome)
         if not waits:
             return outcomes
         now = self.clock_ms()
@@ -535,8 +600,9 @@ class ReplicaManager:
             self.produce_purgatory.try_complete_else_watch(op, keys, now)
         except PurgatoryFullError:
             op.force_complete()  # answers REQUEST_TIMED_OUT for what is not yet replicated
-        done = {(r.topic, r.partition): r for r in await op.future}
-        return [done.get((o.topic, o.partition), o) for o in outcomes]
+        for place, result in zip(waiting_at, await op.future, strict=True):
+            outcomes[place] = result
+        return outcomes
 
     # ---- fetch -----------------------------------------------------------------------------------
 
@@ -736,6 +802,11 @@ class ReplicaManager:
         self.produce_purgatory.advance_clock(now)
         self.fetch_purgatory.advance_clock(now)
 
+    def checkpoint(self) -> None:
+        """Periodic: high watermarks and changed producer states to LMDB."""
+        self.checkpoint_high_watermarks()
+        self.snapshot_producers()
+
     def checkpoint_high_watermarks(self) -> None:
         offsets = {p.name: p.high_watermark for p in self.partitions.values()}
         if offsets:
@@ -765,9 +836,87 @@ class ReplicaManager:
     def follower_append(self, partition: Partition, records: bytes, leader_hw: int) -> int:
         """Append fetched batches; return bytes appended. Raises StorageError."""
         if records:
-            partition.log.append_as_follower(records, now_ms=self.clock_ms())
+            infos = partition.log.append_as_follower(records, now_ms=self.clock_ms())
+            now = self.wall_clock_ms()
+            for (_, header), info in zip(
+                iter_batches(records, verify_crc=False), infos, strict=True
+            ):
+                if header.producer_id >= 0:
+                    partition.producers.record(
+                        header.producer_id,
+                        header.producer_epoch,
+                        header.base_sequence,
+                        header.last_sequence,
+                        info.base_offset,
+                        info.last_offset,
+                        now,
+                    )
         partition.set_follower_hw(leader_hw)
         return len(records)
+
+    # ---- producer state ----------------------------------------------------------------------
+
+    def _rebuild_producers(self, partition: Partition) -> None:
+        """Producer state from the newest snapshot at or below the LEO, plus the batches after
+        it (the whole log when no snapshot fits: O(log), only after an unusual truncation)."""
+        log_ = partition.log
+        saved = self.state.get_blob("producers", partition.name)
+        start = log_.log_start_offset
+        state = ProducerStateManager()
+        if isinstance(saved, dict) and log_.log_start_offset <= saved.get("offset", -1) <= (
+            log_.log_end_offset
+        ):
+            try:
+                state = ProducerStateManager.from_snapshot(saved["state"])
+                start = int(saved["offset"])
+            except (KeyError, TypeError, ValueError):
+                state, start = ProducerStateManager(), log_.log_start_offset
+        replayed = 0
+        try:
+            for header in log_.iter_headers(start):
+                if header.base_offset < start:
+                    continue  # the batch holding ``start`` began before it: already counted
+                if header.producer_id >= 0:
+                    state.record(
+                        header.producer_id,
+                        header.producer_epoch,
+                        header.base_sequence,
+                        header.last_sequence,
+                        header.base_offset,
+                        header.last_offset,
+                        header.max_timestamp,
+                    )
+                replayed += 1
+        except StorageError as exc:
+            log.error("%s: producer state rebuilt up to a corrupt batch: %s", partition.name, exc)
+        state.dirty = True
+        partition.producers = state
+        self.counters.producer_batches_replayed += replayed
+
+    def snapshot_producers(self) -> int:
+        """Write the producer state of every partition that changed; how many were written."""
+        written = 0
+        for partition in self.partitions.values():
+            if partition.producers.dirty:
+                body = {
+                    "offset": partition.log.log_end_offset,
+                    "state": partition.producers.to_snapshot(),
+                }
+                try:
+                    self.state.put_blob("producers", partition.name, body)
+                except Exception as exc:  # lmdb's own types; retried at the next interval
+                    log.error("%s: producer snapshot failed: %s", partition.name, exc)
+                    continue
+                partition.producers.dirty = False
+                written += 1
+        return written
+
+    def expire_producers(self) -> int:
+        now = self.wall_clock_ms()
+        return sum(
+            p.producers.expire(now, self.config.producer_idle_ms_max)
+            for p in self.partitions.values()
+        )
 
     def truncate(self, partition: Partition, offset: int) -> None:
         log_ = partition.log
@@ -777,6 +926,8 @@ class ReplicaManager:
         else:
             log_.truncate_to(offset)
         partition.set_follower_hw(0)
+        if partition.producers.truncated(log_.log_end_offset):
+            self._rebuild_producers(partition)
 
     # ---- describing ------------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["BrokerServicer", "ControllerServicer", "error"]
 
 R = TypeVar("R")
+EPOCH_MAX = 32767  # producer epochs are int16; past it a producer gets a new id
 
 
 def error(code: str = "NONE", message: str = "") -> common_pb2.Error:
@@ -321,6 +322,26 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 )
             )
         return response
+
+    async def InitProducerId(
+        self,
+        request: broker_pb2.InitProducerIdRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> broker_pb2.InitProducerIdResponse:
+        if request.producer_id >= 0 and 0 <= request.producer_epoch < EPOCH_MAX:
+            # bump: partitions refuse the older epoch once the new one has written to them
+            return broker_pb2.InitProducerIdResponse(
+                producer_id=request.producer_id, producer_epoch=request.producer_epoch + 1
+            )
+        try:
+            producer_id = await self.broker.next_producer_id()
+        except ControllerError as exc:
+            return broker_pb2.InitProducerIdResponse(error=error(exc.code, exc.message))
+        except grpc.aio.AioRpcError as exc:
+            return broker_pb2.InitProducerIdResponse(
+                error=error("NOT_CONTROLLER", f"the controller is unreachable: {exc.code()}")
+            )
+        return broker_pb2.InitProducerIdResponse(producer_id=producer_id, producer_epoch=0)
 
     # ---- admin (forwarded to the controller) ---------------------------------------------------
 

@@ -94,6 +94,11 @@ class BrokerStub:
                 request_serializer=raftlog_dot_proto_dot_broker__pb2.DescribeQuorumRequest.SerializeToString,
                 response_deserializer=raftlog_dot_proto_dot_broker__pb2.DescribeQuorumResponse.FromString,
                 _registered_method=True)
+        self.InitProducerId = channel.unary_unary(
+                '/raftlog.v1.Broker/InitProducerId',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.InitProducerIdRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.InitProducerIdResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServicer:
@@ -174,6 +179,14 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InitProducerId(self, request, context):
+        """Idempotent producers: a producer id (from a block the controller allotted this broker)
+        and an epoch; asking again with the id bumps the epoch, fencing the older one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -236,6 +249,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.DescribeQuorum,
                     request_deserializer=raftlog_dot_proto_dot_broker__pb2.DescribeQuorumRequest.FromString,
                     response_serializer=raftlog_dot_proto_dot_broker__pb2.DescribeQuorumResponse.SerializeToString,
+            ),
+            'InitProducerId': grpc.unary_unary_rpc_method_handler(
+                    servicer.InitProducerId,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.InitProducerIdRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.InitProducerIdResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -562,6 +580,33 @@ class Broker:
             '/raftlog.v1.Broker/DescribeQuorum',
             raftlog_dot_proto_dot_broker__pb2.DescribeQuorumRequest.SerializeToString,
             raftlog_dot_proto_dot_broker__pb2.DescribeQuorumResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InitProducerId(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Broker/InitProducerId',
+            raftlog_dot_proto_dot_broker__pb2.InitProducerIdRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.InitProducerIdResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -189,6 +189,30 @@ class Log:
             self._save_epochs(cache)
         return cache
 
+    def iter_headers(self, start_offset: int) -> Iterator[BatchHeader]:
+        """Headers of the batches holding ``start_offset`` and after, in order (no CRC checks:
+        for rebuilding state such as producer ids; reads of the data check CRCs themselves)."""
+        if start_offset >= self._next_offset:
+            return
+        start_offset = max(start_offset, self._log_start_offset)
+        i = max(bisect_right(self._bases, start_offset) - 1, 0)
+        for segment in self._segments[i:]:
+            position = 0
+            if segment.base_offset <= start_offset:
+                found = segment.find_batch(start_offset)
+                position = found[0] if found is not None else segment.size_bytes
+            while position < segment.size_bytes:
+                chunk = segment.pread(8 << 20, position)
+                consumed = 0
+                for rel, header in iter_batches(chunk, verify_crc=False):
+                    yield header
+                    consumed = rel + header.size_bytes
+                if consumed == 0:
+                    header = segment.header_at(position)
+                    yield header
+                    consumed = header.size_bytes
+                position += consumed
+
     def _iter_headers(self) -> Iterator[BatchHeader]:
         """Every batch header, segment by segment; a segment's scan stops at corruption
         (reads of those batches fail their own checks)."""

@@ -318,3 +318,16 @@ def test_io_errors_are_storage_errors(tmp_path: Path, make_batch: BatchFactory) 
         log.append(make_batch(1), leader_epoch=0)
     assert not isinstance(info.value, LogDirFullError)
     assert log.log_end_offset == 0 and log.size_bytes == 0
+
+
+def test_iter_headers_from_an_offset_across_segments(
+    tmp_path: Path, make_batch: BatchFactory
+) -> None:
+    log = Log(str(tmp_path / "t-0"), LogConfig(segment_bytes=1024, index_interval_bytes=64))
+    for i in range(60):
+        log.append(make_batch(2, start=2 * i, pad=20), leader_epoch=0)
+    assert log.segment_count > 2
+    for start in (0, 1, 37, 64, 119):
+        bases = [h.base_offset for h in log.iter_headers(start)]
+        assert bases == list(range(start - start % 2, 120, 2)), start
+    assert list(log.iter_headers(120)) == []
