@@ -25,6 +25,7 @@ from raftlog.proto import broker_pb2
 from raftlog.proto.errors import RaftlogError, error_for, raise_for
 
 from .errors import NetworkError, NoBrokersAvailableError
+from .group_admin import GroupAdmin, GroupDescription, GroupOffset
 from .metadata import ClusterMetadata
 from .snapshot import (
     BrokerView,
@@ -35,7 +36,14 @@ from .snapshot import (
     VoterView,
 )
 
-__all__ = ["Admin", "ConfigEntry", "PartitionDescription", "TopicDescription"]
+__all__ = [
+    "Admin",
+    "ConfigEntry",
+    "GroupDescription",
+    "GroupOffset",
+    "PartitionDescription",
+    "TopicDescription",
+]
 
 T = TypeVar("T")
 
@@ -70,7 +78,7 @@ def _retriable(exc: BaseException) -> bool:
     return isinstance(exc, RaftlogError) and exc.retriable
 
 
-class Admin:
+class Admin(GroupAdmin):
     """See the module docstring."""
 
     def __init__(
@@ -396,7 +404,3 @@ class Admin:
             partitions=tuple(partitions),
             errors=tuple(errors),
         )
-
-
-def describe_error(code: int, message: str) -> RaftlogError:
-    return error_for(code, message)

@@ -154,7 +154,32 @@ def _parser() -> argparse.ArgumentParser:
     consume.add_argument("--follow", action="store_true", help="keep waiting for new records")
     consume.add_argument("--timeout", type=float, default=2.0, help="idle seconds before exit")
     consume.add_argument("--json", action="store_true", help="one JSON object per record")
+    consume.add_argument(
+        "--group", help="consume as a member of this group: share partitions, resume and commit"
+    )
     _add_bootstrap(consume)
+
+    group = commands.add_parser("group", help="consumer groups: list, describe, reset offsets")
+    group_commands = group.add_subparsers(dest="group_command", required=True)
+    glist = group_commands.add_parser("list", help="every group and its state")
+    glist.add_argument("--json", action="store_true")
+    gdescribe = group_commands.add_parser(
+        "describe", help="members, assignment, committed and end offsets, lag per partition"
+    )
+    gdescribe.add_argument("group")
+    gdescribe.add_argument("--json", action="store_true")
+    reset = group_commands.add_parser(
+        "reset-offsets", help="move an empty group's committed offsets of a topic"
+    )
+    reset.add_argument("group")
+    reset.add_argument("--topic", required=True)
+    target = reset.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to-earliest", action="store_true")
+    target.add_argument("--to-latest", action="store_true")
+    target.add_argument("--to-offset", type=int)
+    reset.add_argument("--json", action="store_true")
+    for sub in (glist, gdescribe, reset):
+        _add_bootstrap(sub)
 
     status = commands.add_parser("status", help="brokers, controller, partitions, lag")
     status.add_argument("--watch", action="store_true", help="refresh live")
@@ -182,6 +207,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     sdemo.add_argument("--dir", help="keep the demo log here instead of a temporary directory")
     sdemo.add_argument("--seconds", type=float, default=1.5, help="how long the writer runs")
+
+    # everything after `chaos` goes to raftlog.chaos.cli, which has its own --help (main() routes
+    # it there before parsing); this entry only lists the command
+    chaos = commands.add_parser(
+        "chaos",
+        add_help=False,
+        help="Jepsen-style chaos tests in network namespaces: run, check (see `chaos --help`)",
+    )
+    chaos.add_argument("chaos_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -345,8 +379,12 @@ def _cmd_consume(args: argparse.Namespace, console: Console) -> int:
     out = sys.stdout
     count = 0
     reset = "earliest" if args.from_beginning or args.offset is not None else "latest"
-    with Consumer(_bootstrap(args), auto_offset_reset=reset) as consumer:
-        if args.partition is not None:
+    if args.group and (args.partition is not None or args.offset is not None):
+        raise CliError("--group shares partitions itself: drop --partition/--offset", 2)
+    with Consumer(_bootstrap(args), auto_offset_reset=reset, group_id=args.group) as consumer:
+        if args.group:
+            consumer.subscribe([args.topic])
+        elif args.partition is not None:
             consumer.assign([(args.topic, args.partition)])
             if args.offset is not None:
                 consumer.seek((args.topic, args.partition), args.offset)
@@ -380,6 +418,90 @@ def _cmd_consume(args: argparse.Namespace, console: Console) -> int:
     if not args.json:
         print(f"{count} record(s)", file=sys.stderr)
     return 0
+
+
+def _cmd_group(args: argparse.Namespace, console: Console) -> int:
+    from .admin import Admin
+
+    with Admin(_bootstrap(args)) as admin:
+        match args.group_command:
+            case "list":
+                groups = admin.list_groups()
+                if args.json:
+                    _print_json(
+                        console, [{"group": g, "state": s, "members": n} for g, s, n in groups]
+                    )
+                else:
+                    for g, state, n in groups:
+                        console.print(f"{g}  {state}  {n} member(s)")
+            case "describe":
+                d = admin.describe_group(args.group)
+                if args.json:
+                    _print_json(
+                        console,
+                        {
+                            "group": d.group_id,
+                            "state": d.state,
+                            "generation": d.generation,
+                            "protocol": d.protocol,
+                            "leader": d.leader_id,
+                            "coordinator": d.coordinator_id,
+                            "members": [
+                                {
+                                    "member_id": m,
+                                    "client_id": c,
+                                    "partitions": [list(tp) for tp in parts],
+                                }
+                                for m, c, parts in d.members
+                            ],
+                            "offsets": [
+                                {
+                                    "topic": o.topic,
+                                    "partition": o.partition,
+                                    "committed": o.committed,
+                                    "end_offset": o.end_offset,
+                                    "lag": o.lag,
+                                    "member_id": o.member_id,
+                                }
+                                for o in d.offsets
+                            ],
+                        },
+                    )
+                else:
+                    _print_group(console, d)
+            case "reset-offsets":
+                to = "earliest" if args.to_earliest else "latest" if args.to_latest else "offset"
+                done = admin.reset_group_offsets(
+                    args.group, args.topic, to=to, offset=args.to_offset
+                )
+                if args.json:
+                    _print_json(
+                        console,
+                        [
+                            {"topic": t, "partition": p, "offset": o}
+                            for (t, p), o in sorted(done.items())
+                        ],
+                    )
+                else:
+                    for (t, p), o in sorted(done.items()):
+                        console.print(f"{t}-{p} → {o}")
+    return 0
+
+
+def _print_group(console: Console, d: Any) -> None:
+    console.print(
+        f"group [bold]{d.group_id}[/bold] · {d.state} · generation {d.generation} · "
+        f"assignor {d.protocol or '-'} · coordinator broker {d.coordinator_id}"
+    )
+    table = Table()
+    for column in ("topic", "partition", "committed", "end", "lag", "member"):
+        table.add_column(column, justify="right" if column != "member" else "left")
+    for o in d.offsets:
+        lag = "?" if o.lag < 0 else (f"[yellow]{o.lag:,}[/yellow]" if o.lag else "0")
+        committed = "-" if o.committed < 0 else f"{o.committed:,}"
+        end = "?" if o.end_offset < 0 else f"{o.end_offset:,}"
+        table.add_row(o.topic, str(o.partition), committed, end, lag, o.member_id or "-")
+    console.print(table)
 
 
 def _cmd_status(args: argparse.Namespace, console: Console) -> int:
@@ -423,6 +545,12 @@ def _cmd_storage(args: argparse.Namespace, console: Console) -> int:
     return tool.demo(console, directory=args.dir, run_s=args.seconds)
 
 
+def _cmd_chaos(args: argparse.Namespace, console: Console) -> int:
+    from raftlog.chaos.cli import main as chaos_main
+
+    return chaos_main(args.chaos_args, console)
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "broker": _cmd_broker,
     "cluster": _cmd_cluster,
@@ -430,13 +558,19 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "produce": _cmd_produce,
     "consume": _cmd_consume,
     "status": _cmd_status,
+    "group": _cmd_group,
     "demo": _cmd_demo,
     "storage": _cmd_storage,
+    "chaos": _cmd_chaos,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["chaos"]:  # argparse cannot pass on a leading --help: route it ourselves
+        args = argparse.Namespace(command="chaos", chaos_args=argv[1:])
+    else:
+        args = _parser().parse_args(argv)
     console = Console()
     errors = Console(stderr=True)
     from raftlog.proto.errors import RaftlogError

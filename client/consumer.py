@@ -15,9 +15,11 @@ raises ``LogTruncationError`` (``on_truncation="raise"``) or rewinds to the dive
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -28,6 +30,7 @@ from raftlog.proto.errors import RaftlogError, error_for
 from raftlog.segments.batch import iter_batches, iter_records
 
 from .errors import LogTruncationError, NetworkError, OffsetOutOfRangeError
+from .group import GroupMembership
 from .metadata import ClusterMetadata
 
 __all__ = ["Consumer", "ConsumerRecord"]
@@ -68,6 +71,13 @@ class Consumer:
         partition_fetch_bytes_max: int = 4 << 20,
         request_timeout_ms: int = 30_000,
         on_truncation: str = "reset",
+        group_id: str | None = None,
+        enable_auto_commit: bool = True,
+        auto_commit_interval_ms: int = 5000,
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 1_000,
+        assignors: Sequence[str] = ("sticky", "range", "roundrobin"),
+        client_id: str = "raftlog-consumer",
         metadata: ClusterMetadata | None = None,
     ) -> None:
         if auto_offset_reset not in ("earliest", "latest", "none"):
@@ -88,6 +98,22 @@ class Consumer:
         self._closed = False
         self.stats = {"fetches": 0, "records": 0, "truncations": 0, "errors": 0, "refreshes": 0}
         self.last_errors: list[str] = []
+        self.group: GroupMembership | None = None
+        if group_id is not None:
+            self.group = GroupMembership(
+                self.metadata,
+                group_id,
+                client_id=client_id,
+                session_timeout_ms=session_timeout_ms,
+                heartbeat_interval_ms=heartbeat_interval_ms,
+                assignors=assignors,
+            )
+        self.enable_auto_commit = enable_auto_commit and group_id is not None
+        self.auto_commit_interval_ms = auto_commit_interval_ms
+        self._last_auto_commit = time.monotonic()
+        self._on_assign: Callable[[list[TopicPartition]], None] | None = None
+        self._on_revoke: Callable[[list[TopicPartition]], None] | None = None
+        self._committer: ThreadPoolExecutor | None = None
 
     # ---- assignment and positions --------------------------------------------------------------
 
@@ -156,11 +182,104 @@ class Consumer:
     def _drop_buffered(self, partition: TopicPartition) -> None:
         self._buffer = deque(r for r in self._buffer if (r.topic, r.partition) != partition)
 
+    # ---- groups ----------------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        topics: Sequence[str],
+        on_assign: Callable[[list[TopicPartition]], None] | None = None,
+        on_revoke: Callable[[list[TopicPartition]], None] | None = None,
+    ) -> None:
+        """Share ``topics``' partitions with the group's other members (needs ``group_id``).
+
+        ``on_revoke(partitions)`` runs before a rebalance takes partitions away (commit there
+        for at-least-once); ``on_assign(partitions)`` after the new ones are set up. Positions
+        start at the group's committed offsets, else per ``auto_offset_reset``.
+        """
+        if self.group is None:
+            raise ValueError("subscribe needs a group_id; use assign() without a group")
+        self._on_assign, self._on_revoke = on_assign, on_revoke
+        self.group.subscribe(topics)
+
+    def _maintain_group(self) -> None:
+        group = self.group
+        if group is None or not group.topics or not group.rejoin_needed:
+            return
+        owned = list(group.assignment)
+        if owned:
+            if self.enable_auto_commit:
+                with contextlib.suppress(RaftlogError):  # the group moved on: redelivery is fine
+                    self.commit()
+            if self._on_revoke is not None:
+                self._on_revoke(owned)
+        changed = group.ensure_active()
+        if changed is None:
+            return
+        _, assigned = changed
+        committed = group.fetch_committed(assigned) if assigned else {}
+        default = {"latest": LATEST, "earliest": EARLIEST}.get(self.auto_offset_reset, NO_RESET)
+        self._positions = {
+            tp: _Position(committed[tp])
+            if committed.get(tp, -1) >= 0
+            else _Position(None, reset_to=default)
+            for tp in assigned
+        }
+        self._buffer = deque()
+        if self._on_assign is not None:
+            self._on_assign(list(assigned))
+
+    def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
+        """Commit the next offsets to consume (default: the positions of everything returned
+        by ``poll`` so far), synchronously: returns once replicated."""
+        if self.group is None:
+            raise ValueError("commit needs a group_id")
+        if offsets is None:
+            offsets = {
+                tp: state.offset
+                for tp, state in self._positions.items()
+                if state.offset is not None
+            }
+            for record in self._buffer:  # returned = up to the first still buffered
+                key = (record.topic, record.partition)
+                offsets[key] = min(offsets.get(key, record.offset), record.offset)
+        self.group.commit(offsets)
+        self._last_auto_commit = time.monotonic()
+
+    def commit_async(
+        self,
+        offsets: dict[TopicPartition, int] | None = None,
+        callback: Callable[[BaseException | None], None] | None = None,
+    ) -> Future[None]:
+        """``commit`` on a background thread; ``callback(error or None)`` when done."""
+        if self._committer is None:
+            self._committer = ThreadPoolExecutor(1, thread_name_prefix="raftlog-commit")
+        if offsets is None:
+            offsets = {tp: s.offset for tp, s in self._positions.items() if s.offset is not None}
+        future = self._committer.submit(self.commit, dict(offsets))
+        if callback is not None:
+            future.add_done_callback(lambda f: callback(f.exception()))
+        return future
+
+    def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        if self.group is None:
+            raise ValueError("committed needs a group_id")
+        return self.group.fetch_committed(list(partitions))
+
     # ---- polling ---------------------------------------------------------------------------------
 
     def poll(self, timeout_ms: int = 1000, max_records: int = 500) -> list[ConsumerRecord]:
         """Records after the current positions: waits up to ``timeout_ms`` for the first."""
         deadline = time.monotonic() + timeout_ms / 1000
+        if self.group is not None:
+            self._maintain_group()
+            if (
+                self.enable_auto_commit
+                and time.monotonic() - self._last_auto_commit > self.auto_commit_interval_ms / 1000
+            ):
+                try:
+                    self.commit()
+                except RaftlogError as exc:
+                    self._note_error(exc)
         while True:
             if self._buffer:
                 out: list[ConsumerRecord] = []
@@ -366,6 +485,13 @@ class Consumer:
         self.last_errors = [*self.last_errors[-9:], str(error)]
 
     def close(self) -> None:
+        if self.group is not None and not self._closed:
+            if self.enable_auto_commit and self.group.assignment:
+                with contextlib.suppress(RaftlogError):
+                    self.commit()
+            self.group.leave()
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
         self._closed = True
         if self._owns_metadata:
             self.metadata.close()

@@ -28,7 +28,14 @@ from typing import Any
 
 import grpc
 
-from raftlog.proto import broker_pb2_grpc, common_pb2, controller_pb2, controller_pb2_grpc
+from raftlog.proto import (
+    broker_pb2,
+    broker_pb2_grpc,
+    common_pb2,
+    controller_pb2,
+    controller_pb2_grpc,
+    group_pb2_grpc,
+)
 from raftlog.raft.adapter import QuorumConfig, RaftQuorum
 from raftlog.raft.commands import AlterPartition
 from raftlog.raft.controller import ControllerConfig
@@ -39,7 +46,9 @@ from raftlog.segments import BrokerStateStore
 
 from .config import BrokerConfig
 from .controller_service import ActiveController, ControllerError
+from .coordinator import OFFSETS_PARTITIONS, OFFSETS_TOPIC, GroupCoordinator
 from .fetcher import FetcherManager
+from .group_servicer import GroupServicer
 from .replica_manager import Partition, ReplicaManager, ReplicaManagerConfig
 from .replication import IsrProposal
 from .servicer import BrokerServicer, ControllerServicer
@@ -99,6 +108,9 @@ class Broker:
             self._propose_isr,
             self._follower_changed,
             self._broker_eligible,
+        )
+        self.coordinator = GroupCoordinator(
+            self.replicas, self.clock_ms, self._create_offsets_topic
         )
         self.quorum: RaftQuorum  # started in run()
         self.controller: ActiveController
@@ -202,6 +214,31 @@ class Broker:
             log.info("%s: AlterPartition failed: %s", partition.name, exc)
         finally:
             self.replicas.proposal_done(key, accepted)
+
+    async def _create_offsets_topic(self) -> None:
+        """The internal offsets topic: RF 3 (or the cluster's size), min ISR 2 (or 1)."""
+        with self.store.read() as state:
+            live = sum(1 for b in state.brokers.values() if not b.fenced)
+        rf = max(1, min(3, live))
+        request = broker_pb2.CreateTopicsRequest(
+            topics=[
+                broker_pb2.NewTopic(
+                    name=OFFSETS_TOPIC,
+                    partitions=OFFSETS_PARTITIONS,
+                    replication_factor=rf,
+                    configs={"min.insync.replicas": str(min(2, rf))},
+                )
+            ]
+        )
+        try:
+            if self.controller.quorum.is_leader():
+                await ControllerServicer(self).CreateTopics(request, None)
+            else:
+                stub = self.controller_stub()
+                if stub is not None:
+                    await stub.CreateTopics(request, timeout=10)
+        except Exception as exc:  # retried by the next FindCoordinator
+            log.info("creating %s: %s", OFFSETS_TOPIC, exc)
 
     # ---- producer ids ----------------------------------------------------------------------------
 
@@ -389,6 +426,7 @@ class Broker:
         server = grpc.aio.server(options=grpc_options())
         broker_pb2_grpc.add_BrokerServicer_to_server(BrokerServicer(self), server)
         controller_pb2_grpc.add_ControllerServicer_to_server(ControllerServicer(self), server)
+        group_pb2_grpc.add_GroupCoordinatorServicer_to_server(GroupServicer(self), server)
         if server.add_insecure_port(config.grpc_listen) == 0:
             raise OSError(f"cannot listen on {config.grpc_listen}")
         await server.start()
@@ -410,6 +448,7 @@ class Broker:
                 self._every(config.retention_check_interval_ms, self.replicas.enforce_retention)
             ),
             loop.create_task(self._every(60_000, self.replicas.expire_producers)),
+            loop.create_task(self._every(100, self.coordinator.tick)),
         ]
         try:
             await self._stopping.wait()

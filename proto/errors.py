@@ -23,7 +23,9 @@ __all__ = [
     "EligibleLeadersNotAvailableError",
     "FencedLeaderEpochError",
     "GroupIdNotFoundError",
+    "GroupMaxSizeReachedError",
     "IllegalGenerationError",
+    "InconsistentGroupProtocolError",
     "IneligibleReplicaError",
     "InvalidConfigError",
     "InvalidGroupIdError",
@@ -389,6 +391,16 @@ class ProducerFencedError(RaftlogError):
 class InvalidUpdateVersionError(RaftlogError):
     code = 95
     name = "INVALID_UPDATE_VERSION"
+
+
+class InconsistentGroupProtocolError(RaftlogError):
+    code = 23
+    name = "INCONSISTENT_GROUP_PROTOCOL"
+
+
+class GroupMaxSizeReachedError(RaftlogError):
+    code = 81
+    name = "GROUP_MAX_SIZE_REACHED"
 
 
 class IneligibleReplicaError(RaftlogError):

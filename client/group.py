@@ -1,0 +1,329 @@
+"""A consumer's membership of a group: find the coordinator, join, sync, heartbeat, commit.
+
+Used by ``Consumer`` when it has a ``group_id``. Thread model: the consumer's thread calls
+``ensure_active`` / ``commit`` / ``fetch_committed`` / ``leave``; one background thread sends
+heartbeats every ``heartbeat_interval_ms`` and only ever sets flags (``rejoin_needed``,
+``coordinator`` lost) under the lock, so a member stays alive while the application processes
+records between polls. The assignors are the pure ``assignors.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+
+import grpc
+
+from raftlog.proto import group_pb2, group_pb2_grpc
+from raftlog.proto.errors import RaftlogError, error_for
+
+from .assignors import (
+    ASSIGNORS,
+    Subscription,
+    decode_assignment,
+    decode_subscription,
+    encode_assignment,
+    encode_subscription,
+)
+from .errors import NetworkError
+from .metadata import ClusterMetadata
+
+__all__ = ["GroupMembership"]
+
+log = logging.getLogger(__name__)
+TopicPartition = tuple[str, int]
+_REJOIN = ("REBALANCE_IN_PROGRESS", "ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID")
+_NEW_COORDINATOR = ("NOT_COORDINATOR", "COORDINATOR_NOT_AVAILABLE", "COORDINATOR_LOAD_IN_PROGRESS")
+
+
+class GroupMembership:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        metadata: ClusterMetadata,
+        group_id: str,
+        *,
+        client_id: str = "raftlog",
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 1_000,
+        rebalance_timeout_ms: int = 30_000,
+        assignors: Sequence[str] = ("sticky", "range", "roundrobin"),
+        request_timeout_s: float = 30.0,
+    ) -> None:
+        unknown = [a for a in assignors if a not in ASSIGNORS]
+        if unknown or not assignors:
+            raise ValueError(f"unknown assignor(s) {unknown}; known: {sorted(ASSIGNORS)}")
+        self.metadata = metadata
+        self.group_id = group_id
+        self.client_id = client_id
+        self.session_timeout_ms = session_timeout_ms
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.rebalance_timeout_ms = rebalance_timeout_ms
+        self.assignors = tuple(assignors)
+        self.request_timeout_s = request_timeout_s
+        self.member_id = ""
+        self.generation = -1
+        self.assignment: list[TopicPartition] = []
+        self.topics: tuple[str, ...] = ()
+        self._coordinator: str | None = None
+        self._lock = threading.Lock()
+        self._rejoin = True
+        self._stop = threading.Event()
+        self._heartbeats: threading.Thread | None = None
+        self.rebalances = 0
+
+    # ---- the coordinator ---------------------------------------------------------------------
+
+    def _stub(self) -> group_pb2_grpc.GroupCoordinatorStub:
+        with self._lock:
+            address = self._coordinator
+        if address is None:
+            address = self._find_coordinator()
+        return group_pb2_grpc.GroupCoordinatorStub(self.metadata.channel(address))
+
+    def _find_coordinator(self) -> str:
+        deadline = time.monotonic() + self.request_timeout_s
+        last = "no answer"
+        while time.monotonic() < deadline:
+            for address in self.metadata.candidates():
+                stub = group_pb2_grpc.GroupCoordinatorStub(self.metadata.channel(address))
+                try:
+                    answer = stub.FindCoordinator(
+                        group_pb2.FindCoordinatorRequest(group_id=self.group_id), timeout=5
+                    )
+                except grpc.RpcError as exc:
+                    last = str(exc.code())
+                    continue
+                if answer.error.code == 0:
+                    found: str = answer.address
+                    with self._lock:
+                        self._coordinator = found
+                    return found
+                last = answer.error.message
+                break
+            time.sleep(0.1)
+        raise error_for("COORDINATOR_NOT_AVAILABLE", f"group {self.group_id}: {last}")
+
+    def _lost_coordinator(self) -> None:
+        with self._lock:
+            self._coordinator = None
+
+    def _call(self, method: str, request: object, timeout_s: float) -> object:
+        """One RPC to the coordinator; transport errors and NOT_COORDINATOR find it again."""
+        deadline = time.monotonic() + self.request_timeout_s
+        while True:
+            try:
+                answer = getattr(self._stub(), method)(request, timeout=timeout_s)
+            except grpc.RpcError as exc:
+                self._lost_coordinator()
+                if time.monotonic() > deadline:
+                    raise NetworkError(f"{method} to the coordinator: {exc.code()}") from exc
+                time.sleep(0.2)
+                continue
+            code = answer.error.code
+            if code and error_for(code).name in _NEW_COORDINATOR:
+                self._lost_coordinator()
+                if time.monotonic() > deadline:
+                    raise error_for(code, answer.error.message)
+                time.sleep(0.2)
+                continue
+            return answer
+
+    # ---- membership ----------------------------------------------------------------------------
+
+    @property
+    def rejoin_needed(self) -> bool:
+        with self._lock:
+            return self._rejoin
+
+    def subscribe(self, topics: Sequence[str]) -> None:
+        self.topics = tuple(sorted(set(topics)))
+        with self._lock:
+            self._rejoin = True
+
+    def ensure_active(self) -> tuple[list[TopicPartition], list[TopicPartition]] | None:
+        """Rejoin if needed; (revoked, assigned) when the assignment changed, else None.
+
+        Raises on errors that retrying here cannot fix; retriable trouble returns None with the
+        rejoin still pending (the next poll tries again).
+        """
+        if not self.rejoin_needed:
+            return None
+        old = list(self.assignment)
+        try:
+            assigned = self._join_and_sync()
+        except RaftlogError as exc:
+            if exc.retriable or exc.name in _REJOIN:
+                log.info("group %s: rejoin failed (%s), will retry", self.group_id, exc)
+                if exc.name == "UNKNOWN_MEMBER_ID":
+                    self.member_id = ""
+                return None
+            raise
+        self.assignment = assigned
+        self.rebalances += 1
+        self._start_heartbeats()
+        return old, assigned
+
+    def _join_and_sync(self) -> list[TopicPartition]:
+        with self._lock:
+            self._rejoin = False
+        subscription = encode_subscription(Subscription(self.topics, tuple(self.assignment)))
+        joined = self._call(
+            "JoinGroup",
+            group_pb2.JoinGroupRequest(
+                group_id=self.group_id,
+                member_id=self.member_id,
+                client_id=self.client_id,
+                session_timeout_ms=self.session_timeout_ms,
+                rebalance_timeout_ms=self.rebalance_timeout_ms,
+                protocols=[
+                    group_pb2.Protocol(name=a, metadata=subscription) for a in self.assignors
+                ],
+            ),
+            self.rebalance_timeout_ms / 1000 + 10,
+        )
+        assert isinstance(joined, group_pb2.JoinGroupResponse)
+        if joined.error.code:
+            with self._lock:
+                self._rejoin = True
+            raise error_for(joined.error.code, joined.error.message)
+        self.member_id = joined.member_id
+        self.generation = joined.generation
+        assignments: list[group_pb2.GroupMember] = []
+        if joined.leader_id == joined.member_id:
+            plan = self._assign(joined.protocol, {m.member_id: m.metadata for m in joined.members})
+            assignments = [
+                group_pb2.GroupMember(member_id=m, metadata=encode_assignment(tps))
+                for m, tps in plan.items()
+            ]
+        synced = self._call(
+            "SyncGroup",
+            group_pb2.SyncGroupRequest(
+                group_id=self.group_id,
+                member_id=self.member_id,
+                generation=self.generation,
+                assignments=assignments,
+            ),
+            70,
+        )
+        assert isinstance(synced, group_pb2.SyncGroupResponse)
+        if synced.error.code:
+            with self._lock:
+                self._rejoin = True
+            raise error_for(synced.error.code, synced.error.message)
+        return decode_assignment(synced.assignment)
+
+    def _assign(
+        self, protocol: str, members: Mapping[str, bytes]
+    ) -> dict[str, list[TopicPartition]]:
+        """The leader's job: subscriptions in, everyone's partitions out."""
+        subscriptions = {m: decode_subscription(d) for m, d in members.items()}
+        topics = sorted({t for s in subscriptions.values() for t in s.topics})
+        if topics:
+            self.metadata.refresh(topics)
+        counts = {}
+        for topic in topics:
+            try:
+                counts[topic] = self.metadata.partition_count(topic, wait_s=2.0)
+            except RaftlogError:
+                continue  # a topic that does not exist yet: nothing to assign
+        return ASSIGNORS[protocol](subscriptions, counts)
+
+    # ---- heartbeats ------------------------------------------------------------------------------
+
+    def _start_heartbeats(self) -> None:
+        if self._heartbeats is not None and self._heartbeats.is_alive():
+            return
+        self._stop.clear()
+        self._heartbeats = threading.Thread(
+            target=self._beat, name=f"raftlog-heartbeat-{self.group_id}", daemon=True
+        )
+        self._heartbeats.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_interval_ms / 1000):
+            if self.rejoin_needed or not self.member_id:
+                continue
+            try:
+                answer = self._stub().Heartbeat(
+                    group_pb2.HeartbeatRequest(
+                        group_id=self.group_id,
+                        member_id=self.member_id,
+                        generation=self.generation,
+                    ),
+                    timeout=self.heartbeat_interval_ms / 1000 * 2,
+                )
+            except (grpc.RpcError, RaftlogError):
+                self._lost_coordinator()
+                continue
+            if not answer.error.code:
+                continue
+            name = error_for(answer.error.code).name
+            if name in _NEW_COORDINATOR:
+                self._lost_coordinator()
+            if name in _REJOIN:
+                with self._lock:
+                    self._rejoin = True
+                    if name == "UNKNOWN_MEMBER_ID":
+                        self.member_id = ""
+
+    # ---- offsets ---------------------------------------------------------------------------------
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit (synchronously: answered once replicated) the next offsets to consume."""
+        if not offsets:
+            return
+        answer = self._call(
+            "OffsetCommit",
+            group_pb2.OffsetCommitRequest(
+                group_id=self.group_id,
+                member_id=self.member_id,
+                generation=self.generation,
+                offsets=[
+                    group_pb2.CommittedOffset(topic=t, partition=p, offset=o)
+                    for (t, p), o in sorted(offsets.items())
+                ],
+            ),
+            self.request_timeout_s,
+        )
+        assert isinstance(answer, group_pb2.OffsetCommitResponse)
+        if answer.error.code:
+            error = error_for(answer.error.code, answer.error.message)
+            if error.name in _REJOIN:
+                with self._lock:
+                    self._rejoin = True
+            raise error
+
+    def fetch_committed(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """Committed offsets (-1 where none) of ``partitions``."""
+        answer = self._call(
+            "OffsetFetch",
+            group_pb2.OffsetFetchRequest(
+                group_id=self.group_id,
+                partitions=[group_pb2.CommittedOffset(topic=t, partition=p) for t, p in partitions],
+            ),
+            self.request_timeout_s,
+        )
+        assert isinstance(answer, group_pb2.OffsetFetchResponse)
+        if answer.error.code:
+            raise error_for(answer.error.code, answer.error.message)
+        return {(o.topic, o.partition): o.offset for o in answer.offsets}
+
+    def leave(self) -> None:
+        self._stop.set()
+        if self.member_id:
+            with contextlib.suppress(grpc.RpcError, RaftlogError):  # the session timeout does it
+                self._stub().LeaveGroup(
+                    group_pb2.LeaveGroupRequest(group_id=self.group_id, member_id=self.member_id),
+                    timeout=5,
+                )
+        self.member_id = ""
+        self.assignment = []
+
+    def abandon(self) -> None:
+        """Stop heartbeating without leaving (as a crash would): for tests and demos."""
+        self._stop.set()

@@ -1,0 +1,390 @@
+"""The group coordinator: consumer groups and their committed offsets, on the offsets topic.
+
+Owned by the broker loop; not thread-safe. A group's coordinator is the leader of partition
+``crc32(group_id) % OFFSETS_PARTITIONS`` of the internal topic ``__consumer_offsets`` (created by
+the controller on first use, replication factor 3 — fewer on smaller clusters — and min ISR 2).
+Committed offsets are records in that partition, appended with acks=all semantics through the
+replica manager, so they survive broker failures by the same replication as data; a new leader
+rebuilds the coordinator's view by reading the partition (``COORDINATOR_LOAD_IN_PROGRESS`` until
+done), and gives up its groups the moment it stops leading (``NOT_COORDINATOR``).
+
+Records of the offsets topic (cbor2 keys and values, the key says which)::
+
+    key ["o", group, topic, partition]   value [next offset, metadata, commit time ms]
+    key ["g", group]                     value [generation]   — so generations only grow
+
+Group membership itself is not persisted: after a coordinator move, members get
+UNKNOWN_MEMBER_ID on their next heartbeat and rejoin (a rebalance), which is what Kafka members
+do after a coordinator failure as well. The membership rules are the pure ``group.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import zlib
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+
+from raftlog.segments import BatchBuilder, StorageError, iter_batches, iter_records
+
+from .group import Group, GroupError, GroupState, JoinAnswer, SyncAnswer
+from .replica_manager import Partition, ReplicaManager
+
+__all__ = ["OFFSETS_PARTITIONS", "OFFSETS_TOPIC", "CoordinatorError", "GroupCoordinator"]
+
+log = logging.getLogger(__name__)
+
+OFFSETS_TOPIC = "__consumer_offsets"
+OFFSETS_PARTITIONS = 8
+COMMIT_TIMEOUT_MS = 10_000
+OffsetKey = tuple[str, int]
+
+
+class CoordinatorError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def offsets_partition(group_id: str) -> int:
+    """Which offsets partition (and so which coordinator) a group lives in: stable everywhere."""
+    return zlib.crc32(group_id.encode()) % OFFSETS_PARTITIONS
+
+
+@dataclass(slots=True)
+class _GroupEntry:
+    group: Group
+    offsets: dict[OffsetKey, tuple[int, str]] = field(default_factory=dict)
+    joins: dict[str, asyncio.Future[JoinAnswer]] = field(default_factory=dict)
+    syncs: dict[str, asyncio.Future[SyncAnswer]] = field(default_factory=dict)
+    persisted_generation: int = 0
+
+
+@dataclass(slots=True)
+class _Loaded:
+    leader_epoch: int
+    groups: dict[str, _GroupEntry] = field(default_factory=dict)
+
+
+class GroupCoordinator:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        replicas: ReplicaManager,
+        clock_ms: Callable[[], int],
+        create_offsets_topic: Callable[[], Coroutine[Any, Any, None]],
+    ) -> None:
+        self.replicas = replicas
+        self.clock_ms = clock_ms
+        self._create_offsets_topic = create_offsets_topic
+        self._loaded: dict[int, _Loaded] = {}
+        self._creating: asyncio.Task[None] | None = None
+        self.loads = 0
+
+    # ---- ownership -------------------------------------------------------------------------
+
+    def _leading(self, index: int) -> Partition | None:
+        partition = self.replicas.partitions.get((OFFSETS_TOPIC, index))
+        return partition if partition is not None and partition.is_leader else None
+
+    def tick(self) -> None:
+        """Every ~100 ms: load what we now lead, drop what we lost, run group timers."""
+        now = self.clock_ms()
+        for index in range(OFFSETS_PARTITIONS):
+            partition = self._leading(index)
+            loaded = self._loaded.get(index)
+            if partition is None:
+                if loaded is not None:
+                    self._unload(index)
+                continue
+            if loaded is None or loaded.leader_epoch != partition.leader_epoch:
+                if loaded is not None:
+                    self._unload(index)
+                self._load(index, partition)
+        for loaded in self._loaded.values():
+            for entry in loaded.groups.values():
+                self._poll(entry, now)
+
+    def _load(self, index: int, partition: Partition) -> None:
+        loaded = _Loaded(partition.leader_epoch)
+        log_ = partition.log
+        offset = log_.log_start_offset
+        try:
+            while offset < log_.log_end_offset:
+                result = log_.read(offset, 4 << 20)
+                if not result.data:
+                    break
+                for position, header in iter_batches(result.data):
+                    batch = result.data[position : position + header.size_bytes]
+                    for record in iter_records(batch):
+                        self._replay(loaded, record.key, record.value)
+                offset = result.next_offset
+        except StorageError as exc:
+            log.error("offsets partition %s: load stopped at %s: %s", index, offset, exc)
+        self._loaded[index] = loaded
+        self.loads += 1
+        log.info("coordinating %d group(s) of offsets partition %s", len(loaded.groups), index)
+
+    @staticmethod
+    def _replay(loaded: _Loaded, key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            return
+        try:
+            k = cbor2.loads(key)
+            v = cbor2.loads(value) if value is not None else None
+        except Exception:  # a record we cannot read is skipped, never fatal
+            return
+        if not isinstance(k, list) or not k:
+            return
+        entry = loaded.groups.setdefault(str(k[1]), _GroupEntry(Group(str(k[1]))))
+        if k[0] == "o" and len(k) == 4:
+            tp = (str(k[2]), int(k[3]))
+            if v is None:
+                entry.offsets.pop(tp, None)
+            else:
+                entry.offsets[tp] = (int(v[0]), str(v[1]))
+        elif k[0] == "g" and v is not None:
+            generation = int(v[0])
+            entry.group.generation = max(entry.group.generation, generation)
+            entry.persisted_generation = entry.group.generation
+
+    def _unload(self, index: int) -> None:
+        loaded = self._loaded.pop(index)
+        for entry in loaded.groups.values():
+            error = CoordinatorError("NOT_COORDINATOR", "the coordinator moved")
+            for join in entry.joins.values():
+                if not join.done():
+                    join.set_exception(error)
+            for sync in entry.syncs.values():
+                if not sync.done():
+                    sync.set_exception(error)
+
+    def _entry(self, group_id: str, *, create: bool = True) -> _GroupEntry:
+        if not group_id:
+            raise CoordinatorError("INVALID_GROUP_ID", "a group id is required")
+        index = offsets_partition(group_id)
+        if self._leading(index) is None:
+            raise CoordinatorError(
+                "NOT_COORDINATOR", f"this broker does not coordinate group {group_id!r}"
+            )
+        loaded = self._loaded.get(index)
+        if loaded is None:
+            raise CoordinatorError("COORDINATOR_LOAD_IN_PROGRESS", "loading the group's offsets")
+        entry = loaded.groups.get(group_id)
+        if entry is None:
+            if not create:
+                raise CoordinatorError("GROUP_ID_NOT_FOUND", f"no group {group_id!r}")
+            entry = loaded.groups[group_id] = _GroupEntry(Group(group_id))
+        return entry
+
+    async def find(self, group_id: str) -> int:
+        """The offsets partition of a group, creating the offsets topic on first use."""
+        if not group_id:
+            raise CoordinatorError("INVALID_GROUP_ID", "a group id is required")
+        if self.replicas.topic_lookup(OFFSETS_TOPIC) is None:
+            if self._creating is None or self._creating.done():
+                self._creating = asyncio.get_running_loop().create_task(
+                    self._create_offsets_topic()
+                )
+            raise CoordinatorError("COORDINATOR_NOT_AVAILABLE", "creating the offsets topic")
+        return offsets_partition(group_id)
+
+    # ---- membership ------------------------------------------------------------------------
+
+    def _poll(self, entry: _GroupEntry, now_ms: int) -> None:
+        group = entry.group
+        before = group.state
+        answers, _expired = group.poll(now_ms)
+        for answer in answers:
+            future = entry.joins.pop(answer.member_id, None)
+            if future is not None and not future.done():
+                future.set_result(answer)
+        if group.state is GroupState.PREPARING_REBALANCE and before is not group.state:
+            self._fail_syncs(entry)
+        for member_id in [m for m in entry.joins if m not in group.members]:
+            future = entry.joins.pop(member_id)
+            if not future.done():
+                future.set_exception(CoordinatorError("UNKNOWN_MEMBER_ID", "removed from group"))
+        if group.generation > entry.persisted_generation:
+            entry.persisted_generation = group.generation
+            asyncio.get_running_loop().create_task(self._persist_generation(group))
+
+    def _fail_syncs(self, entry: _GroupEntry) -> None:
+        for member_id, future in list(entry.syncs.items()):
+            if not future.done():
+                future.set_exception(
+                    CoordinatorError("REBALANCE_IN_PROGRESS", "a new round started: join again")
+                )
+            entry.syncs.pop(member_id, None)
+
+    async def join(
+        self,
+        group_id: str,
+        member_id: str,
+        client_id: str,
+        session_timeout_ms: int,
+        rebalance_timeout_ms: int,
+        protocols: list[tuple[str, bytes]],
+    ) -> JoinAnswer:
+        entry = self._entry(group_id)
+        group = entry.group
+        before = group.state
+        try:
+            member_id = group.join(
+                member_id,
+                client_id,
+                session_timeout_ms,
+                rebalance_timeout_ms,
+                protocols,
+                self.clock_ms(),
+            )
+        except GroupError as exc:
+            raise CoordinatorError(exc.code, exc.message) from exc
+        if before is not GroupState.PREPARING_REBALANCE:
+            self._fail_syncs(entry)
+        old = entry.joins.pop(member_id, None)
+        if old is not None and not old.done():
+            old.set_exception(CoordinatorError("REBALANCE_IN_PROGRESS", "joined again"))
+        future: asyncio.Future[JoinAnswer] = asyncio.get_running_loop().create_future()
+        entry.joins[member_id] = future
+        self._poll(entry, self.clock_ms())
+        wait_s = min(rebalance_timeout_ms, 300_000) / 1000 + 5
+        try:
+            return await asyncio.wait_for(future, wait_s)
+        except TimeoutError as exc:
+            raise CoordinatorError("REBALANCE_IN_PROGRESS", "the join round timed out") from exc
+
+    async def sync(
+        self, group_id: str, member_id: str, generation: int, assignments: list[tuple[str, bytes]]
+    ) -> bytes:
+        entry = self._entry(group_id, create=False)
+        try:
+            due = entry.group.sync(member_id, generation, assignments, self.clock_ms())
+        except GroupError as exc:
+            raise CoordinatorError(exc.code, exc.message) from exc
+        mine: bytes | None = None
+        for answer in due:
+            if answer.member_id == member_id:
+                mine = answer.assignment
+                continue
+            future = entry.syncs.pop(answer.member_id, None)
+            if future is not None and not future.done():
+                future.set_result(answer)
+        if mine is not None:
+            return mine
+        future = asyncio.get_running_loop().create_future()
+        entry.syncs[member_id] = future
+        try:
+            answer = await asyncio.wait_for(future, 60)
+        except TimeoutError as exc:
+            raise CoordinatorError("REBALANCE_IN_PROGRESS", "the leader never synced") from exc
+        return answer.assignment
+
+    def heartbeat(self, group_id: str, member_id: str, generation: int) -> None:
+        entry = self._entry(group_id, create=False)
+        try:
+            entry.group.heartbeat(member_id, generation, self.clock_ms())
+        except GroupError as exc:
+            raise CoordinatorError(exc.code, exc.message) from exc
+
+    def leave(self, group_id: str, member_id: str) -> None:
+        entry = self._entry(group_id, create=False)
+        try:
+            entry.group.leave(member_id, self.clock_ms())
+        except GroupError as exc:
+            raise CoordinatorError(exc.code, exc.message) from exc
+        self._fail_syncs(entry)
+        self._poll(entry, self.clock_ms())
+
+    # ---- offsets -------------------------------------------------------------------------------
+
+    async def commit(
+        self,
+        group_id: str,
+        member_id: str,
+        generation: int,
+        offsets: list[tuple[str, int, int, str]],
+    ) -> None:
+        """Replicate the commit (acks=all on the offsets partition), then remember it."""
+        entry = self._entry(group_id)
+        try:
+            entry.group.check_commit(member_id, generation)
+        except GroupError as exc:
+            raise CoordinatorError(exc.code, exc.message) from exc
+        if not offsets:
+            return
+        now = self.clock_ms()
+        builder = BatchBuilder()
+        for topic, partition, offset, metadata in offsets:
+            if offset < 0:
+                raise CoordinatorError(
+                    "INVALID_REQUEST", f"offset {offset} for {topic}-{partition}"
+                )
+            builder.append(
+                cbor2.dumps([offset, metadata, now]),
+                key=cbor2.dumps(["o", group_id, topic, partition]),
+                timestamp_ms=now,
+            )
+        await self._append(group_id, builder.build())
+        for topic, partition, offset, metadata in offsets:
+            entry.offsets[(topic, partition)] = (offset, metadata)
+
+    async def _append(self, group_id: str, batch: bytes) -> None:
+        index = offsets_partition(group_id)
+        outcome = (
+            await self.replicas.produce(-1, COMMIT_TIMEOUT_MS, [(OFFSETS_TOPIC, index, batch)])
+        )[0]
+        if outcome.error != "NONE":
+            code = outcome.error
+            if code in ("NOT_LEADER_OR_FOLLOWER", "UNKNOWN_TOPIC_OR_PARTITION"):
+                code = "NOT_COORDINATOR"
+            raise CoordinatorError(code, f"the commit was not replicated: {outcome.message}")
+
+    async def _persist_generation(self, group: Group) -> None:
+        builder = BatchBuilder()
+        builder.append(
+            cbor2.dumps([group.generation]),
+            key=cbor2.dumps(["g", group.group_id]),
+            timestamp_ms=self.clock_ms(),
+        )
+        with contextlib.suppress(CoordinatorError):  # the next generation writes it again
+            await self._append(group.group_id, builder.build())
+
+    def fetch(
+        self, group_id: str, partitions: list[OffsetKey] | None
+    ) -> dict[OffsetKey, tuple[int, str]]:
+        entry = self._entry(group_id)
+        if not partitions:
+            return dict(entry.offsets)
+        return {tp: entry.offsets.get(tp, (-1, "")) for tp in partitions}
+
+    # ---- describing --------------------------------------------------------------------------
+
+    def groups(self) -> list[tuple[str, str, int]]:
+        out = []
+        for loaded in self._loaded.values():
+            for group_id, entry in loaded.groups.items():
+                out.append((group_id, entry.group.state.value, len(entry.group.members)))
+        return sorted(out)
+
+    def describe(self, group_id: str) -> dict[str, Any]:
+        entry = self._entry(group_id, create=False)
+        group = entry.group
+        now = self.clock_ms()
+        return {
+            "state": group.state.value,
+            "generation": group.generation,
+            "protocol": group.protocol,
+            "leader_id": group.leader_id,
+            "members": [
+                (m.member_id, m.client_id, m.assignment, now - m.last_heartbeat_ms)
+                for m in group.members.values()
+            ],
+        }

@@ -1,0 +1,156 @@
+"""gRPC servicer of consumer groups: proto in, the group coordinator, proto out."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from raftlog.proto import group_pb2, group_pb2_grpc
+
+from .coordinator import OFFSETS_TOPIC, CoordinatorError
+from .servicer import error
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+__all__ = ["GroupServicer"]
+
+Context = Any  # grpc.aio.ServicerContext: unused, and untyped upstream
+
+
+class GroupServicer(group_pb2_grpc.GroupCoordinatorServicer):
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    @property
+    def coordinator(self) -> Any:
+        return self.broker.coordinator
+
+    async def FindCoordinator(
+        self, request: group_pb2.FindCoordinatorRequest, context: Context
+    ) -> group_pb2.FindCoordinatorResponse:
+        try:
+            index = await self.coordinator.find(request.group_id)
+        except CoordinatorError as exc:
+            return group_pb2.FindCoordinatorResponse(error=error(exc.code, exc.message))
+        with self.broker.store.read() as state:
+            record = state.partitions.get((OFFSETS_TOPIC, index))
+            leader = record.leader if record is not None else -1
+            broker = state.brokers.get(leader)
+            address = broker.address if broker is not None else ""
+        if leader < 0 or not address:
+            return group_pb2.FindCoordinatorResponse(
+                error=error("COORDINATOR_NOT_AVAILABLE", f"offsets partition {index} is offline")
+            )
+        return group_pb2.FindCoordinatorResponse(coordinator_id=leader, address=address)
+
+    async def JoinGroup(
+        self, request: group_pb2.JoinGroupRequest, context: Context
+    ) -> group_pb2.JoinGroupResponse:
+        try:
+            answer = await self.coordinator.join(
+                request.group_id,
+                request.member_id,
+                request.client_id,
+                request.session_timeout_ms or 10_000,
+                request.rebalance_timeout_ms or 30_000,
+                [(p.name, p.metadata) for p in request.protocols],
+            )
+        except CoordinatorError as exc:
+            return group_pb2.JoinGroupResponse(error=error(exc.code, exc.message))
+        return group_pb2.JoinGroupResponse(
+            generation=answer.generation,
+            protocol=answer.protocol,
+            leader_id=answer.leader_id,
+            member_id=answer.member_id,
+            members=[group_pb2.GroupMember(member_id=m, metadata=d) for m, d in answer.members],
+        )
+
+    async def SyncGroup(
+        self, request: group_pb2.SyncGroupRequest, context: Context
+    ) -> group_pb2.SyncGroupResponse:
+        try:
+            assignment = await self.coordinator.sync(
+                request.group_id,
+                request.member_id,
+                request.generation,
+                [(a.member_id, a.metadata) for a in request.assignments],
+            )
+        except CoordinatorError as exc:
+            return group_pb2.SyncGroupResponse(error=error(exc.code, exc.message))
+        return group_pb2.SyncGroupResponse(assignment=assignment)
+
+    async def Heartbeat(
+        self, request: group_pb2.HeartbeatRequest, context: Context
+    ) -> group_pb2.HeartbeatResponse:
+        try:
+            self.coordinator.heartbeat(request.group_id, request.member_id, request.generation)
+        except CoordinatorError as exc:
+            return group_pb2.HeartbeatResponse(error=error(exc.code, exc.message))
+        return group_pb2.HeartbeatResponse()
+
+    async def LeaveGroup(
+        self, request: group_pb2.LeaveGroupRequest, context: Context
+    ) -> group_pb2.LeaveGroupResponse:
+        try:
+            self.coordinator.leave(request.group_id, request.member_id)
+        except CoordinatorError as exc:
+            return group_pb2.LeaveGroupResponse(error=error(exc.code, exc.message))
+        return group_pb2.LeaveGroupResponse()
+
+    async def OffsetCommit(
+        self, request: group_pb2.OffsetCommitRequest, context: Context
+    ) -> group_pb2.OffsetCommitResponse:
+        offsets = [(o.topic, o.partition, o.offset, o.metadata) for o in request.offsets]
+        try:
+            await self.coordinator.commit(
+                request.group_id, request.member_id, request.generation, offsets
+            )
+        except CoordinatorError as exc:
+            return group_pb2.OffsetCommitResponse(error=error(exc.code, exc.message))
+        return group_pb2.OffsetCommitResponse(offsets=list(request.offsets))
+
+    async def OffsetFetch(
+        self, request: group_pb2.OffsetFetchRequest, context: Context
+    ) -> group_pb2.OffsetFetchResponse:
+        wanted = [(p.topic, p.partition) for p in request.partitions] or None
+        try:
+            found = self.coordinator.fetch(request.group_id, wanted)
+        except CoordinatorError as exc:
+            return group_pb2.OffsetFetchResponse(error=error(exc.code, exc.message))
+        return group_pb2.OffsetFetchResponse(
+            offsets=[
+                group_pb2.CommittedOffset(topic=t, partition=p, offset=o, metadata=m)
+                for (t, p), (o, m) in sorted(found.items())
+            ]
+        )
+
+    async def ListGroups(
+        self, request: group_pb2.ListGroupsRequest, context: Context
+    ) -> group_pb2.ListGroupsResponse:
+        return group_pb2.ListGroupsResponse(
+            coordinator_id=self.broker.config.node_id,
+            groups=[
+                group_pb2.GroupListing(group_id=g, state=s, members=n)
+                for g, s, n in self.coordinator.groups()
+            ],
+        )
+
+    async def DescribeGroup(
+        self, request: group_pb2.DescribeGroupRequest, context: Context
+    ) -> group_pb2.DescribeGroupResponse:
+        try:
+            found = self.coordinator.describe(request.group_id)
+        except CoordinatorError as exc:
+            return group_pb2.DescribeGroupResponse(error=error(exc.code, exc.message))
+        return group_pb2.DescribeGroupResponse(
+            state=found["state"],
+            generation=found["generation"],
+            protocol=found["protocol"],
+            leader_id=found["leader_id"],
+            members=[
+                group_pb2.MemberDescription(
+                    member_id=m, client_id=c, assignment=a, last_heartbeat_ms_ago=ago
+                )
+                for m, c, a, ago in found["members"]
+            ],
+        )
