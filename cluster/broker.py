@@ -24,6 +24,8 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -89,6 +91,7 @@ class Broker:
         self._metadata_dirty = False
         self._stopping = asyncio.Event()
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._disk = ThreadPoolExecutor(1, thread_name_prefix="raftlog-fsync")
         self._pid_lock = asyncio.Lock()
         self._pid_next = self._pid_end = 0  # the producer-id block in hand: [next, end)
         self.registered_version = -1
@@ -108,6 +111,7 @@ class Broker:
             self._propose_isr,
             self._follower_changed,
             self._broker_eligible,
+            background=self._in_background,
         )
         self.coordinator = GroupCoordinator(
             self.replicas, self.clock_ms, self._create_offsets_topic
@@ -390,6 +394,17 @@ class Broker:
 
     # ---- running -------------------------------------------------------------------------------
 
+    def _in_background(self, work: Callable[[], None]) -> None:
+        """Disk work that must not stall the loop (the fsync of a rolled segment)."""
+
+        def logged() -> None:
+            try:
+                work()
+            except Exception as exc:
+                log.error("background disk work failed: %s", exc)
+
+        self._disk.submit(logged)
+
     async def run(self) -> None:
         config = self.config
         self._loop = asyncio.get_running_loop()
@@ -463,6 +478,7 @@ class Broker:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await self.fetchers.close()
+            self._disk.shutdown(wait=True)  # pending fsyncs first: they use the logs' files
             self.replicas.close()
             for channel in self._channels.values():
                 await channel.close()

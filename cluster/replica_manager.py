@@ -286,6 +286,7 @@ class ReplicaManager:
     follower_changed: Callable[[Partition], None]  # the fetcher manager re-plans
     broker_eligible: Callable[[int], bool]  # registered and unfenced in the metadata
     wall_clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+    background: Callable[[Callable[[], None]], None] | None = None  # off-loop fsyncs
     partitions: dict[TopicPartition, Partition] = field(default_factory=dict)
     produce_purgatory: Purgatory[TopicPartition] = field(init=False)
     fetch_purgatory: Purgatory[TopicPartition] = field(init=False)
@@ -351,7 +352,11 @@ class ReplicaManager:
         with open(meta, "w") as f:
             f.write(f"{record.topic_id}\n")
         topic_log = Log(
-            directory, self.log_config(self.topic_lookup(record.topic)), state=self.state, name=name
+            directory,
+            self.log_config(self.topic_lookup(record.topic)),
+            state=self.state,
+            name=name,
+            background=self.background,
         )
         hw = self.state.get_offset("hw", name) or 0
         partition = Partition(record.key, record.topic_id, topic_log, hw)

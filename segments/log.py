@@ -24,7 +24,7 @@ import re
 import time
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .batch import BatchHeader, iter_batches, stamped_prefix, validate_batch
@@ -101,12 +101,16 @@ class Log:
         name: str | None = None,
         log_start_offset: int | None = None,
         writev: WriteV = os.writev,
+        background: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         self.directory = directory
         self.config = config or LogConfig()
         self.name = name or os.path.basename(os.path.normpath(directory))
         self._state = state
         self._writev = writev
+        # runs the fsync of a rolled segment off the caller's thread (the broker's loop must not
+        # stall on seconds of writeback); None: fsync inline, as the tools and tests do
+        self._background = background
         now = _wall_ms() if now_ms is None else now_ms
         os.makedirs(directory, exist_ok=True)
         self._segments: list[Segment] = []  # sorted by base_offset; the last one is active
@@ -372,7 +376,10 @@ class Log:
     def _roll(self, base_offset: int, now_ms: int) -> Segment:
         old = self._segments[-1]
         old.time_index.maybe_append(old.max_timestamp_ms, old.next_offset - 1 - old.base_offset)
-        old.flush()  # fsync on roll: every closed segment is durable
+        if self._background is None:
+            old.flush()  # fsync on roll: every closed segment is durable
+        else:
+            self._background(old.durable_later())
         old.index.unload()
         old.time_index.unload()
         segment = self._new_segment(base_offset, now_ms)

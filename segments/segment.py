@@ -329,6 +329,29 @@ class Segment:
         except OSError as exc:
             raise StorageIOError(f"fsync of {self.path} failed: {exc}") from exc
 
+    def durable_later(self) -> Callable[[], None]:
+        """Write the buffered index entries now; return the fsyncs as a function to run on
+        another thread (it touches only the file descriptor and the files' paths)."""
+        self.index.flush()
+        self.time_index.flush()
+        fd, paths = self._fd, (self.index.path, self.time_index.path)
+        self.unflushed = False
+
+        def fsync_all() -> None:
+            try:
+                os.fsync(fd)
+                for path in paths:
+                    if os.path.exists(path):
+                        index_fd = os.open(path, os.O_RDONLY)
+                        try:
+                            os.fsync(index_fd)
+                        finally:
+                            os.close(index_fd)
+            except OSError as exc:  # the segment may have been deleted meanwhile
+                raise StorageIOError(f"background fsync of {self.path} failed: {exc}") from exc
+
+        return fsync_all
+
     def close(self) -> None:
         self.index.flush()
         self.time_index.flush()

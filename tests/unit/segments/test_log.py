@@ -331,3 +331,17 @@ def test_iter_headers_from_an_offset_across_segments(
         bases = [h.base_offset for h in log.iter_headers(start)]
         assert bases == list(range(start - start % 2, 120, 2)), start
     assert list(log.iter_headers(120)) == []
+
+
+def test_a_rolled_segment_can_be_fsynced_off_thread(
+    tmp_path: Path, make_batch: BatchFactory
+) -> None:
+    pending: list[Callable[[], None]] = []
+    log = Log(str(tmp_path / "t-0"), LogConfig(segment_bytes=1024), background=pending.append)
+    for i in range(20):
+        log.append(make_batch(1, start=i, pad=100), leader_epoch=0)
+    assert log.segment_count > 1 and len(pending) == log.segment_count - 1
+    for work in pending:
+        work()  # what the broker's fsync thread does
+    assert log.read(0, 1 << 20).next_offset > 0
+    log.close()
