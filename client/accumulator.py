@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from raftlog.segments.batch import BatchBuilder, Compression
@@ -38,7 +38,8 @@ class ProducerBatch:
     key: TopicPartition
     builder: BatchBuilder
     created_ms: int
-    slots: list[Any] = field(default_factory=list)  # one per record, completed together
+    future: Any = None  # completes for every record of the batch at once (the producer's)
+    record_count: int = 0
     size_bytes: int = 0  # uncompressed record bytes, for the buffer bound
     closed: bool = False
     attempts: int = 0
@@ -48,10 +49,6 @@ class ProducerBatch:
     last_error: BaseException | None = None  # why the last attempt failed, for the final error
     order: int = 0  # creation order within the accumulator: requeues keep it
     producer_epoch: int = -1  # idempotence: the epoch the batch was sequenced under
-
-    @property
-    def record_count(self) -> int:
-        return len(self.slots)
 
     def bytes(self) -> bytes:
         if self.built is None:
@@ -103,11 +100,15 @@ class RecordAccumulator:
         value: bytes | None,
         headers: Sequence[tuple[str, bytes | None]],
         timestamp_ms: int,
-        slot: Any,
         now_ms: int,
+        size: int | None = None,
     ) -> tuple[ProducerBatch, bool] | None:
-        """Add a record; (its batch, whether that batch just filled up), or None when full."""
-        size = self.record_size(record_key, value, headers)
+        """Add a record; (its batch, whether that batch just filled up), or None when full.
+
+        ``size``: ``record_size`` of this record, when the caller has it already.
+        """
+        if size is None:
+            size = self.record_size(record_key, value, headers)
         if not self.has_room(size):
             return None
         queue = self._queues.setdefault(key, deque())
@@ -121,7 +122,7 @@ class RecordAccumulator:
             batch = ProducerBatch(key, BatchBuilder(self.compression), now_ms, order=self._created)
             queue.append(batch)
         batch.builder.append(value, key=record_key, timestamp_ms=timestamp_ms, headers=headers)
-        batch.slots.append(slot)
+        batch.record_count += 1
         batch.size_bytes += size
         self.buffered_bytes += size
         if batch.size_bytes >= self.batch_bytes_max:
@@ -178,6 +179,12 @@ class RecordAccumulator:
         while position < len(queue) and queue[position].order < batch.order:
             position += 1
         queue.insert(position, batch)
+
+    def expedite(self, partitions: set[TopicPartition], now_ms: int) -> None:
+        """A partition has a new leader: its retries need not wait out their backoff."""
+        for key in partitions:
+            for batch in self._queues.get(key, ()):
+                batch.retry_at_ms = min(batch.retry_at_ms, now_ms)
 
     def done(self, batch: ProducerBatch) -> None:
         """Acknowledged or failed for good: release its partition slot and its bytes."""

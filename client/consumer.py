@@ -16,12 +16,13 @@ raises ``LogTruncationError`` (``on_truncation="raise"``) or rewinds to the dive
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import grpc
 
@@ -96,6 +97,9 @@ class Consumer:
         self._positions: dict[TopicPartition, _Position] = {}
         self._buffer: deque[ConsumerRecord] = deque()
         self._closed = False
+        # leader address → (its fetch in flight, the offset each partition was fetched from)
+        self._inflight: dict[str, tuple[Any, dict[TopicPartition, int]]] = {}
+        self._fetched = threading.Event()  # set by a fetch's completion (a gRPC thread)
         self.stats = {"fetches": 0, "records": 0, "truncations": 0, "errors": 0, "refreshes": 0}
         self.last_errors: list[str] = []
         self.group: GroupMembership | None = None
@@ -161,6 +165,7 @@ class Consumer:
         state = self._position(partition)
         if state.offset is None:
             self._reset_positions([partition])
+            state = self._position(partition)  # the reset put a new position in place
         buffered = [r.offset for r in self._buffer if (r.topic, r.partition) == partition]
         if buffered:
             return buffered[0]
@@ -314,23 +319,39 @@ class Consumer:
             self._refresh()
             time.sleep(min(max_wait_ms, 100) / 1000)
             return
-        calls = []
+        # one long-poll per leader, kept across polls: answer as soon as *any* leader has data
+        # (waiting for every leader's long poll would add its max wait to every poll)
+        busy = {tp for _, offsets in self._inflight.values() for tp in offsets}
         for address, tps in by_leader.items():
+            if address in self._inflight:
+                continue
+            tps = [tp for tp in tps if tp not in busy]
+            if not tps:
+                continue
+            parts = [self._fetch_partition(tp) for tp in tps]
             request = broker_pb2.FetchRequest(
                 replica_id=-1,
                 max_wait_ms=max_wait_ms,
                 min_bytes=self.fetch_min_bytes,
                 max_bytes=self.fetch_max_bytes,
-                partitions=[self._fetch_partition(tp) for tp in tps],
+                partitions=parts,
             )
             self.stats["fetches"] += 1
-            calls.append(
-                self.metadata.stub(address).Fetch.future(
-                    request, timeout=max_wait_ms / 1000 + self.request_timeout_ms / 1000
-                )
+            call = self.metadata.stub(address).Fetch.future(
+                request, timeout=max_wait_ms / 1000 + self.request_timeout_ms / 1000
             )
+            call.add_done_callback(lambda _: self._fetched.set())
+            self._inflight[address] = (
+                call,
+                {(p.topic, p.partition): p.fetch_offset for p in parts},
+            )
+        self._fetched.wait(max_wait_ms / 1000 + 0.05)
+        self._fetched.clear()
         stale = False
-        for call in calls:
+        for address, (call, offsets) in list(self._inflight.items()):
+            if not call.done():
+                continue
+            del self._inflight[address]
             try:
                 response = call.result()
             except grpc.RpcError as exc:
@@ -338,6 +359,10 @@ class Consumer:
                 stale = True
                 continue
             for result in response.partitions:
+                key = (result.topic, result.partition)
+                state = self._positions.get(key)
+                if state is None or state.offset != offsets.get(key):
+                    continue  # sought elsewhere (or unassigned) while the fetch was out
                 stale |= self._handle(result)
         if stale:
             self._refresh()

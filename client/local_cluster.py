@@ -192,7 +192,11 @@ class LocalCluster:
         for node_id in self.nodes:
             self._spawn(node_id)
         self._save()
-        self.wait_ready(timeout_s)
+        try:
+            self.wait_ready(timeout_s)
+        except BaseException:
+            self.down()  # a cluster that never became ready is not left running
+            raise
 
     def _config(self, node: LocalNode, settings: dict[str, dict[str, object]]) -> str:
         """A node's TOML; ``settings`` overrides tables, e.g. {"timeouts": {...}}."""

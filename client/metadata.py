@@ -67,6 +67,7 @@ class ClusterMetadata:
         self._partitions: dict[tuple[str, int], PartitionInfo] = {}
         self._topics: dict[str, int] = {}  # topic → partition count
         self._unknown_topics: set[str] = set()
+        self._moved: set[tuple[str, int]] = set()  # leader or epoch changed since taken
         self.controller_id = -1
         self._last_refresh = 0.0
         self.refreshes = 0
@@ -159,6 +160,11 @@ class ClusterMetadata:
                     old = self._partitions.get(key)
                     if old is not None and old.leader_epoch > p.leader_epoch:
                         continue  # a stale broker's view: keep the newer one
+                    if old is None or (old.leader, old.leader_epoch) != (
+                        p.leader,
+                        p.leader_epoch,
+                    ):
+                        self._moved.add(key)
                     self._partitions[key] = PartitionInfo(
                         topic.name,
                         p.partition,
@@ -167,6 +173,12 @@ class ClusterMetadata:
                         tuple(p.replicas),
                         tuple(p.isr),
                     )
+
+    def take_moved(self) -> set[tuple[str, int]]:
+        """Partitions whose leader or leader epoch changed since the last call."""
+        with self._lock:
+            moved, self._moved = self._moved, set()
+        return moved
 
     def partition_count(
         self, topic: str, *, refresh_if_missing: bool = True, wait_s: float = 0.0

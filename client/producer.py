@@ -83,8 +83,10 @@ class SendFuture:
 
 
 def _batch_future(batch: ProducerBatch) -> Future[int]:
-    slot: Future[int] = batch.slots[0]
-    return slot
+    if batch.future is None:
+        batch.future = Future()
+    future: Future[int] = batch.future
+    return future
 
 
 class Producer:
@@ -142,6 +144,7 @@ class Producer:
             in_flight_max=_IN_FLIGHT_PER_PARTITION if enable_idempotence else 1,
         )
         self._partitioner = StickyPartitioner()
+        self._partition_counts: dict[str, int] = {}  # topics never shrink: asked once each
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._space = threading.Condition(self._lock)
@@ -172,7 +175,10 @@ class Producer:
             raise ProducerClosedError("the producer is closed")
         if self._fatal is not None:
             raise self._fatal
-        count = self.metadata.partition_count(topic, wait_s=self.metadata_wait_ms / 1000)
+        count = self._partition_counts.get(topic)
+        if count is None:
+            count = self.metadata.partition_count(topic, wait_s=self.metadata_wait_ms / 1000)
+            self._partition_counts[topic] = count
         if partition is not None and not 0 <= partition < count:
             raise error_for(
                 "UNKNOWN_TOPIC_OR_PARTITION", f"{topic} has {count} partitions, not {partition}"
@@ -201,35 +207,18 @@ class Producer:
                     self._space.wait(left)
                 finally:
                     self._accumulator.waiting_for_space -= 1
-            queued = self._queue_record(tp, key, value, headers, now_ms)
-            batch, index, filled = queued
+            appended = self._accumulator.append(
+                tp, key, value, headers, now_ms, int(time.monotonic() * 1000), size
+            )
+            assert appended is not None  # has_room was checked under the same lock
+            batch, filled = appended
+            index = batch.record_count - 1
             if filled:
                 self._partitioner.next_batch(topic, count, partition)
             if filled or index == 0:
                 self._wake.notify()  # a new batch: the sender recomputes when to send
             self.stats["records"] += 1
             return SendFuture(_batch_future(batch), index, topic, partition)
-
-    def _queue_record(
-        self,
-        tp: tuple[str, int],
-        key: bytes | None,
-        value: bytes | None,
-        headers: Sequence[tuple[str, bytes | None]],
-        timestamp_ms: int,
-    ) -> tuple[ProducerBatch, int, bool]:
-        monotonic_ms = int(time.monotonic() * 1000)
-        appended = self._accumulator.append(
-            tp, key, value, headers, timestamp_ms, None, monotonic_ms
-        )
-        assert appended is not None  # has_room was checked under the same lock
-        batch, filled = appended
-        if batch.slots[0] is None:
-            batch.slots[0] = Future()
-        index = len(batch.slots) - 1
-        if index:
-            batch.slots[index] = batch.slots[0]
-        return batch, index, filled
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Send everything queued now and wait until all of it is acknowledged or failed."""
@@ -282,6 +271,10 @@ class Producer:
                 with contextlib.suppress(RaftlogError):  # the next attempt's backoff covers it
                     if not self.metadata.refresh(force=False):
                         self._refresh_wanted = True  # too soon after the last one: later
+                moved = self.metadata.take_moved()
+                if moved:
+                    with self._lock:  # a new leader is known: retry there now, not after backoff
+                        self._accumulator.expedite(moved, self._now_ms())
             if self.idempotent and not self._ensure_producer_id():
                 continue
             with self._lock:
@@ -300,6 +293,10 @@ class Producer:
                 ready = [] if self._epoch_bump_needed else self._accumulator.ready(now)
                 by_leader: dict[int, tuple[str, list[ProducerBatch]]] = {}
                 for batch in ready:
+                    topic, index = batch.key
+                    if batch.attempts == 0 and topic in self._partition_counts:
+                        # KIP-480: keyless records stick to a partition until its batch goes
+                        self._partitioner.next_batch(topic, self._partition_counts[topic], index)
                     if self.idempotent and batch.base_sequence < 0:
                         self._sequence(batch)  # once: a requeue keeps its sequence
                     found = self.metadata.leader_address(*batch.key)

@@ -405,6 +405,21 @@ class Broker:
 
         self._disk.submit(logged)
 
+    async def _probe(self, address: str) -> bool:
+        """False only when ``address`` refuses the connection (nothing listens: the process is
+        dead). A timeout, a slow answer or any other error counts as "maybe alive"."""
+        host, _, port = address.rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 0.5)
+        except ConnectionRefusedError:
+            return False
+        except (OSError, TimeoutError, ValueError):
+            return True
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+        return True
+
     async def run(self) -> None:
         config = self.config
         self._loop = asyncio.get_running_loop()
@@ -429,6 +444,7 @@ class Broker:
                 heartbeat_interval_ms=config.heartbeat_interval_ms,
             ),
             self.clock_ms,
+            probe=self._probe,
         )
         self.fetchers = FetcherManager(
             self.replicas,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,6 +40,7 @@ from raftlog.raft.topic_config import ConfigError, validate_configs
 __all__ = ["ActiveController", "ControllerError", "Quorum"]
 
 log = logging.getLogger(__name__)
+PROBE_INTERVAL_MS = 300
 
 
 class Quorum(Protocol):
@@ -83,6 +84,7 @@ class ActiveController:
         clock_ms: Callable[[], int],
         *,
         submit_timeout_s: float = 5.0,
+        probe: Callable[[str], Coroutine[Any, Any, bool]] | None = None,
     ) -> None:
         self.node_id = node_id
         self.quorum = quorum
@@ -92,6 +94,8 @@ class ActiveController:
         self.submit_timeout_s = submit_timeout_s
         self.core: ControllerCore | None = None
         self.decisions_submitted = 0
+        self.probe = probe  # address → False only when the connection was refused
+        self._probed: dict[int, int] = {}
 
     # ---- leadership ----------------------------------------------------------------------------
 
@@ -143,9 +147,28 @@ class ActiveController:
         now = self.clock_ms()
         with self.store.read() as state:
             decisions = core.decisions(state, now)
+            overdue = core.overdue(state, now)
+            addresses = {b.broker_id: b.address for b in state.brokers.values()}
         for subject, command in decisions:
             self.decisions_submitted += 1
             asyncio.get_running_loop().create_task(self._decide(core, subject, command))
+        for broker_id, incarnation in overdue:
+            if now - self._probed.get(broker_id, -(10**9)) >= PROBE_INTERVAL_MS:
+                self._probed[broker_id] = now
+                asyncio.get_running_loop().create_task(
+                    self._probe(core, broker_id, incarnation, addresses[broker_id])
+                )
+
+    async def _probe(
+        self, core: ControllerCore, broker_id: int, incarnation: int, address: str
+    ) -> None:
+        """Is anything listening on the late broker's port? Refused means the process is gone."""
+        if self.probe is None:
+            return
+        if await self.probe(address):
+            return
+        log.info("broker %s at %s refuses connections: fencing it now", broker_id, address)
+        core.declare_dead(broker_id, incarnation)
 
     async def _decide(self, core: ControllerCore, subject: object, command: Command) -> None:
         try:

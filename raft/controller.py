@@ -8,7 +8,9 @@ a broker, unfence it, elect leaders — as metadata commands. Owned by the contr
 
 Rules:
 - A broker is fenced when no heartbeat of its registered incarnation arrived for
-  ``session_timeout_ms``. A newly active controller knows no heartbeats, so every broker gets one
+  ``session_timeout_ms`` — or earlier, when its heartbeat is late and the shell's probe found
+  nothing listening on its port (``declare_dead``: a crashed process, not a slow or cut-off
+  one). A newly active controller knows no heartbeats, so every broker gets one
   full session from the moment it took over before it can be fenced.
 - A fenced broker is unfenced when it heartbeats with its registered incarnation and has applied
   metadata up to its own registration (it knows its roles).
@@ -62,6 +64,7 @@ class ControllerCore:
         self.config = config
         self.active_since_ms = now_ms
         self._liveness: dict[int, _Liveness] = {}
+        self._dead: dict[int, int] = {}  # broker → an incarnation known to have crashed
         self._pending: dict[object, int] = {}  # decision subject → when it was issued
         self._last_rebalance_ms = now_ms
         self._scanned_version = -1
@@ -79,14 +82,38 @@ class ControllerCore:
         if broker is None or broker.incarnation != incarnation:
             return HeartbeatVerdict(known=False, fenced=True)
         self._liveness[broker_id] = _Liveness(incarnation, now_ms, metadata_version)
+        if self._dead.get(broker_id) == incarnation:
+            del self._dead[broker_id]  # a heartbeat proves the probe wrong: it lives
         return HeartbeatVerdict(known=True, fenced=broker.fenced)
 
     def is_alive(self, broker_id: int, incarnation: int, now_ms: int) -> bool:
+        if self._dead.get(broker_id) == incarnation:
+            return False
         seen = self._liveness.get(broker_id)
         if seen is None or seen.incarnation != incarnation:
             # never heard from it this term: alive until one session after we took over
             return now_ms - self.active_since_ms < self.config.session_timeout_ms
         return now_ms - seen.last_heartbeat_ms < self.config.session_timeout_ms
+
+    def overdue(self, state: MetadataState, now_ms: int) -> list[tuple[int, int]]:
+        """(broker, incarnation) of live brokers whose heartbeat is two intervals late: worth a
+        probe. A crashed process refuses connections at once; a partitioned one only times out
+        (and then only the session timeout may fence it)."""
+        late = 2 * self.config.heartbeat_interval_ms
+        out = []
+        for broker in state.brokers.values():
+            if broker.fenced or self._dead.get(broker.broker_id) == broker.incarnation:
+                continue
+            seen = self._liveness.get(broker.broker_id)
+            mine = seen is not None and seen.incarnation == broker.incarnation
+            if mine and seen is not None and now_ms - seen.last_heartbeat_ms > late:
+                out.append((broker.broker_id, broker.incarnation))
+        return out
+
+    def declare_dead(self, broker_id: int, incarnation: int) -> None:
+        """The shell saw the broker's port refuse connections: that incarnation is gone, fence it
+        now instead of waiting out the session (a new incarnation registers afresh)."""
+        self._dead[broker_id] = incarnation
 
     def last_heartbeat_ago_ms(self, broker_id: int, now_ms: int) -> int:
         seen = self._liveness.get(broker_id)

@@ -78,6 +78,8 @@ _HEADER = struct.Struct(">qiibIhiqqqhii")
 _PREFIX = struct.Struct(">qi")  # base_offset, batch_length
 _INT64 = struct.Struct(">q")
 _RECORD_HEAD = struct.Struct(">iiii")  # length, timestamp_delta, offset_delta, key_length
+_HEAD_NO_KEY = struct.Struct(">iiiii")  # ... key_length = -1, value_length
+_NO_HEADERS = b"\x00\x00\x00\x00"  # header_count = 0
 _INT32 = struct.Struct(">i")
 assert _HEADER.size == HEADER_BYTES
 
@@ -432,6 +434,25 @@ class BatchBuilder:
         ts_delta = timestamp_ms - self._first_ts
         if not -(2**31) <= ts_delta < 2**31:
             raise InvalidRecordError("record timestamps in one batch must lie within 24 days")
+        count = self._count
+        if not headers and value is not None:
+            # the common case in one or two struct packs, no per-record join (a producer's
+            # per-record cost is most of what limits small-record throughput)
+            value_len = len(value)
+            if key is None:
+                body_len = 20 + value_len
+                self._chunks.append(_HEAD_NO_KEY.pack(body_len, ts_delta, count, -1, value_len))
+            else:
+                body_len = 20 + len(key) + value_len
+                chunks = self._chunks
+                chunks.append(_RECORD_HEAD.pack(body_len, ts_delta, count, len(key)))
+                chunks.append(key)
+                chunks.append(_INT32.pack(value_len))
+            self._chunks.append(value)
+            self._chunks.append(_NO_HEADERS)
+            self._count = count + 1
+            self._size += body_len + 4
+            return count
         key_len = -1 if key is None else len(key)
         value_len = -1 if value is None else len(value)
         parts = [b""]  # placeholder for the record head

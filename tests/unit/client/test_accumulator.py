@@ -19,7 +19,7 @@ def acc(**kw: int) -> RecordAccumulator:
 
 
 def add(a: RecordAccumulator, value: bytes, now: int = 0, tp: tuple[str, int] = TP) -> bool:
-    result = a.append(tp, None, value, (), 1, object(), now)
+    result = a.append(tp, None, value, (), 1, now)
     return result is not None
 
 
@@ -104,7 +104,7 @@ def test_keyless_records_stick_to_a_partition_until_its_batch_closes() -> None:
 def test_several_in_flight_failing_out_of_order_are_requeued_in_creation_order() -> None:
     a = acc(linger_ms=0, in_flight_max=5)
     for i in range(3):
-        a.append(TP, None, b"v" * 600, (), 1, object(), i)  # 600 B: one batch each
+        a.append(TP, None, b"v" * 600, (), 1, i)  # 600 B: one batch each
     first, second, third = a.ready(now_ms=10)
     assert [b.order for b in (first, second, third)] == [1, 2, 3]
     a.requeue(third, retry_at_ms=0)

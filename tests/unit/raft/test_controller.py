@@ -119,3 +119,21 @@ def test_preferred_leaders_are_restored_periodically() -> None:
     decided = apply_all(state, controller, 150)
     assert decided == [ElectLeader((("t", 0),), preferred=True)]
     assert state.partitions[("t", 0)].leader == 1
+
+
+def test_a_late_broker_whose_port_refuses_is_fenced_before_the_session_ends() -> None:
+    state = registered(2)
+    for b in (1, 2):
+        state.apply(encode_command(UnfenceBroker(b, 10 + b)))
+    controller = ControllerCore(CONFIG, now_ms=0)  # heartbeat every 200 ms, session 1000 ms
+    for b in (1, 2):
+        controller.heartbeat(state, b, 10 + b, state.version, 10)
+    assert controller.overdue(state, 300) == []
+    controller.heartbeat(state, 2, 12, state.version, 400)
+    assert controller.overdue(state, 450) == [(1, 11)]  # 440 ms late: probe it
+    controller.declare_dead(1, 11)  # the probe found nothing listening
+    assert apply_all(state, controller, 460) == [FenceBroker(1, 11)]
+    # a wrong verdict heals itself: a heartbeat from that incarnation proves it alive
+    controller.declare_dead(2, 12)
+    controller.heartbeat(state, 2, 12, state.version, 470)
+    assert controller.is_alive(2, 12, 480)

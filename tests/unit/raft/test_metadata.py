@@ -330,6 +330,11 @@ class MetadataMachine(RuleBasedStateMachine):
     @invariant()
     def rules_hold(self) -> None:
         assert list(self.state.violations()) == []
+        recount: dict[int, int] = {}
+        for p in self.state.partitions.values():
+            recount[p.replicas[0]] = recount.get(p.replicas[0], 0) + 1
+        kept = {b: n for b, n in self.state.leader_counts().items() if n}
+        assert kept == recount  # the maintained counts match a recount
         for key, p in self.state.partitions.items():
             # epochs never decrease (also across delete + re-create)
             epochs = (p.leader_epoch, p.partition_epoch)

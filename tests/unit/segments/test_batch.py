@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from raftlog.segments import (
     HEADER_BYTES,
@@ -155,3 +157,30 @@ def test_builder_rules() -> None:
         builder.append(b"b", timestamp_ms=2**32)
     assert len(builder) == 1 and builder.size_bytes > HEADER_BYTES
     assert read_header(builder.build()).record_count == 1
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.binary(max_size=20)),
+            st.one_of(st.none(), st.binary(max_size=50)),
+            st.lists(
+                st.tuples(st.text(max_size=5), st.one_of(st.none(), st.binary(max_size=5))),
+                max_size=2,
+            ),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_the_fast_path_and_the_general_path_write_the_same_records(
+    records: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]],
+) -> None:
+    builder = BatchBuilder()
+    for i, (key, value, headers) in enumerate(records):
+        builder.append(value, key=key, timestamp_ms=1000 + i, headers=headers)
+    decoded = list(iter_records(builder.build()))
+    assert [(r.key, r.value, list(r.headers)) for r in decoded] == [
+        (k, v, [(hk, hv) for hk, hv in h]) for k, v, h in records
+    ]
+    assert [r.timestamp_ms for r in decoded] == [1000 + i for i in range(len(records))]
