@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PACKAGES := proto cluster raft segments client chaos
 
-.PHONY: install test test-all lint typecheck proto demo demo-storage bench-storage bench-quorum clean
+.PHONY: install test test-all lint typecheck proto demo demo-storage bench-storage bench-quorum bench-quorum-scale bench clean
 
 install: $(STAMP)
 
@@ -54,6 +54,22 @@ bench-storage: $(STAMP)
 ## Metadata quorum: failover time of 3 and 5 voters (kill -9 of the Raft leader).
 bench-quorum: $(STAMP)
 	$(PY) -m raftlog.raft.bench_failover
+
+## Metadata quorum at scale: 100k partitions in-process; 10k through 3 voters (commit rate,
+## catch-up, failover with the controller).
+bench-quorum-scale: $(STAMP)
+	$(PY) -m raftlog.raft.bench_scale
+
+## A long chaos run (root + ip netns): 5 brokers in network namespaces, partitions, kills and
+## pauses for 5 minutes, then heal, drain, check. The run folder is .raftlog-chaos/<ts>-seed<n>.
+.PHONY: chaos
+chaos: $(STAMP)
+	$(VENV)/bin/raftlog chaos run --nodes 5 --time-limit 300 --nemesis partition,kill,pause
+
+## The cluster: acks=all throughput (100 B, 1 KiB, 16 KiB), p99 at 10k records/s, consumer
+## throughput, failover after kill -9 of a leader, raw disk speed; bench-results/cluster.json.
+bench: $(STAMP)
+	$(PY) -m raftlog.client.bench_cluster
 
 clean:
 	rm -rf $(VENV) .typecheck .pytest_cache .mypy_cache .ruff_cache build *.egg-info

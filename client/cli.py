@@ -208,6 +208,39 @@ def _parser() -> argparse.ArgumentParser:
     sdemo.add_argument("--dir", help="keep the demo log here instead of a temporary directory")
     sdemo.add_argument("--seconds", type=float, default=1.5, help="how long the writer runs")
 
+    # load generators like Kafka's perf tools (raftlog.client.perf); `make bench` runs the suite
+    bench = commands.add_parser("bench", help="performance: produce, consume, end-to-end latency")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True)
+    bproduce = bench_commands.add_parser(
+        "produce", help="acks and throughput of a producer (like kafka-producer-perf-test)"
+    )
+    bproduce.add_argument("--num-records", type=int, default=1_000_000)
+    bproduce.add_argument("--record-size", type=int, default=100, help="bytes per value")
+    bproduce.add_argument(
+        "--throughput", type=float, default=-1, help="records/s cap for the run; -1 unlimited"
+    )
+    bproduce.add_argument("--acks", default="all", choices=["all", "1", "0"])
+    bproduce.add_argument("--batch-bytes", type=int, default=256 << 10)
+    bproduce.add_argument("--linger-ms", type=int, default=5)
+    bproduce.add_argument("--compression", default="none", help="none, gzip, snappy, lz4, zstd")
+    bproduce.add_argument("--producers", type=int, default=1, help="producer processes")
+    bproduce.add_argument("--duration", type=float, default=None, help="stop sending after s")
+    bconsume = bench_commands.add_parser(
+        "consume", help="a topic from the beginning (like kafka-consumer-perf-test)"
+    )
+    bconsume.add_argument("--num-records", type=int, default=None, help="default: all there is")
+    bconsume.add_argument("--timeout", type=float, default=10.0, help="idle seconds before exit")
+    be2e = bench_commands.add_parser("e2e", help="produce → consume latency at a fixed rate")
+    be2e.add_argument("--num-records", type=int, default=10_000)
+    be2e.add_argument("--throughput", type=float, default=1000, help="records/s")
+    be2e.add_argument("--record-size", type=int, default=100, help="bytes per value (>= 16)")
+    be2e.add_argument("--acks", default="all", choices=["all", "1", "0"])
+    be2e.add_argument("--linger-ms", type=int, default=0)
+    for sub in (bproduce, bconsume, be2e):
+        sub.add_argument("--topic", required=True)
+        sub.add_argument("--json", action="store_true", help="print the result as JSON")
+        _add_bootstrap(sub)
+
     # everything after `chaos` goes to raftlog.chaos.cli, which has its own --help (main() routes
     # it there before parsing); this entry only lists the command
     chaos = commands.add_parser(
@@ -545,6 +578,15 @@ def _cmd_storage(args: argparse.Namespace, console: Console) -> int:
     return tool.demo(console, directory=args.dir, run_s=args.seconds)
 
 
+def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    from .perf import run_command
+
+    try:
+        return run_command(args, _bootstrap(args), console)
+    except ValueError as exc:  # a spec out of bounds
+        raise CliError(str(exc), 2) from exc
+
+
 def _cmd_chaos(args: argparse.Namespace, console: Console) -> int:
     from raftlog.chaos.cli import main as chaos_main
 
@@ -562,6 +604,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "demo": _cmd_demo,
     "storage": _cmd_storage,
     "chaos": _cmd_chaos,
+    "bench": _cmd_bench,
 }
 
 
