@@ -15,7 +15,9 @@ Rules for a batch (producer_id, epoch, first_seq..last_seq), Kafka's:
 - a newer epoch resets the producer: its sequence must start at 0.
 - the same sequence range as one of the kept batches → a duplicate: answer that batch's offsets.
 - the sequence following the producer's last one (mod 2**31) → append.
-- an unknown producer id (new, or its state expired) → append, and start tracking it.
+- an unknown producer id (new, or its state expired) → append if the sequence is 0, and start
+  tracking it; any other sequence is out of order (an earlier batch may still be in flight;
+  a producer whose state really expired bumps its epoch and starts again at 0).
 - anything else → OUT_OF_ORDER_SEQUENCE_NUMBER (a gap: an earlier batch is missing).
 
 Snapshots (cbor2, written to LMDB by the replica manager) record the state as of a log offset;
@@ -95,6 +97,15 @@ class ProducerStateManager:
         """What to do with a batch, before appending it (the leader's check)."""
         entry = self._producers.get(producer_id)
         if entry is None:
+            if first_seq != 0:
+                # not the first batch of a producer we do not know: an earlier one is still on
+                # its way (gRPC may deliver concurrent requests out of order) — accepting this
+                # one first would store them out of order and refuse the earlier one for good
+                return Verdict(
+                    VerdictKind.OUT_OF_ORDER,
+                    message=f"producer {producer_id} is unknown here: its first batch must "
+                    f"start at sequence 0, not {first_seq}",
+                )
             return Verdict(VerdictKind.APPEND)
         if epoch < entry.epoch:
             return Verdict(

@@ -54,6 +54,14 @@ def test_only_the_last_five_batches_are_remembered() -> None:
     assert state.check(1, 0, 0, 0).kind is VerdictKind.OUT_OF_ORDER  # too old to dedupe
 
 
+def test_an_unknown_producer_must_start_at_sequence_zero() -> None:
+    # requests can arrive out of order: the second batch must not get in before the first
+    state = ProducerStateManager()
+    assert state.check(3, 0, 76, 124).kind is VerdictKind.OUT_OF_ORDER
+    appended(state, 3, 0, 0, 76, offset=0)
+    appended(state, 3, 0, 76, 49, offset=76)
+
+
 def test_sequences_wrap_at_2_31() -> None:
     state = ProducerStateManager()
     top = (1 << 31) - 1
