@@ -700,6 +700,7 @@ class _TickState:
     lease_term: int = -1
     lease_acks: dict[str, float] = field(default_factory=dict)
     next_journal_sync_at: float = 0.0
+    journal_synced: object = None  # (length, last index and term) at the last msync
     dir_sync_pending: bool = False
     destroy_requested: bool = False
     applied_index: int | None = None  # last index this node applied (or restored to)
@@ -1201,7 +1202,13 @@ class RaftQuorum:
             _fsync_dir(self._config.data_dir)
         if now >= tick.next_journal_sync_at:
             tick.next_journal_sync_at = now + self._config.journal_sync_period_s
-            node._SyncObj__raftLog.flush()
+            journal = node._SyncObj__raftLog
+            # msync only when the journal changed (an idle broker spent most of its Raft
+            # thread on msyncs of nothing); length and last entry catch appends and rewrites
+            fingerprint = (len(journal), journal[-1][1:] if len(journal) else None)
+            if fingerprint != tick.journal_synced:
+                journal.flush()
+                tick.journal_synced = fingerprint
         if now >= tick.next_keeper_at:
             tick.next_keeper_at = now + self._config.peer_ping_period_s
             self._keep_connections(now)
