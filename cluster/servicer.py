@@ -8,7 +8,7 @@ known, which clients retry).
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -85,6 +85,17 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
     async def Fetch(
         self, request: broker_pb2.FetchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_pb2.FetchResponse:
+        return await self._fetch(request)
+
+    async def ReplicaFetch(
+        self,
+        requests: AsyncIterator[broker_pb2.FetchRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[broker_pb2.FetchResponse]:
+        async for request in requests:
+            yield await self._fetch(request)
+
+    async def _fetch(self, request: broker_pb2.FetchRequest) -> broker_pb2.FetchResponse:
         specs = [
             FetchSpec(
                 p.topic,

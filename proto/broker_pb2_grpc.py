@@ -44,6 +44,11 @@ class BrokerStub:
                 request_serializer=raftlog_dot_proto_dot_broker__pb2.FetchRequest.SerializeToString,
                 response_deserializer=raftlog_dot_proto_dot_broker__pb2.FetchResponse.FromString,
                 _registered_method=True)
+        self.ReplicaFetch = channel.stream_stream(
+                '/raftlog.v1.Broker/ReplicaFetch',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.FetchRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.FetchResponse.FromString,
+                _registered_method=True)
         self.ListOffsets = channel.unary_unary(
                 '/raftlog.v1.Broker/ListOffsets',
                 request_serializer=raftlog_dot_proto_dot_broker__pb2.ListOffsetsRequest.SerializeToString,
@@ -112,6 +117,14 @@ class BrokerServicer:
 
     def Fetch(self, request, context):
         """Consumers (replica_id = -1) and follower replicas (replica_id = their broker id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplicaFetch(self, request_iterator, context):
+        """Followers: the same fetches, one stream per follower and leader for its whole life (one
+        request, then its answer, in turn) — no per-call setup on the replication path.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -197,6 +210,11 @@ def add_BrokerServicer_to_server(servicer, server):
             ),
             'Fetch': grpc.unary_unary_rpc_method_handler(
                     servicer.Fetch,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.FetchRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.FetchResponse.SerializeToString,
+            ),
+            'ReplicaFetch': grpc.stream_stream_rpc_method_handler(
+                    servicer.ReplicaFetch,
                     request_deserializer=raftlog_dot_proto_dot_broker__pb2.FetchRequest.FromString,
                     response_serializer=raftlog_dot_proto_dot_broker__pb2.FetchResponse.SerializeToString,
             ),
@@ -308,6 +326,33 @@ class Broker:
             request,
             target,
             '/raftlog.v1.Broker/Fetch',
+            raftlog_dot_proto_dot_broker__pb2.FetchRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.FetchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplicaFetch(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/raftlog.v1.Broker/ReplicaFetch',
             raftlog_dot_proto_dot_broker__pb2.FetchRequest.SerializeToString,
             raftlog_dot_proto_dot_broker__pb2.FetchResponse.FromString,
             options,

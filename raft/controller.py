@@ -105,8 +105,14 @@ class ControllerCore:
             if broker.fenced or self._dead.get(broker.broker_id) == broker.incarnation:
                 continue
             seen = self._liveness.get(broker.broker_id)
-            mine = seen is not None and seen.incarnation == broker.incarnation
-            if mine and seen is not None and now_ms - seen.last_heartbeat_ms > late:
+            if seen is not None and seen.incarnation == broker.incarnation:
+                overdue = now_ms - seen.last_heartbeat_ms > late
+            else:
+                # a new controller: the dead broker may be the old controller, never heard from
+                # this term — probe it after one interval rather than wait out a session of
+                # grace (a live one answers the probe and keeps its grace)
+                overdue = now_ms - self.active_since_ms > self.config.heartbeat_interval_ms
+            if overdue:
                 out.append((broker.broker_id, broker.incarnation))
         return out
 

@@ -137,3 +137,14 @@ def test_a_late_broker_whose_port_refuses_is_fenced_before_the_session_ends() ->
     controller.declare_dead(2, 12)
     controller.heartbeat(state, 2, 12, state.version, 470)
     assert controller.is_alive(2, 12, 480)
+
+
+def test_a_new_controller_probes_brokers_it_never_heard_from() -> None:
+    state = registered(2)
+    for b in (1, 2):
+        state.apply(encode_command(UnfenceBroker(b, 10 + b)))
+    controller = ControllerCore(CONFIG, now_ms=1000)  # took over; broker 1 was the old one
+    controller.heartbeat(state, 2, 12, state.version, 1300)
+    assert controller.overdue(state, 1450) == [(1, 11)]
+    controller.declare_dead(1, 11)
+    assert apply_all(state, controller, 1460) == [FenceBroker(1, 11)]
