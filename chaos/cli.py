@@ -29,6 +29,7 @@ from .history import HistoryFormatError, load_jsonl
 from .netns import NetnsError, NetnsUnavailableError
 from .runner import EXIT_ANOMALIES, EXIT_INCOMPLETE, EXIT_VALID, RunConfig, run
 from .scenario import NO_FAULTS, UNCLEAN_SCENARIO, parse_nemeses
+from .workload import PRODUCER_MODES
 
 __all__ = ["main"]
 
@@ -84,6 +85,22 @@ def _parser() -> argparse.ArgumentParser:
         help="topic with unclean.leader.election.enable=true and min.insync.replicas=1 "
         "(Kafka 0.8's settings: the checker should find lost writes)",
     )
+    run_cmd.add_argument(
+        "--producer",
+        choices=PRODUCER_MODES,
+        default="once",
+        help="once: one request per send, never retried (default); idempotent: retry each "
+        "send with a producer id and sequence until acknowledged (the broker must store it "
+        "once); retry: retry without a producer id (the checker should find duplicates)",
+    )
+    run_cmd.add_argument(
+        "--drop-produce-responses",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="brokers drop this share of Produce answers after appending (a testing hook: "
+        "the lost-answer case that retries must not turn into duplicates)",
+    )
     run_cmd.add_argument("--partitions", type=int, default=3)
     run_cmd.add_argument("--producers", type=int, default=4)
     run_cmd.add_argument("--consumers", type=int, default=2)
@@ -136,6 +153,8 @@ def main(argv: Sequence[str], console: Console | None = None) -> int:
             fault_interval_s=args.fault_interval,
             fault_duration_s=args.fault_duration,
             live=not args.no_live,
+            producer_mode=args.producer,
+            drop_produce_responses=args.drop_produce_responses,
         )
         return run(config, console).exit_code
     except (ValueError, NetnsUnavailableError) as exc:

@@ -76,7 +76,14 @@ from .scenario import (
     schedule_names,
     unclean_script,
 )
-from .workload import ConsumerWorker, ProducerWorker, Recorder, ValueSource
+from .workload import (
+    PRODUCER_MODES,
+    ConsumerWorker,
+    ProducerStats,
+    ProducerWorker,
+    Recorder,
+    ValueSource,
+)
 
 __all__ = [
     "EXIT_ANOMALIES",
@@ -128,6 +135,9 @@ class RunConfig:
     topic: str = "chaos"
     prefix: str = "rl"  # namespace / interface prefix (tests use their own)
     live: bool = True
+    producer_mode: str = "once"  # once | idempotent | retry (workload.py's module docstring)
+    delivery_timeout_ms: int = 10_000  # retrying modes: how long one op keeps retrying
+    drop_produce_responses: float = 0.0  # brokers drop this share of Produce answers (testing)
 
     def __post_init__(self) -> None:
         if self.nodes not in (3, 5):
@@ -138,6 +148,10 @@ class RunConfig:
             raise ValueError("--partitions and --producers must be in [1, 64]")
         if not 0 <= self.consumers <= 16:
             raise ValueError("--consumers must be in [0, 16]")
+        if self.producer_mode not in PRODUCER_MODES:
+            raise ValueError(f"--producer is one of {', '.join(PRODUCER_MODES)}")
+        if not 0.0 <= self.drop_produce_responses < 1.0:
+            raise ValueError("--drop-produce-responses must be in [0, 1)")
 
     @property
     def scenario(self) -> bool:
@@ -190,6 +204,10 @@ class RunConfig:
         ]
         if self.unsafe:
             args.append("--unsafe")
+        if self.producer_mode != "once":
+            args += ["--producer", self.producer_mode]
+        if self.drop_produce_responses:
+            args += ["--drop-produce-responses", f"{self.drop_produce_responses:g}"]
         return shlex.join(args)
 
     def to_json(self) -> dict[str, Any]:
@@ -212,6 +230,9 @@ class RunConfig:
             "replica_lag_ms_max": self.replica_lag_ms_max,
             "session_timeout_ms": self.session_timeout_ms,
             "request_timeout_ms": self.request_timeout_ms,
+            "producer_mode": self.producer_mode,
+            "delivery_timeout_ms": self.delivery_timeout_ms,
+            "drop_produce_responses": self.drop_produce_responses,
             "command": self.command_line(),
         }
 
@@ -389,6 +410,11 @@ class _Run:
                 heartbeat_interval_ms=config.heartbeat_interval_ms,
                 replica_lag_ms_max=config.replica_lag_ms_max,
                 prefix=config.prefix,
+                testing=(
+                    {"drop_produce_responses": config.drop_produce_responses}
+                    if config.drop_produce_responses
+                    else None
+                ),
             ) as cluster:
                 self.cluster = cluster
                 live: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
@@ -463,6 +489,8 @@ class _Run:
                 self.stop_producers,
                 random.Random(f"raftlog-chaos-producer-{config.seed}-{i}"),
                 request_timeout_ms=config.request_timeout_ms,
+                mode=config.producer_mode,
+                delivery_timeout_ms=config.delivery_timeout_ms,
             )
             for i in range(config.producers)
         ]
@@ -675,6 +703,19 @@ class _Run:
         self.console.print(render_report(result, results))
         return RunOutcome(exit_code, self.out, result, results, tuple(self.notes))
 
+    def _producer_figures(self) -> dict[str, Any]:
+        """The producers' retries (workload.ProducerStats), summed over the workers."""
+        total = ProducerStats()
+        for worker in self.producers:
+            total.add(worker.stats)
+        return {
+            "mode": self.config.producer_mode,
+            "attempts": total.attempts,
+            "retried_ops": total.retried_ops,
+            "dedupe_acks": total.dedupe_acks,
+            "producer_ids": total.producer_ids,
+        }
+
     def _results(
         self,
         ops: Sequence[Op],
@@ -705,7 +746,7 @@ class _Run:
             "started_at": self.started_wall.isoformat(timespec="seconds"),
             "wall_s": round((datetime.now(UTC) - self.started_wall).total_seconds(), 1),
             "config": self.config.to_json(),
-            "workload": run_figures(ops),
+            "workload": {**run_figures(ops), "producer": self._producer_figures()},
             "faults": {
                 "injected": len(self.faults.done),
                 "by_kind": dict(fault_counts(self.faults.done)),

@@ -30,8 +30,25 @@ any other code, any transport error    info     when in doubt, unknown
 (UNAVAILABLE, DEADLINE_EXCEEDED, ...)
 =====================================  =======  =========================================
 
-A send is never retried, so a value is written at most once by the harness: a value at two
-offsets is the broker's duplicate, not ours.
+In the default mode (``once``) a send is never retried, so a value is written at most once by
+the harness: a value at two offsets is the broker's duplicate, not ours.
+
+**Retrying modes** test what the first mode cannot: how the broker treats a *retry*.
+
+* ``idempotent`` — what the client's idempotent producer does (KIP-98): the worker takes a
+  producer id from InitProducerId, stamps every batch with (producer id, epoch, sequence) and
+  resends the *same* batch after any error until it is acknowledged or ``delivery_timeout_ms``
+  runs out. A retry of a batch that was already appended must come back as
+  DUPLICATE_SEQUENCE_NUMBER with its original offset (an ``ok`` at that offset), never be
+  stored twice — the checker's duplicate count is the test.
+* ``retry`` — the same retries without a producer id (Kafka before KIP-98). A batch appended
+  whose answer was lost is appended again: the checker should report duplicates, which proves
+  the check can fail.
+
+A retried op's outcome combines its attempts (:func:`combine_attempts`): ``ok`` when one was
+acknowledged, ``fail`` only when every attempt was refused before the append, else ``info``.
+After an ``info`` the idempotent worker takes a new producer id (its sequence state is unknown:
+the lost batch may or may not be in the log); after a ``fail`` the sequence is reused.
 
 Threads: each worker is one thread; the ``Recorder`` is shared and takes one lock per op.
 """
@@ -68,15 +85,19 @@ from .history import (
 
 __all__ = [
     "DEFINITE_FAIL_CODES",
+    "PRODUCER_MODES",
     "ConsumerWorker",
     "LiveCounters",
+    "ProducerStats",
     "ProducerWorker",
     "Recorder",
     "SendResult",
     "ValueSource",
     "classify_code",
+    "combine_attempts",
     "decode_value",
     "group_records",
+    "init_producer_id",
     "key_of",
     "records_value",
     "send_result_from_answer",
@@ -101,6 +122,11 @@ DEFINITE_FAIL_CODES: frozenset[str] = frozenset(
 
 NOT_SENT = "NOT_SENT"  # the error prefix of a send that never left the worker
 
+PRODUCER_MODES: tuple[str, ...] = ("once", "idempotent", "retry")
+DUPLICATE = "DUPLICATE_SEQUENCE_NUMBER"
+# Answers after which the idempotent worker stops retrying and starts over with a new producer id.
+_RESTART_CODES = ("OUT_OF_ORDER_SEQUENCE_NUMBER", "PRODUCER_FENCED", "UNKNOWN_PRODUCER_ID")
+
 
 def key_of(topic: str, partition: int) -> str:
     """The history key of a topic-partition (also the record key the producers write)."""
@@ -117,6 +143,7 @@ class SendResult:
     type: OpType
     offset: int | None = None
     error: str | None = None
+    duplicate: bool = False  # ok because the broker already had this batch (idempotent retry)
 
 
 def classify_code(name: str) -> OpType:
@@ -136,9 +163,13 @@ def _code_name(code: int) -> str:
 
 
 def send_result_from_answer(
-    answer: broker_pb2.ProduceResponse, topic: str, partition: int
+    answer: broker_pb2.ProduceResponse, topic: str, partition: int, *, idempotent: bool = False
 ) -> SendResult:
-    """The outcome of a one-partition Produce request from its response."""
+    """The outcome of a one-partition Produce request from its response.
+
+    ``idempotent``: the batch carried a producer id, so DUPLICATE_SEQUENCE_NUMBER means "already
+    stored at ``base_offset``" — an acknowledgement of the original (the client treats it so).
+    """
     if answer.error.code:
         name = _code_name(answer.error.code)
         return SendResult(classify_code(name), error=f"{name}: {answer.error.message}")
@@ -146,13 +177,38 @@ def send_result_from_answer(
         if result.topic == topic and result.partition == partition:
             name = _code_name(result.error.code)
             outcome = classify_code(name)
+            if idempotent and name == DUPLICATE:
+                outcome = OpType.OK
             if outcome is OpType.OK:
                 if result.base_offset < 0:  # acknowledged without an offset: cannot place it
                     return SendResult(OpType.INFO, error="ok without an offset")
-                return SendResult(OpType.OK, offset=int(result.base_offset))
+                return SendResult(
+                    OpType.OK, offset=int(result.base_offset), duplicate=name == DUPLICATE
+                )
             message = f"{name}: {result.error.message}" if result.error.message else name
             return SendResult(outcome, error=message)
     return SendResult(OpType.INFO, error="the response did not name the partition")
+
+
+def combine_attempts(attempts: Sequence[SendResult]) -> SendResult:
+    """One op's outcome from the attempts of a retried send (module docstring).
+
+    ``ok`` if any attempt was acknowledged; ``fail`` only if every attempt was refused before
+    the append (then nothing of it can be in the log); otherwise ``info`` — some attempt may
+    have been appended.
+    """
+    if not attempts:
+        raise ValueError("an op has at least one attempt")
+    for attempt in attempts:
+        if attempt.type is OpType.OK:
+            return attempt
+    last = attempts[-1]
+    if all(a.type is OpType.FAIL for a in attempts):
+        return last
+    if last.type is OpType.INFO:
+        return last
+    maybe = next(a for a in reversed(attempts) if a.type is OpType.INFO)
+    return SendResult(OpType.INFO, error=f"{maybe.error} (then {last.error})")
 
 
 def rpc_error_result(exc: grpc.RpcError) -> SendResult:
@@ -362,8 +418,12 @@ def send_once(
     value: int,
     *,
     timeout_ms: int,
+    sequence: tuple[int, int, int] | None = None,
 ) -> SendResult:
-    """One Produce request (acks=all, one record) to the partition's leader; never retried."""
+    """One Produce request (acks=all, one record) to the partition's leader; never retried.
+
+    ``sequence``: (producer id, epoch, base sequence) stamped on the batch (idempotent mode).
+    """
     found = metadata.leader_address(topic, partition)
     if found is None:
         with contextlib.suppress(RaftlogError):
@@ -373,7 +433,15 @@ def send_once(
         return SendResult(OpType.FAIL, error=f"{NOT_SENT}: no leader known")
     _, address = found
     key = key_of(topic, partition).encode()
-    batch = build_batch([str(value).encode()], keys=[key], timestamp_ms=int(time.time() * 1000))
+    producer_id, producer_epoch, base_sequence = sequence if sequence is not None else (-1, -1, -1)
+    batch = build_batch(
+        [str(value).encode()],
+        keys=[key],
+        timestamp_ms=int(time.time() * 1000),
+        producer_id=producer_id,
+        producer_epoch=producer_epoch,
+        base_sequence=base_sequence,
+    )
     request = broker_pb2.ProduceRequest(
         acks=-1,
         timeout_ms=timeout_ms,
@@ -385,7 +453,36 @@ def send_once(
         return rpc_error_result(exc)
     except Exception as exc:  # anything after the request may have left: unknown
         return SendResult(OpType.INFO, error=f"CLIENT: {type(exc).__name__}: {exc}")
-    return send_result_from_answer(answer, topic, partition)
+    return send_result_from_answer(answer, topic, partition, idempotent=sequence is not None)
+
+
+def init_producer_id(metadata: ClusterMetadata, timeout_ms: int) -> tuple[int, int] | None:
+    """A fresh (producer id, epoch) from any broker that answers, or None for now."""
+    request = broker_pb2.InitProducerIdRequest(producer_id=-1, producer_epoch=-1)
+    for address in metadata.candidates():
+        try:
+            answer = metadata.stub(address).InitProducerId(request, timeout=timeout_ms / 1000)
+        except grpc.RpcError:
+            continue
+        if answer.error.code == 0 and answer.producer_id >= 0:
+            return int(answer.producer_id), int(answer.producer_epoch)
+    return None
+
+
+@dataclass(slots=True)
+class ProducerStats:
+    """What a worker's retries did, for ``results.json`` (``workload.producer``)."""
+
+    attempts: int = 0  # Produce requests sent or tried
+    retried_ops: int = 0  # ops that needed more than one attempt
+    dedupe_acks: int = 0  # DUPLICATE_SEQUENCE_NUMBER answers taken as the original's ack
+    producer_ids: int = 0  # producer ids taken (one at start, one after each unknown outcome)
+
+    def add(self, other: ProducerStats) -> None:
+        self.attempts += other.attempts
+        self.retried_ops += other.retried_ops
+        self.dedupe_acks += other.dedupe_acks
+        self.producer_ids += other.producer_ids
 
 
 class ProducerWorker(threading.Thread):
@@ -404,8 +501,19 @@ class ProducerWorker(threading.Thread):
         rng: random.Random,
         *,
         request_timeout_ms: int = 2000,
+        mode: str = "once",
+        delivery_timeout_ms: int = 10_000,
+        retry_backoff_ms: int = 100,
     ) -> None:
+        if mode not in PRODUCER_MODES:
+            raise ValueError(f"producer mode is one of {', '.join(PRODUCER_MODES)}, not {mode!r}")
         super().__init__(name=f"chaos-producer-{process}", daemon=True)
+        self.mode = mode
+        self.delivery_timeout_ms = delivery_timeout_ms
+        self.retry_backoff_ms = retry_backoff_ms
+        self.stats = ProducerStats()
+        self._producer: tuple[int, int] | None = None  # idempotent: (producer id, epoch)
+        self._next_sequence: dict[int, int] = {}  # idempotent: partition -> next sequence
         self.process = process
         self.recorder = recorder
         self.bootstrap = bootstrap
@@ -435,13 +543,19 @@ class ProducerWorker(threading.Thread):
                 return
             # keep the pace, but never burst to catch up more than one second of lost time
             next_at = max(next_at + self.interval_s, time.monotonic() - 1.0)
+            if self.mode == "idempotent" and not self._ensure_producer(metadata):
+                continue
             partition = self.rng.randrange(self.partitions)
             key = key_of(self.topic, partition)
             value = self.values.take()
             op = self.recorder.invoke(self.process, OpF.SEND, send_value(key, value))
-            result = send_once(
-                metadata, self.topic, partition, value, timeout_ms=self.request_timeout_ms
-            )
+            if self.mode == "once":
+                self.stats.attempts += 1
+                result = send_once(
+                    metadata, self.topic, partition, value, timeout_ms=self.request_timeout_ms
+                )
+            else:
+                result = self._deliver(metadata, partition, value)
             offset = result.offset if result.type is OpType.OK else None
             self.recorder.complete(
                 op, result.type, send_value(key, value, offset), error=result.error
@@ -451,6 +565,60 @@ class ProducerWorker(threading.Thread):
                     metadata.refresh([self.topic], force=False)
                 if result.error is not None and result.error.startswith(NOT_SENT):
                     self.stop_event.wait(0.1)  # no leader: do not spin
+
+    def _ensure_producer(self, metadata: ClusterMetadata) -> bool:
+        """Idempotent mode: hold a producer id before an op starts (False: none yet)."""
+        if self._producer is not None:
+            return True
+        self._producer = init_producer_id(metadata, self.request_timeout_ms)
+        if self._producer is None:
+            self.stop_event.wait(0.2)  # no controller answers yet (a fault): do not spin
+            return False
+        self.stats.producer_ids += 1
+        self._next_sequence.clear()
+        return True
+
+    def _deliver(self, metadata: ClusterMetadata, partition: int, value: int) -> SendResult:
+        """The retrying modes: the same batch again until acknowledged, refused for good, or
+        ``delivery_timeout_ms`` (or the end of the workload) runs out."""
+        sequence = None
+        if self.mode == "idempotent":
+            assert self._producer is not None
+            producer_id, epoch = self._producer
+            sequence = (producer_id, epoch, self._next_sequence.get(partition, 0))
+        deadline = time.monotonic() + self.delivery_timeout_ms / 1000
+        attempts: list[SendResult] = []
+        while True:
+            self.stats.attempts += 1
+            attempt = send_once(
+                metadata,
+                self.topic,
+                partition,
+                value,
+                timeout_ms=self.request_timeout_ms,
+                sequence=sequence,
+            )
+            attempts.append(attempt)
+            error = attempt.error or ""
+            if attempt.type is OpType.OK or error.startswith(_RESTART_CODES):
+                break
+            if time.monotonic() + self.retry_backoff_ms / 1000 >= deadline:
+                break
+            with contextlib.suppress(RaftlogError):
+                metadata.refresh([self.topic], force=False)
+            if self.stop_event.wait(self.retry_backoff_ms / 1000):
+                break
+        if len(attempts) > 1:
+            self.stats.retried_ops += 1
+        result = combine_attempts(attempts)
+        if result.duplicate:
+            self.stats.dedupe_acks += 1
+        if sequence is not None:
+            if result.type is OpType.OK:
+                self._next_sequence[partition] = sequence[2] + 1
+            elif result.type is OpType.INFO or (result.error or "").startswith(_RESTART_CODES):
+                self._producer = None  # the sequence state is unknown: start over
+        return result
 
 
 # ---- the consumer --------------------------------------------------------------------------

@@ -1,12 +1,16 @@
 """Whole chaos runs against real brokers in network namespaces (needs root and ``ip netns``).
 
-Three runs, about two and a half minutes together on 2 cores:
+Five runs, about three and a half minutes together on 2 cores:
 
 1. a short seeded run — 3 nodes, partitions and kills — must come out valid and complete;
 2. the proof that the harness can fail: the scripted unclean-leader scenario against a topic with
    Kafka 0.8's settings (``unclean.leader.election.enable=true``, ``min.insync.replicas=1``)
    must report acknowledged writes lost;
-3. the same script against safe settings (unclean off, min ISR 2) must report none.
+3. the same script against safe settings (unclean off, min ISR 2) must report none;
+4. idempotence: brokers drop 30% of Produce answers after appending, under partitions and
+   kills; producers retry with a producer id and sequence — the checker must find no duplicate
+   although many retries were answered DUPLICATE_SEQUENCE_NUMBER;
+5. the same lost answers retried without a producer id must be reported as duplicates.
 
 On failure each test prints the run folder and seed; ``raftlog chaos check <folder>`` re-checks
 the history, and the replay command is in ``results.json``.
@@ -15,6 +19,7 @@ the history, and the replay command is in ``results.json``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -115,3 +120,53 @@ def test_an_unclean_election_loses_acknowledged_writes_and_safe_settings_do_not(
     assert results["acked_not_in_final_log"]["count"] == 0
     # min.insync.replicas=2 refused the writes the leader would have taken alone
     assert results["workload"]["send_errors"].get("NOT_ENOUGH_REPLICAS", 0) > 0
+
+
+def retrying(tmp_path: Path, mode: str, **overrides: Any) -> RunConfig:
+    settings: dict[str, Any] = {
+        "nodes": 3,
+        "nemeses": ("none",),
+        "time_limit_s": 12,
+        "rate_per_s": 40,
+        "seed": 11,
+        "out_dir": tmp_path / mode,
+        "quiet_s": 3.0,
+        "prefix": PREFIX,
+        "live": False,
+        "producer_mode": mode,
+        "drop_produce_responses": 0.3,
+    }
+    settings.update(overrides)
+    return RunConfig(**settings)
+
+
+def test_idempotent_retries_of_lost_answers_store_each_value_once_under_faults(
+    tmp_path: Path,
+) -> None:
+    outcome = run_and_explain(
+        retrying(
+            tmp_path,
+            "idempotent",
+            nemeses=("partition", "kill"),
+            time_limit_s=30,
+            fault_interval_s=(3.0, 5.0),
+            fault_duration_s=(4.0, 8.0),
+        )
+    )
+    results = outcome.results
+    assert outcome.exit_code == EXIT_VALID, (results["bad"], results["notes"])
+    assert outcome.result is not None and outcome.result[Kind.DUPLICATE].count == 0
+    assert results["faults"]["injected"] >= 2, results["faults"]
+    producer = results["workload"]["producer"]
+    assert producer["mode"] == "idempotent"
+    # the lost answers were retried, and the broker answered the retries from its state
+    assert producer["retried_ops"] > 50 and producer["dedupe_acks"] > 50, producer
+    assert results["acked_not_in_final_log"]["count"] == 0
+
+
+def test_retries_without_a_producer_id_are_reported_as_duplicates(tmp_path: Path) -> None:
+    outcome = run_and_explain(retrying(tmp_path, "retry"))
+    results = outcome.results
+    assert outcome.exit_code == EXIT_ANOMALIES and outcome.result is not None
+    assert outcome.result[Kind.DUPLICATE].count > 0, results["bad"]
+    assert results["workload"]["producer"]["dedupe_acks"] == 0

@@ -63,10 +63,12 @@ from raftlog.chaos.scenario import (
 )
 from raftlog.chaos.workload import (
     DEFINITE_FAIL_CODES,
+    ProducerWorker,
     Recorder,
     SendResult,
     ValueSource,
     classify_code,
+    combine_attempts,
     decode_value,
     group_records,
     records_value,
@@ -146,6 +148,74 @@ def test_odd_answers_are_unknown_never_ok() -> None:
         error=common_pb2.Error(code=ERRORS_BY_NAME["NOT_ENOUGH_REPLICAS"].code)
     )
     assert send_result_from_answer(whole, "t", 1).type is OpType.FAIL
+
+
+def duplicate_answer(original_offset: int) -> broker_pb2.ProduceResponse:
+    """What the broker answers a retry of a batch it already stored (replica_manager)."""
+    return broker_pb2.ProduceResponse(
+        partitions=[
+            broker_pb2.PartitionProduceResult(
+                topic="t",
+                partition=1,
+                error=common_pb2.Error(
+                    code=ERRORS_BY_NAME["DUPLICATE_SEQUENCE_NUMBER"].code, message="a retry"
+                ),
+                base_offset=original_offset,
+            )
+        ]
+    )
+
+
+def test_a_duplicate_answer_acknowledges_the_original_only_for_a_sequenced_batch() -> None:
+    sequenced = send_result_from_answer(duplicate_answer(41), "t", 1, idempotent=True)
+    assert sequenced == SendResult(OpType.OK, offset=41, duplicate=True)
+    # without a producer id the broker cannot have said it: unknown, never ok
+    assert send_result_from_answer(duplicate_answer(41), "t", 1).type is OpType.INFO
+    # a duplicate without an offset cannot be placed
+    assert (
+        send_result_from_answer(duplicate_answer(-1), "t", 1, idempotent=True).type is OpType.INFO
+    )
+
+
+OK5 = SendResult(OpType.OK, offset=5)
+FAIL = SendResult(OpType.FAIL, error="NOT_ENOUGH_REPLICAS: isr 1 < 2")
+INFO = SendResult(OpType.INFO, error="NETWORK: UNAVAILABLE")
+
+
+def test_a_retried_op_is_ok_when_any_attempt_was_acknowledged() -> None:
+    assert combine_attempts([INFO, FAIL, OK5]) == OK5
+    assert combine_attempts([OK5]) == OK5
+
+
+def test_a_retried_op_fails_only_when_every_attempt_was_refused_before_the_append() -> None:
+    assert combine_attempts([FAIL, FAIL]) == FAIL
+    # one attempt may have been appended: whatever came after, the op is unknown
+    later_refused = combine_attempts([INFO, FAIL])
+    assert later_refused.type is OpType.INFO
+    assert later_refused.error == f"{INFO.error} (then {FAIL.error})"
+    assert combine_attempts([FAIL, INFO]) == INFO
+    with pytest.raises(ValueError):
+        combine_attempts([])
+
+
+def test_an_unknown_producer_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="producer mode"):
+        ProducerWorker(
+            0,
+            Recorder(time.monotonic),
+            "127.0.0.1:1",
+            "t",
+            3,
+            ValueSource(),
+            10.0,
+            threading.Event(),
+            random.Random(0),
+            mode="twice",
+        )
+    with pytest.raises(ValueError, match="--producer"):
+        RunConfig(producer_mode="twice")
+    with pytest.raises(ValueError, match="--drop-produce-responses"):
+        RunConfig(drop_produce_responses=1.0)
 
 
 class FakeRpcError(grpc.RpcError, grpc.Call):  # type: ignore[misc]
@@ -630,6 +700,10 @@ def test_the_replay_command_parses_back_to_the_same_run() -> None:
     )
     assert args.unsafe and args.partitions == 4
     assert args.fault_interval == (2, 3) and args.fault_duration == (4, 5.5)
+    assert args.producer == "once" and args.drop_produce_responses == 0.0
+    retrying = RunConfig(producer_mode="idempotent", drop_produce_responses=0.25)
+    args = chaos_parser().parse_args(shlex.split(retrying.command_line())[2:])
+    assert args.producer == "idempotent" and args.drop_produce_responses == 0.25
 
 
 def test_chaos_check_re_checks_a_run_folder(tmp_path: Path) -> None:
