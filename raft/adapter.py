@@ -86,6 +86,18 @@ I = tests/integration/raft/test_quorum.py).
 13. **The Raft thread stops when the thread that created the SyncObj exits** -> it is rebound
     to the main thread, so a quorum may be created from a short-lived thread.
     [I: test_quorum_created_in_a_short_lived_thread_keeps_running]
+14. **No pre-vote** (a follower stands for election whenever its timer fires and it is
+    connected to anyone; a TCP link to an unreachable peer stays "connected" until
+    ``connection_timeout_s``): a node cut off from the majority raised its term every election
+    timeout, and on healing its higher term deposed a healthy leader (a needless controller
+    failover after every partition) -> a pre-vote (Raft thesis 9.6) in our own message types:
+    when the timer fires, the node first asks its peers "would you vote for me in term T+1?";
+    a peer says yes only if its log is not ahead, T+1 is above its term, it is not the leader
+    and it has had no ``append_entries`` for ``election_timeout_min_s``. Only with yeses from a
+    majority (itself included) within ``prevote_round_s`` does pysyncobj's election go ahead;
+    nobody's term changes before that. Cost: one round trip more per election (measured by
+    bench_failover). Withheld rounds are counted (``prevotes_lost``).
+    [I: test_a_node_cut_off_from_the_majority_does_not_raise_its_term]
 
 Files in ``data_dir`` (one node each; ``raft.lock`` is flock-ed while a quorum owns the
 directory, so a second process on the same directory fails with :class:`QuorumStorageError`):
@@ -183,6 +195,8 @@ _SNAPSHOT_MAGIC: Final = b"RLQSNAP1"
 # {"type": "raftlog_pong", "echo": <sent>, "term": <responder's current term>}.
 _PING_TYPE: Final = "raftlog_ping"
 _PONG_TYPE: Final = "raftlog_pong"
+_PREVOTE_TYPE: Final = "raftlog_prevote"  # hazard 14; pysyncobj ignores unknown types
+_PREVOTE_REPLY_TYPE: Final = "raftlog_prevote_reply"
 _BIND_RETRY_S: Final = 0.1
 _DRAIN_PER_TICK_MAX: Final = 10_000
 _UTILITY_COMMANDS: Final = ("status", "add", "remove", "set_version", "transfer")
@@ -294,6 +308,7 @@ class QuorumConfig:
     connect_timeout_s: float = 1.0  # TCP connect + handshake must finish within this
     connection_retry_s: float = 0.25  # min gap between connection attempts to one peer
     peer_ping_period_s: float = 0.5  # keep-warm ping on every connected peer link
+    prevote_round_s: float = 0.05  # a pre-vote round waits this long for answers (hazard 14)
     leader_fallback_timeout_s: float = 1.0  # leader without majority answers steps down
     leader_lease_s: float | None = None  # is_leader() window; None -> election_timeout_min_s
     journal_sync_period_s: float = 0.05  # msync of the journal (durability window, hazard 7)
@@ -327,6 +342,7 @@ class QuorumConfig:
             "connect_timeout_s",
             "connection_retry_s",
             "peer_ping_period_s",
+            "prevote_round_s",
             "leader_fallback_timeout_s",
             "journal_sync_period_s",
             "log_compaction_min_time_s",
@@ -346,6 +362,8 @@ class QuorumConfig:
             raise ValueError("connection_timeout_s must be >= election_timeout_max_s")
         if self.connection_timeout_s <= 2 * self.peer_ping_period_s:
             raise ValueError("connection_timeout_s must be > 2 x peer_ping_period_s")
+        if self.prevote_round_s >= self.election_timeout_min_s:
+            raise ValueError("prevote_round_s must be < election_timeout_min_s")
         if self.leader_fallback_timeout_s <= self.append_entries_period_s:
             raise ValueError("leader_fallback_timeout_s must be > append_entries_period_s")
         if self.lease_s <= self.append_entries_period_s:
@@ -410,6 +428,7 @@ class QuorumStatus:
     submit_timeouts: int
     late_results: int  # results that arrived after their submit had timed out
     tick_errors: int  # exceptions pysyncobj caught in its tick loop
+    prevotes_lost: int  # pre-vote rounds that found no majority: elections not held
     fatal_error: str | None
 
 
@@ -634,6 +653,12 @@ class _RaftNode(SyncObj):  # type: ignore[misc]
     def raftlog_submit(self, command: bytes, callback: Callable[[Any, int], None]) -> None:
         self._raftlog_apply(command, callback=callback)
 
+    def _SyncObj__connectedToAnyone(self) -> bool:
+        # Overrides SyncObj.__connectedToAnyone (its mangled name). pysyncobj calls it only
+        # where a follower's or candidate's election timer has fired, to decide whether to
+        # stand: hazard 14 puts the pre-vote there.
+        return bool(self._raftlog_quorum._prevote_won())
+
     def _checkCommandsToApply(self) -> None:
         # Only a leader appends. pysyncobj would forward a follower's commands to the leader,
         # a path whose callbacks were seen never to fire; fail them here instead.
@@ -687,6 +712,7 @@ class _Counters:
     submit_timeouts: int = 0
     late_results: int = 0
     tick_errors: int = 0
+    prevotes_lost: int = 0
 
 
 @dataclass(slots=True)
@@ -705,6 +731,12 @@ class _TickState:
     destroy_requested: bool = False
     applied_index: int | None = None  # last index this node applied (or restored to)
     log_watch_registered: bool = False
+    # Hazard 14 (pre-vote). As a voter: when a leader's append_entries last arrived. As a
+    # would-be candidate: the round in progress (term asked for, when, who said yes).
+    leader_heard_at: float = -math.inf
+    prevote_term: int = -1
+    prevote_started_at: float = -math.inf
+    prevote_grants: set[str] = field(default_factory=set)
 
 
 class RaftQuorum:
@@ -952,6 +984,7 @@ class RaftQuorum:
             submit_timeouts=counters.submit_timeouts,
             late_results=counters.late_results,
             tick_errors=counters.tick_errors,
+            prevotes_lost=counters.prevotes_lost,
             fatal_error=self._fatal,
         )
 
@@ -1251,10 +1284,83 @@ class RaftQuorum:
             if node.isNodeConnected(peer):
                 transport.send(peer, ping)
 
+    # ---- pre-vote (hazard 14), all on the Raft thread ----------------------------------------
+
+    def _prevote_won(self) -> bool:
+        """The election timer fired: may pysyncobj stand for election now?
+
+        True once a majority (self included) answered yes to this round's pre-vote; else it
+        starts a round (when none is running for the next term, or the last one timed out) and
+        says no — pysyncobj asks again every tick while its timer stays expired.
+        """
+        node, tick = self._node, self._tick
+        others = node._SyncObj__otherNodes
+        if not others:
+            return True
+        if not node._SyncObj__connectedNodes:
+            return False  # pysyncobj's own rule: nobody to ask
+        now = _pso_monotonic()
+        term = int(node.raftCurrentTerm) + 1
+        running = tick.prevote_term == term and now - tick.prevote_started_at < (
+            self._config.prevote_round_s
+        )
+        if running and 1 + len(tick.prevote_grants) > (len(others) + 1) / 2:
+            tick.prevote_term = -1  # spent: the next election needs a round of its own
+            return True
+        if running:
+            return False
+        if tick.prevote_term == term:
+            self._counters.prevotes_lost += 1  # the round timed out without a majority
+        tick.prevote_term, tick.prevote_started_at = term, now
+        tick.prevote_grants = set()
+        last_index, last_term = node._SyncObj__raftLog[-1][1:3]
+        request = {
+            "type": _PREVOTE_TYPE,
+            "term": term,
+            "last_log_index": int(last_index),
+            "last_log_term": int(last_term),
+        }
+        transport = node._SyncObj__transport
+        for peer in others:
+            if node.isNodeConnected(peer):
+                transport.send(peer, request)
+        return False
+
+    def _answer_prevote(self, peer: Any, request: dict[str, Any]) -> None:
+        node, tick = self._node, self._tick
+        term, index, log_term = (
+            request.get("term"),
+            request.get("last_log_index"),
+            request.get("last_log_term"),
+        )
+        if not all(isinstance(v, int) for v in (term, index, log_term)):
+            return
+        last_index, last_term = node._SyncObj__raftLog[-1][1:3]
+        granted = (
+            term > node.raftCurrentTerm
+            and not node._isLeader()
+            and _pso_monotonic() - tick.leader_heard_at >= self._config.election_timeout_min_s
+            and (log_term, index) >= (last_term, last_index)
+        )
+        reply = {"type": _PREVOTE_REPLY_TYPE, "term": term, "granted": granted}
+        node._SyncObj__transport.send(peer, reply)
+
+    def _record_prevote_reply(self, peer: Any, reply: dict[str, Any]) -> None:
+        tick = self._tick
+        if reply.get("granted") is True and reply.get("term") == tick.prevote_term:
+            tick.prevote_grants.add(str(peer.id))
+
     def _on_message(self, peer: Any, message: Any) -> None:
         """Every message from a voter passes here first (Raft thread)."""
         kind = message.get("type") if isinstance(message, dict) else None
-        if kind == _PING_TYPE:
+        if kind == "append_entries" and message.get("term", -1) >= self._node.raftCurrentTerm:
+            self._tick.leader_heard_at = _pso_monotonic()
+            self._pysyncobj_on_message(peer, message)
+        elif kind == _PREVOTE_TYPE:
+            self._answer_prevote(peer, message)
+        elif kind == _PREVOTE_REPLY_TYPE:
+            self._record_prevote_reply(peer, message)
+        elif kind == _PING_TYPE:
             pong = {
                 "type": _PONG_TYPE,
                 "echo": message.get("sent"),

@@ -724,3 +724,34 @@ def test_partitioned_leader_steps_down(make_cluster: Callable[..., Cluster]) -> 
     assert new.submit("healed")["ok"] == [1, "healed"]
     cluster.wait_states(["healed"], cluster.nodes)
     assert_clean(cluster)
+
+
+def test_a_node_cut_off_from_the_majority_does_not_raise_its_term(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """Hazard 14 (no pre-vote in pysyncobj): with both peers stopped, a follower's links stay
+    "connected", so pysyncobj alone would stand for election every timeout (term +1 each
+    0.15-0.3 s) and depose the leader with that term on healing."""
+    cluster = make_cluster(3)
+    leader = cluster.leader(timeout_s=10.0)
+    assert leader.submit("before")["ok"] == [1, "before"]
+    lone = cluster.alive(exclude=(leader,))[0]
+    others = cluster.alive(exclude=(lone,))
+    before = lone.status()
+    for node in others:
+        node.signal(signal.SIGSTOP)
+    try:
+        time.sleep(2.0)  # ~7-13 election timeouts
+        during = lone.status()
+    finally:
+        for node in others:
+            node.signal(signal.SIGCONT)
+    assert during["term"] == before["term"], (before, during)
+    assert during["prevotes_lost"] > before["prevotes_lost"]
+    assert during["role"] == "follower"
+    # healed: the cluster goes on (the stopped leader may step down by its own fallback
+    # timeout, so a new election is allowed here; the lone node's term never led it)
+    new = cluster.leader(timeout_s=5.0)
+    assert new.submit("after")["ok"] == [2, "after"]
+    cluster.wait_states(["before", "after"], cluster.nodes)
+    assert_clean(cluster)
