@@ -691,14 +691,20 @@ class ReplicaManager:
             return base
         log_ = partition.log
         now = self.clock_ms()
+        diverging = self._diverging(partition, spec)
         if replica_id != CONSUMER and record_progress:
-            if partition.leader.on_follower_fetch(
+            # A fetch offset counts as the follower's log end only when its log agrees with
+            # ours up to there (KIP-320 / Kafka's fetchRecords). A follower that replicated a
+            # deposed leader's uncommitted tail fetches from past that tail; counting it would
+            # let the HW (and the ISR) take records the follower does not have, and a later
+            # election of that follower would cut acknowledged records.
+            agrees = diverging is None and spec.fetch_offset <= log_.log_end_offset
+            if agrees and partition.leader.on_follower_fetch(
                 replica_id, spec.fetch_offset, log_.log_end_offset, now
             ):
                 self._wake(partition.key)
             self._maybe_propose(partition, now)
         hw = partition.high_watermark
-        diverging = self._diverging(partition, spec)
         common: dict[str, Any] = dict(
             high_watermark=hw,
             log_start_offset=log_.log_start_offset,

@@ -174,10 +174,16 @@ class LeaderReplication:
     def on_follower_fetch(
         self, replica_id: int, fetch_offset: int, log_end_offset: int, now_ms: int
     ) -> bool:
-        """A follower fetched from ``fetch_offset``; True when the HW moved."""
+        """A follower fetched from ``fetch_offset``; True when the HW moved.
+
+        The caller checked that the follower's log agrees with ours below ``fetch_offset``
+        (no diverging epoch); an offset past our log end cannot be agreement and is ignored.
+        """
         progress = self.followers.get(replica_id)
         if progress is None:
             return False  # not a replica of this partition (the caller answers with an error)
+        if fetch_offset > log_end_offset:
+            return False  # the follower has records we do not: diverged, not progress
         if fetch_offset >= log_end_offset:
             progress.last_caught_up_ms = now_ms
         elif (

@@ -1,0 +1,118 @@
+"""The leader's read path in process (real logs and LMDB, no sockets): what a follower's fetch
+may count as progress.
+
+Found by a 30-minute chaos run (seed 2612): a follower that had replicated a deposed leader's
+uncommitted tail fetched from past it; the new leader counted that offset as the follower's log
+end, so the HW took records the follower did not have, the follower was let back into the ISR,
+a preferred-leader election made it leader, and acknowledged records were truncated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from raftlog.cluster.replica_manager import (
+    FetchOutcome,
+    FetchSpec,
+    ReplicaManager,
+    ReplicaManagerConfig,
+)
+from raftlog.cluster.replication import IsrProposal
+from raftlog.raft.listener import EventKind, PartitionEvent
+from raftlog.raft.metadata import PartitionRecord, TopicRecord
+from raftlog.segments import build_batch
+from raftlog.segments.state import BrokerStateStore
+
+TOPIC = TopicRecord("t", 1, 1, 2, (("min.insync.replicas", "1"),))
+KEY = ("t", 0)
+
+
+class Harness:
+    def __init__(self, tmp_path: Path) -> None:
+        self.now_ms = 1_000
+        self.proposals: list[IsrProposal] = []
+        self.state = BrokerStateStore(str(tmp_path / "state"), sync=False)
+        self.manager = ReplicaManager(
+            config=ReplicaManagerConfig(broker_id=1, data_dir=str(tmp_path / "data")),
+            state=self.state,
+            clock_ms=lambda: self.now_ms,
+            topic_lookup=lambda name: TOPIC if name == "t" else None,
+            propose_isr=lambda _partition, proposal: self.proposals.append(proposal),
+            follower_changed=lambda _partition: None,
+            broker_eligible=lambda _broker: True,
+        )
+        self.manager.ready = True
+
+    def lead(self, *, isr: tuple[int, ...], epoch: int) -> None:
+        record = PartitionRecord("t", 0, 1, (1, 2), isr, 1, epoch, epoch)
+        self.manager.apply_events([PartitionEvent(EventKind.BECOME_LEADER, KEY, record)])
+
+    def append(self, value: bytes, epoch: int) -> None:
+        log = self.manager.partitions[KEY].log
+        log.append(build_batch([value], timestamp_ms=self.now_ms), leader_epoch=epoch)
+
+    def follower_fetch(
+        self, offset: int, last_fetched_epoch: int, current_epoch: int
+    ) -> FetchOutcome:
+        spec = FetchSpec("t", 0, offset, current_epoch, last_fetched_epoch)
+        return self.manager.read_one(spec, 2, 1 << 20)
+
+    @property
+    def high_watermark(self) -> int:
+        return self.manager.partitions[KEY].high_watermark
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(tmp_path)
+    yield h
+    h.manager.close()
+    h.state.close()
+
+
+def follower_leo(h: Harness) -> int:
+    leader = h.manager.partitions[KEY].leader
+    assert leader is not None
+    return leader.followers[2].log_end_offset
+
+
+def history(h: Harness) -> None:
+    """Offsets 0-1 written in epoch 0; we lead epoch 2 and wrote offset 2 in it."""
+    h.lead(isr=(1, 2), epoch=0)
+    h.append(b"a", 0)
+    h.append(b"b", 0)
+    h.lead(isr=(1, 2), epoch=2)
+    h.append(b"c", 2)
+
+
+def test_a_diverged_followers_fetch_offset_does_not_move_the_hw(harness: Harness) -> None:
+    history(harness)
+    agreed = harness.follower_fetch(2, last_fetched_epoch=0, current_epoch=2)
+    assert harness.high_watermark == 2 and agreed.diverging_epoch is None
+    # the follower replicated offsets 2-3 from a leader of epoch 1 that we never followed
+    diverged = harness.follower_fetch(4, last_fetched_epoch=1, current_epoch=2)
+    assert diverged.diverging_epoch == (0, 2)  # it must cut back to offset 2
+    assert harness.high_watermark == 2  # offset 2 is only on the leader
+    assert follower_leo(harness) == 2
+    # after truncating and fetching our epoch-2 record, it counts again
+    harness.follower_fetch(3, last_fetched_epoch=2, current_epoch=2)
+    assert harness.high_watermark == 3
+
+
+def test_a_diverged_follower_is_not_proposed_back_into_the_isr(harness: Harness) -> None:
+    history(harness)
+    harness.lead(isr=(1,), epoch=3)  # follower 2 was removed meanwhile
+    harness.now_ms += 10
+    harness.follower_fetch(4, last_fetched_epoch=1, current_epoch=3)
+    assert not any(2 in p.isr for p in harness.proposals), harness.proposals
+    assert harness.high_watermark == 3  # the sole ISR member's own log end
+
+
+def test_a_fetch_from_past_our_log_end_is_not_progress(harness: Harness) -> None:
+    history(harness)
+    harness.follower_fetch(9, last_fetched_epoch=-1, current_epoch=2)  # no epoch to compare
+    assert harness.high_watermark == 0
+    assert follower_leo(harness) < 0
