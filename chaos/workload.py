@@ -549,13 +549,7 @@ class ProducerWorker(threading.Thread):
             key = key_of(self.topic, partition)
             value = self.values.take()
             op = self.recorder.invoke(self.process, OpF.SEND, send_value(key, value))
-            if self.mode == "once":
-                self.stats.attempts += 1
-                result = send_once(
-                    metadata, self.topic, partition, value, timeout_ms=self.request_timeout_ms
-                )
-            else:
-                result = self._deliver(metadata, partition, value)
+            result = self._send(metadata, partition, value)
             offset = result.offset if result.type is OpType.OK else None
             self.recorder.complete(
                 op, result.type, send_value(key, value, offset), error=result.error
@@ -578,9 +572,9 @@ class ProducerWorker(threading.Thread):
         self._next_sequence.clear()
         return True
 
-    def _deliver(self, metadata: ClusterMetadata, partition: int, value: int) -> SendResult:
-        """The retrying modes: the same batch again until acknowledged, refused for good, or
-        ``delivery_timeout_ms`` (or the end of the workload) runs out."""
+    def _send(self, metadata: ClusterMetadata, partition: int, value: int) -> SendResult:
+        """One op: a single request (``once``), or the same batch again until acknowledged,
+        refused for good, or ``delivery_timeout_ms`` (or the end of the workload) runs out."""
         sequence = None
         if self.mode == "idempotent":
             assert self._producer is not None
@@ -599,8 +593,8 @@ class ProducerWorker(threading.Thread):
                 sequence=sequence,
             )
             attempts.append(attempt)
-            error = attempt.error or ""
-            if attempt.type is OpType.OK or error.startswith(_RESTART_CODES):
+            stop = attempt.type is OpType.OK or (attempt.error or "").startswith(_RESTART_CODES)
+            if stop or self.mode == "once":
                 break
             if time.monotonic() + self.retry_backoff_ms / 1000 >= deadline:
                 break

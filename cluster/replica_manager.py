@@ -698,8 +698,7 @@ class ReplicaManager:
             # deposed leader's uncommitted tail fetches from past that tail; counting it would
             # let the HW (and the ISR) take records the follower does not have, and a later
             # election of that follower would cut acknowledged records.
-            agrees = diverging is None and spec.fetch_offset <= log_.log_end_offset
-            if agrees and partition.leader.on_follower_fetch(
+            if diverging is None and partition.leader.on_follower_fetch(
                 replica_id, spec.fetch_offset, log_.log_end_offset, now
             ):
                 self._wake(partition.key)

@@ -184,7 +184,7 @@ class LeaderReplication:
             return False  # not a replica of this partition (the caller answers with an error)
         if fetch_offset > log_end_offset:
             return False  # the follower has records we do not: diverged, not progress
-        if fetch_offset >= log_end_offset:
+        if fetch_offset == log_end_offset:
             progress.last_caught_up_ms = now_ms
         elif (
             progress.leader_end_offset_at_last_fetch >= 0
