@@ -248,6 +248,8 @@ def test_bad_input_gets_typed_errors_and_changes_nothing(make_cluster: ClusterFa
         )
         return int(answer.partitions[0].error.code)
 
+    # the topic is committed before the leader has applied it and opened its replica
+    wait_until(lambda: _leo_of(stub) >= 0, 10.0, "the leader to open its replica")
     before = _leo_of(stub)
     assert produce(b"\x00" * 10) == common_pb2.CORRUPT_MESSAGE  # malformed
     assert produce(bytes(corrupt)) == common_pb2.CORRUPT_MESSAGE  # CRC mismatch
@@ -286,4 +288,4 @@ def test_bad_input_gets_typed_errors_and_changes_nothing(make_cluster: ClusterFa
 
 def _leo_of(stub: broker_pb2_grpc.BrokerStub) -> int:
     answer = stub.DescribeReplicas(broker_pb2.DescribeReplicasRequest())
-    return next(r.log_end_offset for r in answer.replicas if r.topic == "bad")
+    return next((r.log_end_offset for r in answer.replicas if r.topic == "bad"), -1)
