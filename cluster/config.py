@@ -6,6 +6,8 @@ A documented example (``raftlog broker --config node.toml``)::
     data_dir = "/var/lib/raftlog"            # logs, the LMDB state store, the Raft journal
     cluster_secret = "change-me"             # or cluster_secret_file = "/etc/raftlog/secret"
     rack = "eu-1a"                           # optional; replicas spread across racks
+    boot_id_file = "/proc/sys/kernel/random/boot_id"   # the default: tells a reboot (power
+                                             # loss) from a process crash; see broker.py
 
     [listen]                                 # what this process binds
     grpc = "10.0.0.1:9092"
@@ -49,7 +51,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BrokerConfig", "ConfigFileError", "Voter", "load_config", "parse_config"]
+__all__ = ["BOOT_ID_PATH", "BrokerConfig", "ConfigFileError", "Voter", "load_config", "parse_config"]
+
+
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
 
 class ConfigFileError(ValueError):
@@ -73,6 +78,10 @@ class BrokerConfig:
     grpc_advertised: str
     voters: tuple[Voter, ...]
     rack: str | None = None
+    # a file whose content changes on every boot of the machine: a restart that finds a new
+    # boot id lost the page cache, so unsynced log tails may be gone (the chaos harness points
+    # it at a per-node file it rewrites when it simulates a power loss)
+    boot_id_path: str = BOOT_ID_PATH
     session_timeout_ms: int = 2000
     heartbeat_interval_ms: int = 200
     replica_lag_ms_max: int = 10_000
@@ -127,6 +136,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
         "storage",
         "topic_defaults",
         "testing",
+        "boot_id_file",
     }
     unknown = set(data) - known
     if unknown:
@@ -170,6 +180,9 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
         raise ConfigFileError(f"voter ids repeat: {ids}")
     if node_id not in ids:
         raise ConfigFileError(f"node_id {node_id} is not among the voters {ids}")
+    boot_id_file = data.get("boot_id_file", BOOT_ID_PATH)
+    if not isinstance(boot_id_file, str) or not boot_id_file:
+        raise ConfigFileError("boot_id_file must be a path")
     timeouts = data.get("timeouts", {})
     storage = data.get("storage", {})
     defaults = data.get("topic_defaults", {})
@@ -183,6 +196,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
         grpc_advertised=grpc_advertised,
         voters=tuple(voters),
         rack=data.get("rack") or None,
+        boot_id_path=str(base / boot_id_file),
         session_timeout_ms=_int(timeouts, "session_timeout_ms", 2000, "timeouts"),
         heartbeat_interval_ms=_int(timeouts, "heartbeat_interval_ms", 200, "timeouts"),
         replica_lag_ms_max=_int(timeouts, "replica_lag_ms_max", 10_000, "timeouts"),
