@@ -34,6 +34,7 @@ __all__ = [
     "ElectLeader",
     "FenceBroker",
     "RegisterBroker",
+    "ReplicasDamaged",
     "UnfenceBroker",
     "decode_command",
     "decode_result",
@@ -56,6 +57,9 @@ class RegisterBroker:
     address: str  # advertised gRPC host:port
     incarnation: int
     rack: str | None = None
+    # the process found a new boot id (or no proof of a clean past): the machine lost its page
+    # cache, so any of its replicas may have lost acknowledged records that were not fsynced
+    unclean: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,16 @@ class UnfenceBroker:
 
     broker_id: int
     incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicasDamaged:
+    """A broker found damage in these replicas' logs (a bad CRC, a gap, a cut file) and cut
+    them at the damage: they may lack acknowledged records until they catch up again."""
+
+    broker_id: int
+    incarnation: int
+    partitions: tuple[tuple[str, int], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +150,7 @@ Command = (
     | AlterPartition
     | ElectLeader
     | AllocateProducerIds
+    | ReplicasDamaged
 )
 
 _TYPES: dict[str, type[Any]] = {
@@ -148,6 +163,7 @@ _TYPES: dict[str, type[Any]] = {
     "alter_partition": AlterPartition,
     "elect_leader": ElectLeader,
     "allocate_producer_ids": AllocateProducerIds,
+    "replicas_damaged": ReplicasDamaged,
 }
 _NAMES = {cls: name for name, cls in _TYPES.items()}
 

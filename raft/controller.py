@@ -14,7 +14,8 @@ Rules:
   full session from the moment it took over before it can be fenced.
 - A fenced broker is unfenced when it heartbeats with its registered incarnation and has applied
   metadata up to its own registration (it knows its roles).
-- Partitions without a live leader that have an electable ISR member are elected (fence and
+- Partitions without a live leader that have an electable replica (ISR, ELR, or the last known
+  safe ones all back; see the metadata rules) are elected (fence and
   unfence elect in the same command; this catches the rest, e.g. topics created while their
   brokers were down).
 - Optionally, every ``leader_rebalance_interval_ms``, leadership moves back to preferred replicas.
@@ -169,10 +170,7 @@ class ControllerCore:
             if (key, "elect") in self._pending:
                 continue
             if record.leader == NO_LEADER or not state.is_live(record.leader):
-                electable = any(state.is_live(b) for b in record.isr)
-                topic = state.topics.get(record.topic)
-                unclean = topic is not None and topic.unclean_leader_election
-                if electable or (unclean and any(state.is_live(b) for b in record.replicas)):
+                if state.electable(record):
                     offline.append(key)
             elif rebalance and record.leader != record.replicas[0]:
                 first = record.replicas[0]

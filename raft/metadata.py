@@ -7,16 +7,21 @@ through ``MetadataStore`` (``store.py``), which holds a lock.
 
 The rules (each one has a scenario test in tests/unit/raft/test_metadata.py):
 
-1. ``leader ∈ isr ⊆ replicas`` whenever ``leader != NO_LEADER``; the ISR is never empty.
+1. ``leader ∈ isr ⊆ replicas`` whenever ``leader != NO_LEADER``. The ISR is empty only when every
+   member that was left may have lost data (rule 7); then the partition has no leader.
 2. Every leader change bumps ``leader_epoch``; every leader or ISR change bumps
    ``partition_epoch``. Epochs never decrease, also across delete + re-create of a topic name
    (topic ids differ, so a stale replica of the old topic is told apart).
-3. Leaders are elected only from the ISR, and only among registered, unfenced brokers. When no
-   ISR member is live, the partition goes offline (``leader = NO_LEADER``) and the ISR keeps its
-   last member(s) so one of them can lead again when it returns (KIP-841). Only a topic with
-   ``unclean.leader.election.enable=true`` may elect an out-of-sync live replica instead (and
-   then its ISR is reset to that replica alone: acknowledged data may be lost — Kafka 0.8's bug,
-   kept as an opt-in for the chaos harness to prove it finds it).
+3. Leaders are elected among registered, unfenced brokers: from the ISR, else from the eligible
+   leader replicas (ELR, KIP-966). When none is live, the partition goes offline
+   (``leader = NO_LEADER``) and a fenced ISR keeps its last member(s) so one of them can lead
+   again when it returns (KIP-841). Only a topic with ``unclean.leader.election.enable=true`` may
+   elect an out-of-sync live replica instead (and then its ISR is reset to that replica alone:
+   acknowledged data may be lost — Kafka 0.8's bug, kept as an opt-in for the chaos harness).
+   ELR: a replica that leaves the ISR while the ISR is (then) below ``min.insync.replicas`` holds
+   every committed record, because the high watermark does not advance below min ISR (the
+   leader's rule in ``cluster/replication.py``); so it stays electable in the ELR until the ISR
+   is back at min ISR (then the HW moves on without it and the ELR is cleared).
 4. AlterPartition is compare-and-set: it names the requesting leader, its leader epoch and the
    partition epoch its view is based on; any mismatch is refused with a typed error and changes
    nothing. A broker may be added to an ISR only while registered and unfenced.
@@ -24,7 +29,13 @@ The rules (each one has a scenario test in tests/unit/raft/test_metadata.py):
    leadership it held, in the same command. A broker that registers with a new incarnation is
    fenced as its old incarnation first and stays fenced until the controller unfences it.
 6. A fenced broker leads nothing.
-
+7. A replica that may have lost acknowledged records — its broker came back from a power loss
+   (``RegisterBroker(unclean=True)``) or found damage in its log (``ReplicasDamaged``) — leaves
+   the ISR and the ELR, even as their last member, and is never elected while a replica that
+   cannot have lost them exists; it becomes safe again only by rejoining the ISR after catching
+   up from a leader. When no safe replica is left the partition stays offline, remembering the
+   last safe ones (``last_known_elr``): only when *all* of them are back may one of them lead
+   again ("balanced" unclean recovery, KIP-966) — nothing better than what they hold exists.
 Results carry an ErrorCode *name* from ``proto/common.proto`` (``raft`` imports nothing of ours).
 """
 
@@ -48,6 +59,7 @@ from .commands import (
     ElectLeader,
     FenceBroker,
     RegisterBroker,
+    ReplicasDamaged,
     UnfenceBroker,
     decode_command,
 )
@@ -65,7 +77,7 @@ __all__ = [
 ]
 
 NO_LEADER = -1
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: partitions carry elr and last_known_elr
 PARTITIONS_PER_TOPIC_MAX = 100_000
 PRODUCER_ID_BLOCK_MAX = 1_000_000
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -121,7 +133,9 @@ class PartitionRecord:
     isr: tuple[int, ...]  # never empty; ⊆ replicas, in replica order
     leader: int  # NO_LEADER or ∈ isr
     leader_epoch: int  # bumped on every leader change
-    partition_epoch: int  # bumped on every leader or ISR change
+    partition_epoch: int  # bumped on every leader, ISR or ELR change
+    elr: tuple[int, ...] = ()  # eligible leader replicas: ∩ isr = ∅, in replica order (rule 3)
+    last_known_elr: tuple[int, ...] = ()  # non-empty only while isr and elr are empty (rule 7)
 
     @property
     def key(self) -> TopicPartition:
@@ -230,6 +244,8 @@ class MetadataState:
                 return self._elect_leaders(command, changes)
             case AllocateProducerIds():
                 return self._allocate_producer_ids(command)
+            case ReplicasDamaged():
+                return self._replicas_damaged(command, changes)
             case _:
                 assert_never(command)
 
@@ -255,7 +271,26 @@ class MetadataState:
             cmd.broker_id, cmd.address, cmd.incarnation, cmd.rack, True, self.version
         )
         changes.brokers.add(cmd.broker_id)
+        if cmd.unclean:
+            self._drop_unsafe(cmd.broker_id, self._by_broker.get(cmd.broker_id, ()), changes)
         return {"broker_epoch": self.version, "fenced": True}
+
+    def _replicas_damaged(self, cmd: ReplicasDamaged, changes: _Changes) -> dict[str, Any]:
+        self._check_incarnation(cmd.broker_id, cmd.incarnation)
+        mine = self._by_broker.get(cmd.broker_id, set())
+        keys = [tuple(k) for k in cmd.partitions]
+        self._drop_unsafe(cmd.broker_id, [k for k in keys if k in mine], changes)
+        return {"partitions": len(keys)}
+
+    def _drop_unsafe(
+        self, broker_id: int, keys: Iterable[TopicPartition], changes: _Changes
+    ) -> None:
+        """Rule 7: the broker's replicas of ``keys`` may lack acknowledged records."""
+        for key in sorted(keys):
+            record = self.partitions[key]
+            isr = tuple(b for b in record.isr if b != broker_id)
+            leader = NO_LEADER if record.leader == broker_id else record.leader
+            self._transition(record, leader, isr, changes, exclude=broker_id, unsafe=broker_id)
 
     def _check_incarnation(self, broker_id: int, incarnation: int) -> BrokerRecord:
         broker = self.brokers.get(broker_id)
@@ -282,12 +317,8 @@ class MetadataState:
         for key in sorted(self._by_broker.get(broker_id, ())):
             record = self.partitions[key]
             isr = tuple([b for b in record.isr if b != broker_id]) or record.isr
-            leader = record.leader
-            if leader == broker_id:
-                leader = self._choose_leader(record, isr, exclude=broker_id)
-                if leader != NO_LEADER and leader not in isr:  # unclean election
-                    isr = (leader,)
-            self._set_partition(record, leader, isr, changes)
+            leader = NO_LEADER if record.leader == broker_id else record.leader
+            self._transition(record, leader, isr, changes, exclude=broker_id)
 
     def _unfence(self, cmd: UnfenceBroker, changes: _Changes) -> dict[str, Any]:
         broker = self._check_incarnation(cmd.broker_id, cmd.incarnation)
@@ -298,10 +329,7 @@ class MetadataState:
         for key in sorted(self._by_broker.get(cmd.broker_id, ())):
             record = self.partitions[key]
             if record.leader == NO_LEADER:
-                leader = self._choose_leader(record, record.isr)
-                if leader != NO_LEADER:
-                    isr = record.isr if leader in record.isr else (leader,)
-                    self._set_partition(record, leader, isr, changes)
+                self._transition(record, NO_LEADER, record.isr, changes)
         return {"changed": True}
 
     # ---- topics ----------------------------------------------------------------------------
@@ -459,38 +487,110 @@ class MetadataState:
             if record.leader != NO_LEADER and self.is_live(record.leader):
                 outcomes.append([topic, partition, "NONE"])
                 continue
-            leader = self._choose_leader(record, record.isr)
-            if leader == NO_LEADER:
+            new = self._transition(record, NO_LEADER, record.isr, changes)
+            if new.leader == NO_LEADER:
                 outcomes.append([topic, partition, "ELIGIBLE_LEADERS_NOT_AVAILABLE"])
                 continue
-            isr = record.isr if leader in record.isr else (leader,)
-            self._set_partition(record, leader, isr, changes)
             outcomes.append([topic, partition, "NONE"])
         return {"partitions": outcomes}
 
+    def electable(self, record: PartitionRecord) -> bool:
+        """Would an election give this leaderless partition a leader now?"""
+        leader, _ = self._choose_leader(record, record.isr, record.elr, record.last_known_elr)
+        return leader != NO_LEADER
+
+    def _transition(
+        self,
+        record: PartitionRecord,
+        leader: int,
+        isr: tuple[int, ...],
+        changes: _Changes,
+        *,
+        exclude: int = NO_LEADER,
+        unsafe: int = NO_LEADER,
+    ) -> PartitionRecord:
+        """Move to ``isr`` (``leader`` kept, or elected when NO_LEADER), keeping the ELR and the
+        last known safe replicas right (rules 3 and 7). ``exclude`` may not be elected;
+        ``unsafe`` may have lost data: it leaves the ELR too."""
+        elr, last_known = self._eligibility(record, isr, unsafe)
+        if leader == NO_LEADER:
+            leader, elected_isr = self._choose_leader(record, isr, elr, last_known, exclude)
+            if elected_isr != isr:
+                isr = elected_isr
+                elr, last_known = self._eligibility(record, isr, unsafe)
+        return self._set_partition(record, leader, isr, changes, elr, last_known)
+
+    def _eligibility(
+        self, record: PartitionRecord, isr: tuple[int, ...], unsafe: int
+    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(ELR, last known ELR) after the ISR becomes ``isr``. Safe replicas (ISR or ELR
+        members before) that leave the ISR while it is below min ISR stay eligible."""
+        min_isr = self.topics[record.topic].min_insync_replicas
+        safe_before = set(record.isr) | set(record.elr)
+        if len(isr) >= min_isr:
+            elr: tuple[int, ...] = ()
+        else:
+            elr = tuple(
+                b for b in record.replicas if b in safe_before and b not in isr and b != unsafe
+            )
+        if isr or elr:
+            return elr, ()
+        remembered = safe_before | set(record.last_known_elr)
+        return (), tuple(b for b in record.replicas if b in remembered)
+
     def _choose_leader(
-        self, record: PartitionRecord, isr: tuple[int, ...], exclude: int = NO_LEADER
-    ) -> int:
-        """The first live ISR member in replica order; unclean: the first live replica."""
+        self,
+        record: PartitionRecord,
+        isr: tuple[int, ...],
+        elr: tuple[int, ...],
+        last_known: tuple[int, ...],
+        exclude: int = NO_LEADER,
+    ) -> tuple[int, tuple[int, ...]]:
+        """(leader, its ISR): the first live ISR member in replica order, else the first live ELR
+        member (leading alone); unclean: the first live replica; with no safe replica left, the
+        last known safe one once all of those are back (rule 7). NO_LEADER when none."""
+
+        def live(b: int) -> bool:
+            return b != exclude and self.is_live(b)
+
         for b in record.replicas:
-            if b in isr and b != exclude and self.is_live(b):
-                return b
-        topic = self.topics[record.topic]
-        if topic.unclean_leader_election:
+            if b in isr and live(b):
+                return b, isr
+        for b in record.replicas:
+            if b in elr and live(b):
+                return b, (b,)
+        if self.topics[record.topic].unclean_leader_election:
             for b in record.replicas:
-                if b != exclude and self.is_live(b):
-                    return b
-        return NO_LEADER
+                if live(b):
+                    return b, (b,)
+        if not isr and not elr and last_known and all(live(b) for b in last_known):
+            return last_known[0], (last_known[0],)
+        return NO_LEADER, isr
 
     def _set_partition(
-        self, record: PartitionRecord, leader: int, isr: tuple[int, ...], changes: _Changes
+        self,
+        record: PartitionRecord,
+        leader: int,
+        isr: tuple[int, ...],
+        changes: _Changes,
+        elr: tuple[int, ...] | None = None,
+        last_known: tuple[int, ...] | None = None,
     ) -> PartitionRecord:
-        if leader == record.leader and isr == record.isr:
+        if elr is None or last_known is None:
+            elr, last_known = self._eligibility(record, isr, NO_LEADER)
+        if (leader, isr, elr, last_known) == (
+            record.leader,
+            record.isr,
+            record.elr,
+            record.last_known_elr,
+        ):
             return record
         new = replace(
             record,
             leader=leader,
             isr=isr,
+            elr=elr,
+            last_known_elr=last_known,
             leader_epoch=record.leader_epoch + (leader != record.leader),
             partition_epoch=record.partition_epoch + 1,
         )
@@ -544,6 +644,8 @@ class MetadataState:
                     p.leader,
                     p.leader_epoch,
                     p.partition_epoch,
+                    p.elr,
+                    p.last_known_elr,
                 )
                 for p in self.partitions.values()
             ],
@@ -554,8 +656,8 @@ class MetadataState:
     @classmethod
     def from_snapshot(cls, data: bytes) -> MetadataState:
         body = cbor2.loads(data)
-        if not isinstance(body, dict) or body.get("v") != SNAPSHOT_VERSION:
-            raise ValueError("not a metadata snapshot of version 1")
+        if not isinstance(body, dict) or body.get("v") not in (1, SNAPSHOT_VERSION):
+            raise ValueError(f"not a metadata snapshot of version 1 or {SNAPSHOT_VERSION}")
         state = cls()
         state.version = body["version"]
         state.next_producer_id = body["next_producer_id"]
@@ -567,7 +669,10 @@ class MetadataState:
         for p in body["partitions"]:
             replicas = tuple(p[3])
             isr = replicas if p[4] == p[3] else tuple(p[4])
-            state._index(PartitionRecord(p[0], p[1], p[2], replicas, isr, p[5], p[6], p[7]))
+            elr, last_known = (tuple(p[8]), tuple(p[9])) if len(p) > 8 else ((), ())
+            state._index(
+                PartitionRecord(p[0], p[1], p[2], replicas, isr, p[5], p[6], p[7], elr, last_known)
+            )
         for t, p, le, pe in body["epoch_floor"]:
             state._epoch_floor[(t, p)] = (le, pe)
         return state
@@ -591,8 +696,12 @@ class MetadataState:
         """Every broken rule, as text (used by tests and by the broker's self-check)."""
         for record in self.partitions.values():
             name = f"{record.topic}-{record.partition}"
-            if not record.isr:
-                yield f"{name}: empty ISR"
+            if not record.isr and record.leader != NO_LEADER:
+                yield f"{name}: empty ISR with leader {record.leader}"
+            if set(record.elr) & set(record.isr) or not set(record.elr) <= set(record.replicas):
+                yield f"{name}: ELR {record.elr} overlaps ISR {record.isr} or leaves the replicas"
+            if record.last_known_elr and (record.isr or record.elr):
+                yield f"{name}: last known ELR {record.last_known_elr} beside a safe replica"
             if not set(record.isr) <= set(record.replicas):
                 yield f"{name}: ISR {record.isr} not within replicas {record.replicas}"
             if record.leader != NO_LEADER:
