@@ -415,6 +415,7 @@ class ReplicaManager:
                         partition.high_watermark,
                         self.config.replica_lag_ms_max,
                         now,
+                        self._min_isr(record.topic),
                     )
                     partition.leader.update_high_watermark(log_end)
                     self.follower_changed(partition)
@@ -425,6 +426,7 @@ class ReplicaManager:
                     partition.record = record
                     if partition.leader is not None:
                         partition.leader.update_from_metadata(record.isr, record.partition_epoch)
+                        partition.leader.min_insync_replicas = self._min_isr(record.topic)
                         partition.leader.update_high_watermark(partition.log.log_end_offset)
                     self._wake(record.key)
                 case EventKind.BECOME_FOLLOWER | EventKind.FOLLOWER_UPDATE:
@@ -443,6 +445,10 @@ class ReplicaManager:
                     if found is not None:
                         self._remove(found, delete=event.kind is EventKind.DELETE_REPLICA)
                         self.follower_changed(found)
+
+    def _min_isr(self, topic: str) -> int:
+        record = self.topic_lookup(topic)
+        return record.min_insync_replicas if record else 1
 
     def _wake(self, key: TopicPartition) -> None:
         now = self.clock_ms()
@@ -474,8 +480,8 @@ class ReplicaManager:
         partition, error, message = self._leader_partition(topic, index)
         if partition is None or partition.leader is None:
             return ProduceOutcome(topic, index, error, message), None, 0
-        topic_record = self.topic_lookup(topic)
-        min_isr = topic_record.min_insync_replicas if topic_record else 1
+        min_isr = self._min_isr(topic)
+        partition.leader.min_insync_replicas = min_isr  # follows config changes
         if acks == -1 and len(partition.leader.isr) < min_isr:
             return (
                 ProduceOutcome(

@@ -11,7 +11,10 @@ Leader rules (Kafka's ``Partition``):
   caught up at that previous fetch's time) — ``last_caught_up_ms``.
 - High watermark (HW) = min LEO over the *maximal* ISR: the committed ISR plus a pending
   addition (an AlterPartition in flight). A pending *removal* still counts until committed, so
-  the HW never outruns a replica that may yet be elected. The HW never moves backwards.
+  the HW never outruns a replica that may yet be elected. The HW never moves backwards, and it
+  does not move at all while the committed ISR is below ``min.insync.replicas`` (KIP-966): so a
+  replica that left the ISR then still holds everything below the HW, and the metadata keeps it
+  electable (the ELR) — a leader that later loses power cannot take committed records with it.
 - A follower whose ``last_caught_up_ms`` is older than ``replica_lag_ms_max`` is proposed for
   removal; a follower outside the ISR whose LEO reached the HW and the start of the current
   leader epoch is proposed for addition. At most one AlterPartition is in flight.
@@ -66,6 +69,7 @@ class LeaderReplication:
     epoch_start_offset: int  # our LEO when this epoch began
     high_watermark: int  # 0 <= high_watermark <= our LEO
     replica_lag_ms_max: int
+    min_insync_replicas: int = 1  # the HW stands still while len(isr) is below this
     followers: dict[int, FollowerProgress] = field(default_factory=dict)
     pending: IsrProposal | None = None  # the AlterPartition in flight
     pending_since_ms: int = -1
@@ -83,6 +87,7 @@ class LeaderReplication:
         high_watermark: int,
         replica_lag_ms_max: int,
         now_ms: int,
+        min_insync_replicas: int = 1,
     ) -> LeaderReplication:
         """Become leader. ISR members get one full lag window to show up (as in Kafka)."""
         replicas = tuple(replicas)
@@ -101,6 +106,7 @@ class LeaderReplication:
             epoch_start_offset=log_end_offset,
             high_watermark=min(high_watermark, log_end_offset),
             replica_lag_ms_max=replica_lag_ms_max,
+            min_insync_replicas=min_insync_replicas,
             followers=followers,
         )
 
@@ -198,6 +204,8 @@ class LeaderReplication:
 
     def update_high_watermark(self, log_end_offset: int) -> bool:
         """Recompute the HW after our LEO or a follower's moved; True when it advanced."""
+        if len(self.isr) < self.min_insync_replicas:
+            return False  # below min ISR nothing new is committed (see the module rules)
         lowest = log_end_offset
         for b in self.maximal_isr:
             if b != self.broker_id:

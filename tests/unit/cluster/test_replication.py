@@ -35,6 +35,17 @@ def test_a_sole_leader_moves_the_hw_with_its_own_leo() -> None:
     assert state.update_high_watermark(25) and state.high_watermark == 25
 
 
+def test_the_hw_stands_still_while_the_isr_is_below_min_isr() -> None:
+    """KIP-966: below min ISR nothing is committed, so the replicas that left the ISR (the ELR)
+    still hold everything below the HW and may be elected if this leader loses power."""
+    state = LeaderReplication.start(
+        1, (1, 2, 3), (1,), 5, 7, 10, 4, LAG_MS, now_ms=0, min_insync_replicas=2
+    )
+    assert not state.update_high_watermark(25) and state.high_watermark == 4
+    state.update_from_metadata((1, 2), partition_epoch=8)
+    assert state.on_follower_fetch(2, 25, 25, now_ms=1) and state.high_watermark == 25
+
+
 def test_a_lagging_follower_is_proposed_out_but_counts_until_committed() -> None:
     state = leader()
     state.on_follower_fetch(2, 10, 10, now_ms=100)
