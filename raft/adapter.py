@@ -143,6 +143,7 @@ from typing import Any, ClassVar, Final, NamedTuple, Protocol
 import cbor2
 import pysyncobj.journal as _pso_journal
 import pysyncobj.pickle as _pso_pickle
+import pysyncobj.syncobj as _pso_syncobj
 import pysyncobj.tcp_connection as _pso_tcp
 import pysyncobj.version as _pso_version
 from pysyncobj import SyncObj, SyncObjConf, replicated
@@ -150,6 +151,7 @@ from pysyncobj.config import FAIL_REASON
 from pysyncobj.monotonic import monotonic as _pso_monotonic
 
 from . import safe_pickle
+from .journal import DurableJournal
 
 __all__ = [
     "JOURNAL_FILE_NAME",
@@ -311,7 +313,6 @@ class QuorumConfig:
     prevote_round_s: float = 0.05  # a pre-vote round waits this long for answers (hazard 14)
     leader_fallback_timeout_s: float = 1.0  # leader without majority answers steps down
     leader_lease_s: float | None = None  # is_leader() window; None -> election_timeout_min_s
-    journal_sync_period_s: float = 0.05  # msync of the journal (durability window, hazard 7)
     log_compaction_min_entries: int = 5000  # dump + truncate the journal after this many
     log_compaction_min_time_s: float = 300.0  # ... or this long since the last dump
     max_command_bytes: int = 1024 * 1024
@@ -344,7 +345,6 @@ class QuorumConfig:
             "peer_ping_period_s",
             "prevote_round_s",
             "leader_fallback_timeout_s",
-            "journal_sync_period_s",
             "log_compaction_min_time_s",
             "bind_timeout_s",
             "startup_timeout_s",
@@ -430,6 +430,14 @@ class QuorumStatus:
     tick_errors: int  # exceptions pysyncobj caught in its tick loop
     prevotes_lost: int  # pre-vote rounds that found no majority: elections not held
     fatal_error: str | None
+    # Hazard 7 / 15 (journal durability). journal_durable_index <= log_last_index.
+    journal_durable_index: int = 0  # last entry known to be fdatasync-ed
+    journal_syncs: int = 0  # fdatasync calls (one per tick that changed the log)
+    acks_dropped: int = 0  # held append_entries answers gone stale (the log was cut meanwhile)
+    leader_applied_before_durable: int = 0  # invariant: always 0
+    journal_bytes_cut: int = 0  # damaged journal tail cut at start-up
+    journal_recovering: bool = False  # damaged journal: out of elections until caught up
+    votes_withheld: int = 0  # vote requests ignored while recovering
 
 
 # ---- the dump file --------------------------------------------------------------------------
@@ -560,6 +568,13 @@ def _durable_store_meta(storer: Any, meta: dict[str, Any]) -> None:
     _fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
+def _create_journal(path: str | None) -> DurableJournal:
+    """Replaces ``pysyncobj.syncobj.createJournal`` (hazard 7): our fsync-ing journal."""
+    if path is None:  # RaftQuorum always sets journalFile (hazard 6)
+        raise ValueError("raftlog requires a journal file")
+    return DurableJournal(path)
+
+
 _bounded_parse_message.raftlog_guard = True  # type: ignore[attr-defined]
 _durable_store_meta.raftlog_guard = True  # type: ignore[attr-defined]
 
@@ -577,6 +592,7 @@ def install_pysyncobj_guards() -> None:
         _pso_pickle.load = safe_pickle.load
         _pso_journal.loads = safe_pickle.loads
         _pso_journal.MetaStorer.storeMeta = _durable_store_meta
+        _pso_syncobj.createJournal = _create_journal
         conn_class = _pso_tcp.TcpConnection
         current = conn_class._TcpConnection__processParseMessage
         if not getattr(current, "raftlog_guard", False):
@@ -584,7 +600,8 @@ def install_pysyncobj_guards() -> None:
             conn_class._TcpConnection__processParseMessage = _bounded_parse_message
     _install_log_watch()
     if not (
-        _pso_pickle.loads is safe_pickle.loads
+        _pso_syncobj.createJournal is _create_journal
+        and _pso_pickle.loads is safe_pickle.loads
         and _pso_pickle.load is safe_pickle.load
         and _pso_journal.loads is safe_pickle.loads
     ):
@@ -653,6 +670,38 @@ class _RaftNode(SyncObj):  # type: ignore[misc]
     def raftlog_submit(self, command: bytes, callback: Callable[[Any, int], None]) -> None:
         self._raftlog_apply(command, callback=callback)
 
+    def _onTick(self, timeToWait: float = 0.0) -> None:
+        # Hazard 7: every tick starts with the journal durable (one fdatasync for all that the
+        # last tick appended) and only then releases the acknowledgements held meanwhile; the
+        # leader's commit rule, which counts its own log, runs after this in the same tick.
+        self._raftlog_quorum._make_durable()
+        super()._onTick(timeToWait)
+
+    def _SyncObj__sendNextNodeIdx(
+        self,
+        node: Any,
+        reset: bool = False,
+        nextNodeIdx: int | None = None,
+        success: bool = False,
+    ) -> None:
+        # Hazard 7: a follower's answer to append_entries ("I hold everything below
+        # next_node_idx") waits for the fdatasync at the start of the next tick.
+        if nextNodeIdx is None:
+            nextNodeIdx = self._SyncObj__raftLog[-1][1] + 1
+        message = {
+            "type": "next_node_idx",
+            "next_node_idx": nextNodeIdx,
+            "reset": reset,
+            "success": success,
+        }
+        self._raftlog_quorum._hold_ack(node, message)
+
+    def _SyncObj__onBecomeLeader(self) -> None:
+        SyncObj._SyncObj__onBecomeLeader(self)
+        # Its no-op entry is counted by the commit rule later in this very tick when no other
+        # voter exists; make it durable first (one fdatasync per election).
+        self._raftlog_quorum._make_durable()
+
     def _SyncObj__connectedToAnyone(self) -> bool:
         # Overrides SyncObj.__connectedToAnyone (its mangled name). pysyncobj calls it only
         # where a follower's or candidate's election timer has fired, to decide whether to
@@ -699,6 +748,9 @@ class _View:
     majority_acked_at: float
     connected_quorum: bool
     voters: tuple[VoterStatus, ...]
+    journal_durable_index: int
+    journal_syncs: int
+    recovering: bool = False
 
 
 @dataclass(slots=True)
@@ -713,6 +765,9 @@ class _Counters:
     late_results: int = 0
     tick_errors: int = 0
     prevotes_lost: int = 0
+    acks_dropped: int = 0
+    leader_applied_before_durable: int = 0
+    votes_withheld: int = 0
 
 
 @dataclass(slots=True)
@@ -725,8 +780,13 @@ class _TickState:
     # Leader lease: peer id -> the latest send time of our ping it echoed in our current term.
     lease_term: int = -1
     lease_acks: dict[str, float] = field(default_factory=dict)
-    next_journal_sync_at: float = 0.0
-    journal_synced: object = None  # (length, last index and term) at the last msync
+    # Hazard 7: next_node_idx answers waiting for the journal's next fdatasync, each with the
+    # journal's cut count when it was made (a cut since makes a success answer stale).
+    held_acks: list[tuple[Any, dict[str, Any], int]] = field(default_factory=list)
+    # Hazard 15: set while a damaged journal keeps this node out of elections; the target is
+    # the (commit index, term) of the last append_entries from a leader.
+    recovering: bool = False
+    recovery_target: tuple[int, int] | None = None
     dir_sync_pending: bool = False
     destroy_requested: bool = False
     applied_index: int | None = None  # last index this node applied (or restored to)
@@ -787,6 +847,8 @@ class RaftQuorum:
         self._view: _View | None = None
         self._started = threading.Event()
         self._node: Any = None
+        self._journal: DurableJournal | None = None  # set by the Raft thread's first tick
+        self._journal_bytes_cut = 0
         self._raft_thread: threading.Thread | None = None
 
         os.makedirs(config.data_dir, exist_ok=True)
@@ -957,7 +1019,7 @@ class RaftQuorum:
         now = _pso_monotonic()
         counters = self._counters
         if view is None:
-            view = _View(now, Role.FOLLOWER, 0, None, 0, 0, 0, 0, -math.inf, False, ())
+            view = _View(now, Role.FOLLOWER, 0, None, 0, 0, 0, 0, -math.inf, False, (), 0, 0)
         is_leader = self._leads(view, now)
         has_quorum = is_leader if view.role is Role.LEADER else view.connected_quorum
         return QuorumStatus(
@@ -986,6 +1048,13 @@ class RaftQuorum:
             tick_errors=counters.tick_errors,
             prevotes_lost=counters.prevotes_lost,
             fatal_error=self._fatal,
+            journal_durable_index=view.journal_durable_index,
+            journal_syncs=view.journal_syncs,
+            acks_dropped=counters.acks_dropped,
+            leader_applied_before_durable=counters.leader_applied_before_durable,
+            journal_bytes_cut=self._journal_bytes_cut,
+            journal_recovering=view.recovering,
+            votes_withheld=counters.votes_withheld,
         )
 
     def force_snapshot(self) -> None:
@@ -1130,6 +1199,11 @@ class RaftQuorum:
         if self._fatal is not None:
             return None
         tick = self._tick
+        journal = self._journal
+        if journal is not None and self._node._isLeader() and index > journal.durable_last_index:
+            # Hazard 7's invariant: a leader counts its own entry only once it is durable.
+            self._counters.leader_applied_before_durable += 1
+            logger.error("leader applies index %d above its durable journal", index)
         if tick.applied_index is not None and index <= tick.applied_index:
             self._counters.applied_index_regressions += 1
             logger.warning("applying index %d again (applied up to %d)", index, tick.applied_index)
@@ -1208,6 +1282,70 @@ class RaftQuorum:
         self._fail_all(QuorumClosedError(reason))
         self._started.set()  # do not keep __init__ waiting for a node that stopped
 
+    # ---- journal durability (hazards 7 and 15), Raft thread ----------------------------------
+
+    def _hold_ack(self, peer: Any, message: dict[str, Any]) -> None:
+        journal = self._node._SyncObj__raftLog
+        self._tick.held_acks.append((peer, message, journal.cuts))
+
+    def _make_durable(self) -> None:
+        """Group commit: one fdatasync for everything appended since the last call, then send
+        the held append_entries answers it covers, in order. Called at the start of every tick
+        (and after this node becomes leader)."""
+        node, tick = self._node, self._tick
+        journal: DurableJournal = node._SyncObj__raftLog
+        if self._journal is not journal:
+            self._adopt_journal(journal)
+        journal.sync()
+        if tick.recovering:
+            self._check_recovered(journal)
+        if not tick.held_acks:
+            return
+        held, tick.held_acks = tick.held_acks, []
+        durable = journal.durable_last_index
+        transport = node._SyncObj__transport
+        for peer, message, cuts in held:
+            # A success claims every entry below next_node_idx. If the log was cut after the
+            # claim was made, it may no longer hold: drop it (Raft tolerates a lost answer;
+            # the leader's next heartbeat asks again).
+            if message["success"] and (
+                cuts != journal.cuts or message["next_node_idx"] - 1 > durable
+            ):
+                self._counters.acks_dropped += 1
+                continue
+            transport.send(peer, message)
+
+    def _adopt_journal(self, journal: Any) -> None:
+        if not isinstance(journal, DurableJournal):
+            self._set_fatal(f"pysyncobj's journal is {type(journal).__name__}, not ours")
+            raise QuorumStorageError("the durable journal is not installed")
+        self._journal = journal
+        damage = journal.damage
+        if damage is not None:
+            self._journal_bytes_cut = damage.bytes_cut
+            # Hazard 15: this node may have lost entries it acknowledged. Alone, nobody can
+            # give them back; with peers, stay out of elections until a leader has.
+            self._tick.recovering = damage.suspect and bool(self._other_addresses())
+
+    def _check_recovered(self, journal: DurableJournal) -> None:
+        """Caught up once we durably hold the leader's commit index with the leader's term:
+        a leader commits an entry of its own term only after every earlier committed entry, so
+        every entry this node ever acknowledged and that counted is then back."""
+        target = self._tick.recovery_target
+        if target is None:
+            return
+        commit_index, term = target
+        first_index = journal[0][1]
+        if not first_index <= commit_index <= journal.durable_last_index:
+            return
+        if journal[commit_index - first_index][2] == term:
+            self._tick.recovering = False
+            logger.warning(
+                "Raft journal recovered from the leader up to index %d (term %d): voting again",
+                commit_index,
+                term,
+            )
+
     def _count_truncation(self) -> None:
         self._counters.applied_entries_truncated += 1
 
@@ -1233,15 +1371,6 @@ class RaftQuorum:
         if tick.dir_sync_pending and not os.path.exists(self._config.snapshot_path + ".tmp"):
             tick.dir_sync_pending = False
             _fsync_dir(self._config.data_dir)
-        if now >= tick.next_journal_sync_at:
-            tick.next_journal_sync_at = now + self._config.journal_sync_period_s
-            journal = node._SyncObj__raftLog
-            # msync only when the journal changed (an idle broker spent most of its Raft
-            # thread on msyncs of nothing); length and last entry catch appends and rewrites
-            fingerprint = (len(journal), journal[-1][1:] if len(journal) else None)
-            if fingerprint != tick.journal_synced:
-                journal.flush()
-                tick.journal_synced = fingerprint
         if now >= tick.next_keeper_at:
             tick.next_keeper_at = now + self._config.peer_ping_period_s
             self._keep_connections(now)
@@ -1297,6 +1426,8 @@ class RaftQuorum:
         others = node._SyncObj__otherNodes
         if not others:
             return True
+        if tick.recovering:
+            return False  # hazard 15: a damaged journal does not stand for election
         if not node._SyncObj__connectedNodes:
             return False  # pysyncobj's own rule: nobody to ask
         now = _pso_monotonic()
@@ -1337,7 +1468,8 @@ class RaftQuorum:
             return
         last_index, last_term = node._SyncObj__raftLog[-1][1:3]
         granted = (
-            term > node.raftCurrentTerm
+            not tick.recovering
+            and term > node.raftCurrentTerm
             and not node._isLeader()
             and _pso_monotonic() - tick.leader_heard_at >= self._config.election_timeout_min_s
             and (log_term, index) >= (last_term, last_index)
@@ -1356,6 +1488,11 @@ class RaftQuorum:
         if kind == "append_entries" and message.get("term", -1) >= self._node.raftCurrentTerm:
             self._tick.leader_heard_at = _pso_monotonic()
             self._pysyncobj_on_message(peer, message)
+            commit_index = message.get("commit_index")
+            if self._tick.recovering and isinstance(commit_index, int):
+                self._tick.recovery_target = (commit_index, int(message["term"]))
+        elif kind == "request_vote" and self._tick.recovering:
+            self._counters.votes_withheld += 1  # hazard 15: no vote until caught up
         elif kind == _PREVOTE_TYPE:
             self._answer_prevote(peer, message)
         elif kind == _PREVOTE_REPLY_TYPE:
@@ -1392,7 +1529,7 @@ class RaftQuorum:
         role = _ROLES.get(state, Role.FOLLOWER)
         leader = node._SyncObj__raftLeader
         leader_id = None if leader is None else self._id_by_address.get(str(leader.id))
-        log = node._SyncObj__raftLog
+        log = journal = node._SyncObj__raftLog
         first_index, last_index = int(log[0][1]), int(log[-1][1])
         others = node._SyncObj__otherNodes
         term = int(node.raftCurrentTerm)
@@ -1428,6 +1565,9 @@ class RaftQuorum:
             majority_acked_at=majority_acked_at,
             connected_quorum=bool(node.hasQuorum) and leader_id is not None,
             voters=tuple(voters),
+            journal_durable_index=journal.durable_last_index,
+            journal_syncs=journal.syncs,
+            recovering=self._tick.recovering,
         )
 
     @staticmethod
