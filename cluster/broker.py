@@ -9,11 +9,17 @@ through the ``PartitionListener``. Bounds: one in-flight fetch per leader per fe
 fetch waits bounded by the purgatories' ``max_operations``, gRPC messages by
 ``MESSAGE_BYTES_MAX``.
 
-Start-up order: open state, start the quorum (journal + dump are replayed), serve gRPC, wait
-until the local metadata has caught up with the quorum's commit index, act on the *current*
-metadata (never on replayed history: a replay must not make us leader of an old epoch), then
-register with the controller and heartbeat. The controller unfences us once we have applied our
-own registration. SIGTERM: stop serving, stop fetchers, checkpoint, close logs and the quorum.
+Start-up order: open state and decide whether the last stop may have lost unsynced writes
+(``restart.py``: a new boot id without a clean shutdown), start the quorum (journal + dump are
+replayed), serve gRPC, wait until the local metadata has caught up with the quorum's commit
+index, register with the controller (``unclean`` when writes may be lost) and heartbeat. Roles
+are acted on only once the metadata holds *this* incarnation's registration: before it, the
+metadata may still name the previous process as a leader, and a log that lost its tail in a power
+loss must never lead (followers would truncate their intact copies to it). The controller
+unfences us once we have applied our own registration. Damage found in a log (at open, on a read,
+by the background scrub) is reported to the controller, which moves leadership to an intact
+replica. SIGTERM: stop serving, stop fetchers, checkpoint, close logs and the quorum, and record
+the clean shutdown.
 """
 
 from __future__ import annotations
@@ -39,13 +45,14 @@ from raftlog.proto import (
     group_pb2_grpc,
 )
 from raftlog.raft.adapter import QuorumConfig, RaftQuorum
-from raftlog.raft.commands import AlterPartition
+from raftlog.raft.commands import AlterPartition, ReplicasDamaged
 from raftlog.raft.controller import ControllerConfig
 from raftlog.raft.listener import PartitionListener
 from raftlog.raft.metadata import Applied, TopicRecord
 from raftlog.raft.store import MetadataStore
 from raftlog.segments import BrokerStateStore
 
+from . import restart
 from .config import BrokerConfig
 from .controller_service import ActiveController, ControllerError
 from .coordinator import OFFSETS_PARTITIONS, OFFSETS_TOPIC, GroupCoordinator
@@ -85,6 +92,9 @@ class Broker:
         self.clock_ms = _now_ms
         os.makedirs(config.data_dir, exist_ok=True)
         self.state = BrokerStateStore(os.path.join(config.data_dir, "state"))
+        self.unclean = restart.begin(
+            self.state, config.boot_id_path, os.path.join(config.data_dir, "logs")
+        )
         self.store = MetadataStore()
         self.listener = PartitionListener(config.node_id)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -299,6 +309,9 @@ class Broker:
         if not self.replicas.ready:
             return
         with self.store.read() as state:
+            me = state.brokers.get(self.config.node_id)
+            if me is None or me.incarnation != self.incarnation:
+                return  # not registered yet: the roles there are a previous process's
             records = list(state.partitions.values())
             current = {key: r.topic_id for key, r in state.partitions.items()}
         known = self.listener.known
@@ -353,6 +366,7 @@ class Broker:
                             incarnation=self.incarnation,
                             address=self.config.grpc_advertised,
                             rack=self.config.rack or "",
+                            unclean=self.unclean,
                         ),
                         timeout=5,
                     )
@@ -360,7 +374,14 @@ class Broker:
                         raise ConnectionError(response.error.message)
                     self.registered_version = response.broker_epoch
                     registered = True
-                    log.info("registered (broker epoch %s)", response.broker_epoch)
+                    log.info(
+                        "registered (broker epoch %s%s)",
+                        response.broker_epoch,
+                        ", unclean" if self.unclean else "",
+                    )
+                    if self.unclean:
+                        restart.reported(self.state)
+                        self.unclean = False
                 response_hb = await stub.BrokerHeartbeat(
                     controller_pb2.BrokerHeartbeatRequest(
                         broker_id=self.config.node_id,
@@ -378,6 +399,43 @@ class Broker:
                 log.debug("controller link: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), interval_s)
+
+    async def _report_damage(self) -> None:
+        """Tell the controller which replicas were cut at damage (periodic, until committed)."""
+        keys = sorted(self.replicas.damaged)
+        if not keys or self.registered_version < 0:
+            return
+        partitions = [controller_pb2.TopicPartitionRef(topic=t, partition=p) for t, p in keys]
+        if self.controller.quorum.is_leader():
+            result = await self.controller.replicas_damaged(
+                ReplicasDamaged(self.config.node_id, self.incarnation, tuple(keys))
+            )
+            if "error" in result:
+                log.warning("damage report refused: %s", result)
+                return
+            version = self.store.version
+        else:
+            stub = self.controller_stub()
+            if stub is None:
+                return
+            response = await stub.ReportDamagedReplicas(
+                controller_pb2.ReportDamagedReplicasRequest(
+                    broker_id=self.config.node_id,
+                    incarnation=self.incarnation,
+                    partitions=partitions,
+                ),
+                timeout=5,
+            )
+            if response.error.code:
+                log.warning("damage report refused: %s", response.error.message)
+                return
+            version = response.metadata_version
+        log.info("damaged replicas reported: %s", keys)
+        self.replicas.damage_reported(keys)
+        await asyncio.get_running_loop().run_in_executor(
+            None, self.store.wait_for_version, version, 2.0
+        )
+        self._apply_metadata()
 
     # ---- periodic work ---------------------------------------------------------------------------
 
@@ -481,6 +539,8 @@ class Broker:
             ),
             loop.create_task(self._every(60_000, self.replicas.expire_producers)),
             loop.create_task(self._every(100, self.coordinator.tick)),
+            loop.create_task(self._every(200, self._report_damage)),
+            loop.create_task(self._every(1000, self.replicas.scrub)),
         ]
         try:
             await self._stopping.wait()
@@ -500,6 +560,7 @@ class Broker:
             for channel in self._channels.values():
                 await channel.close()
             self.quorum.close()
+            restart.closed_cleanly(self.state)
             self.state.close()
             log.info("broker %s stopped", config.node_id)
 

@@ -51,7 +51,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BOOT_ID_PATH", "BrokerConfig", "ConfigFileError", "Voter", "load_config", "parse_config"]
+__all__ = [
+    "BOOT_ID_PATH",
+    "BrokerConfig",
+    "ConfigFileError",
+    "Voter",
+    "load_config",
+    "parse_config",
+]
 
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"

@@ -31,6 +31,7 @@ from raftlog.raft.commands import (
     CreateTopic,
     DeleteTopic,
     RegisterBroker,
+    ReplicasDamaged,
     encode_command,
 )
 from raftlog.raft.controller import ControllerConfig, ControllerCore
@@ -41,6 +42,7 @@ __all__ = ["ActiveController", "ControllerError", "Quorum"]
 
 log = logging.getLogger(__name__)
 PROBE_INTERVAL_MS = 300
+REPORTED_PARTITIONS_MAX = 100_000  # partitions in one damage report (a broker holds fewer)
 
 
 class Quorum(Protocol):
@@ -185,10 +187,16 @@ class ActiveController:
     # ---- broker lifecycle ----------------------------------------------------------------------
 
     async def register(
-        self, broker_id: int, incarnation: int, address: str, rack: str | None
+        self,
+        broker_id: int,
+        incarnation: int,
+        address: str,
+        rack: str | None,
+        *,
+        unclean: bool = False,
     ) -> int:
         self.active()
-        result = await self.submit(RegisterBroker(broker_id, address, incarnation, rack))
+        result = await self.submit(RegisterBroker(broker_id, address, incarnation, rack, unclean))
         self._raise_for(result)
         return int(result["broker_epoch"])
 
@@ -216,6 +224,12 @@ class ActiveController:
 
     async def alter_partition(self, command: AlterPartition) -> dict[str, Any]:
         self.active()
+        return await self.submit(command)
+
+    async def replicas_damaged(self, command: ReplicasDamaged) -> dict[str, Any]:
+        self.active()
+        if len(command.partitions) > REPORTED_PARTITIONS_MAX:
+            raise ControllerError("INVALID_REQUEST", "too many partitions in one damage report")
         return await self.submit(command)
 
     async def allocate_producer_ids(self, broker_id: int, count: int) -> dict[str, Any]:

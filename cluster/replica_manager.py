@@ -43,7 +43,7 @@ from raftlog.segments import (
     iter_batches,
     validate_batch,
 )
-from raftlog.segments.errors import LogDirFullError
+from raftlog.segments.errors import CorruptRecordError, LogDirFullError
 
 from .producer_state import ProducerStateManager, VerdictKind
 from .purgatory import DelayedOperation, Purgatory, PurgatoryFullError
@@ -125,6 +125,9 @@ class Partition:
         self.record: PartitionRecord | None = None
         self.leader: LeaderReplication | None = None  # set while we lead
         self.producers = ProducerStateManager()  # idempotence: current through the LEO
+        # the log was cut at damage (found at open, on a read or by the scrub) and the controller
+        # has not yet taken us out of the ISR: until it has, we lead nothing (rule 7)
+        self.damaged = False
         self._follower_hw = min(high_watermark, log.log_end_offset)  # while we follow
 
     @property
@@ -272,6 +275,8 @@ class _Counters:
     storage_errors: int = 0
     duplicates: int = 0
     producer_batches_replayed: int = 0
+    damaged_replicas: int = 0
+    scrubbed_bytes: int = 0
 
 
 @dataclass(slots=True)
@@ -291,6 +296,9 @@ class ReplicaManager:
     produce_purgatory: Purgatory[TopicPartition] = field(init=False)
     fetch_purgatory: Purgatory[TopicPartition] = field(init=False)
     counters: _Counters = field(default_factory=_Counters)
+    damaged: set[TopicPartition] = field(default_factory=set)  # to report to the controller
+    scrub_bytes_per_call: int = 4 << 20  # the background scrub's budget per call
+    _scrub_cursor: int = 0  # round-robin position of the scrub over the partitions
     ready: bool = False  # metadata caught up: until then we serve nothing
 
     def __post_init__(self) -> None:
@@ -362,7 +370,82 @@ class ReplicaManager:
         partition = Partition(record.key, record.topic_id, topic_log, hw)
         self._rebuild_producers(partition)
         self.partitions[record.key] = partition
+        found = getattr(topic_log, "recovery", None)  # TODO(direct once segments has it)
+        if found is not None and found.damaged:
+            log.error(
+                "%s: damaged log cut at offset %s at open (%s); it leads nothing until it has "
+                "caught up from a healthy leader",
+                name,
+                found.first_bad_offset,
+                found.reason,
+            )
+            self._mark_damaged(partition)
         return partition
+
+    # ---- damage (rule 7 of the metadata machine) -------------------------------------------------
+
+    def _mark_damaged(self, partition: Partition) -> None:
+        """Stop leading at once; the broker reports the partition to the controller."""
+        self.counters.damaged_replicas += 1
+        partition.damaged = True
+        self.damaged.add(partition.key)
+        if partition.leader is not None:
+            partition._follower_hw = min(
+                partition.leader.high_watermark, partition.log.log_end_offset
+            )
+            partition.leader = None
+            self._wake(partition.key)
+
+    def on_damage(self, partition: Partition, offset: int | None, reason: str) -> None:
+        """Corruption found in a running log at ``offset``: cut the log there (the range is
+        fetched again from a healthy leader) and step down."""
+        log_ = partition.log
+        log.error(
+            "%s: damage at offset %s (%s): cutting the log there", partition.name, offset, reason
+        )
+        self._mark_damaged(partition)
+        if offset is None:
+            offset = log_.verify()
+        if offset is not None and offset < log_.log_end_offset:
+            try:
+                self.truncate(partition, max(offset, log_.log_start_offset))
+            except StorageError as exc:
+                log.error("%s: cannot cut the damaged log: %s", partition.name, exc)
+
+    def damage_reported(self, keys: Iterable[TopicPartition]) -> None:
+        """The controller committed our report: the metadata no longer trusts these replicas."""
+        for key in keys:
+            self.damaged.discard(key)
+            partition = self.partitions.get(key)
+            if partition is not None:
+                partition.damaged = False
+
+    def scrub(self) -> int:
+        """Verify closed segments at a bounded rate (``scrub_bytes_per_call``), round-robin over
+        the partitions; damage found is handled like damage found on a read."""
+        keys = sorted(self.partitions)
+        budget = self.scrub_bytes_per_call
+        checked = 0
+        for _ in range(len(keys)):
+            if budget <= 0:
+                break
+            self._scrub_cursor %= len(keys)
+            partition = self.partitions[keys[self._scrub_cursor]]
+            if not hasattr(partition.log, "scrub"):
+                break
+            try:
+                result = partition.log.scrub(budget)
+            except StorageError as exc:
+                log.error("%s: scrub failed: %s", partition.name, exc)
+                result = None
+            if result is not None:
+                budget -= max(result.bytes_checked, 1)
+                checked += result.bytes_checked
+                if result.damaged_offset is not None:
+                    self.on_damage(partition, result.damaged_offset, "found by the scrub")
+            self._scrub_cursor += 1
+        self.counters.scrubbed_bytes += checked
+        return checked
 
     def _remove(self, partition: Partition, *, delete: bool) -> None:
         self.partitions.pop(partition.key, None)
@@ -404,6 +487,11 @@ class ReplicaManager:
                     assert record is not None
                     partition = self._open(record)
                     partition.record = record
+                    if partition.damaged:
+                        log.warning("%s: not leading a damaged replica", partition.name)
+                        partition.leader = None
+                        self._wake(record.key)
+                        continue
                     log_end = partition.log.log_end_offset
                     partition.leader = LeaderReplication.start(
                         self.config.broker_id,
@@ -730,6 +818,11 @@ class ReplicaManager:
             return _with(base, **common)
         try:
             result = log_.read(spec.fetch_offset, min(spec.max_bytes, max_bytes), max_offset=end)
+        except CorruptRecordError as exc:
+            # our copy is damaged: an intact replica must serve this (rule 7); clients retry
+            # after refreshing metadata, followers back off until the new leader is known
+            self.on_damage(partition, getattr(exc, "offset", None), str(exc))
+            return _with(base, "KAFKA_STORAGE_ERROR", f"{partition.name}: {exc}", **common)
         except StorageError as exc:
             return _with(base, exc.code, str(exc), **common)
         return _with(base, records=result.data, **common)

@@ -20,7 +20,7 @@ from raftlog.proto import (
     controller_pb2,
     controller_pb2_grpc,
 )
-from raftlog.raft.commands import AlterPartition
+from raftlog.raft.commands import AlterPartition, ReplicasDamaged
 from raftlog.raft.metadata import NO_LEADER
 from raftlog.raft.topic_config import TOPIC_CONFIGS, effective_configs
 
@@ -436,7 +436,11 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
     ) -> controller_pb2.RegisterBrokerResponse:
         try:
             epoch = await self.broker.controller.register(
-                request.broker_id, request.incarnation, request.address, request.rack or None
+                request.broker_id,
+                request.incarnation,
+                request.address,
+                request.rack or None,
+                unclean=request.unclean,
             )
         except ControllerError as exc:
             return controller_pb2.RegisterBrokerResponse(
@@ -491,6 +495,26 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             response.isr.extend(result["isr"])
             response.leader_epoch = request.leader_epoch
         return response
+
+    async def ReportDamagedReplicas(
+        self,
+        request: controller_pb2.ReportDamagedReplicasRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> controller_pb2.ReportDamagedReplicasResponse:
+        command = ReplicasDamaged(
+            request.broker_id,
+            request.incarnation,
+            tuple((p.topic, p.partition) for p in request.partitions),
+        )
+        try:
+            result = await self.broker.controller.replicas_damaged(command)
+        except ControllerError as exc:
+            return controller_pb2.ReportDamagedReplicasResponse(
+                error=error(exc.code, exc.message), controller=self._hint()
+            )
+        return controller_pb2.ReportDamagedReplicasResponse(
+            error=_result_error(result), metadata_version=self.broker.store.version
+        )
 
     async def AllocateProducerIds(
         self,

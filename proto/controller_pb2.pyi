@@ -17,16 +17,18 @@ class ControllerHint(_message.Message):
     def __init__(self, controller_id: _Optional[int] = ..., address: _Optional[str] = ...) -> None: ...
 
 class RegisterBrokerRequest(_message.Message):
-    __slots__ = ("broker_id", "incarnation", "address", "rack")
+    __slots__ = ("broker_id", "incarnation", "address", "rack", "unclean")
     BROKER_ID_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     RACK_FIELD_NUMBER: _ClassVar[int]
+    UNCLEAN_FIELD_NUMBER: _ClassVar[int]
     broker_id: int
     incarnation: int
     address: str
     rack: str
-    def __init__(self, broker_id: _Optional[int] = ..., incarnation: _Optional[int] = ..., address: _Optional[str] = ..., rack: _Optional[str] = ...) -> None: ...
+    unclean: bool
+    def __init__(self, broker_id: _Optional[int] = ..., incarnation: _Optional[int] = ..., address: _Optional[str] = ..., rack: _Optional[str] = ..., unclean: _Optional[bool] = ...) -> None: ...
 
 class RegisterBrokerResponse(_message.Message):
     __slots__ = ("error", "controller", "broker_epoch")
@@ -95,6 +97,34 @@ class AlterPartitionResponse(_message.Message):
     isr: _containers.RepeatedScalarFieldContainer[int]
     metadata_version: int
     def __init__(self, error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., controller: _Optional[_Union[ControllerHint, _Mapping]] = ..., leader_epoch: _Optional[int] = ..., partition_epoch: _Optional[int] = ..., isr: _Optional[_Iterable[int]] = ..., metadata_version: _Optional[int] = ...) -> None: ...
+
+class ReportDamagedReplicasRequest(_message.Message):
+    __slots__ = ("broker_id", "incarnation", "partitions")
+    BROKER_ID_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    broker_id: int
+    incarnation: int
+    partitions: _containers.RepeatedCompositeFieldContainer[TopicPartitionRef]
+    def __init__(self, broker_id: _Optional[int] = ..., incarnation: _Optional[int] = ..., partitions: _Optional[_Iterable[_Union[TopicPartitionRef, _Mapping]]] = ...) -> None: ...
+
+class TopicPartitionRef(_message.Message):
+    __slots__ = ("topic", "partition")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    partition: int
+    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ...) -> None: ...
+
+class ReportDamagedReplicasResponse(_message.Message):
+    __slots__ = ("error", "controller", "metadata_version")
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_FIELD_NUMBER: _ClassVar[int]
+    METADATA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    error: _common_pb2.Error
+    controller: ControllerHint
+    metadata_version: int
+    def __init__(self, error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., controller: _Optional[_Union[ControllerHint, _Mapping]] = ..., metadata_version: _Optional[int] = ...) -> None: ...
 
 class AllocateProducerIdsRequest(_message.Message):
     __slots__ = ("broker_id", "incarnation", "count")

@@ -50,6 +50,11 @@ class ControllerStub:
                 request_serializer=raftlog_dot_proto_dot_controller__pb2.AlterPartitionRequest.SerializeToString,
                 response_deserializer=raftlog_dot_proto_dot_controller__pb2.AlterPartitionResponse.FromString,
                 _registered_method=True)
+        self.ReportDamagedReplicas = channel.unary_unary(
+                '/raftlog.v1.Controller/ReportDamagedReplicas',
+                request_serializer=raftlog_dot_proto_dot_controller__pb2.ReportDamagedReplicasRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_controller__pb2.ReportDamagedReplicasResponse.FromString,
+                _registered_method=True)
         self.AllocateProducerIds = channel.unary_unary(
                 '/raftlog.v1.Controller/AllocateProducerIds',
                 request_serializer=raftlog_dot_proto_dot_controller__pb2.AllocateProducerIdsRequest.SerializeToString,
@@ -93,6 +98,12 @@ class ControllerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AlterPartition(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportDamagedReplicas(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -145,6 +156,11 @@ def add_ControllerServicer_to_server(servicer, server):
                     servicer.AlterPartition,
                     request_deserializer=raftlog_dot_proto_dot_controller__pb2.AlterPartitionRequest.FromString,
                     response_serializer=raftlog_dot_proto_dot_controller__pb2.AlterPartitionResponse.SerializeToString,
+            ),
+            'ReportDamagedReplicas': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportDamagedReplicas,
+                    request_deserializer=raftlog_dot_proto_dot_controller__pb2.ReportDamagedReplicasRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_controller__pb2.ReportDamagedReplicasResponse.SerializeToString,
             ),
             'AllocateProducerIds': grpc.unary_unary_rpc_method_handler(
                     servicer.AllocateProducerIds,
@@ -253,6 +269,33 @@ class Controller:
             '/raftlog.v1.Controller/AlterPartition',
             raftlog_dot_proto_dot_controller__pb2.AlterPartitionRequest.SerializeToString,
             raftlog_dot_proto_dot_controller__pb2.AlterPartitionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportDamagedReplicas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Controller/ReportDamagedReplicas',
+            raftlog_dot_proto_dot_controller__pb2.ReportDamagedReplicasRequest.SerializeToString,
+            raftlog_dot_proto_dot_controller__pb2.ReportDamagedReplicasResponse.FromString,
             options,
             channel_credentials,
             insecure,
