@@ -38,15 +38,27 @@ I = tests/integration/raft/test_quorum.py).
     [I: test_cluster_survives_kill_all_and_restart, test_kill_leader_..._rejoins_by_snapshot,
     test_malicious_journal_meta_is_refused, test_corrupt_snapshot_is_refused,
     test_a_data_dir_has_one_owner]
-7.  **Never fsyncs** -> the dump is fsynced (file, then directory after pysyncobj's rename);
-    the journal's ``.meta`` (currentTerm/votedFor/commit index) is written tmp+fsync+rename+dir
-    fsync; the journal's mmap is msynced every ``journal_sync_period_s``. What remains: a log
-    entry is acknowledged to the leader *before* it is msynced, so a simultaneous power loss of
-    a majority can lose the last ``journal_sync_period_s`` of committed entries; kill -9 loses
-    nothing (the page cache survives the process). Also not crash-atomic in pysyncobj: log
-    compaction rewrites the journal in place (clear + re-add) right after a dump; a crash in that
-    window loses the entries after the dump from this node's journal (it refetches them from the
-    leader, but Raft counted its acknowledgement).
+7.  **Never fsyncs; acknowledges before anything is on disk** (its journal is an mmap, never
+    synced: a follower answered append_entries and a leader counted its own copy toward the
+    commit while the entries were only in the page cache, so a power loss of one voter could
+    un-commit what a majority had acknowledged) -> the dump is fsynced (file, then directory
+    after pysyncobj's rename); pysyncobj's journal is replaced (``pysyncobj.syncobj.
+    createJournal``) by :class:`raftlog.raft.journal.DurableJournal`: ``pwrite`` + one
+    ``fdatasync`` per Raft tick for everything appended in it (group commit; a CRC per entry;
+    currentTerm/votedFor written tmp+fsync+rename+dir fsync before any vote or term-bearing
+    message goes out, as before). Three narrow overrides on :class:`_RaftNode` order the rest:
+    ``_onTick`` first makes the journal durable, then sends the held answers (so the leader's
+    commit rule, later in the same tick, counts only its durable log); ``__sendNextNodeIdx``
+    holds every ``next_node_idx`` answer until that point (in order; a success answer made
+    before the log was cut is dropped: a lost message to Raft, ``acks_dropped``);
+    ``__onBecomeLeader`` syncs the new leader's no-op (a single voter commits it in the same
+    tick). ``leader_applied_before_durable`` counts breaches of the invariant (always 0).
+    Log compaction's prefix removal and a snapshot install's clear are atomic rewrites
+    (tmp+fsync+rename), no longer in place. Cost (bench_commit, 3 voters): commit rate
+    unchanged, about 0.002 fdatasyncs per command under load.
+    [U: tests/unit/raft/test_journal.py; I: test_durability.py
+    test_acks_and_leader_commits_wait_for_fdatasync; every cluster test asserts 0
+    ``leader_applied_before_durable``]
 8.  **Slow failover** (defaults: ~1.4 s; idle follower<->follower connections are closed lazily
     at first use, so the first vote request after a leader dies is dropped) -> tuned timers
     (``raftMinTimeout > 3 x appendEntriesPeriod``, ``connectionTimeout >= raftMaxTimeout``
@@ -98,13 +110,29 @@ I = tests/integration/raft/test_quorum.py).
     nobody's term changes before that. Cost: one round trip more per election (measured by
     bench_failover). Withheld rounds are counted (``prevotes_lost``).
     [I: test_a_node_cut_off_from_the_majority_does_not_raise_its_term]
+15. **A damaged journal is believed** (pysyncobj's journal has no checksums; a voter whose file
+    lost or garbled acknowledged entries still votes, and may elect a leader that lacks a
+    committed entry) -> every journal record carries a CRC; start-up cuts the log at the first
+    bad record. A torn tail (an incomplete last record, or only zero bytes after the last good
+    one) is what power loss leaves of writes that were never fdatasync-ed, hence never
+    acknowledged: cut, nothing more. Anything else (a checksum mismatch, a bad length or
+    sequence with data behind it) may have lost acknowledged entries: the node is
+    ``journal_recovering`` — it does not stand (pre-vote), grants no pre-vote and ignores vote
+    requests (``votes_withheld``) until it durably holds, from a leader's append_entries, the
+    leader's commit index at the leader's term (a leader commits an entry of its own term only
+    after every earlier committed entry, so everything this node ever acknowledged is back).
+    Damage on a majority of voters at once leaves the group without a leader (outside the
+    fault model; a single-voter group just cuts and goes on).
+    [U: test_journal.py test_torn_tail_is_cut_and_not_suspect,
+    test_flipped_bit_is_cut_there_and_suspect; I: test_a_voter_with_a_damaged_journal_...]
 
 Files in ``data_dir`` (one node each; ``raft.lock`` is flock-ed while a quorum owns the
 directory, so a second process on the same directory fails with :class:`QuorumStorageError`):
 
-* ``raft-journal.bin`` — pysyncobj's journal (entries; not checksummed; rebuilt from the leader
-  if lost, see 7) and ``raft-journal.bin.meta`` (pickled dict: currentTerm, votedForNodeId,
-  raftCommitIndex; read with the allow-list unpickler).
+* ``raft-journal.bin`` — the Raft log (entries, a CRC each; format in
+  :mod:`raftlog.raft.journal`; rebuilt from the leader if lost, see 7 and 15; a pysyncobj
+  journal found here is converted once) and ``raft-journal.bin.meta`` (pickled dict:
+  currentTerm, votedForNodeId, raftCommitIndex; read with the allow-list unpickler).
 * ``raft-snapshot.bin`` — the full dump, written by this module. Checksummed, not rebuildable::
 
       offset 0   8 bytes  magic b"RLQSNAP1"
@@ -1296,7 +1324,16 @@ class RaftQuorum:
         journal: DurableJournal = node._SyncObj__raftLog
         if self._journal is not journal:
             self._adopt_journal(journal)
-        journal.sync()
+        if self._fatal is not None:
+            return
+        try:
+            journal.sync()
+        except OSError as exc:
+            # Never retry an fdatasync that failed: Linux may have dropped the dirty pages and
+            # a second call would report success for data that is gone (PostgreSQL's fsyncgate).
+            tick.held_acks.clear()
+            self._set_fatal(f"Raft journal write/fdatasync failed: {exc!r}")
+            return
         if tick.recovering:
             self._check_recovered(journal)
         if not tick.held_acks:

@@ -265,6 +265,7 @@ def assert_clean(cluster: Cluster, nodes: list[Node] | None = None) -> None:
         assert status["rejected_unpickles"] == 0, status
         assert status["applied_index_regressions"] == 0, status
         assert status["fatal_error"] is None, status
+        assert status["leader_applied_before_durable"] == 0, status  # hazard 7
 
 
 # ---- in-process: configuration and single-node quorums ---------------------------------------
@@ -754,4 +755,46 @@ def test_a_node_cut_off_from_the_majority_does_not_raise_its_term(
     new = cluster.leader(timeout_s=5.0)
     assert new.submit("after")["ok"] == [2, "after"]
     cluster.wait_states(["before", "after"], cluster.nodes)
+    assert_clean(cluster)
+
+
+def test_a_voter_with_a_damaged_journal_stays_out_of_elections_until_caught_up(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """Hazard 15: a flipped bit in a voter's journal is cut at start-up, and that voter neither
+    stands nor votes until a leader has brought it back; the damaged voter and a healthy one
+    alone elect nobody (the damaged one may have lost entries it acknowledged)."""
+    cluster = make_cluster(3)
+    leader = cluster.leader(timeout_s=10.0)
+    assert leader.call("submit_many", prefix="d", count=30, timeout_s=5.0)["ok"] == 30
+    expected = [f"d{i}" for i in range(30)]
+    cluster.wait_states(expected, cluster.nodes)
+    victim, healthy = [n for n in cluster.nodes if n is not leader]
+
+    victim.stop()
+    journal = Path(victim.spec["data_dir"]) / JOURNAL_FILE_NAME
+    blob = bytearray(journal.read_bytes())
+    blob[len(blob) // 2] ^= 0x40  # silent corruption inside an acknowledged entry
+    journal.write_bytes(bytes(blob))
+    leader.kill()
+    victim.start()
+
+    status = victim.status()
+    assert status["journal_bytes_cut"] > 0 and status["journal_recovering"], status
+    time.sleep(1.5)  # > 4 election timeouts: the healthy node keeps asking
+    for node in (victim, healthy):
+        assert node.status()["role"] != "leader"
+    assert healthy.status()["prevotes_lost"] > 0
+    assert victim.status()["journal_recovering"]
+
+    leader.start()  # the old leader's journal is whole: it and the healthy node elect
+    new = cluster.leader(timeout_s=10.0)
+    assert new.submit("after-repair", timeout_s=5.0).get("ok") is not None
+    expected.append("after-repair")
+    cluster.wait_states(expected, cluster.nodes, timeout_s=10.0)
+    wait_until(
+        "the damaged voter to report itself caught up",
+        lambda: not victim.status()["journal_recovering"],
+        5.0,
+    )
     assert_clean(cluster)
