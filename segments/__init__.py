@@ -29,6 +29,7 @@ from .errors import (
     StorageIOError,
 )
 from .log import AppendInfo, Log, LogConfig, ReadResult
+from .recovery import RecoveryReport, ScrubResult
 from .state import BrokerStateStore
 
 __all__ = [
@@ -53,6 +54,8 @@ __all__ = [
     "OffsetOutOfRangeError",
     "ReadResult",
     "Record",
+    "RecoveryReport",
+    "ScrubResult",
     "StorageError",
     "StorageIOError",
     "build_batch",

@@ -27,10 +27,19 @@ class StorageError(Exception):
 
 
 class CorruptRecordError(StorageError):
-    """Bytes that fail the batch checks: bad CRC, magic, lengths, or undecodable records."""
+    """Bytes that fail the batch checks: bad CRC, magic, lengths, or undecodable records.
+
+    ``offset`` is the first offset that could not be read when the error comes from stored data
+    (the base offset a bad batch should have, or where a gap starts): a replica truncates its
+    log there and fetches the rest again. None when no offset applies (a produced batch).
+    """
 
     code = "CORRUPT_MESSAGE"
     retriable = True  # the producer may resend; a reader may fetch from another replica
+
+    def __init__(self, message: str, *, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.offset = offset
 
 
 class InvalidRecordError(StorageError):

@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .batch import HEADER_BYTES, LOG_OVERHEAD, MAGIC, BatchHeader, iter_batches, read_header
+from .epochs import UNDEFINED_EPOCH
 from .errors import CorruptRecordError, LogDirFullError, StorageIOError
 from .index import OffsetIndex, TimeIndex
+from .recovery import BatchCursor, Finding, data_follows, walk_batches
 
-__all__ = ["Segment", "segment_file_name"]
+__all__ = ["RecoveryResult", "Segment", "segment_file_name"]
 
 # The append path's system call, replaceable by tests that inject disk faults.
 WriteV = Callable[[int, Sequence[bytes | memoryview]], int]
-
-_RECOVERY_CHUNK_BYTES = 8 << 20
 
 
 def segment_file_name(base_offset: int, suffix: str) -> str:
@@ -36,6 +37,9 @@ def segment_file_name(base_offset: int, suffix: str) -> str:
 class RecoveryResult:
     next_offset: int  # offset after the last valid batch (base_offset when empty)
     truncated_bytes: int  # bytes cut off after the last valid batch
+    finding: Finding | None  # why the scan stopped before the end; None: it reached the end
+    torn: bool  # the finding is an incomplete batch ending the file with no good data after it
+    last_epoch: int  # the epoch of the last valid batch (or the floor passed in)
 
 
 class Segment:
@@ -149,12 +153,17 @@ class Segment:
         if start_position > position:
             position, expected = start_position, -1
         while position < self.size_bytes:
-            header = self.header_at(position)
+            try:
+                header = self.header_at(position)
+            except CorruptRecordError as exc:
+                known = expected if expected >= 0 else None
+                raise CorruptRecordError(str(exc), offset=known) from exc
             # base_offset is outside the CRC: contiguity is what catches a flipped bit in it
             if expected >= 0 and header.base_offset != expected:
                 raise CorruptRecordError(
                     f"batch at byte {position} of {self.path} claims offset "
-                    f"{header.base_offset}, expected {expected}"
+                    f"{header.base_offset}, expected {expected}",
+                    offset=expected,
                 )
             if header.last_offset >= offset:
                 return position, header
@@ -178,20 +187,30 @@ class Segment:
 
     # ---- recovery and truncation -----------------------------------------------------------------
 
-    def recover(self, *, from_last_index_entry: bool) -> RecoveryResult:
-        """Validate batches, truncate at the first torn or corrupt one, rebuild indexes.
+    def recover(
+        self,
+        *,
+        from_offset: int | None,
+        last_epoch: int = UNDEFINED_EPOCH,
+        epoch_starts: list[tuple[int, int]] | None = None,
+    ) -> RecoveryResult:
+        """Check every batch from ``from_offset`` on, truncate at the first that fails, rebuild
+        what the indexes lack.
 
-        With ``from_last_index_entry`` only the tail from the last index entry on is scanned (the
-        entries before it are trusted). When that entry does not point at a valid batch, or the
-        index fails its sanity check, the whole segment is scanned and both indexes rebuilt.
+        The scan starts at the index entry at or below ``from_offset`` (the batches before it
+        are trusted: they lie below the log's recovery point); ``None``, or an index that fails
+        its sanity check or points at no valid batch, means a full scan from byte 0 that
+        rebuilds both indexes. Every batch scanned is checked (``recovery.walk_batches``): CRC,
+        offsets contiguous from the segment's base offset, epochs never below ``last_epoch``.
+        Where epochs rise is appended to ``epoch_starts`` when given.
         """
-        if from_last_index_entry and self.index.is_sane(self.size_bytes):
-            last = self.index.last()
-            if last is not None:
-                rel, position = last
-                if self._is_valid_batch_at(position, self.base_offset + rel):
-                    return self._scan_from(position, self.base_offset + rel)
-        return self._scan_from(0, None)  # None: a full scan that rebuilds both indexes
+        if from_offset is not None and self.index.is_sane(self.size_bytes):
+            rel, position = self.index.lookup(from_offset - self.base_offset)
+            if (rel, position) != (0, 0) and self._is_valid_batch_at(
+                position, self.base_offset + rel
+            ):
+                return self._scan_from(position, self.base_offset + rel, last_epoch, epoch_starts)
+        return self._scan_from(0, None, last_epoch, epoch_starts)
 
     def _is_valid_batch_at(self, position: int, base_offset: int) -> bool:
         try:
@@ -202,7 +221,13 @@ class Segment:
         except CorruptRecordError:
             return False
 
-    def _scan_from(self, start: int, expected_offset: int | None) -> RecoveryResult:
+    def _scan_from(
+        self,
+        start: int,
+        expected_offset: int | None,
+        last_epoch: int,
+        epoch_starts: list[tuple[int, int]] | None,
+    ) -> RecoveryResult:
         """Scan batches from ``start`` (where ``expected_offset`` begins, None for byte 0)."""
         if expected_offset is None:  # a full scan from byte 0
             self.index.reset()
@@ -210,6 +235,7 @@ class Segment:
             self.max_timestamp_ms = -1
             self._offset_of_max_timestamp = self.base_offset
             self._bytes_since_index_entry = self._index_interval_bytes
+            expected_offset = self.base_offset
         else:
             # keep the entries up to and including the trusted one at ``start``
             self.index.truncate_entries(self.index.count_below_position(start + 1))
@@ -218,42 +244,24 @@ class Segment:
             )
             self._restore_time_state()
             self._bytes_since_index_entry = 0
-        self.next_offset = self.base_offset
-        position = start
-        read_bytes = _RECOVERY_CHUNK_BYTES
-        while position < self.size_bytes:
-            chunk = self.pread(read_bytes, position)
-            consumed = 0
-            corrupt = False
-            try:
-                for rel_pos, header in iter_batches(chunk):
-                    if expected_offset is not None and header.base_offset != expected_offset:
-                        raise CorruptRecordError("batch offsets are not contiguous")
-                    if header.base_offset < self.base_offset:
-                        raise CorruptRecordError("batch below the segment's base offset")
-                    self._note_batch(
-                        header.base_offset,
-                        header.last_offset,
-                        header.max_timestamp,
-                        position + rel_pos,
-                        header.size_bytes,
-                    )
-                    expected_offset = header.next_offset
-                    consumed = rel_pos + header.size_bytes
-            except CorruptRecordError:
-                corrupt = True
-            position += consumed
-            if corrupt:
-                break
-            read_bytes = _RECOVERY_CHUNK_BYTES
-            if consumed == 0:
-                # the next batch is bigger than the chunk (read it whole) or torn (stop)
-                if len(chunk) < HEADER_BYTES:
-                    break
-                size = read_header(chunk).size_bytes
-                if size <= len(chunk) or position + size > self.size_bytes:
-                    break
-                read_bytes = size
+        self.next_offset = expected_offset
+        cursor = BatchCursor(start, expected_offset, last_epoch, epoch_starts)
+
+        def note(position: int, header: BatchHeader) -> None:
+            self._note_batch(
+                header.base_offset,
+                header.last_offset,
+                header.max_timestamp,
+                position,
+                header.size_bytes,
+            )
+
+        _, finding = walk_batches(self.pread, self.size_bytes, cursor, sys.maxsize, sink=note)
+        position = cursor.position
+        torn = finding is not None and finding.incomplete
+        if torn and self.size_bytes - position >= HEADER_BYTES:
+            header = read_header(self.pread(HEADER_BYTES, position))
+            torn = not data_follows(self.pread, self.size_bytes, position, header)
         truncated = self.size_bytes - position
         if truncated:
             self._truncate_file(position)
@@ -263,7 +271,7 @@ class Segment:
         )
         self.index.flush()
         self.time_index.flush()
-        return RecoveryResult(self.next_offset, truncated)
+        return RecoveryResult(self.next_offset, truncated, finding, torn, cursor.last_epoch)
 
     def _restore_time_state(self) -> None:
         """Max timestamp so far, from the time index, before rescanning a tail."""
@@ -274,19 +282,30 @@ class Segment:
             rel = self.time_index.lookup(ts + 1)
         self._offset_of_max_timestamp = self.base_offset + rel
 
-    def load_closed(self) -> None:
-        """State of a closed (fsynced, not appended to) segment without scanning it all."""
-        last = self.index.last()
-        position = last[1] if last is not None else 0
-        next_offset = self.base_offset
-        while position < self.size_bytes:
-            header = self.header_at(position)
-            next_offset = header.next_offset
-            position += header.size_bytes
+    def load_closed(self) -> bool:
+        """State of a closed segment below the recovery point without scanning it all: walk
+        the headers from the last index entry. False when that walk does not end exactly at the
+        end of the file with contiguous offsets (a cut or a bad header: scan it with
+        ``recover``)."""
+        last = self.index.last() if self.index.is_sane(self.size_bytes) else None
+        rel, position = last if last is not None else (0, 0)
+        next_offset = self.base_offset + rel
+        ok = True
+        try:
+            while position < self.size_bytes:
+                header = self.header_at(position)
+                if header.base_offset != next_offset:
+                    ok = False
+                    break
+                next_offset = header.next_offset
+                position += header.size_bytes
+        except CorruptRecordError:
+            ok = False
         self.next_offset = next_offset
         self.max_timestamp_ms = self.time_index.last_timestamp()
         self.index.unload()
         self.time_index.unload()
+        return ok and position == self.size_bytes
 
     def truncate_to(self, offset: int) -> int:
         """Remove every batch with last_offset >= ``offset``; return the new next_offset.
@@ -305,7 +324,7 @@ class Segment:
         )
         self.next_offset = header.base_offset
         # recompute max timestamp and the index cadence from what is left
-        self.recover(from_last_index_entry=True)
+        self.recover(from_offset=self.next_offset)
         return self.next_offset
 
     def _truncate_file(self, position: int) -> None:
@@ -318,10 +337,12 @@ class Segment:
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
-    def flush(self) -> None:
-        """fsync the log, then the indexes (an index never points past durable data)."""
+    def flush(self, *, force: bool = False) -> None:
+        """fsync the log, then the indexes (an index never points past durable data).
+        ``force``: fsync the log even if no write is known to be pending (its background
+        fsync may not have run yet)."""
         try:
-            if self.unflushed:
+            if self.unflushed or force:
                 os.fsync(self._fd)
                 self.unflushed = False
             self.index.fsync()
@@ -331,10 +352,15 @@ class Segment:
 
     def durable_later(self) -> Callable[[], None]:
         """Write the buffered index entries now; return the fsyncs as a function to run on
-        another thread (it touches only the file descriptor and the files' paths)."""
+        another thread. It owns a duplicate of the file descriptor (closed when it has run), so
+        the segment may be closed or deleted meanwhile without it touching another file."""
         self.index.flush()
         self.time_index.flush()
-        fd, paths = self._fd, (self.index.path, self.time_index.path)
+        try:
+            fd = os.dup(self._fd)
+        except OSError as exc:
+            raise StorageIOError(f"cannot duplicate the descriptor of {self.path}: {exc}") from exc
+        paths = (self.index.path, self.time_index.path)
         self.unflushed = False
 
         def fsync_all() -> None:
@@ -349,8 +375,25 @@ class Segment:
                             os.close(index_fd)
             except OSError as exc:  # the segment may have been deleted meanwhile
                 raise StorageIOError(f"background fsync of {self.path} failed: {exc}") from exc
+            finally:
+                os.close(fd)
 
         return fsync_all
+
+    def file_problem(self) -> str | None:
+        """Whether the segment's file is still in the directory: a segment deleted or replaced
+        while open stays readable through the descriptor but is lost at the next open (a cut
+        file is found by reading it)."""
+        try:
+            on_disk = os.stat(self.path)
+            mine = os.fstat(self._fd)
+        except FileNotFoundError:
+            return f"{self.path} is gone from the directory"
+        except OSError as exc:
+            return f"cannot stat {self.path}: {exc}"
+        if (on_disk.st_ino, on_disk.st_dev) != (mine.st_ino, mine.st_dev):
+            return f"{self.path} was replaced by another file"
+        return None
 
     def close(self) -> None:
         self.index.flush()

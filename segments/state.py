@@ -8,6 +8,8 @@ Named databases and their records (key: the partition name ``"<topic>-<partition
 
     hw          int64 big-endian     the high watermark last checkpointed
     log_start   int64 big-endian     the log start offset (retention / DeleteRecords)
+    recovery_point int64 big-endian  every byte of the log below it is fsynced, data and
+                                     directory entry (written only after those fsyncs)
     epochs      cbor2 [[epoch, start_offset], ...]   the leader-epoch cache
     producers   cbor2 (opaque blob)  producer-state snapshots (idempotence)
     meta        cbor2 per key        broker-wide facts (e.g. the clean-shutdown marker)
@@ -30,7 +32,7 @@ from .epochs import EpochEntry
 __all__ = ["BrokerStateStore"]
 
 _INT64 = struct.Struct(">q")
-_DATABASES = (b"hw", b"log_start", b"epochs", b"producers", b"meta")
+_DATABASES = (b"hw", b"log_start", b"recovery_point", b"epochs", b"producers", b"meta")
 
 
 class BrokerStateStore:
@@ -55,7 +57,8 @@ class BrokerStateStore:
     # ---- offsets: high watermarks and log start offsets ---------------------------------------
 
     def save_offsets(self, db: str, offsets: Mapping[str, int]) -> None:
-        """Write many checkpoints in one transaction; ``db`` is "hw" or "log_start"."""
+        """Write many checkpoints in one transaction; ``db`` is "hw", "log_start" or
+        "recovery_point"."""
         handle = self._dbs[db]
         with self._env.begin(write=True, db=handle) as txn:
             for partition, offset in offsets.items():

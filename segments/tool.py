@@ -1,4 +1,4 @@
-"""Operator tools over the storage engine: ``raftlog storage dump`` and ``raftlog storage demo``.
+"""Operator tools over the storage engine: ``raftlog storage dump``, ``verify`` and ``demo``.
 
 An IO shell: it reads and writes log directories, starts a writer process and kills it. The
 demo shows the recovery promise end to end: a process appending as fast as it can is killed with
@@ -22,8 +22,41 @@ from rich.table import Table
 from .batch import BatchBuilder, Compression, iter_batches, iter_records
 from .errors import StorageError
 from .log import Log, LogConfig
+from .recovery import verify_directory
 
-__all__ = ["demo", "dump"]
+__all__ = ["demo", "dump", "verify"]
+
+
+def verify(directories: list[str], *, console: Console) -> int:
+    """Check every batch of each partition directory without changing it (CRC, offsets
+    contiguous within and between segments, epochs never going down); print one line per
+    partition. Exit status 0 when all are whole (a torn tail counts as whole: opening the log
+    cuts it), 1 when any is damaged, 2 when any cannot be read."""
+    status = 0
+    for directory in directories:
+        if not os.path.isdir(directory):
+            console.print(f"{directory}: [red]error[/red] not a directory")
+            status = max(status, 2)
+            continue
+        verdict = verify_directory(directory)
+        if verdict.ok:
+            console.print(
+                f"{directory}: [green]OK[/green] {verdict.segments} segment(s), "
+                f"{verdict.batches} batches, log end offset {verdict.log_end_offset}"
+                + ("" if verdict.reason == "ok" else f" — {verdict.reason}"),
+                highlight=False,
+            )
+        elif verdict.first_bad_offset is None:
+            console.print(f"{directory}: [red]error[/red] {verdict.reason}", highlight=False)
+            status = max(status, 2)
+        else:
+            console.print(
+                f"{directory}: [red]DAMAGED[/red] at offset {verdict.first_bad_offset}: "
+                f"{verdict.reason}",
+                highlight=False,
+            )
+            status = max(status, 1)
+    return status
 
 
 def dump(directory: str, *, records: bool, console: Console) -> int:
@@ -166,4 +199,6 @@ def demo(console: Console, *, directory: str | None = None, run_s: float = 1.5) 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "writer":
         sys.exit(_writer(sys.argv[2]))
-    sys.exit(f"usage: {sys.argv[0]} writer DIR")
+    if len(sys.argv) >= 3 and sys.argv[1] == "verify":  # until `raftlog storage verify` is wired
+        sys.exit(verify(sys.argv[2:], console=Console()))
+    sys.exit(f"usage: {sys.argv[0]} writer DIR | verify DIR...")
