@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 import lmdb
 
-from .batch import BatchHeader, iter_batches, stamped_prefix, validate_batch
+from .batch import HEADER_BYTES, BatchHeader, iter_batches, stamped_prefix, validate_batch
 from .epochs import UNDEFINED_EPOCH, EpochEntry, LeaderEpochCache
 from .errors import (
     CorruptRecordError,
@@ -827,7 +827,12 @@ class Log:
         checked = 0
         damaged: int | None = None
         visited = 0
-        while checked < max(max_bytes, 1) and visited < len(closed) and damaged is None:
+        # a walk's first read may take one header beyond a smaller budget: only the first
+        while (
+            (checked == 0 or max_bytes - checked >= HEADER_BYTES)
+            and visited < len(closed)
+            and damaged is None
+        ):
             segment = closed[i]
             cursor = self._scrub_cursor
             if cursor is None or self._scrub_base != segment.base_offset:

@@ -20,8 +20,9 @@ Worked example: segment ``00000000000000000100.log`` holds batches 100..102 (82 
 ``00000000000000000108.log``, the walk still ends cleanly at ``(157, 105)`` and it is the caller's
 cross-segment check (next base 108 != 105) that names offset 105, where the gap starts.
 
-A walk reads at most its byte budget (at least one header), so a scrub can bound its IO per call;
-a batch larger than the budget is CRC'd across calls (the cursor carries the partial CRC).
+A walk reads at most its byte budget (or one header, if the budget is smaller), so a scrub can
+bound its IO per call; a batch larger than the budget is CRC'd across calls (the cursor carries
+the partial CRC).
 """
 
 from __future__ import annotations
@@ -151,6 +152,8 @@ def walk_batches(
     opened): that is a problem too, at the batch where the bytes end.
     """
     read = 0
+    crc32c = _crc32c.crc32c
+    unpack_header = _HEADER.unpack_from
     while cursor.position < size_bytes and read < budget_bytes:
         partial = cursor.partial
         if partial is not None:
@@ -170,14 +173,17 @@ def walk_batches(
                 _accept(cursor, cursor.position, header, epoch_for, log_start_offset, sink)
             continue
         remaining = size_bytes - cursor.position
-        want = min(max(budget_bytes - read, HEADER_BYTES), _CHUNK_BYTES, remaining)
+        room = budget_bytes - read
+        if read and room < HEADER_BYTES:
+            break  # only the first read of a call may exceed the budget (to read one header)
+        want = min(max(room, HEADER_BYTES), _CHUNK_BYTES, remaining)
         chunk = pread(want, cursor.position)
         read += len(chunk)
         view = memoryview(chunk)
         rel = 0
         chunk_start = cursor.position
         while len(chunk) - rel >= HEADER_BYTES:
-            header = BatchHeader(*_HEADER.unpack_from(chunk, rel))
+            header = BatchHeader(*unpack_header(chunk, rel))
             problem = _header_problem(header, cursor)
             if problem is None and epoch_for is not None and header.next_offset > log_start_offset:
                 cached = epoch_for(max(header.base_offset, log_start_offset))
@@ -199,11 +205,18 @@ def walk_batches(
                 )
             if len(chunk) - rel < size:
                 break
-            crc = _crc32c.crc32c(view[rel + CRC_START : rel + size])
-            if crc != header.crc:
+            if crc32c(view[rel + CRC_START : rel + size]) != header.crc:
                 return read, _bad(cursor, "CRC mismatch")
-            _accept(cursor, chunk_start + rel, header, epoch_for, log_start_offset, sink)
+            # _accept, inlined: this loop runs once per batch of a whole log at open
+            if header.leader_epoch > cursor.last_epoch:
+                if cursor.epoch_starts is not None:
+                    cursor.epoch_starts.append((header.leader_epoch, header.base_offset))
+                cursor.last_epoch = header.leader_epoch
+            if sink is not None:
+                sink(chunk_start + rel, header)
             rel += size
+            cursor.position = chunk_start + rel
+            cursor.expected_offset = header.base_offset + header.last_offset_delta + 1
         if len(chunk) < want:  # the file ends before size_bytes: cut after it was opened
             return read, _short(cursor, chunk_start + len(chunk))
         if rel == 0:

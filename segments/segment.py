@@ -127,6 +127,22 @@ class Segment:
         self._bytes_since_index_entry += size
         self.next_offset = last_offset + 1
 
+    def _note_header(self, position: int, header: BatchHeader) -> None:
+        """``_note_batch`` for a scanned header (recovery's per-batch hot path, inlined)."""
+        base_offset = header.base_offset
+        if header.max_timestamp > self.max_timestamp_ms:
+            self.max_timestamp_ms = header.max_timestamp
+            self._offset_of_max_timestamp = base_offset
+        if self._bytes_since_index_entry >= self._index_interval_bytes:
+            self.index.append(base_offset - self.base_offset, position)
+            if self.max_timestamp_ms > self.time_index.last_timestamp():
+                self.time_index.maybe_append(
+                    self.max_timestamp_ms, self._offset_of_max_timestamp - self.base_offset
+                )
+            self._bytes_since_index_entry = 0
+        self._bytes_since_index_entry += header.batch_length + LOG_OVERHEAD
+        self.next_offset = base_offset + header.last_offset_delta + 1
+
     # ---- reading -------------------------------------------------------------------------------
 
     def pread(self, nbytes: int, position: int) -> bytes:
@@ -247,16 +263,9 @@ class Segment:
         self.next_offset = expected_offset
         cursor = BatchCursor(start, expected_offset, last_epoch, epoch_starts)
 
-        def note(position: int, header: BatchHeader) -> None:
-            self._note_batch(
-                header.base_offset,
-                header.last_offset,
-                header.max_timestamp,
-                position,
-                header.size_bytes,
-            )
-
-        _, finding = walk_batches(self.pread, self.size_bytes, cursor, sys.maxsize, sink=note)
+        _, finding = walk_batches(
+            self.pread, self.size_bytes, cursor, sys.maxsize, sink=self._note_header
+        )
         position = cursor.position
         torn = finding is not None and finding.incomplete
         if torn and self.size_bytes - position >= HEADER_BYTES:

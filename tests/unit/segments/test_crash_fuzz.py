@@ -145,3 +145,45 @@ def test_garbage_appended_after_the_last_batch_is_cut(
     log = Log(str(work), CONFIG)
     assert log.log_end_offset == ends[-1] + 1
     assert log.recovered_bytes_truncated == 5000
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_any_damage_anywhere_is_cut_at_open_and_leaves_a_whole_prefix(
+    pristine: tuple[Path, list[int]], tmp_path: Path, seed: int
+) -> None:
+    """Without a recovery point every batch is checked at open: whatever was flipped, cut or
+    deleted, the log that opens is a whole prefix (verify finds nothing, every read succeeds),
+    and the report says damage exactly when a whole batch was lost."""
+    source, ends = pristine
+    expected = _expected_values(ends)
+    batch_ends = {e + 1 for e in ends}
+    rng = random.Random(100 + seed)
+    for _ in range(25):
+        work = tmp_path / "t-0"
+        shutil.copytree(source, work)
+        files = sorted(work.glob("*.log"))
+        target = rng.choice(files)
+        kind = rng.choice(["flip", "cut", "delete"] if target != files[0] else ["flip", "cut"])
+        raw = bytearray(target.read_bytes())
+        if kind == "flip":
+            position = rng.randrange(len(raw))
+            raw[position] ^= 1 << rng.randrange(8)
+            target.write_bytes(raw)
+        elif kind == "cut":
+            os.truncate(target, rng.randrange(len(raw)))
+        else:
+            target.unlink()
+        log = Log(str(work), CONFIG)
+        end = log.log_end_offset
+        assert end in batch_ends or end == 0
+        assert log.verify() is None
+        assert end < ends[-1] + 1 or (not log.recovery.damaged and kind == "flip")
+        if log.recovery.damaged:
+            assert log.recovery.first_bad_offset == end
+        # a closed segment lost a batch: damage (in the last one a cut, or a flip in the last
+        # batch's length, looks exactly like a crash mid-append: no recovery point, no proof)
+        if end < ends[-1] + 1 and target != files[-1]:
+            assert log.recovery.damaged, (kind, target.name, log.recovery)
+        log.close()
+        assert _check_prefix(work, expected) == (end, 0)
+        shutil.rmtree(work)
