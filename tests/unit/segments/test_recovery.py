@@ -444,3 +444,21 @@ def test_the_scrub_checks_a_batch_larger_than_its_budget_across_calls(
     path.write_bytes(raw)
     assert scrub_until_damage(log, max_bytes=1000) == base == 3
     log.close()
+
+
+def test_a_log_ending_below_its_recovery_point_is_damaged(
+    tmp_path: Path, make_batch: BatchFactory
+) -> None:
+    """The last segment cut exactly at a batch boundary: every batch left is whole, but the
+    recovery point says fsynced offsets are missing."""
+    store = BrokerStateStore(str(tmp_path / "state"))
+    directory = closed_log(tmp_path, make_batch, store)
+    last = segment_files(directory)[-1]
+    position, base, _ = batches_of(last)[1]
+    os.truncate(last, position)
+    log = Log(str(directory), CONFIG, state=store, name="t-0")
+    assert (log.recovery.damaged, log.recovery.first_bad_offset) == (True, base)
+    assert log.recovery.truncated_bytes == 0 and log.log_end_offset == base
+    assert log.recovery_point == base == store.get_offset("recovery_point", "t-0")
+    log.close()
+    store.close()
