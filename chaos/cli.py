@@ -1,6 +1,7 @@
 """``raftlog chaos``: run a Jepsen-style test against a namespaced cluster, or re-check a run.
 
-    raftlog chaos run [--nodes 3|5] [--nemesis partition,kill,pause] [--time-limit S]
+    raftlog chaos run [--nodes 3|5] [--nemesis partition,kill,pause,power-loss,disk]
+                      [--time-limit S]
                       [--rate N] [--seed N] [--out DIR] [--unsafe] ...
     raftlog chaos check DIR
 
@@ -67,8 +68,11 @@ def _parser() -> argparse.ArgumentParser:
         "--nemesis",
         default="partition,kill,pause",
         help=(
-            "comma-separated: partition (every partition kind), kill, pause, any single "
-            "nemesis (partition-halves, isolate-node, isolate-leaders, isolate-controller, "
+            "comma-separated: partition (every partition kind), kill, pause, power-loss (a "
+            "minority loses power: unsynced writes dropped by a lazyfs mount under every data "
+            "dir, then a reboot with a new boot id; needs /dev/fuse and libfuse 3), disk (a "
+            "bit flip or truncation in a segment file of one node), any single nemesis "
+            "(partition-halves, isolate-node, isolate-leaders, isolate-controller, "
             f"majorities-ring, bridge, combined), {UNCLEAN_SCENARIO} (the scripted "
             f"unclean-election scenario, alone) or {NO_FAULTS} (default: %(default)s)"
         ),

@@ -30,6 +30,12 @@ The packages (``NEMESIS_NAMES``)::
     bridge               two halves joined by one node that sees both
     kill                 kill -9 a random node; heal = start it again
     pause                SIGSTOP a random node; heal = SIGCONT
+    power-loss           a random minority loses power: SIGKILL, every write its disk had not
+                         fsynced dropped (lazyfs decides, not the broker); heal = boot (a new
+                         boot id) and start
+    disk                 one random node: kill -9, a bit flip or a truncation in one of its
+                         segment files (diskfault.py), start again at once; the fault's record
+                         says which file, where and what (``facts``); heal = nothing to undo
     combined             one of the enabled ones above, picked at start
 """
 
@@ -38,9 +44,11 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence, Set
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, NamedTuple, Protocol
+
+from .diskfault import Damage, choose_damage
 
 __all__ = [
     "NEMESIS_NAMES",
@@ -48,6 +56,7 @@ __all__ = [
     "ClusterControl",
     "CombinedNemesis",
     "Cut",
+    "DiskNemesis",
     "FaultRecord",
     "Grudge",
     "HalvesNemesis",
@@ -59,6 +68,7 @@ __all__ = [
     "NemesisContext",
     "PartitionNemesis",
     "PauseNemesis",
+    "PowerLossNemesis",
     "RingNemesis",
     "Schedule",
     "ScheduledFault",
@@ -293,6 +303,16 @@ class ClusterControl(Protocol):
 
     def is_paused(self, node: int) -> bool: ...
 
+    # storage faults (``NetnsCluster`` with ``lazyfs=True`` for power loss)
+
+    def power_off(self, node: int) -> Mapping[str, Any]: ...
+
+    def is_powered_off(self, node: int) -> bool: ...
+
+    def data_files(self, node: int) -> list[tuple[str, int]]: ...
+
+    def damage_file(self, node: int, damage: Damage) -> Mapping[str, Any]: ...
+
 
 def _no_leaders() -> frozenset[int]:
     return frozenset()
@@ -321,7 +341,8 @@ class FaultRecord:
     """One fault, for the history and the timeline.
 
     ``nodes`` are the nodes the fault targets: the isolated ones, the smaller half, the bridge
-    node, every node for a ring, the killed or paused ones.
+    node, every node for a ring, the killed, paused or powered-off ones. ``facts`` holds what a
+    storage fault did, as data (which file, offset and kind; what a power loss dropped).
     """
 
     name: str
@@ -329,15 +350,19 @@ class FaultRecord:
     stop_s: float | None  # None while the fault is in force
     nodes: tuple[int, ...]
     detail: str
+    facts: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "start_s": self.start_s,
             "stop_s": self.stop_s,
             "nodes": list(self.nodes),
             "detail": self.detail,
         }
+        if self.facts:
+            out["facts"] = dict(self.facts)
+        return out
 
 
 def _groups_text(groups: Sequence[Set[int]]) -> str:
@@ -368,8 +393,16 @@ class Nemesis(ABC):
     def final_heal(self, cluster: ClusterControl, context: NemesisContext) -> FaultRecord | None:
         return self.stop(cluster, context)
 
-    def _begin(self, context: NemesisContext, nodes: Set[int], detail: str) -> FaultRecord:
-        self.active = FaultRecord(self.name, context.now_s(), None, tuple(sorted(nodes)), detail)
+    def _begin(
+        self,
+        context: NemesisContext,
+        nodes: Set[int],
+        detail: str,
+        facts: Mapping[str, Any] | None = None,
+    ) -> FaultRecord:
+        self.active = FaultRecord(
+            self.name, context.now_s(), None, tuple(sorted(nodes)), detail, dict(facts or {})
+        )
         return self.active
 
     def _end(self, context: NemesisContext) -> FaultRecord | None:
@@ -570,6 +603,87 @@ class PauseNemesis(Nemesis):
         return self._end(context)
 
 
+# -- storage --
+
+
+class PowerLossNemesis(Nemesis):
+    """Cut the power of the targets (default: a random minority): each broker SIGKILLed and its
+    disk's unsynced writes dropped; they stay off for the fault's duration. Heal = boot (a new
+    boot id, the disk mounted again) and start."""
+
+    name = "power-loss"
+
+    def __init__(self, targets: Targets = Targets.MINORITY) -> None:
+        super().__init__()
+        self.targets = targets
+
+    def start(
+        self, cluster: ClusterControl, rng: random.Random, context: NemesisContext
+    ) -> FaultRecord | None:
+        if self.active is not None:
+            return None
+        powered = [n for n in cluster.node_ids if not cluster.is_powered_off(n)]
+        leaders = context.leaders() if self.targets is Targets.LEADERS else frozenset()
+        chosen = choose_targets(
+            powered, self.targets, rng, cluster_size=len(cluster.node_ids), leaders=leaders
+        )
+        if not chosen:
+            return None
+        lost: dict[str, Any] = {}
+        texts = []
+        for node in sorted(chosen):
+            what = dict(cluster.power_off(node))
+            lost[str(node)] = what
+            dropped = int(what.get("bytes_before", 0)) - int(what.get("bytes_after", 0))
+            texts.append(f"{node} (disk dropped {dropped} B)")
+        return self._begin(context, chosen, "power off " + ", ".join(texts), {"nodes": lost})
+
+    def stop(self, cluster: ClusterControl, context: NemesisContext) -> FaultRecord | None:
+        if self.active is None:
+            return None
+        for node in self.active.nodes:
+            if not cluster.is_running(node):
+                cluster.start(node)  # a powered-off node boots
+        return self._end(context)
+
+    def final_heal(self, cluster: ClusterControl, context: NemesisContext) -> FaultRecord | None:
+        for node in cluster.node_ids:
+            if cluster.is_powered_off(node) or not cluster.is_running(node):
+                cluster.start(node)
+        return self._end(context)
+
+
+class DiskNemesis(Nemesis):
+    """A bit flip or a truncation in one segment file of one random running node: kill -9 it,
+    damage the file, start it again at once (the damage is the fault, not the downtime). The
+    record's ``facts`` say which file, where and what. Nothing to heal."""
+
+    name = "disk"
+
+    def start(
+        self, cluster: ClusterControl, rng: random.Random, context: NemesisContext
+    ) -> FaultRecord | None:
+        if self.active is not None:
+            return None
+        running = [n for n in cluster.node_ids if cluster.is_running(n)]
+        chosen = choose_targets(running, Targets.ONE, rng, cluster_size=len(cluster.node_ids))
+        if not chosen:
+            return None
+        node = min(chosen)
+        damage = choose_damage(cluster.data_files(node), rng)
+        if damage is None:
+            return None  # nothing written yet
+        cluster.kill(node)
+        try:
+            done = dict(cluster.damage_file(node, damage))
+        finally:
+            cluster.start(node)
+        return self._begin(context, {node}, f"node {node}: {damage.text()}", done)
+
+    def stop(self, cluster: ClusterControl, context: NemesisContext) -> FaultRecord | None:
+        return self._end(context)
+
+
 # -- combined --
 
 
@@ -620,15 +734,21 @@ _FACTORIES: dict[str, Callable[[], Nemesis]] = {
     BridgeNemesis.name: BridgeNemesis,
     KillNemesis.name: KillNemesis,
     PauseNemesis.name: PauseNemesis,
+    PowerLossNemesis.name: PowerLossNemesis,
+    DiskNemesis.name: DiskNemesis,
 }
 
 NEMESIS_NAMES: tuple[str, ...] = (*_FACTORIES, CombinedNemesis.name)
+# storage faults need lazyfs mounts (power loss) and are asked for by name, never by default
+_STORAGE_NAMES = frozenset({PowerLossNemesis.name, DiskNemesis.name})
 
 
 def make_nemesis(name: str, enabled: Sequence[str] = ()) -> Nemesis:
-    """A fresh nemesis by name; ``combined`` is made of ``enabled`` (default: all the others)."""
+    """A fresh nemesis by name; ``combined`` is made of ``enabled`` (default: all the others
+    but the storage faults)."""
     if name == CombinedNemesis.name:
-        members = [n for n in (enabled or _FACTORIES) if n != CombinedNemesis.name]
+        default = [n for n in _FACTORIES if n not in _STORAGE_NAMES]
+        members = [n for n in (enabled or default) if n != CombinedNemesis.name]
         return CombinedNemesis([make_nemesis(n) for n in members])
     factory = _FACTORIES.get(name)
     if factory is None:

@@ -46,9 +46,18 @@ run's.
 
 Run directory::
 
-    node<i>.toml   the broker's config (validated with raftlog.cluster.config.parse_config)
-    node<i>.log    stdout+stderr of every incarnation of broker i, with a line per start
-    node<i>/       its data_dir
+    node<i>.toml     the broker's config (validated with raftlog.cluster.config.parse_config)
+    node<i>.log      stdout+stderr of every incarnation of broker i, with a line per start
+    node<i>.boot_id  the node's boot id (``boot_id_file``): a fresh uuid4 per simulated boot
+    node<i>/         its data_dir; with ``lazyfs=True`` a lazyfs mount (chaos/lazyfs.py) of
+    lazyfs/node<i>/  live/ and durable/: what the broker wrote, and what survives a power loss
+
+**Storage faults.** With ``lazyfs=True`` every data dir is a lazyfs mount (mounted before the
+brokers start, unmounted cleanly by ``close``): ``power_off`` SIGKILLs the broker and cuts the
+power of its disk (unsynced writes dropped, decided by lazyfs, not the broker); ``start`` of a
+powered-off node mounts the disk again, writes a new boot id — how the broker tells a reboot from
+a process crash — and starts it. ``damage_file`` applies a ``diskfault.Damage`` to a stopped
+broker's file, and also to its durable copy on lazyfs, so a later power loss keeps the damage.
 """
 
 from __future__ import annotations
@@ -71,6 +80,7 @@ import tempfile
 import threading
 import time
 import tomllib
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from enum import Enum
@@ -83,6 +93,10 @@ import grpc
 from raftlog.client import Admin
 from raftlog.cluster.config import ConfigFileError, parse_config
 from raftlog.proto import broker_pb2, broker_pb2_grpc
+
+from .diskfault import Damage, apply_damage, data_files
+from .lazymount import LazyMount, LazyMountError, cleanup_stale_mounts, mounts
+from .lazystate import durable_path
 
 __all__ = [
     "GRPC_PORT",
@@ -308,17 +322,31 @@ def cleanup_stale(prefix: str = "rl") -> list[str]:
     _check_prefix(prefix)
     check_available()
     deleted: list[str] = []
-    for run_id, names in sorted(_names_by_run(prefix).items()):
+    runs = _names_by_run(prefix)
+    for run_id in _lazyfs_runs(prefix):
+        runs.setdefault(run_id, set())
+    for run_id, names in sorted(runs.items()):
         lock = _RunLock(prefix, run_id)
         if not lock.try_acquire():
             continue  # a live run owns it
         try:
+            deleted += cleanup_stale_mounts(_lazyfs_source_prefix(prefix, run_id))
             deleted += _delete_run_resources(names)
         finally:
             lock.release()
     if deleted:
         log.info("removed stale chaos network objects: %s", ", ".join(deleted))
     return deleted
+
+
+def _lazyfs_source_prefix(prefix: str, run_id: int) -> str:
+    return f"raftlog-lazyfs-{prefix}{run_id}n"
+
+
+def _lazyfs_runs(prefix: str) -> set[int]:
+    """Run ids of this prefix that have lazyfs mounts (by the mounts' source names)."""
+    pattern = re.compile(rf"raftlog-lazyfs-{re.escape(prefix)}(\d{{1,3}})n\d+")
+    return {int(m.group(1)) for info in mounts() if (m := pattern.fullmatch(info.source))}
 
 
 def _host_overlaps(subnet: ipaddress.IPv4Network) -> bool:
@@ -391,6 +419,7 @@ class NetnsCluster:
         prefix: str = "rl",
         delete_run_dir: bool = False,
         stop_timeout_s: float = 10.0,
+        lazyfs: bool = False,
     ) -> None:
         if not 1 <= nodes <= NODES_MAX:
             raise ValueError(f"a namespaced cluster has 1 to {NODES_MAX} nodes, not {nodes}")
@@ -402,6 +431,9 @@ class NetnsCluster:
         self.delete_run_dir = delete_run_dir
         self.stop_timeout_s = stop_timeout_s
         self.log_level = log_level
+        self.lazyfs = lazyfs
+        self._mounts: dict[int, LazyMount] = {}
+        self._powered_off: set[int] = set()
         self._requested_run_dir = Path(run_dir) if run_dir is not None else None
         self._tables: dict[str, dict[str, object]] = {
             "timeouts": {
@@ -482,6 +514,12 @@ class NetnsCluster:
     def data_dir(self, node: int) -> Path:
         return self.run_dir / f"node{node}"
 
+    def boot_id_path(self, node: int) -> Path:
+        return self.run_dir / f"node{node}.boot_id"
+
+    def lazyfs_backing(self, node: int) -> Path:
+        return self.run_dir / "lazyfs" / f"node{node}"
+
     def _require(self, node: int) -> None:
         if node not in self.node_ids:
             raise ValueError(f"no node {node} (nodes: {list(self.node_ids)})")
@@ -527,6 +565,9 @@ class NetnsCluster:
                 self._make_run_dir()
                 self._build_network()
                 for node in self.node_ids:
+                    self._new_boot_id(node)
+                    if self.lazyfs:
+                        self._mount(node)
                     self._write_config(node)
                 for node in self.node_ids:
                     self._spawn(node)
@@ -614,6 +655,7 @@ class NetnsCluster:
             f"# written by raftlog.chaos.netns for run {self.run_id}\n"
             f"node_id = {node}\n"
             f'data_dir = "node{node}"\n'
+            f'boot_id_file = "{self.boot_id_path(node).name}"\n'
             f"cluster_secret = {_toml_value(self.secret)}\n\n"
             f'[listen]\ngrpc = "{self.address(node)}"\nraft = "{self.raft_address(node)}"\n\n'
             f"{voters}{tables}"
@@ -698,6 +740,17 @@ class NetnsCluster:
             self._require_open()
             if self.is_running(node):
                 raise NetnsError(f"broker {node} is already running (pid {self.pid(node)})")
+            mount = self._mounts.get(node)
+            if node not in self._powered_off and mount is not None and mount.daemon_pid() is None:
+                # the lazyfs daemon died under the broker: for the disk, that is a power loss
+                log.warning("node %d: its lazyfs daemon died; treating it as a power loss", node)
+                mount.crash()
+                self._powered_off.add(node)
+            if node in self._powered_off:  # a boot: the disk comes back, with a new boot id
+                self._mount(node)
+                self._new_boot_id(node)
+                self._powered_off.discard(node)
+                log.info("node %d powered on (boot id %s)", node, self.boot_id(node))
             self._spawn(node)
             pid = self.pid(node)
             if pid is None:
@@ -729,6 +782,101 @@ class NetnsCluster:
                 record.process.send_signal(signal.SIGKILL)
                 self._reap(record, 10.0)
                 return False
+
+    # ---- storage: boot ids, lazyfs, power loss, damaged files ------------------------------------
+
+    def boot_id(self, node: int) -> str:
+        return self.boot_id_path(node).read_text().strip()
+
+    def _new_boot_id(self, node: int) -> None:
+        path = self.boot_id_path(node)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(f"{uuid.uuid4()}\n")
+        os.replace(tmp, path)
+
+    def _mount(self, node: int) -> None:
+        mount = LazyMount(
+            self.lazyfs_backing(node),
+            self.data_dir(node),
+            fsname=f"{_lazyfs_source_prefix(self.prefix, self.run_id)}{node}",
+            # durable/ is kept for a *simulated* power loss; the host itself does not lose
+            # power in a run, so its page cache holds durable/ safely and fsyncing it there
+            # would only put the host disk's latency into every broker fsync
+            host_fsync=False,
+        )
+        self._mounts[node] = mount
+        try:
+            mount.mount()
+        except LazyMountError as exc:
+            raise NetnsError(f"node {node}: {exc}") from exc
+
+    def is_powered_off(self, node: int) -> bool:
+        with self._lock:
+            self._require(node)
+            return node in self._powered_off
+
+    def power_off(self, node: int) -> dict[str, Any]:
+        """Power loss: SIGKILL the broker (if running) and drop every write its disk had not
+        made durable (lazyfs). The node stays off until ``start`` (= power on). Returns what
+        the disk lost, for the fault record."""
+        with self._lock:
+            self._require_open()
+            self._require(node)
+            if node not in self._mounts:
+                raise NetnsError("power loss needs the data dirs on lazyfs (lazyfs=True)")
+            if node in self._powered_off:
+                raise NetnsError(f"node {node} is already powered off")
+            was_running = self.is_running(node)
+            if was_running:
+                self.kill(node)
+            try:
+                stats = self._mounts[node].crash()
+            except Exception as exc:
+                raise NetnsError(f"power loss of node {node}: {exc}") from exc
+            self._powered_off.add(node)
+            log.info("node %d powered off: %s", node, stats.text())
+            return {
+                "node": node,
+                "was_running": was_running,
+                "files_before": stats.live_files,
+                "bytes_before": stats.live_bytes,
+                "files_after": stats.durable_files,
+                "bytes_after": stats.durable_bytes,
+            }
+
+    def power_on(self, node: int) -> int:
+        """Boot a powered-off node: its disk mounted again, a new boot id, the broker started."""
+        return self.start(node)
+
+    def data_files(self, node: int) -> list[tuple[str, int]]:
+        """(path relative to the data dir, size) of the node's segment logs and indexes."""
+        with self._lock:
+            self._require(node)
+            if node in self._powered_off:
+                return []
+            return data_files(self.data_dir(node))
+
+    def damage_file(self, node: int, damage: Damage) -> dict[str, Any]:
+        """Apply ``damage`` to a stopped broker's file (and to its durable copy on lazyfs)."""
+        with self._lock:
+            self._require_open()
+            if self.is_running(node):
+                raise NetnsError(f"broker {node} must be stopped before its files are damaged")
+            if node in self._powered_off:
+                raise NetnsError(f"node {node} is powered off")
+            path = self.data_dir(node) / damage.path
+            try:
+                changed = apply_damage(path, damage)
+                durable = (
+                    durable_path(self.lazyfs_backing(node), damage.path)
+                    if node in self._mounts
+                    else None
+                )
+                durable_changed = durable is not None and apply_damage(durable, damage)
+            except OSError as exc:
+                raise NetnsError(f"damaging {path}: {exc}") from exc
+            log.info("node %d: %s (durable copy too: %s)", node, damage.text(), durable_changed)
+            return {**damage.to_json(), "changed": changed, "durable_changed": durable_changed}
 
     def pause(self, node: int) -> None:
         """SIGSTOP the broker (a GC pause / frozen VM); returns once the kernel stopped it."""
@@ -1007,6 +1155,7 @@ class NetnsCluster:
             try:
                 self._stop_all(problems)
             finally:
+                self._unmount_all(problems)
                 self._remove_network(problems)
                 if self._run_lock is not None:
                     self._run_lock.release()
@@ -1039,6 +1188,16 @@ class NetnsCluster:
                 except subprocess.TimeoutExpired:
                     problems.append(f"broker {record.node_id} (pid {record.process.pid}) lives on")
             record.paused = False
+
+    def _unmount_all(self, problems: list[str]) -> None:
+        """Clean unmounts (each daemon syncs and exits); a failure aborts that mount instead."""
+        for node, mount in sorted(self._mounts.items()):
+            try:
+                mount.unmount()
+            except Exception as exc:
+                problems.append(f"lazyfs of node {node}: {exc}")
+                mount.close()  # aborts and detaches; never raises
+        self._mounts.clear()
 
     def _remove_network(self, problems: list[str]) -> None:
         if self.run_id <= 0 or self._run_lock is None:

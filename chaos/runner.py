@@ -46,6 +46,7 @@ from raftlog.client import Admin
 from .checker import CheckResult, check
 from .drain import LeaderDrain, NodeLog, drain_leader, drain_node
 from .history import Op
+from .lazyfs import fuse_unavailable
 from .nemesis import (
     Nemesis,
     NemesisContext,
@@ -54,7 +55,13 @@ from .nemesis import (
     make_nemesis,
     nemesis_rng,
 )
-from .netns import NetnsCluster, NetnsError, check_available, cleanup_stale
+from .netns import (
+    NetnsCluster,
+    NetnsError,
+    NetnsUnavailableError,
+    check_available,
+    cleanup_stale,
+)
 from .report import (
     LiveSnapshot,
     acked_not_in_final_log,
@@ -158,6 +165,11 @@ class RunConfig:
         return UNCLEAN_SCENARIO in self.nemeses
 
     @property
+    def lazyfs(self) -> bool:
+        """Data dirs on lazyfs mounts: needed when a power loss may be scheduled."""
+        return not self.scenario and "power-loss" in schedule_names(self.nemeses, self.nodes)
+
+    @property
     def replication_factor(self) -> int:
         # the scenario needs a broker outside the target's replicas (module doc of scenario.py)
         return min(3, self.nodes - 1) if self.scenario else min(3, self.nodes)
@@ -231,6 +243,7 @@ class RunConfig:
             "session_timeout_ms": self.session_timeout_ms,
             "request_timeout_ms": self.request_timeout_ms,
             "producer_mode": self.producer_mode,
+            "lazyfs": self.lazyfs,
             "delivery_timeout_ms": self.delivery_timeout_ms,
             "drop_produce_responses": self.drop_produce_responses,
             "command": self.command_line(),
@@ -336,6 +349,8 @@ def run(config: RunConfig, console: Console | None = None) -> RunOutcome:
     console = console or Console()
     events = plan_faults(config)  # before anything is built: a bad plan fails fast
     check_available()
+    if config.lazyfs and (reason := fuse_unavailable()) is not None:
+        raise NetnsUnavailableError(f"--nemesis power-loss: {reason}")
     cleanup_stale(config.prefix)
     out = (config.out_dir or default_out_dir(config.seed)).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -410,6 +425,7 @@ class _Run:
                 heartbeat_interval_ms=config.heartbeat_interval_ms,
                 replica_lag_ms_max=config.replica_lag_ms_max,
                 prefix=config.prefix,
+                lazyfs=config.lazyfs,
                 testing=(
                     {"drop_produce_responses": config.drop_produce_responses}
                     if config.drop_produce_responses

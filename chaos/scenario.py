@@ -9,7 +9,8 @@ Pure except the two scenario nemeses' ``start``/``stop`` (they drive a ``Cluster
 
     partition   every partition nemesis (halves, isolate-node, isolate-leaders,
                 isolate-controller, bridge; majorities-ring too with 5 nodes)
-    kill, pause, and any name of ``nemesis.NEMESIS_NAMES``
+    kill, pause, power-loss, disk, and any name of ``nemesis.NEMESIS_NAMES`` (power-loss puts
+                every data dir on a lazyfs mount: netns.py, lazyfs.py)
     unclean-leader   the scripted scenario below (alone)
     none        no faults (a baseline)
 
@@ -93,7 +94,13 @@ _PARTITION_KINDS = (
 def families(nodes: int) -> dict[str, tuple[str, ...]]:
     """Family name → the nemesis names in it, for a cluster of ``nodes``."""
     partition = _PARTITION_KINDS + (("majorities-ring",) if nodes >= 5 else ())
-    return {"partition": partition, "kill": ("kill",), "pause": ("pause",)}
+    return {
+        "partition": partition,
+        "kill": ("kill",),
+        "pause": ("pause",),
+        "power-loss": ("power-loss",),
+        "disk": ("disk",),
+    }
 
 
 def parse_nemeses(spec: str | Sequence[str]) -> tuple[str, ...]:

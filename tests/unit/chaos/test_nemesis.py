@@ -11,13 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from raftlog.chaos.diskfault import Damage, DamageKind
 from raftlog.chaos.nemesis import (
     NEMESIS_NAMES,
     CombinedNemesis,
+    DiskNemesis,
     FaultRecord,
     KillNemesis,
     NemesisContext,
     PauseNemesis,
+    PowerLossNemesis,
     Schedule,
     ScheduledFault,
     Targets,
@@ -252,6 +255,8 @@ class FakeCluster:
     grudge: dict[int, frozenset[int]] = field(default_factory=dict)
     stopped: set[int] = field(default_factory=set)
     paused: set[int] = field(default_factory=set)
+    powered_off: set[int] = field(default_factory=set)
+    files: dict[int, list[tuple[str, int]]] = field(default_factory=dict)
     calls: list[tuple[str, object]] = field(default_factory=list)
 
     @property
@@ -278,6 +283,7 @@ class FakeCluster:
     def start(self, node: int) -> int:
         assert node in self.stopped
         self.stopped.discard(node)
+        self.powered_off.discard(node)  # starting a powered-off node boots it
         self.calls.append(("start", node))
         return 1000 + node
 
@@ -295,6 +301,25 @@ class FakeCluster:
     def is_paused(self, node: int) -> bool:
         return node in self.paused
 
+    def power_off(self, node: int) -> Mapping[str, object]:
+        assert node not in self.powered_off
+        self.stopped.add(node)
+        self.paused.discard(node)
+        self.powered_off.add(node)
+        self.calls.append(("power_off", node))
+        return {"node": node, "bytes_before": 100, "bytes_after": 60}
+
+    def is_powered_off(self, node: int) -> bool:
+        return node in self.powered_off
+
+    def data_files(self, node: int) -> list[tuple[str, int]]:
+        return self.files.get(node, [])
+
+    def damage_file(self, node: int, damage: Damage) -> Mapping[str, object]:
+        assert node in self.stopped, "files are damaged only while the broker is down"
+        self.calls.append(("damage", (node, damage)))
+        return {**damage.to_json(), "changed": True}
+
 
 class Clock:
     def __init__(self) -> None:
@@ -310,7 +335,8 @@ def context(leaders: Set[int] = frozenset(), controller: int | None = None) -> N
 
 
 @pytest.mark.parametrize(
-    "name", [n for n in NEMESIS_NAMES if n not in ("kill", "pause", "combined")]
+    "name",
+    [n for n in NEMESIS_NAMES if n not in ("kill", "pause", "combined", "power-loss", "disk")],
 )
 def test_partition_nemeses_cut_then_heal(name: str) -> None:
     cluster, ctx = FakeCluster(), context(leaders={1, 4}, controller=2)
@@ -447,3 +473,66 @@ def test_a_seeded_run_replays_exactly() -> None:
     assert first != other
     assert all(r.stop_s is not None for r in first[1::2])
     assert first[0].to_json()["name"] == first[0].name
+
+
+def test_power_loss_turns_a_minority_off_and_boots_it_on_stop() -> None:
+    cluster, ctx = FakeCluster(), context()
+    nemesis = PowerLossNemesis()
+    record = nemesis.start(cluster, random.Random(5), ctx)
+    assert record is not None and record.name == "power-loss"
+    assert 1 <= len(record.nodes) <= 2  # a minority of 5
+    assert cluster.powered_off == set(record.nodes) == cluster.stopped
+    assert "dropped 40 B" in record.detail
+    assert record.to_json()["facts"]["nodes"][str(record.nodes[0])]["bytes_after"] == 60
+    assert nemesis.start(cluster, random.Random(5), ctx) is None  # one fault at a time
+    healed = nemesis.stop(cluster, ctx)
+    assert healed is not None and healed.facts == record.facts
+    assert cluster.powered_off == set() and cluster.stopped == set()
+    # the final heal boots anything still off, whoever turned it off
+    cluster.power_off(3)
+    nemesis.final_heal(cluster, ctx)
+    assert cluster.powered_off == set()
+
+
+def test_disk_damages_one_file_of_a_stopped_broker_and_restarts_it() -> None:
+    cluster, ctx = FakeCluster(size=3), context()
+    log = "chaos-0/00000000000000000000.log"
+    cluster.files = {n: [(log, 4096), ("chaos-0/00000000000000000000.index", 16)] for n in (1, 2)}
+    nemesis = DiskNemesis()
+    records = []
+    for seed in range(20):
+        record = nemesis.start(cluster, random.Random(seed), ctx)
+        if record is None:  # node 3 has no files yet: nothing to damage there
+            continue
+        assert record.name == "disk" and record.nodes[0] in (1, 2)
+        assert nemesis.stop(cluster, ctx) is not None
+        records.append(record)
+        assert cluster.stopped == set()  # started again at once
+    assert records, "some seed must hit a node with files"
+    kinds = {r.facts["kind"] for r in records}
+    assert kinds == {"bitflip", "truncate"}
+    assert all(r.facts["file"].startswith("chaos-0/") for r in records)
+    damages = [c[1] for c in cluster.calls if c[0] == "damage"]
+    assert len(damages) == len(records)
+    assert [c[0] for c in cluster.calls[:3]] == ["kill", "damage", "start"]
+
+
+def test_disk_damage_is_a_pure_choice() -> None:
+    from raftlog.chaos.diskfault import choose_damage
+
+    files = [("chaos-1/00000000000000000042.log", 100), ("chaos-1/00000000000000000042.index", 8)]
+    a = [choose_damage(files, random.Random(s)) for s in range(50)]
+    assert a == [choose_damage(files, random.Random(s)) for s in range(50)]
+    assert {d.kind for d in a if d} == {DamageKind.BITFLIP, DamageKind.TRUNCATE}
+    logs = sum(1 for d in a if d and d.path.endswith(".log"))
+    assert logs > 25  # logs are preferred 3:1
+    assert choose_damage([("state/data.mdb", 4096), ("chaos-0/x.log", 0)], random.Random()) is None
+
+
+def test_combined_leaves_out_storage_faults_unless_asked() -> None:
+    combined = make_nemesis("combined")
+    assert isinstance(combined, CombinedNemesis)
+    assert {m.name for m in combined.members}.isdisjoint({"power-loss", "disk"})
+    asked = make_nemesis("combined", ["kill", "power-loss"])
+    assert isinstance(asked, CombinedNemesis)
+    assert [m.name for m in asked.members] == ["kill", "power-loss"]
