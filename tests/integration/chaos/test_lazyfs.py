@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from raftlog.chaos.diskfault import Damage, DamageKind, apply_damage
 from raftlog.chaos.lazyfs import fuse_unavailable
 from raftlog.chaos.lazymount import LazyMount, find_mount
-from raftlog.chaos.lazystate import read_manifest
+from raftlog.chaos.lazystate import durable_path, read_manifest
 
 UNAVAILABLE = fuse_unavailable()
 pytestmark = [
@@ -151,6 +152,22 @@ def test_rename_and_unlink_are_durable_only_with_their_directory(lazy: LazyMount
     manifest = read_manifest(lazy.backing)
     assert manifest is not None and manifest.dirs[0] == {}
     assert list((lazy.backing / "durable" / "inodes").iterdir()) == []  # nothing left behind
+
+
+def test_disk_damage_to_the_durable_copy_outlives_a_power_loss(lazy: LazyMount) -> None:
+    (lazy.mountpoint / "p-0").mkdir()
+    seg = lazy.mountpoint / "p-0" / "seg.log"
+    write(seg, bytes(64), sync=True)
+    fsync_path(lazy.mountpoint / "p-0")
+    fsync_path(lazy.mountpoint)
+    write(seg, b"tail", sync=False, mode="ab")
+    flip = Damage("p-0/seg.log", DamageKind.BITFLIP, 10, 68, bit=0)
+    assert apply_damage(seg, flip)  # what the broker sees now
+    durable = durable_path(lazy.backing, "p-0/seg.log")
+    assert durable is not None and apply_damage(durable, flip)  # what the disk keeps
+    assert seg.read_bytes()[10] == 1
+    power_cycle(lazy)
+    assert seg.read_bytes() == bytes(10) + b"\x01" + bytes(53)  # damaged, tail dropped
 
 
 def test_mmap_writes_count_only_after_msync(lazy: LazyMount) -> None:
