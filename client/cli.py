@@ -202,6 +202,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     dump.add_argument("directory", help="a partition directory, e.g. data/logs/orders-0")
     dump.add_argument("--records", action="store_true", help="also decode and print records")
+    verify = storage_commands.add_parser(
+        "verify",
+        help="check every batch of partition directories offline (CRC, gaps, overlaps, epochs)",
+    )
+    verify.add_argument("directories", nargs="+", help="partition directories, e.g. data/logs/t-0")
     sdemo = storage_commands.add_parser(
         "demo", help="kill a writer mid-append with SIGKILL, recover the log, verify every record"
     )
@@ -575,6 +580,8 @@ def _cmd_storage(args: argparse.Namespace, console: Console) -> int:
 
     if args.storage_command == "dump":
         return tool.dump(args.directory, records=args.records, console=console)
+    if args.storage_command == "verify":
+        return tool.verify(args.directories, console=console)
     return tool.demo(console, directory=args.dir, run_s=args.seconds)
 
 
