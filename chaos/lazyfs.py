@@ -508,6 +508,22 @@ def fuse_unavailable() -> str | None:
     return None
 
 
+def stop_by_signal(fuse: Any) -> Any:
+    """Call ``fuse`` (mfusepy.FUSE), taking libfuse's status 8 — its loop ended on an error,
+    which is how libfuse 3 reports the SIGTERM that ``LazyMount.unmount`` sends — as a clean end
+    (libfuse ran our ``destroy`` and unmounted before it returned)."""
+
+    def call(*args: Any, **kwargs: Any) -> None:
+        try:
+            fuse(*args, **kwargs)
+        except RuntimeError as exc:
+            if str(exc) != "8":
+                raise
+            log.info("the FUSE loop ended on a signal (libfuse status 8)")
+
+    return call
+
+
 def serve(
     backing: Path,
     mountpoint: Path,
@@ -540,7 +556,7 @@ def serve(
         "serving %s at %s (host fsync %s, threads %s)", backing, mountpoint, host_fsync, threads
     )
     try:
-        _Fuse(
+        stop_by_signal(_Fuse)(
             operations,
             str(mountpoint),
             foreground=True,

@@ -9,7 +9,8 @@ found in ``/proc/self/mountinfo`` by its mount point, type ``fuse.lazyfs`` and s
 ``fsname`` we gave it) — never by ``stat``, which hangs on a stuck FUSE mount.
 
 * ``mount()`` — start the daemon, wait (bounded) until the mount is there.
-* ``unmount()`` — clean: ``umount``; the daemon syncs everything (a clean shutdown) and exits.
+* ``unmount()`` — clean: SIGTERM; the daemon syncs everything (a clean shutdown), unmounts and
+  exits.
 * ``crash()`` — power loss: SIGKILL the daemon, then ``force_unmount`` (abort the FUSE
   connection through ``/sys/fs/fuse/connections/<minor>/abort``, ``umount -l``), then
   ``lazyfs.restore``: ``live/`` becomes what ``durable/`` holds. The broker must already be dead
@@ -255,23 +256,21 @@ class LazyMount:
     # -- unmount --
 
     def unmount(self, timeout_s: float = UNMOUNT_TIMEOUT_S) -> None:
-        """Clean unmount: the daemon syncs everything and exits. On any failure the mount is
-        aborted and the daemon killed instead (then the next mount restores durable state)."""
+        """Clean unmount: SIGTERM to our daemon, whose libfuse leaves its loop, runs the
+        ``destroy`` callback (everything synced, as a clean shutdown) and unmounts. Not a plain
+        ``umount``: a broker's private mount namespace (``ip netns exec``) may hold a copy of
+        the mount, which keeps the connection — and the daemon — alive after ours is gone. On
+        any failure the mount is aborted and the daemon killed instead (the next mount then
+        restores the durable state)."""
         pid = self.daemon_pid()
         try:
-            if self.is_mounted():
-                done = subprocess.run(
-                    ["umount", str(self.mountpoint)],
-                    capture_output=True,
-                    text=True,
-                    timeout=UMOUNT_COMMAND_TIMEOUT_S,
-                    check=False,
-                )
-                if done.returncode != 0:
-                    raise LazyMountError(f"umount {self.mountpoint}: {done.stderr.strip()}")
-            if pid is not None and not self._wait_exit(pid, timeout_s):
-                raise LazyMountError(f"the lazyfs daemon {pid} did not exit after the unmount")
-        except (LazyMountError, subprocess.TimeoutExpired) as exc:
+            if pid is not None:
+                os.kill(pid, signal.SIGTERM)
+                if not self._wait_exit(pid, timeout_s):
+                    raise LazyMountError(f"the lazyfs daemon {pid} did not exit on SIGTERM")
+            if find_mount(self.mountpoint) is not None:  # a daemon that died: drop its mount
+                force_unmount(self.mountpoint)
+        except (LazyMountError, OSError) as exc:
             log.warning("clean unmount of %s failed (%s): aborting it", self.mountpoint, exc)
             self._kill(pid)
             force_unmount(self.mountpoint)
