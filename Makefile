@@ -66,6 +66,13 @@ bench-quorum-scale: $(STAMP)
 chaos: $(STAMP)
 	$(VENV)/bin/raftlog chaos run --nodes 5 --time-limit 300 --nemesis partition,kill,pause
 
+## lazyfs (the power-loss nemesis's FUSE layer): small appends, with and without an fdatasync
+## each, on the plain disk and through a lazyfs mount (root, /dev/fuse, libfuse 3).
+.PHONY: bench-lazyfs
+bench-lazyfs: $(STAMP)
+	@rm -rf .bench-lazyfs && mkdir -p .bench-lazyfs
+	$(PY) -m raftlog.chaos.lazyfs bench .bench-lazyfs --seconds 3; status=$$?; rm -rf .bench-lazyfs; exit $$status
+
 ## The cluster: acks=all throughput (100 B, 1 KiB, 16 KiB), p99 at 10k records/s, consumer
 ## throughput, failover after kill -9 of a leader, raw disk speed; bench-results/cluster.json.
 bench: $(STAMP)
