@@ -50,7 +50,7 @@ from raftlog.raft.controller import ControllerConfig
 from raftlog.raft.listener import PartitionListener
 from raftlog.raft.metadata import Applied, TopicRecord
 from raftlog.raft.store import MetadataStore
-from raftlog.segments import BrokerStateStore
+from raftlog.segments import BrokerStateStore, makedirs_durable
 
 from . import restart
 from .config import BrokerConfig
@@ -90,11 +90,12 @@ class Broker:
         self.incarnation = time.time_ns()
         self.cluster_id = "raftlog"
         self.clock_ms = _now_ms
-        os.makedirs(config.data_dir, exist_ok=True)
+        # every name on the way must survive a power loss: a voter that reboots into an empty
+        # directory would vote again in a term it already voted in
+        for sub in ("", "raft", "logs"):
+            makedirs_durable(os.path.join(config.data_dir, sub))
         self.state = BrokerStateStore(os.path.join(config.data_dir, "state"))
-        self.unclean = restart.begin(
-            self.state, config.boot_id_path, os.path.join(config.data_dir, "logs")
-        )
+        self.unclean = restart.begin(self.state, config.boot_id_path)
         self.store = MetadataStore()
         self.listener = PartitionListener(config.node_id)
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -41,7 +41,9 @@ from raftlog.segments import (
     LogConfig,
     StorageError,
     iter_batches,
+    makedirs_durable,
     validate_batch,
+    write_file_durable,
 )
 from raftlog.segments.errors import CorruptRecordError, LogDirFullError
 
@@ -310,7 +312,7 @@ class ReplicaManager:
         self.fetch_purgatory = Purgatory(
             max_operations=self.config.purgatory_operations_max, start_ms=now
         )
-        os.makedirs(self.config.data_dir, exist_ok=True)
+        makedirs_durable(self.config.data_dir)
 
     # ---- logs ----------------------------------------------------------------------------------
 
@@ -357,9 +359,13 @@ class ReplicaManager:
                 log.warning("%s: stale log of topic id %s removed", name, on_disk)
                 shutil.rmtree(directory)
                 self.state.delete_partition(name)
-        os.makedirs(directory, exist_ok=True)
-        with open(meta, "w") as f:
-            f.write(f"{record.topic_id}\n")
+        else:
+            on_disk = -1
+        if on_disk != record.topic_id:
+            # the directory and its topic id must survive a power loss (names need their
+            # parent directory fsynced), or a reboot would find a stranger's log
+            makedirs_durable(directory)
+            write_file_durable(meta, f"{record.topic_id}\n".encode())
         topic_log = Log(
             directory,
             self.log_config(self.topic_lookup(record.topic)),

@@ -26,7 +26,6 @@ before its registration committed, "unclean_pending" keeps the verdict for the n
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 from raftlog.segments import BrokerStateStore
@@ -49,14 +48,16 @@ _KEY = "restart"
 class RestartFacts:
     boot_id: str | None  # the machine's boot id now; None when it cannot be read
     recorded: dict[str, object] | None  # the previous process's record; None on a fresh store
-    has_logs: bool  # the data directory holds partition logs
 
 
 def may_have_lost_data(facts: RestartFacts) -> bool:
     """True when unsynced writes of the previous run may be gone (see the module docstring)."""
     record = facts.recorded
     if record is None:
-        return facts.has_logs  # logs without our record: nothing proves they are whole
+        # a first start, or a data directory that lost everything (a power loss before its
+        # names were synced, a replaced disk): the controller may know replicas of ours we no
+        # longer hold, so say unclean — for a new broker with no replicas it changes nothing
+        return True
     if record.get("unclean_pending"):
         return True  # an unclean start whose registration never committed
     if record.get("clean"):
@@ -77,13 +78,12 @@ def read_boot_id(path: str) -> str | None:
     return value or None
 
 
-def begin(state: BrokerStateStore, boot_id_path: str, logs_dir: str) -> bool:
+def begin(state: BrokerStateStore, boot_id_path: str) -> bool:
     """At start, before any log is opened: decide, record this start (synced), return the
     verdict (True: register as unclean)."""
     boot_id = read_boot_id(boot_id_path)
     recorded = state.get_blob("meta", _KEY)
-    has_logs = os.path.isdir(logs_dir) and any(os.scandir(logs_dir))
-    facts = RestartFacts(boot_id, recorded if isinstance(recorded, dict) else None, has_logs)
+    facts = RestartFacts(boot_id, recorded if isinstance(recorded, dict) else None)
     unclean = may_have_lost_data(facts)
     state.put_blob(
         "meta", _KEY, {"boot_id": boot_id or "", "clean": False, "unclean_pending": unclean}

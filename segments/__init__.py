@@ -17,6 +17,7 @@ from .batch import (
     read_header,
     validate_batch,
 )
+from .durable import fsync_directory, makedirs_durable, write_file_durable
 from .epochs import UNDEFINED_EPOCH, UNDEFINED_OFFSET, EpochEntry, LeaderEpochCache
 from .errors import (
     CorruptRecordError,
@@ -59,8 +60,11 @@ __all__ = [
     "StorageError",
     "StorageIOError",
     "build_batch",
+    "fsync_directory",
     "iter_batches",
     "iter_records",
+    "makedirs_durable",
     "read_header",
     "validate_batch",
+    "write_file_durable",
 ]

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import lmdb
 
 from .batch import HEADER_BYTES, BatchHeader, iter_batches, stamped_prefix, validate_batch
+from .durable import fsync_directory
 from .epochs import UNDEFINED_EPOCH, EpochEntry, LeaderEpochCache
 from .errors import (
     CorruptRecordError,
@@ -68,18 +69,6 @@ _SEGMENT_BYTES_MAX = 0x7FFFFFFF  # positions in the index are uint32; stay well 
 
 def _wall_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _fsync_directory(path: str) -> None:
-    """Make the directory's entries (files created, renamed, deleted) durable."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise StorageIOError(f"fsync of the directory {path} failed: {exc}") from exc
 
 
 @dataclass(slots=True)
@@ -635,7 +624,7 @@ class Log:
             def durable() -> None:
                 fsync_segment()
                 for directory in directories:
-                    _fsync_directory(directory)
+                    fsync_directory(directory)
                 self._synced_in_background(pending, changes)
 
             self._background(durable)
@@ -659,7 +648,7 @@ class Log:
             if self._dir_synced >= changes and self._parent_synced:
                 return
         for directory in self._directories_to_sync():
-            _fsync_directory(directory)
+            fsync_directory(directory)
         with self._sync_lock:
             self._dir_synced = max(self._dir_synced, changes)
 

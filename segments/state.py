@@ -27,6 +27,7 @@ from typing import Any
 import cbor2
 import lmdb
 
+from .durable import fsync_directory, makedirs_durable
 from .epochs import EpochEntry
 
 __all__ = ["BrokerStateStore"]
@@ -40,9 +41,12 @@ class BrokerStateStore:
 
     def __init__(self, path: str, *, map_size_bytes: int = 1 << 30, sync: bool = True) -> None:
         self.path = path
+        makedirs_durable(path)
         self._env = lmdb.open(
             path, map_size=map_size_bytes, max_dbs=len(_DATABASES), sync=sync, subdir=True
         )
+        if sync:
+            fsync_directory(path)  # data.mdb and lock.mdb: their names must outlive a reboot
         self._dbs = {name.decode(): self._env.open_db(name) for name in _DATABASES}
 
     def close(self) -> None:

@@ -361,13 +361,13 @@ def test_the_directory_is_fsynced_before_the_recovery_point_covers_a_new_segment
     tmp_path: Path, make_batch: BatchFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events: list[str] = []
-    real = log_module._fsync_directory
+    real = log_module.fsync_directory
 
     def spy(path: str) -> None:
         events.append(f"dir {os.path.basename(path)}")
         real(path)
 
-    monkeypatch.setattr(log_module, "_fsync_directory", spy)
+    monkeypatch.setattr(log_module, "fsync_directory", spy)
     store = BrokerStateStore(str(tmp_path / "state"))
     save = store.save_offsets
 
