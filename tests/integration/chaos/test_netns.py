@@ -306,7 +306,9 @@ def test_every_nemesis_drives_the_real_cluster(cluster: NetnsCluster) -> None:
         controller=cluster.controller,
     )
     rng = nemesis_rng(7)
-    for name in NEMESIS_NAMES:
+    # the storage nemeses (power-loss needs lazyfs mounts; disk restarts at once, so nothing
+    # is left to see) are driven by whole runs in test_chaos_storage.py
+    for name in (n for n in NEMESIS_NAMES if n not in ("power-loss", "disk")):
         nemesis = make_nemesis(name)
         record = nemesis.start(cluster, rng, context)
         assert record is not None, name
