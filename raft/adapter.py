@@ -51,8 +51,9 @@ I = tests/integration/raft/test_quorum.py).
     commit rule, later in the same tick, counts only its durable log); ``__sendNextNodeIdx``
     holds every ``next_node_idx`` answer until that point (in order; a success answer made
     before the log was cut is dropped: a lost message to Raft, ``acks_dropped``);
-    ``__onBecomeLeader`` syncs the new leader's no-op (a single voter commits it in the same
-    tick). ``leader_applied_before_durable`` counts breaches of the invariant (always 0).
+    ``__onBecomeLeader`` syncs a single voter's no-op (it commits it in the same tick; a leader
+    with peers wins in a poll and syncs at its next tick, before the commit rule).
+    ``leader_applied_before_durable`` counts breaches of the invariant (always 0).
     Log compaction's prefix removal and a snapshot install's clear are atomic rewrites
     (tmp+fsync+rename), no longer in place. Cost (bench_commit, 3 voters): commit rate
     unchanged, about 0.002 fdatasyncs per command under load.
@@ -726,9 +727,14 @@ class _RaftNode(SyncObj):  # type: ignore[misc]
 
     def _SyncObj__onBecomeLeader(self) -> None:
         SyncObj._SyncObj__onBecomeLeader(self)
-        # Its no-op entry is counted by the commit rule later in this very tick when no other
-        # voter exists; make it durable first (one fdatasync per election).
-        self._raftlog_quorum._make_durable()
+        # A single voter wins inside _onTick's election step, and the commit rule later in
+        # that same tick counts its no-op: make it durable first. With peers, the win comes
+        # from a vote answer handled in the poll at the end of a tick, and the next tick's
+        # _make_durable runs before that tick's commit rule; syncing here as well would only
+        # hold the new leader's first view (and its first accepted command) behind an
+        # fdatasync.
+        if not self._SyncObj__otherNodes:
+            self._raftlog_quorum._make_durable()
 
     def _SyncObj__connectedToAnyone(self) -> bool:
         # Overrides SyncObj.__connectedToAnyone (its mangled name). pysyncobj calls it only

@@ -13,6 +13,14 @@ killed node is restarted from its data directory before the next run. Results (m
 per size, and the samples) are merged into ``--out`` under ``failover_ms_median_<n>`` /
 ``failover_ms_max_<n>`` / ``failover_ms_samples_<n>``.
 
+Each failover is also split in two at the start of the probe's first accepted submit (the first
+after the survivor's published view says it leads): ``failover_election_ms_*`` (kill until then:
+the randomised election timeout, pre-vote and vote; it varies by ±75 ms from run to run, so
+medians of ten runs differ by tens of ms between identical builds) and ``failover_commit_ms_*``
+(from then until that command committed: the next heartbeat, a follower's fdatasync-ed answer,
+the commit rule; the part the journal can change, steady to a few ms). Compare builds on the
+second part, or on many interleaved runs of the total.
+
 Every wait is bounded, and every child is killed by PID on the way out.
 """
 
@@ -31,7 +39,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cbor2
 
@@ -69,6 +77,7 @@ def _probe(quorum: RaftQuorum, stop: threading.Event, lock: threading.Lock) -> N
     """Submit until a commit succeeds here (this node became leader), or until stopped."""
     deadline = time.monotonic() + _PROBE_DEADLINE_S
     while not stop.is_set() and time.monotonic() < deadline:
+        submitted_at = time.monotonic()
         try:
             quorum.submit(b"probe", 0.5)
         except NotLeaderError:
@@ -76,9 +85,10 @@ def _probe(quorum: RaftQuorum, stop: threading.Event, lock: threading.Lock) -> N
             continue
         except QuorumError:
             continue
-        _emit(lock, {"probe": time.monotonic()})
+        # submitted_at: this node's view said "leader" (else NotLeaderError at once).
+        _emit(lock, {"probe": time.monotonic(), "submitted": submitted_at})
         return
-    _emit(lock, {"probe": None})
+    _emit(lock, {"probe": None, "submitted": None})
 
 
 def _child(spec: dict[str, Any]) -> int:
@@ -188,7 +198,13 @@ def _agreed_leader(children: list[_Child], timeout_s: float = 10.0) -> _Child:
     raise RuntimeError(f"no agreed leader within {timeout_s:.0f} s")
 
 
-def _measure(size: int, runs: int, stable_s: float, workdir: Path) -> list[float]:
+class _Sample(NamedTuple):
+    total_ms: float  # kill -> first commit on a survivor
+    election_ms: float  # kill -> that survivor's accepted submit (it leads)
+    commit_ms: float  # accepted submit -> committed
+
+
+def _measure(size: int, runs: int, stable_s: float, workdir: Path) -> list[_Sample]:
     voters = {i: f"127.0.0.1:{_free_port()}" for i in range(1, size + 1)}
     children = [
         _Child(
@@ -202,7 +218,7 @@ def _measure(size: int, runs: int, stable_s: float, workdir: Path) -> list[float
         )
         for i in voters
     ]
-    samples_ms: list[float] = []
+    samples: list[_Sample] = []
     try:
         for child in children:
             child.spawn()
@@ -216,18 +232,28 @@ def _measure(size: int, runs: int, stable_s: float, workdir: Path) -> list[float
                 child.send("probe")
             killed_at = time.monotonic()
             leader.kill()
-            committed_at = [survivor.reply()["probe"] for survivor in _first_reply(survivors)]
-            times = [t for t in committed_at if t is not None]
-            if not times:
+            replies = [survivor.reply() for survivor in _first_reply(survivors)]
+            done = [(r["probe"], r["submitted"]) for r in replies if r["probe"] is not None]
+            if not done:
                 raise RuntimeError(f"run {run}: no survivor committed within the deadline")
-            samples_ms.append((min(times) - killed_at) * 1000.0)
-            print(f"voters={size} run={run} failover_ms={samples_ms[-1]:.0f}", file=sys.stderr)
+            committed_at, submitted_at = min(done)
+            sample = _Sample(
+                total_ms=(committed_at - killed_at) * 1000.0,
+                election_ms=(submitted_at - killed_at) * 1000.0,
+                commit_ms=(committed_at - submitted_at) * 1000.0,
+            )
+            samples.append(sample)
+            print(
+                f"voters={size} run={run} failover_ms={sample.total_ms:.0f} "
+                f"(election {sample.election_ms:.0f}, commit {sample.commit_ms:.0f})",
+                file=sys.stderr,
+            )
             leader.spawn()
             assert leader.reply()["ready"]
     finally:
         for child in children:
             child.kill()
-    return samples_ms
+    return samples
 
 
 def _first_reply(survivors: list[_Child]) -> list[_Child]:
@@ -262,9 +288,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="raftlog-failover-") as tmp:
         for size in args.voters:
             samples = _measure(size, args.runs, args.stable_s, Path(tmp))
-            results[f"failover_ms_median_{size}"] = round(statistics.median(samples), 1)
-            results[f"failover_ms_max_{size}"] = round(max(samples), 1)
-            results[f"failover_ms_samples_{size}"] = [round(s, 1) for s in samples]
+            totals = [s.total_ms for s in samples]
+            results[f"failover_ms_median_{size}"] = round(statistics.median(totals), 1)
+            results[f"failover_ms_max_{size}"] = round(max(totals), 1)
+            results[f"failover_ms_samples_{size}"] = [round(t, 1) for t in totals]
+            for part in ("election", "commit"):
+                values = [getattr(s, f"{part}_ms") for s in samples]
+                results[f"failover_{part}_ms_median_{size}"] = round(statistics.median(values), 1)
+                results[f"failover_{part}_ms_max_{size}"] = round(max(values), 1)
     results["failover_stable_s"] = args.stable_s
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
