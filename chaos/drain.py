@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from raftlog.client import Consumer, RaftlogError
-from raftlog.segments import BrokerStateStore, Log, iter_batches, iter_records
+from raftlog.segments import BrokerStateStore, CorruptRecordError, Log, iter_batches, iter_records
 
 from .history import OpF, OpType
 from .workload import Recorder, decode_value, key_of, records_value
@@ -170,6 +170,11 @@ def read_node_log(data_dir: Path, node: int, topic: str, partition: int) -> Node
                     if result.next_offset <= offset:
                         raise RuntimeError(f"no progress reading at offset {offset}")
                     offset = result.next_offset
+                if log.recovery.damaged:  # opening cut damage: a finding, not a torn tail
+                    raise CorruptRecordError(
+                        f"damaged log cut at offset {log.recovery.first_bad_offset}: "
+                        f"{log.recovery.reason}"
+                    )
         except Exception as exc:  # corruption is a finding: report it with what was read
             error = f"{type(exc).__name__}: {exc}"
             return NodeLog(node, key, start, end, hw, tuple(records), error, cut)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import shlex
 import subprocess
@@ -807,6 +808,12 @@ def test_a_corrupt_replica_log_is_reported_not_hidden(tmp_path: Path) -> None:
 def test_a_torn_tail_cut_by_recovery_is_reported(tmp_path: Path) -> None:
     from raftlog.chaos.drain import read_node_log
 
-    found = read_node_log(corrupt_log(tmp_path, segment_bytes=1 << 20), 1, "t", 0)
+    node = corrupt_log(tmp_path, segment_bytes=1 << 20)
+    segment = sorted((node / "logs" / "t-0").glob("*.log"))[0]
+    os.truncate(segment, segment.stat().st_size - 5)  # the last batch torn, not flipped
+    found = read_node_log(node, 1, "t", 0)
     assert found is not None and found.error is None
     assert found.tail_bytes_cut > 0 and found.log_end_offset == 29
+    # a complete last batch whose CRC fails is damage, not a torn tail: reported
+    damaged = read_node_log(corrupt_log(tmp_path / "b", segment_bytes=1 << 20), 1, "t", 0)
+    assert damaged is not None and damaged.error is not None and "damaged" in damaged.error
