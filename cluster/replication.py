@@ -219,11 +219,14 @@ class LeaderReplication:
         return False
 
     def acks_all_outcome(self, last_offset: int, min_insync_replicas: int) -> str | None:
-        """None while waiting; else "NONE" or an ErrorCode name for a batch ending there."""
-        if self.high_watermark <= last_offset:
-            return None
+        """None while waiting; else "NONE" or an ErrorCode name for a batch ending there.
+
+        Below min ISR the HW stands still, so a batch not yet committed is answered at once
+        (appended, not replicated enough) instead of waiting out its timeout."""
         if len(self.isr) < min_insync_replicas:
             return "NOT_ENOUGH_REPLICAS_AFTER_APPEND"
+        if self.high_watermark <= last_offset:
+            return None
         return "NONE"
 
 

@@ -123,6 +123,8 @@ def test_acks_all_needs_the_hw_past_the_batch_and_enough_isr() -> None:
     state.update_from_metadata((1,), 9)
     assert state.acks_all_outcome(9, 2) == "NOT_ENOUGH_REPLICAS_AFTER_APPEND"
     assert state.acks_all_outcome(9, 1) == "NONE"
+    # below min ISR the HW stands still: a batch past it is answered at once, not timed out
+    assert state.acks_all_outcome(20, 2) == "NOT_ENOUGH_REPLICAS_AFTER_APPEND"
 
 
 def test_stale_metadata_never_rolls_the_isr_back() -> None:
