@@ -77,7 +77,7 @@ class ReplicaManagerConfig:
     fetch_wait_ms_max: int = 10_000
     purgatory_operations_max: int = 20_000
     producer_idle_ms_max: int = 24 * 3600 * 1000  # producer.id.expiration.ms
-    verify_on_open_bytes_max: int = 64 << 20  # logs this small are CRC-checked whole at open
+    verify_on_open_bytes_max: int = 256 << 20  # CRC-checked whole at open, all logs together
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +302,7 @@ class ReplicaManager:
     damaged: set[TopicPartition] = field(default_factory=set)  # to report to the controller
     scrub_bytes_per_call: int = 4 << 20  # the background scrub's budget per call
     _scrub_cursor: int = 0  # round-robin position of the scrub over the partitions
+    _verify_on_open_left: int = 0  # what is left of verify_on_open_bytes_max
     ready: bool = False  # metadata caught up: until then we serve nothing
 
     def __post_init__(self) -> None:
@@ -313,6 +314,7 @@ class ReplicaManager:
             max_operations=self.config.purgatory_operations_max, start_ms=now
         )
         makedirs_durable(self.config.data_dir)
+        self._verify_on_open_left = self.config.verify_on_open_bytes_max
 
     # ---- logs ----------------------------------------------------------------------------------
 
@@ -387,9 +389,10 @@ class ReplicaManager:
                 found.reason,
             )
             self._mark_damaged(partition)
-        elif topic_log.size_bytes <= self.config.verify_on_open_bytes_max:
-            # segments below the recovery point were fsynced, not necessarily intact: a small
-            # log is checked whole now (~2 GB/s), a large one by the scrub
+        elif topic_log.size_bytes <= self._verify_on_open_left:
+            # segments below the recovery point were fsynced, not necessarily intact: logs are
+            # checked whole at open (~2 GB/s) until the budget is spent, the rest by the scrub
+            self._verify_on_open_left -= topic_log.size_bytes
             bad = topic_log.verify()
             if bad is not None:
                 self.on_damage(partition, bad, "found at open")
