@@ -695,6 +695,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=[*(label for label, _ in SIZES), "latency"],
         help="which run --profile records (its first round)",
     )
+    parser.add_argument(
+        "--topic-config",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a config for every bench topic, e.g. flush.messages=1 (fsync before acknowledging)",
+    )
     parser.add_argument("--dir", default=".bench-tmp", help="parent of the temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the cluster's directory")
     parser.add_argument("--out", default=os.path.join("bench-results", "cluster.json"))
@@ -706,6 +713,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--sizes takes some of {', '.join(labels)}")
     if not 1 <= args.repeat <= 10 or not 1.0 <= args.seconds <= 120.0:
         parser.error("--repeat is 1..10 and --seconds 1..120")
+    if any("=" not in c for c in args.topic_config):
+        parser.error("--topic-config takes NAME=VALUE")
+    args.topic_configs = dict(c.split("=", 1) for c in args.topic_config)
     return args
 
 
@@ -804,6 +814,7 @@ def run(args: argparse.Namespace, console: Console) -> Report:
         pids = {i: n.pid for i, n in cluster.nodes.items()}
         console.print(f"  bootstrap {cluster.bootstrap} · pids {pids}")
         meta["broker_pids"] = pids
+        meta["topic_configs"] = args.topic_configs
         time.sleep(1.0)  # let start-up settle, then what an idle cluster costs
         idle = CpuMeter(pids)
         time.sleep(IDLE_S)
@@ -818,7 +829,9 @@ def run(args: argparse.Namespace, console: Console) -> Report:
         with Admin(cluster.bootstrap) as admin:
             topics = [f"bench-{label}" for label, _ in SIZES] + ["bench-latency", "bench-failover"]
             for topic in topics:
-                admin.create_topic(topic, PARTITIONS, 3, min_insync_replicas=2)
+                admin.create_topic(
+                    topic, PARTITIONS, 3, min_insync_replicas=2, configs=args.topic_configs
+                )
             labels = dict(SIZES)
             for label in args.size_list:
                 size = labels[label]
