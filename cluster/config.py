@@ -39,6 +39,30 @@ A documented example (``raftlog broker --config node.toml``)::
     replication_factor = 3
     min_insync_replicas = 2
 
+    [limits]                                 # what one request may cost (refused with a code)
+    partitions_per_request_max = 200         # summed over the topics of one CreateTopics
+    partitions_per_topic_max = 200           # INVALID_PARTITIONS above it
+    partition_replicas_per_broker_max = 4000 # replicas one broker may hold (POLICY_VIOLATION)
+    command_bytes_max = 262144               # an encoded metadata command (INVALID_REQUEST)
+
+Why these limits (measured on a 3-broker loopback cluster, 2 shared cores, load average 7-9):
+
+* Creating a replica costs its broker ~15 ms *on the broker loop* (the log directory, its
+  segment and their fsyncs). One request of 500 partitions × RF 3 stalled every broker 7.7 s:
+  heartbeats missed the 2 s session, all three were fenced and the controller failed over. 100
+  partitions took 1.4 s and fenced nobody. 200 per request keeps a broker's stall near the session
+  timeout's half at that load; raise it with faster disks or a longer ``session_timeout_ms``.
+  (Kafka has no per-request cap but throttles partition mutations, KIP-599.)
+* Each replica holds one file descriptor for its active ``.log`` (measured: 1,000 partitions ×
+  RF 3 on 3 brokers = 1,000 more fds per broker; indexes are opened per use) plus one per closed
+  segment it keeps loaded (``loaded_indexes_max``). 4,000 replicas per broker is the usual
+  Kafka guidance (Confluent) and Redpanda's order of magnitude; the controller lowers it further
+  to what its own ``RLIMIT_NOFILE`` can hold (4 fds per replica after 512 reserved: with the
+  common soft limit of 1,024 that is 128), and the refusal names both.
+* Commands ride pysyncobj's append-entries messages; the quorum adapter refuses commands above
+  1 MiB (``max_command_bytes``). 256 KiB is a quarter of that: a 200-partition RF-5 CreateTopic is
+  ~2 KiB, so only a hostile or broken request comes near it.
+
 The Raft address of a voter is its identity in the quorum: ``listen.raft`` must be the host:port
 this node's own ``[[voters]]`` entry names (or bind a wildcard of it).
 """
@@ -55,6 +79,7 @@ __all__ = [
     "BOOT_ID_PATH",
     "BrokerConfig",
     "ConfigFileError",
+    "Limits",
     "Voter",
     "load_config",
     "parse_config",
@@ -73,6 +98,16 @@ class Voter:
     node_id: int
     raft_address: str
     grpc_address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one request may cost; the ``[limits]`` table (the module docstring says why)."""
+
+    partitions_per_request_max: int = 200  # summed over the topics of one CreateTopics
+    partitions_per_topic_max: int = 200  # <= PARTITIONS_PER_TOPIC_MAX of the state machine
+    partition_replicas_per_broker_max: int = 4000  # also capped by the fd limit (controller)
+    command_bytes_max: int = 256 << 10  # < the quorum adapter's max_command_bytes (1 MiB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +136,7 @@ class BrokerConfig:
     topic_defaults: Mapping[str, int] = field(
         default_factory=lambda: {"partitions": 3, "replication_factor": 3, "min_insync_replicas": 2}
     )
+    limits: Limits = field(default_factory=Limits)
     # testing hooks (chaos / idempotence tests); never set in production configs
     fault_drop_produce_responses: float = 0.0
 
@@ -128,6 +164,37 @@ def _int(table: Mapping[str, Any], name: str, default: int, where: str) -> int:
     return value
 
 
+# the state machine refuses larger topics (raft/metadata.py); a limit above it would only move
+# the refusal from the controller to the apply
+_PARTITIONS_PER_TOPIC_CEILING = 100_000
+_COMMAND_BYTES_CEILING = 1 << 20  # the quorum adapter's max_command_bytes
+
+
+def _limits(table: Any) -> Limits:
+    if not isinstance(table, dict):
+        raise ConfigFileError("[limits] must be a table")
+    defaults = Limits()
+    unknown = set(table) - set(Limits.__slots__)
+    if unknown:
+        raise ConfigFileError(f"limits: unknown setting(s): {', '.join(sorted(unknown))}")
+    values = {
+        name: _int(table, name, getattr(defaults, name), "limits")
+        for name in Limits.__slots__
+    }
+    for name, value in values.items():
+        if value < 1:
+            raise ConfigFileError(f"limits.{name} must be >= 1, not {value}")
+    if values["partitions_per_topic_max"] > _PARTITIONS_PER_TOPIC_CEILING:
+        raise ConfigFileError(
+            f"limits.partitions_per_topic_max must be <= {_PARTITIONS_PER_TOPIC_CEILING}"
+        )
+    if values["command_bytes_max"] > _COMMAND_BYTES_CEILING:
+        raise ConfigFileError(
+            f"limits.command_bytes_max must be <= {_COMMAND_BYTES_CEILING} (the quorum's own cap)"
+        )
+    return Limits(**values)
+
+
 def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> BrokerConfig:
     """Validate a parsed TOML document; relative paths resolve against ``base_dir``."""
     known = {
@@ -144,6 +211,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
         "topic_defaults",
         "testing",
         "boot_id_file",
+        "limits",
     }
     unknown = set(data) - known
     if unknown:
@@ -194,6 +262,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
     storage = data.get("storage", {})
     defaults = data.get("topic_defaults", {})
     testing = data.get("testing", {})
+    limits = _limits(data.get("limits", {}))
     config = BrokerConfig(
         node_id=node_id,
         data_dir=str(base / data_dir),
@@ -218,6 +287,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
             "replication_factor": _int(defaults, "replication_factor", 3, "topic_defaults"),
             "min_insync_replicas": _int(defaults, "min_insync_replicas", 2, "topic_defaults"),
         },
+        limits=limits,
         fault_drop_produce_responses=float(testing.get("drop_produce_responses", 0.0)),
     )
     if config.heartbeat_interval_ms * 2 > config.session_timeout_ms:

@@ -10,13 +10,22 @@ command's result after apply, never from local guesses.
 
 Commands are submitted with ``submit_async`` (pysyncobj's callback runs on its Raft thread) and
 resolved on the loop through ``call_soon_threadsafe``.
+
+Every request has a bounded cost (``Limits``, the ``[limits]`` table of the broker config): a
+CreateTopics is checked against the partitions per request and per topic *before* any work, its
+replica assignment and encoding run in an executor thread (never on the loop, which also answers
+heartbeats), the replicas it would add to each broker are checked against the per-broker cap
+(lowered to what this process's file-descriptor limit can hold), and no command larger than
+``command_bytes_max`` is submitted. Creations run one at a time, so two requests cannot both
+pass the per-broker check; each refusal is a typed error whose message names the limit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+import resource
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -35,14 +44,30 @@ from raftlog.raft.commands import (
     encode_command,
 )
 from raftlog.raft.controller import ControllerConfig, ControllerCore
+from raftlog.raft.metadata import PARTITIONS_PER_TOPIC_MAX
 from raftlog.raft.store import MetadataStore
 from raftlog.raft.topic_config import ConfigError, validate_configs
 
-__all__ = ["ActiveController", "ControllerError", "Quorum"]
+from .config import Limits
+
+__all__ = ["ActiveController", "ControllerError", "Quorum", "TopicRequest", "fd_replica_budget"]
 
 log = logging.getLogger(__name__)
 PROBE_INTERVAL_MS = 300
 REPORTED_PARTITIONS_MAX = 100_000  # partitions in one damage report (a broker holds fewer)
+# a replica holds its active .log open (measured: 1 fd) plus closed segments it keeps loaded;
+# budget 4 each (Redpanda's topic_fds_per_partition is 5) after what a broker needs besides
+FDS_PER_REPLICA = 4
+FDS_RESERVED = 512  # sockets, the LMDB store, the Raft journal, logging, gRPC
+
+
+def fd_replica_budget(fd_limit: int | None = None) -> int:
+    """Replicas a broker with this (default: our own soft) RLIMIT_NOFILE can hold."""
+    if fd_limit is None:
+        fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if fd_limit == resource.RLIM_INFINITY or fd_limit < 0:
+            return 1 << 30
+    return max(0, (fd_limit - FDS_RESERVED) // FDS_PER_REPLICA)
 
 
 class Quorum(Protocol):
@@ -87,8 +112,13 @@ class ActiveController:
         *,
         submit_timeout_s: float = 5.0,
         probe: Callable[[str], Coroutine[Any, Any, bool]] | None = None,
+        limits: Limits | None = None,
+        fd_limit: int | None = None,
     ) -> None:
         self.node_id = node_id
+        self.limits = limits or Limits()
+        self.fd_limit = fd_limit  # None: this process's soft RLIMIT_NOFILE
+        self._creating = asyncio.Lock()  # one CreateTopic prepared and committed at a time
         self.quorum = quorum
         self.store = store
         self.config = config
@@ -115,8 +145,24 @@ class ActiveController:
         leader = self.quorum.leader_id()
         return f"node {self.node_id} is not the controller (the quorum leader is {leader})"
 
-    async def submit(self, command: Command) -> dict[str, Any]:
-        """Commit one command; its result map (may carry "error") once applied here."""
+    async def submit(
+        self, command: Command | bytes, *, bytes_max: int | None = None
+    ) -> dict[str, Any]:
+        """Commit one command (or its encoding); its result map (may carry "error") once applied.
+
+        Commands a client asked for pass ``bytes_max`` (``limits.command_bytes_max``): above it
+        they are refused with INVALID_REQUEST. Brokers' own reports (damage, ISR changes) are
+        not held to it, only to the quorum's cap. A refusal by the quorum at submission (it
+        raises for oversized or malformed input) becomes a ControllerError too: nothing of the
+        quorum's reaches a caller as an exception of its own.
+        """
+        data = command if isinstance(command, bytes) else encode_command(command)
+        if bytes_max is not None and len(data) > bytes_max:
+            raise ControllerError(
+                "INVALID_REQUEST",
+                f"the metadata command is {len(data)} bytes, above the limit of "
+                f"{bytes_max} (limits.command_bytes_max)",
+            )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
 
@@ -135,7 +181,12 @@ class ActiveController:
 
             loop.call_soon_threadsafe(resolve)
 
-        self.quorum.submit_async(encode_command(command), self.submit_timeout_s, done)
+        try:
+            self.quorum.submit_async(data, self.submit_timeout_s, done)
+        except (ValueError, TypeError) as exc:
+            raise ControllerError(
+                "INVALID_REQUEST", f"the quorum refused the command: {exc}"
+            ) from exc
         return await future
 
     async def tick(self) -> None:
@@ -240,18 +291,85 @@ class ActiveController:
 
     # ---- admin -------------------------------------------------------------------------------
 
+    def check_create_request(self, requests: Sequence[TopicRequest]) -> dict[str, Any] | None:
+        """The refusal of a whole CreateTopics by its partition counts alone, or None.
+
+        O(topics) and no state read: called before any other work.
+        """
+        total = sum(max(r.partitions, 0) for r in requests)
+        limit = self.limits.partitions_per_request_max
+        if total > limit:
+            return {
+                "error": "POLICY_VIOLATION",
+                "message": f"the request asks for {total} partitions, above the limit of "
+                f"{limit} per request (limits.partitions_per_request_max)",
+            }
+        return None
+
     async def create_topic(self, request: TopicRequest, *, validate_only: bool) -> dict[str, Any]:
         self.active()
+        refusal = self._check_counts(request)
+        if refusal is not None:
+            return refusal
+        async with self._creating:
+            self.active()
+            loop = asyncio.get_running_loop()
+            # reading every partition, assigning and encoding are O(partitions): not on the loop
+            prepared = await loop.run_in_executor(None, self._prepare_create, request)
+            if isinstance(prepared, dict):
+                return prepared
+            if validate_only:
+                return {"ok": True, "topic_id": -1}
+            return await self.submit(prepared, bytes_max=self.limits.command_bytes_max)
+
+    def _check_counts(self, request: TopicRequest) -> dict[str, Any] | None:
+        topic_max = min(self.limits.partitions_per_topic_max, PARTITIONS_PER_TOPIC_MAX)
+        if request.partitions < 1:
+            return {"error": "INVALID_PARTITIONS", "message": "partitions must be >= 1"}
+        if request.partitions > topic_max:
+            return {
+                "error": "INVALID_PARTITIONS",
+                "message": f"{request.partitions} partitions is above the limit of {topic_max} "
+                "per topic (limits.partitions_per_topic_max)",
+            }
+        if request.replication_factor < 1:
+            return {"error": "INVALID_REPLICATION_FACTOR", "message": "must be >= 1"}
+        if check := self.check_create_request([request]):
+            return check
+        return None
+
+    def replicas_per_broker_max(self) -> tuple[int, str]:
+        """The per-broker replica cap in force, and the words that name it."""
+        configured = self.limits.partition_replicas_per_broker_max
+        budget = fd_replica_budget(self.fd_limit)
+        if budget < configured:
+            return budget, (
+                f"{budget} replicas per broker (what an open-file limit of "
+                f"{self.fd_limit or resource.getrlimit(resource.RLIMIT_NOFILE)[0]} holds at "
+                f"{FDS_PER_REPLICA} per replica; limits.partition_replicas_per_broker_max is "
+                f"{configured})"
+            )
+        return configured, (
+            f"{configured} replicas per broker (limits.partition_replicas_per_broker_max)"
+        )
+
+    def _prepare_create(self, request: TopicRequest) -> dict[str, Any] | bytes:
+        """The encoded CreateTopic, or a refusal. Runs in an executor thread."""
         with self.store.read() as state:
             live = {b.broker_id: b.rack for b in state.brokers.values() if not b.fenced}
             exists = request.name in state.topics
             counts = state.leader_counts()
+            held: dict[int, int] = {}
+            for record in state.partitions.values():
+                for broker_id in record.replicas:
+                    held[broker_id] = held.get(broker_id, 0) + 1
         if exists:
             return {"error": "TOPIC_ALREADY_EXISTS", "message": f"{request.name!r} exists"}
-        if request.partitions < 1:
-            return {"error": "INVALID_PARTITIONS", "message": "partitions must be >= 1"}
-        if request.replication_factor < 1:
-            return {"error": "INVALID_REPLICATION_FACTOR", "message": "must be >= 1"}
+        cap, cap_words = self.replicas_per_broker_max()
+        room = sum(max(0, cap - held.get(b, 0)) for b in live)
+        wanted = request.partitions * request.replication_factor
+        if wanted > room:  # refused before assigning: no arrangement can fit
+            return self._over_cap(request, cap_words, held, live)
         try:
             validate_configs(request.configs.items(), request.replication_factor)
             assignment = assign_replicas(
@@ -261,23 +379,38 @@ class ActiveController:
             return {"error": "INVALID_CONFIG", "message": str(exc)}
         except AssignmentError as exc:
             return {"error": "INVALID_REPLICATION_FACTOR", "message": str(exc)}
-        if validate_only:
-            return {"ok": True, "topic_id": -1}
+        added: dict[int, int] = {}
+        for replicas in assignment:
+            for broker_id in replicas:
+                added[broker_id] = added.get(broker_id, 0) + 1
+        if any(held.get(b, 0) + n > cap for b, n in added.items()):
+            return self._over_cap(request, cap_words, held, live)
         command = CreateTopic(
             request.name, tuple(assignment), tuple(sorted(request.configs.items()))
         )
-        return await self.submit(command)
+        return encode_command(command)
+
+    @staticmethod
+    def _over_cap(
+        request: TopicRequest, cap_words: str, held: Mapping[int, int], live: Mapping[int, Any]
+    ) -> dict[str, Any]:
+        holding = ", ".join(f"{b}: {held.get(b, 0)}" for b in sorted(live))
+        return {
+            "error": "POLICY_VIOLATION",
+            "message": f"{request.partitions} partitions × RF {request.replication_factor} "
+            f"would put more than {cap_words} on a broker (replicas held now: {holding})",
+        }
 
     async def delete_topic(self, name: str) -> dict[str, Any]:
         self.active()
-        return await self.submit(DeleteTopic(name))
+        return await self.submit(DeleteTopic(name), bytes_max=self.limits.command_bytes_max)
 
     async def alter_configs(
         self, name: str, set_configs: Mapping[str, str], delete: list[str]
     ) -> dict[str, Any]:
         self.active()
         command = AlterTopicConfig(name, tuple(sorted(set_configs.items())), tuple(delete))
-        return await self.submit(command)
+        return await self.submit(command, bytes_max=self.limits.command_bytes_max)
 
     @staticmethod
     def _raise_for(result: dict[str, Any]) -> None:

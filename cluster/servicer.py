@@ -3,10 +3,17 @@
 Both run on the broker loop (grpc.aio). Admin calls that need the active controller are answered
 here when this broker is it, and forwarded to it otherwise (one hop; NOT_CONTROLLER when none is
 known, which clients retry).
+
+No exception leaves a servicer: each unary method is wrapped by ``_typed_errors``, which logs
+what was unexpected and answers UNKNOWN_SERVER_ERROR in the response's ``error`` field (every
+response message has one), so a caller always gets a typed error, never a bare gRPC UNKNOWN.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BrokerServicer", "ControllerServicer", "error"]
 
+log = logging.getLogger(__name__)
 R = TypeVar("R")
 EPOCH_MAX = 32767  # producer epochs are int16; past it a producer gets a new id
 
@@ -42,6 +50,28 @@ def error(code: str = "NONE", message: str = "") -> common_pb2.Error:
     except ValueError:
         value, message = common_pb2.UNKNOWN_SERVER_ERROR, f"{code}: {message}"
     return common_pb2.Error(code=value, message=message)
+
+
+Handler = Callable[[Any, Any, Any], Awaitable[Any]]
+
+
+def _typed_errors(response: type[Any]) -> Callable[[Handler], Handler]:
+    """Answer ``response(error=UNKNOWN_SERVER_ERROR)`` for anything a handler did not expect."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def guarded(self: Any, request: Any, context: Any) -> Any:
+            try:
+                return await handler(self, request, context)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise  # the call was cancelled, or the handler chose a gRPC status itself
+            except Exception as exc:
+                log.exception("%s failed unexpectedly", handler.__name__)
+                return response(error=error("UNKNOWN_SERVER_ERROR", f"{type(exc).__name__}: {exc}"))
+
+        return guarded
+
+    return wrap
 
 
 def _result_error(result: dict[str, Any]) -> common_pb2.Error:
@@ -56,6 +86,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
 
     # ---- data ----------------------------------------------------------------------------------
 
+    @_typed_errors(broker_pb2.ProduceResponse)
     async def Produce(
         self, request: broker_pb2.ProduceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_pb2.ProduceResponse:
@@ -82,6 +113,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             ]
         )
 
+    @_typed_errors(broker_pb2.FetchResponse)
     async def Fetch(
         self, request: broker_pb2.FetchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_pb2.FetchResponse:
@@ -93,7 +125,14 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[broker_pb2.FetchResponse]:
         async for request in requests:
-            yield await self._fetch(request)
+            try:
+                response = await self._fetch(request)
+            except Exception as exc:  # a stream has no wrapper: the same rule, per message
+                log.exception("ReplicaFetch failed unexpectedly")
+                response = broker_pb2.FetchResponse(
+                    error=error("UNKNOWN_SERVER_ERROR", f"{type(exc).__name__}: {exc}")
+                )
+            yield response
 
     async def _fetch(self, request: broker_pb2.FetchRequest) -> broker_pb2.FetchResponse:
         specs = [
@@ -140,6 +179,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             results.append(result)
         return broker_pb2.FetchResponse(partitions=results)
 
+    @_typed_errors(broker_pb2.ListOffsetsResponse)
     async def ListOffsets(
         self, request: broker_pb2.ListOffsetsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_pb2.ListOffsetsResponse:
@@ -168,6 +208,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             results.append(result)
         return broker_pb2.ListOffsetsResponse(partitions=results)
 
+    @_typed_errors(broker_pb2.OffsetForLeaderEpochResponse)
     async def OffsetForLeaderEpoch(
         self,
         request: broker_pb2.OffsetForLeaderEpochRequest,
@@ -191,6 +232,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
 
     # ---- metadata and status -------------------------------------------------------------------
 
+    @_typed_errors(broker_pb2.MetadataResponse)
     async def Metadata(
         self, request: broker_pb2.MetadataRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_pb2.MetadataResponse:
@@ -242,6 +284,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 response.topics.append(entry)
         return response
 
+    @_typed_errors(broker_pb2.DescribeReplicasResponse)
     async def DescribeReplicas(
         self,
         request: broker_pb2.DescribeReplicasRequest,
@@ -281,6 +324,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             response.replicas.append(status)
         return response
 
+    @_typed_errors(broker_pb2.DescribeConfigsResponse)
     async def DescribeConfigs(
         self,
         request: broker_pb2.DescribeConfigsRequest,
@@ -310,6 +354,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 response.topics.append(broker_pb2.TopicConfigs(name=name, entries=entries))
         return response
 
+    @_typed_errors(broker_pb2.DescribeQuorumResponse)
     async def DescribeQuorum(
         self,
         request: broker_pb2.DescribeQuorumRequest,
@@ -334,6 +379,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             )
         return response
 
+    @_typed_errors(broker_pb2.InitProducerIdResponse)
     async def InitProducerId(
         self,
         request: broker_pb2.InitProducerIdRequest,
@@ -373,6 +419,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         except grpc.aio.AioRpcError as exc:
             return failed(error("NOT_CONTROLLER", f"the controller is unreachable: {exc.code()}"))
 
+    @_typed_errors(broker_pb2.CreateTopicsResponse)
     async def CreateTopics(
         self, request: broker_pb2.CreateTopicsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_pb2.CreateTopicsResponse:
@@ -383,6 +430,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             lambda e: broker_pb2.CreateTopicsResponse(error=e),
         )
 
+    @_typed_errors(broker_pb2.DeleteTopicsResponse)
     async def DeleteTopics(
         self, request: broker_pb2.DeleteTopicsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_pb2.DeleteTopicsResponse:
@@ -393,6 +441,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             lambda e: broker_pb2.DeleteTopicsResponse(error=e),
         )
 
+    @_typed_errors(broker_pb2.AlterConfigsResponse)
     async def AlterConfigs(
         self, request: broker_pb2.AlterConfigsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_pb2.AlterConfigsResponse:
@@ -403,6 +452,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             lambda e: broker_pb2.AlterConfigsResponse(error=e),
         )
 
+    @_typed_errors(broker_pb2.DescribeClusterResponse)
     async def DescribeCluster(
         self,
         request: broker_pb2.DescribeClusterRequest,
@@ -421,6 +471,8 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
+        # the [limits] of this broker's config; broker.py builds the controller without them
+        broker.controller.limits = broker.config.limits
 
     def _hint(self) -> controller_pb2.ControllerHint:
         leader = self.broker.controller_id()
@@ -429,6 +481,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             controller_id=leader, address=voter.grpc_address if voter else ""
         )
 
+    @_typed_errors(controller_pb2.RegisterBrokerResponse)
     async def RegisterBroker(
         self,
         request: controller_pb2.RegisterBrokerRequest,
@@ -448,6 +501,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             )
         return controller_pb2.RegisterBrokerResponse(broker_epoch=epoch, controller=self._hint())
 
+    @_typed_errors(controller_pb2.BrokerHeartbeatResponse)
     async def BrokerHeartbeat(
         self,
         request: controller_pb2.BrokerHeartbeatRequest,
@@ -468,6 +522,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             controller=self._hint(),
         )
 
+    @_typed_errors(controller_pb2.AlterPartitionResponse)
     async def AlterPartition(
         self,
         request: controller_pb2.AlterPartitionRequest,
@@ -496,6 +551,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             response.leader_epoch = request.leader_epoch
         return response
 
+    @_typed_errors(controller_pb2.ReportDamagedReplicasResponse)
     async def ReportDamagedReplicas(
         self,
         request: controller_pb2.ReportDamagedReplicasRequest,
@@ -516,6 +572,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             error=_result_error(result), metadata_version=self.broker.store.version
         )
 
+    @_typed_errors(controller_pb2.AllocateProducerIdsResponse)
     async def AllocateProducerIds(
         self,
         request: controller_pb2.AllocateProducerIdsRequest,
@@ -533,23 +590,30 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             start=int(result["start"]), count=int(result["count"])
         )
 
+    @_typed_errors(broker_pb2.CreateTopicsResponse)
     async def CreateTopics(
         self, request: broker_pb2.CreateTopicsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_pb2.CreateTopicsResponse:
+        controller = self.broker.controller
         response = broker_pb2.CreateTopicsResponse()
-        for topic in request.topics:
-            try:
-                result = await self.broker.controller.create_topic(
-                    TopicRequest(
-                        topic.name,
-                        topic.partitions,
-                        topic.replication_factor,
-                        dict(topic.configs),
-                    ),
-                    validate_only=request.validate_only,
-                )
-            except ControllerError as exc:
-                result = {"error": exc.code, "message": exc.message}
+        topics = [
+            TopicRequest(t.name, t.partitions, t.replication_factor, dict(t.configs))
+            for t in request.topics
+        ]
+        # the whole request is refused by its size before any topic is looked at
+        refusal = controller.check_create_request(topics)
+        if refusal is not None:
+            response.error.CopyFrom(_result_error(refusal))
+        for topic in topics:
+            if refusal is not None:
+                result = refusal
+            else:
+                try:
+                    result = await controller.create_topic(
+                        topic, validate_only=request.validate_only
+                    )
+                except ControllerError as exc:
+                    result = {"error": exc.code, "message": exc.message}
             response.topics.append(
                 broker_pb2.TopicResult(
                     name=topic.name,
@@ -559,6 +623,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             )
         return response
 
+    @_typed_errors(broker_pb2.DeleteTopicsResponse)
     async def DeleteTopics(
         self, request: broker_pb2.DeleteTopicsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_pb2.DeleteTopicsResponse:
@@ -577,6 +642,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             )
         return response
 
+    @_typed_errors(broker_pb2.AlterConfigsResponse)
     async def AlterConfigs(
         self, request: broker_pb2.AlterConfigsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_pb2.AlterConfigsResponse:
@@ -588,6 +654,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             result = {"error": exc.code, "message": exc.message}
         return broker_pb2.AlterConfigsResponse(error=_result_error(result))
 
+    @_typed_errors(broker_pb2.DescribeClusterResponse)
     async def DescribeCluster(
         self,
         request: broker_pb2.DescribeClusterRequest,
