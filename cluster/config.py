@@ -178,8 +178,7 @@ def _limits(table: Any) -> Limits:
     if unknown:
         raise ConfigFileError(f"limits: unknown setting(s): {', '.join(sorted(unknown))}")
     values = {
-        name: _int(table, name, getattr(defaults, name), "limits")
-        for name in Limits.__slots__
+        name: _int(table, name, getattr(defaults, name), "limits") for name in Limits.__slots__
     }
     for name, value in values.items():
         if value < 1:
