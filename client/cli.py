@@ -43,18 +43,33 @@ class CliError(Exception):
 
 
 def _bootstrap(args: argparse.Namespace) -> str:
-    if getattr(args, "bootstrap", None):
-        return str(args.bootstrap)
+    given = getattr(args, "bootstrap", None)
+    if given is not None:
+        return _checked_bootstrap(str(given), "--bootstrap")
     env = os.environ.get("RAFTLOG_BOOTSTRAP")
     if env:
-        return env
+        return _checked_bootstrap(env, "RAFTLOG_BOOTSTRAP")
     state = Path(getattr(args, "dir", None) or DEFAULT_DIR) / "cluster.json"
     if state.exists():
         try:
-            return str(json.loads(state.read_text())["bootstrap"])
-        except (ValueError, KeyError):
+            return _checked_bootstrap(str(json.loads(state.read_text())["bootstrap"]), str(state))
+        except (OSError, ValueError, KeyError, TypeError, CliError):
             pass
     return "127.0.0.1:9092"
+
+
+def _checked_bootstrap(value: str, where: str) -> str:
+    """``host:port[,host:port...]`` or a usage error (exit 2) naming the bad entry."""
+    entries = [e.strip() for e in value.split(",")]
+    if not value.strip() or not all(entries):
+        raise CliError(f"{where} is empty or has an empty entry: {value!r} (want host:port)", 2)
+    for entry in entries:
+        host, sep, port = entry.rpartition(":")
+        if not sep or not host:
+            raise CliError(f"{where}: {entry!r} is not host:port", 2)
+        if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+            raise CliError(f"{where}: {entry!r} has no valid port (1-65535)", 2)
+    return ",".join(entries)
 
 
 def _configs(pairs: Sequence[str] | None) -> dict[str, str]:
@@ -133,7 +148,9 @@ def _parser() -> argparse.ArgumentParser:
     for sub in (create, listing, describe, delete, alter):
         _add_bootstrap(sub)
 
-    produce = commands.add_parser("produce", help="send stdin lines as records")
+    produce = commands.add_parser(
+        "produce", help="send stdin lines as records (bytes as they are, any encoding)"
+    )
     produce.add_argument("topic")
     produce.add_argument("--acks", default="all", choices=["all", "1", "0"])
     keys = produce.add_mutually_exclusive_group()
@@ -377,19 +394,24 @@ def _cmd_produce(args: argparse.Namespace, console: Console) -> int:
     sent = failed = 0
     errors: dict[str, int] = {}
     last = None
-    with Producer(_bootstrap(args), acks=args.acks, compression=args.compression) as producer:
+    # bytes in, bytes out: a record is a line of stdin as it is (any encoding, or none), and
+    # --key/--key-separator are taken as the bytes the shell passed (os.fsencode undoes
+    # Python's surrogateescape decoding of argv)
+    fixed_key = os.fsencode(args.key) if args.key is not None else None
+    separator = os.fsencode(args.key_separator) if args.key_separator else None
+    stdin = getattr(sys.stdin, "buffer", None)
+    lines = stdin if stdin is not None else (os.fsencode(line) for line in sys.stdin)
+    bootstrap = _bootstrap(args)
+    with Producer(bootstrap, acks=args.acks, compression=args.compression) as producer:
         futures = []
-        for line in sys.stdin:
-            line = line.rstrip("\n")
-            key: bytes | None = args.key.encode() if args.key is not None else None
-            value = line
-            if args.key_separator:
-                k, sep, v = line.partition(args.key_separator)
+        for raw in lines:
+            value = raw[:-1] if raw.endswith(b"\n") else raw
+            key = fixed_key
+            if separator is not None:
+                k, sep, v = value.partition(separator)
                 if sep:
-                    key, value = k.encode(), v
-            futures.append(
-                producer.send(args.topic, value.encode(), key=key, partition=args.partition)
-            )
+                    key, value = k, v
+            futures.append(producer.send(args.topic, value, key=key, partition=args.partition))
         producer.flush()
         for future in futures:
             error = future.exception()
@@ -620,7 +642,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["chaos"]:  # argparse cannot pass on a leading --help: route it ourselves
         args = argparse.Namespace(command="chaos", chaos_args=argv[1:])
     else:
-        args = _parser().parse_args(argv)
+        try:
+            args = _parser().parse_args(argv)
+        except SystemExit as exc:  # usage printed by argparse (2), or --help (0)
+            return exc.code if isinstance(exc.code, int) else 2
     console = Console()
     errors = Console(stderr=True)
     from raftlog.proto.errors import RaftlogError
@@ -639,6 +664,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a full disk, a directory we may not write, a closed stream
+        errors.print(f"[red]error:[/red] {exc}")
+        return 1
+    except Exception as exc:  # never a traceback for a user; RAFTLOG_DEBUG=1 shows it
+        if os.environ.get("RAFTLOG_DEBUG"):
+            raise
+        errors.print(
+            f"[red]error:[/red] unexpected {type(exc).__name__}: {exc} "
+            "(set RAFTLOG_DEBUG=1 for the traceback)"
+        )
+        return 1
 
 
 def _friendly(exc: Exception) -> str:

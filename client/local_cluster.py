@@ -13,10 +13,18 @@ Node i listens for gRPC on ``base_port + i - 1`` and for Raft on ``base_port + 1
 both on 127.0.0.1. Processes are started in their own session so a terminal's Ctrl-C does not
 reach them; they are stopped by PID, and only after checking that the PID still runs *our*
 config (a recycled PID of some other program is never signalled).
+
+``up`` records each broker in ``cluster.json`` as soon as it is started, and if anything fails
+part-way (a broker that exits at start, a full disk refusing a log or the state file, a timeout)
+it stops every broker *it* started, by the PIDs it holds, before reporting the failure. ``down``
+stops the recorded brokers and also any process still running one of this directory's
+``node<i>.toml`` configs (found in ``/proc``), so a record lost to a full disk leaves no broker
+behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -183,20 +191,52 @@ class LocalCluster:
             raise LocalClusterError(
                 f"port(s) {busy} on 127.0.0.1 are in use: pick another --base-port"
             )
-        secret_file = self.dir / "secret"
-        if not secret_file.exists():
-            secret_file.write_text(secrets.token_hex(24) + "\n")
-            secret_file.chmod(0o600)
-        for node in self.nodes.values():
-            self.config_path(node.node_id).write_text(self._config(node, settings or {}))
-        for node_id in self.nodes:
-            self._spawn(node_id)
-        self._save()
         try:
+            secret_file = self.dir / "secret"
+            if not secret_file.exists():
+                secret_file.write_text(secrets.token_hex(24) + "\n")
+                secret_file.chmod(0o600)
+            for node in self.nodes.values():
+                self.config_path(node.node_id).write_text(self._config(node, settings or {}))
+        except OSError as exc:  # nothing started yet
+            raise LocalClusterError(
+                f"cannot write the cluster's files in {self.dir}: {exc}"
+            ) from exc
+        started = len(self._children)
+        try:
+            for node_id in self.nodes:
+                self._spawn(node_id)
+                self._save()  # recorded at once: `cluster down` finds it whatever happens next
             self.wait_ready(timeout_s)
-        except BaseException:
-            self.down()  # a cluster that never became ready is not left running
+        except BaseException as exc:
+            # a cluster that never became ready is not left running: stop every broker this
+            # call started, by PID, even when the state file could not be written
+            self._stop_children(list(self._children.values())[started:])
+            with contextlib.suppress(OSError):
+                self._save()
+            if isinstance(exc, OSError):
+                raise LocalClusterError(
+                    f"starting the cluster failed ({exc}); every broker it started is stopped"
+                ) from exc
             raise
+
+    def _stop_children(
+        self, children: list[subprocess.Popen[bytes]], timeout_s: float = 15.0
+    ) -> None:
+        """SIGTERM, then SIGKILL after ``timeout_s``, the processes this object started."""
+        for child in children:
+            if child.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.terminate()
+        deadline = time.monotonic() + timeout_s
+        for child in children:
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    child.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(5.0)
 
     def _config(self, node: LocalNode, settings: dict[str, dict[str, object]]) -> str:
         """A node's TOML; ``settings`` overrides tables, e.g. {"timeouts": {...}}."""
@@ -303,17 +343,70 @@ class LocalCluster:
             self.wait_ready(timeout_s, nodes=[node_id])
 
     def down(self, timeout_s: float = 15.0) -> list[int]:
-        """SIGTERM every running broker, SIGKILL those that do not stop in time."""
-        stopped = []
-        for node_id in self.running():
-            os.kill(self.nodes[node_id].pid, signal.SIGTERM)
-            stopped.append(node_id)
+        """SIGTERM every running broker, SIGKILL those that do not stop in time.
+
+        Besides the recorded PIDs, any process running one of this directory's node configs
+        counts (a broker whose record was lost); its node id is in the returned list.
+        """
+        pids = {node_id: self.nodes[node_id].pid for node_id in self.running()}
+        for pid, node_id in self._unrecorded().items():
+            pids.setdefault(node_id, pid)
+            if pids[node_id] != pid:  # two processes on one node's config: stop both
+                pids[-pid] = pid
+        for pid in pids.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        for node_id in stopped:
-            if not self._reap(node_id, max(0.1, deadline - time.monotonic())):
-                os.kill(self.nodes[node_id].pid, signal.SIGKILL)
-                self._reap(node_id, 5.0)
-        return stopped
+        for pid in pids.values():
+            if not self._reap_pid(pid, max(0.1, deadline - time.monotonic())):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                self._reap_pid(pid, 5.0)
+        return sorted(node_id for node_id in pids if node_id >= 0)
+
+    def _config_owner(self, pid: int) -> int | None:
+        """The node id whose config this live, non-zombie PID runs (of this directory), or None."""
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+            return None
+        prefix, suffix = os.fsencode(self.dir / "node"), b".toml"
+        for arg in args:
+            if arg.startswith(prefix) and arg.endswith(suffix):
+                number = arg[len(prefix) : -len(suffix)]
+                if number.isdigit() and b"raftlog.cluster" in args:
+                    return int(number)
+        return None
+
+    def _unrecorded(self) -> dict[int, int]:
+        """PID → node id of processes running this directory's configs (bounded by /proc)."""
+        found = {}
+        try:
+            entries = os.listdir("/proc")
+        except OSError:
+            return {}
+        for entry in entries:
+            if entry.isdigit() and int(entry) != os.getpid():
+                node_id = self._config_owner(int(entry))
+                if node_id is not None:
+                    found[int(entry)] = node_id
+        return found
+
+    def _reap_pid(self, pid: int, timeout_s: float) -> bool:
+        child = self._children.get(pid)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if child is not None:
+                if child.poll() is not None:
+                    return True
+            elif self._config_owner(pid) is None:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
     def _reap(self, node_id: int, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
