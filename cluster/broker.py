@@ -505,6 +505,7 @@ class Broker:
             ),
             self.clock_ms,
             probe=self._probe,
+            limits=config.limits,
         )
         self.fetchers = FetcherManager(
             self.replicas,

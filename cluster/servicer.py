@@ -471,8 +471,6 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        # the [limits] of this broker's config; broker.py builds the controller without them
-        broker.controller.limits = broker.config.limits
 
     def _hint(self) -> controller_pb2.ControllerHint:
         leader = self.broker.controller_id()
