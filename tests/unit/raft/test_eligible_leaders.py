@@ -16,6 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from raftlog.raft.assignment import assign_replicas
 from raftlog.raft.commands import (
     AlterPartition,
+    AlterTopicConfig,
     CreateTopic,
     ElectLeader,
     FenceBroker,
@@ -125,21 +126,24 @@ def test_damage_report_moves_leadership_to_an_intact_isr_member() -> None:
     assert run(state, ReplicasDamaged(1, 999, (("t", 0),)))["error"] == "STALE_BROKER_EPOCH"
 
 
-def test_no_safe_replica_left_waits_for_all_the_last_known_ones() -> None:
-    """The whole ISR lost power (outside the fault model): nothing better exists than what the
-    last safe replicas hold, so once they are all back one of them leads again."""
+def test_no_safe_replica_left_stays_offline_until_an_operator_allows_unclean() -> None:
+    """The whole ISR lost power (outside the fault model): the partition stays offline rather
+    than elect a replica that may have lost acknowledged records, even when all of them are
+    back; an operator's unclean election prefers the last known safe one."""
     state = cluster(3)
     create(state, "t", (1, 2, 3), min_insync_replicas="1")
     run(state, FenceBroker(3, 103))  # ISR {1, 2} >= min ISR: 3 is not eligible
     restart(state, 1, 201, unclean=True)  # ISR {2}
     assert (part(state).leader, part(state).isr) == (2, (2,))
-    result = run(state, RegisterBroker(2, "127.0.0.1:9002", 202, None, True))
-    assert result["ok"]
+    restart(state, 2, 202, unclean=True)
     p = part(state)
     assert (p.leader, p.isr, p.elr, p.last_known_elr) == (NO_LEADER, (), (), (2,))
     restart(state, 3, 203, unclean=False)
-    assert part(state).leader == NO_LEADER  # 1 and 3 are behind 2: electing them loses more
-    assert run(state, UnfenceBroker(2, 202))["ok"]
+    assert part(state).leader == NO_LEADER
+    assert not state.electable(part(state))
+    assert run(state, AlterTopicConfig("t", (("unclean.leader.election.enable", "true"),)))["ok"]
+    assert state.electable(part(state))
+    run(state, ElectLeader((("t", 0),)))
     p = part(state)
     assert (p.leader, p.isr, p.last_known_elr) == (2, (2,), ())
 
