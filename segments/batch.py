@@ -37,6 +37,13 @@ Each record inside the (decompressed) payload::
 ``length`` counts the bytes after itself. Worked example: a batch of 3 records appended when the
 log end offset is 50 gets ``base_offset=50``, ``last_offset_delta=2``; its records hold
 offset_delta 0, 1, 2 and are read back at offsets 50, 51, 52; the next batch starts at 53.
+
+Readers trust nothing but the CRC, and the CRC only says the producer meant these bytes: a
+producer may store a header that lies about its records, or garbage under a valid CRC. So
+``iter_records`` checks every count, length and offset delta against the payload, and every codec
+inflates with a hard limit on its output (``uncompressed_bytes_max``), stopping as soon as it is
+passed — a 1 MB gzip batch that inflates to 1 GB costs the reader the limit, not the gigabyte.
+Anything that does not add up is a ``CorruptRecordError`` naming the batch's offset.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from __future__ import annotations
 import enum
 import gzip
 import struct
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -52,15 +60,24 @@ import lz4.frame
 import snappy
 import zstandard
 
-from .errors import CorruptRecordError, InvalidRecordError, MessageTooLargeError
+from .errors import (
+    CorruptRecordError,
+    InvalidRecordError,
+    MessageTooLargeError,
+    RecordTooLargeError,
+)
 
 __all__ = [
     "HEADER_BYTES",
     "MAGIC",
+    "UNCOMPRESSED_BYTES_MAX",
     "BatchBuilder",
     "BatchHeader",
     "Compression",
+    # the errors a reader of batches sees, re-exported so a client needs only this module
+    "CorruptRecordError",
     "Record",
+    "RecordTooLargeError",
     "build_batch",
     "iter_batches",
     "iter_records",
@@ -129,32 +146,123 @@ def _compress(codec: Compression, data: bytes) -> bytes:
             return bytes(_ZSTD_COMPRESSOR.compress(data))
 
 
+# The default bound on one batch's inflated payload. A fixed size, not a ratio of the compressed
+# size: honest ratios run from 2x (random-ish values) to 1000x (zeros under gzip or zstd), so any
+# ratio low enough to stop a bomb refuses honest data, and a ratio bound grows with the size the
+# attacker chooses. Our producer cuts batches at batch_bytes_max (256 KiB by default) of
+# uncompressed records, so 64 MiB is 256x headroom; a consumer raises it with its fetch budget.
+UNCOMPRESSED_BYTES_MAX = 64 << 20
+_STREAM_CHUNK_BYTES = 1 << 20  # zstd without a content size: inflate this much per read
+
+
+def _too_large(codec: Compression, uncompressed_bytes_max: int) -> RecordTooLargeError:
+    return RecordTooLargeError(
+        f"{codec.name.lower()} payload inflates past the {uncompressed_bytes_max} byte limit "
+        "(uncompressed_bytes_max); stopped there"
+    )
+
+
+def _inflate_gzip(data: bytes, limit: int) -> bytes:
+    """gzip members, one after another, never producing more than ``limit`` + 1 bytes."""
+    chunks: list[bytes] = []
+    total = 0
+    rest = data
+    while rest:  # one pass per member; each member eats >= 18 input bytes, so this ends
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # the gzip wrapper only
+        out = inflater.decompress(rest, limit - total + 1)  # max_length >= 1 (0 = unbounded)
+        total += len(out)
+        if total > limit:
+            raise _too_large(Compression.GZIP, limit)
+        if not inflater.eof:
+            raise CorruptRecordError("gzip payload is truncated")
+        chunks.append(out)
+        rest = inflater.unused_data
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _inflate_lz4(data: bytes, limit: int) -> bytes:
+    """LZ4 frames, one after another, never producing more than ``limit`` + 1 bytes."""
+    chunks: list[bytes] = []
+    total = 0
+    rest = data
+    while rest:  # one pass per frame; each frame eats >= 7 input bytes, so this ends
+        inflater = lz4.frame.LZ4FrameDecompressor()
+        out = inflater.decompress(rest, max_length=limit - total + 1)
+        total += len(out)
+        if total > limit:
+            raise _too_large(Compression.LZ4, limit)
+        if not inflater.eof:
+            raise CorruptRecordError("lz4 payload is truncated")
+        chunks.append(out)
+        rest = inflater.unused_data
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _inflate_zstd(data: bytes, limit: int) -> bytes:
+    declared = zstandard.frame_content_size(data)  # -1: the frame does not say
+    if declared > limit:
+        raise _too_large(Compression.ZSTD, limit)
+    if declared >= 0:
+        # the fast path (our producer's frames): zstd writes into a buffer of exactly the
+        # declared size and fails if the frame holds more, so a lying header cannot inflate it
+        return bytes(_ZSTD_DECOMPRESSOR.decompress(data))
+    chunks: list[bytes] = []
+    total = 0
+    with _ZSTD_DECOMPRESSOR.stream_reader(data, read_across_frames=True) as reader:
+        while True:  # ends: each read returns > 0 bytes until EOF, and total is bounded
+            out = reader.read(min(_STREAM_CHUNK_BYTES, limit - total + 1))
+            if not out:
+                break
+            total += len(out)
+            if total > limit:
+                raise _too_large(Compression.ZSTD, limit)
+            chunks.append(out)
+    return b"".join(chunks)
+
+
+def _snappy_length(data: bytes) -> int:
+    """The uncompressed length raw snappy declares in its varint preamble (<= 5 bytes)."""
+    length = 0
+    for i in range(min(len(data), 5)):
+        byte = data[i]
+        length |= (byte & 0x7F) << (7 * i)
+        if byte < 0x80:
+            return length
+    raise CorruptRecordError("snappy payload has no length preamble")
+
+
+def _inflate_snappy(data: bytes, limit: int) -> bytes:
+    # raw snappy allocates exactly the length its preamble declares and fails if the stream
+    # disagrees, so checking the preamble first bounds the output
+    if _snappy_length(data) > limit:
+        raise _too_large(Compression.SNAPPY, limit)
+    return bytes(snappy.decompress(data))
+
+
 def _decompress(codec: Compression, data: bytes, uncompressed_bytes_max: int) -> bytes:
+    """Inflate ``data``, stopping as soon as the output passes ``uncompressed_bytes_max``.
+
+    Raises RecordTooLargeError past the limit, CorruptRecordError when the codec refuses the
+    bytes; never holds more than about the limit in memory, whatever the payload claims.
+    """
     try:
         match codec:
             case Compression.NONE:
-                return data
+                return data  # already in memory: the batch's own size bounds it
             case Compression.GZIP:
-                out = gzip.decompress(data)
+                return _inflate_gzip(data, uncompressed_bytes_max)
             case Compression.SNAPPY:
-                out = bytes(snappy.decompress(data))
+                return _inflate_snappy(data, uncompressed_bytes_max)
             case Compression.LZ4:
-                out = bytes(lz4.frame.decompress(data))
+                return _inflate_lz4(data, uncompressed_bytes_max)
             case Compression.ZSTD:
-                out = bytes(
-                    _ZSTD_DECOMPRESSOR.decompress(data, max_output_size=uncompressed_bytes_max)
-                )
+                return _inflate_zstd(data, uncompressed_bytes_max)
     except CorruptRecordError:
         raise
     except Exception as exc:  # each codec raises its own type; all mean the same thing here
         raise CorruptRecordError(
             f"{codec.name.lower()} payload does not decompress: {exc}"
         ) from exc
-    if len(out) > uncompressed_bytes_max:
-        raise CorruptRecordError(
-            f"payload decompresses to {len(out)} bytes, over the {uncompressed_bytes_max} limit"
-        )
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,54 +429,111 @@ class Record:
 
 
 def iter_records(
-    batch: bytes | bytearray | memoryview, *, uncompressed_bytes_max: int = 64 << 20
+    batch: bytes | bytearray | memoryview, *, uncompressed_bytes_max: int = UNCOMPRESSED_BYTES_MAX
 ) -> Iterator[Record]:
-    """Decode the records of one whole, already validated batch (client side only)."""
+    """Decode the records of one whole batch (client side only: the broker never calls this).
+
+    Trusts nothing past the header's own fields: a record_count, offset delta or length that
+    disagrees with the payload, a truncated record, a negative length, a payload that does not
+    decompress — each raises CorruptRecordError with ``offset`` = the batch's base offset, and
+    a payload inflating past ``uncompressed_bytes_max`` raises its subclass
+    RecordTooLargeError. Nothing else escapes (no struct.error, IndexError, MemoryError).
+    Records before the bad one have been yielded by then: a caller that treats a batch as a
+    unit collects it first (the Consumer does). Does not check the CRC (``iter_batches`` does).
+    """
     header = read_header(batch)
-    payload = bytes(memoryview(batch)[HEADER_BYTES : header.size_bytes])
-    data = _decompress(header.compression, payload, uncompressed_bytes_max)
+    base = header.base_offset
+    size = header.size_bytes
+    if not HEADER_BYTES <= size <= len(batch):
+        raise CorruptRecordError(
+            f"batch at offset {base} claims {size} bytes; {len(batch)} given", offset=base
+        )
+    try:
+        _check_fields(header)
+    except InvalidRecordError as exc:
+        raise CorruptRecordError(f"batch at offset {base}: {exc}", offset=base) from exc
+    payload = bytes(memoryview(batch)[HEADER_BYTES:size])
+    try:
+        data = _decompress(header.compression, payload, uncompressed_bytes_max)
+    except CorruptRecordError as exc:  # keeps the class: RecordTooLargeError stays itself
+        raise type(exc)(f"batch at offset {base}: {exc}", offset=base) from exc
     position = 0
     end = len(data)
+    first_timestamp = header.first_timestamp
     unpack_head = _RECORD_HEAD.unpack_from
     unpack_int = _INT32.unpack_from
+    # Every read below is bounded by ``data`` (struct.error past its end); the checks keep each
+    # loop moving forward and stop a lying count before it builds objects out of garbage.
     try:
-        for _ in range(header.record_count):
+        for index in range(header.record_count):
             length, ts_delta, offset_delta, key_len = unpack_head(data, position)
             record_end = position + 4 + length
             if length < 16 or record_end > end:
-                raise CorruptRecordError(f"record at payload byte {position} overruns the batch")
+                raise _bad_record(base, position, f"length {length} overruns the payload")
+            if offset_delta != index:  # last_offset_delta == record_count - 1: no gaps
+                raise _bad_record(base, position, f"offset_delta {offset_delta} != {index}")
             p = position + 16
-            key = None if key_len < 0 else data[p : p + key_len]
-            p += max(key_len, 0)
+            if key_len < 0:
+                if key_len != -1:
+                    raise _bad_record(base, position, f"key length {key_len}")
+                key = None
+            else:
+                key = data[p : p + key_len]
+                p += key_len
             (value_len,) = unpack_int(data, p)
             p += 4
-            value = None if value_len < 0 else data[p : p + value_len]
-            p += max(value_len, 0)
+            if value_len < 0:
+                if value_len != -1:
+                    raise _bad_record(base, position, f"value length {value_len}")
+                value = None
+            else:
+                value = data[p : p + value_len]
+                p += value_len
             (header_count,) = unpack_int(data, p)
             p += 4
-            headers: list[tuple[str, bytes | None]] = []
-            for _h in range(header_count):
-                (hk_len,) = unpack_int(data, p)
-                hk = data[p + 4 : p + 4 + hk_len].decode("utf-8")
-                p += 4 + hk_len
-                (hv_len,) = unpack_int(data, p)
-                hv = None if hv_len < 0 else data[p + 4 : p + 4 + hv_len]
-                p += 4 + max(hv_len, 0)
-                headers.append((hk, hv))
+            headers: tuple[tuple[str, bytes | None], ...] = ()
+            if header_count:
+                # each header takes >= 8 bytes: a count the record cannot hold is a lie
+                if not 0 < header_count <= (record_end - p) >> 3:
+                    raise _bad_record(base, position, f"header count {header_count}")
+                found: list[tuple[str, bytes | None]] = []
+                for _h in range(header_count):
+                    (hk_len,) = unpack_int(data, p)
+                    if hk_len < 0:
+                        raise _bad_record(base, position, f"header key length {hk_len}")
+                    hk = data[p + 4 : p + 4 + hk_len].decode("utf-8")
+                    p += 4 + hk_len
+                    (hv_len,) = unpack_int(data, p)
+                    if hv_len < -1:
+                        raise _bad_record(base, position, f"header value length {hv_len}")
+                    hv = None if hv_len < 0 else data[p + 4 : p + 4 + hv_len]
+                    p += 4 + max(hv_len, 0)
+                    found.append((hk, hv))
+                headers = tuple(found)
             if p != record_end:
-                raise CorruptRecordError(f"record at payload byte {position} has a bad length")
-            yield Record(
-                header.base_offset + offset_delta,
-                header.first_timestamp + ts_delta,
-                key,
-                value,
-                tuple(headers),
-            )
+                raise _bad_record(base, position, f"fields end at {p}, length says {record_end}")
+            yield Record(base + offset_delta, first_timestamp + ts_delta, key, value, headers)
             position = record_end
     except (struct.error, UnicodeDecodeError) as exc:
-        raise CorruptRecordError(f"records do not decode: {exc}") from exc
+        what = (
+            f"record_count {header.record_count} but the payload ends after {index} records"
+            if position == end
+            else f"records do not decode: {exc}"
+        )
+        raise CorruptRecordError(f"batch at offset {base}: {what}", offset=base) from exc
     if position != end:
-        raise CorruptRecordError(f"{end - position} trailing bytes after the last record")
+        raise CorruptRecordError(
+            f"batch at offset {base}: {end - position} bytes after its "
+            f"{header.record_count} records (record_count lies?)",
+            offset=base,
+        )
+
+
+def _bad_record(base_offset: int, position: int, what: str) -> CorruptRecordError:
+    return CorruptRecordError(
+        f"batch at offset {base_offset}: record at payload byte {position}: {what}",
+        offset=base_offset,
+    )
 
 
 class BatchBuilder:

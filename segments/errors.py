@@ -14,6 +14,7 @@ __all__ = [
     "LogOffsetMismatchError",
     "MessageTooLargeError",
     "OffsetOutOfRangeError",
+    "RecordTooLargeError",
     "StorageError",
     "StorageIOError",
 ]
@@ -40,6 +41,18 @@ class CorruptRecordError(StorageError):
     def __init__(self, message: str, *, offset: int | None = None) -> None:
         super().__init__(message)
         self.offset = offset
+
+
+class RecordTooLargeError(CorruptRecordError):
+    """A batch whose payload inflates past the reader's ``uncompressed_bytes_max``.
+
+    A CorruptRecordError (whoever handles unreadable batches handles this one) that says the
+    reader stopped inflating at its limit — a decompression bomb, or an honest batch bigger
+    than this reader allows. Reading the same bytes again fails the same way: not retriable;
+    raise the limit if the batch is honest.
+    """
+
+    retriable = False
 
 
 class InvalidRecordError(StorageError):
