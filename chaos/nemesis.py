@@ -68,10 +68,12 @@ __all__ = [
     "NemesisContext",
     "PartitionNemesis",
     "PauseNemesis",
+    "Placement",
     "PowerLossNemesis",
     "RingNemesis",
     "Schedule",
     "ScheduledFault",
+    "StorageRisk",
     "Targets",
     "bridge_grudge",
     "choose_targets",
@@ -322,6 +324,71 @@ def _no_controller() -> int | None:
     return None
 
 
+# (replicas, isr) of every partition the workload uses; None when the metadata cannot be read
+Placement = Sequence[tuple[tuple[int, ...], tuple[int, ...]]] | None
+
+
+def _no_placement() -> Placement:
+    return None
+
+
+@dataclass(slots=True)
+class StorageRisk:
+    """Which nodes may still miss data after a power loss or a disk fault (shared by the storage
+    nemeses of one run).
+
+    The fault model (README, "Durability") holds power loss and damage of a *minority* of each
+    partition's replicas, and of the voters, at any instant. A node's fault lasts beyond its
+    reboot: its replicas may miss data until they are back in the ISR. So a storage fault is
+    injected only when, counting the nodes still at risk, every partition keeps a majority of
+    replicas that cannot have lost anything; otherwise it is skipped (and counted) — the harness
+    tests the model it states, and a run that went outside it would prove nothing.
+    """
+
+    nodes: set[int] = field(default_factory=set)  # faulted, not yet back in every ISR
+    skipped: int = 0  # faults not injected because they would leave the model
+
+    def refresh(self, placement: Placement, powered_off: Set[int]) -> None:
+        if placement is None:
+            return
+        for node in list(self.nodes):
+            held = [isr for replicas, isr in placement if node in replicas]
+            if node not in powered_off and all(node in isr for isr in held):
+                self.nodes.discard(node)
+
+    def allows(self, chosen: Set[int], placement: Placement, voters: int) -> bool:
+        if placement is None:
+            return False  # cannot tell: do not risk leaving the model
+        at_risk = self.nodes | set(chosen)
+        if len(at_risk) > (voters - 1) // 2:
+            return False
+        return all(
+            len(at_risk & set(replicas)) <= (len(replicas) - 1) // 2 for replicas, _ in placement
+        )
+
+    def choose(
+        self,
+        wanted: Set[int],
+        candidates: Sequence[int],
+        placement: Placement,
+        voters: int,
+        rng: random.Random,
+    ) -> frozenset[int]:
+        """The largest part of ``wanted`` (then of the other candidates, up to as many) that
+        keeps the model; empty when no node can be hit now."""
+        chosen: set[int] = set()
+        others = [n for n in candidates if n not in wanted]
+        rng.shuffle(others)
+        for node in [*sorted(wanted), *others]:
+            if len(chosen) >= len(wanted):
+                break
+            if self.allows(chosen | {node}, placement, voters):
+                chosen.add(node)
+        if not chosen:
+            self.skipped += 1
+        return frozenset(chosen)
+
+
 @dataclass(frozen=True, slots=True)
 class NemesisContext:
     """What a nemesis may ask about the run: the clock and the cluster's current roles.
@@ -334,6 +401,8 @@ class NemesisContext:
     now_s: Callable[[], float]
     leaders: Callable[[], frozenset[int]] = _no_leaders
     controller: Callable[[], int | None] = _no_controller
+    placement: Callable[[], Placement] = _no_placement
+    storage_risk: StorageRisk = field(default_factory=StorageRisk)
 
 
 @dataclass(frozen=True, slots=True)
@@ -624,11 +693,16 @@ class PowerLossNemesis(Nemesis):
             return None
         powered = [n for n in cluster.node_ids if not cluster.is_powered_off(n)]
         leaders = context.leaders() if self.targets is Targets.LEADERS else frozenset()
-        chosen = choose_targets(
+        wanted = choose_targets(
             powered, self.targets, rng, cluster_size=len(cluster.node_ids), leaders=leaders
         )
+        risk, placement = context.storage_risk, context.placement()
+        off = {n for n in cluster.node_ids if cluster.is_powered_off(n)}
+        risk.refresh(placement, off)
+        chosen = risk.choose(wanted, powered, placement, len(cluster.node_ids), rng)
         if not chosen:
             return None
+        risk.nodes |= chosen
         lost: dict[str, Any] = {}
         texts = []
         for node in sorted(chosen):
@@ -666,10 +740,15 @@ class DiskNemesis(Nemesis):
         if self.active is not None:
             return None
         running = [n for n in cluster.node_ids if cluster.is_running(n)]
-        chosen = choose_targets(running, Targets.ONE, rng, cluster_size=len(cluster.node_ids))
+        wanted = choose_targets(running, Targets.ONE, rng, cluster_size=len(cluster.node_ids))
+        risk, placement = context.storage_risk, context.placement()
+        off = {n for n in cluster.node_ids if cluster.is_powered_off(n)}
+        risk.refresh(placement, off)
+        chosen = risk.choose(wanted, running, placement, len(cluster.node_ids), rng)
         if not chosen:
             return None
         node = min(chosen)
+        risk.nodes.add(node)
         damage = choose_damage(cluster.data_files(node), rng)
         if damage is None:
             return None  # nothing written yet

@@ -50,8 +50,10 @@ from .lazyfs import fuse_unavailable
 from .nemesis import (
     Nemesis,
     NemesisContext,
+    Placement,
     Schedule,
     ScheduledFault,
+    StorageRisk,
     make_nemesis,
     nemesis_rng,
 )
@@ -387,6 +389,7 @@ class _Run:
         self.recorder = Recorder(self.clock_ms)
         self.cluster: NetnsCluster | None = None
         self.nemeses: dict[str, Nemesis] = {}
+        self.storage_risk = StorageRisk()  # shared by the storage nemeses (the fault model)
         self.leader_drains: list[LeaderDrain] = []
         self.node_logs: list[NodeLog] = []
         self.stopped_cleanly: dict[int, bool] = {}
@@ -636,7 +639,20 @@ class _Run:
             now_s=self.now_s,
             leaders=lambda: cluster.leaders([topic]),
             controller=cluster.controller,
+            placement=lambda: self._placement(cluster),
+            storage_risk=self.storage_risk,
         )
+
+    def _placement(self, cluster: NetnsCluster) -> Placement:
+        """(replicas, ISR) of every partition of the workload's topic, or None when any is
+        unknown (the storage nemeses then hold back: see ``StorageRisk``)."""
+        try:
+            states = partition_states(cluster, self.config.topic)
+        except Exception:  # a partitioned or restarting cluster: unknown
+            return None
+        if len(states) != self.config.partitions:
+            return None
+        return [(s.replicas, s.isr) for s in states]
 
     def _make_nemeses(self, cluster: NetnsCluster) -> dict[str, Nemesis]:
         if self.config.scenario:
@@ -769,6 +785,8 @@ class _Run:
                 "planned": [e._asdict() for e in self.events],
                 "records": faults_json(self.faults.done),
                 "errors": list(self.faults.errors),
+                # storage faults held back because they would have left the fault model
+                "skipped_outside_model": self.storage_risk.skipped,
             },
             "acked_not_in_final_log": acked_not_in_final_log(ops),
             "drain": {

@@ -20,9 +20,11 @@ from raftlog.chaos.nemesis import (
     KillNemesis,
     NemesisContext,
     PauseNemesis,
+    Placement,
     PowerLossNemesis,
     Schedule,
     ScheduledFault,
+    StorageRisk,
     Targets,
     bridge_grudge,
     choose_targets,
@@ -330,8 +332,16 @@ class Clock:
         return self.t
 
 
-def context(leaders: Set[int] = frozenset(), controller: int | None = None) -> NemesisContext:
-    return NemesisContext(Clock(), lambda: frozenset(leaders), lambda: controller)
+def context(
+    leaders: Set[int] = frozenset(), controller: int | None = None, placement: Placement = None
+) -> NemesisContext:
+    return NemesisContext(
+        Clock(), lambda: frozenset(leaders), lambda: controller, lambda: placement
+    )
+
+
+def full(*replicas: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    return (replicas, replicas)
 
 
 @pytest.mark.parametrize(
@@ -476,7 +486,7 @@ def test_a_seeded_run_replays_exactly() -> None:
 
 
 def test_power_loss_turns_a_minority_off_and_boots_it_on_stop() -> None:
-    cluster, ctx = FakeCluster(), context()
+    cluster, ctx = FakeCluster(), context(placement=[full(1, 2, 3, 4, 5)])
     nemesis = PowerLossNemesis()
     record = nemesis.start(cluster, random.Random(5), ctx)
     assert record is not None and record.name == "power-loss"
@@ -495,7 +505,7 @@ def test_power_loss_turns_a_minority_off_and_boots_it_on_stop() -> None:
 
 
 def test_disk_damages_one_file_of_a_stopped_broker_and_restarts_it() -> None:
-    cluster, ctx = FakeCluster(size=3), context()
+    cluster, ctx = FakeCluster(size=3), context(placement=[full(1, 2, 3)])
     log = "chaos-0/00000000000000000000.log"
     cluster.files = {n: [(log, 4096), ("chaos-0/00000000000000000000.index", 16)] for n in (1, 2)}
     nemesis = DiskNemesis()
@@ -536,3 +546,36 @@ def test_combined_leaves_out_storage_faults_unless_asked() -> None:
     asked = make_nemesis("combined", ["kill", "power-loss"])
     assert isinstance(asked, CombinedNemesis)
     assert [m.name for m in asked.members] == ["kill", "power-loss"]
+
+
+def test_storage_faults_stay_inside_the_fault_model() -> None:
+    """A minority of each partition's replicas (and of the voters) at risk at any instant: a
+    faulted node counts until it is back in every ISR; unknown placement holds faults back."""
+    placement: Placement = [full(1, 2, 3), full(3, 4, 5)]
+    risk = StorageRisk()
+    assert risk.allows({1, 4}, placement, voters=5)
+    assert not risk.allows({1, 2}, placement, voters=5)  # two of partition 0's three
+    assert not risk.allows({1}, None, voters=5)
+    assert risk.choose(frozenset({1, 2}), [1, 2, 3, 4, 5], placement, 5, random.Random(1)) in (
+        frozenset({1, 4}),
+        frozenset({1, 5}),
+    )
+    risk.nodes = {3}  # powered back on but not yet in the ISRs
+    lagging: Placement = [((1, 2, 3), (1, 2)), ((3, 4, 5), (4, 5))]
+    risk.refresh(lagging, powered_off=set())
+    assert risk.nodes == {3}
+    assert risk.choose(frozenset({4}), [1, 2, 4, 5], lagging, 5, random.Random(1)) == frozenset()
+    assert risk.skipped == 1
+    risk.refresh(placement, powered_off=set())  # caught up: safe again
+    assert risk.nodes == set()
+
+
+def test_power_loss_skips_a_fault_that_would_leave_the_model() -> None:
+    cluster = FakeCluster(size=3)
+    ctx = context(placement=[((1, 2, 3), (1,))])  # 2 and 3 out of the ISR: 1 is the last safe
+    cluster.power_off(2)  # 2 is off (at risk): hitting 1 or 3 as well is a majority of three
+    ctx.storage_risk.nodes = {2}
+    assert PowerLossNemesis().start(cluster, random.Random(3), ctx) is None
+    cluster.powered_off.clear()
+    assert cluster.powered_off == set() and ctx.storage_risk.skipped == 1
+    assert cluster.calls == [("power_off", 2)]
