@@ -11,6 +11,15 @@ carries the epoch of the last batch returned (KIP-320): if the partition's log d
 position (only possible after an unclean election), the leader says where, and the consumer
 raises ``LogTruncationError`` (``on_truncation="raise"``) or rewinds to the divergence point
 (``"reset"``, the default) and counts it in ``stats`` — it never silently skips.
+
+A batch that does not decode — its CRC holds but its records lie (a producer may store that), its
+payload is garbage, or it inflates past ``batch_uncompressed_bytes_max`` (a decompression bomb
+stops at that limit, it is never inflated in full) — is never half-delivered and never skipped
+silently: ``poll`` first returns every record before it, then raises ``CorruptBatchError``
+(code CORRUPT_MESSAGE, not retriable) naming the partition, ``offset`` (the position, which
+stays at the bad batch) and ``next_offset`` (where the batch ends). Every poll raises it again
+until the application seeks that partition: ``seek(tp, error.next_offset)`` skips the batch,
+``seek(tp, error.offset)`` fetches it again. Other partitions' records fetched with it are kept.
 """
 
 from __future__ import annotations
@@ -28,9 +37,14 @@ import grpc
 
 from raftlog.proto import broker_pb2
 from raftlog.proto.errors import RaftlogError, error_for
-from raftlog.segments.batch import iter_batches, iter_records
+from raftlog.segments.batch import (
+    UNCOMPRESSED_BYTES_MAX,
+    CorruptRecordError,
+    iter_batches,
+    iter_records,
+)
 
-from .errors import LogTruncationError, NetworkError, OffsetOutOfRangeError
+from .errors import CorruptBatchError, LogTruncationError, NetworkError, OffsetOutOfRangeError
 from .group import GroupMembership
 from .metadata import ClusterMetadata
 
@@ -59,7 +73,12 @@ class _Position:
 
 
 class Consumer:
-    """See the module docstring."""
+    """See the module docstring, which also says what ``poll`` does with a batch that does not
+    decode (good records first, then ``CorruptBatchError`` at the bad offset until a seek).
+
+    ``batch_uncompressed_bytes_max`` bounds the memory one batch may inflate to (default: the
+    larger of 64 MiB and ``fetch_max_bytes``, the memory a fetch is already allowed).
+    """
 
     def __init__(
         self,
@@ -80,6 +99,7 @@ class Consumer:
         assignors: Sequence[str] = ("sticky", "range", "roundrobin"),
         client_id: str = "raftlog-consumer",
         metadata: ClusterMetadata | None = None,
+        batch_uncompressed_bytes_max: int | None = None,
     ) -> None:
         if auto_offset_reset not in ("earliest", "latest", "none"):
             raise ValueError("auto_offset_reset is earliest, latest or none")
@@ -92,10 +112,16 @@ class Consumer:
         self.partition_fetch_bytes_max = partition_fetch_bytes_max
         self.request_timeout_ms = request_timeout_ms
         self.on_truncation = on_truncation
+        self.batch_uncompressed_bytes_max = batch_uncompressed_bytes_max or max(
+            UNCOMPRESSED_BYTES_MAX, fetch_max_bytes
+        )
         self.metadata = metadata or ClusterMetadata(bootstrap)
         self._owns_metadata = metadata is None
         self._positions: dict[TopicPartition, _Position] = {}
         self._buffer: deque[ConsumerRecord] = deque()
+        # partitions stopped at a batch that does not decode; poll raises once _buffer is empty,
+        # until a seek (or a new assignment) forgets the entry
+        self._corrupt: dict[TopicPartition, CorruptBatchError] = {}
         self._closed = False
         # leader address → (its fetch in flight, the offset each partition was fetched from)
         self._inflight: dict[str, tuple[Any, dict[TopicPartition, int]]] = {}
@@ -135,6 +161,7 @@ class Consumer:
             tp: self._positions.get(tp, _Position(None, reset_to=default)) for tp in wanted
         }
         self._buffer = deque(r for r in self._buffer if (r.topic, r.partition) in self._positions)
+        self._corrupt = {tp: e for tp, e in self._corrupt.items() if tp in self._positions}
 
     def assign_topic(self, topic: str) -> None:
         """Every partition of ``topic``."""
@@ -185,7 +212,9 @@ class Consumer:
         return state
 
     def _drop_buffered(self, partition: TopicPartition) -> None:
+        """Forget what was fetched from the old position: buffered records, a bad batch."""
         self._buffer = deque(r for r in self._buffer if (r.topic, r.partition) != partition)
+        self._corrupt.pop(partition, None)
 
     # ---- groups ----------------------------------------------------------------------------------
 
@@ -230,6 +259,7 @@ class Consumer:
             for tp in assigned
         }
         self._buffer = deque()
+        self._corrupt = {}
         if self._on_assign is not None:
             self._on_assign(list(assigned))
 
@@ -273,7 +303,11 @@ class Consumer:
     # ---- polling ---------------------------------------------------------------------------------
 
     def poll(self, timeout_ms: int = 1000, max_records: int = 500) -> list[ConsumerRecord]:
-        """Records after the current positions: waits up to ``timeout_ms`` for the first."""
+        """Records after the current positions: waits up to ``timeout_ms`` for the first.
+
+        Raises ``CorruptBatchError`` once every record fetched before a bad batch has been
+        returned, and again on each poll until that partition is sought (class docstring).
+        """
         deadline = time.monotonic() + timeout_ms / 1000
         if self.group is not None:
             self._maintain_group()
@@ -291,6 +325,8 @@ class Consumer:
                 while self._buffer and len(out) < max_records:
                     out.append(self._buffer.popleft())
                 return out
+            if self._corrupt:  # only now: every good record before the bad batch went out
+                raise next(iter(self._corrupt.values()))
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0 or not self._positions:
                 return []
@@ -384,7 +420,7 @@ class Consumer:
         """Buffer one partition's records; True when metadata looks stale."""
         tp = (result.topic, result.partition)
         state = self._positions.get(tp)
-        if state is None or state.offset is None:
+        if state is None or state.offset is None or tp in self._corrupt:
             return False
         if result.error.code:
             error = error_for(result.error.code, result.error.message)
@@ -401,27 +437,41 @@ class Consumer:
             return False
         data = result.records
         position = state.offset
-        for start, header in iter_batches(data):
-            batch = data[start : start + header.size_bytes]
-            for record in iter_records(batch):
-                if record.offset < position:
-                    continue  # the batch began before our position
-                self._buffer.append(
+        topic, partition = tp
+        limit = self.batch_uncompressed_bytes_max
+        next_offset: int | None = None  # the end of the batch being decoded, if its header reads
+        try:
+            for start, header in iter_batches(data):
+                next_offset = header.next_offset
+                epoch = header.leader_epoch
+                batch = data[start : start + header.size_bytes]
+                # the whole batch or none of it: a bad record discards the list, not the buffer
+                records = [
                     ConsumerRecord(
-                        tp[0],
-                        tp[1],
-                        record.offset,
-                        record.timestamp_ms,
-                        record.key,
-                        record.value,
-                        record.headers,
-                        header.leader_epoch,
+                        topic, partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers, epoch
                     )
-                )
-                self.stats["records"] += 1
-            state.offset = max(position, header.next_offset)
-            position = state.offset
-            state.last_fetched_epoch = header.leader_epoch
+                    for r in iter_records(batch, uncompressed_bytes_max=limit)
+                    if r.offset >= position  # the batch may begin before our position
+                ]
+                next_offset = None
+                self._buffer.extend(records)
+                self.stats["records"] += len(records)
+                state.offset = max(position, header.next_offset)
+                position = state.offset
+                state.last_fetched_epoch = epoch
+        except CorruptRecordError as exc:  # the position stays at the bad batch
+            error = CorruptBatchError(
+                f"{topic}-{partition}: the batch at offset {position} does not decode ({exc}); "
+                "every record before it was returned. Seek to "
+                + (f"{next_offset} to skip it" if next_offset is not None else "past it")
+                + f", or to {position} to fetch it again",
+                topic,
+                partition,
+                position,
+                next_offset,
+            )
+            self._corrupt[tp] = error
+            self._note_error(error)
         return False
 
     def _truncated(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from raftlog.proto.errors import *  # noqa: F403 - the wire table is part of this API
 from raftlog.proto.errors import (
+    CorruptMessageError,
     NetworkError,
     RaftlogError,
     RequestTimedOutError,
@@ -20,6 +21,7 @@ __all__ = [
     *_wire_names,
     "BufferFullError",
     "ClientError",
+    "CorruptBatchError",
     "DeliveryTimeoutError",
     "LogTruncationError",
     "NoBrokersAvailableError",
@@ -58,3 +60,26 @@ class LogTruncationError(ClientError):
         self.topic = topic
         self.partition = partition
         self.divergent_offset = divergent_offset
+
+
+class CorruptBatchError(CorruptMessageError, ClientError):
+    """A fetched batch whose CRC holds but whose records do not decode (a count, length or offset
+    delta that lies, garbage under a valid CRC) or that inflates past the consumer's
+    ``batch_uncompressed_bytes_max``. Code CORRUPT_MESSAGE, decided by the client.
+
+    The Consumer returned every record before it and keeps its position at ``offset``; it raises
+    this on every poll until the application seeks the partition: to ``next_offset`` to skip the
+    batch (None when even its header is unreadable), or to ``offset`` to fetch it again. Not
+    retriable: the same bytes decode the same way.
+    """
+
+    retriable = False
+
+    def __init__(
+        self, message: str, topic: str, partition: int, offset: int, next_offset: int | None
+    ) -> None:
+        super().__init__(message)
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.next_offset = next_offset
