@@ -675,6 +675,21 @@ class PauseNemesis(Nemesis):
 # -- storage --
 
 
+def _storage_targets(
+    cluster: ClusterControl,
+    context: NemesisContext,
+    wanted: frozenset[int],
+    candidates: Sequence[int],
+    rng: random.Random,
+) -> frozenset[int]:
+    """What a storage fault may hit now within the fault model; those nodes become at risk."""
+    risk, placement = context.storage_risk, context.placement()
+    risk.refresh(placement, {n for n in cluster.node_ids if cluster.is_powered_off(n)})
+    chosen = risk.choose(wanted, candidates, placement, len(cluster.node_ids), rng)
+    risk.nodes |= chosen
+    return chosen
+
+
 class PowerLossNemesis(Nemesis):
     """Cut the power of the targets (default: a random minority): each broker SIGKILLed and its
     disk's unsynced writes dropped; they stay off for the fault's duration. Heal = boot (a new
@@ -696,13 +711,9 @@ class PowerLossNemesis(Nemesis):
         wanted = choose_targets(
             powered, self.targets, rng, cluster_size=len(cluster.node_ids), leaders=leaders
         )
-        risk, placement = context.storage_risk, context.placement()
-        off = {n for n in cluster.node_ids if cluster.is_powered_off(n)}
-        risk.refresh(placement, off)
-        chosen = risk.choose(wanted, powered, placement, len(cluster.node_ids), rng)
+        chosen = _storage_targets(cluster, context, wanted, powered, rng)
         if not chosen:
             return None
-        risk.nodes |= chosen
         lost: dict[str, Any] = {}
         texts = []
         for node in sorted(chosen):
@@ -741,14 +752,10 @@ class DiskNemesis(Nemesis):
             return None
         running = [n for n in cluster.node_ids if cluster.is_running(n)]
         wanted = choose_targets(running, Targets.ONE, rng, cluster_size=len(cluster.node_ids))
-        risk, placement = context.storage_risk, context.placement()
-        off = {n for n in cluster.node_ids if cluster.is_powered_off(n)}
-        risk.refresh(placement, off)
-        chosen = risk.choose(wanted, running, placement, len(cluster.node_ids), rng)
+        chosen = _storage_targets(cluster, context, wanted, running, rng)
         if not chosen:
             return None
         node = min(chosen)
-        risk.nodes.add(node)
         damage = choose_damage(cluster.data_files(node), rng)
         if damage is None:
             return None  # nothing written yet
