@@ -152,7 +152,7 @@ def _compress(codec: Compression, data: bytes) -> bytes:
 # attacker chooses. Our producer cuts batches at batch_bytes_max (256 KiB by default) of
 # uncompressed records, so 64 MiB is 256x headroom; a consumer raises it with its fetch budget.
 UNCOMPRESSED_BYTES_MAX = 64 << 20
-_STREAM_CHUNK_BYTES = 1 << 20  # zstd without a content size: inflate this much per read
+_STREAM_CHUNK_BYTES = 1 << 20  # a frame without a content size: inflate this much per step
 
 
 def _too_large(codec: Compression, uncompressed_bytes_max: int) -> RecordTooLargeError:
@@ -186,14 +186,24 @@ def _inflate_lz4(data: bytes, limit: int) -> bytes:
     total = 0
     rest = data
     while rest:  # one pass per frame; each frame eats >= 7 input bytes, so this ends
-        inflater = lz4.frame.LZ4FrameDecompressor()
-        out = inflater.decompress(rest, max_length=limit - total + 1)
-        total += len(out)
-        if total > limit:
+        declared = lz4.frame.get_frame_info(rest)["content_size"]  # 0: the frame does not say
+        if declared > limit - total:
             raise _too_large(Compression.LZ4, limit)
+        inflater = lz4.frame.LZ4FrameDecompressor()
+        # max_length is allocated up front: ask for what the frame declares (+1 to see a lie),
+        # else a chunk at a time, never the whole limit for a small frame
+        step = declared + 1 if declared else _STREAM_CHUNK_BYTES
+        out = inflater.decompress(rest, max_length=min(step, limit - total + 1))
+        while True:  # ends: every pass adds > 0 bytes to a total bounded by the limit
+            total += len(out)
+            if total > limit:
+                raise _too_large(Compression.LZ4, limit)
+            chunks.append(out)
+            if inflater.eof or inflater.needs_input or not out:
+                break
+            out = inflater.decompress(b"", max_length=min(_STREAM_CHUNK_BYTES, limit - total + 1))
         if not inflater.eof:
             raise CorruptRecordError("lz4 payload is truncated")
-        chunks.append(out)
         rest = inflater.unused_data
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 

@@ -214,7 +214,7 @@ def _zeros_gzip(n_bytes: int) -> bytes:
     return b"".join([deflate.compress(chunk) for _ in range(n_bytes >> 20)] + [deflate.flush()])
 
 
-def bomb(codec: Compression, n_bytes: int, *, zstd_content_size: bool = True) -> bytes:
+def bomb(codec: Compression, n_bytes: int, *, content_size: bool = True) -> bytes:
     """A batch of one record whose payload inflates to ``n_bytes`` of zeros."""
     match codec:
         case Compression.GZIP:
@@ -222,9 +222,9 @@ def bomb(codec: Compression, n_bytes: int, *, zstd_content_size: bool = True) ->
         case Compression.SNAPPY:
             payload = bytes(snappy.compress(bytes(n_bytes)))
         case Compression.LZ4:
-            payload = bytes(lz4.frame.compress(bytes(n_bytes)))
+            payload = bytes(lz4.frame.compress(bytes(n_bytes), store_size=content_size))
         case Compression.ZSTD:
-            compressor = zstandard.ZstdCompressor(write_content_size=zstd_content_size)
+            compressor = zstandard.ZstdCompressor(write_content_size=content_size)
             payload = compressor.compress(bytes(n_bytes))
         case _:
             raise AssertionError(codec)
@@ -234,7 +234,8 @@ def bomb(codec: Compression, n_bytes: int, *, zstd_content_size: bool = True) ->
 BOMB_CASES = [
     pytest.param(Compression.GZIP, True, id="gzip"),
     pytest.param(Compression.SNAPPY, True, id="snappy"),
-    pytest.param(Compression.LZ4, True, id="lz4"),
+    pytest.param(Compression.LZ4, True, id="lz4-with-content-size"),
+    pytest.param(Compression.LZ4, False, id="lz4-streamed"),
     pytest.param(Compression.ZSTD, True, id="zstd-with-content-size"),
     pytest.param(Compression.ZSTD, False, id="zstd-streamed"),
 ]
@@ -244,7 +245,7 @@ BOMB_CASES = [
 def test_a_bomb_stops_at_the_limit_with_record_too_large(
     codec: Compression, content_size: bool
 ) -> None:
-    batch = bomb(codec, 16 << 20, zstd_content_size=content_size)
+    batch = bomb(codec, 16 << 20, content_size=content_size)
     with pytest.raises(RecordTooLargeError, match="past the 1048576 byte limit") as caught:
         decode_all(batch, uncompressed_bytes_max=1 << 20)
     assert isinstance(caught.value, CorruptRecordError)  # one family: readers catch the base
@@ -261,6 +262,9 @@ def test_a_payload_exactly_at_the_limit_still_decodes(
     builder = BatchBuilder(codec)
     builder.append(value, timestamp_ms=1_000)
     batch = builder.build()
+    if codec is Compression.LZ4 and not content_size:
+        streamed = lz4.frame.compress(payload, store_size=False)
+        batch = forge(streamed, record_count=1, codec=codec, base_offset=0)
     if codec is Compression.ZSTD and not content_size:
         streamed = zstandard.ZstdCompressor(write_content_size=False).compress(payload)
         batch = forge(streamed, record_count=1, codec=codec, base_offset=0)
@@ -314,7 +318,7 @@ def test_a_256_mib_bomb_costs_about_the_limit_not_its_inflated_size(
 ) -> None:
     # in a fresh process, so the peak RSS belongs to this one decode; before the bounded
     # inflaters this peaked at 2x the inflated size (a 1 GiB gzip bomb: 2.1 GB)
-    batch = bomb(codec, 256 << 20, zstd_content_size=content_size)
+    batch = bomb(codec, 256 << 20, content_size=content_size)
     done = subprocess.run(
         [sys.executable, "-c", _PEAK_SCRIPT], input=batch, capture_output=True, timeout=120
     )
