@@ -9,6 +9,7 @@ from .consumer import Consumer, ConsumerRecord
 from .errors import (
     BufferFullError,
     ClientError,
+    CorruptBatchError,
     DeliveryTimeoutError,
     LogTruncationError,
     NoBrokersAvailableError,
@@ -26,6 +27,7 @@ __all__ = [
     "ConfigEntry",
     "Consumer",
     "ConsumerRecord",
+    "CorruptBatchError",
     "DeliveryTimeoutError",
     "LogTruncationError",
     "NoBrokersAvailableError",

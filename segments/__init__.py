@@ -26,6 +26,7 @@ from .errors import (
     LogOffsetMismatchError,
     MessageTooLargeError,
     OffsetOutOfRangeError,
+    RecordTooLargeError,
     StorageError,
     StorageIOError,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "OffsetOutOfRangeError",
     "ReadResult",
     "Record",
+    "RecordTooLargeError",
     "RecoveryReport",
     "ScrubResult",
     "StorageError",
