@@ -4,7 +4,8 @@ A hostile producer can get a batch stored whose header and CRC are valid but who
 (the broker never parses records). The consumer must hand over every good record before it,
 then raise CorruptBatchError at the bad offset, keep its position there until the application
 seeks, and lose nothing. The scripted broker is a test double for the gRPC service (on
-127.0.0.1), not the product's broker: it serves a fixed log of batches.
+127.0.0.1), not the product's broker: it serves a fixed log of batches, in plaintext (which the
+client must ask for by name: what is tested here is decoding, not transport security).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import crc32c
 import grpc
 import pytest
 
-from raftlog.client import Consumer, RaftlogError
+from raftlog.client import ClientSecurity, Consumer, RaftlogError
 from raftlog.client.errors import CorruptBatchError, CorruptMessageError
 from raftlog.proto import broker_pb2, broker_pb2_grpc
 from raftlog.segments import HEADER_BYTES, build_batch
@@ -132,7 +133,9 @@ def serve() -> Iterator[Any]:
 
 
 def consumer_for(broker: LogBroker, **kwargs: Any) -> Consumer:
-    return Consumer(broker.address, fetch_max_wait_ms=50, **kwargs)
+    return Consumer(
+        broker.address, fetch_max_wait_ms=50, security=ClientSecurity.plaintext(), **kwargs
+    )
 
 
 def poll_values(consumer: Consumer, polls: int = 5) -> list[bytes | None]:

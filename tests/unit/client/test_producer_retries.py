@@ -1,7 +1,9 @@
 """The Producer's retry rules against a scripted in-process broker (gRPC on 127.0.0.1).
 
 The scripted broker is a test double for one gRPC service, not the product's broker: it lets a
-test decide each Produce answer, to check what the client does with it.
+test decide each Produce answer, to check what the client does with it. It listens in plaintext,
+which every client here asks for by name (``PLAINTEXT``): retries, not transport security, are
+what is tested.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from typing import Any
 import grpc
 import pytest
 
-from raftlog.client import ClusterMetadata, DeliveryTimeoutError, Producer
+from raftlog.client import ClientSecurity, ClusterMetadata, DeliveryTimeoutError, Producer
 from raftlog.client.errors import MessageTooLargeError
 from raftlog.proto import broker_pb2, broker_pb2_grpc, common_pb2
 from raftlog.segments import iter_batches, iter_records
 
 Answer = Callable[[int], tuple[int, str]]  # attempt number → (error code, message)
+PLAINTEXT = ClientSecurity.plaintext()
 
 
 class ScriptedBroker(broker_pb2_grpc.BrokerServicer):
@@ -98,7 +101,7 @@ def test_retriable_errors_are_retried_and_order_is_kept(broker: Any) -> None:
     scripted = broker(
         lambda n: (common_pb2.NOT_LEADER_OR_FOLLOWER, "moved") if n in fails else (0, "")
     )
-    metadata = ClusterMetadata(scripted.address, refresh_backoff_ms=0)
+    metadata = ClusterMetadata(scripted.address, refresh_backoff_ms=0, security=PLAINTEXT)
     with Producer(
         scripted.address,
         enable_idempotence=False,
@@ -117,7 +120,9 @@ def test_retriable_errors_are_retried_and_order_is_kept(broker: Any) -> None:
 
 def test_a_fatal_error_fails_at_once_without_retries(broker: Any) -> None:
     scripted = broker(lambda n: (common_pb2.MESSAGE_TOO_LARGE, "too big"))
-    with Producer(scripted.address, enable_idempotence=False, linger_ms=1) as producer:
+    with Producer(
+        scripted.address, enable_idempotence=False, linger_ms=1, security=PLAINTEXT
+    ) as producer:
         future = producer.send("t", b"x")
         with pytest.raises(MessageTooLargeError, match="too big"):
             future.result(5)
@@ -134,6 +139,7 @@ def test_retries_stop_at_the_delivery_timeout_with_the_last_error(broker: Any) -
         delivery_timeout_ms=600,
         retry_backoff_ms=20,
         retry_backoff_max_ms=50,
+        security=PLAINTEXT,
     ) as producer:
         future = producer.send("t", b"x")
         with pytest.raises(Exception) as caught:
@@ -160,6 +166,7 @@ def test_back_pressure_blocks_then_raises_when_the_buffer_stays_full(broker: Any
         batch_bytes_max=1024,
         buffer_bytes_max=2048,
         max_block_ms=300,
+        security=PLAINTEXT,
     )
     try:
         with pytest.raises(BufferFullError):

@@ -2,33 +2,59 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
+from raftlog.client.certs import CertificateAuthority
 from raftlog.cluster.config import ConfigFileError, load_config, parse_config
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
+PLAINTEXT = {"protocol": "plaintext"}
 BASE = {
     "node_id": 1,
     "data_dir": "d",
     "cluster_secret": "s",
     "listen": {"grpc": "127.0.0.1:1", "raft": "127.0.0.1:2"},
     "voters": [{"id": 1, "raft": "127.0.0.1:2", "grpc": "127.0.0.1:1"}],
+    "security": PLAINTEXT,
 }
 
 
+@pytest.fixture(scope="module")
+def example_tls(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What examples/README.md tells an operator to make: a CA, brokers 1-3 for 10.0.0.1-3."""
+    directory = tmp_path_factory.mktemp("tls")
+    ca = CertificateAuthority(directory)
+    ca.create("prod")
+    for node in (1, 2, 3):
+        ca.issue_broker(node, [f"10.0.0.{node}"])
+    ca.issue_client("admin")
+    return directory
+
+
 @pytest.mark.parametrize("node", [1, 2, 3])
-def test_the_example_configs_parse(node: int, tmp_path: Path) -> None:
+def test_the_example_configs_parse(node: int, tmp_path: Path, example_tls: Path) -> None:
     text = (EXAMPLES / f"node{node}.toml").read_text()
     secret = tmp_path / "secret"
     secret.write_text("x\n")
     path = tmp_path / "node.toml"
-    path.write_text(text.replace("/etc/raftlog/secret", str(secret)))
+    text = text.replace("/etc/raftlog/secret", str(secret))
+    path.write_text(text.replace("/etc/raftlog/tls", str(example_tls)))
     config = load_config(path)
     assert config.node_id == node and len(config.voters) == 3
     assert config.voter.grpc_address == f"10.0.0.{node}:9092"
+    assert config.security.is_tls
+    assert config.security.super_users == ("User:admin",)
+    # the certificate the config names is this broker's, valid for the address peers dial
+    cert = x509.load_pem_x509_certificate(Path(config.security.cert_file).read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    host = config.voter.grpc_address.rsplit(":", 1)[0]
+    assert ipaddress.ip_address(host) in sans.get_values_for_type(x509.IPAddress)
+    assert f"raftlog://broker/{node}" in sans.get_values_for_type(x509.UniformResourceIdentifier)
 
 
 @pytest.mark.parametrize(
@@ -55,3 +81,78 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
     bad.write_text("node_id = [")
     with pytest.raises(ConfigFileError, match="not valid TOML"):
         load_config(bad)
+
+
+# ---- the [security] table ----------------------------------------------------------------------
+
+
+def tls_table(directory: Path, **change: object) -> dict[str, object]:
+    table: dict[str, object] = {
+        "protocol": "tls",
+        "ca_file": "ca.pem",
+        "cert_file": "broker-1.pem",
+        "key_file": "broker-1.key",
+        "super_users": ["User:admin"],
+    }
+    table.update(change)
+    return {k: v for k, v in table.items() if v is not None}
+
+
+def test_a_config_without_security_is_refused_with_the_way_out() -> None:
+    without = {k: v for k, v in BASE.items() if k != "security"}
+    with pytest.raises(ConfigFileError, match=r"\[security\] is required") as raised:
+        parse_config(without)
+    assert '"plaintext"' in str(raised.value) and "raftlog tls" in str(raised.value)
+
+
+def test_plaintext_must_be_said_and_then_has_no_identities() -> None:
+    config = parse_config(BASE)
+    assert not config.security.is_tls
+    assert config.security.super_users == ()
+    with pytest.raises(ConfigFileError, match="protocol"):
+        parse_config({**BASE, "security": {}})  # an empty table says nothing
+
+
+def test_tls_files_resolve_against_the_config_directory(example_tls: Path) -> None:
+    config = parse_config({**BASE, "security": tls_table(example_tls)}, base_dir=example_tls)
+    assert config.security.is_tls
+    assert config.security.ca_file == str(example_tls / "ca.pem")
+    assert config.security.cert_file == str(example_tls / "broker-1.pem")
+    assert config.security.key_file == str(example_tls / "broker-1.key")
+    assert config.security.super_users == ("User:admin",)
+
+
+@pytest.mark.parametrize("name", ["ca_file", "cert_file", "key_file"])
+def test_a_missing_tls_file_is_named(name: str, example_tls: Path) -> None:
+    table = tls_table(example_tls, **{name: "nowhere.pem"})
+    with pytest.raises(ConfigFileError, match=rf"security\.{name}: .*nowhere\.pem does not exist"):
+        parse_config({**BASE, "security": table}, base_dir=example_tls)
+    unset = tls_table(example_tls, **{name: None})
+    with pytest.raises(ConfigFileError, match=rf"security\.{name} is required"):
+        parse_config({**BASE, "security": unset}, base_dir=example_tls)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"super_users": "User:admin"}, "super_users"),  # a string, not a list
+        ({"super_users": ["admin"]}, "super_users"),  # no User: prefix
+        ({"super_users": ["User:"]}, "super_users"),  # no name
+        ({"super_users": [1]}, "super_users"),
+        ({"protocol": "ssl"}, "tls.*plaintext"),
+        ({"protocol": None}, "protocol"),
+        ({"sasl": "plain"}, "unknown setting.*sasl"),
+    ],
+)
+def test_bad_security_tables_are_one_clear_error(
+    change: dict[str, object], message: str, example_tls: Path
+) -> None:
+    table = tls_table(example_tls, **change)
+    with pytest.raises(ConfigFileError, match=message):
+        parse_config({**BASE, "security": table}, base_dir=example_tls)
+
+
+def test_plaintext_with_tls_files_is_a_contradiction(example_tls: Path) -> None:
+    table = {"protocol": "plaintext", "ca_file": "ca.pem"}
+    with pytest.raises(ConfigFileError, match="ca_file is set but protocol is plaintext"):
+        parse_config({**BASE, "security": table}, base_dir=example_tls)

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from raftlog.cluster import controller_service
+from raftlog.cluster.auth import Authorizer
 from raftlog.cluster.config import ConfigFileError, Limits, parse_config
 from raftlog.cluster.controller_service import (
     ActiveController,
@@ -26,11 +27,16 @@ from raftlog.cluster.controller_service import (
 )
 from raftlog.cluster.servicer import BrokerServicer, ControllerServicer
 from raftlog.proto import broker_pb2, common_pb2
+from raftlog.raft.acl import AclIndex
 from raftlog.raft.commands import RegisterBroker, UnfenceBroker, encode_command
 from raftlog.raft.controller import ControllerConfig
 from raftlog.raft.store import MetadataStore
 
 Callback = Callable[[bytes | None, Any], None]
+
+# A plaintext broker's authorizer: every caller is User:ANONYMOUS and every check passes, so the
+# servicers below meet the limits, not ACLs (those are tested in tests/unit/raft/test_acl.py).
+PLAINTEXT_AUTHORIZER = Authorizer(False, (), lambda: AclIndex(()))
 
 
 class FakeQuorum:
@@ -126,7 +132,11 @@ def test_partitions_per_request_add_up_over_its_topics() -> None:
     store = cluster()
     quorum = FakeQuorum(store)
     ctrl = controller(store, Limits(partitions_per_request_max=10), quorum=quorum)
-    broker = SimpleNamespace(controller=ctrl, config=SimpleNamespace(limits=ctrl.limits))
+    broker = SimpleNamespace(
+        controller=ctrl,
+        config=SimpleNamespace(limits=ctrl.limits),
+        authorizer=PLAINTEXT_AUTHORIZER,
+    )
     servicer = ControllerServicer(broker)  # type: ignore[arg-type]
     request = broker_pb2.CreateTopicsRequest(
         topics=[
@@ -235,7 +245,11 @@ def test_an_unexpected_exception_in_a_servicer_becomes_a_typed_error() -> None:
         async def create_topic(self, request: Any, *, validate_only: bool) -> Any:
             raise RuntimeError("boom")
 
-    broker = SimpleNamespace(controller=Exploding(), config=SimpleNamespace(limits=Limits()))
+    broker = SimpleNamespace(
+        controller=Exploding(),
+        config=SimpleNamespace(limits=Limits()),
+        authorizer=PLAINTEXT_AUTHORIZER,
+    )
     servicer = ControllerServicer(broker)  # type: ignore[arg-type]
     request = broker_pb2.CreateTopicsRequest(
         topics=[broker_pb2.NewTopic(name="t", partitions=1, replication_factor=1)]
@@ -248,7 +262,11 @@ def test_an_unexpected_exception_in_a_servicer_becomes_a_typed_error() -> None:
         def read(self) -> Any:
             raise OSError("disk gone")
 
-    data = BrokerServicer(SimpleNamespace(store=BrokenStore(), controller_id=lambda: 1))  # type: ignore[arg-type]
+    data = BrokerServicer(
+        SimpleNamespace(  # type: ignore[arg-type]
+            store=BrokenStore(), controller_id=lambda: 1, authorizer=PLAINTEXT_AUTHORIZER
+        )
+    )
     answer = asyncio.run(data.Metadata(broker_pb2.MetadataRequest(), None))  # type: ignore[arg-type]
     assert answer.error.code == common_pb2.UNKNOWN_SERVER_ERROR
 
@@ -261,6 +279,7 @@ BASE = {
     "cluster_secret": "s",
     "listen": {"grpc": "127.0.0.1:1", "raft": "127.0.0.1:2"},
     "voters": [{"id": 1, "raft": "127.0.0.1:2", "grpc": "127.0.0.1:1"}],
+    "security": {"protocol": "plaintext"},
 }
 
 
