@@ -1,4 +1,7 @@
-"""The `raftlog` command line as a user drives it, against a real local cluster."""
+"""The `raftlog` command line as a user drives it, against a real local cluster.
+
+``cluster up`` makes a mutual-TLS cluster; the client commands find its CA and the super user's
+certificate through ``--dir``, as a user's would through ``./.raftlog``."""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ RAFTLOG = [sys.executable, "-m", "raftlog.client.cli"]
 def raftlog(
     *args: str, stdin: str | None = None, timeout: float = 90
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "RAFTLOG_BOOTSTRAP"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTLOG_")}
     env["COLUMNS"] = "160"
     return subprocess.run(
         [*RAFTLOG, *args], input=stdin, capture_output=True, text=True, timeout=timeout, env=env
@@ -35,7 +38,7 @@ def test_a_user_session_with_a_leader_kill_in_the_middle(tmp_path: Path) -> None
     try:
         assert up.returncode == 0, up.stderr
         info = json.loads(up.stdout)
-        boot = ["--bootstrap", info["bootstrap"]]
+        boot = ["--dir", directory]  # the bootstrap and the certificates come from it
         assert [b["id"] for b in info["brokers"]] == [1, 2, 3]
         assert all(b["pid"] for b in info["brokers"])
 
@@ -97,16 +100,24 @@ def test_a_user_session_with_a_leader_kill_in_the_middle(tmp_path: Path) -> None
 
 def test_errors_a_person_can_act_on_are_one_line_without_a_traceback(tmp_path: Path) -> None:
     port = free_base_port(1)
-    unreachable = raftlog("topic", "list", "--bootstrap", f"127.0.0.1:{port}", timeout=60)
-    assert unreachable.returncode == 1
-    assert "cannot reach the cluster" in unreachable.stderr
-    assert "Traceback" not in unreachable.stderr
+    nowhere = str(tmp_path / "nowhere")  # no cluster was made here: no certificates
+    no_tls = raftlog("topic", "list", "--bootstrap", f"127.0.0.1:{port}", "--dir", nowhere)
+    assert no_tls.returncode == 2, no_tls.stderr
+    said = " ".join(no_tls.stderr.split())  # the console wraps long lines
+    assert "cannot read the CA certificate" in said and "ca.pem" in said, said
+    assert "--plaintext" in said and "Traceback" not in said
 
     directory = str(tmp_path / "one")
     assert raftlog("cluster", "up", "--nodes", "1", "--dir", directory, "--base-port",
                    str(port)).returncode == 0  # fmt: skip
     try:
-        boot = ["--bootstrap", f"127.0.0.1:{port}"]
+        elsewhere = f"127.0.0.1:{free_base_port(1)}"  # the right certificates, nobody there
+        unreachable = raftlog("topic", "list", "--bootstrap", elsewhere, "--dir", directory)
+        assert unreachable.returncode == 1
+        assert "cannot reach the cluster" in unreachable.stderr
+        assert "Traceback" not in unreachable.stderr
+
+        boot = ["--bootstrap", f"127.0.0.1:{port}", "--dir", directory]
         too_big = raftlog("topic", "create", "x", "--replication-factor", "3", *boot)
         assert too_big.returncode == 1
         assert "too few brokers" in too_big.stderr and "Traceback" not in too_big.stderr

@@ -84,6 +84,31 @@ def test_a_malformed_bootstrap_from_the_environment_is_refused_too(
     assert code == 2 and "RAFTLOG_BOOTSTRAP" in err
 
 
+def said(err: str) -> str:
+    """What was said, with the console's line wrapping undone."""
+    return " ".join(err.split())
+
+
+def test_missing_tls_material_is_one_error_naming_the_file_and_exit_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("RAFTLOG_BOOTSTRAP", "RAFTLOG_CA_FILE", "RAFTLOG_CERT_FILE", "RAFTLOG_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    boot = ["--bootstrap", "127.0.0.1:1"]
+    code, err = run(capsys, "topic", "list", *boot, "--dir", str(tmp_path))
+    assert code == 2 and "CA certificate" in said(err) and "tls/ca.pem" in said(err), err
+    missing = tmp_path / "elsewhere" / "ca.pem"
+    code, err = run(capsys, "status", *boot, "--ca", str(missing))
+    assert code == 2 and "elsewhere/ca.pem" in said(err), err
+    monkeypatch.setenv("RAFTLOG_CA_FILE", str(missing))
+    code, err = run(capsys, "topic", "list", *boot)
+    assert code == 2 and "elsewhere/ca.pem" in said(err), err
+    (tmp_path / "ca.pem").write_text("not a certificate, but readable")
+    code, err = run(capsys, "topic", "list", *boot, "--ca", str(tmp_path / "ca.pem"),
+                    "--cert", str(tmp_path / "client.pem"))  # fmt: skip
+    assert code == 2 and "cert and key" in said(err), err
+
+
 @pytest.mark.parametrize(
     "argv",
     [[], ["nonsense"], ["topic", "create"], ["topic", "create", "t", "--partitions", "many"]],
@@ -141,7 +166,8 @@ def test_produce_sends_non_utf8_stdin_as_it_is(
     monkeypatch.setattr(producer, "Producer", FakeProducer)
     FakeProducer.sent = []
     data = b"\xff\xfe\x00bin\n\xc3\x28:\x80value\nplain\nno newline at the end"
-    code, err = run(capsys, "produce", "t", "--bootstrap", "127.0.0.1:1", stdin=data)
+    # the fake producer opens no connection, so no certificates are needed: --plaintext
+    code, err = run(capsys, "produce", "t", "--bootstrap", "127.0.0.1:1", "--plaintext", stdin=data)
     assert code == 0, err
     assert FakeProducer.sent == [
         (b"\xff\xfe\x00bin", None),
@@ -151,7 +177,15 @@ def test_produce_sends_non_utf8_stdin_as_it_is(
     ]
     FakeProducer.sent = []
     code, err = run(
-        capsys, "produce", "t", "--key-separator", ":", "--bootstrap", "h:1", stdin=data
+        capsys,
+        "produce",
+        "t",
+        "--key-separator",
+        ":",
+        "--bootstrap",
+        "h:1",
+        "--plaintext",
+        stdin=data,
     )
     assert code == 0, err
     assert FakeProducer.sent[1] == (b"\x80value", b"\xc3\x28")
@@ -162,9 +196,9 @@ def test_produce_and_consume_non_utf8_bytes_through_a_cluster(
 ) -> None:
     cluster = make_cluster(1)
     values = [bytes([0xFF, 0xFE, 0x80 + i]) + b"\x00tail" for i in range(20)]
-    env = {k: v for k, v in os.environ.items() if k != "RAFTLOG_BOOTSTRAP"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTLOG_")}
     create = [sys.executable, "-m", "raftlog.client.cli", "topic", "create", "bin"]
-    boot = ["--bootstrap", cluster.bootstrap]
+    boot = ["--bootstrap", cluster.bootstrap, "--dir", str(cluster.dir)]
     done = subprocess.run(
         [*create, "--partitions", "1", "--replication-factor", "1", *boot],
         capture_output=True,
@@ -182,7 +216,9 @@ def test_produce_and_consume_non_utf8_bytes_through_a_cluster(
     assert produced.returncode == 0 and b"Traceback" not in produced.stderr, produced.stderr
     assert json.loads(produced.stdout)["acknowledged"] == len(values)
     got: list[bytes] = []
-    with Consumer(cluster.bootstrap, auto_offset_reset="earliest") as consumer:
+    with Consumer(
+        cluster.bootstrap, auto_offset_reset="earliest", security=cluster.security
+    ) as consumer:
         consumer.assign_topic("bin")
         deadline = time.monotonic() + 20
         while len(got) < len(values) and time.monotonic() < deadline:

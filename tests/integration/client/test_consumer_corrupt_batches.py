@@ -9,7 +9,6 @@ import time
 import zlib
 
 import crc32c
-import grpc
 import pytest
 
 from raftlog.client import Admin, Consumer
@@ -35,10 +34,10 @@ def test_a_consumer_survives_lying_batches_and_a_bomb_stored_by_the_broker(
     make_cluster: ClusterFactory,
 ) -> None:
     cluster = make_cluster(1)
-    admin = Admin(cluster.bootstrap, timeout_s=10)
+    admin = Admin(cluster.bootstrap, timeout_s=10, security=cluster.security)
     admin.create_topic("lies", 1, 1)
     leader = admin.describe_topic("lies").partitions[0].leader
-    stub = broker_pb2_grpc.BrokerStub(grpc.insecure_channel(cluster.nodes[leader].grpc))
+    stub = broker_pb2_grpc.BrokerStub(cluster.security.channel(cluster.nodes[leader].grpc))
 
     def produce(records: bytes) -> None:
         deadline = time.monotonic() + 20
@@ -66,7 +65,10 @@ def test_a_consumer_survives_lying_batches_and_a_bomb_stored_by_the_broker(
     produce(build_batch([b"b9", b"b10"], timestamp_ms=5))  # 9-10
 
     with Consumer(
-        cluster.bootstrap, fetch_max_wait_ms=100, batch_uncompressed_bytes_max=4 << 20
+        cluster.bootstrap,
+        fetch_max_wait_ms=100,
+        batch_uncompressed_bytes_max=4 << 20,
+        security=cluster.security,
     ) as consumer:
         consumer.assign([("lies", 0)])
         got = []

@@ -22,9 +22,10 @@ pytestmark = pytest.mark.integration
 
 MEMBER = r"""
 import json, sys
-from raftlog.client import Consumer
+from raftlog.client import ClientSecurity, Consumer
 c = Consumer(sys.argv[1], group_id="workers", session_timeout_ms=3000, heartbeat_interval_ms=300,
-             enable_auto_commit=False, auto_offset_reset="earliest")
+             enable_auto_commit=False, auto_offset_reset="earliest",
+             security=ClientSecurity.from_dir(sys.argv[2]))
 def show(kind):
     def callback(parts):
         print(json.dumps({"event": kind, "partitions": sorted(parts)}), flush=True)
@@ -41,9 +42,13 @@ while True:
 
 
 class Member:
-    def __init__(self, bootstrap: str) -> None:
+    """A consumer process of group ``workers``; it reads the cluster's certificates itself."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-c", MEMBER, bootstrap], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", MEMBER, cluster.bootstrap, str(cluster.dir)],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         self.events: list[dict[str, Any]] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -77,16 +82,14 @@ def wait_until(condition: Any, timeout_s: float, what: str) -> float:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def produce(bootstrap: str, start: int, count: int) -> None:
-    with Producer(bootstrap) as producer:
+def produce(cluster: LocalCluster, start: int, count: int) -> None:
+    with Producer(cluster.bootstrap, security=cluster.security) as producer:
         for i in range(start, start + count):
             producer.send("work", f"{i}".encode(), partition=i % 6)
 
 
 def coordinator_of(cluster: LocalCluster, group: str) -> int:
-    stub = group_pb2_grpc.GroupCoordinatorStub(
-        __import__("grpc").insecure_channel(cluster.nodes[1].grpc)
-    )
+    stub = group_pb2_grpc.GroupCoordinatorStub(cluster.security.channel(cluster.nodes[1].grpc))
     return int(
         stub.FindCoordinator(group_pb2.FindCoordinatorRequest(group_id=group)).coordinator_id
     )
@@ -94,10 +97,10 @@ def coordinator_of(cluster: LocalCluster, group: str) -> int:
 
 def test_three_members_share_six_partitions_and_survive_kills(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(3, timeouts={"session_timeout_ms": 1500, "heartbeat_interval_ms": 150})
-    with Admin(cluster.bootstrap) as admin:
+    with Admin(cluster.bootstrap, security=cluster.security) as admin:
         admin.create_topic("work", 6, 3, min_insync_replicas=2)
-    produce(cluster.bootstrap, 0, 600)
-    members = [Member(cluster.bootstrap) for _ in range(3)]
+    produce(cluster, 0, 600)
+    members = [Member(cluster) for _ in range(3)]
     try:
         wait_until(
             lambda: sorted(len(m.assignment) for m in members) == [2, 2, 2], 30, "a 2/2/2 split"
@@ -111,7 +114,7 @@ def test_three_members_share_six_partitions_and_survive_kills(make_cluster: Clus
             lambda: sorted(len(m.assignment) for m in members) == [3, 3], 20, "a 3/3 split"
         )
         assert moved < 3.0 + 5.0  # session timeout + a rejoin round
-        produce(cluster.bootstrap, 600, 600)
+        produce(cluster, 600, 600)
         wanted = {str(i) for i in range(1200)}
         seen = lambda: set().union(*(m.values() for m in [*members, victim]))  # noqa: E731
         wait_until(lambda: wanted <= seen(), 30, "every record consumed")
@@ -138,7 +141,7 @@ def test_three_members_share_six_partitions_and_survive_kills(make_cluster: Clus
 def _committed(cluster: LocalCluster) -> dict[int, int]:
     alive = ",".join(n.grpc for i, n in cluster.nodes.items() if cluster.is_running(i))
     try:
-        with Admin(alive, timeout_s=5) as admin:
+        with Admin(alive, timeout_s=5, security=cluster.security) as admin:
             found = admin.describe_group("workers").offsets
             return {p.partition: p.committed for p in found if p.topic == "work"}
     except Exception:
@@ -147,7 +150,7 @@ def _committed(cluster: LocalCluster) -> dict[int, int]:
 
 def test_commits_are_fenced_by_generation(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(3)
-    with Admin(cluster.bootstrap) as admin:
+    with Admin(cluster.bootstrap, security=cluster.security) as admin:
         admin.create_topic("work", 2, 3, min_insync_replicas=2)
     consumer = Consumer(
         cluster.bootstrap,
@@ -155,6 +158,7 @@ def test_commits_are_fenced_by_generation(make_cluster: ClusterFactory) -> None:
         enable_auto_commit=False,
         session_timeout_ms=3000,
         heartbeat_interval_ms=300,
+        security=cluster.security,
     )
     consumer.subscribe(["work"])
     consumer.poll(timeout_ms=1000)
@@ -173,8 +177,8 @@ def test_the_group_commands_of_the_cli(make_cluster: ClusterFactory) -> None:
     from .test_cli import raftlog
 
     cluster = make_cluster(3)
-    boot = ["--bootstrap", cluster.bootstrap]
-    with Admin(cluster.bootstrap) as admin:
+    boot = ["--bootstrap", cluster.bootstrap, "--dir", str(cluster.dir)]  # its CA and admin
+    with Admin(cluster.bootstrap, security=cluster.security) as admin:
         admin.create_topic("cli", 2, 3, min_insync_replicas=2)
     lines = "".join(f"line-{i}\n" for i in range(100))
     assert raftlog("produce", "cli", *boot, stdin=lines).returncode == 0

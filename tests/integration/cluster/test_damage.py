@@ -61,7 +61,11 @@ def cut_at_boundary(segment: Path) -> None:
 
 def produce(cluster: LocalCluster, count: int) -> list[int]:
     with Producer(
-        cluster.bootstrap, linger_ms=0, request_timeout_ms=3000, delivery_timeout_ms=15_000
+        cluster.bootstrap,
+        linger_ms=0,
+        request_timeout_ms=3000,
+        delivery_timeout_ms=15_000,
+        security=cluster.security,
     ) as p:
         return [p.send(TOPIC, f"v{i:05d}".encode() * 4).result(15).offset for i in range(count)]
 
@@ -85,7 +89,7 @@ def assert_replicas_agree(cluster: LocalCluster, acked: list[int]) -> None:
 
 def start_with_damage(make_cluster: ClusterFactory, damage: str) -> None:
     cluster = make_cluster(3, **FAST)
-    admin = Admin(cluster.bootstrap, timeout_s=10)
+    admin = Admin(cluster.bootstrap, timeout_s=10, security=cluster.security)
     admin.create_topic(TOPIC, 1, 3, min_insync_replicas=2, configs=SMALL_SEGMENTS)
     acked = produce(cluster, 400)
     state = admin.describe_topic(TOPIC).partitions[0]
@@ -110,7 +114,7 @@ def start_with_damage(make_cluster: ClusterFactory, damage: str) -> None:
         timeout_s=30,
         what="the repaired replica back in the ISR",
     )
-    got = consume_all(cluster.bootstrap, TOPIC, len(acked))
+    got = consume_all(cluster.bootstrap, TOPIC, len(acked), security=cluster.security)
     assert sorted(r.offset for r in got) == acked
     admin.close()
     assert_replicas_agree(cluster, acked)
@@ -134,13 +138,13 @@ def test_a_bad_crc_under_a_running_leader_moves_leadership_and_repairs(
     """Latent corruption: a consumer's read hits it; the leader steps down, an intact replica
     serves every record, and the damaged one refetches the range."""
     cluster = make_cluster(3, **FAST)
-    admin = Admin(cluster.bootstrap, timeout_s=10)
+    admin = Admin(cluster.bootstrap, timeout_s=10, security=cluster.security)
     admin.create_topic(TOPIC, 1, 3, min_insync_replicas=2, configs=SMALL_SEGMENTS)
     acked = produce(cluster, 400)
     wait_until(lambda: len(admin.describe_topic(TOPIC).partitions[0].isr) == 3, what="full ISR")
     leader = admin.describe_topic(TOPIC).partitions[0].leader
     flip_bit(rolled_segments(cluster, leader)[1])
-    got = consume_all(cluster.bootstrap, TOPIC, len(acked))
+    got = consume_all(cluster.bootstrap, TOPIC, len(acked), security=cluster.security)
     assert sorted(r.offset for r in got) == acked  # nothing skipped, nothing lost
     state = admin.describe_topic(TOPIC).partitions[0]
     assert state.leader != leader

@@ -7,10 +7,9 @@ import hashlib
 import time
 from pathlib import Path
 
-import grpc
 import pytest
 
-from raftlog.client import Admin, Consumer, DeliveryTimeoutError, Producer
+from raftlog.client import Admin, ClientSecurity, Consumer, DeliveryTimeoutError, Producer
 from raftlog.client.local_cluster import LocalCluster
 from raftlog.proto import broker_pb2, broker_pb2_grpc, common_pb2
 from raftlog.segments import Log, build_batch
@@ -38,8 +37,15 @@ def wait_until(condition, timeout_s: float = 20.0, what: str = "condition"):  # 
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list:  # type: ignore[type-arg]
-    with Consumer(bootstrap, auto_offset_reset="earliest") as consumer:
+def consume_all(  # type: ignore[type-arg]
+    bootstrap: str,
+    topic: str,
+    expected: int,
+    timeout_s: float = 30.0,
+    *,
+    security: ClientSecurity,
+) -> list:
+    with Consumer(bootstrap, auto_offset_reset="earliest", security=security) as consumer:
         consumer.assign_topic(topic)
         got: list = []  # type: ignore[type-arg]
         deadline = time.monotonic() + timeout_s
@@ -51,7 +57,7 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30
 
 
 def stub_for(cluster: LocalCluster, broker_id: int) -> broker_pb2_grpc.BrokerStub:
-    return broker_pb2_grpc.BrokerStub(grpc.insecure_channel(cluster.nodes[broker_id].grpc))
+    return broker_pb2_grpc.BrokerStub(cluster.security.channel(cluster.nodes[broker_id].grpc))
 
 
 def test_acks_all_then_one_follower_down_then_two_then_both_back(
@@ -59,12 +65,17 @@ def test_acks_all_then_one_follower_down_then_two_then_both_back(
 ) -> None:
     # five brokers (five metadata voters), so the quorum survives two replicas going down
     cluster = make_cluster(5, **FAST)
-    admin = Admin(cluster.bootstrap, timeout_s=10)
+    admin = Admin(cluster.bootstrap, timeout_s=10, security=cluster.security)
     admin.create_topic("t", 1, 3, min_insync_replicas=2)
     partition = admin.describe_topic("t").partitions[0]
     leader = partition.leader
     followers = [b for b in partition.replicas if b != leader]
-    with Producer(cluster.bootstrap, request_timeout_ms=3000, delivery_timeout_ms=4000) as p:
+    with Producer(
+        cluster.bootstrap,
+        request_timeout_ms=3000,
+        delivery_timeout_ms=4000,
+        security=cluster.security,
+    ) as p:
         acked = [p.send("t", f"a{i}".encode()).result(10) for i in range(200)]
         # one follower down: the controller fences it, the ISR shrinks, writes go on
         cluster.kill(followers[0])
@@ -108,7 +119,7 @@ def test_acks_all_then_one_follower_down_then_two_then_both_back(
             lambda: len(admin.describe_topic("t").partitions[0].isr) == 3, what="full ISR again"
         )
         acked += [p.send("t", f"c{i}".encode()).result(10) for i in range(100)]
-    got = consume_all(cluster.bootstrap, "t", len(acked))
+    got = consume_all(cluster.bootstrap, "t", len(acked), security=cluster.security)
     by_offset = {r.offset: r.value for r in got}
     assert all(m.offset in by_offset for m in acked)
     assert b"refused" not in by_offset.values()
@@ -129,12 +140,16 @@ def test_kill_the_leader_under_load_keeps_every_acknowledged_record(
     make_cluster: ClusterFactory,
 ) -> None:
     cluster = make_cluster(3, **FAST)
-    admin = Admin(cluster.bootstrap)
+    admin = Admin(cluster.bootstrap, security=cluster.security)
     admin.create_topic("load", 3, 3, min_insync_replicas=2)
     victim = admin.describe_topic("load").partitions[0].leader
     futures = []
     with Producer(
-        cluster.bootstrap, linger_ms=2, request_timeout_ms=5000, delivery_timeout_ms=30_000
+        cluster.bootstrap,
+        linger_ms=2,
+        request_timeout_ms=5000,
+        delivery_timeout_ms=30_000,
+        security=cluster.security,
     ) as producer:
         for i in range(6000):
             futures.append(producer.send("load", f"v{i}".encode(), key=str(i).encode()))
@@ -145,7 +160,7 @@ def test_kill_the_leader_under_load_keeps_every_acknowledged_record(
     assert len(acked) == 6000  # retries carried every record across the failover
     topic = admin.describe_topic("load")
     assert all(p.leader != victim and p.leader >= 0 for p in topic.partitions)
-    got = consume_all(cluster.bootstrap, "load", len(acked))
+    got = consume_all(cluster.bootstrap, "load", len(acked), security=cluster.security)
     where = {(r.partition, r.offset): r.value for r in got}
     missing = [m for m in acked if (m.partition, m.offset) not in where]
     assert not missing, missing[:5]
@@ -155,10 +170,10 @@ def test_kill_the_leader_under_load_keeps_every_acknowledged_record(
 
 def test_a_diverged_replica_truncates_and_converges(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(3, **FAST)
-    admin = Admin(cluster.bootstrap)
+    admin = Admin(cluster.bootstrap, security=cluster.security)
     admin.create_topic("div", 1, 3, min_insync_replicas=2)
     old_leader = admin.describe_topic("div").partitions[0].leader
-    with Producer(cluster.bootstrap) as producer:
+    with Producer(cluster.bootstrap, security=cluster.security) as producer:
         for i in range(50):
             producer.send("div", f"committed-{i}".encode()).result(10)
     # the followers stop fetching; the leader takes acks=1 writes only it holds, then dies
@@ -197,7 +212,7 @@ def test_a_diverged_replica_truncates_and_converges(make_cluster: ClusterFactory
     wait_until(
         lambda: admin.describe_topic("div").partitions[0].leader in followers, what="a new leader"
     )
-    with Producer(cluster.bootstrap) as producer:
+    with Producer(cluster.bootstrap, security=cluster.security) as producer:
         for i in range(20):
             producer.send("div", f"new-{i}".encode()).result(20)
     cluster.start(old_leader)
@@ -205,7 +220,7 @@ def test_a_diverged_replica_truncates_and_converges(make_cluster: ClusterFactory
         lambda: len(admin.describe_topic("div").partitions[0].isr) == 3,
         what="the old leader back in the ISR",
     )
-    values = [r.value for r in consume_all(cluster.bootstrap, "div", 70)]
+    values = [r.value for r in consume_all(cluster.bootstrap, "div", 70, security=cluster.security)]
     assert not any(v.startswith(b"lost-") for v in values)
     assert len(values) == 70
     admin.close()
@@ -228,7 +243,7 @@ def _digest(directory: Path) -> str:
 
 def test_bad_input_gets_typed_errors_and_changes_nothing(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(3)
-    admin = Admin(cluster.bootstrap)
+    admin = Admin(cluster.bootstrap, security=cluster.security)
     admin.create_topic("bad", 1, 3, min_insync_replicas=2, configs={"max.message.bytes": "4096"})
     topic = admin.describe_topic("bad")
     leader = topic.partitions[0].leader

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 
-import grpc
 import pytest
 
 from raftlog.client import Admin, Consumer, Producer
+from raftlog.client.local_cluster import LocalCluster
 from raftlog.proto import broker_pb2, broker_pb2_grpc, common_pb2
 from raftlog.segments import BatchBuilder
 
@@ -26,8 +26,10 @@ LOSSY = {
 }
 
 
-def read_all(bootstrap: str, topic: str, at_least: int) -> list:  # type: ignore[type-arg]
-    with Consumer(bootstrap, auto_offset_reset="earliest") as consumer:
+def read_all(cluster: LocalCluster, topic: str, at_least: int) -> list:  # type: ignore[type-arg]
+    with Consumer(
+        cluster.bootstrap, auto_offset_reset="earliest", security=cluster.security
+    ) as consumer:
         consumer.assign_topic(topic)
         got: list = []  # type: ignore[type-arg]
         deadline = time.monotonic() + 30
@@ -39,7 +41,7 @@ def read_all(bootstrap: str, topic: str, at_least: int) -> list:  # type: ignore
 
 
 def produce_through_lost_answers(
-    bootstrap: str,
+    cluster: LocalCluster,
     topic: str,
     idempotent: bool,
     count: int,
@@ -47,7 +49,7 @@ def produce_through_lost_answers(
     stats: dict[str, int] | None = None,
 ) -> list:  # type: ignore[type-arg]
     with Producer(
-        bootstrap,
+        cluster.bootstrap,
         acks="all",
         enable_idempotence=idempotent,
         linger_ms=0,
@@ -55,6 +57,7 @@ def produce_through_lost_answers(
         request_timeout_ms=3000,
         delivery_timeout_ms=60_000,
         retry_backoff_ms=20,
+        security=cluster.security,
     ) as producer:
         futures = []
         for i in range(count):
@@ -71,32 +74,32 @@ def test_lost_answers_are_retried_and_stored_once_at_their_original_offsets(
     make_cluster: ClusterFactory,
 ) -> None:
     cluster = make_cluster(3, **LOSSY)
-    with Admin(cluster.bootstrap) as admin:
+    with Admin(cluster.bootstrap, security=cluster.security) as admin:
         admin.create_topic("idem", 2, 3, min_insync_replicas=2)
         admin.create_topic("plain", 2, 3, min_insync_replicas=2)
-    acked = produce_through_lost_answers(cluster.bootstrap, "idem", True, 400)
-    got = read_all(cluster.bootstrap, "idem", 400)
+    acked = produce_through_lost_answers(cluster, "idem", True, 400)
+    got = read_all(cluster, "idem", 400)
     values = [r.value for r in got]
     assert sorted(values) == sorted(f"v{i}".encode() for i in range(400))  # each exactly once
     where = {(r.partition, r.offset): r.value for r in got}
     assert all(where[(m.partition, m.offset)] == f"v{i}".encode() for i, m in enumerate(acked))
     # the control: without idempotence the same lost answers store retries twice
     stats: dict[str, int] = {}
-    produce_through_lost_answers(cluster.bootstrap, "plain", False, 400, stats=stats)
+    produce_through_lost_answers(cluster, "plain", False, 400, stats=stats)
     assert stats["retries"] > 0, stats
-    plain = [r.value for r in read_all(cluster.bootstrap, "plain", 400)]
+    plain = [r.value for r in read_all(cluster, "plain", 400)]
     assert len(plain) > len(set(plain)) == 400
 
 
 def test_a_retry_to_the_next_leader_is_deduplicated(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(3, **LOSSY)
-    with Admin(cluster.bootstrap) as admin:
+    with Admin(cluster.bootstrap, security=cluster.security) as admin:
         admin.create_topic("fail", 1, 3, min_insync_replicas=2)
         victim = admin.describe_topic("fail").partitions[0].leader
     acked = produce_through_lost_answers(
-        cluster.bootstrap, "fail", True, 300, kill=lambda: cluster.kill(victim)
+        cluster, "fail", True, 300, kill=lambda: cluster.kill(victim)
     )
-    got = read_all(cluster.bootstrap, "fail", 300)
+    got = read_all(cluster, "fail", 300)
     values = [r.value for r in got]
     assert len(values) == len(set(values)) == 300
     where = {r.offset: r.value for r in got}
@@ -105,12 +108,12 @@ def test_a_retry_to_the_next_leader_is_deduplicated(make_cluster: ClusterFactory
 
 def test_dedupe_survives_a_restart_of_every_broker(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(3)
-    admin = Admin(cluster.bootstrap)
+    admin = Admin(cluster.bootstrap, security=cluster.security)
     admin.create_topic("restart", 1, 3, min_insync_replicas=2)
 
     def leader_stub() -> broker_pb2_grpc.BrokerStub:
         leader = admin.describe_topic("restart").partitions[0].leader
-        return broker_pb2_grpc.BrokerStub(grpc.insecure_channel(cluster.nodes[leader].grpc))
+        return broker_pb2_grpc.BrokerStub(cluster.security.channel(cluster.nodes[leader].grpc))
 
     ids = leader_stub().InitProducerId(broker_pb2.InitProducerIdRequest(producer_id=-1))
     assert ids.error.code == 0 and ids.producer_id >= 0
@@ -137,7 +140,7 @@ def test_dedupe_survives_a_restart_of_every_broker(make_cluster: ClusterFactory)
     admin.close()
     cluster.down()
     cluster.up(3, cluster.base_port)
-    admin = Admin(cluster.bootstrap)
+    admin = Admin(cluster.bootstrap, security=cluster.security)
     admin.wait_for_topic("restart", 1)
     deadline = time.monotonic() + 30  # every replica re-registered: wait for the full ISR again
     while len(admin.describe_topic("restart").partitions[0].isr) < 3:
@@ -164,6 +167,6 @@ def test_dedupe_survives_a_restart_of_every_broker(make_cluster: ClusterFactory)
     builder.append(b"zombie", timestamp_ms=1)
     batch = builder.build()
     assert send().error.code == common_pb2.PRODUCER_FENCED
-    values = [r.value for r in read_all(cluster.bootstrap, "restart", 6)]
+    values = [r.value for r in read_all(cluster, "restart", 6)]
     assert values == [b"r0", b"r1", b"r2", b"r3", b"r4", b"new epoch"]
     admin.close()

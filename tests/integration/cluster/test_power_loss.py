@@ -61,7 +61,7 @@ def test_power_loss_of_the_last_isr_member_after_a_leader_crash_loses_nothing(
     alone), A loses power and comes back. A must not lead; the partition is offline until L —
     which holds everything — returns, and then every acknowledged record is there."""
     cluster = make_cluster(5, **FAST)
-    admin = Admin(cluster.bootstrap, timeout_s=10)
+    admin = Admin(cluster.bootstrap, timeout_s=10, security=cluster.security)
     admin.create_topic("t", 1, 3, min_insync_replicas=2)
     state = admin.describe_topic("t").partitions[0]
     leader_l = state.leader
@@ -71,7 +71,12 @@ def test_power_loss_of_the_last_isr_member_after_a_leader_crash_loses_nothing(
         lambda: set(admin.describe_topic("t").partitions[0].isr) == {leader_l, a},
         what="ISR {L, A}",
     )
-    with Producer(cluster.bootstrap, request_timeout_ms=3000, delivery_timeout_ms=6000) as p:
+    with Producer(
+        cluster.bootstrap,
+        request_timeout_ms=3000,
+        delivery_timeout_ms=6000,
+        security=cluster.security,
+    ) as p:
         acked = [p.send("t", f"v{i}".encode()).result(10) for i in range(600)]
     cluster.kill(leader_l)
     wait_until(lambda: admin.describe_topic("t").partitions[0].leader == a, what="A leads")
@@ -96,7 +101,7 @@ def test_power_loss_of_the_last_isr_member_after_a_leader_crash_loses_nothing(
     wait_until(
         lambda: admin.describe_topic("t").partitions[0].leader == leader_l, what="L leads again"
     )
-    got = consume_all(cluster.bootstrap, "t", len(acked))
+    got = consume_all(cluster.bootstrap, "t", len(acked), security=cluster.security)
     by_offset = {r.offset: r.value for r in got}
     missing = [m for m in acked if by_offset.get(m.offset) != f"v{m.offset}".encode()]
     assert not missing, f"{len(missing)} acknowledged records lost, e.g. {missing[:3]}"
@@ -106,7 +111,12 @@ def test_power_loss_of_the_last_isr_member_after_a_leader_crash_loses_nothing(
         timeout_s=30,
         what="A back in the ISR",
     )
-    with Producer(cluster.bootstrap, request_timeout_ms=3000, delivery_timeout_ms=10_000) as p:
+    with Producer(
+        cluster.bootstrap,
+        request_timeout_ms=3000,
+        delivery_timeout_ms=10_000,
+        security=cluster.security,
+    ) as p:
         assert p.send("t", b"after").result(15).offset == len(acked)
     admin.close()
 
@@ -115,11 +125,16 @@ def test_power_loss_of_a_follower_rejoins_after_catching_up(make_cluster: Cluste
     """A follower that lost power leaves the ISR at registration and returns once caught up;
     the leader never truncates and nothing acknowledged is lost."""
     cluster = make_cluster(3, **FAST)
-    admin = Admin(cluster.bootstrap, timeout_s=10)
+    admin = Admin(cluster.bootstrap, timeout_s=10, security=cluster.security)
     admin.create_topic("f", 1, 3, min_insync_replicas=2)
     state = admin.describe_topic("f").partitions[0]
     follower = next(b for b in state.replicas if b != state.leader)
-    with Producer(cluster.bootstrap, request_timeout_ms=3000, delivery_timeout_ms=6000) as p:
+    with Producer(
+        cluster.bootstrap,
+        request_timeout_ms=3000,
+        delivery_timeout_ms=6000,
+        security=cluster.security,
+    ) as p:
         acked = [p.send("f", f"v{i}".encode()).result(10) for i in range(300)]
         power_loss(cluster, follower, "f", keep_fraction=0.5)
         acked += [p.send("f", f"v{300 + i}".encode()).result(10) for i in range(300)]
@@ -129,6 +144,6 @@ def test_power_loss_of_a_follower_rejoins_after_catching_up(make_cluster: Cluste
         what="the follower back in the ISR",
     )
     assert admin.describe_topic("f").partitions[0].leader == state.leader
-    got = consume_all(cluster.bootstrap, "f", len(acked))
+    got = consume_all(cluster.bootstrap, "f", len(acked), security=cluster.security)
     assert sorted(r.offset for r in got) == list(range(len(acked)))
     admin.close()
