@@ -10,6 +10,13 @@ older node is refused visibly instead of crashing the Raft thread.
 Worked example: ``FenceBroker(broker_id=2, incarnation=7)`` encodes as the cbor2 map
 ``{"v": 1, "t": "fence_broker", "broker_id": 2, "incarnation": 7}`` (33 bytes).
 
+Commands that carry records — ACL bindings and filters, SCRAM credentials — hold them as the
+records' own plain maps (``AclBinding.to_dict``, ``ScramCredential.to_dict``): ``CreateAcls``
+encodes as ``{"v": 1, "t": "create_acls", "bindings": [{"principal": "User:alice",
+"resource_type": "topic", "pattern_type": "literal", "resource_name": "orders", "operation":
+"read", "permission": "allow", "host": "*"}]}``. Decoding checks their shape (a bad one is a
+``CommandDecodeError``); the state machine checks their rules.
+
 Results are cbor2 maps too: ``{"ok": True, ...}`` or ``{"error": "<ErrorCode name>",
 "message": "..."}`` — the names are those of ``proto/common.proto``'s ErrorCode table.
 """
@@ -17,10 +24,14 @@ Results are cbor2 maps too: ``{"ok": True, ...}`` or ``{"error": "<ErrorCode nam
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import cbor2
+
+from .acl import AclBinding, AclFilter
+from .scram import ScramCredential
 
 __all__ = [
     "COMMAND_VERSION",
@@ -29,13 +40,17 @@ __all__ = [
     "AlterTopicConfig",
     "Command",
     "CommandDecodeError",
+    "CreateAcls",
     "CreateTopic",
+    "DeleteAcls",
+    "DeleteScramCredential",
     "DeleteTopic",
     "ElectLeader",
     "FenceBroker",
     "RegisterBroker",
     "ReplicasDamaged",
     "UnfenceBroker",
+    "UpsertScramCredential",
     "decode_command",
     "decode_result",
     "encode_command",
@@ -140,6 +155,33 @@ class AllocateProducerIds:
     count: int = 1000
 
 
+@dataclass(frozen=True, slots=True)
+class CreateAcls:
+    """Add ACL bindings (all or none; ones already present are kept once)."""
+
+    bindings: tuple[AclBinding, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteAcls:
+    """Remove every binding that any of the filters matches (the result lists them)."""
+
+    filters: tuple[AclFilter, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertScramCredential:
+    """Set a user's SCRAM credential (created, or replacing the one it had)."""
+
+    user: str
+    credential: ScramCredential
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteScramCredential:
+    user: str
+
+
 Command = (
     RegisterBroker
     | FenceBroker
@@ -151,6 +193,10 @@ Command = (
     | ElectLeader
     | AllocateProducerIds
     | ReplicasDamaged
+    | CreateAcls
+    | DeleteAcls
+    | UpsertScramCredential
+    | DeleteScramCredential
 )
 
 _TYPES: dict[str, type[Any]] = {
@@ -164,14 +210,42 @@ _TYPES: dict[str, type[Any]] = {
     "elect_leader": ElectLeader,
     "allocate_producer_ids": AllocateProducerIds,
     "replicas_damaged": ReplicasDamaged,
+    "create_acls": CreateAcls,
+    "delete_acls": DeleteAcls,
+    "upsert_scram_credential": UpsertScramCredential,
+    "delete_scram_credential": DeleteScramCredential,
 }
 _NAMES = {cls: name for name, cls in _TYPES.items()}
 
 
+def _records_field(
+    from_dict: Callable[[Any], Any],
+) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """(encode, decode) of a field holding a tuple of records."""
+
+    def decode(value: Any) -> tuple[Any, ...]:
+        if not isinstance(value, list):
+            raise CommandDecodeError("a list of records was expected")
+        return tuple(from_dict(item) for item in value)
+
+    return (lambda records: [r.to_dict() for r in records]), decode
+
+
+# the fields that hold records, not plain values: how each is written and read back
+_RECORD_FIELDS: dict[tuple[type[Any], str], tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    (CreateAcls, "bindings"): _records_field(AclBinding.from_dict),
+    (DeleteAcls, "filters"): _records_field(AclFilter.from_dict),
+    (UpsertScramCredential, "credential"): (ScramCredential.to_dict, ScramCredential.from_dict),
+}
+
+
 def encode_command(command: Command) -> bytes:
-    body: dict[str, Any] = {"v": COMMAND_VERSION, "t": _NAMES[type(command)]}
+    cls = type(command)
+    body: dict[str, Any] = {"v": COMMAND_VERSION, "t": _NAMES[cls]}
     for f in dataclasses.fields(command):
-        body[f.name] = getattr(command, f.name)
+        value = getattr(command, f.name)
+        codec = _RECORD_FIELDS.get((cls, f.name))
+        body[f.name] = value if codec is None else codec[0](value)
     return bytes(cbor2.dumps(body))
 
 
@@ -197,7 +271,14 @@ def decode_command(data: bytes) -> Command:
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in body:
-            kwargs[f.name] = _tupled(body[f.name])
+            codec = _RECORD_FIELDS.get((cls, f.name))
+            if codec is None:
+                kwargs[f.name] = _tupled(body[f.name])
+                continue
+            try:
+                kwargs[f.name] = codec[1](body[f.name])
+            except ValueError as exc:  # AclError, ScramError: the records' own shape checks
+                raise CommandDecodeError(f"{body['t']}.{f.name}: {exc}") from exc
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise CommandDecodeError(f"{body['t']} lacks {f.name}")
     try:

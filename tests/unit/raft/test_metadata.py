@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import cbor2
@@ -10,22 +11,29 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from raftlog.raft import metadata
+from raftlog.raft.acl import AclBinding, AclFilter, Operation, PatternType, Permission, ResourceType
 from raftlog.raft.assignment import assign_replicas
 from raftlog.raft.commands import (
     AllocateProducerIds,
     AlterPartition,
     AlterTopicConfig,
     Command,
+    CreateAcls,
     CreateTopic,
+    DeleteAcls,
+    DeleteScramCredential,
     DeleteTopic,
     ElectLeader,
     FenceBroker,
     RegisterBroker,
     UnfenceBroker,
+    UpsertScramCredential,
     decode_command,
     encode_command,
 )
 from raftlog.raft.metadata import NO_LEADER, MetadataState, PartitionRecord
+from raftlog.raft.scram import ScramCredential, make_credential, verify_password
 
 
 def run(state: MetadataState, command: Command) -> dict[str, Any]:
@@ -365,3 +373,231 @@ def test_many_partitions_fence_and_unfence_stay_consistent(brokers: int) -> None
         assert list(state.violations()) == []
         run(state, UnfenceBroker(b, 100 + b))
     assert all(p.leader != NO_LEADER for p in state.partitions.values())
+
+
+# ---- ACLs and SCRAM users (rule 8) -----------------------------------------------------------
+
+ALICE_READS = AclBinding(
+    "User:alice",
+    ResourceType.TOPIC,
+    PatternType.LITERAL,
+    "orders",
+    Operation.READ,
+    Permission.ALLOW,
+)
+EVERYONE_DESCRIBES = AclBinding(
+    "User:*", ResourceType.TOPIC, PatternType.PREFIXED, "ord", Operation.DESCRIBE, Permission.ALLOW
+)
+BOB_DENIED = AclBinding(
+    "User:bob", ResourceType.GROUP, PatternType.LITERAL, "*", Operation.ALL, Permission.DENY
+)
+
+
+def credential(password: str = "pw", iterations: int = 4096) -> ScramCredential:
+    return make_credential(password, iterations=iterations, salt=b"0123456789abcdef")
+
+
+def test_create_acls_stores_valid_bindings_once_and_the_index_follows() -> None:
+    state = MetadataState()
+    assert not state.acl_index().authorize(
+        "User:alice", Operation.READ, ResourceType.TOPIC, "orders"
+    )
+    applied = state.apply(encode_command(CreateAcls((ALICE_READS, EVERYONE_DESCRIBES))))
+    assert applied.result == {"ok": True, "created": 2}
+    assert applied.acls_changed and not applied.users
+    assert state.acls == {ALICE_READS, EVERYONE_DESCRIBES}
+    index = state.acl_index()
+    assert index.authorize("User:alice", Operation.READ, ResourceType.TOPIC, "orders")
+    assert index.authorize("User:carol", Operation.DESCRIBE, ResourceType.TOPIC, "orders")
+    assert state.acl_index() is index  # cached until the bindings change
+    # again: nothing new, nothing changed
+    applied = state.apply(encode_command(CreateAcls((ALICE_READS,))))
+    assert applied.result["created"] == 0 and not applied.acls_changed
+    assert state.acl_index() is index
+
+
+def test_create_acls_is_all_or_nothing() -> None:
+    state = MetadataState()
+    bad = replace(ALICE_READS, operation=Operation.IDEMPOTENT_WRITE)
+    applied = state.apply(encode_command(CreateAcls((EVERYONE_DESCRIBES, bad))))
+    assert applied.result["error"] == "INVALID_REQUEST"
+    assert (
+        "binding 1" in applied.result["message"] and "idempotent_write" in applied.result["message"]
+    )
+    assert state.acls == set() and not applied.acls_changed
+
+
+def test_delete_acls_removes_what_any_filter_matches_and_lists_it() -> None:
+    state = MetadataState()
+    run(state, CreateAcls((ALICE_READS, EVERYONE_DESCRIBES, BOB_DENIED)))
+    index = state.acl_index()
+    applied = state.apply(
+        encode_command(
+            DeleteAcls(
+                (AclFilter(principal="User:alice"), AclFilter(resource_type=ResourceType.GROUP))
+            )
+        )
+    )
+    assert applied.result["ok"] and applied.acls_changed
+    assert applied.result["deleted"] == [ALICE_READS.to_dict(), BOB_DENIED.to_dict()]  # sorted
+    assert state.acls == {EVERYONE_DESCRIBES}
+    assert state.acl_index() is not index
+    assert not state.acl_index().authorize(
+        "User:alice", Operation.READ, ResourceType.TOPIC, "orders"
+    )
+    # a filter that matches nothing is not an error; no filter deletes nothing
+    assert run(state, DeleteAcls((AclFilter(principal="User:zed"),))) == {"ok": True, "deleted": []}
+    assert run(state, DeleteAcls(())) == {"ok": True, "deleted": []}
+    assert run(state, DeleteAcls((AclFilter(),)))["deleted"] == [EVERYONE_DESCRIBES.to_dict()]
+
+
+def test_acl_and_user_counts_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metadata, "ACL_BINDINGS_MAX", 2)
+    monkeypatch.setattr(metadata, "SCRAM_USERS_MAX", 1)
+    monkeypatch.setattr(metadata, "ACL_FILTERS_PER_COMMAND_MAX", 2)
+    state = MetadataState()
+    assert run(state, CreateAcls((ALICE_READS, EVERYONE_DESCRIBES)))["created"] == 2
+    assert run(state, CreateAcls((ALICE_READS,)))["created"] == 0  # present: not more
+    assert run(state, CreateAcls((BOB_DENIED,)))["error"] == "POLICY_VIOLATION"
+    assert run(state, CreateAcls((ALICE_READS,) * 3))["error"] == "POLICY_VIOLATION"
+    assert run(state, DeleteAcls((AclFilter(),) * 3))["error"] == "INVALID_REQUEST"
+    assert run(state, UpsertScramCredential("alice", credential()))["created"] is True
+    assert run(state, UpsertScramCredential("alice", credential("new")))["created"] is False
+    assert run(state, UpsertScramCredential("bob", credential()))["error"] == "POLICY_VIOLATION"
+    assert set(state.users) == {"alice"} and len(state.acls) == 2
+
+
+def test_scram_credentials_are_set_replaced_and_deleted() -> None:
+    state = MetadataState()
+    applied = state.apply(encode_command(UpsertScramCredential("alice", credential("one"))))
+    assert applied.result == {"ok": True, "created": True}
+    assert applied.users == frozenset({"alice"}) and not applied.acls_changed
+    assert verify_password(state.users["alice"], "one")
+    run(state, UpsertScramCredential("alice", credential("two")))
+    assert verify_password(state.users["alice"], "two")
+    applied = state.apply(encode_command(DeleteScramCredential("alice")))
+    assert applied.result == {"ok": True} and applied.users == frozenset({"alice"})
+    assert state.users == {}
+    assert run(state, DeleteScramCredential("alice"))["error"] == "RESOURCE_NOT_FOUND"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        UpsertScramCredential("", credential()),
+        UpsertScramCredential("a:b", credential()),
+        UpsertScramCredential("alice", replace(credential(), iterations=1000)),
+        UpsertScramCredential("alice", replace(credential(), stored_key=b"short")),
+        DeleteScramCredential("*"),
+    ],
+)
+def test_bad_users_and_credentials_are_invalid_requests(command: Command) -> None:
+    state = MetadataState()
+    assert run(state, command)["error"] == "INVALID_REQUEST"
+    assert state.users == {}
+
+
+def test_acl_and_scram_commands_round_trip() -> None:
+    for command in (
+        CreateAcls((ALICE_READS, BOB_DENIED)),
+        DeleteAcls((AclFilter(principal="User:bob", operation=Operation.ALL), AclFilter())),
+        UpsertScramCredential("alice", credential()),
+        DeleteScramCredential("alice"),
+    ):
+        assert decode_command(encode_command(command)) == command
+
+
+def _raw(t: str, **fields: Any) -> bytes:
+    return bytes(cbor2.dumps({"v": 1, "t": t, **fields}))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _raw("create_acls"),
+        _raw("create_acls", bindings={"principal": "User:a"}),
+        _raw("create_acls", bindings=["User:a"]),
+        _raw("create_acls", bindings=[{**ALICE_READS.to_dict(), "operation": "fly"}]),
+        _raw("create_acls", bindings=[{**ALICE_READS.to_dict(), "principal": 7}]),
+        _raw(
+            "create_acls",
+            bindings=[{k: v for k, v in ALICE_READS.to_dict().items() if k != "operation"}],
+        ),
+        _raw("delete_acls", filters=[{"colour": "red"}]),
+        _raw("delete_acls", filters=None),
+        _raw("upsert_scram_credential", user="alice", credential={"salt": b"x"}),
+        _raw("upsert_scram_credential", user="alice", credential=[1, 2, 3]),
+        _raw("upsert_scram_credential", user=["alice"], credential=credential().to_dict()),
+        _raw("upsert_scram_credential", user="alice"),
+        _raw("delete_scram_credential", user={"a": 1}),
+        _raw("delete_scram_credential", user=None),
+    ],
+)
+def test_malformed_acl_and_scram_commands_are_refused_not_raised(data: bytes) -> None:
+    state = MetadataState()
+    applied = state.apply(data)
+    assert applied.result["error"] == "INVALID_REQUEST", applied.result
+    assert state.acls == set() and state.users == {}
+    assert state.version == 1
+
+
+def _secured() -> MetadataState:
+    state = cluster(3)
+    create(state, "orders", (1, 2, 3))
+    run(state, CreateAcls((EVERYONE_DESCRIBES, BOB_DENIED, ALICE_READS)))
+    run(state, UpsertScramCredential("bob", credential("b")))
+    run(state, UpsertScramCredential("alice", credential("a", iterations=8192)))
+    return state
+
+
+def test_snapshot_v3_keeps_acls_and_users_and_is_the_same_bytes_whatever_the_order() -> None:
+    state = _secured()
+    data = state.snapshot()
+    assert cbor2.loads(data)["v"] == 3
+    copy = MetadataState.from_snapshot(data)
+    assert copy.acls == state.acls and copy.users == state.users
+    assert copy.snapshot() == data
+    assert copy.acl_index().authorize("User:alice", Operation.READ, ResourceType.TOPIC, "orders")
+    assert verify_password(copy.users["alice"], "a")
+    # the same bindings and users added in another order give the same bytes
+    other = cluster(3)
+    create(other, "orders", (1, 2, 3))
+    for binding in (ALICE_READS, BOB_DENIED, EVERYONE_DESCRIBES):
+        run(other, CreateAcls((binding,)))
+    run(other, UpsertScramCredential("alice", credential("a", iterations=8192)))
+    run(other, UpsertScramCredential("bob", credential("b")))
+    other.version = state.version
+    assert other.snapshot() == data
+    assert list(copy.violations()) == []
+
+
+@pytest.mark.parametrize("old_version", [1, 2])
+def test_snapshots_of_versions_1_and_2_read_with_no_acls_or_users(old_version: int) -> None:
+    state = cluster(3)
+    create(state, "t", (1, 2, 3), (2, 3, 1))
+    body = cbor2.loads(state.snapshot())
+    body["v"] = old_version
+    del body["acls"], body["users"]
+    if old_version == 1:  # version 1 partitions had no elr and last_known_elr
+        body["partitions"] = [p[:8] for p in body["partitions"]]
+    old = MetadataState.from_snapshot(cbor2.dumps(body))
+    assert old.acls == set() and old.users == {}
+    assert old.partitions == state.partitions and old.brokers == state.brokers
+    assert old.snapshot() == state.snapshot()  # and it is written as version 3
+    assert not old.acl_index().authorize("User:a", Operation.READ, ResourceType.TOPIC, "t")
+
+
+def test_a_snapshot_of_an_unknown_version_is_refused() -> None:
+    body = cbor2.loads(MetadataState().snapshot())
+    body["v"] = 4
+    with pytest.raises(ValueError, match="version 1 to 3"):
+        MetadataState.from_snapshot(cbor2.dumps(body))
+
+
+def test_violations_name_bad_bindings_and_users() -> None:
+    state = _secured()
+    assert list(state.violations()) == []
+    state.acls.add(replace(ALICE_READS, principal="alice"))
+    state.users["a:b"] = credential()
+    found = list(state.violations())
+    assert len(found) == 2 and "ACL binding" in found[0] and "SCRAM user 'a:b'" in found[1]
