@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PACKAGES := proto cluster raft segments client chaos
 
-.PHONY: install test test-all lint typecheck proto demo demo-storage bench-storage bench-quorum bench-quorum-scale bench clean
+.PHONY: install test test-all lint typecheck proto demo demo-storage bench-storage bench-quorum bench-quorum-scale bench bench-plaintext clean
 
 install: $(STAMP)
 
@@ -75,8 +75,12 @@ bench-lazyfs: $(STAMP)
 
 ## The cluster: acks=all throughput (100 B, 1 KiB, 16 KiB), p99 at 10k records/s, consumer
 ## throughput, failover after kill -9 of a leader, raw disk speed; bench-results/cluster.json.
+## With mutual TLS, as deployed; bench-plaintext runs the same without TLS (what TLS costs).
 bench: $(STAMP)
 	$(PY) -m raftlog.client.bench_cluster
+
+bench-plaintext: $(STAMP)
+	$(PY) -m raftlog.client.bench_cluster --plaintext
 
 clean:
 	rm -rf $(VENV) .typecheck .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,7 +1,7 @@
 """``make bench``: a local 3-node cluster measured end to end, against the issue's targets.
 
     python -m raftlog.client.bench_cluster [--seconds 8] [--repeat 2] [--profile DIR]
-                                           [--out bench-results/cluster.json] [--strict]
+                                           [--plaintext] [--out FILE] [--strict]
 
 An IO shell, one process (plus the three brokers it starts, and py-spy with ``--profile``).
 It is a benchmark, not a test: it prints one table with every figure next to its target and the
@@ -15,7 +15,11 @@ The run, in order (each step bounded; the cluster is stopped by PID on every way
    directory, one ``fsync`` at the end: the physical reference for everything after it.
 2. a cluster of 3 brokers (``LocalCluster``, on free loopback ports found by probing) in a
    temporary directory under ``--dir``; topics with 3 partitions, replication factor 3 and
-   ``min.insync.replicas`` 2, one per experiment.
+   ``min.insync.replicas`` 2, one per experiment. As deployed: mutual TLS between the client
+   and the brokers and among the brokers, the client the cluster's super user (every ACL check
+   still runs). ``--plaintext`` measures the same cluster without TLS, for the cost of it
+   (``make bench-plaintext``); the mode is in the table's title and ``security`` in the JSON,
+   which goes to ``bench-results/cluster.json`` or ``cluster-plaintext.json`` by default.
 3. **produce** acks=all at 100 B, 1 KiB and 16 KiB (``raftlog bench produce`` engine, default
    producer settings: linger 5 ms, 256 KiB batches, idempotence); each round sends for
    ``--seconds`` then flushes; best of ``--repeat`` rounds.
@@ -210,9 +214,15 @@ class Report:
     def verdicts(self) -> dict[str, bool]:
         return {t.key: t.met(self.figures[t.key]) for t in TARGETS if t.key in self.figures}
 
+    @property
+    def security(self) -> str:
+        """``tls`` or ``plaintext`` (a report from before TLS existed was plaintext)."""
+        return str(self.meta.get("security", "plaintext"))
+
     def to_json(self) -> dict[str, Any]:
         verdicts = self.verdicts()
         return {
+            "security": self.security,
             **self.figures,
             "targets": {
                 t.key: {"bound": t.bound, "kind": t.kind.name.lower(), "ok": verdicts[t.key]}
@@ -250,8 +260,9 @@ def render(report: Report) -> Table:
         f"machine busy {c['machine']:.2f} of {meta.get('cpu_count', '?')} cores"
         for label, c in cpu.items()
     ]
+    mode = "mutual TLS" if report.security == "tls" else "plaintext"
     table = Table(
-        title="raftlog cluster benchmark (3 brokers + client on one machine)",
+        title=f"raftlog cluster benchmark (3 brokers + client on one machine, {mode})",
         caption="\n".join(
             [
                 f"acks=all, RF 3, min ISR 2, {meta.get('partitions', '?')} partitions; "
@@ -514,7 +525,7 @@ def free_base_port(nodes: int = 3, rng: random.Random | None = None) -> int:
     raise BenchError(f"no free block of ports in {low}-{high}")
 
 
-def _start_cluster(console: Console, root: str) -> Any:
+def _start_cluster(console: Console, root: str, *, plaintext: bool) -> Any:
     from .local_cluster import LocalCluster, LocalClusterError
 
     last: Exception | None = None
@@ -522,7 +533,7 @@ def _start_cluster(console: Console, root: str) -> Any:
         cluster = LocalCluster(os.path.join(root, f"cluster-{attempt}"))
         base = free_base_port()
         try:
-            cluster.up(3, base, timeout_s=60.0)
+            cluster.up(3, base, timeout_s=60.0, plaintext=plaintext)
             return cluster
         except LocalClusterError as exc:  # most likely a port taken since we probed it
             last = exc
@@ -581,7 +592,7 @@ class _Profiler:
 
 
 def _produce_round(
-    bootstrap: str, spec: ProduceSpec, meter_pids: dict[int, int], profiler: _Profiler | None
+    cluster: Any, spec: ProduceSpec, meter_pids: dict[int, int], profiler: _Profiler | None
 ) -> tuple[ProduceResult, dict[str, float]]:
     started: list[bool] = []
 
@@ -591,7 +602,7 @@ def _produce_round(
             profiler.start()
 
     meter = CpuMeter(meter_pids)
-    result = run_produce(bootstrap, spec, progress=progress)
+    result = run_produce(cluster.bootstrap, spec, security=cluster.security, progress=progress)
     cores = meter.cores()
     if profiler is not None:
         profiler.wait()
@@ -623,7 +634,9 @@ def _failover(cluster: Any, admin: Any, topic: str, console: Console) -> dict[st
     kill_unix_s = 0.0
     victim = controller = -1
     victims: set[int] = set()
-    with Producer(cluster.bootstrap, acks="all", linger_ms=0) as producer:
+    with Producer(
+        cluster.bootstrap, acks="all", linger_ms=0, security=cluster.security
+    ) as producer:
         started = time.perf_counter()
         i = 0
         while True:
@@ -702,9 +715,18 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="a config for every bench topic, e.g. flush.messages=1 (fsync before acknowledging)",
     )
+    parser.add_argument(
+        "--plaintext",
+        action="store_true",
+        help="no TLS (default: mutual TLS, as deployed): to measure what TLS costs",
+    )
     parser.add_argument("--dir", default=".bench-tmp", help="parent of the temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the cluster's directory")
-    parser.add_argument("--out", default=os.path.join("bench-results", "cluster.json"))
+    parser.add_argument(
+        "--out",
+        help="the JSON report (default bench-results/cluster.json, with --plaintext "
+        "bench-results/cluster-plaintext.json)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     labels = dict(SIZES)
@@ -716,6 +738,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if any("=" not in c for c in args.topic_config):
         parser.error("--topic-config takes NAME=VALUE")
     args.topic_configs = dict(c.split("=", 1) for c in args.topic_config)
+    if args.out is None:
+        name = "cluster-plaintext.json" if args.plaintext else "cluster.json"
+        args.out = os.path.join("bench-results", name)
     return args
 
 
@@ -796,6 +821,7 @@ def run(args: argparse.Namespace, console: Console) -> Report:
         "linger_ms": args.linger_ms,
         "latency_linger_ms": args.latency_linger_ms,
         "batch_bytes": args.batch_bytes,
+        "security": "plaintext" if args.plaintext else "tls",
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
@@ -809,8 +835,9 @@ def run(args: argparse.Namespace, console: Console) -> Report:
         console.print("[bold]raw disk[/bold]: 256 MiB of 1 MiB writes + fsync …")
         figures["raw_disk_mbps"] = round(raw_disk_mbps(root), 1)
         console.print(f"  {figures['raw_disk_mbps']:,.0f} MB/s")
-        console.print("[bold]cluster[/bold]: starting 3 brokers …")
-        cluster = _start_cluster(console, root)
+        mode = "plaintext" if args.plaintext else "mutual TLS"
+        console.print(f"[bold]cluster[/bold]: starting 3 brokers ({mode}) …")
+        cluster = _start_cluster(console, root, plaintext=args.plaintext)
         pids = {i: n.pid for i, n in cluster.nodes.items()}
         console.print(f"  bootstrap {cluster.bootstrap} · pids {pids}")
         meta["broker_pids"] = pids
@@ -826,7 +853,7 @@ def run(args: argparse.Namespace, console: Console) -> Report:
             f"the rest of the machine {idle_cores['other']:.2f}",
             highlight=False,
         )
-        with Admin(cluster.bootstrap) as admin:
+        with Admin(cluster.bootstrap, security=cluster.security) as admin:
             topics = [f"bench-{label}" for label, _ in SIZES] + ["bench-latency", "bench-failover"]
             for topic in topics:
                 admin.create_topic(
@@ -852,7 +879,7 @@ def run(args: argparse.Namespace, console: Console) -> Report:
                     profiler = None
                     if args.profile and label == args.profile_run and r == 0:
                         profiler = _profiler(args, pids)
-                    result, cores = _produce_round(cluster.bootstrap, spec, pids, profiler)
+                    result, cores = _produce_round(cluster, spec, pids, profiler)
                     rounds.append(round(result.records_per_s))
                     console.print(
                         f"  [bold]{label}[/bold] round {r + 1}/{args.repeat}: {result.line()}",
@@ -901,7 +928,7 @@ def run(args: argparse.Namespace, console: Console) -> Report:
                 linger_ms=args.latency_linger_ms,
             )
             profiler = _profiler(args, pids) if args.profile_run == "latency" else None
-            result, cores = _produce_round(cluster.bootstrap, spec, pids, profiler)
+            result, cores = _produce_round(cluster, spec, pids, profiler)
             console.print(f"  {result.line()}", highlight=False)
             if profiler is not None:
                 meta["profiles"] = _print_profiles(console, args.profile, _profile_s(args.seconds))
@@ -919,6 +946,7 @@ def run(args: argparse.Namespace, console: Console) -> Report:
                 consumed = run_consume(
                     cluster.bootstrap,
                     ConsumeSpec(topic="bench-1k", idle_timeout_s=10.0),
+                    security=cluster.security,
                 )
                 cores = meter.cores()
                 console.print(f"  {consumed.line()}", highlight=False)

@@ -17,6 +17,9 @@ connects to every leader and gets the producer id. ``producers > 1`` runs that m
 processes (this module with ``--worker``), each with its share of records and throughput, started
 together after all are connected; their records add up over the span from the earliest start to
 the latest end, and their latency samples are merged before the percentiles are taken.
+Workers reach the cluster as the parent does: the ``ClientSecurity`` (CA, certificate and key, or
+plaintext) travels base64-encoded in their JSON order on stdin, never on the command line, where
+``ps`` would show a private key.
 
 **consume** reads a topic from the beginning with one ``Consumer`` until ``num_records`` (or
 everything there was when it started) came back: records/s and MB/s of key + value bytes.
@@ -33,6 +36,7 @@ MB/s is 10**6 bytes a second.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import functools
 import json
@@ -49,7 +53,10 @@ from array import array
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field, replace
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .security import ClientSecurity
 
 __all__ = [
     "RECORDS_MAX",
@@ -452,11 +459,12 @@ def _cpu_s() -> float:
     return times.user + times.system
 
 
-def _producer(bootstrap: str, spec: ProduceSpec) -> Any:
+def _producer(bootstrap: str, spec: ProduceSpec, security: ClientSecurity) -> Any:
     from .producer import Producer
 
     return Producer(
         bootstrap,
+        security=security,
         acks=spec.acks,
         linger_ms=spec.linger_ms,
         batch_bytes_max=spec.batch_bytes,
@@ -529,13 +537,14 @@ def run_produce_here(
     bootstrap: str,
     spec: ProduceSpec,
     *,
+    security: ClientSecurity,
     progress: ProgressFn | None = None,
     start_gate: Callable[[], None] | None = None,
 ) -> tuple[ProduceResult, array[float]]:
     """One producer in this process: the result and the latency samples (ms)."""
     tracker = _AckTracker()
     payload = make_payloads(spec.record_size, 1, seed=1)[0]
-    with contextlib.closing(_producer(bootstrap, spec)) as producer:
+    with contextlib.closing(_producer(bootstrap, spec, security)) as producer:
         _warm_up(producer, spec.topic, payload)
         cpu_before = _cpu_s()
         started_at, elapsed, send_errors, refused = _produce_loop(
@@ -562,12 +571,33 @@ def run_produce_here(
 
 
 def run_produce(
-    bootstrap: str, spec: ProduceSpec, *, progress: ProgressFn | None = None
+    bootstrap: str,
+    spec: ProduceSpec,
+    *,
+    security: ClientSecurity,
+    progress: ProgressFn | None = None,
 ) -> ProduceResult:
     """``spec.producers`` producers: in this process when one, else in worker processes."""
     if spec.producers == 1:
-        return run_produce_here(bootstrap, spec, progress=progress)[0]
-    return _run_workers(bootstrap, spec, progress)
+        return run_produce_here(bootstrap, spec, security=security, progress=progress)[0]
+    return _run_workers(bootstrap, spec, security, progress)
+
+
+def _security_to_json(security: ClientSecurity) -> dict[str, str] | None:
+    """A worker's order carries the PEMs base64-encoded; ``None`` is plaintext."""
+    if security.ca_pem is None:
+        return None
+    pems = {"ca": security.ca_pem, "cert": security.cert_pem, "key": security.key_pem}
+    return {k: base64.b64encode(v).decode("ascii") for k, v in pems.items() if v is not None}
+
+
+def _security_from_json(body: dict[str, str] | None) -> ClientSecurity:
+    from .security import ClientSecurity
+
+    if body is None:
+        return ClientSecurity.plaintext()
+    pems = {k: base64.b64decode(v, validate=True) for k, v in body.items()}
+    return ClientSecurity(pems["ca"], pems.get("cert"), pems.get("key"))
 
 
 # ---- worker processes ----------------------------------------------------------------------------
@@ -601,15 +631,24 @@ def _read_worker(worker: _Worker) -> None:
     worker.ready.set()  # the worker ended: nobody waits on it forever
 
 
-def _run_workers(bootstrap: str, spec: ProduceSpec, progress: ProgressFn | None) -> ProduceResult:
+def _run_workers(
+    bootstrap: str, spec: ProduceSpec, security: ClientSecurity, progress: ProgressFn | None
+) -> ProduceResult:
     shares = split_spec(spec)
+    tls = _security_to_json(security)
     workers: list[_Worker] = []
     with tempfile.TemporaryDirectory(prefix="raftlog-perf-") as scratch:
         try:
             for i, share in enumerate(shares):
                 path = os.path.join(scratch, f"samples-{i}.bin")
                 command = [sys.executable, "-m", "raftlog.client.perf", "--worker"]
-                body = json.dumps({"bootstrap": bootstrap, "spec": asdict(share), "out": path})
+                order = {
+                    "bootstrap": bootstrap,
+                    "security": tls,
+                    "spec": asdict(share),
+                    "out": path,
+                }
+                body = json.dumps(order)
                 process = subprocess.Popen(
                     command,
                     stdin=subprocess.PIPE,
@@ -678,10 +717,11 @@ def _result_from_json(body: dict[str, Any], spec: ProduceSpec) -> ProduceResult:
 
 
 def _worker_main(stdin: IO[str], stdout: IO[str]) -> int:
-    """``--worker``: a JSON line of {bootstrap, spec, out} on stdin; prints ready, waits for
-    ``go``, produces, writes the samples to ``out`` and a result line."""
+    """``--worker``: a JSON line of {bootstrap, security, spec, out} on stdin; prints ready,
+    waits for ``go``, produces, writes the samples to ``out`` and a result line."""
     order = json.loads(stdin.readline())
     spec = ProduceSpec(**order["spec"])
+    security = _security_from_json(order["security"])
     lock = threading.Lock()
 
     def emit(message: dict[str, Any]) -> None:
@@ -697,7 +737,9 @@ def _worker_main(stdin: IO[str], stdout: IO[str]) -> int:
     def progress(sent: int, acked: int) -> None:
         emit({"progress": [sent, acked]})
 
-    result, samples = run_produce_here(order["bootstrap"], spec, progress=progress, start_gate=gate)
+    result, samples = run_produce_here(
+        order["bootstrap"], spec, security=security, progress=progress, start_gate=gate
+    )
     with open(order["out"], "wb") as f:
         samples.tofile(f)
     body = result.to_json()
@@ -711,13 +753,18 @@ def _worker_main(stdin: IO[str], stdout: IO[str]) -> int:
 
 
 def run_consume(
-    bootstrap: str, spec: ConsumeSpec, *, progress: ProgressFn | None = None
+    bootstrap: str,
+    spec: ConsumeSpec,
+    *,
+    security: ClientSecurity,
+    progress: ProgressFn | None = None,
 ) -> ConsumeResult:
     """Read ``spec.topic`` from the beginning until ``num_records`` came back (or idle)."""
     from .consumer import Consumer
 
     with Consumer(
         bootstrap,
+        security=security,
         auto_offset_reset="earliest",
         fetch_max_bytes=spec.fetch_max_bytes,
         partition_fetch_bytes_max=spec.partition_fetch_bytes_max,
@@ -759,7 +806,13 @@ def run_consume(
         )
 
 
-def run_e2e(bootstrap: str, spec: E2ESpec, *, progress: ProgressFn | None = None) -> E2EResult:
+def run_e2e(
+    bootstrap: str,
+    spec: E2ESpec,
+    *,
+    security: ClientSecurity,
+    progress: ProgressFn | None = None,
+) -> E2EResult:
     """Produce at ``spec.throughput`` while consuming from the end; latency send → receive."""
     from .consumer import Consumer
     from .producer import Producer
@@ -769,8 +822,12 @@ def run_e2e(bootstrap: str, spec: E2ESpec, *, progress: ProgressFn | None = None
     latencies = array("d")
     stop = threading.Event()
     with (
-        Producer(bootstrap, acks=spec.acks, linger_ms=spec.linger_ms) as producer,
-        Consumer(bootstrap, auto_offset_reset="latest", fetch_max_wait_ms=100) as consumer,
+        Producer(
+            bootstrap, acks=spec.acks, linger_ms=spec.linger_ms, security=security
+        ) as producer,
+        Consumer(
+            bootstrap, auto_offset_reset="latest", fetch_max_wait_ms=100, security=security
+        ) as consumer,
     ):
         _warm_up(producer, spec.topic, filler)
         consumer.assign_topic(spec.topic)
@@ -866,7 +923,9 @@ class _ProgressBar:
         self._progress.update(self._task, completed=acked, rate=text)
 
 
-def run_command(args: argparse.Namespace, bootstrap: str, console: Any) -> int:
+def run_command(
+    args: argparse.Namespace, bootstrap: str, security: ClientSecurity, console: Any
+) -> int:
     """``raftlog bench produce|consume|e2e`` (the parser lives in ``raftlog.client.cli``)."""
     quiet = bool(args.json)
     result: ProduceResult | ConsumeResult | E2EResult
@@ -886,14 +945,14 @@ def run_command(args: argparse.Namespace, bootstrap: str, console: Any) -> int:
             )
             label = f"produce {spec.record_size} B acks={spec.acks}"
             with _maybe_bar(console, quiet, label, spec.num_records, spec.record_size) as bar:
-                result = run_produce(bootstrap, spec, progress=bar)
+                result = run_produce(bootstrap, spec, security=security, progress=bar)
         case "consume":
             cspec = ConsumeSpec(
                 topic=args.topic, num_records=args.num_records, idle_timeout_s=args.timeout
             )
             total = cspec.num_records or 0
             with _maybe_bar(console, quiet, "consume", total, 0) as bar:
-                result = run_consume(bootstrap, cspec, progress=bar)
+                result = run_consume(bootstrap, cspec, security=security, progress=bar)
         case "e2e":
             espec = E2ESpec(
                 topic=args.topic,
@@ -905,7 +964,7 @@ def run_command(args: argparse.Namespace, bootstrap: str, console: Any) -> int:
             )
             label = f"e2e at {espec.throughput:,.0f} rec/s"
             with _maybe_bar(console, quiet, label, espec.num_records, 0) as bar:
-                result = run_e2e(bootstrap, espec, progress=bar)
+                result = run_e2e(bootstrap, espec, security=security, progress=bar)
         case other:
             raise ValueError(f"unknown bench command {other!r}")
     if quiet:

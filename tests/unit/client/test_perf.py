@@ -1,8 +1,9 @@
 """The pure parts of the perf tool and of ``make bench``: percentiles, pacing, the ack tracker,
-merging workers, the report, failover gaps, py-spy profile summaries."""
+merging workers, the workers' security, the report, failover gaps, py-spy profile summaries."""
 
 from __future__ import annotations
 
+import json
 import math
 from concurrent.futures import Future
 from typing import Any
@@ -30,11 +31,14 @@ from raftlog.client.perf import (
     ProduceSpec,
     Throttle,
     _AckTracker,
+    _security_from_json,
+    _security_to_json,
     make_payloads,
     merge_produce,
     percentile,
     split_spec,
 )
+from raftlog.client.security import ClientSecurity
 
 # ---- percentiles -------------------------------------------------------------------------------
 
@@ -216,6 +220,20 @@ def test_futures_without_a_batch_are_tracked_one_by_one_and_unfinished_ones_fail
     assert errors == {"never completed": 1}
 
 
+# ---- the workers' security ----------------------------------------------------------------------
+
+
+def test_a_worker_gets_the_parents_tls_material_through_its_json_order() -> None:
+    tls = ClientSecurity(b"-----CA-----\n\x00", b"-----CERT-----\n", b"-----KEY-----\n")
+    order = json.loads(json.dumps({"security": _security_to_json(tls)}))  # as on the pipe
+    assert _security_from_json(order["security"]) == tls
+    plaintext = ClientSecurity.plaintext()
+    assert _security_to_json(plaintext) is None
+    assert _security_from_json(None) == plaintext
+    server_auth_only = ClientSecurity(b"ca", None, None)  # no client certificate
+    assert _security_from_json(_security_to_json(server_auth_only)) == server_auth_only
+
+
 # ---- make bench: targets, report, failover, profiles -----------------------------------------
 
 
@@ -238,9 +256,10 @@ def test_report_json_has_the_issue_keys_and_verdicts() -> None:
         "failover_s": 2.0,
         "raw_disk_mbps": 600.0,
     }
-    report = Report(figures, {"repeat": 2, "cpu_count": 2})
+    report = Report(figures, {"repeat": 2, "cpu_count": 2, "security": "tls"})
     body = report.to_json()
     assert {k: body[k] for k in figures} == figures
+    assert body["security"] == "tls"
     assert body["targets"]["produce_rps_100b"]["ok"] is True
     assert body["targets"]["produce_mbps_16k"]["ok"] is False
     assert body["all_targets_met"] is False
@@ -249,6 +268,16 @@ def test_report_json_has_the_issue_keys_and_verdicts() -> None:
     console.print(render(report))
     text = console.export_text()
     assert "450,000 rec/s" in text and "MISS" in text and "91.0 MB/s" in text
+    assert "mutual TLS" in " ".join(text.split())  # the title may wrap
+
+
+def test_a_report_says_plaintext_when_it_was_and_before_tls_existed() -> None:
+    for meta in ({"security": "plaintext"}, {}):
+        report = Report({"produce_mbps_16k": 100.0}, meta)
+        assert report.to_json()["security"] == "plaintext"
+        console = Console(width=200, record=True)
+        console.print(render(report))
+        assert "plaintext" in console.export_text()
 
 
 def test_failover_is_the_longest_ack_gap_of_the_killed_leaders_partitions() -> None:
