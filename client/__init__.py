@@ -4,7 +4,7 @@ Depends on ``raftlog.proto`` (the wire contract) and the record-batch codec
 (``raftlog.segments.batch``, pure); never on the broker.
 """
 
-from .admin import Admin, ConfigEntry, PartitionDescription, TopicDescription
+from .admin import Acl, Admin, ConfigEntry, PartitionDescription, TopicDescription
 from .consumer import Consumer, ConsumerRecord
 from .errors import (
     BufferFullError,
@@ -18,11 +18,14 @@ from .errors import (
 )
 from .metadata import ClusterMetadata
 from .producer import Producer, RecordMetadata, SendFuture
+from .security import ClientSecurity, SecurityConfigError
 
 __all__ = [
+    "Acl",
     "Admin",
     "BufferFullError",
     "ClientError",
+    "ClientSecurity",
     "ClusterMetadata",
     "ConfigEntry",
     "Consumer",
@@ -36,6 +39,7 @@ __all__ = [
     "ProducerClosedError",
     "RaftlogError",
     "RecordMetadata",
+    "SecurityConfigError",
     "SendFuture",
     "TopicDescription",
 ]

@@ -24,9 +24,11 @@ from tenacity import (
 from raftlog.proto import broker_pb2
 from raftlog.proto.errors import RaftlogError, error_for, raise_for
 
+from .acl_admin import Acl, AclAdmin, UserDescription, WhoAmI
 from .errors import NetworkError, NoBrokersAvailableError
 from .group_admin import GroupAdmin, GroupDescription, GroupOffset
 from .metadata import ClusterMetadata
+from .security import ClientSecurity
 from .snapshot import (
     BrokerView,
     PartitionView,
@@ -37,12 +39,15 @@ from .snapshot import (
 )
 
 __all__ = [
+    "Acl",
     "Admin",
     "ConfigEntry",
     "GroupDescription",
     "GroupOffset",
     "PartitionDescription",
     "TopicDescription",
+    "UserDescription",
+    "WhoAmI",
 ]
 
 T = TypeVar("T")
@@ -78,7 +83,7 @@ def _retriable(exc: BaseException) -> bool:
     return isinstance(exc, RaftlogError) and exc.retriable
 
 
-class Admin(GroupAdmin):
+class Admin(GroupAdmin, AclAdmin):
     """See the module docstring."""
 
     def __init__(
@@ -87,8 +92,9 @@ class Admin(GroupAdmin):
         *,
         timeout_s: float = 30.0,
         metadata: ClusterMetadata | None = None,
+        security: ClientSecurity | None = None,
     ) -> None:
-        self.metadata = metadata or ClusterMetadata(bootstrap)
+        self.metadata = metadata or ClusterMetadata(bootstrap, security=security)
         self._owns_metadata = metadata is None
         self.timeout_s = timeout_s
         self.unknown_topic_wait_s = min(2.0, timeout_s)

@@ -58,6 +58,29 @@ def _bootstrap(args: argparse.Namespace) -> str:
     return "127.0.0.1:9092"
 
 
+def _security(args: argparse.Namespace) -> Any:
+    """TLS material: --plaintext; else --ca/--cert/--key (or $RAFTLOG_CA_FILE, $RAFTLOG_CERT_FILE,
+    $RAFTLOG_KEY_FILE); else the local cluster's CA and admin certificate (--dir, ./.raftlog)."""
+    from .security import ClientSecurity, SecurityConfigError
+
+    if getattr(args, "plaintext", False):
+        return ClientSecurity.plaintext()
+    ca = getattr(args, "ca", None) or os.environ.get("RAFTLOG_CA_FILE")
+    cert = getattr(args, "cert", None) or os.environ.get("RAFTLOG_CERT_FILE")
+    key = getattr(args, "key_file", None) or os.environ.get("RAFTLOG_KEY_FILE")
+    try:
+        if ca:
+            return ClientSecurity.from_files(ca, cert, key)
+        directory = Path(getattr(args, "dir", None) or DEFAULT_DIR)
+        return ClientSecurity.from_dir(directory)
+    except SecurityConfigError as exc:
+        raise CliError(
+            f"{exc} (give --ca/--cert/--key, run `raftlog cluster up` here, "
+            "or --plaintext for a plaintext cluster)",
+            2,
+        ) from exc
+
+
 def _checked_bootstrap(value: str, where: str) -> str:
     """``host:port[,host:port...]`` or a usage error (exit 2) naming the bad entry."""
     entries = [e.strip() for e in value.split(",")]
@@ -92,6 +115,20 @@ def _add_bootstrap(parser: argparse.ArgumentParser) -> None:
         help="host:port[,host:port...] of any brokers (default: $RAFTLOG_BOOTSTRAP, "
         "then ./.raftlog's local cluster, then 127.0.0.1:9092)",
     )
+    parser.add_argument(
+        "--dir",
+        default=None,
+        help="a `raftlog cluster up` directory: its bootstrap and certificates (default .raftlog)",
+    )
+    tls = parser.add_argument_group("security (default: --dir's CA and admin certificate)")
+    tls.add_argument("--ca", help="the cluster CA (PEM); or $RAFTLOG_CA_FILE")
+    tls.add_argument("--cert", help="this client's certificate (PEM); or $RAFTLOG_CERT_FILE")
+    tls.add_argument(
+        "--key-file", dest="key_file", help="this client's private key; or $RAFTLOG_KEY_FILE"
+    )
+    tls.add_argument(
+        "--plaintext", action="store_true", help="no TLS (only for a plaintext cluster)"
+    )
 
 
 # ---- the parser --------------------------------------------------------------------------------
@@ -114,6 +151,11 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--nodes", type=int, default=3, help="1 to 5 (default 3)")
     up.add_argument("--base-port", type=int, default=9092, help="gRPC port of node 1")
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait until ready")
+    up.add_argument(
+        "--plaintext",
+        action="store_true",
+        help="no TLS, no authentication, no ACLs (default: mutual TLS with a CA made in --dir)",
+    )
     for sub in (up,):
         sub.add_argument("--json", action="store_true", help="print the cluster as JSON")
     down = cluster_commands.add_parser("down", help="stop the local cluster's brokers")
@@ -197,6 +239,10 @@ def _parser() -> argparse.ArgumentParser:
     reset.add_argument("--json", action="store_true")
     for sub in (glist, gdescribe, reset):
         _add_bootstrap(sub)
+
+    from .cli_security import add_parsers as add_security_parsers
+
+    add_security_parsers(commands, _add_bootstrap)
 
     status = commands.add_parser("status", help="brokers, controller, partitions, lag")
     status.add_argument("--watch", action="store_true", help="refresh live")
@@ -291,7 +337,7 @@ def _cmd_cluster(args: argparse.Namespace, console: Console) -> int:
         case "up":
             if not args.json:
                 console.print(f"starting {args.nodes} broker(s) in {cluster.dir} …")
-            cluster.up(args.nodes, args.base_port, timeout_s=args.timeout)
+            cluster.up(args.nodes, args.base_port, timeout_s=args.timeout, plaintext=args.plaintext)
             if args.json:
                 _print_json(console, cluster.to_json())
             else:
@@ -319,7 +365,7 @@ def _cmd_cluster(args: argparse.Namespace, console: Console) -> int:
 def _cmd_topic(args: argparse.Namespace, console: Console) -> int:
     from .admin import Admin
 
-    with Admin(_bootstrap(args)) as admin:
+    with Admin(_bootstrap(args), security=_security(args)) as admin:
         match args.topic_command:
             case "create":
                 topic_id = admin.create_topic(
@@ -402,7 +448,9 @@ def _cmd_produce(args: argparse.Namespace, console: Console) -> int:
     stdin = getattr(sys.stdin, "buffer", None)
     lines = stdin if stdin is not None else (os.fsencode(line) for line in sys.stdin)
     bootstrap = _bootstrap(args)
-    with Producer(bootstrap, acks=args.acks, compression=args.compression) as producer:
+    with Producer(
+        bootstrap, acks=args.acks, compression=args.compression, security=_security(args)
+    ) as producer:
         futures = []
         for raw in lines:
             value = raw[:-1] if raw.endswith(b"\n") else raw
@@ -441,7 +489,9 @@ def _cmd_consume(args: argparse.Namespace, console: Console) -> int:
     reset = "earliest" if args.from_beginning or args.offset is not None else "latest"
     if args.group and (args.partition is not None or args.offset is not None):
         raise CliError("--group shares partitions itself: drop --partition/--offset", 2)
-    with Consumer(_bootstrap(args), auto_offset_reset=reset, group_id=args.group) as consumer:
+    with Consumer(
+        _bootstrap(args), auto_offset_reset=reset, group_id=args.group, security=_security(args)
+    ) as consumer:
         if args.group:
             consumer.subscribe([args.topic])
         elif args.partition is not None:
@@ -483,7 +533,7 @@ def _cmd_consume(args: argparse.Namespace, console: Console) -> int:
 def _cmd_group(args: argparse.Namespace, console: Console) -> int:
     from .admin import Admin
 
-    with Admin(_bootstrap(args)) as admin:
+    with Admin(_bootstrap(args), security=_security(args)) as admin:
         match args.group_command:
             case "list":
                 groups = admin.list_groups()
@@ -568,7 +618,7 @@ def _cmd_status(args: argparse.Namespace, console: Console) -> int:
     from .admin import Admin
     from .status import render
 
-    with Admin(_bootstrap(args), timeout_s=5.0) as admin:
+    with Admin(_bootstrap(args), timeout_s=5.0, security=_security(args)) as admin:
         if args.json:
             _print_json(console, admin.status_snapshot().to_json())
             return 0
@@ -611,9 +661,23 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
     from .perf import run_command
 
     try:
-        return run_command(args, _bootstrap(args), console)
+        return run_command(args, _bootstrap(args), _security(args), console)
     except ValueError as exc:  # a spec out of bounds
         raise CliError(str(exc), 2) from exc
+
+
+def _cmd_security(args: argparse.Namespace, console: Console) -> int:
+    from . import cli_security
+    from .admin import Admin
+
+    if args.command == "tls":
+        return cli_security.run_tls(args, console)
+    with Admin(_bootstrap(args), security=_security(args)) as admin:
+        if args.command == "acl":
+            return cli_security.run_acl(args, console, admin)
+        if args.command == "user":
+            return cli_security.run_user(args, console, admin)
+        return cli_security.run_whoami(console, admin)
 
 
 def _cmd_chaos(args: argparse.Namespace, console: Console) -> int:
@@ -634,6 +698,10 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "storage": _cmd_storage,
     "chaos": _cmd_chaos,
     "bench": _cmd_bench,
+    "acl": _cmd_security,
+    "user": _cmd_security,
+    "whoami": _cmd_security,
+    "tls": _cmd_security,
 }
 
 

@@ -47,6 +47,7 @@ from raftlog.segments.batch import (
 from .errors import CorruptBatchError, LogTruncationError, NetworkError, OffsetOutOfRangeError
 from .group import GroupMembership
 from .metadata import ClusterMetadata
+from .security import ClientSecurity
 
 __all__ = ["Consumer", "ConsumerRecord"]
 
@@ -99,6 +100,7 @@ class Consumer:
         assignors: Sequence[str] = ("sticky", "range", "roundrobin"),
         client_id: str = "raftlog-consumer",
         metadata: ClusterMetadata | None = None,
+        security: ClientSecurity | None = None,
         batch_uncompressed_bytes_max: int | None = None,
     ) -> None:
         if auto_offset_reset not in ("earliest", "latest", "none"):
@@ -115,7 +117,7 @@ class Consumer:
         self.batch_uncompressed_bytes_max = batch_uncompressed_bytes_max or max(
             UNCOMPRESSED_BYTES_MAX, fetch_max_bytes
         )
-        self.metadata = metadata or ClusterMetadata(bootstrap)
+        self.metadata = metadata or ClusterMetadata(bootstrap, security=security)
         self._owns_metadata = metadata is None
         self._positions: dict[TopicPartition, _Position] = {}
         self._buffer: deque[ConsumerRecord] = deque()

@@ -3,8 +3,13 @@
 ``raftlog cluster up|down|kill|start`` and ``make demo`` use it. Layout of ``--dir`` (default
 ``.raftlog``)::
 
-    cluster.json        bootstrap, base port, and per node: id, grpc/raft address, pid
+    cluster.json        bootstrap, base port, plaintext or not, and per node: id, grpc/raft
+                        address, pid
     secret              the cluster secret (mode 0600), made once
+    tls/                the cluster CA, a certificate per broker and the ``admin`` client
+                        certificate (``raftlog.client.certs``), made once; ``User:admin`` is
+                        the cluster's super user. ``up(plaintext=True)`` (``cluster up
+                        --plaintext``) makes none and configures plaintext listeners.
     node<i>.toml        each broker's config (documented in raftlog.cluster.config)
     node<i>.log         each broker's stdout/stderr
     node<i>/            each broker's data (logs, LMDB state, Raft journal)
@@ -36,6 +41,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .certs import CertificateAuthority
+from .security import ClientSecurity
+
 __all__ = ["LocalCluster", "LocalClusterError", "LocalNode"]
 
 
@@ -56,6 +64,8 @@ def _toml(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return str(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
     return json.dumps(str(value))  # a basic TOML string is a JSON string
 
 
@@ -76,6 +86,7 @@ class LocalCluster:
         self.dir = Path(directory).resolve()
         self.nodes: dict[int, LocalNode] = {}
         self.base_port = 9092
+        self.plaintext = False
         self._children: dict[int, subprocess.Popen[bytes]] = {}  # what this process started
         self._load()
 
@@ -95,6 +106,7 @@ class LocalCluster:
         try:
             body = json.loads(self.state_file.read_text())
             self.base_port = int(body["base_port"])
+            self.plaintext = bool(body.get("plaintext", False))
             self.nodes = {int(n["node_id"]): LocalNode(**n) for n in body["nodes"]}
         except (ValueError, KeyError, TypeError) as exc:
             raise LocalClusterError(f"{self.state_file} is damaged ({exc}); remove it") from exc
@@ -103,11 +115,32 @@ class LocalCluster:
         body = {
             "bootstrap": self.bootstrap,
             "base_port": self.base_port,
+            "plaintext": self.plaintext,
             "nodes": [asdict(n) for n in self.nodes.values()],
         }
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(body, indent=2) + "\n")
         os.replace(tmp, self.state_file)
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.dir / "tls"
+
+    @property
+    def security(self) -> ClientSecurity:
+        """How a client reaches this cluster: its CA and the super user ``admin``'s
+        certificate (or plaintext for a ``--plaintext`` cluster)."""
+        return self.client_security("admin")
+
+    def client_security(self, name: str) -> ClientSecurity:
+        """The security of client ``name`` (its certificate is made on first use)."""
+        if self.plaintext:
+            return ClientSecurity.plaintext()
+        ca = CertificateAuthority(self.tls_dir)
+        pair = ca.client_pair(name)
+        if not pair.cert_file.exists():
+            pair = ca.issue_client(name)
+        return ClientSecurity.from_files(ca.ca_file, pair.cert_file, pair.key_file)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -161,8 +194,11 @@ class LocalCluster:
         *,
         timeout_s: float = 60.0,
         settings: dict[str, dict[str, object]] | None = None,
+        plaintext: bool = False,
     ) -> None:
-        """Write configs and start ``nodes`` brokers; wait until all are registered and live."""
+        """Write configs and start ``nodes`` brokers; wait until all are registered and live.
+
+        Secure by default: mutual TLS with a CA made here; ``plaintext`` only when asked."""
         if not 1 <= nodes <= 5:
             raise LocalClusterError("a local cluster has 1 to 5 nodes")
         if self.running():
@@ -177,6 +213,7 @@ class LocalCluster:
                 "start it with the same --nodes/--base-port, or use another --dir"
             )
         self.base_port = base_port
+        self.plaintext = plaintext
         self.nodes = {
             i: LocalNode(i, f"127.0.0.1:{base_port + i - 1}", f"127.0.0.1:{base_port + 99 + i}")
             for i in range(1, nodes + 1)
@@ -196,6 +233,12 @@ class LocalCluster:
             if not secret_file.exists():
                 secret_file.write_text(secrets.token_hex(24) + "\n")
                 secret_file.chmod(0o600)
+            if not plaintext:
+                ca = CertificateAuthority(self.tls_dir)
+                ca.create(f"raftlog {self.dir.name}")
+                for node in self.nodes.values():
+                    ca.issue_broker(node.node_id, ["127.0.0.1", "localhost"])
+                ca.issue_client("admin")
             for node in self.nodes.values():
                 self.config_path(node.node_id).write_text(self._config(node, settings or {}))
         except OSError as exc:  # nothing started yet
@@ -246,6 +289,17 @@ class LocalCluster:
                 "heartbeat_interval_ms": 200,
                 "replica_lag_ms_max": 10000,
             },
+            "security": (
+                {"protocol": "plaintext"}
+                if self.plaintext
+                else {
+                    "protocol": "tls",
+                    "ca_file": "tls/ca.pem",
+                    "cert_file": f"tls/broker-{node.node_id}.pem",
+                    "key_file": f"tls/broker-{node.node_id}.key",
+                    "super_users": ["User:admin"],
+                }
+            ),
             "topic_defaults": {
                 "partitions": 3,
                 "replication_factor": min(3, len(self.nodes)),
@@ -301,7 +355,7 @@ class LocalCluster:
         wanted = set(nodes or self.nodes)
         deadline = time.monotonic() + timeout_s
         last = "no answer yet"
-        with Admin(self.bootstrap, timeout_s=2.0) as admin:
+        with Admin(self.bootstrap, timeout_s=2.0, security=self.security) as admin:
             while time.monotonic() < deadline:
                 dead = [i for i in wanted if not self.is_running(i)]
                 if dead:

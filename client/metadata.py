@@ -19,7 +19,12 @@ import grpc
 from raftlog.proto import broker_pb2, broker_pb2_grpc
 from raftlog.proto.errors import error_for
 
-from .errors import NoBrokersAvailableError, UnknownTopicOrPartitionError
+from .errors import (
+    NoBrokersAvailableError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+)
+from .security import ClientSecurity, SecurityConfigError
 
 __all__ = ["MESSAGE_BYTES_MAX", "ClusterMetadata", "PartitionInfo", "parse_bootstrap"]
 
@@ -55,9 +60,16 @@ class ClusterMetadata:
         self,
         bootstrap: str | Sequence[str],
         *,
+        security: ClientSecurity | None,
         request_timeout_s: float = 5.0,
         refresh_backoff_ms: int = 50,
     ) -> None:
+        if security is None:
+            raise SecurityConfigError(
+                "security= is required: ClientSecurity.from_files(...) / .from_dir(...) for a "
+                "TLS cluster, ClientSecurity.plaintext() only for one configured plaintext"
+            )
+        self.security = security
         self.bootstrap = parse_bootstrap(bootstrap)
         self.request_timeout_s = request_timeout_s
         self.refresh_backoff_ms = refresh_backoff_ms
@@ -67,6 +79,7 @@ class ClusterMetadata:
         self._partitions: dict[tuple[str, int], PartitionInfo] = {}
         self._topics: dict[str, int] = {}  # topic → partition count
         self._unknown_topics: set[str] = set()
+        self._denied_topics: dict[str, str] = {}  # topic → the broker's authorization message
         self._moved: set[tuple[str, int]] = set()  # leader or epoch changed since taken
         self.controller_id = -1
         self._last_refresh = 0.0
@@ -78,7 +91,7 @@ class ClusterMetadata:
         with self._lock:
             channel = self._channels.get(address)
             if channel is None:
-                channel = grpc.insecure_channel(
+                channel = self.security.channel(
                     address,
                     options=[
                         ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
@@ -149,11 +162,15 @@ class ClusterMetadata:
             self.controller_id = response.controller_id
             for topic in response.topics:
                 if topic.error.code:
-                    if topic.error.code == UnknownTopicOrPartitionError.code:
+                    if topic.error.code == TopicAuthorizationFailedError.code:
+                        self._denied_topics[topic.name] = topic.error.message
+                        self._topics.pop(topic.name, None)
+                    elif topic.error.code == UnknownTopicOrPartitionError.code:
                         self._unknown_topics.add(topic.name)
                         self._topics.pop(topic.name, None)
                     continue
                 self._unknown_topics.discard(topic.name)
+                self._denied_topics.pop(topic.name, None)
                 self._topics[topic.name] = len(topic.partitions)
                 for p in topic.partitions:
                     key = (topic.name, p.partition)
@@ -195,6 +212,9 @@ class ClusterMetadata:
             self.refresh([topic])
             with self._lock:
                 count = self._topics.get(topic)
+                denied = self._denied_topics.get(topic)
+            if denied is not None:  # no DESCRIBE on it: waiting will not help
+                raise error_for("TOPIC_AUTHORIZATION_FAILED", denied)
             if count is not None or time.monotonic() >= deadline:
                 break
             time.sleep(0.05)

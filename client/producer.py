@@ -42,6 +42,7 @@ from .errors import (
 )
 from .metadata import ClusterMetadata
 from .partitioner import StickyPartitioner, key_partition
+from .security import ClientSecurity
 
 __all__ = ["Producer", "RecordMetadata", "SendFuture"]
 
@@ -110,6 +111,7 @@ class Producer:
         enable_idempotence: bool | None = None,
         metadata_wait_ms: int = 5000,
         metadata: ClusterMetadata | None = None,
+        security: ClientSecurity | None = None,
     ) -> None:
         if acks not in _ACKS:
             raise ValueError(f"acks must be 'all', 1 or 0, not {acks!r}")
@@ -134,7 +136,7 @@ class Producer:
         self.retry_backoff_ms = retry_backoff_ms
         self.retry_backoff_max_ms = retry_backoff_max_ms
         self.in_flight_requests_max = in_flight_requests_max
-        self.metadata = metadata or ClusterMetadata(bootstrap)
+        self.metadata = metadata or ClusterMetadata(bootstrap, security=security)
         self._owns_metadata = metadata is None
         self._accumulator = RecordAccumulator(
             batch_bytes_max=batch_bytes_max,
@@ -357,6 +359,17 @@ class Producer:
                 continue
             if answer.error.code == 0:
                 break
+        if answer is not None and answer.error.code:
+            error = error_for(answer.error.code, answer.error.message)
+            if not error.retriable:
+                # e.g. no ACL lets this principal write: what waits fails now instead of at
+                # its delivery timeout; a later send asks again (an ACL may have been added)
+                with self._lock:
+                    for batch in self._accumulator.queued():
+                        self._accumulator.remove(batch)
+                        self._fail(batch, error, bump=False)
+                time.sleep(self.retry_backoff_max_ms / 1000)
+                return False
         if answer is None or answer.error.code:
             time.sleep(self.retry_backoff_ms / 1000)
             return False

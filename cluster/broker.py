@@ -32,6 +32,7 @@ import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -44,16 +45,19 @@ from raftlog.proto import (
     controller_pb2_grpc,
     group_pb2_grpc,
 )
+from raftlog.raft.acl import AclIndex
 from raftlog.raft.adapter import QuorumConfig, RaftQuorum
 from raftlog.raft.commands import AlterPartition, ReplicasDamaged
 from raftlog.raft.controller import ControllerConfig
 from raftlog.raft.listener import PartitionListener
 from raftlog.raft.metadata import Applied, TopicRecord
+from raftlog.raft.scram import ScramCredential
 from raftlog.raft.store import MetadataStore
 from raftlog.segments import BrokerStateStore, makedirs_durable
 
 from . import restart
-from .config import BrokerConfig
+from .auth import Authorizer, PasswordCheck
+from .config import BrokerConfig, Security
 from .controller_service import ActiveController, ControllerError
 from .coordinator import OFFSETS_PARTITIONS, OFFSETS_TOPIC, GroupCoordinator
 from .fetcher import FetcherManager
@@ -62,7 +66,14 @@ from .replica_manager import Partition, ReplicaManager, ReplicaManagerConfig
 from .replication import IsrProposal
 from .servicer import BrokerServicer, ControllerServicer
 
-__all__ = ["MESSAGE_BYTES_MAX", "Broker", "grpc_options", "run_broker"]
+__all__ = [
+    "MESSAGE_BYTES_MAX",
+    "Broker",
+    "channel_credentials",
+    "grpc_options",
+    "run_broker",
+    "server_credentials",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +87,29 @@ def grpc_options() -> list[tuple[str, Any]]:
         ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
         ("grpc.so_reuseport", 0),
     ]
+
+
+def _read_tls(security: Security) -> tuple[bytes, bytes, bytes]:
+    """(CA, certificate, key) PEM bytes; the config checked that the files exist."""
+    return (
+        Path(security.ca_file).read_bytes(),
+        Path(security.cert_file).read_bytes(),
+        Path(security.key_file).read_bytes(),
+    )
+
+
+def server_credentials(security: Security) -> grpc.ServerCredentials:
+    """Mutual TLS: every caller must present a certificate the cluster CA signed."""
+    ca, cert, key = _read_tls(security)
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=True
+    )
+
+
+def channel_credentials(security: Security) -> grpc.ChannelCredentials:
+    """What this broker presents to its peers: its own certificate (its broker identity)."""
+    ca, cert, key = _read_tls(security)
+    return grpc.ssl_channel_credentials(ca, key, cert)
 
 
 def _now_ms() -> int:
@@ -102,6 +136,15 @@ class Broker:
         self._metadata_dirty = False
         self._stopping = asyncio.Event()
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channel_credentials = (
+            channel_credentials(config.security) if config.security.is_tls else None
+        )
+        self.authorizer = Authorizer(
+            config.security.is_tls,
+            config.security.super_users,
+            self._acl_index,
+            PasswordCheck(self._scram_credential, time.monotonic),
+        )
         self._disk = ThreadPoolExecutor(1, thread_name_prefix="raftlog-fsync")
         self._pid_lock = asyncio.Lock()
         self._pid_next = self._pid_end = 0  # the producer-id block in hand: [next, end)
@@ -137,12 +180,24 @@ class Broker:
         with self.store.read() as state:
             return state.topics.get(name)
 
+    def _scram_credential(self, user: str) -> ScramCredential | None:
+        with self.store.read() as state:
+            return state.users.get(user)
+
+    def _acl_index(self) -> AclIndex:
+        with self.store.read() as state:
+            return state.acl_index()
+
     def channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(
-                address, options=grpc_options()
-            )
+            if self._channel_credentials is None:
+                channel = grpc.aio.insecure_channel(address, options=grpc_options())
+            else:
+                channel = grpc.aio.secure_channel(
+                    address, self._channel_credentials, options=grpc_options()
+                )
+            self._channels[address] = channel
         return channel
 
     def broker_address(self, broker_id: int) -> str | None:
@@ -247,7 +302,7 @@ class Broker:
         )
         try:
             if self.controller.quorum.is_leader():
-                await ControllerServicer(self).CreateTopics(request, None)
+                await ControllerServicer(self).create_topics(request)
             else:
                 stub = self.controller_stub()
                 if stub is not None:
@@ -515,11 +570,22 @@ class Broker:
             self.channel,
             self.clock_ms,
         )
-        server = grpc.aio.server(options=grpc_options())
+        server = grpc.aio.server(
+            options=[
+                *grpc_options(),
+                ("grpc.max_concurrent_streams", config.limits.streams_per_connection_max),
+            ],
+            maximum_concurrent_rpcs=config.limits.requests_in_flight_max,
+        )
         broker_pb2_grpc.add_BrokerServicer_to_server(BrokerServicer(self), server)
         controller_pb2_grpc.add_ControllerServicer_to_server(ControllerServicer(self), server)
         group_pb2_grpc.add_GroupCoordinatorServicer_to_server(GroupServicer(self), server)
-        if server.add_insecure_port(config.grpc_listen) == 0:
+        if config.security.is_tls:
+            port = server.add_secure_port(config.grpc_listen, server_credentials(config.security))
+        else:
+            log.warning("broker %s: plaintext listener (security.protocol)", config.node_id)
+            port = server.add_insecure_port(config.grpc_listen)
+        if port == 0:
             raise OSError(f"cannot listen on {config.grpc_listen}")
         await server.start()
         log.info("broker %s serving on %s", config.node_id, config.grpc_listen)

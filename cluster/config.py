@@ -39,11 +39,20 @@ A documented example (``raftlog broker --config node.toml``)::
     replication_factor = 3
     min_insync_replicas = 2
 
+    [security]                               # required; see raftlog.cluster.auth
+    protocol = "tls"                         # or "plaintext", which must be said explicitly
+    ca_file = "/etc/raftlog/tls/ca.pem"      # the cluster CA: peers and clients must chain to it
+    cert_file = "/etc/raftlog/tls/broker-1.pem"   # this broker's certificate (SAN URI
+    key_file = "/etc/raftlog/tls/broker-1.key"    #   raftlog://broker/1; `raftlog tls`)
+    super_users = ["User:admin"]             # principals every ACL check allows
+
     [limits]                                 # what one request may cost (refused with a code)
     partitions_per_request_max = 200         # summed over the topics of one CreateTopics
     partitions_per_topic_max = 200           # INVALID_PARTITIONS above it
     partition_replicas_per_broker_max = 4000 # replicas one broker may hold (POLICY_VIOLATION)
     command_bytes_max = 262144               # an encoded metadata command (INVALID_REQUEST)
+    requests_in_flight_max = 4096            # calls served at once; more get RESOURCE_EXHAUSTED
+    streams_per_connection_max = 256         # concurrent calls one connection may open
 
 Why these limits (measured on a 3-broker loopback cluster, 2 shared cores, load average 7-9):
 
@@ -80,6 +89,7 @@ __all__ = [
     "BrokerConfig",
     "ConfigFileError",
     "Limits",
+    "Security",
     "Voter",
     "load_config",
     "parse_config",
@@ -108,6 +118,23 @@ class Limits:
     partitions_per_topic_max: int = 200  # <= PARTITIONS_PER_TOPIC_MAX of the state machine
     partition_replicas_per_broker_max: int = 4000  # also capped by the fd limit (controller)
     command_bytes_max: int = 256 << 10  # < the quorum adapter's max_command_bytes (1 MiB)
+    requests_in_flight_max: int = 4096  # RPCs the broker serves at once (RESOURCE_EXHAUSTED)
+    streams_per_connection_max: int = 256  # concurrent calls on one client connection
+
+
+@dataclass(frozen=True, slots=True)
+class Security:
+    """The ``[security]`` table: TLS material and super users (``protocol`` "tls"/"plaintext")."""
+
+    protocol: str = "tls"
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    super_users: tuple[str, ...] = ()
+
+    @property
+    def is_tls(self) -> bool:
+        return self.protocol == "tls"
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +164,7 @@ class BrokerConfig:
         default_factory=lambda: {"partitions": 3, "replication_factor": 3, "min_insync_replicas": 2}
     )
     limits: Limits = field(default_factory=Limits)
+    security: Security = field(default_factory=Security)
     # testing hooks (chaos / idempotence tests); never set in production configs
     fault_drop_produce_responses: float = 0.0
 
@@ -194,6 +222,39 @@ def _limits(table: Any) -> Limits:
     return Limits(**values)
 
 
+def _security(table: Any, base: Path) -> Security:
+    if not isinstance(table, dict):
+        raise ConfigFileError(
+            '[security] is required: protocol = "tls" with ca_file, cert_file and key_file '
+            '(`raftlog tls` makes them), or protocol = "plaintext" said explicitly'
+        )
+    unknown = set(table) - set(Security.__slots__)
+    if unknown:
+        raise ConfigFileError(f"security: unknown setting(s): {', '.join(sorted(unknown))}")
+    protocol = table.get("protocol")
+    if protocol not in ("tls", "plaintext"):
+        raise ConfigFileError(f'security.protocol must be "tls" or "plaintext", not {protocol!r}')
+    super_users = table.get("super_users", [])
+    if not isinstance(super_users, list) or not all(
+        isinstance(u, str) and u.startswith("User:") and len(u) > 5 for u in super_users
+    ):
+        raise ConfigFileError('security.super_users must be a list of "User:<name>" strings')
+    files: dict[str, str] = {}
+    for name in ("ca_file", "cert_file", "key_file"):
+        value = table.get(name)
+        if protocol == "plaintext":
+            if value is not None:
+                raise ConfigFileError(f"security.{name} is set but protocol is plaintext")
+            continue
+        if not isinstance(value, str) or not value:
+            raise ConfigFileError(f"security.{name} is required when protocol is tls")
+        path = base / value
+        if not path.is_file():
+            raise ConfigFileError(f"security.{name}: {path} does not exist")
+        files[name] = str(path)
+    return Security(protocol=protocol, super_users=tuple(super_users), **files)
+
+
 def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> BrokerConfig:
     """Validate a parsed TOML document; relative paths resolve against ``base_dir``."""
     known = {
@@ -211,6 +272,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
         "testing",
         "boot_id_file",
         "limits",
+        "security",
     }
     unknown = set(data) - known
     if unknown:
@@ -262,6 +324,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
     defaults = data.get("topic_defaults", {})
     testing = data.get("testing", {})
     limits = _limits(data.get("limits", {}))
+    security = _security(data.get("security"), base)
     config = BrokerConfig(
         node_id=node_id,
         data_dir=str(base / data_dir),
@@ -287,6 +350,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
             "min_insync_replicas": _int(defaults, "min_insync_replicas", 2, "topic_defaults"),
         },
         limits=limits,
+        security=security,
         fault_drop_produce_responses=float(testing.get("drop_produce_responses", 0.0)),
     )
     if config.heartbeat_interval_ms * 2 > config.session_timeout_ms:

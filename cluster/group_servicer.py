@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from raftlog.proto import group_pb2, group_pb2_grpc
+from raftlog.proto import common_pb2, group_pb2, group_pb2_grpc
+from raftlog.raft.acl import Operation, ResourceType
 
+from .auth import CLUSTER_RESOURCE, Principal
 from .coordinator import OFFSETS_TOPIC, CoordinatorError
-from .servicer import error
+from .servicer import error, typed_errors
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -25,9 +27,29 @@ class GroupServicer(group_pb2_grpc.GroupCoordinatorServicer):
     def coordinator(self) -> Any:
         return self.broker.coordinator
 
+    def _group_denied(
+        self, context: Context, operation: Operation, group_id: str
+    ) -> tuple[Principal, common_pb2.Error | None]:
+        """Kafka's group ACLs: READ to be a member or commit, DESCRIBE to look."""
+        auth = self.broker.authorizer
+        principal = auth.principal(context)
+        if auth.allowed(principal, operation, ResourceType.GROUP, group_id):
+            return principal, None
+        return principal, error(
+            "GROUP_AUTHORIZATION_FAILED",
+            f"{principal.name} is not allowed {operation.name} on group {group_id}",
+        )
+
+    def _topic_allowed(self, principal: Principal, operation: Operation, topic: str) -> bool:
+        return self.broker.authorizer.allowed(principal, operation, ResourceType.TOPIC, topic)
+
+    @typed_errors(group_pb2.FindCoordinatorResponse)
     async def FindCoordinator(
         self, request: group_pb2.FindCoordinatorRequest, context: Context
     ) -> group_pb2.FindCoordinatorResponse:
+        _, denied = self._group_denied(context, Operation.DESCRIBE, request.group_id)
+        if denied is not None:
+            return group_pb2.FindCoordinatorResponse(error=denied)
         try:
             index = await self.coordinator.find(request.group_id)
         except CoordinatorError as exc:
@@ -43,9 +65,13 @@ class GroupServicer(group_pb2_grpc.GroupCoordinatorServicer):
             )
         return group_pb2.FindCoordinatorResponse(coordinator_id=leader, address=address)
 
+    @typed_errors(group_pb2.JoinGroupResponse)
     async def JoinGroup(
         self, request: group_pb2.JoinGroupRequest, context: Context
     ) -> group_pb2.JoinGroupResponse:
+        _, denied = self._group_denied(context, Operation.READ, request.group_id)
+        if denied is not None:
+            return group_pb2.JoinGroupResponse(error=denied)
         try:
             answer = await self.coordinator.join(
                 request.group_id,
@@ -65,9 +91,13 @@ class GroupServicer(group_pb2_grpc.GroupCoordinatorServicer):
             members=[group_pb2.GroupMember(member_id=m, metadata=d) for m, d in answer.members],
         )
 
+    @typed_errors(group_pb2.SyncGroupResponse)
     async def SyncGroup(
         self, request: group_pb2.SyncGroupRequest, context: Context
     ) -> group_pb2.SyncGroupResponse:
+        _, denied = self._group_denied(context, Operation.READ, request.group_id)
+        if denied is not None:
+            return group_pb2.SyncGroupResponse(error=denied)
         try:
             assignment = await self.coordinator.sync(
                 request.group_id,
@@ -79,28 +109,48 @@ class GroupServicer(group_pb2_grpc.GroupCoordinatorServicer):
             return group_pb2.SyncGroupResponse(error=error(exc.code, exc.message))
         return group_pb2.SyncGroupResponse(assignment=assignment)
 
+    @typed_errors(group_pb2.HeartbeatResponse)
     async def Heartbeat(
         self, request: group_pb2.HeartbeatRequest, context: Context
     ) -> group_pb2.HeartbeatResponse:
+        _, denied = self._group_denied(context, Operation.READ, request.group_id)
+        if denied is not None:
+            return group_pb2.HeartbeatResponse(error=denied)
         try:
             self.coordinator.heartbeat(request.group_id, request.member_id, request.generation)
         except CoordinatorError as exc:
             return group_pb2.HeartbeatResponse(error=error(exc.code, exc.message))
         return group_pb2.HeartbeatResponse()
 
+    @typed_errors(group_pb2.LeaveGroupResponse)
     async def LeaveGroup(
         self, request: group_pb2.LeaveGroupRequest, context: Context
     ) -> group_pb2.LeaveGroupResponse:
+        _, denied = self._group_denied(context, Operation.READ, request.group_id)
+        if denied is not None:
+            return group_pb2.LeaveGroupResponse(error=denied)
         try:
             self.coordinator.leave(request.group_id, request.member_id)
         except CoordinatorError as exc:
             return group_pb2.LeaveGroupResponse(error=error(exc.code, exc.message))
         return group_pb2.LeaveGroupResponse()
 
+    @typed_errors(group_pb2.OffsetCommitResponse)
     async def OffsetCommit(
         self, request: group_pb2.OffsetCommitRequest, context: Context
     ) -> group_pb2.OffsetCommitResponse:
+        principal, denied = self._group_denied(context, Operation.READ, request.group_id)
+        if denied is not None:
+            return group_pb2.OffsetCommitResponse(error=denied)
         offsets = [(o.topic, o.partition, o.offset, o.metadata) for o in request.offsets]
+        for o in request.offsets:
+            if not self._topic_allowed(principal, Operation.READ, o.topic):
+                return group_pb2.OffsetCommitResponse(
+                    error=error(
+                        "TOPIC_AUTHORIZATION_FAILED",
+                        f"{principal.name} is not allowed READ on topic {o.topic}",
+                    )
+                )
         try:
             await self.coordinator.commit(
                 request.group_id, request.member_id, request.generation, offsets
@@ -109,9 +159,13 @@ class GroupServicer(group_pb2_grpc.GroupCoordinatorServicer):
             return group_pb2.OffsetCommitResponse(error=error(exc.code, exc.message))
         return group_pb2.OffsetCommitResponse(offsets=list(request.offsets))
 
+    @typed_errors(group_pb2.OffsetFetchResponse)
     async def OffsetFetch(
         self, request: group_pb2.OffsetFetchRequest, context: Context
     ) -> group_pb2.OffsetFetchResponse:
+        principal, denied = self._group_denied(context, Operation.DESCRIBE, request.group_id)
+        if denied is not None:
+            return group_pb2.OffsetFetchResponse(error=denied)
         wanted = [(p.topic, p.partition) for p in request.partitions] or None
         try:
             found = self.coordinator.fetch(request.group_id, wanted)
@@ -121,23 +175,35 @@ class GroupServicer(group_pb2_grpc.GroupCoordinatorServicer):
             offsets=[
                 group_pb2.CommittedOffset(topic=t, partition=p, offset=o, metadata=m)
                 for (t, p), (o, m) in sorted(found.items())
+                if self._topic_allowed(principal, Operation.DESCRIBE, t)
             ]
         )
 
+    @typed_errors(group_pb2.ListGroupsResponse)
     async def ListGroups(
         self, request: group_pb2.ListGroupsRequest, context: Context
     ) -> group_pb2.ListGroupsResponse:
+        auth = self.broker.authorizer
+        principal = auth.principal(context)
+        everything = auth.allowed(
+            principal, Operation.DESCRIBE, ResourceType.CLUSTER, CLUSTER_RESOURCE
+        )
         return group_pb2.ListGroupsResponse(
             coordinator_id=self.broker.config.node_id,
             groups=[
                 group_pb2.GroupListing(group_id=g, state=s, members=n)
                 for g, s, n in self.coordinator.groups()
+                if everything or auth.allowed(principal, Operation.DESCRIBE, ResourceType.GROUP, g)
             ],
         )
 
+    @typed_errors(group_pb2.DescribeGroupResponse)
     async def DescribeGroup(
         self, request: group_pb2.DescribeGroupRequest, context: Context
     ) -> group_pb2.DescribeGroupResponse:
+        _, denied = self._group_denied(context, Operation.DESCRIBE, request.group_id)
+        if denied is not None:
+            return group_pb2.DescribeGroupResponse(error=denied)
         try:
             found = self.coordinator.describe(request.group_id)
         except CoordinatorError as exc:

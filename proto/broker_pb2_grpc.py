@@ -104,6 +104,41 @@ class BrokerStub:
                 request_serializer=raftlog_dot_proto_dot_broker__pb2.InitProducerIdRequest.SerializeToString,
                 response_deserializer=raftlog_dot_proto_dot_broker__pb2.InitProducerIdResponse.FromString,
                 _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/raftlog.v1.Broker/WhoAmI',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.WhoAmIResponse.FromString,
+                _registered_method=True)
+        self.CreateAcls = channel.unary_unary(
+                '/raftlog.v1.Broker/CreateAcls',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.CreateAclsRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.CreateAclsResponse.FromString,
+                _registered_method=True)
+        self.DescribeAcls = channel.unary_unary(
+                '/raftlog.v1.Broker/DescribeAcls',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.DescribeAclsRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.DescribeAclsResponse.FromString,
+                _registered_method=True)
+        self.DeleteAcls = channel.unary_unary(
+                '/raftlog.v1.Broker/DeleteAcls',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.DeleteAclsRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.DeleteAclsResponse.FromString,
+                _registered_method=True)
+        self.UpsertUser = channel.unary_unary(
+                '/raftlog.v1.Broker/UpsertUser',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.UpsertUserRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.UpsertUserResponse.FromString,
+                _registered_method=True)
+        self.DeleteUser = channel.unary_unary(
+                '/raftlog.v1.Broker/DeleteUser',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.DeleteUserRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.DeleteUserResponse.FromString,
+                _registered_method=True)
+        self.DescribeUsers = channel.unary_unary(
+                '/raftlog.v1.Broker/DescribeUsers',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.DescribeUsersRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.DescribeUsersResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServicer:
@@ -200,6 +235,50 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WhoAmI(self, request, context):
+        """Security (raftlog.cluster.auth): who am I, ACLs and SCRAM users, kept in the replicated
+        metadata. Creating or deleting needs ALTER on the cluster, listing DESCRIBE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateAcls(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeAcls(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAcls(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpsertUser(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUser(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeUsers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -272,6 +351,41 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.InitProducerId,
                     request_deserializer=raftlog_dot_proto_dot_broker__pb2.InitProducerIdRequest.FromString,
                     response_serializer=raftlog_dot_proto_dot_broker__pb2.InitProducerIdResponse.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.WhoAmIRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.WhoAmIResponse.SerializeToString,
+            ),
+            'CreateAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAcls,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.CreateAclsRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.CreateAclsResponse.SerializeToString,
+            ),
+            'DescribeAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeAcls,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.DescribeAclsRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.DescribeAclsResponse.SerializeToString,
+            ),
+            'DeleteAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAcls,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.DeleteAclsRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.DeleteAclsResponse.SerializeToString,
+            ),
+            'UpsertUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertUser,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.UpsertUserRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.UpsertUserResponse.SerializeToString,
+            ),
+            'DeleteUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUser,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.DeleteUserRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.DeleteUserResponse.SerializeToString,
+            ),
+            'DescribeUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeUsers,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.DescribeUsersRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.DescribeUsersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -652,6 +766,195 @@ class Broker:
             '/raftlog.v1.Broker/InitProducerId',
             raftlog_dot_proto_dot_broker__pb2.InitProducerIdRequest.SerializeToString,
             raftlog_dot_proto_dot_broker__pb2.InitProducerIdResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Broker/WhoAmI',
+            raftlog_dot_proto_dot_broker__pb2.WhoAmIRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.WhoAmIResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Broker/CreateAcls',
+            raftlog_dot_proto_dot_broker__pb2.CreateAclsRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.CreateAclsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Broker/DescribeAcls',
+            raftlog_dot_proto_dot_broker__pb2.DescribeAclsRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.DescribeAclsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Broker/DeleteAcls',
+            raftlog_dot_proto_dot_broker__pb2.DeleteAclsRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.DeleteAclsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Broker/UpsertUser',
+            raftlog_dot_proto_dot_broker__pb2.UpsertUserRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.UpsertUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Broker/DeleteUser',
+            raftlog_dot_proto_dot_broker__pb2.DeleteUserRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.DeleteUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Broker/DescribeUsers',
+            raftlog_dot_proto_dot_broker__pb2.DescribeUsersRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.DescribeUsersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -80,6 +80,26 @@ class ControllerStub:
                 request_serializer=raftlog_dot_proto_dot_broker__pb2.DescribeClusterRequest.SerializeToString,
                 response_deserializer=raftlog_dot_proto_dot_broker__pb2.DescribeClusterResponse.FromString,
                 _registered_method=True)
+        self.CreateAcls = channel.unary_unary(
+                '/raftlog.v1.Controller/CreateAcls',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.CreateAclsRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.CreateAclsResponse.FromString,
+                _registered_method=True)
+        self.DeleteAcls = channel.unary_unary(
+                '/raftlog.v1.Controller/DeleteAcls',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.DeleteAclsRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.DeleteAclsResponse.FromString,
+                _registered_method=True)
+        self.UpsertUser = channel.unary_unary(
+                '/raftlog.v1.Controller/UpsertUser',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.UpsertUserRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.UpsertUserResponse.FromString,
+                _registered_method=True)
+        self.DeleteUser = channel.unary_unary(
+                '/raftlog.v1.Controller/DeleteUser',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.DeleteUserRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.DeleteUserResponse.FromString,
+                _registered_method=True)
 
 
 class ControllerServicer:
@@ -139,6 +159,31 @@ class ControllerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateAcls(self, request, context):
+        """security changes, authorized by the broker that forwards them
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAcls(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpsertUser(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUser(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControllerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -186,6 +231,26 @@ def add_ControllerServicer_to_server(servicer, server):
                     servicer.DescribeCluster,
                     request_deserializer=raftlog_dot_proto_dot_broker__pb2.DescribeClusterRequest.FromString,
                     response_serializer=raftlog_dot_proto_dot_broker__pb2.DescribeClusterResponse.SerializeToString,
+            ),
+            'CreateAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAcls,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.CreateAclsRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.CreateAclsResponse.SerializeToString,
+            ),
+            'DeleteAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAcls,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.DeleteAclsRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.DeleteAclsResponse.SerializeToString,
+            ),
+            'UpsertUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertUser,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.UpsertUserRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.UpsertUserResponse.SerializeToString,
+            ),
+            'DeleteUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUser,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.DeleteUserRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.DeleteUserResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -431,6 +496,114 @@ class Controller:
             '/raftlog.v1.Controller/DescribeCluster',
             raftlog_dot_proto_dot_broker__pb2.DescribeClusterRequest.SerializeToString,
             raftlog_dot_proto_dot_broker__pb2.DescribeClusterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Controller/CreateAcls',
+            raftlog_dot_proto_dot_broker__pb2.CreateAclsRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.CreateAclsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Controller/DeleteAcls',
+            raftlog_dot_proto_dot_broker__pb2.DeleteAclsRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.DeleteAclsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Controller/UpsertUser',
+            raftlog_dot_proto_dot_broker__pb2.UpsertUserRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.UpsertUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Controller/DeleteUser',
+            raftlog_dot_proto_dot_broker__pb2.DeleteUserRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.DeleteUserResponse.FromString,
             options,
             channel_credentials,
             insecure,

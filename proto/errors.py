@@ -15,6 +15,7 @@ __all__ = [
     "ERRORS_BY_CODE",
     "ERRORS_BY_NAME",
     "BrokerNotAvailableError",
+    "ClusterAuthorizationFailedError",
     "CoordinatorLoadInProgressError",
     "CoordinatorNotAvailableError",
     "CorruptMessageError",
@@ -22,6 +23,7 @@ __all__ = [
     "ElectionNotNeededError",
     "EligibleLeadersNotAvailableError",
     "FencedLeaderEpochError",
+    "GroupAuthorizationFailedError",
     "GroupIdNotFoundError",
     "GroupMaxSizeReachedError",
     "IllegalGenerationError",
@@ -64,7 +66,11 @@ __all__ = [
     "RecordListTooLargeError",
     "ReplicaNotAvailableError",
     "RequestTimedOutError",
+    "ResourceNotFoundError",
+    "SaslAuthenticationFailedError",
+    "SecurityDisabledError",
     "StaleBrokerEpochError",
+    "ThrottlingQuotaExceededError",
     "TopicAlreadyExistsError",
     "TopicAuthorizationFailedError",
     "UnknownLeaderEpochError",
@@ -72,6 +78,7 @@ __all__ = [
     "UnknownProducerIdError",
     "UnknownServerError",
     "UnknownTopicOrPartitionError",
+    "UnsupportedSaslMechanismError",
     "UnsupportedVersionError",
     "error_for",
     "raise_for",
@@ -241,9 +248,30 @@ class TopicAuthorizationFailedError(RaftlogError):
     name = "TOPIC_AUTHORIZATION_FAILED"
 
 
+class GroupAuthorizationFailedError(RaftlogError):
+    """No ACL lets this principal use the group."""
+
+    code = 30
+    name = "GROUP_AUTHORIZATION_FAILED"
+
+
+class ClusterAuthorizationFailedError(RaftlogError):
+    """No ACL lets this principal do this to the cluster (or it is a broker-only call)."""
+
+    code = 31
+    name = "CLUSTER_AUTHORIZATION_FAILED"
+
+
 class InvalidTimestampError(RaftlogError):
     code = 32
     name = "INVALID_TIMESTAMP"
+
+
+class UnsupportedSaslMechanismError(RaftlogError):
+    """The broker does not offer this authentication mechanism."""
+
+    code = 33
+    name = "UNSUPPORTED_SASL_MECHANISM"
 
 
 class UnsupportedVersionError(RaftlogError):
@@ -308,11 +336,25 @@ class InvalidProducerEpochError(RaftlogError):
     name = "INVALID_PRODUCER_EPOCH"
 
 
+class SecurityDisabledError(RaftlogError):
+    """The cluster runs plaintext: there are no principals, ACLs or users to manage."""
+
+    code = 54
+    name = "SECURITY_DISABLED"
+
+
 class KafkaStorageError(RaftlogError):
     code = 56
     name = "KAFKA_STORAGE_ERROR"
     retriable = True
     invalid_metadata = True
+
+
+class SaslAuthenticationFailedError(RaftlogError):
+    """Wrong user name or password (or no such user)."""
+
+    code = 58
+    name = "SASL_AUTHENTICATION_FAILED"
 
 
 class UnknownProducerIdError(RaftlogError):
@@ -386,6 +428,21 @@ class InvalidRecordError(RaftlogError):
 class ProducerFencedError(RaftlogError):
     code = 90
     name = "PRODUCER_FENCED"
+
+
+class ThrottlingQuotaExceededError(RaftlogError):
+    """The principal's quota is used up for now; retry after the throttle time."""
+
+    code = 89
+    name = "THROTTLING_QUOTA_EXCEEDED"
+    retriable = True
+
+
+class ResourceNotFoundError(RaftlogError):
+    """The named resource (a user, an ACL) does not exist."""
+
+    code = 91
+    name = "RESOURCE_NOT_FOUND"
 
 
 class InvalidUpdateVersionError(RaftlogError):
