@@ -57,6 +57,7 @@ class LocalNode:
     grpc: str
     raft: str
     pid: int = -1
+    grpc_password: str = ""  # the password listener (base_port + 200 + i - 1), when asked for
 
 
 def _toml(value: object) -> str:
@@ -121,6 +122,15 @@ class LocalCluster:
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(body, indent=2) + "\n")
         os.replace(tmp, self.state_file)
+
+    @property
+    def password_bootstrap(self) -> str:
+        """The password listeners (``up(password_listener=True)``), for SCRAM users."""
+        return ",".join(n.grpc_password for n in self.nodes.values() if n.grpc_password)
+
+    def password_security(self, user: str, password: str) -> ClientSecurity:
+        """TLS to the password listeners as SCRAM user ``user`` (``Admin.upsert_user``)."""
+        return ClientSecurity.with_password(self.tls_dir / "ca.pem", user, password)
 
     @property
     def tls_dir(self) -> Path:
@@ -195,10 +205,15 @@ class LocalCluster:
         timeout_s: float = 60.0,
         settings: dict[str, dict[str, object]] | None = None,
         plaintext: bool = False,
+        password_listener: bool = False,
     ) -> None:
         """Write configs and start ``nodes`` brokers; wait until all are registered and live.
 
-        Secure by default: mutual TLS with a CA made here; ``plaintext`` only when asked."""
+        Secure by default: mutual TLS with a CA made here; ``plaintext`` only when asked.
+        ``password_listener`` also opens each broker's password listener (TLS without client
+        certificates, for SCRAM users) on ``base_port + 200 + i - 1``."""
+        if password_listener and plaintext:
+            raise LocalClusterError("a password listener needs TLS")
         if not 1 <= nodes <= 5:
             raise LocalClusterError("a local cluster has 1 to 5 nodes")
         if self.running():
@@ -215,13 +230,20 @@ class LocalCluster:
         self.base_port = base_port
         self.plaintext = plaintext
         self.nodes = {
-            i: LocalNode(i, f"127.0.0.1:{base_port + i - 1}", f"127.0.0.1:{base_port + 99 + i}")
+            i: LocalNode(
+                i,
+                f"127.0.0.1:{base_port + i - 1}",
+                f"127.0.0.1:{base_port + 99 + i}",
+                grpc_password=f"127.0.0.1:{base_port + 199 + i}" if password_listener else "",
+            )
             for i in range(1, nodes + 1)
         }
         busy = [
             port
             for n in self.nodes.values()
-            for port in (int(n.grpc.rsplit(":", 1)[1]), int(n.raft.rsplit(":", 1)[1]))
+            for address in (n.grpc, n.raft, n.grpc_password)
+            if address
+            for port in (int(address.rsplit(":", 1)[1]),)
             if not _port_free(port)
         ]
         if busy:
@@ -316,12 +338,13 @@ class LocalCluster:
             f'[[voters]]\nid = {n.node_id}\nraft = "{n.raft}"\ngrpc = "{n.grpc}"\n'
             for n in self.nodes.values()
         )
+        password = f'grpc_password = "{node.grpc_password}"\n' if node.grpc_password else ""
         return (
             f"# written by `raftlog cluster up`; see raftlog.cluster.config for every setting\n"
             f"node_id = {node.node_id}\n"
             f'data_dir = "node{node.node_id}"\n'
             f'cluster_secret_file = "secret"\n\n'
-            f'[listen]\ngrpc = "{node.grpc}"\nraft = "{node.raft}"\n\n'
+            f'[listen]\ngrpc = "{node.grpc}"\nraft = "{node.raft}"\n{password}\n'
             f"{voters}\n{rendered}"
         )
 

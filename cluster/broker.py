@@ -423,6 +423,7 @@ class Broker:
                             address=self.config.grpc_advertised,
                             rack=self.config.rack or "",
                             unclean=self.unclean,
+                            password_address=self.config.grpc_password_advertised or "",
                         ),
                         timeout=5,
                     )
@@ -587,6 +588,14 @@ class Broker:
             port = server.add_insecure_port(config.grpc_listen)
         if port == 0:
             raise OSError(f"cannot listen on {config.grpc_listen}")
+        if config.grpc_password_listen is not None:
+            # TLS without client certificates: callers authenticate with a SCRAM user's name and
+            # password on every call (raftlog.cluster.auth)
+            _, cert, key = _read_tls(config.security)
+            if not server.add_secure_port(
+                config.grpc_password_listen, grpc.ssl_server_credentials([(key, cert)])
+            ):
+                raise OSError(f"cannot listen on {config.grpc_password_listen}")
         await server.start()
         log.info("broker %s serving on %s", config.node_id, config.grpc_listen)
         loop = self._loop

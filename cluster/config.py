@@ -13,8 +13,12 @@ A documented example (``raftlog broker --config node.toml``)::
     grpc = "10.0.0.1:9092"
     raft = "10.0.0.1:9192"
 
+    grpc_password = "10.0.0.1:9093"          # optional: TLS without client certificates, for
+                                             # clients with a SCRAM user (`raftlog user add`)
+
     [advertised]                             # what others dial (defaults to [listen])
     grpc = "10.0.0.1:9092"
+    grpc_password = "10.0.0.1:9093"
 
     [[voters]]                               # every member of the metadata quorum (3 or 5)
     id = 1
@@ -146,6 +150,9 @@ class BrokerConfig:
     raft_listen: str
     grpc_advertised: str
     voters: tuple[Voter, ...]
+    # the password listener (TLS, no client certificate; SCRAM users): off unless configured
+    grpc_password_listen: str | None = None
+    grpc_password_advertised: str | None = None
     rack: str | None = None
     # a file whose content changes on every boot of the machine: a restart that finds a new
     # boot id lost the page cache, so unsynced log tails may be gone (the chaos harness points
@@ -297,6 +304,13 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
     raft_listen = _host_port(listen.get("raft"), "listen.raft")
     advertised = data.get("advertised", {})
     grpc_advertised = _host_port(advertised.get("grpc", grpc_listen), "advertised.grpc")
+    password_listen = listen.get("grpc_password")
+    password_advertised = None
+    if password_listen is not None:
+        password_listen = _host_port(password_listen, "listen.grpc_password")
+        password_advertised = _host_port(
+            advertised.get("grpc_password", password_listen), "advertised.grpc_password"
+        )
     voters_raw = data.get("voters")
     if not isinstance(voters_raw, list) or not voters_raw:
         raise ConfigFileError("at least one [[voters]] table is required")
@@ -333,6 +347,8 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
         raft_listen=raft_listen,
         grpc_advertised=grpc_advertised,
         voters=tuple(voters),
+        grpc_password_listen=password_listen,
+        grpc_password_advertised=password_advertised,
         rack=data.get("rack") or None,
         boot_id_path=str(base / boot_id_file),
         session_timeout_ms=_int(timeouts, "session_timeout_ms", 2000, "timeouts"),
@@ -353,6 +369,8 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
         security=security,
         fault_drop_produce_responses=float(testing.get("drop_produce_responses", 0.0)),
     )
+    if config.grpc_password_listen is not None and not config.security.is_tls:
+        raise ConfigFileError('listen.grpc_password needs security.protocol = "tls"')
     if config.heartbeat_interval_ms * 2 > config.session_timeout_ms:
         raise ConfigFileError("timeouts: session_timeout_ms must be >= 2 × heartbeat_interval_ms")
     return config

@@ -245,9 +245,12 @@ class ActiveController:
         rack: str | None,
         *,
         unclean: bool = False,
+        password_address: str | None = None,
     ) -> int:
         self.active()
-        result = await self.submit(RegisterBroker(broker_id, address, incarnation, rack, unclean))
+        result = await self.submit(
+            RegisterBroker(broker_id, address, incarnation, rack, unclean, password_address)
+        )
         self._raise_for(result)
         return int(result["broker_epoch"])
 

@@ -9,7 +9,7 @@ from raftlog.raft.acl import Operation, ResourceType
 
 from .auth import CLUSTER_RESOURCE, Principal
 from .coordinator import OFFSETS_TOPIC, CoordinatorError
-from .servicer import error, typed_errors
+from .servicer import error, listener_address, typed_errors
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -58,7 +58,11 @@ class GroupServicer(group_pb2_grpc.GroupCoordinatorServicer):
             record = state.partitions.get((OFFSETS_TOPIC, index))
             leader = record.leader if record is not None else -1
             broker = state.brokers.get(leader)
-            address = broker.address if broker is not None else ""
+            address = (
+                listener_address(broker, context, self.broker.authorizer)
+                if broker is not None
+                else ""
+            )
         if leader < 0 or not address:
             return group_pb2.FindCoordinatorResponse(
                 error=error("COORDINATOR_NOT_AVAILABLE", f"offsets partition {index} is offline")

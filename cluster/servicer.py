@@ -46,7 +46,7 @@ from raftlog.raft.commands import (
     ReplicasDamaged,
     UpsertScramCredential,
 )
-from raftlog.raft.metadata import NO_LEADER
+from raftlog.raft.metadata import NO_LEADER, BrokerRecord
 from raftlog.raft.topic_config import TOPIC_CONFIGS, effective_configs
 
 from .auth import CLUSTER_RESOURCE, AuthenticationFailed, Principal
@@ -93,6 +93,15 @@ def typed_errors(response: type[Any]) -> Callable[[Handler], Handler]:
         return guarded
 
     return wrap
+
+
+def listener_address(record: BrokerRecord, context: Any, authorizer: Any) -> str:
+    """The address of ``record`` on the listener this call came in on: a client of the password
+    listener has no certificate and must be sent to the other brokers' password listeners
+    (empty when that broker has none)."""
+    if not authorizer.enabled or authorizer.by_certificate(context):
+        return record.address
+    return record.password_address or ""
 
 
 def _denied(principal: Principal, operation: str, resource: str, name: object) -> common_pb2.Error:
@@ -333,7 +342,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 response.brokers.append(
                     broker_pb2.BrokerMetadata(
                         broker_id=b.broker_id,
-                        address=b.address,
+                        address=listener_address(b, context, auth),
                         rack=b.rack or "",
                         fenced=b.fenced,
                         incarnation=b.incarnation,
@@ -651,12 +660,20 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> broker_pb2.DescribeClusterResponse:
         # like Kafka's DescribeCluster: any authenticated principal may see the brokers
+        auth = self.broker.authorizer
+        auth.principal(context)
         controller = ControllerServicer(self.broker)
-        return await self._forward(
+        response: broker_pb2.DescribeClusterResponse = await self._forward(
             lambda: controller.describe_cluster(),
             lambda stub: stub.DescribeCluster(request, timeout=10),
             lambda e: broker_pb2.DescribeClusterResponse(error=e),
         )
+        with self.broker.store.read() as state:
+            for status in response.brokers:
+                record = state.brokers.get(status.broker_id)
+                if record is not None:
+                    status.address = listener_address(record, context, auth)
+        return response
 
     # ---- security ------------------------------------------------------------------------------
 
@@ -835,6 +852,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
                 request.address,
                 request.rack or None,
                 unclean=request.unclean,
+                password_address=request.password_address or None,
             )
         except ControllerError as exc:
             return controller_pb2.RegisterBrokerResponse(

@@ -17,18 +17,20 @@ class ControllerHint(_message.Message):
     def __init__(self, controller_id: _Optional[int] = ..., address: _Optional[str] = ...) -> None: ...
 
 class RegisterBrokerRequest(_message.Message):
-    __slots__ = ("broker_id", "incarnation", "address", "rack", "unclean")
+    __slots__ = ("broker_id", "incarnation", "address", "rack", "unclean", "password_address")
     BROKER_ID_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     RACK_FIELD_NUMBER: _ClassVar[int]
     UNCLEAN_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     broker_id: int
     incarnation: int
     address: str
     rack: str
     unclean: bool
-    def __init__(self, broker_id: _Optional[int] = ..., incarnation: _Optional[int] = ..., address: _Optional[str] = ..., rack: _Optional[str] = ..., unclean: _Optional[bool] = ...) -> None: ...
+    password_address: str
+    def __init__(self, broker_id: _Optional[int] = ..., incarnation: _Optional[int] = ..., address: _Optional[str] = ..., rack: _Optional[str] = ..., unclean: _Optional[bool] = ..., password_address: _Optional[str] = ...) -> None: ...
 
 class RegisterBrokerResponse(_message.Message):
     __slots__ = ("error", "controller", "broker_epoch")

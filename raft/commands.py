@@ -75,6 +75,8 @@ class RegisterBroker:
     # the process found a new boot id (or no proof of a clean past): the machine lost its page
     # cache, so any of its replicas may have lost acknowledged records that were not fsynced
     unclean: bool = False
+    # advertised host:port of its password listener (TLS, no client certificate), if it has one
+    password_address: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,6 +126,7 @@ class BrokerRecord:
     rack: str | None
     fenced: bool
     registered_version: int  # the metadata version that applied the registration (broker epoch)
+    password_address: str | None = None  # its password listener, when it has one
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +307,11 @@ class MetadataState:
             raise MetadataError("INVALID_REQUEST", "broker ids are >= 0")
         old = self.brokers.get(cmd.broker_id)
         if old is not None and old.incarnation == cmd.incarnation:
-            if old.address != cmd.address or old.rack != cmd.rack:
+            if (old.address, old.rack, old.password_address) != (
+                cmd.address,
+                cmd.rack,
+                cmd.password_address,
+            ):
                 raise MetadataError(
                     "INVALID_REQUEST",
                     f"broker {cmd.broker_id} incarnation {cmd.incarnation} is already "
@@ -318,7 +323,13 @@ class MetadataState:
             # (follower positions, purgatory) is gone, so it loses its roles first
             self._fence_roles(cmd.broker_id, changes)
         self.brokers[cmd.broker_id] = BrokerRecord(
-            cmd.broker_id, cmd.address, cmd.incarnation, cmd.rack, True, self.version
+            cmd.broker_id,
+            cmd.address,
+            cmd.incarnation,
+            cmd.rack,
+            True,
+            self.version,
+            cmd.password_address,
         )
         changes.brokers.add(cmd.broker_id)
         if cmd.unclean:
@@ -728,7 +739,15 @@ class MetadataState:
             "next_producer_id": self.next_producer_id,
             "next_topic_id": self.next_topic_id,
             "brokers": [
-                [b.broker_id, b.address, b.incarnation, b.rack, b.fenced, b.registered_version]
+                [
+                    b.broker_id,
+                    b.address,
+                    b.incarnation,
+                    b.rack,
+                    b.fenced,
+                    b.registered_version,
+                    b.password_address,
+                ]
                 for b in self.brokers.values()
             ],
             "topics": [
@@ -776,7 +795,8 @@ class MetadataState:
         state.next_producer_id = body["next_producer_id"]
         state.next_topic_id = body["next_topic_id"]
         for b in body["brokers"]:
-            state.brokers[b[0]] = BrokerRecord(b[0], b[1], b[2], b[3], b[4], b[5])
+            password_address = b[6] if len(b) > 6 else None  # v3 onwards
+            state.brokers[b[0]] = BrokerRecord(b[0], b[1], b[2], b[3], b[4], b[5], password_address)
         for t in body["topics"]:
             state.topics[t[0]] = TopicRecord(t[0], t[1], t[2], t[3], tuple(tuple(c) for c in t[4]))
         for p in body["partitions"]:
