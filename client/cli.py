@@ -66,6 +66,18 @@ def _security(args: argparse.Namespace) -> Any:
     if getattr(args, "plaintext", False):
         return ClientSecurity.plaintext()
     ca = getattr(args, "ca", None) or os.environ.get("RAFTLOG_CA_FILE")
+    user = getattr(args, "user", None) or os.environ.get("RAFTLOG_USER")
+    if user:
+        password = os.environ.get("RAFTLOG_PASSWORD")
+        if password is None:
+            import getpass
+
+            password = getpass.getpass(f"password of {user}: ")
+        ca_file = ca or str(Path(getattr(args, "dir", None) or DEFAULT_DIR) / "tls" / "ca.pem")
+        try:
+            return ClientSecurity.with_password(ca_file, user, password)
+        except SecurityConfigError as exc:
+            raise CliError(f"{exc} (give --ca)", 2) from exc
     cert = getattr(args, "cert", None) or os.environ.get("RAFTLOG_CERT_FILE")
     key = getattr(args, "key_file", None) or os.environ.get("RAFTLOG_KEY_FILE")
     try:
@@ -125,6 +137,11 @@ def _add_bootstrap(parser: argparse.ArgumentParser) -> None:
     tls.add_argument("--cert", help="this client's certificate (PEM); or $RAFTLOG_CERT_FILE")
     tls.add_argument(
         "--key-file", dest="key_file", help="this client's private key; or $RAFTLOG_KEY_FILE"
+    )
+    tls.add_argument(
+        "--user",
+        help="a SCRAM user, for a password listener (password from $RAFTLOG_PASSWORD or a "
+        "prompt); or $RAFTLOG_USER",
     )
     tls.add_argument(
         "--plaintext", action="store_true", help="no TLS (only for a plaintext cluster)"

@@ -62,6 +62,7 @@ from .controller_service import ActiveController, ControllerError
 from .coordinator import OFFSETS_PARTITIONS, OFFSETS_TOPIC, GroupCoordinator
 from .fetcher import FetcherManager
 from .group_servicer import GroupServicer
+from .quota import Quotas
 from .replica_manager import Partition, ReplicaManager, ReplicaManagerConfig
 from .replication import IsrProposal
 from .servicer import BrokerServicer, ControllerServicer
@@ -139,6 +140,7 @@ class Broker:
         self._channel_credentials = (
             channel_credentials(config.security) if config.security.is_tls else None
         )
+        self.quotas = Quotas(config.quotas)
         self.authorizer = Authorizer(
             config.security.is_tls,
             config.security.super_users,

@@ -50,6 +50,12 @@ A documented example (``raftlog broker --config node.toml``)::
     key_file = "/etc/raftlog/tls/broker-1.key"    #   raftlog://broker/1; `raftlog tls`)
     super_users = ["User:admin"]             # principals every ACL check allows
 
+    [quotas]                                 # bytes/s per principal (-1: none); answers over
+    producer_byte_rate = -1                  # it are held (throttle_time_ms), as in Kafka
+    consumer_byte_rate = -1
+    [quotas.principals."User:batch-loader"]  # per-principal overrides
+    producer_byte_rate = 10485760
+
     [limits]                                 # what one request may cost (refused with a code)
     partitions_per_request_max = 200         # summed over the topics of one CreateTopics
     partitions_per_topic_max = 200           # INVALID_PARTITIONS above it
@@ -87,6 +93,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .quota import QuotaConfig
 
 __all__ = [
     "BOOT_ID_PATH",
@@ -172,6 +180,7 @@ class BrokerConfig:
     )
     limits: Limits = field(default_factory=Limits)
     security: Security = field(default_factory=Security)
+    quotas: QuotaConfig = field(default_factory=QuotaConfig)
     # testing hooks (chaos / idempotence tests); never set in production configs
     fault_drop_produce_responses: float = 0.0
 
@@ -229,6 +238,44 @@ def _limits(table: Any) -> Limits:
     return Limits(**values)
 
 
+def _quotas(table: Any) -> QuotaConfig:
+    if not isinstance(table, dict):
+        raise ConfigFileError("[quotas] must be a table")
+    unknown = set(table) - {"producer_byte_rate", "consumer_byte_rate", "principals"}
+    if unknown:
+        raise ConfigFileError(f"quotas: unknown setting(s): {', '.join(sorted(unknown))}")
+
+    def rate(t: Mapping[str, Any], name: str, where: str) -> int:
+        value = _int(t, name, -1, where)
+        if value < -1:
+            raise ConfigFileError(f"{where}.{name} must be >= 0, or -1 for none")
+        return value
+
+    overrides = []
+    principals = table.get("principals", {})
+    if not isinstance(principals, dict):
+        raise ConfigFileError("[quotas.principals] must be a table of principals")
+    for principal, values in sorted(principals.items()):
+        where = f'quotas.principals."{principal}"'
+        if not principal.startswith("User:") or not isinstance(values, dict):
+            raise ConfigFileError(f'{where}: a "User:<name>" table')
+        extra = set(values) - {"producer_byte_rate", "consumer_byte_rate"}
+        if extra:
+            raise ConfigFileError(f"{where}: unknown setting(s): {', '.join(sorted(extra))}")
+        overrides.append(
+            (
+                principal,
+                rate(values, "producer_byte_rate", where),
+                rate(values, "consumer_byte_rate", where),
+            )
+        )
+    return QuotaConfig(
+        producer_byte_rate=rate(table, "producer_byte_rate", "quotas"),
+        consumer_byte_rate=rate(table, "consumer_byte_rate", "quotas"),
+        overrides=tuple(overrides),
+    )
+
+
 def _security(table: Any, base: Path) -> Security:
     if not isinstance(table, dict):
         raise ConfigFileError(
@@ -280,6 +327,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
         "boot_id_file",
         "limits",
         "security",
+        "quotas",
     }
     unknown = set(data) - known
     if unknown:
@@ -339,6 +387,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
     testing = data.get("testing", {})
     limits = _limits(data.get("limits", {}))
     security = _security(data.get("security"), base)
+    quotas = _quotas(data.get("quotas", {}))
     config = BrokerConfig(
         node_id=node_id,
         data_dir=str(base / data_dir),
@@ -367,6 +416,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
         },
         limits=limits,
         security=security,
+        quotas=quotas,
         fault_drop_produce_responses=float(testing.get("drop_produce_responses", 0.0)),
     )
     if config.grpc_password_listen is not None and not config.security.is_tls:

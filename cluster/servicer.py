@@ -147,7 +147,10 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                         leader_epoch=-1,
                     )
                 )
+        throttle_ms = self._throttle(principal, True, sum(len(records) for _, _, records in items))
         outcomes = await broker.replicas.produce(request.acks, timeout_ms, items) if items else []
+        if throttle_ms:
+            await asyncio.sleep(throttle_ms / 1000)
         drop = broker.config.fault_drop_produce_responses
         if drop and random.random() < drop:
             # testing hook (idempotence tests): the append happened, the answer is lost
@@ -165,7 +168,8 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 )
                 for o in outcomes
             ]
-            + refused
+            + refused,
+            throttle_time_ms=throttle_ms,
         )
 
     @typed_errors(broker_pb2.FetchResponse)
@@ -192,6 +196,14 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                     error=error("UNKNOWN_SERVER_ERROR", f"{type(exc).__name__}: {exc}")
                 )
             yield response
+
+    def _throttle(self, principal: Principal, produce: bool, size_bytes: int) -> int:
+        """Milliseconds to hold this answer: the principal is over its byte-rate quota."""
+        if self.broker.authorizer.is_super(principal) and self.broker.authorizer.enabled:
+            return 0  # brokers and super users are never throttled
+        return self.broker.quotas.record(
+            principal.name, produce, size_bytes, self.broker.clock_ms()
+        )
 
     async def _fetch(
         self, request: broker_pb2.FetchRequest, principal: Principal
@@ -261,7 +273,12 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             if o.diverging_epoch is not None:
                 result.diverging_epoch.epoch, result.diverging_epoch.end_offset = o.diverging_epoch
             results.append(result)
-        return broker_pb2.FetchResponse(partitions=results + refused)
+        throttle_ms = 0
+        if replica_id == CONSUMER:
+            throttle_ms = self._throttle(principal, False, sum(len(o.records) for o in outcomes))
+            if throttle_ms:
+                await asyncio.sleep(throttle_ms / 1000)
+        return broker_pb2.FetchResponse(partitions=results + refused, throttle_time_ms=throttle_ms)
 
     @typed_errors(broker_pb2.ListOffsetsResponse)
     async def ListOffsets(
