@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from raftlog.client import Consumer, RaftlogError
+from raftlog.client import ClientSecurity, Consumer, RaftlogError
 from raftlog.segments import BrokerStateStore, CorruptRecordError, Log, iter_batches, iter_records
 
 from .history import OpF, OpType
@@ -74,6 +74,7 @@ def drain_leader(
     topic: str,
     partition: int,
     *,
+    security: ClientSecurity,
     timeout_s: float = 60.0,
     attempts: int = 3,
 ) -> LeaderDrain:
@@ -89,6 +90,7 @@ def drain_leader(
         try:
             with Consumer(
                 bootstrap,
+                security=security,
                 auto_offset_reset="none",
                 on_truncation="raise",
                 fetch_max_wait_ms=250,

@@ -16,6 +16,12 @@ The harness stays in the root namespace and reaches every node through the bridg
 keep talking to every node during a partition, as in Jepsen. Brokers bind only to their own
 namespace's address; nothing listens on the host.
 
+**Security**, as deployed: every gRPC listener is mutual TLS. ``open`` makes a CA for the run in
+``<run dir>/tls`` (``raftlog.client.certs``), a certificate per broker whose SAN holds the
+broker's namespace address (10.213.<r>.<i>: the address clients and the other brokers dial), and
+the harness's client certificate ``chaos``, the super user of the configs. Every client and probe
+of the harness connects with ``cluster.security``; ``plaintext=True`` turns all of it off.
+
 **How a partition is made** (no iptables/nft on the machine, and ``tc`` here lacks the drop
 action): a packet from node a to node b is stopped by a /32 route *in a's namespace* for b's
 address — a one-way cut. ``partition(groups)`` cuts both directions between every pair in
@@ -47,6 +53,7 @@ run's.
 Run directory::
 
     node<i>.toml     the broker's config (validated with raftlog.cluster.config.parse_config)
+    tls/             ca.pem/.key, broker-<i>.pem/.key, client-chaos.pem/.key (not with plaintext)
     node<i>.log      stdout+stderr of every incarnation of broker i, with a line per start
     node<i>.boot_id  the node's boot id (``boot_id_file``): a fresh uuid4 per simulated boot
     node<i>/         its data_dir; with ``lazyfs=True`` a lazyfs mount (chaos/lazyfs.py) of
@@ -90,7 +97,8 @@ from typing import Any
 
 import grpc
 
-from raftlog.client import Admin
+from raftlog.client import Admin, ClientSecurity
+from raftlog.client.certs import CertificateAuthority
 from raftlog.cluster.config import ConfigFileError, parse_config
 from raftlog.proto import broker_pb2, broker_pb2_grpc
 
@@ -99,6 +107,7 @@ from .lazymount import LazyMount, LazyMountError, cleanup_stale_mounts, mounts
 from .lazystate import durable_path
 
 __all__ = [
+    "CLIENT_NAME",
     "GRPC_PORT",
     "LOCK_DIR",
     "RAFT_PORT",
@@ -124,6 +133,7 @@ IP_TIMEOUT_S = 15.0  # one `ip` command
 PROCESS_EXEC_TIMEOUT_S = 5.0  # ip netns exec → python, visible in /proc
 SIGNAL_EFFECT_TIMEOUT_S = 5.0  # SIGSTOP/SIGCONT → the state in /proc
 LOCK_DIR = Path(tempfile.gettempdir()) / "raftlog-netns-locks"
+CLIENT_NAME = "chaos"  # the harness's certificate: principal User:chaos, the super user
 
 _PREFIX_RE = re.compile(r"[a-z]{1,4}")
 _PROBE_CHANNEL_OPTIONS = [
@@ -376,6 +386,8 @@ def _toml_value(value: object) -> str:
         return repr(value)
     if isinstance(value, str):
         return json.dumps(value)  # a JSON string is a TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {value!r} ({type(value).__name__}) into a TOML config")
 
 
@@ -420,6 +432,7 @@ class NetnsCluster:
         delete_run_dir: bool = False,
         stop_timeout_s: float = 10.0,
         lazyfs: bool = False,
+        plaintext: bool = False,
     ) -> None:
         if not 1 <= nodes <= NODES_MAX:
             raise ValueError(f"a namespaced cluster has 1 to {NODES_MAX} nodes, not {nodes}")
@@ -432,6 +445,8 @@ class NetnsCluster:
         self.stop_timeout_s = stop_timeout_s
         self.log_level = log_level
         self.lazyfs = lazyfs
+        self.plaintext = plaintext
+        self._security: ClientSecurity | None = None  # set by open(): the harness's TLS
         self._mounts: dict[int, LazyMount] = {}
         self._powered_off: set[int] = set()
         self._requested_run_dir = Path(run_dir) if run_dir is not None else None
@@ -520,6 +535,20 @@ class NetnsCluster:
     def lazyfs_backing(self, node: int) -> Path:
         return self.run_dir / "lazyfs" / f"node{node}"
 
+    @property
+    def tls_dir(self) -> Path:
+        return self.run_dir / "tls"
+
+    @property
+    def security(self) -> ClientSecurity:
+        """How the harness reaches the brokers: the run's CA and the super user's certificate
+        (``User:chaos``), or plaintext for a ``plaintext`` cluster."""
+        if self.plaintext:
+            return ClientSecurity.plaintext()
+        if self._security is None:
+            raise NetnsError("the cluster has no certificates before open()")
+        return self._security
+
     def _require(self, node: int) -> None:
         if node not in self.node_ids:
             raise ValueError(f"no node {node} (nodes: {list(self.node_ids)})")
@@ -563,6 +592,8 @@ class NetnsCluster:
             try:
                 self._claim_run_id()
                 self._make_run_dir()
+                if not self.plaintext:
+                    self._make_certificates()
                 self._build_network()
                 for node in self.node_ids:
                     self._new_boot_id(node)
@@ -620,6 +651,28 @@ class NetnsCluster:
         else:
             self.run_dir = Path(tempfile.mkdtemp(prefix=f"raftlog-chaos-{self.run_id}-"))
 
+    def _make_certificates(self) -> None:
+        """The run's CA (kept when the run dir is reused), broker certificates for this run's
+        addresses (issued anew: the run id, hence the subnet, may differ), the harness's."""
+        ca = CertificateAuthority(self.tls_dir)
+        ca.create(f"raftlog chaos {self.run_dir.name}")
+        for node in self.node_ids:
+            ca.issue_broker(node, [self.ip(node)])
+        pair = ca.issue_client(CLIENT_NAME)
+        self._security = ClientSecurity.from_files(ca.ca_file, pair.cert_file, pair.key_file)
+
+    def _security_table(self, node: int) -> dict[str, object]:
+        if self.plaintext:
+            return {"protocol": "plaintext"}
+        tls = self.tls_dir.relative_to(self.run_dir)
+        return {
+            "protocol": "tls",
+            "ca_file": str(tls / "ca.pem"),
+            "cert_file": str(tls / f"broker-{node}.pem"),
+            "key_file": str(tls / f"broker-{node}.key"),
+            "super_users": [f"User:{CLIENT_NAME}"],
+        }
+
     def _build_network(self) -> None:
         _ip("addr", "add", f"{self.host_ip}/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
@@ -650,7 +703,8 @@ class NetnsCluster:
             f'[[voters]]\nid = {i}\nraft = "{self.raft_address(i)}"\ngrpc = "{self.address(i)}"\n\n'
             for i in self.node_ids
         )
-        tables = "\n".join(_toml_table(name, values) for name, values in self._tables.items())
+        all_tables = {**self._tables, "security": self._security_table(node)}
+        tables = "\n".join(_toml_table(name, values) for name, values in all_tables.items())
         text = (
             f"# written by raftlog.chaos.netns for run {self.run_id}\n"
             f"node_id = {node}\n"
@@ -1060,11 +1114,14 @@ class NetnsCluster:
         last = "no answer yet"
         # our own channels, reconnecting every ≤0.5 s: gRPC's default backoff (1 s growing to
         # 120 s) would notice a restarted broker seconds late
+        security = self.security
         channels = {
-            n: grpc.insecure_channel(self.address(n), options=_PROBE_CHANNEL_OPTIONS)
-            for n in wanted
+            n: security.channel(self.address(n), options=_PROBE_CHANNEL_OPTIONS) for n in wanted
         }
-        with Admin(self.bootstrap, timeout_s=2.0) as admin, contextlib.ExitStack() as stack:
+        with (
+            Admin(self.bootstrap, timeout_s=2.0, security=security) as admin,
+            contextlib.ExitStack() as stack,
+        ):
             for channel in channels.values():
                 stack.callback(channel.close)
             while True:
@@ -1106,8 +1163,9 @@ class NetnsCluster:
         with self._lock:
             asked = [n for n in self.node_ids if self.is_running(n) and not self.is_paused(n)]
         answers = {}
+        security = self.security
         for node in asked:
-            with grpc.insecure_channel(self.address(node)) as channel:
+            with security.channel(self.address(node)) as channel:
                 try:
                     answers[node] = broker_pb2_grpc.BrokerStub(channel).Metadata(
                         broker_pb2.MetadataRequest(topics=list(topics)), timeout=timeout_s

@@ -415,7 +415,7 @@ class _Run:
     def execute(self) -> RunOutcome:
         config = self.config
         self.console.print(
-            f"[bold]raftlog chaos[/bold]: {config.nodes} nodes, nemesis "
+            f"[bold]raftlog chaos[/bold]: {config.nodes} nodes (mutual TLS), nemesis "
             f"{','.join(config.nemeses)}, {config.time_limit_s:g} s, seed {config.seed}"
             f"{' [red](unsafe topic)[/red]' if config.unsafe else ''} → {self.out}"
         )
@@ -471,7 +471,7 @@ class _Run:
         config = self.config
         self._phase("starting")
         cluster.wait_ready(READY_TIMEOUT_S)
-        with Admin(cluster.bootstrap, timeout_s=30.0) as admin:
+        with Admin(cluster.bootstrap, timeout_s=30.0, security=cluster.security) as admin:
             admin.create_topic(
                 config.topic,
                 config.partitions,
@@ -493,6 +493,7 @@ class _Run:
                 config.topic,
                 config.partitions,
                 self.stop_consumers,
+                security=cluster.security,
             )
             for i in range(config.consumers)
         ]
@@ -507,6 +508,7 @@ class _Run:
                 config.rate_per_s / config.producers,
                 self.stop_producers,
                 random.Random(f"raftlog-chaos-producer-{config.seed}-{i}"),
+                security=cluster.security,
                 request_timeout_ms=config.request_timeout_ms,
                 mode=config.producer_mode,
                 delivery_timeout_ms=config.delivery_timeout_ms,
@@ -595,6 +597,7 @@ class _Run:
                     cluster.bootstrap,
                     config.topic,
                     p,
+                    security=cluster.security,
                     timeout_s=config.drain_timeout_s,
                 )
             )
@@ -778,6 +781,7 @@ class _Run:
             "started_at": self.started_wall.isoformat(timespec="seconds"),
             "wall_s": round((datetime.now(UTC) - self.started_wall).total_seconds(), 1),
             "config": self.config.to_json(),
+            "security": "tls",  # mutual TLS everywhere; the run's CA is in cluster/tls
             "workload": {**run_figures(ops), "producer": self._producer_figures()},
             "faults": {
                 "injected": len(self.faults.done),

@@ -66,7 +66,13 @@ from typing import IO, Any, Protocol, cast
 
 import grpc
 
-from raftlog.client import ClusterMetadata, Consumer, LogTruncationError, RaftlogError
+from raftlog.client import (
+    ClientSecurity,
+    ClusterMetadata,
+    Consumer,
+    LogTruncationError,
+    RaftlogError,
+)
 from raftlog.client.errors import OffsetOutOfRangeError
 from raftlog.proto import broker_pb2
 from raftlog.proto.errors import ERRORS_BY_CODE
@@ -500,6 +506,7 @@ class ProducerWorker(threading.Thread):
         stop: threading.Event,
         rng: random.Random,
         *,
+        security: ClientSecurity,
         request_timeout_ms: int = 2000,
         mode: str = "once",
         delivery_timeout_ms: int = 10_000,
@@ -517,6 +524,7 @@ class ProducerWorker(threading.Thread):
         self.process = process
         self.recorder = recorder
         self.bootstrap = bootstrap
+        self.security = security
         self.topic = topic
         self.partitions = partitions
         self.values = values
@@ -527,7 +535,7 @@ class ProducerWorker(threading.Thread):
         self.crash: BaseException | None = None
 
     def run(self) -> None:
-        metadata = ClusterMetadata(self.bootstrap, request_timeout_s=2.0)
+        metadata = ClusterMetadata(self.bootstrap, request_timeout_s=2.0, security=self.security)
         try:
             self._loop(metadata)
         except BaseException as exc:  # reported by the runner; never silently lost
@@ -637,12 +645,14 @@ class ConsumerWorker(threading.Thread):
         partitions: int,
         stop: threading.Event,
         *,
+        security: ClientSecurity,
         request_timeout_ms: int = 3000,
     ) -> None:
         super().__init__(name=f"chaos-consumer-{process}", daemon=True)
         self.process = process
         self.recorder = recorder
         self.bootstrap = bootstrap
+        self.security = security
         self.topic = topic
         self.tps = [(topic, p) for p in range(partitions)]
         self.stop_event = stop
@@ -650,7 +660,7 @@ class ConsumerWorker(threading.Thread):
         self.crash: BaseException | None = None
 
     def run(self) -> None:
-        metadata = ClusterMetadata(self.bootstrap, request_timeout_s=2.0)
+        metadata = ClusterMetadata(self.bootstrap, request_timeout_s=2.0, security=self.security)
         consumer = Consumer(
             self.bootstrap,
             metadata=metadata,

@@ -1,12 +1,14 @@
 """NetnsCluster against real brokers in real network namespaces (needs root and iproute2).
 
 One 3-node cluster serves the fault tests in order (each leaves it healthy); the clean-up tests
-build their own. Every wait is bounded; the whole file stays well under 90 s on 2 cores. Tests use
-the prefix ``rlt`` so they never touch a real run's ``rl`` objects.
+build their own. The brokers speak mutual TLS, as a chaos run's do: every client here connects
+with ``cluster.security``. Every wait is bounded; the whole file stays well under 90 s on 2
+cores. Tests use the prefix ``rlt`` so they never touch a real run's ``rl`` objects.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import subprocess
@@ -17,7 +19,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import grpc
 import pytest
+from cryptography import x509
 
 from raftlog.chaos.nemesis import NEMESIS_NAMES, NemesisContext, make_nemesis, nemesis_rng
 from raftlog.chaos.netns import (
@@ -31,7 +35,9 @@ from raftlog.chaos.netns import (
     check_available,
     cleanup_stale,
 )
-from raftlog.client import Admin, Consumer, Producer
+from raftlog.client import Admin, ClientSecurity, Consumer, Producer
+from raftlog.cluster.config import load_config
+from raftlog.proto import broker_pb2, broker_pb2_grpc
 
 T = TypeVar("T")
 PREFIX = "rlt"
@@ -72,7 +78,7 @@ def wait_for(what: str, check: Callable[[], T | None], timeout_s: float) -> T:
 
 def broker_states(cluster: NetnsCluster) -> dict[int, tuple[bool, bool]]:
     """broker id → (fenced, alive) as the controller reports it."""
-    with Admin(cluster.bootstrap, timeout_s=3.0) as admin:
+    with Admin(cluster.bootstrap, timeout_s=3.0, security=cluster.security) as admin:
         answer = admin.describe_cluster()
     return {b.broker_id: (b.fenced, b.alive) for b in answer.brokers}
 
@@ -118,8 +124,27 @@ def test_the_pid_is_the_broker_inside_its_namespace(cluster: NetnsCluster) -> No
     assert cluster.bootstrap == ",".join(f"{cluster.ip(n)}:9092" for n in cluster.node_ids)
 
 
+def test_brokers_speak_mutual_tls_on_their_namespace_addresses(cluster: NetnsCluster) -> None:
+    for node in cluster.node_ids:
+        config = load_config(cluster.config_path(node))
+        assert config.security.is_tls and config.security.super_users == ("User:chaos",)
+        cert = x509.load_pem_x509_certificate(Path(config.security.cert_file).read_bytes())
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        # the address the other brokers and the harness dial: their TLS checks it
+        assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address(cluster.ip(node))]
+    request = broker_pb2.MetadataRequest()
+    with cluster.security.channel(cluster.address(1)) as channel:
+        assert broker_pb2_grpc.BrokerStub(channel).Metadata(request, timeout=5).brokers
+    with (
+        ClientSecurity.plaintext().channel(cluster.address(1)) as channel,
+        pytest.raises(grpc.RpcError) as refused,
+    ):
+        broker_pb2_grpc.BrokerStub(channel).Metadata(request, timeout=5)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE  # no TLS handshake, no answer
+
+
 def test_rf3_topic_produce_acks_all_and_consume_back(cluster: NetnsCluster) -> None:
-    with Admin(cluster.bootstrap, timeout_s=20.0) as admin:
+    with Admin(cluster.bootstrap, timeout_s=20.0, security=cluster.security) as admin:
         admin.create_topic(TOPIC, partitions=1, replication_factor=3, min_insync_replicas=2)
         # create_topic returns once *one* broker shows leaders; a client asking a broker that
         # has not applied the topic yet fails at once with UNKNOWN_TOPIC_OR_PARTITION (reported)
@@ -129,7 +154,9 @@ def test_rf3_topic_produce_acks_all_and_consume_back(cluster: NetnsCluster) -> N
         described = admin.describe_topic(TOPIC)
     assert sorted(described.partitions[0].replicas) == [1, 2, 3]
     values = [f"v{i}".encode() for i in range(5)]
-    with Producer(cluster.bootstrap, acks="all", request_timeout_ms=10_000) as producer:
+    with Producer(
+        cluster.bootstrap, acks="all", request_timeout_ms=10_000, security=cluster.security
+    ) as producer:
         futures = [producer.send(TOPIC, v, partition=0) for v in values]
         producer.flush(20)
         offsets = [f.result(1).offset for f in futures]
@@ -151,7 +178,9 @@ def leader_views(cluster: NetnsCluster, nodes: Iterable[int]) -> dict[int, int] 
 
 def read_all(cluster: NetnsCluster, count: int, timeout_s: float = 20.0) -> list[bytes | None]:
     got: list[bytes | None] = []
-    with Consumer(cluster.bootstrap, request_timeout_ms=5000) as consumer:
+    with Consumer(
+        cluster.bootstrap, request_timeout_ms=5000, security=cluster.security
+    ) as consumer:
         consumer.assign([(TOPIC, 0)])
         consumer.seek_to_beginning()
         deadline = time.monotonic() + timeout_s
@@ -221,6 +250,7 @@ def test_isolated_leader_is_replaced_and_acks_all_writes_continue(cluster: Netns
             acks="all",
             request_timeout_ms=5000,
             delivery_timeout_ms=30_000,
+            security=cluster.security,
         ) as producer:
             futures = [producer.send(TOPIC, v, partition=0) for v in values]
             producer.flush(40)

@@ -76,6 +76,7 @@ from raftlog.chaos.workload import (
     rpc_error_result,
     send_result_from_answer,
 )
+from raftlog.client import ClientSecurity
 from raftlog.proto import broker_pb2, common_pb2
 from raftlog.proto.errors import ERRORS_BY_NAME
 
@@ -211,6 +212,7 @@ def test_an_unknown_producer_mode_is_refused() -> None:
             10.0,
             threading.Event(),
             random.Random(0),
+            security=ClientSecurity.plaintext(),
             mode="twice",
         )
     with pytest.raises(ValueError, match="--producer"):
