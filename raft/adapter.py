@@ -7,13 +7,14 @@ nothing about metadata.
 
 Hazards of pysyncobj 0.3.17 and their guards (measured facts: shared/notes/pysyncobj.md). Each
 guard has a regression test, named in brackets (U = tests/unit/raft/test_safe_pickle.py,
-I = tests/integration/raft/test_quorum.py).
+I = tests/integration/raft/test_quorum.py, P = tests/integration/raft/test_raft_port_limits.py).
 
 1.  **Unpickles whatever reaches its port** (wire, log entries, journal ``.meta``) -> every
     ``pickle.loads/load`` pysyncobj uses (``pysyncobj.pickle.loads/load``, which syncobj.py,
     tcp_connection.py and serializer.py look up at call time, and ``pysyncobj.journal.loads``,
     bound by ``from .pickle import loads`` at import) is replaced by the allow-list unpickler of
-    :mod:`raftlog.raft.safe_pickle`; rejections are counted (``rejected_unpickles``).
+    :mod:`raftlog.raft.safe_pickle` (the wire parser of 16 calls it directly); rejections are
+    counted (``rejected_unpickles``).
     [U: test_code_running_pickles_are_rejected, test_pysyncobj_loaders_are_patched;
     I: test_malicious_pickle_executes_nothing]
 2.  **No authentication** -> ``secret`` is required (empty -> ``ValueError``) and becomes
@@ -27,7 +28,7 @@ I = tests/integration/raft/test_quorum.py).
     voter address. [I: test_single_node_commits_and_binds_only_the_configured_interface]
 5.  **Unbounded frame length before authentication** (a 4-byte header can make it buffer 2 GiB)
     -> frames longer than :data:`MAX_FRAME_BYTES` close the connection (``oversized_frames``);
-    connections that never finish the handshake are closed after ``connect_timeout_s``.
+    before the handshake the cap is far lower, and a handshake has a deadline: see 16.
     [I: test_malicious_pickle_executes_nothing]
 6.  **Journal without full dump loses state; default snapshot = pickle of the attributes created
     after ``SyncObj.__init__``; ``useFork`` forks** -> ``journalFile`` and ``fullDumpFile`` are
@@ -126,6 +127,47 @@ I = tests/integration/raft/test_quorum.py).
     fault model; a single-voter group just cuts and goes on).
     [U: test_journal.py test_torn_tail_is_cut_and_not_suspect,
     test_flipped_bit_is_cut_there_and_suspect; I: test_a_voter_with_a_damaged_journal_...]
+16. **Hostile traffic on the Raft port** (measured on the code before this guard: 20 outsiders,
+    no secret, streaming 16 MiB junk frames at the leader deposed it; an insider's 1 MB frame
+    inflated to 1 GiB). pysyncobj reads a readable socket until it would block, growing the
+    buffer by ``bytes += bytes`` (quadratic), all on the Raft thread; a frame up to
+    ``MAX_FRAME_BYTES`` is buffered whoever sends it; the handshake timeout counted from the
+    last byte read, so a connection that kept sending never expired; ``zlib.decompress`` of a
+    decrypted frame has no bound -> pysyncobj's read and parse (``TcpConnection.__tryReadBuffer``
+    / ``__processParseMessage``) are replaced and its handshake callbacks wrapped:
+
+    * *Authenticated* means pysyncobj's handshake completed on this socket: incoming, a frame
+      that decrypted with the secret (the peer's random key), then one naming a known voter
+      (its 'readonly' nodes and utility commands are refused, ``handshakes_refused``);
+      outgoing, the dialled voter's random key, decrypted.
+    * Per state caps: before the handshake a frame, and what it inflates to, may not exceed
+      :data:`MAX_HANDSHAKE_FRAME_BYTES` (4 KiB; the real handshake frames measure 232 and 296
+      bytes); afterwards :data:`MAX_FRAME_BYTES` and :data:`MAX_INFLATED_BYTES` (16 MiB each;
+      legit frames stay near 64 KiB + one command, so ``max_command_bytes`` <= 8 MiB is
+      validated). A header above the cap closes the connection as soon as its 4 bytes are in
+      (``oversized_frames``).
+    * The receive buffer is a bytearray appended in place, frames cut off its front with
+      ``del``; one readable event reads at most 1 MiB, and stops once a whole frame of the cap
+      can be buffered: a connection holds at most cap + 4 bytes, and no connection keeps the
+      Raft thread for more than one bounded read per poll.
+    * Inflation is ``zlib.decompressobj().decompress(data, cap + 1)``: more than the cap closes
+      the connection (``oversized_inflations``). pysyncobj's only other inflation of what a peer
+      could send (gzip of its own dump format, a snapshot from the leader) is never used here
+      (hazard 6) and is disabled outright: ``pysyncobj.serializer.gzip`` refuses.
+    * Handshake deadline: a connection not authenticated ``connect_timeout_s`` after its accept
+      (or connect()) is closed whatever it sends, checked every tick (``handshake_timeouts``).
+    * At most :data:`MAX_UNAUTHENTICATED_CONNECTIONS` (64) incoming connections in the
+      handshake at once; a new one beyond closes the oldest (``handshakes_evicted``): holding
+      slots locks nobody out, an attacker has to open 64 connections within a peer's handshake
+      (one round trip).
+    * The wire's replay checks (frame timestamps never go back, the session key) are real
+      checks, no longer ``assert`` statements.
+
+    Cost: bench_commit's commit rate unchanged. [P: test_outsider_flood_neither_deposes_the_
+    leader_nor_stalls_commits, test_insider_inflation_bomb_is_refused_without_inflating,
+    test_a_trickling_connection_is_closed_at_the_handshake_deadline,
+    test_connections_in_the_handshake_are_capped_oldest_first,
+    test_pysyncobj_gzip_dump_format_is_disabled]
 
 Files in ``data_dir`` (one node each; ``raft.lock`` is flock-ed while a quorum owns the
 directory, so a second process on the same directory fails with :class:`QuorumStorageError`):
@@ -172,8 +214,10 @@ from typing import Any, ClassVar, Final, NamedTuple, Protocol
 import cbor2
 import pysyncobj.journal as _pso_journal
 import pysyncobj.pickle as _pso_pickle
+import pysyncobj.serializer as _pso_serializer
 import pysyncobj.syncobj as _pso_syncobj
 import pysyncobj.tcp_connection as _pso_tcp
+import pysyncobj.transport as _pso_transport
 import pysyncobj.version as _pso_version
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.config import FAIL_REASON
@@ -186,6 +230,9 @@ __all__ = [
     "JOURNAL_FILE_NAME",
     "LOCK_FILE_NAME",
     "MAX_FRAME_BYTES",
+    "MAX_HANDSHAKE_FRAME_BYTES",
+    "MAX_INFLATED_BYTES",
+    "MAX_UNAUTHENTICATED_CONNECTIONS",
     "SNAPSHOT_FILE_NAME",
     "NotLeaderError",
     "QuorumClosedError",
@@ -207,6 +254,7 @@ __all__ = [
     "encode_snapshot_file",
     "install_pysyncobj_guards",
     "oversized_frame_count",
+    "oversized_inflation_count",
     "wire_frame",
 ]
 
@@ -217,8 +265,20 @@ JOURNAL_FILE_NAME: Final = "raft-journal.bin"
 SNAPSHOT_FILE_NAME: Final = "raft-snapshot.bin"
 LOCK_FILE_NAME: Final = "raft.lock"  # flock held while a quorum owns the directory
 # Legit frames are bounded by appendEntriesBatchSizeBytes / logCompactionBatchSize (64 KiB) plus
-# one entry below that size, pickle, zlib and Fernet overhead; 16 MiB leaves a wide margin.
+# one entry (a command of up to max_command_bytes; larger single entries go in 64 KiB chunks),
+# pickle, zlib and Fernet overhead; 16 MiB leaves a wide margin.
 MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
+# What one frame may inflate to (zlib): the same bound holds for the pickled message itself.
+MAX_INFLATED_BYTES: Final = MAX_FRAME_BYTES
+# Before pysyncobj's handshake completes, a connection may only carry handshake messages: a
+# random key, then (incoming) the sender's address. Measured, Fernet included: 232 bytes and 296
+# bytes (a 41-character address). Both the frame and what it inflates to are capped at this.
+MAX_HANDSHAKE_FRAME_BYTES: Final = 4 * 1024
+# Incoming connections in the handshake at once; beyond, the oldest is closed (hazard 16).
+MAX_UNAUTHENTICATED_CONNECTIONS: Final = 64
+# max_command_bytes may not exceed this: a batch (64 KiB + one command) must inflate below
+# MAX_INFLATED_BYTES and, incompressible and Fernet-encoded (x 4/3), stay below MAX_FRAME_BYTES.
+_COMMAND_BYTES_CEILING: Final = MAX_INFLATED_BYTES // 2
 
 _SNAPSHOT_MAGIC: Final = b"RLQSNAP1"
 # Our own peer messages, handled before pysyncobj sees them (it ignores unknown types anyway):
@@ -234,7 +294,7 @@ _UTILITY_COMMANDS: Final = ("status", "add", "remove", "set_version", "transfer"
 # pysyncobj's numeric states.
 _FOLLOWER, _CANDIDATE, _LEADER = 0, 1, 2
 # pysyncobj connection states (tcp_connection.CONNECTION_STATE).
-_CONNECTING, _CONNECTED = 1, 2
+_DISCONNECTED, _CONNECTED = 0, 2
 
 
 # ---- errors ---------------------------------------------------------------------------------
@@ -401,6 +461,10 @@ class QuorumConfig:
             raise ValueError("log_compaction_min_entries must be >= 2")
         if self.max_command_bytes <= 0 or self.max_pending_commands <= 0:
             raise ValueError("max_command_bytes and max_pending_commands must be positive")
+        if self.max_command_bytes > _COMMAND_BYTES_CEILING:
+            raise ValueError(
+                f"max_command_bytes must be <= {_COMMAND_BYTES_CEILING} (one batch, one frame)"
+            )
 
     @property
     def self_address(self) -> str:
@@ -430,8 +494,8 @@ class VoterStatus(NamedTuple):
 class QuorumStatus:
     """A consistent picture published by the Raft thread (at most one tick old) + counters.
 
-    ``rejected_unpickles`` and ``oversized_frames`` are process-wide (the guards sit below any
-    one quorum); every other counter belongs to this quorum.
+    ``rejected_unpickles``, ``oversized_frames`` and ``oversized_inflations`` are process-wide
+    (the guards sit below any one quorum); every other counter belongs to this quorum.
     """
 
     node_id: int
@@ -467,6 +531,11 @@ class QuorumStatus:
     journal_bytes_cut: int = 0  # damaged journal tail cut at start-up
     journal_recovering: bool = False  # damaged journal: out of elections until caught up
     votes_withheld: int = 0  # vote requests ignored while recovering
+    # Hazard 16 (hostile traffic on the Raft port): connections closed for ...
+    oversized_inflations: int = 0  # ... a frame inflating above its cap
+    handshake_timeouts: int = 0  # ... no completed handshake within connect_timeout_s
+    handshakes_evicted: int = 0  # ... being the oldest of too many in the handshake
+    handshakes_refused: int = 0  # ... a handshake naming no voter
 
 
 # ---- the dump file --------------------------------------------------------------------------
@@ -559,30 +628,267 @@ def _fsync_dir(path: str) -> None:
 # ---- process-wide guards installed into pysyncobj -------------------------------------------
 
 _guard_lock = threading.Lock()
-_oversized_frames = 0
-_original_parse: Callable[[Any], Any] | None = None
+_oversized_frames = 0  # frames announced above their connection's cap (hazards 5, 16)
+_oversized_inflations = 0  # frames whose zlib payload inflates above its cap (hazard 16)
+_originals: dict[str, Callable[..., Any]] = {}  # "Class.attribute" -> pysyncobj's own function
+_FRAME_HEADER: Final = struct.Struct("i")  # pysyncobj's frame length: native int32
+_RECV_BYTES: Final = 64 * 1024  # one recv() call
+_READ_EVENT_BYTES_MAX: Final = 1024 * 1024  # read per readable event per connection (hazard 16)
+_LOG_EVERY_S: Final = 1.0  # a flood must not become a flood of log lines
+_log_next_at: dict[str, float] = {}
+_log_suppressed: dict[str, int] = {}
 
 
 def oversized_frame_count() -> int:
-    """Connections this process closed for announcing a frame above :data:`MAX_FRAME_BYTES`."""
+    """Connections this process closed for announcing a frame above the cap of their state
+    (:data:`MAX_HANDSHAKE_FRAME_BYTES` before the handshake, :data:`MAX_FRAME_BYTES` after)."""
     with _guard_lock:
         return _oversized_frames
 
 
-def _bounded_parse_message(conn: Any) -> Any:
-    """Wraps ``TcpConnection.__processParseMessage``: refuse absurd frame lengths up front."""
-    global _oversized_frames
+def oversized_inflation_count() -> int:
+    """Connections this process closed for a frame inflating above the cap of their state
+    (:data:`MAX_HANDSHAKE_FRAME_BYTES` before the handshake, :data:`MAX_INFLATED_BYTES` after)."""
+    with _guard_lock:
+        return _oversized_inflations
+
+
+def _warn_limited(kind: str, message: str, *args: object) -> None:
+    """``logger.warning`` at most once per ``_LOG_EVERY_S`` per kind, counting the rest."""
+    now = _pso_monotonic()
+    with _guard_lock:
+        if now < _log_next_at.get(kind, -math.inf):
+            _log_suppressed[kind] = _log_suppressed.get(kind, 0) + 1
+            return
+        _log_next_at[kind] = now + _LOG_EVERY_S
+        suppressed = _log_suppressed.pop(kind, 0)
+    if suppressed:
+        message += " (and %d more like it since the last report)"
+        args = (*args, suppressed)
+    logger.warning(message, *args)
+
+
+class _InflationTooLarge(Exception):
+    pass
+
+
+def _inflate(data: bytes, inflated_bytes_max: int) -> bytes:
+    """``zlib.decompress`` that stops after ``inflated_bytes_max`` + 1 bytes of output."""
+    inflater = zlib.decompressobj()
+    inflated = inflater.decompress(data, inflated_bytes_max + 1)
+    if len(inflated) > inflated_bytes_max:
+        raise _InflationTooLarge
+    if not inflater.eof or inflater.unused_data:
+        raise zlib.error("truncated zlib stream, or bytes after its end")
+    return inflated
+
+
+# Per-connection state, kept as attributes of pysyncobj's TcpConnection objects (hazard 16):
+# ``_raftlog_opened_at`` (pysyncobj monotonic s: accepted, or connect() called) and
+# ``_raftlog_authenticated`` (pysyncobj's handshake completed on this socket; an outgoing
+# connection object is reused across reconnects, and every connect() clears it).
+
+
+def _is_authenticated(conn: Any) -> bool:
+    return getattr(conn, "_raftlog_authenticated", False) is True
+
+
+def _opened_at(conn: Any) -> float:
+    opened_at = getattr(conn, "_raftlog_opened_at", None)
+    if not isinstance(opened_at, float):
+        opened_at = conn._raftlog_opened_at = _pso_monotonic()
+    return opened_at
+
+
+def _stamp_opened(conn: Any) -> None:
+    conn._raftlog_opened_at = _pso_monotonic()
+    conn._raftlog_authenticated = False
+
+
+def _frame_bytes_max(conn: Any) -> int:
+    return MAX_FRAME_BYTES if _is_authenticated(conn) else MAX_HANDSHAKE_FRAME_BYTES
+
+
+def _read_buffer(conn: Any) -> bytearray:
+    """The connection's receive buffer as a bytearray: appended in place, frames cut off the
+    front with ``del`` (pysyncobj's ``bytes +=`` copied the whole buffer on every recv)."""
     buffer = conn._TcpConnection__readBuffer
-    if len(buffer) >= 4:
-        (length,) = struct.unpack("i", buffer[:4])
-        if length < 0 or length > MAX_FRAME_BYTES:
-            with _guard_lock:
-                _oversized_frames += 1
-            logger.warning("closing a connection that announced a %d-byte frame", length)
+    if type(buffer) is not bytearray:
+        buffer = conn._TcpConnection__readBuffer = bytearray(buffer)
+    return buffer
+
+
+def _announced_length(conn: Any, buffer: bytearray, frame_bytes_max: int) -> int | None:
+    """The length the frame at the front of ``buffer`` (4 bytes or more) announces; None, and
+    ``conn`` closed, if that is above its cap."""
+    global _oversized_frames
+    (length,) = _FRAME_HEADER.unpack_from(buffer)
+    if 0 <= length <= frame_bytes_max:
+        return int(length)
+    with _guard_lock:
+        _oversized_frames += 1
+    _warn_limited(
+        "oversized_frame",
+        "closing a Raft connection (%s) that announced a %d-byte frame (cap %d)",
+        "authenticated" if _is_authenticated(conn) else "before the handshake",
+        length,
+        frame_bytes_max,
+    )
+    conn.disconnect()
+    return None
+
+
+def _bounded_read(conn: Any) -> None:
+    """Replaces ``TcpConnection.__tryReadBuffer`` (hazard 16), which read until the socket would
+    block. Reads at most ``_READ_EVENT_BYTES_MAX`` per readable event, and only until a whole
+    frame of the connection's cap can be buffered; a frame header above the cap closes the
+    connection as soon as its 4 bytes are in. The poller is level-triggered: what is left in
+    the socket is read at the next poll, after the other connections had their turn."""
+    buffer = _read_buffer(conn)
+    frame_bytes_max = _frame_bytes_max(conn)
+    buffered_bytes_max = _FRAME_HEADER.size + frame_bytes_max  # then a whole frame is in
+    sock = conn._TcpConnection__socket
+    budget = _READ_EVENT_BYTES_MAX
+    while budget > 0 and len(buffer) < buffered_bytes_max:
+        try:
+            incoming = sock.recv(min(_RECV_BYTES, budget, buffered_bytes_max - len(buffer)))
+        except BlockingIOError:
+            break
+        except OSError:
             conn.disconnect()
-            return None
-    assert _original_parse is not None
-    return _original_parse(conn)
+            return
+        if not incoming:
+            conn.disconnect()
+            return
+        buffer += incoming
+        budget -= len(incoming)
+        header_in = len(buffer) >= _FRAME_HEADER.size
+        if header_in and _announced_length(conn, buffer, frame_bytes_max) is None:
+            return
+    conn._TcpConnection__lastReadTime = _pso_monotonic()
+
+
+def _bounded_parse_message(conn: Any) -> Any:
+    """Replaces ``TcpConnection.__processParseMessage`` (hazards 5 and 16): the next whole
+    frame, decrypted, inflated within the cap of the connection's state, unpickled by the
+    allow-list; None when no whole frame is buffered or the connection was closed. The replay
+    checks pysyncobj wrote as ``assert`` are real checks here."""
+    global _oversized_inflations
+    buffer = _read_buffer(conn)
+    if len(buffer) < _FRAME_HEADER.size:
+        return None
+    authenticated = _is_authenticated(conn)
+    length = _announced_length(conn, buffer, _frame_bytes_max(conn))
+    if length is None:
+        return None
+    end = _FRAME_HEADER.size + length
+    if len(buffer) < end:
+        return None
+    with memoryview(buffer) as view:
+        data = bytes(view[_FRAME_HEADER.size : end])
+    del buffer[:end]
+    try:
+        encryptor = conn.encryptor
+        if encryptor:
+            timestamp = encryptor.extract_timestamp(data)
+            if timestamp < conn.recvLastTimestamp:
+                raise ValueError("frame older than the last one (replayed?)")
+            conn.recvLastTimestamp = timestamp
+            data = encryptor.decrypt(data)
+        inflated_bytes_max = MAX_INFLATED_BYTES if authenticated else MAX_HANDSHAKE_FRAME_BYTES
+        message = safe_pickle.loads(_inflate(data, inflated_bytes_max))
+        if conn.recvRandKey:
+            rand_key, message = message
+            if rand_key != conn.recvRandKey:
+                raise ValueError("wrong session key")
+    except _InflationTooLarge:
+        with _guard_lock:
+            _oversized_inflations += 1
+        _warn_limited(
+            "oversized_inflation",
+            "closing a Raft connection (%s) whose %d-byte frame inflates beyond %d bytes",
+            "authenticated" if authenticated else "before the handshake",
+            length,
+            inflated_bytes_max,
+        )
+        conn.disconnect()
+        return None
+    except Exception:  # pysyncobj's own rule: any bad frame closes the connection
+        conn.disconnect()
+        return None
+    return message
+
+
+def _stamped_connect(conn: Any, host: str, port: int) -> bool:
+    """Wraps ``TcpConnection.connect``: the handshake deadline counts from here (hazard 16)."""
+    _stamp_opened(conn)
+    connected: bool = _originals["TcpConnection.connect"](conn, host, port)
+    return connected
+
+
+def _quorum_of(transport: Any) -> RaftQuorum | None:
+    quorum = getattr(transport._syncObj, "_raftlog_quorum", None)
+    return quorum if isinstance(quorum, RaftQuorum) else None
+
+
+def _admit_incoming(transport: Any, conn: Any) -> None:
+    """Wraps ``TCPTransport._onNewIncomingConnection`` (hazard 16): stamp the connection and
+    keep at most :data:`MAX_UNAUTHENTICATED_CONNECTIONS` in the handshake, closing the oldest."""
+    _stamp_opened(conn)
+    _originals["TCPTransport._onNewIncomingConnection"](transport, conn)
+    unknown = transport._unknownConnections
+    excess = len(unknown) - MAX_UNAUTHENTICATED_CONNECTIONS
+    if excess <= 0:
+        return
+    for oldest in heapq.nsmallest(excess, unknown, key=_opened_at):
+        unknown.discard(oldest)
+        oldest.disconnect()
+    quorum = _quorum_of(transport)
+    if quorum is not None:
+        quorum._counters.handshakes_evicted += excess
+    _warn_limited(
+        "handshakes_evicted",
+        "more than %d Raft connections in the handshake: closed the %d oldest",
+        MAX_UNAUTHENTICATED_CONNECTIONS,
+        excess,
+    )
+
+
+def _incoming_handshake(transport: Any, conn: Any, message: Any) -> None:
+    """Wraps ``TCPTransport._onIncomingMessageReceived`` (hazard 16). After the random key,
+    the one message pysyncobj accepts must name a voter: its 'readonly' nodes and utility
+    commands (lists) are refused. Marks the connection authenticated once pysyncobj took it."""
+    naming_step = conn.sendRandKey or transport._syncObj.encryptor is None
+    if naming_step and not (isinstance(message, str) and message in transport._nodeAddrToNode):
+        quorum = _quorum_of(transport)
+        if quorum is not None:
+            quorum._counters.handshakes_refused += 1
+        _warn_limited("handshake_refused", "refused a Raft handshake naming no voter")
+        transport._unknownConnections.discard(conn)
+        conn.disconnect()
+        return
+    _originals["TCPTransport._onIncomingMessageReceived"](transport, conn, message)
+    if conn.state == _CONNECTED and conn not in transport._unknownConnections:
+        conn._raftlog_authenticated = True
+
+
+def _outgoing_handshake(transport: Any, conn: Any, message: Any) -> None:
+    """Wraps ``TCPTransport._onOutgoingMessageReceived`` (hazard 16): the voter we dialled sent
+    its random key in a frame that decrypted with the secret; the connection is authenticated."""
+    _originals["TCPTransport._onOutgoingMessageReceived"](transport, conn, message)
+    if conn.state == _CONNECTED and conn.sendRandKey:
+        conn._raftlog_authenticated = True
+
+
+class _RefusedGzip:
+    """Stands in for the ``gzip`` module inside ``pysyncobj.serializer`` (hazard 16): pysyncobj's
+    own dump format (gzip + pickle, also what it would inflate from a peer's snapshot) is never
+    used here — ``fullDumpFile`` and our serializer/deserializer are always set (hazard 6) — and
+    this makes that true by construction rather than by configuration."""
+
+    @staticmethod
+    def GzipFile(*args: object, **kwargs: object) -> Any:
+        raise QuorumStorageError("pysyncobj's gzip dump format is disabled in raftlog")
 
 
 def _durable_store_meta(storer: Any, meta: dict[str, Any]) -> None:
@@ -604,13 +910,21 @@ def _create_journal(path: str | None) -> DurableJournal:
     return DurableJournal(path)
 
 
-_bounded_parse_message.raftlog_guard = True  # type: ignore[attr-defined]
+# (owner, attribute, guard): pysyncobj's methods replaced or wrapped, hazards 5 and 16. Wrappers
+# find pysyncobj's own function in _originals under "Owner.attribute".
+_METHOD_GUARDS: Final[tuple[tuple[type, str, Callable[..., Any]], ...]] = (
+    (_pso_tcp.TcpConnection, "_TcpConnection__tryReadBuffer", _bounded_read),
+    (_pso_tcp.TcpConnection, "_TcpConnection__processParseMessage", _bounded_parse_message),
+    (_pso_tcp.TcpConnection, "connect", _stamped_connect),
+    (_pso_transport.TCPTransport, "_onNewIncomingConnection", _admit_incoming),
+    (_pso_transport.TCPTransport, "_onIncomingMessageReceived", _incoming_handshake),
+    (_pso_transport.TCPTransport, "_onOutgoingMessageReceived", _outgoing_handshake),
+)
 _durable_store_meta.raftlog_guard = True  # type: ignore[attr-defined]
 
 
 def install_pysyncobj_guards() -> None:
     """Patch pysyncobj (idempotent; runs at import and before every SyncObj is created)."""
-    global _original_parse
     if _pso_version.VERSION != PYSYNCOBJ_VERSION:
         raise ImportError(
             f"raftlog's pysyncobj guards are written for {PYSYNCOBJ_VERSION}, "
@@ -622,31 +936,36 @@ def install_pysyncobj_guards() -> None:
         _pso_journal.loads = safe_pickle.loads
         _pso_journal.MetaStorer.storeMeta = _durable_store_meta
         _pso_syncobj.createJournal = _create_journal
-        conn_class = _pso_tcp.TcpConnection
-        current = conn_class._TcpConnection__processParseMessage
-        if not getattr(current, "raftlog_guard", False):
-            _original_parse = current
-            conn_class._TcpConnection__processParseMessage = _bounded_parse_message
+        _pso_serializer.gzip = _RefusedGzip
+        for owner, name, guard in _METHOD_GUARDS:
+            current = getattr(owner, name)
+            if not getattr(current, "raftlog_guard", False):
+                _originals[f"{owner.__name__}.{name}"] = current
+                guard.raftlog_guard = True  # type: ignore[attr-defined]
+                setattr(owner, name, guard)
     _install_log_watch()
     if not (
         _pso_syncobj.createJournal is _create_journal
         and _pso_pickle.loads is safe_pickle.loads
         and _pso_pickle.load is safe_pickle.load
         and _pso_journal.loads is safe_pickle.loads
+        and all(getattr(owner, name) is guard for owner, name, guard in _METHOD_GUARDS)
     ):
-        raise RuntimeError("pysyncobj's unpicklers could not be replaced")
+        raise RuntimeError("pysyncobj's unpicklers or connection handling could not be replaced")
 
 
-def wire_frame(payload: bytes, secret: str | None = None) -> bytes:
+def wire_frame(payload: bytes, secret: str | None = None, *, deflated: bool = False) -> bytes:
     """One frame as pysyncobj's ``TcpConnection.send`` writes it: native int32 length, then
     ``zlib(payload)``, Fernet-encrypted when a secret is set. ``payload`` is normally a protocol
-    2 pickle. For tools and tests that probe a Raft port."""
+    2 pickle; ``deflated=True`` takes it as an already compressed zlib stream (to build an
+    inflation bomb without holding what it inflates to). For tools and tests that probe a Raft
+    port."""
     from pysyncobj.encryptor import getEncryptor
 
-    data = zlib.compress(payload, 3)
+    data = payload if deflated else zlib.compress(payload, 3)
     if secret is not None:
         data = getEncryptor(secret).encrypt_at_time(data, int(_pso_monotonic()))
-    return struct.pack("i", len(data)) + data
+    return _FRAME_HEADER.pack(len(data)) + data
 
 
 # pysyncobj logs two events we must count but cannot hook: truncation of applied entries, and
@@ -802,6 +1121,9 @@ class _Counters:
     acks_dropped: int = 0
     leader_applied_before_durable: int = 0
     votes_withheld: int = 0
+    handshake_timeouts: int = 0
+    handshakes_evicted: int = 0
+    handshakes_refused: int = 0
 
 
 @dataclass(slots=True)
@@ -1089,6 +1411,10 @@ class RaftQuorum:
             journal_bytes_cut=self._journal_bytes_cut,
             journal_recovering=view.recovering,
             votes_withheld=counters.votes_withheld,
+            oversized_inflations=oversized_inflation_count(),
+            handshake_timeouts=counters.handshake_timeouts,
+            handshakes_evicted=counters.handshakes_evicted,
+            handshakes_refused=counters.handshakes_refused,
         )
 
     def force_snapshot(self) -> None:
@@ -1414,6 +1740,7 @@ class RaftQuorum:
         if tick.dir_sync_pending and not os.path.exists(self._config.snapshot_path + ".tmp"):
             tick.dir_sync_pending = False
             _fsync_dir(self._config.data_dir)
+        self._close_stalled_handshakes(now)
         if now >= tick.next_keeper_at:
             tick.next_keeper_at = now + self._config.peer_ping_period_s
             self._keep_connections(now)
@@ -1424,24 +1751,36 @@ class RaftQuorum:
             tick.started = True
             self._started.set()
 
+    def _close_stalled_handshakes(self, now: float) -> None:
+        """Hazard 16's deadline, every tick: a connection that has not completed pysyncobj's
+        handshake within ``connect_timeout_s`` of its accept or connect() is closed, whatever it
+        sent meanwhile (pysyncobj's own timeout, and the keeper's before this, counted from the
+        last byte read, so a connection that kept sending never expired). At most
+        ``MAX_UNAUTHENTICATED_CONNECTIONS`` incoming plus one outgoing per voter to look at."""
+        transport = self._node._SyncObj__transport
+        deadline_s = self._config.connect_timeout_s
+        stalled = [c for c in transport._unknownConnections if now - _opened_at(c) > deadline_s]
+        stalled.extend(
+            conn
+            for conn in transport._connections.values()
+            if conn.state != _DISCONNECTED
+            and not _is_authenticated(conn)
+            and now - _opened_at(conn) > deadline_s
+        )
+        for conn in stalled:
+            self._counters.handshake_timeouts += 1
+            transport._unknownConnections.discard(conn)
+            conn.disconnect()
+
     def _keep_connections(self, now: float) -> None:
-        """Ping every connected peer; close links that went silent or never came up."""
-        node = self._node
-        transport = node._SyncObj__transport
-        config = self._config
+        """Ping every connected peer; close links that went silent (handshakes that never
+        finish are :meth:`_close_stalled_handshakes`' business)."""
+        transport = self._node._SyncObj__transport
         for conn in list(transport._connections.values()):
-            state = conn.state
             silent_s = now - conn._TcpConnection__lastReadTime
-            if (state == _CONNECTING and silent_s > config.connect_timeout_s) or (
-                state == _CONNECTED and silent_s > config.connection_timeout_s
-            ):
+            if conn.state == _CONNECTED and silent_s > self._config.connection_timeout_s:
                 self._counters.connections_closed_by_keeper += 1
                 conn.disconnect()
-        for conn in list(transport._unknownConnections):
-            if now - conn._TcpConnection__lastReadTime > config.connect_timeout_s:
-                self._counters.connections_closed_by_keeper += 1
-                conn.disconnect()
-                transport._unknownConnections.discard(conn)
         self._ping_peers(now)
 
     def _ping_peers(self, now: float) -> None:

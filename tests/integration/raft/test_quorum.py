@@ -293,6 +293,7 @@ def _config(tmp_path: Path, **overrides: Any) -> QuorumConfig:
         ({"connection_timeout_s": 0.2}, "connection_timeout_s must be >="),
         ({"tick_period_s": 0.05}, "tick_period_s"),
         ({"leader_fallback_timeout_s": float("nan")}, "positive finite"),
+        ({"max_command_bytes": 9 * 1024 * 1024}, "max_command_bytes must be <="),  # hazard 16
     ],
 )
 def test_config_validation(tmp_path: Path, overrides: dict[str, Any], message: str) -> None:
