@@ -703,6 +703,20 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             return None
         return _denied(principal, operation.name, "cluster", CLUSTER_RESOURCE)
 
+    async def _security_change(
+        self, context: Any, request: Any, local: str, remote: str, response: Callable[..., R]
+    ) -> R:
+        """An ACL or user change: ALTER on the cluster, then carried out by the controller."""
+        denied = self._cluster_denied(context, Operation.ALTER)
+        if denied is not None:
+            return response(error=denied)
+        controller = ControllerServicer(self.broker)
+        return await self._forward(
+            lambda: getattr(controller, local)(request),
+            lambda stub: getattr(stub, remote)(request, timeout=30),
+            lambda e: response(error=e),
+        )
+
     @typed_errors(broker_pb2.WhoAmIResponse)
     async def WhoAmI(
         self, request: broker_pb2.WhoAmIRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -719,28 +733,16 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
     async def CreateAcls(
         self, request: broker_pb2.CreateAclsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_pb2.CreateAclsResponse:
-        denied = self._cluster_denied(context, Operation.ALTER)
-        if denied is not None:
-            return broker_pb2.CreateAclsResponse(error=denied)
-        controller = ControllerServicer(self.broker)
-        return await self._forward(
-            lambda: controller.create_acls(request),
-            lambda stub: stub.CreateAcls(request, timeout=30),
-            lambda e: broker_pb2.CreateAclsResponse(error=e),
+        return await self._security_change(
+            context, request, "create_acls", "CreateAcls", broker_pb2.CreateAclsResponse
         )
 
     @typed_errors(broker_pb2.DeleteAclsResponse)
     async def DeleteAcls(
         self, request: broker_pb2.DeleteAclsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_pb2.DeleteAclsResponse:
-        denied = self._cluster_denied(context, Operation.ALTER)
-        if denied is not None:
-            return broker_pb2.DeleteAclsResponse(error=denied)
-        controller = ControllerServicer(self.broker)
-        return await self._forward(
-            lambda: controller.delete_acls(request),
-            lambda stub: stub.DeleteAcls(request, timeout=30),
-            lambda e: broker_pb2.DeleteAclsResponse(error=e),
+        return await self._security_change(
+            context, request, "delete_acls", "DeleteAcls", broker_pb2.DeleteAclsResponse
         )
 
     @typed_errors(broker_pb2.DescribeAclsResponse)
@@ -762,28 +764,16 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
     async def UpsertUser(
         self, request: broker_pb2.UpsertUserRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_pb2.UpsertUserResponse:
-        denied = self._cluster_denied(context, Operation.ALTER)
-        if denied is not None:
-            return broker_pb2.UpsertUserResponse(error=denied)
-        controller = ControllerServicer(self.broker)
-        return await self._forward(
-            lambda: controller.upsert_user(request),
-            lambda stub: stub.UpsertUser(request, timeout=30),
-            lambda e: broker_pb2.UpsertUserResponse(error=e),
+        return await self._security_change(
+            context, request, "upsert_user", "UpsertUser", broker_pb2.UpsertUserResponse
         )
 
     @typed_errors(broker_pb2.DeleteUserResponse)
     async def DeleteUser(
         self, request: broker_pb2.DeleteUserRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_pb2.DeleteUserResponse:
-        denied = self._cluster_denied(context, Operation.ALTER)
-        if denied is not None:
-            return broker_pb2.DeleteUserResponse(error=denied)
-        controller = ControllerServicer(self.broker)
-        return await self._forward(
-            lambda: controller.delete_user(request),
-            lambda stub: stub.DeleteUser(request, timeout=30),
-            lambda e: broker_pb2.DeleteUserResponse(error=e),
+        return await self._security_change(
+            context, request, "delete_user", "DeleteUser", broker_pb2.DeleteUserResponse
         )
 
     @typed_errors(broker_pb2.DescribeUsersResponse)
