@@ -11,11 +11,13 @@ minted by whoever holds the CA key. What it says decides the principal:
   certificate cannot speak for another broker.
 * anything else -> ``User:<CN>``.
 
-Authorization (Kafka's model, ``raftlog.raft.acl``): brokers and the ``super_users`` of the
-config may do anything; everyone else needs an ALLOW ACL and no DENY ACL for the operation on
-the resource. ACLs live in the replicated metadata, so every broker decides the same once it has
-applied the same version. Internal topics (``__consumer_offsets``) can be neither created,
-written nor deleted by any client principal, super users included: only brokers touch them.
+Authorization (Kafka's model, ``raftlog.raft.acl``; the host of an ACL is matched against the
+caller's IP address as this broker sees it, ``context.peer()``): brokers and the ``super_users``
+of the config may do anything; everyone else needs an ALLOW ACL and no DENY ACL for the
+operation on the resource. ACLs live in the replicated metadata, so every broker decides the
+same once it has applied the same version. Internal topics (``__consumer_offsets``) can be
+neither created, written nor deleted by any client principal, super users included: only brokers
+touch them.
 
 The optional password listener (``listen.grpc_password``) is TLS *without* client certificates
 (gRPC's Python API cannot make a client certificate optional on one port, so a second port it
@@ -39,7 +41,7 @@ import hmac
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cryptography import x509
@@ -78,6 +80,7 @@ INTERNAL_TOPIC_PREFIX = "__"
 class Principal:
     name: str  # "User:<name>"
     broker_id: int | None = None  # set only for a certificate with a broker SAN URI
+    host: str = "*"  # the caller's IP address as this broker sees it; "*" when unknown
 
     @property
     def is_broker(self) -> bool:
@@ -173,6 +176,16 @@ class PasswordCheck:
         return Principal(f"User:{user}")
 
 
+def peer_host(peer: str) -> str:
+    """gRPC's ``context.peer()`` ("ipv4:10.0.0.7:51234", "ipv6:[::1]:51234") -> the IP."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0] or "*"
+    if kind == "ipv6":
+        return rest.rpartition(":")[0].strip("[]") or "*"
+    return "*"  # a unix socket or something unknown: only host "*" ACLs apply
+
+
 def is_internal(topic: str) -> bool:
     return topic.startswith(INTERNAL_TOPIC_PREFIX)
 
@@ -202,12 +215,18 @@ class Authorizer:
             return ANONYMOUS
         auth = context.auth_context()
         if auth.get("x509_pem_cert"):
-            return principal_from_auth_context(auth)
-        headers = dict(context.invocation_metadata() or ())
-        user, password = headers.get(USER_HEADER), headers.get(PASSWORD_HEADER)
-        if self._passwords is None or not isinstance(user, str) or not isinstance(password, str):
-            raise AuthenticationFailed("no client certificate and no user name and password")
-        return self._passwords.principal(user, password)
+            principal = principal_from_auth_context(auth)
+        else:
+            headers = dict(context.invocation_metadata() or ())
+            user, password = headers.get(USER_HEADER), headers.get(PASSWORD_HEADER)
+            if (
+                self._passwords is None
+                or not isinstance(user, str)
+                or not isinstance(password, str)
+            ):
+                raise AuthenticationFailed("no client certificate and no user name and password")
+            principal = self._passwords.principal(user, password)
+        return replace(principal, host=peer_host(context.peer() or ""))
 
     @staticmethod
     def by_certificate(context: Any) -> bool:
@@ -222,7 +241,9 @@ class Authorizer:
     ) -> bool:
         if self.is_super(principal):
             return True
-        return self._acl_index().authorize(principal.name, operation, resource, name)
+        return self._acl_index().authorize(
+            principal.name, operation, resource, name, principal.host
+        )
 
     def topic_write_allowed(self, principal: Principal, topic: str, operation: Operation) -> bool:
         """Writes, creates, deletes and config changes of a topic: internal topics are for
@@ -254,7 +275,11 @@ class Authorizer:
                 and binding.principal in (principal.name, WILDCARD_PRINCIPAL)
                 and not is_internal(binding.resource_name)
                 and index.authorize(
-                    principal.name, Operation.WRITE, ResourceType.TOPIC, binding.resource_name
+                    principal.name,
+                    Operation.WRITE,
+                    ResourceType.TOPIC,
+                    binding.resource_name,
+                    principal.host,
                 )
             ):
                 return True

@@ -805,11 +805,6 @@ def acl_from_proto(message: broker_pb2.AclBinding) -> AclBinding:
     fields.setdefault("host", WILDCARD)
     binding = AclBinding.from_dict(fields)
     validate_binding(binding)
-    if binding.host != WILDCARD:
-        # the authorizer is asked with host "*" (the peer address is not passed yet): a
-        # host-specific rule would never apply, and a DENY that silently never applies is worse
-        # than a refusal
-        raise AclError("host-specific ACLs are not supported yet: use host '*'")
     return binding
 
 
