@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import shlex
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 
-from raftlog.client.certs import CertificateAuthority
+from raftlog.client import cli
 from raftlog.cluster.config import ConfigFileError, load_config, parse_config
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
@@ -26,13 +27,18 @@ BASE = {
 
 @pytest.fixture(scope="module")
 def example_tls(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """What examples/README.md tells an operator to make: a CA, brokers 1-3 for 10.0.0.1-3."""
+    """What examples/README.md tells an operator to run: its ``raftlog tls`` lines, as written
+    (``--dir tls`` pointed at a temporary directory)."""
     directory = tmp_path_factory.mktemp("tls")
-    ca = CertificateAuthority(directory)
-    ca.create("prod")
-    for node in (1, 2, 3):
-        ca.issue_broker(node, [f"10.0.0.{node}"])
-    ca.issue_client("admin")
+    readme = (EXAMPLES / "README.md").read_text()
+    commands = [
+        line.split("#")[0] for line in readme.splitlines() if line.startswith("raftlog tls")
+    ]
+    assert len(commands) == 5, commands  # init, three brokers, the admin
+    for command in commands:
+        argv = shlex.split(command)[1:]
+        argv[argv.index("--dir") + 1] = str(directory)
+        assert cli.main(argv) == 0, command
     return directory
 
 
