@@ -2,7 +2,7 @@
 
 ``raftlog cluster up`` makes one under ``<dir>/tls`` and the brokers, the CLI, the demo, the chaos
 harness and the benches use it; ``raftlog tls ...`` does the same for a real deployment (see
-examples/3-hosts). Files (PEM; keys mode 0600, written tmp+rename so a crash leaves the old one
+examples/). Files (PEM; keys mode 0600, written tmp+rename so a crash leaves the old one
 or the new one)::
 
     ca.pem, ca.key                 the CA (ECDSA P-256, 10 years); keep ca.key off the brokers

@@ -168,7 +168,9 @@ class GroupAdmin:
                 raise ValueError("--to-offset needs an offset >= 0")
             targets = dict.fromkeys(partitions, offset)
         else:
-            with Consumer(",".join(self.metadata.bootstrap)) as consumer:
+            with Consumer(
+                ",".join(self.metadata.bootstrap), security=self.metadata.security
+            ) as consumer:
                 lookup = consumer.end_offsets if to == "latest" else consumer.beginning_offsets
                 targets = lookup(partitions)
         _, stub = self._coordinator(group_id)
