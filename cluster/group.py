@@ -118,6 +118,9 @@ class Group:
         from ``poll`` when the round completes."""
         if not protocols:
             raise GroupError("INVALID_REQUEST", "a member must name at least one assignor")
+        if any(not name for name, _ in protocols):
+            # "" is what _common_protocol answers for "nothing in common": never a name
+            raise GroupError("INVALID_REQUEST", "an assignor needs a name")
         if not 1000 <= session_timeout_ms <= 300_000:
             raise GroupError("INVALID_SESSION_TIMEOUT", "session timeout must be 1-300 s")
         if member_id and member_id not in self.members:

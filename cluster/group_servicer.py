@@ -161,7 +161,14 @@ class GroupServicer(group_pb2_grpc.GroupCoordinatorServicer):
             )
         except CoordinatorError as exc:
             return group_pb2.OffsetCommitResponse(error=error(exc.code, exc.message))
-        return group_pb2.OffsetCommitResponse(offsets=list(request.offsets))
+        return group_pb2.OffsetCommitResponse(
+            offsets=[  # the broker's own result per partition, never an echo of the request
+                group_pb2.CommittedOffset(
+                    topic=o.topic, partition=o.partition, offset=o.offset, metadata=o.metadata
+                )
+                for o in request.offsets
+            ]
+        )
 
     @typed_errors(group_pb2.OffsetFetchResponse)
     async def OffsetFetch(

@@ -567,8 +567,15 @@ class ReplicaManager:
             return None, "LEADER_NOT_AVAILABLE", "this broker is still loading metadata"
         partition = self.partitions.get((topic, index))
         if partition is None:
-            if self.topic_lookup(topic) is None:
+            record = self.topic_lookup(topic)
+            if record is None:
                 return None, "UNKNOWN_TOPIC_OR_PARTITION", f"no topic {topic!r}"
+            if not 0 <= index < record.partitions:
+                return (
+                    None,
+                    "UNKNOWN_TOPIC_OR_PARTITION",
+                    f"topic {topic!r} has partitions 0-{record.partitions - 1}",
+                )
             return None, "NOT_LEADER_OR_FOLLOWER", f"this broker holds no {topic}-{index}"
         if partition.leader is None:
             return (
@@ -746,10 +753,11 @@ class ReplicaManager:
             return None, FetchOutcome(topic, index, "LEADER_NOT_AVAILABLE", "loading metadata")
         partition = self.partitions.get((topic, index))
         if partition is None:
+            record = self.topic_lookup(topic)
             code = (
                 "UNKNOWN_TOPIC_OR_PARTITION"
-                if self.topic_lookup(topic) is None
-                else ("NOT_LEADER_OR_FOLLOWER")
+                if record is None or not 0 <= index < record.partitions
+                else "NOT_LEADER_OR_FOLLOWER"
             )
             return None, FetchOutcome(topic, index, code, f"no replica of {topic}-{index} here")
         leader = partition.leader

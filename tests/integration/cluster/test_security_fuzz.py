@@ -36,7 +36,8 @@ partitions, leaders, epochs and ISRs, ACLs, users, brokers and their incarnation
 log start, log end and high watermark of a canary topic written before the run, and the committed
 offsets of a canary group; every broker is alive and unfenced. Each test prints what its calls
 were answered (``-s``); Hypothesis prints a failing example with a ``@reproduce_failure`` blob.
-The two bugs found are pinned by xfail tests at the end.
+The two bugs it found (an OffsetCommit answer echoing the caller's Errors; an assignor named
+'' taken at join and refused at rejoin) are fixed; their tests are at the end.
 """
 
 from __future__ import annotations
@@ -405,26 +406,6 @@ def messages(descriptor: Descriptor, depth: int = 0) -> st.SearchStrategy[Messag
     return st.fixed_dictionaries({}, optional=drawn).map(lambda kw: cls(**kw))
 
 
-def without_errors(message: Message) -> Message:
-    """``message`` with every Error it carries cleared (in place).
-
-    An Error in a request means nothing (CommittedOffset, shared by OffsetCommit and OffsetFetch
-    in both directions, is the one message that has one), but OffsetCommit echoes its offsets
-    back as they came, so an Error the caller put there comes back as if the broker had said it:
-    the bug that ``test_an_offset_commit_answer_does_not_echo_the_callers_errors`` pins. Until it
-    is fixed the fuzz sends no such Error, so that every other answer stays checked.
-    """
-    for field, value in message.ListFields():
-        if field.message_type is None or field.message_type.GetOptions().map_entry:
-            continue
-        if field.message_type is common_pb2.Error.DESCRIPTOR:
-            message.ClearField(field.name)
-            continue
-        for sub in value if field.is_repeated else [value]:
-            without_errors(sub)
-    return message
-
-
 def _not_utf8(message: Message, field: FieldDescriptor, junk: bytes) -> bytes:
     """``message`` with a string ``field`` (length-delimited, wire type 2) appended holding
     ``junk``: the last value of a field wins, so the receiver must refuse the whole request."""
@@ -755,9 +736,7 @@ def test_valid_requests_with_hostile_values_get_a_typed_answer(target: Target) -
     def run(rpc: Rpc, caller: str, node: int, data: st.DataObject) -> None:
         count = data.draw(st.integers(1, 3)) if rpc.streaming else 1
         requests = data.draw(
-            st.lists(
-                messages(rpc.request.DESCRIPTOR).map(without_errors), min_size=count, max_size=count
-            )
+            st.lists(messages(rpc.request.DESCRIPTOR), min_size=count, max_size=count)
         )
         for request in requests if caller == "admin" else []:
             into_the_sandbox(request)
@@ -799,7 +778,7 @@ def test_group_sessions_with_hostile_values_get_a_typed_answer(target: Target) -
         generation = _mostly(st.just(joined.generation), _ints(32))
         names = data.draw(st.lists(st.sampled_from([*follow_ups, "JoinGroup"])))
         for name in [*names, *(["LeaveGroup"] if data.draw(st.booleans()) else [])]:
-            request = without_errors(data.draw(messages(rpc[name].request.DESCRIPTOR)))
+            request = data.draw(messages(rpc[name].request.DESCRIPTOR))
             request.group_id = group_id
             fields = request.DESCRIPTOR.fields_by_name
             if "member_id" in fields:  # a rejoin: a new member would wait for this one
@@ -899,12 +878,6 @@ def test_a_request_over_the_message_limit_is_refused_whole(target: Target) -> No
     assert_unchanged(target)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cluster/group_servicer.py:164 OffsetCommit answers offsets=list(request.offsets): "
-    "each offset comes back with the Error the caller put in it (any code, even one outside "
-    "ErrorCode) instead of the broker's own verdict for that partition",
-)
 def test_an_offset_commit_answer_does_not_echo_the_callers_errors(target: Target) -> None:
     group_id = f"{SANDBOX}echo-{next(target.group_ids)}"
     forged = common_pb2.Error(code=common_pb2.UNKNOWN_SERVER_ERROR, message="said by the caller")
@@ -920,12 +893,6 @@ def test_an_offset_commit_answer_does_not_echo_the_callers_errors(target: Target
     assert [o.error.code for o in answer.offsets] == [common_pb2.NONE], answer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cluster/group.py:177 _common_protocol answers '' both for 'no assignor in common' "
-    "and for a common assignor named '', and join() (line 119) takes an assignor named '': "
-    "the member joins, then its rejoin with the same protocols is INCONSISTENT_GROUP_PROTOCOL",
-)
 def test_a_member_may_rejoin_with_the_assignors_it_joined_with(target: Target) -> None:
     request = group_pb2.JoinGroupRequest(
         group_id=f"{SANDBOX}rejoin-{next(target.group_ids)}",

@@ -98,3 +98,11 @@ def test_bad_joins_are_refused() -> None:
     with pytest.raises(GroupError) as caught:
         join(g, protocols=(("other", b""),))
     assert caught.value.code == "INCONSISTENT_GROUP_PROTOCOL"
+
+
+def test_an_assignor_without_a_name_is_refused_at_join() -> None:
+    """'' is how the group says "no assignor in common": a member may not name one so."""
+    g = Group("g")
+    with pytest.raises(GroupError) as caught:
+        join(g, protocols=[("", b"subscription")])
+    assert caught.value.code == "INVALID_REQUEST"
