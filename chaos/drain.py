@@ -45,6 +45,7 @@ from pathlib import Path
 
 from raftlog.client import ClientSecurity, Consumer, RaftlogError
 from raftlog.segments import BrokerStateStore, CorruptRecordError, Log, iter_batches, iter_records
+from raftlog.segments.clock import SYSTEM_CLOCK
 
 from .history import OpF, OpType
 from .workload import Recorder, decode_value, key_of, records_value
@@ -155,7 +156,7 @@ def read_node_log(data_dir: Path, node: int, topic: str, partition: int) -> Node
                 shutil.copytree(state_dir, Path(scratch) / "state")
                 store = BrokerStateStore(str(Path(scratch) / "state"), sync=False)
                 hw = store.get_offset("hw", key)
-            with Log(str(copy), state=store, name=key) as log:
+            with Log(str(copy), clock=SYSTEM_CLOCK, state=store, name=key) as log:
                 start, end = log.log_start_offset, log.log_end_offset
                 cut = log.recovered_bytes_truncated
                 offset = start

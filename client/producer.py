@@ -516,6 +516,17 @@ class Producer:
             self._accumulator.requeue(batch, now + backoff)
             return
         self._accumulator.done(batch)
+        if error.retriable and not self._closed:
+            # out of time, not out of luck: the same error the expiry path gives (the answer
+            # only came back after the delivery timeout, e.g. on a loaded machine)
+            self._fail(
+                batch,
+                DeliveryTimeoutError(
+                    f"not acknowledged within delivery_timeout_ms={self.delivery_timeout_ms} "
+                    f"(last error: {error})"
+                ),
+            )
+            return
         self._fail(batch, error)
 
     def _fail(self, batch: ProducerBatch, error: BaseException, *, bump: bool = True) -> None:

@@ -54,6 +54,7 @@ from raftlog.raft.metadata import Applied, TopicRecord
 from raftlog.raft.scram import ScramCredential
 from raftlog.raft.store import MetadataStore
 from raftlog.segments import BrokerStateStore, makedirs_durable
+from raftlog.segments.clock import SYSTEM_CLOCK, Clock
 
 from . import restart
 from .auth import Authorizer, PasswordCheck
@@ -113,10 +114,6 @@ def channel_credentials(security: Security) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(ca, key, cert)
 
 
-def _now_ms() -> int:
-    return time.monotonic_ns() // 1_000_000
-
-
 class Broker:
     """Everything one broker process runs; see the module docstring."""
 
@@ -124,7 +121,10 @@ class Broker:
         self.config = config
         self.incarnation = time.time_ns()
         self.cluster_id = "raftlog"
-        self.clock_ms = _now_ms
+        # one clock, two domains (segments/clock.py): wall time for what is compared with record
+        # timestamps (retention, segment.ms, flush.ms, producer expiry), monotonic for the rest
+        self.clock: Clock = SYSTEM_CLOCK
+        self.clock_ms: Callable[[], int] = self.clock.mono_ms
         # every name on the way must survive a power loss: a voter that reboots into an empty
         # directory would vote again in a term it already voted in
         for sub in ("", "raft", "logs"):
@@ -162,7 +162,7 @@ class Broker:
                 flush_ms=config.flush_ms,
             ),
             self.state,
-            self.clock_ms,
+            self.clock,
             self._topic,
             self._propose_isr,
             self._follower_changed,

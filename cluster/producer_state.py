@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from raftlog.segments.clock import WallMs
+
 __all__ = [
     "BATCHES_KEPT",
     "BatchRef",
@@ -138,9 +140,10 @@ class ProducerStateManager:
         last_seq: int,
         first_offset: int,
         last_offset: int,
-        now_ms: int,
+        timestamp_ms: WallMs,
     ) -> None:
-        """A batch was appended (as leader, follower, or replayed from the log)."""
+        """A batch was appended (as leader, follower, or replayed from the log); its time is the
+        batch's own max timestamp on every path, so every replica expires the same producers."""
         if producer_id < 0:
             return
         entry = self._producers.get(producer_id)
@@ -150,13 +153,13 @@ class ProducerStateManager:
         elif epoch < entry.epoch:
             return  # replaying the log of a zombie's write that was already superseded
         entry.batches.append(BatchRef(first_seq, last_seq, first_offset, last_offset))
-        entry.last_seen_ms = max(entry.last_seen_ms, now_ms)
+        entry.last_seen_ms = max(entry.last_seen_ms, timestamp_ms)
         self.dirty = True
         if len(self._producers) > self.producers_max:
             oldest = min(self._producers.values(), key=lambda e: e.last_seen_ms)
             del self._producers[oldest.producer_id]
 
-    def expire(self, now_ms: int, idle_ms_max: int) -> int:
+    def expire(self, now_ms: WallMs, idle_ms_max: int) -> int:
         """Forget producers silent for longer than ``idle_ms_max``; how many went."""
         gone = [pid for pid, e in self._producers.items() if now_ms - e.last_seen_ms > idle_ms_max]
         for pid in gone:

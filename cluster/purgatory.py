@@ -29,6 +29,8 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from raftlog.segments.clock import MonoMs
+
 __all__ = ["DelayedOperation", "Purgatory", "PurgatoryFullError", "TimingWheel"]
 
 T = TypeVar("T", bound=Hashable)
@@ -320,7 +322,9 @@ class Purgatory(Generic[K]):
         """Entries in ``key``'s watch list, counting completed ones not yet purged (as Kafka)."""
         return len(self._watchers.get(key, ()))
 
-    def try_complete_else_watch(self, op: DelayedOperation, keys: Iterable[K], now_ms: int) -> bool:
+    def try_complete_else_watch(
+        self, op: DelayedOperation, keys: Iterable[K], now_ms: MonoMs
+    ) -> bool:
         """Complete ``op`` now if it can (True); else watch it under ``keys`` until its deadline.
 
         An operation whose deadline has passed is expired at once (False). Raises
@@ -356,7 +360,7 @@ class Purgatory(Generic[K]):
         self._live_entries += len(watch_keys)
         return False
 
-    def check_and_complete(self, key: K, now_ms: int) -> int:
+    def check_and_complete(self, key: K, now_ms: MonoMs) -> int:
         """Try every operation watched under ``key``; return how many completed."""
         ops = self._watchers.pop(key, None)
         if ops is None:
@@ -380,7 +384,7 @@ class Purgatory(Generic[K]):
         self._maybe_purge()
         return completed
 
-    def advance_clock(self, now_ms: int) -> int:
+    def advance_clock(self, now_ms: MonoMs) -> int:
         """Expire operations whose deadline has come; return how many expired."""
         due = self._timer.advance(now_ms)
         due.sort(key=lambda op: (op.deadline_ms, self._pending[op].seq))

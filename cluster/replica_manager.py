@@ -27,7 +27,6 @@ import contextlib
 import logging
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -45,6 +44,7 @@ from raftlog.segments import (
     validate_batch,
     write_file_durable,
 )
+from raftlog.segments.clock import Clock, MonoMs, WallMs
 from raftlog.segments.errors import CorruptRecordError, LogDirFullError
 
 from .producer_state import ProducerStateManager, VerdictKind
@@ -288,12 +288,11 @@ class ReplicaManager:
 
     config: ReplicaManagerConfig
     state: BrokerStateStore
-    clock_ms: Callable[[], int]
+    clock: Clock  # wall time for the logs and producer expiry, monotonic for everything else
     topic_lookup: Callable[[str], TopicRecord | None]  # current topic metadata
     propose_isr: Callable[[Partition, IsrProposal], None]  # sends AlterPartition (async)
     follower_changed: Callable[[Partition], None]  # the fetcher manager re-plans
     broker_eligible: Callable[[int], bool]  # registered and unfenced in the metadata
-    wall_clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
     background: Callable[[Callable[[], None]], None] | None = None  # off-loop fsyncs
     partitions: dict[TopicPartition, Partition] = field(default_factory=dict)
     produce_purgatory: Purgatory[TopicPartition] = field(init=False)
@@ -306,7 +305,7 @@ class ReplicaManager:
     ready: bool = False  # metadata caught up: until then we serve nothing
 
     def __post_init__(self) -> None:
-        now = self.clock_ms()
+        now = self.clock.mono_ms()
         self.produce_purgatory = Purgatory(
             max_operations=self.config.purgatory_operations_max, start_ms=now
         )
@@ -371,6 +370,7 @@ class ReplicaManager:
         topic_log = Log(
             directory,
             self.log_config(self.topic_lookup(record.topic)),
+            clock=self.clock,
             state=self.state,
             name=name,
             background=self.background,
@@ -496,7 +496,7 @@ class ReplicaManager:
     # ---- metadata events -----------------------------------------------------------------------
 
     def apply_events(self, events: Iterable[PartitionEvent]) -> None:
-        now = self.clock_ms()
+        now = self.clock.mono_ms()
         for event in events:
             record = event.record
             match event.kind:
@@ -556,7 +556,7 @@ class ReplicaManager:
         return record.min_insync_replicas if record else 1
 
     def _wake(self, key: TopicPartition) -> None:
-        now = self.clock_ms()
+        now = self.clock.mono_ms()
         self.produce_purgatory.check_and_complete(key, now)
         self.fetch_purgatory.check_and_complete(key, now)
 
@@ -657,10 +657,9 @@ class ReplicaManager:
                         None,
                         0,
                     )
-            now = self.clock_ms()
             first = last = None
             for batch, header in zip(batches, headers, strict=True):
-                info = log_.append(batch, leader_epoch=epoch, now_ms=now, header=header)
+                info = log_.append(batch, leader_epoch=epoch, header=header)
                 if header.producer_id >= 0:
                     partition.producers.record(
                         header.producer_id,
@@ -669,7 +668,9 @@ class ReplicaManager:
                         header.last_sequence,
                         info.base_offset,
                         info.last_offset,
-                        self.wall_clock_ms(),
+                        # the batch's own time, as the rebuild from the log uses: every replica
+                        # then expires the same producers (a new leader must dedupe like the old)
+                        WallMs(header.max_timestamp),
                     )
                 first = info if first is None else first
                 last = info
@@ -684,7 +685,7 @@ class ReplicaManager:
         if leader.update_high_watermark(log_.log_end_offset):
             self._wake(partition.key)
         else:
-            self.fetch_purgatory.check_and_complete(partition.key, self.clock_ms())
+            self.fetch_purgatory.check_and_complete(partition.key, self.clock.mono_ms())
         outcome = ProduceOutcome(
             topic,
             index,
@@ -716,7 +717,7 @@ class ReplicaManager:
             outcomes.append(outcome)
         if not waits:
             return outcomes
-        now = self.clock_ms()
+        now = self.clock.mono_ms()
         op = DelayedProduce(now + max(0, timeout_ms), waits)
         keys = {w.partition.key for w in waits}
         try:
@@ -809,7 +810,7 @@ class ReplicaManager:
         if partition is None or partition.leader is None:
             return base
         log_ = partition.log
-        now = self.clock_ms()
+        now = self.clock.mono_ms()
         diverging = self._diverging(partition, spec)
         if replica_id != CONSUMER and record_progress:
             # A fetch offset counts as the follower's log end only when its log agrees with
@@ -867,7 +868,7 @@ class ReplicaManager:
         errors = any(o.error != "NONE" or o.diverging_epoch for o in outcomes)
         if got >= min_bytes or errors or max_wait_ms <= 0 or not specs:
             return outcomes
-        now = self.clock_ms()
+        now = self.clock.mono_ms()
         marks = {}
         for spec in specs:
             partition = self.partitions.get((spec.topic, spec.partition))
@@ -905,7 +906,7 @@ class ReplicaManager:
 
     # ---- ISR -------------------------------------------------------------------------------------
 
-    def _maybe_propose(self, partition: Partition, now_ms: int) -> None:
+    def _maybe_propose(self, partition: Partition, now_ms: MonoMs) -> None:
         leader = partition.leader
         if leader is None:
             return
@@ -920,19 +921,25 @@ class ReplicaManager:
     def proposal_done(self, key: TopicPartition, accepted: bool) -> None:
         partition = self.partitions.get(key)
         if partition is not None and partition.leader is not None and not accepted:
-            partition.leader.proposal_failed(self.clock_ms())
+            partition.leader.proposal_failed(self.clock.mono_ms())
 
     def periodic(self) -> None:
-        """Called every few hundred ms: ISR checks, purgatory expiry."""
-        now = self.clock_ms()
+        """Called every few hundred ms: ISR checks, purgatory expiry, ``flush.ms``."""
+        now = self.clock.mono_ms()
+        wall = self.clock.wall_ms()
         for partition in self.partitions.values():
             if partition.leader is not None:
                 self._maybe_propose(partition, now)
+            if partition.log.config.flush_ms is not None:
+                try:  # an idle partition's unsynced tail is bounded in time too
+                    partition.log.maybe_flush(wall)
+                except StorageError as exc:
+                    log.error("%s: flush.ms: %s", partition.name, exc)
         self.produce_purgatory.advance_clock(now)
         self.fetch_purgatory.advance_clock(now)
 
     def expire(self) -> None:
-        now = self.clock_ms()
+        now = self.clock.mono_ms()
         self.produce_purgatory.advance_clock(now)
         self.fetch_purgatory.advance_clock(now)
 
@@ -951,7 +958,7 @@ class ReplicaManager:
 
     def enforce_retention(self) -> int:
         deleted = 0
-        now = self.clock_ms()
+        now = self.clock.wall_ms()  # compared with record timestamps
         for partition in self.partitions.values():
             try:
                 # a leader keeps what is not yet committed; a follower follows the leader's start
@@ -970,8 +977,7 @@ class ReplicaManager:
     def follower_append(self, partition: Partition, records: bytes, leader_hw: int) -> int:
         """Append fetched batches; return bytes appended. Raises StorageError."""
         if records:
-            infos = partition.log.append_as_follower(records, now_ms=self.clock_ms())
-            now = self.wall_clock_ms()
+            infos = partition.log.append_as_follower(records)
             for (_, header), info in zip(
                 iter_batches(records, verify_crc=False), infos, strict=True
             ):
@@ -983,7 +989,7 @@ class ReplicaManager:
                         header.last_sequence,
                         info.base_offset,
                         info.last_offset,
-                        now,
+                        WallMs(header.max_timestamp),  # as the leader and the rebuild do
                     )
         partition.set_follower_hw(leader_hw)
         return len(records)
@@ -1018,7 +1024,7 @@ class ReplicaManager:
                         header.last_sequence,
                         header.base_offset,
                         header.last_offset,
-                        header.max_timestamp,
+                        WallMs(header.max_timestamp),
                     )
                 replayed += 1
         except StorageError as exc:
@@ -1046,7 +1052,7 @@ class ReplicaManager:
         return written
 
     def expire_producers(self) -> int:
-        now = self.wall_clock_ms()
+        now = self.clock.wall_ms()  # compared with batch timestamps
         return sum(
             p.producers.expire(now, self.config.producer_idle_ms_max)
             for p in self.partitions.values()
@@ -1056,7 +1062,7 @@ class ReplicaManager:
         log_ = partition.log
         self.counters.truncations += 1
         if offset < log_.log_start_offset:
-            log_.truncate_fully_and_start_at(offset, now_ms=self.clock_ms())
+            log_.truncate_fully_and_start_at(offset)
         else:
             log_.truncate_to(offset)
         partition.set_follower_hw(0)

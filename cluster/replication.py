@@ -32,6 +32,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from raftlog.segments.clock import MonoMs
+
 __all__ = [
     "FollowerProgress",
     "IsrProposal",
@@ -86,7 +88,7 @@ class LeaderReplication:
         log_end_offset: int,
         high_watermark: int,
         replica_lag_ms_max: int,
-        now_ms: int,
+        now_ms: MonoMs,
         min_insync_replicas: int = 1,
     ) -> LeaderReplication:
         """Become leader. ISR members get one full lag window to show up (as in Kafka)."""
@@ -127,7 +129,7 @@ class LeaderReplication:
         if self.pending is not None and partition_epoch > self.pending.partition_epoch:
             self.pending = None
 
-    def proposal_failed(self, now_ms: int, backoff_ms: int = 1000) -> None:
+    def proposal_failed(self, now_ms: MonoMs, backoff_ms: int = 1000) -> None:
         """The AlterPartition was refused or timed out: try again after a backoff (a leader cut
         off from the controller would otherwise propose every check)."""
         self.pending = None
@@ -136,7 +138,7 @@ class LeaderReplication:
     def check_isr(
         self,
         log_end_offset: int,
-        now_ms: int,
+        now_ms: MonoMs,
         eligible: Callable[[int], bool] = lambda broker_id: True,
     ) -> IsrProposal | None:
         """Shrink out lagging followers or add caught-up ones; one proposal at a time.
@@ -178,7 +180,7 @@ class LeaderReplication:
     # ---- offsets -------------------------------------------------------------------------------
 
     def on_follower_fetch(
-        self, replica_id: int, fetch_offset: int, log_end_offset: int, now_ms: int
+        self, replica_id: int, fetch_offset: int, log_end_offset: int, now_ms: MonoMs
     ) -> bool:
         """A follower fetched from ``fetch_offset``; True when the HW moved.
 

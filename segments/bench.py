@@ -54,6 +54,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .batch import HEADER_BYTES, build_batch
+from .clock import SYSTEM_CLOCK
 from .log import Log, LogConfig
 
 __all__ = ["Report", "Target", "main", "render"]
@@ -272,7 +273,7 @@ def _raw_round(work_dir: str, batches: Sequence[bytes], read_max_bytes: int) -> 
 def _log_round(work_dir: str, batches: Sequence[bytes], read_max_bytes: int) -> Round:
     """``Log.append`` every batch to a fresh log, then ``Log.read`` it all back."""
     total = sum(len(b) for b in batches)
-    log = Log(os.path.join(work_dir, "bench-0"))  # the default LogConfig
+    log = Log(os.path.join(work_dir, "bench-0"), clock=SYSTEM_CLOCK)  # the default LogConfig
     try:
         append = log.append
         gc.collect()
@@ -369,7 +370,7 @@ def child_main(directory: str, total_bytes: int) -> int:
     # Ctrl-C reaches the whole process group: leave it to the parent, which SIGKILLs us (and a
     # parent that died abruptly ends us through a broken pipe or the bound below)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    log = Log(directory)  # the default LogConfig, as a broker would open it
+    log = Log(directory, clock=SYSTEM_CLOCK)  # the default LogConfig, as a broker would
     out = sys.stdout
     written = 0
     batches_max = 2 * total_bytes // RECOVERY_BATCH_BYTES
@@ -428,7 +429,7 @@ def measure_recovery(
     )
     gc.collect()
     started = time.perf_counter()
-    log = Log(directory)
+    log = Log(directory, clock=SYSTEM_CLOCK)
     recovery_s = time.perf_counter() - started
     try:
         leo = log.log_end_offset

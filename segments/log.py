@@ -1,8 +1,13 @@
 """The log of one partition replica: ordered segments, appends, reads, truncation, retention.
 
 Owned by the broker's replica of one partition; not thread-safe: the replica manager holds the
-partition lock around every call. Time comes in as ``now_ms`` so rolling, flushing and retention
-are deterministic under test.
+partition lock around every call. Time is wall time (``WallMs``, ``segments/clock.py``): rolling
+by ``segment_ms``, ``flush_ms`` and retention compare it with record timestamps. It comes from the
+``Clock`` the log is given, or as ``now_ms`` in a call, so all three are deterministic under test.
+A segment's age for ``segment_ms`` starts at its creation, or — for the active segment of a
+reopened log — at its first batch's timestamp (Kafka's rolling base), so a restart does not
+restart the clock. ``flush_ms`` is checked on append and by ``maybe_flush``, which the broker calls
+periodically (an idle partition's unsynced tail is still bounded in time).
 
 Directory ``<topic>-<partition>/`` holds ``<base_offset:020d>.log`` segments and their indexes
 (see ``segment.py`` and ``index.py``). Offsets are dense: the log end offset (LEO) is one past the
@@ -37,7 +42,6 @@ import os
 import re
 import sys
 import threading
-import time
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -46,6 +50,7 @@ from dataclasses import dataclass
 import lmdb
 
 from .batch import HEADER_BYTES, BatchHeader, iter_batches, stamped_prefix, validate_batch
+from .clock import Clock, WallMs
 from .durable import fsync_directory
 from .epochs import UNDEFINED_EPOCH, EpochEntry, LeaderEpochCache
 from .errors import (
@@ -65,10 +70,6 @@ __all__ = ["AppendInfo", "Log", "LogConfig", "ReadResult", "RecoveryReport", "Sc
 _SEGMENT_NAME = re.compile(r"^(\d{20})\.(log|index|timeindex)$")
 _RELATIVE_OFFSET_MAX = 0xFFFFFFFF
 _SEGMENT_BYTES_MAX = 0x7FFFFFFF  # positions in the index are uint32; stay well inside
-
-
-def _wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(slots=True)
@@ -140,7 +141,8 @@ class Log:
         directory: str,
         config: LogConfig | None = None,
         *,
-        now_ms: int | None = None,
+        clock: Clock,
+        now_ms: WallMs | None = None,
         state: BrokerStateStore | None = None,
         name: str | None = None,
         log_start_offset: int | None = None,
@@ -155,7 +157,10 @@ class Log:
         # runs the fsync of a rolled segment off the caller's thread (the broker's loop must not
         # stall on seconds of writeback); None: fsync inline, as the tools and tests do
         self._background = background
-        now = _wall_ms() if now_ms is None else now_ms
+        # every "now" of this log is wall time (it is compared with record timestamps: retention,
+        # segment.ms, flush.ms), from this clock unless a call passes its own
+        self._clock = clock
+        now = clock.wall_ms() if now_ms is None else now_ms
         try:
             os.makedirs(directory, exist_ok=True)
         except OSError as exc:
@@ -187,10 +192,15 @@ class Log:
             checkpoint = state.get_offset("log_start", self.name)
         self._log_start_offset = max(first_base, min(checkpoint or 0, self._next_offset))
         self.epochs = self._load_epochs(saved_epochs, scan)
+        if last.size_bytes:  # a reopened active segment is as old as its first batch
+            with contextlib.suppress(Exception):  # unreadable: its age starts now, as before
+                first = last.header_at(0).max_timestamp
+                if 0 <= first <= now:
+                    last.created_ms = first
 
     # ---- opening -------------------------------------------------------------------------------
 
-    def _open_segments(self, now_ms: int, saved_epochs: list[EpochEntry] | None) -> _OpenScan:
+    def _open_segments(self, now_ms: WallMs, saved_epochs: list[EpochEntry] | None) -> _OpenScan:
         """Open every segment, check what the recovery point does not cover, cut the damage."""
         names: dict[int, set[str]] = {}
         for entry in os.listdir(self.directory):
@@ -320,7 +330,7 @@ class Log:
         )
         return (segment.next_offset, reason), before - segment.size_bytes
 
-    def _new_segment(self, base_offset: int, now_ms: int) -> Segment:
+    def _new_segment(self, base_offset: int, now_ms: WallMs) -> Segment:
         return Segment(
             self.directory,
             base_offset,
@@ -506,7 +516,7 @@ class Log:
         batch: bytes | bytearray | memoryview,
         *,
         leader_epoch: int,
-        now_ms: int | None = None,
+        now_ms: WallMs | None = None,
         header: BatchHeader | None = None,
     ) -> AppendInfo:
         """Leader append: validate, assign offsets from the LEO, stamp ``leader_epoch``.
@@ -525,7 +535,7 @@ class Log:
         return self._append(view, header, self._next_offset, leader_epoch, now_ms)
 
     def append_as_follower(
-        self, data: bytes | bytearray | memoryview, *, now_ms: int | None = None
+        self, data: bytes | bytearray | memoryview, *, now_ms: WallMs | None = None
     ) -> list[AppendInfo]:
         """Follower append of whole batches fetched from the leader, offsets and epochs kept.
 
@@ -563,14 +573,14 @@ class Log:
         header: BatchHeader,
         base_offset: int,
         leader_epoch: int,
-        now_ms: int | None,
+        now_ms: WallMs | None,
     ) -> AppendInfo:
         size = header.batch_length + 12
         if size > self.config.segment_bytes:
             raise MessageTooLargeError(
                 f"batch of {size} bytes is larger than segment.bytes={self.config.segment_bytes}"
             )
-        now = _wall_ms() if now_ms is None else now_ms
+        now = self._clock.wall_ms() if now_ms is None else now_ms
         segment = self._segments[-1]
         if segment.size_bytes and (
             segment.size_bytes + size > self.config.segment_bytes
@@ -596,12 +606,12 @@ class Log:
             base_offset, base_offset + header.last_offset_delta, header.record_count, position
         )
 
-    def roll(self, now_ms: int | None = None) -> None:
+    def roll(self, now_ms: WallMs | None = None) -> None:
         """Start a new segment at the LEO (no-op if the active segment is empty)."""
         if self._segments[-1].size_bytes:
-            self._roll(self._next_offset, _wall_ms() if now_ms is None else now_ms)
+            self._roll(self._next_offset, self._clock.wall_ms() if now_ms is None else now_ms)
 
-    def _roll(self, base_offset: int, now_ms: int) -> Segment:
+    def _roll(self, base_offset: int, now_ms: WallMs) -> Segment:
         old = self._segments[-1]
         old.time_index.maybe_append(old.max_timestamp_ms, old.next_offset - 1 - old.base_offset)
         if self._background is None:
@@ -919,9 +929,9 @@ class Log:
             self._save_epochs(self.epochs)
         return self._next_offset
 
-    def truncate_fully_and_start_at(self, offset: int, now_ms: int | None = None) -> None:
+    def truncate_fully_and_start_at(self, offset: int, now_ms: WallMs | None = None) -> None:
         """Drop everything and continue at ``offset`` (a follower behind the leader's start)."""
-        now = _wall_ms() if now_ms is None else now_ms
+        now = self._clock.wall_ms() if now_ms is None else now_ms
         self._lower_recovery_point(0)  # a crash half way leaves a mixture: check it all
         for segment in self._segments:
             segment.delete()
@@ -954,13 +964,15 @@ class Log:
                 self._sync_directory()
         return self._log_start_offset
 
-    def delete_retained(self, now_ms: int | None = None, *, max_offset: int | None = None) -> int:
+    def delete_retained(
+        self, now_ms: WallMs | None = None, *, max_offset: int | None = None
+    ) -> int:
         """Retention: delete whole old segments by time and size; return how many went.
 
         Never deletes the active segment, nor a segment holding offsets at or above
         ``max_offset`` (the high watermark: a leader keeps what followers may still need).
         """
-        now = _wall_ms() if now_ms is None else now_ms
+        now = self._clock.wall_ms() if now_ms is None else now_ms
         limit = self._next_offset if max_offset is None else max_offset
         config = self.config
         deleted = 0
@@ -1004,7 +1016,17 @@ class Log:
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
-    def flush(self, now_ms: int | None = None) -> None:
+    def maybe_flush(self, now_ms: WallMs | None = None) -> bool:
+        """``flush`` when ``flush_ms`` has passed since the last one and something is unsynced
+        (the broker calls it periodically); True when it flushed."""
+        ms = self.config.flush_ms
+        now = self._clock.wall_ms() if now_ms is None else now_ms
+        if ms is None or not self._unflushed_records or now - self._last_flush_ms < ms:
+            return False
+        self.flush(now_ms=now)
+        return True
+
+    def flush(self, now_ms: WallMs | None = None) -> None:
         """fsync every segment with unflushed writes (normally just the active one), and those
         whose background fsync has not completed, then the directory if it changed; then the
         recovery point is the log end offset."""
@@ -1015,7 +1037,7 @@ class Log:
                 segment.flush(force=id(segment) in waiting)
         self._sync_directory()
         self._unflushed_records = 0
-        self._last_flush_ms = _wall_ms() if now_ms is None else now_ms
+        self._last_flush_ms = self._clock.wall_ms() if now_ms is None else now_ms
         with self._sync_lock:
             self._pending_syncs.clear()  # covered: their late completions change nothing
             if self._next_offset != self._recovery_point:

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .batch import BatchBuilder, Compression, iter_batches, iter_records
+from .clock import SYSTEM_CLOCK
 from .errors import StorageError
 from .log import Log, LogConfig
 from .recovery import verify_directory
@@ -98,12 +99,12 @@ def dump(directory: str, *, records: bool, console: Console) -> int:
 
 def _writer(directory: str) -> int:
     """Child process of the demo: append batches forever, reporting each finished one."""
-    log = Log(directory, LogConfig(segment_bytes=4 << 20))
+    log = Log(directory, LogConfig(segment_bytes=4 << 20), clock=SYSTEM_CLOCK)
     offset = log.log_end_offset
     out = sys.stdout
     while True:
         builder = BatchBuilder(Compression.ZSTD)
-        now = int(time.time() * 1000)
+        now = SYSTEM_CLOCK.wall_ms()
         for i in range(100):
             builder.append(f"record-{offset + i}".encode(), key=b"demo", timestamp_ms=now)
         info = log.append(builder.build(), leader_epoch=0, now_ms=now)
@@ -140,7 +141,7 @@ def demo(console: Console, *, directory: str | None = None, run_s: float = 1.5) 
         f"{acknowledged:,} appended"
     )
     started = time.perf_counter()
-    log = Log(path, LogConfig(segment_bytes=4 << 20))
+    log = Log(path, LogConfig(segment_bytes=4 << 20), clock=SYSTEM_CLOCK)
     took_ms = (time.perf_counter() - started) * 1000
     console.print(
         f"3. reopened in {took_ms:.1f} ms: {log.segment_count} segments, log end offset "

@@ -27,6 +27,7 @@ from raftlog.chaos.diskfault import Damage, DamageKind, apply_damage
 from raftlog.chaos.lazyfs import fuse_unavailable
 from raftlog.chaos.lazymount import LazyMount, find_mount
 from raftlog.chaos.lazystate import durable_path, read_manifest
+from raftlog.segments.clock import SYSTEM_CLOCK
 
 UNAVAILABLE = fuse_unavailable()
 pytestmark = [
@@ -261,8 +262,10 @@ LOG_CHILD = """
 import os, sys
 from raftlog.segments import Log, LogConfig
 from raftlog.segments.batch import build_batch
+from raftlog.segments.clock import SYSTEM_CLOCK
 directory = {directory!r}
-log = Log(directory, LogConfig(segment_bytes=4096, flush_messages={flush}), now_ms=0)
+config = LogConfig(segment_bytes=4096, flush_messages={flush})
+log = Log(directory, config, now_ms=0, clock=SYSTEM_CLOCK)
 for d in (directory, os.path.dirname(directory)):  # segments/ does not fsync directories
     fd = os.open(d, os.O_RDONLY)
     os.fsync(fd)
@@ -287,7 +290,7 @@ def test_a_segment_log_recovers_after_a_power_loss(lazy: LazyMount, flush: int |
     end = run_child_then_kill(LOG_CHILD.format(directory=directory, flush=flush))
     assert end == "30"
     power_cycle(lazy)
-    log = Log(directory, LogConfig(segment_bytes=4096), now_ms=0)
+    log = Log(directory, LogConfig(segment_bytes=4096), now_ms=0, clock=SYSTEM_CLOCK)
     try:
         if flush == 1:  # every append was fsynced
             assert log.log_end_offset == 30

@@ -16,6 +16,7 @@ import pytest
 from raftlog.client import Admin, Producer
 from raftlog.client.local_cluster import LocalCluster
 from raftlog.segments import Log, iter_batches
+from raftlog.segments.clock import SYSTEM_CLOCK
 
 from ..conftest import ClusterFactory
 from .test_data_plane import FAST, consume_all, wait_until
@@ -75,7 +76,7 @@ def assert_replicas_agree(cluster: LocalCluster, acked: list[int]) -> None:
     cluster.down()
     contents = {}
     for node_id in cluster.nodes:
-        with Log(str(partition_dir(cluster, node_id))) as log_:
+        with Log(str(partition_dir(cluster, node_id)), clock=SYSTEM_CLOCK) as log_:
             assert log_.verify() is None, f"node {node_id} still damaged"
             assert log_.log_end_offset >= len(acked), f"node {node_id} misses records"
             chunks, offset = [], log_.log_start_offset

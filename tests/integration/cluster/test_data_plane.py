@@ -13,6 +13,7 @@ from raftlog.client import Admin, ClientSecurity, Consumer, DeliveryTimeoutError
 from raftlog.client.local_cluster import LocalCluster
 from raftlog.proto import broker_pb2, broker_pb2_grpc, common_pb2
 from raftlog.segments import Log, build_batch
+from raftlog.segments.clock import SYSTEM_CLOCK
 
 from ..conftest import ClusterFactory
 
@@ -230,7 +231,7 @@ def test_a_diverged_replica_truncates_and_converges(make_cluster: ClusterFactory
 
 
 def _digest(directory: Path) -> str:
-    log = Log(str(directory))
+    log = Log(str(directory), clock=SYSTEM_CLOCK)
     h = hashlib.sha256()
     offset = log.log_start_offset
     while offset < log.log_end_offset:

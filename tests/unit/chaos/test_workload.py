@@ -79,6 +79,7 @@ from raftlog.chaos.workload import (
 from raftlog.client import ClientSecurity
 from raftlog.proto import broker_pb2, common_pb2
 from raftlog.proto.errors import ERRORS_BY_NAME
+from raftlog.segments.clock import SYSTEM_CLOCK
 
 # ---- outcome classification ----------------------------------------------------------------
 
@@ -760,7 +761,9 @@ def test_a_node_drain_reads_a_replica_log_whole_from_a_copy(tmp_path: Path) -> N
     with BrokerStateStore(str(data_dir / "state")) as store:
         store.save_offsets("hw", {"t-0": 3})
         config = LogConfig(segment_bytes=1024)  # several segments
-        with Log(str(data_dir / "logs" / "t-0"), config, state=store, name="t-0") as log:
+        with Log(
+            str(data_dir / "logs" / "t-0"), config, state=store, name="t-0", clock=SYSTEM_CLOCK
+        ) as log:
             for value in range(40):
                 batch = build_batch([str(value).encode()], keys=[b"t-0"], timestamp_ms=1)
                 log.append(batch, leader_epoch=1 + value // 20, now_ms=1)
@@ -786,7 +789,9 @@ def corrupt_log(tmp_path: Path, *, segment_bytes: int) -> Path:
     from raftlog.segments import Log, LogConfig, build_batch
 
     directory = tmp_path / "node1" / "logs" / "t-0"
-    with Log(str(directory), LogConfig(segment_bytes=segment_bytes), name="t-0") as log:
+    with Log(
+        str(directory), LogConfig(segment_bytes=segment_bytes), name="t-0", clock=SYSTEM_CLOCK
+    ) as log:
         for value in range(30):
             log.append(build_batch([str(value).encode()], timestamp_ms=1), leader_epoch=0)
     segment = sorted(directory.glob("*.log"))[0]

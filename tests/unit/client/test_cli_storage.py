@@ -8,13 +8,14 @@ import pytest
 
 from raftlog.client.cli import main
 from raftlog.segments import Log, build_batch
+from raftlog.segments.clock import SYSTEM_CLOCK
 
 
 def test_verify_says_ok_damaged_or_unreadable(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     directory = tmp_path / "t-0"
-    with Log(str(directory)) as log_:
+    with Log(str(directory), clock=SYSTEM_CLOCK) as log_:
         for _ in range(20):
             log_.append(build_batch([b"v" * 50] * 5, timestamp_ms=1), leader_epoch=0)
     assert main(["storage", "verify", str(directory)]) == 0

@@ -11,6 +11,7 @@ from raftlog.cluster.producer_state import (
     ProducerStateManager,
     VerdictKind,
 )
+from raftlog.segments.clock import WallMs
 
 
 def appended(
@@ -18,7 +19,7 @@ def appended(
 ) -> None:
     verdict = state.check(pid, epoch, seq, seq + n - 1)
     assert verdict.kind is VerdictKind.APPEND, verdict
-    state.record(pid, epoch, seq, seq + n - 1, offset, offset + n - 1, now_ms=0)
+    state.record(pid, epoch, seq, seq + n - 1, offset, offset + n - 1, timestamp_ms=WallMs(0))
 
 
 def test_in_order_batches_append_and_a_retry_gets_its_original_offsets() -> None:
@@ -65,25 +66,25 @@ def test_an_unknown_producer_must_start_at_sequence_zero() -> None:
 def test_sequences_wrap_at_2_31() -> None:
     state = ProducerStateManager()
     top = (1 << 31) - 1
-    state.record(1, 0, top - 1, top, 0, 1, now_ms=0)
+    state.record(1, 0, top - 1, top, 0, 1, timestamp_ms=WallMs(0))
     assert state.check(1, 0, 0, 4).kind is VerdictKind.APPEND
 
 
 def test_expiry_truncation_and_snapshots() -> None:
     state = ProducerStateManager()
     appended(state, 1, 0, 0, 1, offset=10)
-    state.record(2, 0, 0, 0, 20, 20, now_ms=5000)
+    state.record(2, 0, 0, 0, 20, 20, timestamp_ms=WallMs(5000))
     assert state.truncated(15) and not state.truncated(21)
     copy = ProducerStateManager.from_snapshot(state.to_snapshot())
     assert copy.check(1, 0, 0, 0).duplicate_of == BatchRef(0, 0, 10, 10)
-    assert state.expire(now_ms=6000, idle_ms_max=2000) == 1
+    assert state.expire(now_ms=WallMs(6000), idle_ms_max=2000) == 1
     assert state.entry(1) is None and state.entry(2) is not None
 
 
 def test_the_producer_count_is_bounded() -> None:
     state = ProducerStateManager(producers_max=3)
     for pid in range(5):
-        state.record(pid, 0, 0, 0, pid, pid, now_ms=pid)
+        state.record(pid, 0, 0, 0, pid, pid, timestamp_ms=WallMs(pid))
     assert len(state) == 3 and state.entry(0) is None
 
 
@@ -108,7 +109,7 @@ def test_replaying_any_retry_pattern_stores_each_batch_once(
             if verdict.kind is VerdictKind.APPEND:
                 offset = len(log)
                 log.append((first, last))
-                state.record(9, 0, first, last, offset, offset, now_ms=0)
+                state.record(9, 0, first, last, offset, offset, timestamp_ms=WallMs(0))
             else:
                 assert verdict.kind is VerdictKind.DUPLICATE
                 assert log[verdict.duplicate_of.first_offset] == (first, last)  # type: ignore[union-attr]

@@ -24,6 +24,7 @@ from raftlog.cluster.replication import IsrProposal
 from raftlog.raft.listener import EventKind, PartitionEvent
 from raftlog.raft.metadata import PartitionRecord, TopicRecord
 from raftlog.segments import build_batch
+from raftlog.segments.clock import MonoMs, WallMs
 from raftlog.segments.state import BrokerStateStore
 
 TOPIC = TopicRecord("t", 1, 1, 2, (("min.insync.replicas", "1"),))
@@ -38,13 +39,19 @@ class Harness:
         self.manager = ReplicaManager(
             config=ReplicaManagerConfig(broker_id=1, data_dir=str(tmp_path / "data")),
             state=self.state,
-            clock_ms=lambda: self.now_ms,
+            clock=self,  # mono_ms / wall_ms below: time moves when a test moves now_ms
             topic_lookup=lambda name: TOPIC if name == "t" else None,
             propose_isr=lambda _partition, proposal: self.proposals.append(proposal),
             follower_changed=lambda _partition: None,
             broker_eligible=lambda _broker: True,
         )
         self.manager.ready = True
+
+    def mono_ms(self) -> MonoMs:
+        return MonoMs(self.now_ms)
+
+    def wall_ms(self) -> WallMs:
+        return WallMs(1_700_000_000_000 + self.now_ms)
 
     def lead(self, *, isr: tuple[int, ...], epoch: int) -> None:
         record = PartitionRecord("t", 0, 1, (1, 2), isr, 1, epoch, epoch)

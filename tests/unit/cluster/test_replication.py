@@ -11,6 +11,7 @@ from raftlog.cluster.replication import (
     divergence_truncation_offset,
 )
 from raftlog.segments import Log, build_batch
+from raftlog.segments.clock import SYSTEM_CLOCK
 
 LAG_MS = 1000
 
@@ -154,7 +155,10 @@ def test_kip101_scenario_1_leader_dies_before_the_follower_learned_the_hw(tmp_pa
     # A (leader) and B both hold m0, m1 in epoch 0; B's HW is still 1 when A dies. KIP-101: the
     # old rule (truncate to own HW) made B drop m1, then A came back, followed B, and truncated
     # m1 too — an acknowledged record lost. By epoch, B keeps m1.
-    a, b = Log(str(tmp_path / "a")), Log(str(tmp_path / "b"))
+    a, b = (
+        Log(str(tmp_path / "a"), clock=SYSTEM_CLOCK),
+        Log(str(tmp_path / "b"), clock=SYSTEM_CLOCK),
+    )
     append(a, 2, 0, "m")
     b.append_as_follower(a.read(0, 1 << 20).data)
     b_hw = 1  # what B knew
@@ -166,7 +170,10 @@ def test_kip101_scenario_1_leader_dies_before_the_follower_learned_the_hw(tmp_pa
 def test_kip101_scenario_2_replicas_diverge_after_two_quick_failovers(tmp_path: Path) -> None:
     # A (leader, epoch 0) wrote m0, m1; B got only m0. A dies; B leads epoch 1 and writes n1 at
     # offset 1; A comes back as a follower. Offset 1 differs: A must truncate to 1, not keep m1.
-    a, b = Log(str(tmp_path / "a")), Log(str(tmp_path / "b"))
+    a, b = (
+        Log(str(tmp_path / "a"), clock=SYSTEM_CLOCK),
+        Log(str(tmp_path / "b"), clock=SYSTEM_CLOCK),
+    )
     append(a, 2, 0, "m")
     b.append_as_follower(a.read(0, 1 << 20).data[: len(a.read(0, 1).data)])
     assert b.log_end_offset == 1
@@ -192,7 +199,10 @@ def test_a_follower_that_never_wrote_in_the_leaders_epoch_cuts_where_its_next_ep
     # at 80 — offsets 80.. were written by epoch 3 here and epoch 2 there: cut at 80.
     assert divergence_truncation_offset(2, 120, (0, 80), 150) == 80
     assert divergence_truncation_offset(2, 120, (-1, -1), 150) == 0
-    leader_log, follower = Log(str(tmp_path / "l")), Log(str(tmp_path / "f"))
+    leader_log, follower = (
+        Log(str(tmp_path / "l"), clock=SYSTEM_CLOCK),
+        Log(str(tmp_path / "f"), clock=SYSTEM_CLOCK),
+    )
     append(leader_log, 40, 0, "a")
     append(leader_log, 80, 2, "b")
     follower.append_as_follower(leader_log.read(0, 1 << 20, max_offset=40).data)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from raftlog.segments import CorruptRecordError, build_batch, iter_batches, iter_records
+from raftlog.segments.clock import SYSTEM_CLOCK
 from raftlog.segments.log import Log, LogConfig
 
 CONFIG = LogConfig(segment_bytes=8192, index_interval_bytes=300, retention_ms=None)
@@ -24,7 +25,7 @@ BATCHES = 120
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[int]]:
     """A closed log of 120 batches over several segments, and each batch's end offset."""
     directory = tmp_path_factory.mktemp("pristine") / "t-0"
-    log = Log(str(directory), CONFIG)
+    log = Log(str(directory), CONFIG, clock=SYSTEM_CLOCK)
     ends = []
     rng = random.Random(7)
     for i in range(BATCHES):
@@ -56,7 +57,7 @@ def _last_segment(directory: Path) -> Path:
 
 def _check_prefix(directory: Path, expected: dict[int, bytes]) -> tuple[int, int]:
     """Reopen and read everything; return (log end, corrupt reads). Fail on any wrong byte."""
-    log = Log(str(directory), CONFIG)
+    log = Log(str(directory), CONFIG, clock=SYSTEM_CLOCK)
     end = log.log_end_offset
     assert end <= len(expected)
     corrupt = 0
@@ -142,7 +143,7 @@ def test_garbage_appended_after_the_last_batch_is_cut(
     shutil.copytree(source, work)
     with open(_last_segment(work), "ab") as f:
         f.write(os.urandom(5000))
-    log = Log(str(work), CONFIG)
+    log = Log(str(work), CONFIG, clock=SYSTEM_CLOCK)
     assert log.log_end_offset == ends[-1] + 1
     assert log.recovered_bytes_truncated == 5000
 
@@ -173,7 +174,7 @@ def test_any_damage_anywhere_is_cut_at_open_and_leaves_a_whole_prefix(
             os.truncate(target, rng.randrange(len(raw)))
         else:
             target.unlink()
-        log = Log(str(work), CONFIG)
+        log = Log(str(work), CONFIG, clock=SYSTEM_CLOCK)
         end = log.log_end_offset
         assert end in batch_ends or end == 0
         assert log.verify() is None

@@ -23,6 +23,7 @@ from raftlog.segments import (
     iter_batches,
     iter_records,
 )
+from raftlog.segments.clock import SYSTEM_CLOCK
 from raftlog.segments.log import Log, LogConfig
 
 BatchFactory = Callable[..., bytes]
@@ -51,7 +52,7 @@ def values(log: Log, start: int = 0, *, max_offset: int | None = None) -> list[t
 def test_offsets_are_assigned_densely_and_read_back(
     tmp_path: Path, make_batch: BatchFactory
 ) -> None:
-    log = Log(str(tmp_path / "t-0"), SMALL, now_ms=0)
+    log = Log(str(tmp_path / "t-0"), SMALL, now_ms=0, clock=SYSTEM_CLOCK)
     infos = [log.append(make_batch(3, start=3 * i), leader_epoch=0, now_ms=0) for i in range(40)]
     assert [(i.base_offset, i.last_offset) for i in infos[:2]] == [(0, 2), (3, 5)]
     assert log.log_end_offset == 120
@@ -64,7 +65,7 @@ def test_offsets_are_assigned_densely_and_read_back(
 def test_read_returns_at_least_one_whole_batch_and_respects_max_offset(
     tmp_path: Path, make_batch: BatchFactory
 ) -> None:
-    log = Log(str(tmp_path / "t-0"), LogConfig(retention_ms=None))
+    log = Log(str(tmp_path / "t-0"), LogConfig(retention_ms=None), clock=SYSTEM_CLOCK)
     big = make_batch(2, pad=5000)
     log.append(big, leader_epoch=0)
     log.append(make_batch(1, start=2), leader_epoch=0)
@@ -82,7 +83,7 @@ def test_read_returns_at_least_one_whole_batch_and_respects_max_offset(
 def test_bad_appends_are_typed_errors_and_change_nothing(
     tmp_path: Path, make_batch: BatchFactory
 ) -> None:
-    log = Log(str(tmp_path / "t-0"), LogConfig(max_message_bytes=4096))
+    log = Log(str(tmp_path / "t-0"), LogConfig(max_message_bytes=4096), clock=SYSTEM_CLOCK)
     log.append(make_batch(2), leader_epoch=3)
     before = (log.log_end_offset, log.size_bytes)
     corrupt = bytearray(make_batch(1))
@@ -102,8 +103,8 @@ def test_bad_appends_are_typed_errors_and_change_nothing(
 def test_follower_append_keeps_offsets_and_checks_them_all_first(
     tmp_path: Path, make_batch: BatchFactory
 ) -> None:
-    leader = Log(str(tmp_path / "leader"))
-    follower = Log(str(tmp_path / "follower"))
+    leader = Log(str(tmp_path / "leader"), clock=SYSTEM_CLOCK)
+    follower = Log(str(tmp_path / "follower"), clock=SYSTEM_CLOCK)
     for epoch in (1, 1, 4):
         leader.append(make_batch(2), leader_epoch=epoch)
     fetched = leader.read(0, 1 << 20).data
@@ -127,7 +128,7 @@ def test_follower_append_keeps_offsets_and_checks_them_all_first(
 
 
 def test_roll_by_age_uses_the_time_passed_in(tmp_path: Path, make_batch: BatchFactory) -> None:
-    log = Log(str(tmp_path / "t-0"), LogConfig(segment_ms=1_000), now_ms=0)
+    log = Log(str(tmp_path / "t-0"), LogConfig(segment_ms=1_000), now_ms=0, clock=SYSTEM_CLOCK)
     log.append(make_batch(1), leader_epoch=0, now_ms=10)
     log.append(make_batch(1), leader_epoch=0, now_ms=999)
     assert log.segment_count == 1
@@ -138,7 +139,7 @@ def test_roll_by_age_uses_the_time_passed_in(tmp_path: Path, make_batch: BatchFa
 def test_offset_for_timestamp_through_the_time_index(
     tmp_path: Path, make_batch: BatchFactory
 ) -> None:
-    log = Log(str(tmp_path / "t-0"), SMALL)
+    log = Log(str(tmp_path / "t-0"), SMALL, clock=SYSTEM_CLOCK)
     timestamps = [100, 300, 200, 400, 400, 500] * 10  # not monotonic, like real producers
     for i, ts in enumerate(timestamps):
         log.append(make_batch(1, start=i, timestamp_ms=ts + i), leader_epoch=0)
@@ -154,7 +155,7 @@ def test_retention_by_time_and_size_advances_the_log_start(
 ) -> None:
     store = BrokerStateStore(str(tmp_path / "state"))
     config = LogConfig(segment_bytes=1024, retention_ms=10_000, retention_bytes=None)
-    log = Log(str(tmp_path / "t-0"), config, state=store, name="t-0")
+    log = Log(str(tmp_path / "t-0"), config, state=store, name="t-0", clock=SYSTEM_CLOCK)
     for i in range(60):
         log.append(make_batch(1, start=i, timestamp_ms=i * 100, pad=40), leader_epoch=0)
     segments = log.segment_count
@@ -169,7 +170,7 @@ def test_retention_by_time_and_size_advances_the_log_start(
     assert log.delete_retained(now_ms=10**9, max_offset=log.segment_base_offsets[1]) == 1
     sized = LogConfig(segment_bytes=1024, retention_ms=None, retention_bytes=2048)
     log.close()
-    log = Log(str(tmp_path / "t-0"), sized, now_ms=0, state=store, name="t-0")
+    log = Log(str(tmp_path / "t-0"), sized, now_ms=0, state=store, name="t-0", clock=SYSTEM_CLOCK)
     log.delete_retained(now_ms=0)
     assert log.size_bytes <= 2048 + 1024
     assert values(log, log.log_start_offset)[-1] == (59, b"v59" + b"." * 40)
@@ -180,7 +181,7 @@ def test_retention_by_time_and_size_advances_the_log_start(
 def test_truncate_removes_whole_batches_and_epochs(
     tmp_path: Path, make_batch: BatchFactory
 ) -> None:
-    log = Log(str(tmp_path / "t-0"), SMALL)
+    log = Log(str(tmp_path / "t-0"), SMALL, clock=SYSTEM_CLOCK)
     for i in range(30):
         log.append(make_batch(3, start=3 * i), leader_epoch=i // 10)
     assert log.end_offset_for_epoch(1) == (1, 60)
@@ -196,7 +197,7 @@ def test_truncate_removes_whole_batches_and_epochs(
     assert (log.log_start_offset, log.log_end_offset, log.segment_count) == (500, 500, 1)
     assert log.append(make_batch(1), leader_epoch=6).base_offset == 500
     log.close()
-    reopened = Log(str(tmp_path / "t-0"), SMALL)
+    reopened = Log(str(tmp_path / "t-0"), SMALL, clock=SYSTEM_CLOCK)
     assert (reopened.log_start_offset, reopened.log_end_offset) == (500, 501)
 
 
@@ -204,33 +205,40 @@ def test_epoch_cache_survives_in_lmdb_and_is_rebuilt_without_it(
     tmp_path: Path, make_batch: BatchFactory
 ) -> None:
     store = BrokerStateStore(str(tmp_path / "state"))
-    log = Log(str(tmp_path / "t-0"), SMALL, state=store, name="t-0")
+    log = Log(str(tmp_path / "t-0"), SMALL, state=store, name="t-0", clock=SYSTEM_CLOCK)
     for epoch in (0, 0, 2, 7):
         log.append(make_batch(2), leader_epoch=epoch)
     log.close()
     expected = [EpochEntry(0, 0), EpochEntry(2, 4), EpochEntry(7, 6)]
     assert store.load_epochs("t-0") == expected
-    assert Log(str(tmp_path / "t-0"), SMALL, state=store, name="t-0").epochs.entries == expected
-    assert Log(str(tmp_path / "t-0"), SMALL).epochs.entries == expected  # rebuilt by a scan
+    assert (
+        Log(
+            str(tmp_path / "t-0"), SMALL, state=store, name="t-0", clock=SYSTEM_CLOCK
+        ).epochs.entries
+        == expected
+    )
+    assert (
+        Log(str(tmp_path / "t-0"), SMALL, clock=SYSTEM_CLOCK).epochs.entries == expected
+    )  # rebuilt by a scan
     store.close()
 
 
 def test_missing_or_garbage_indexes_are_rebuilt(tmp_path: Path, make_batch: BatchFactory) -> None:
     directory = tmp_path / "t-0"
-    log = Log(str(directory), LogConfig(index_interval_bytes=128))
+    log = Log(str(directory), LogConfig(index_interval_bytes=128), clock=SYSTEM_CLOCK)
     for i in range(50):
         log.append(make_batch(2, start=2 * i), leader_epoch=0)
     log.close()
     index = directory / "00000000000000000000.index"
     entries = index.stat().st_size // 8
     index.write_bytes(b"\xff" * 40)  # garbage
-    log = Log(str(directory), LogConfig(index_interval_bytes=128))
+    log = Log(str(directory), LogConfig(index_interval_bytes=128), clock=SYSTEM_CLOCK)
     assert values(log) == [(i, f"v{i}".encode()) for i in range(100)]
     log.close()
     assert index.stat().st_size // 8 == entries
     index.unlink()
     (directory / "00000000000000000000.timeindex").unlink()
-    log = Log(str(directory), LogConfig(index_interval_bytes=128))
+    log = Log(str(directory), LogConfig(index_interval_bytes=128), clock=SYSTEM_CLOCK)
     assert values(log, 77)[0] == (77, b"v77")
     assert index.stat().st_size // 8 == entries
 
@@ -239,7 +247,7 @@ def test_closed_segment_indexes_in_memory_are_bounded(
     tmp_path: Path, make_batch: BatchFactory
 ) -> None:
     config = LogConfig(segment_bytes=1024, index_interval_bytes=64, loaded_indexes_max=2)
-    log = Log(str(tmp_path / "t-0"), config, now_ms=0)
+    log = Log(str(tmp_path / "t-0"), config, now_ms=0, clock=SYSTEM_CLOCK)
     for i in range(200):
         log.append(make_batch(1, start=i, pad=30), leader_epoch=0)
     assert log.segment_count > 10
@@ -261,7 +269,7 @@ def test_disk_full_mid_write_rolls_back_the_partial_batch(
             raise OSError(errno.ENOSPC, "No space left on device")
         return os.writev(fd, buffers)
 
-    log = Log(str(tmp_path / "t-0"), writev=writev)
+    log = Log(str(tmp_path / "t-0"), writev=writev, clock=SYSTEM_CLOCK)
     log.append(make_batch(1, start=0), leader_epoch=0)
     log.append(make_batch(1, start=1), leader_epoch=0)
     size = log.size_bytes
@@ -293,7 +301,7 @@ def test_a_really_full_disk_leaves_the_log_readable(
     if not _mount_tmpfs(mount, "256k"):
         pytest.skip("needs root and mount(8) for a small tmpfs")
     try:
-        log = Log(str(mount / "t-0"), LogConfig(retention_ms=None))
+        log = Log(str(mount / "t-0"), LogConfig(retention_ms=None), clock=SYSTEM_CLOCK)
         appended = 0
         with pytest.raises(LogDirFullError):
             for i in range(1000):
@@ -302,7 +310,7 @@ def test_a_really_full_disk_leaves_the_log_readable(
         assert log.log_end_offset == appended > 100
         assert [o for o, _ in values(log)] == list(range(appended))
         log.close()
-        reopened = Log(str(mount / "t-0"), LogConfig(retention_ms=None))
+        reopened = Log(str(mount / "t-0"), LogConfig(retention_ms=None), clock=SYSTEM_CLOCK)
         assert reopened.log_end_offset == appended and reopened.recovered_bytes_truncated == 0
         reopened.close()
     finally:
@@ -313,7 +321,7 @@ def test_io_errors_are_storage_errors(tmp_path: Path, make_batch: BatchFactory) 
     def broken(fd: int, buffers: Sequence[bytes | memoryview]) -> int:
         raise OSError(errno.EIO, "Input/output error")
 
-    log = Log(str(tmp_path / "t-0"), writev=broken)
+    log = Log(str(tmp_path / "t-0"), writev=broken, clock=SYSTEM_CLOCK)
     with pytest.raises(StorageIOError) as info:
         log.append(make_batch(1), leader_epoch=0)
     assert not isinstance(info.value, LogDirFullError)
@@ -323,7 +331,11 @@ def test_io_errors_are_storage_errors(tmp_path: Path, make_batch: BatchFactory) 
 def test_iter_headers_from_an_offset_across_segments(
     tmp_path: Path, make_batch: BatchFactory
 ) -> None:
-    log = Log(str(tmp_path / "t-0"), LogConfig(segment_bytes=1024, index_interval_bytes=64))
+    log = Log(
+        str(tmp_path / "t-0"),
+        LogConfig(segment_bytes=1024, index_interval_bytes=64),
+        clock=SYSTEM_CLOCK,
+    )
     for i in range(60):
         log.append(make_batch(2, start=2 * i, pad=20), leader_epoch=0)
     assert log.segment_count > 2
@@ -337,7 +349,12 @@ def test_a_rolled_segment_can_be_fsynced_off_thread(
     tmp_path: Path, make_batch: BatchFactory
 ) -> None:
     pending: list[Callable[[], None]] = []
-    log = Log(str(tmp_path / "t-0"), LogConfig(segment_bytes=1024), background=pending.append)
+    log = Log(
+        str(tmp_path / "t-0"),
+        LogConfig(segment_bytes=1024),
+        background=pending.append,
+        clock=SYSTEM_CLOCK,
+    )
     for i in range(20):
         log.append(make_batch(1, start=i, pad=100), leader_epoch=0)
     assert log.segment_count > 1 and len(pending) == log.segment_count - 1

@@ -18,6 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from raftlog.segments import EpochEntry, build_batch, iter_batches, iter_records
 from raftlog.segments.batch import stamp
+from raftlog.segments.clock import SYSTEM_CLOCK
 from raftlog.segments.log import Log, LogConfig
 
 CONFIG = LogConfig(
@@ -45,7 +46,7 @@ class LogMachine(RuleBasedStateMachine):
         super().__init__()
         self.root = tempfile.mkdtemp(prefix="raftlog-model-")
         self.directory = os.path.join(self.root, "t-0")
-        self.log = Log(self.directory, CONFIG)
+        self.log = Log(self.directory, CONFIG, clock=SYSTEM_CLOCK)
         self.batches: list[ModelBatch] = []
         self.start = 0
         self.end = 0
@@ -124,7 +125,7 @@ class LogMachine(RuleBasedStateMachine):
     @rule()
     def reopen_cleanly(self) -> None:
         self.log.close()
-        self.log = Log(self.directory, CONFIG, log_start_offset=self.start)
+        self.log = Log(self.directory, CONFIG, log_start_offset=self.start, clock=SYSTEM_CLOCK)
         assert self.log.recovered_bytes_truncated == 0
 
     @rule()
@@ -132,7 +133,7 @@ class LogMachine(RuleBasedStateMachine):
         """As after kill -9: what was written is in the page cache; nothing buffered is."""
         for segment in self.log._segments:
             os.close(segment._fd)
-        self.log = Log(self.directory, CONFIG, log_start_offset=self.start)
+        self.log = Log(self.directory, CONFIG, log_start_offset=self.start, clock=SYSTEM_CLOCK)
         assert self.log.recovered_bytes_truncated == 0
 
     @rule(data=st.data())

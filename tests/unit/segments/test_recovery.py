@@ -14,6 +14,7 @@ import pytest
 from raftlog.segments import BrokerStateStore, CorruptRecordError, StorageIOError, iter_batches
 from raftlog.segments import log as log_module
 from raftlog.segments.batch import stamp
+from raftlog.segments.clock import SYSTEM_CLOCK
 from raftlog.segments.log import Log, LogConfig
 from raftlog.segments.tool import verify as verify_tool
 
@@ -76,7 +77,7 @@ def read_until_error(log: Log, start: int = 0) -> tuple[int, CorruptRecordError 
 
 def closed_log(tmp_path: Path, make_batch: BatchFactory, store: BrokerStateStore | None) -> Path:
     directory = tmp_path / "t-0"
-    log = Log(str(directory), CONFIG, state=store, name="t-0")
+    log = Log(str(directory), CONFIG, state=store, name="t-0", clock=SYSTEM_CLOCK)
     fill(log, make_batch)
     assert log.segment_count == 8
     log.close()
@@ -86,7 +87,14 @@ def closed_log(tmp_path: Path, make_batch: BatchFactory, store: BrokerStateStore
 def killed_log(tmp_path: Path, make_batch: BatchFactory, store: BrokerStateStore | None) -> Path:
     """As after kill -9 or a power loss with the page cache intact: nothing closed."""
     directory = tmp_path / "t-0"
-    log = Log(str(directory), CONFIG, state=store, name="t-0", background=lambda work: None)
+    log = Log(
+        str(directory),
+        CONFIG,
+        state=store,
+        name="t-0",
+        background=lambda work: None,
+        clock=SYSTEM_CLOCK,
+    )
     fill(log, make_batch)
     for segment in log._segments:
         os.close(segment._fd)
@@ -103,7 +111,7 @@ def test_damage_above_the_recovery_point_is_cut_at_open(
     """No state store: nothing is known durable, so every batch is checked."""
     directory = closed_log(tmp_path, make_batch, None)
     bad = damage(directory, kind)
-    log = Log(str(directory), CONFIG)
+    log = Log(str(directory), CONFIG, clock=SYSTEM_CLOCK)
     report = log.recovery
     assert report.damaged, report
     assert report.first_bad_offset == bad == log.log_end_offset
@@ -125,7 +133,7 @@ def test_a_killed_broker_checks_what_its_recovery_point_does_not_cover(
     directory = killed_log(tmp_path, make_batch, store)
     assert store.get_offset("recovery_point", "t-0") in (None, 0)
     bad = damage(directory, kind)
-    log = Log(str(directory), CONFIG, state=store, name="t-0")
+    log = Log(str(directory), CONFIG, state=store, name="t-0", clock=SYSTEM_CLOCK)
     assert (log.recovery.damaged, log.recovery.first_bad_offset) == (True, bad)
     assert log.log_end_offset == bad
     log.close()
@@ -141,7 +149,7 @@ def test_a_cut_or_missing_segment_below_the_recovery_point_is_found_at_open(
     directory = closed_log(tmp_path, make_batch, store)
     assert store.get_offset("recovery_point", "t-0") == 80  # == the LEO after close()
     bad = damage(directory, kind)
-    log = Log(str(directory), CONFIG, state=store, name="t-0")
+    log = Log(str(directory), CONFIG, state=store, name="t-0", clock=SYSTEM_CLOCK)
     assert (log.recovery.damaged, log.recovery.first_bad_offset) == (True, bad)
     assert log.log_end_offset == bad
     assert log.recovery_point == bad == store.get_offset("recovery_point", "t-0")
@@ -159,7 +167,7 @@ def test_a_clean_close_is_not_rescanned_and_the_scrub_finds_what_lies_below(
     store = BrokerStateStore(str(tmp_path / "state"))
     directory = closed_log(tmp_path, make_batch, store)
     bad = damage(directory, "flip")
-    log = Log(str(directory), CONFIG, state=store, name="t-0")
+    log = Log(str(directory), CONFIG, state=store, name="t-0", clock=SYSTEM_CLOCK)
     assert not log.recovery.damaged and log.recovery.truncated_bytes == 0
     assert log.log_end_offset == 80
     good_end, error = read_until_error(log)
@@ -190,7 +198,7 @@ def scrub_until_damage(log: Log, max_bytes: int = 300) -> int | None:
 def test_damage_while_open_is_found_by_verify_scrub_and_reads(
     tmp_path: Path, make_batch: BatchFactory, kind: str
 ) -> None:
-    log = Log(str(tmp_path / "t-0"), CONFIG)
+    log = Log(str(tmp_path / "t-0"), CONFIG, clock=SYSTEM_CLOCK)
     fill(log, make_batch)
     assert log.verify() is None and scrub_until_damage(log) is None
     bad = damage(tmp_path / "t-0", kind)
@@ -210,7 +218,7 @@ def test_damage_while_open_is_found_by_verify_scrub_and_reads(
 def test_a_read_in_the_middle_returns_the_good_prefix_first(
     tmp_path: Path, make_batch: BatchFactory
 ) -> None:
-    log = Log(str(tmp_path / "t-0"), LogConfig(retention_ms=None))
+    log = Log(str(tmp_path / "t-0"), LogConfig(retention_ms=None), clock=SYSTEM_CLOCK)
     fill(log, make_batch, 10)
     path = segment_files(tmp_path / "t-0")[0]
     position, base, size = batches_of(path)[6]
@@ -227,7 +235,7 @@ def test_a_read_in_the_middle_returns_the_good_prefix_first(
 
 
 def test_iter_headers_names_a_gap(tmp_path: Path, make_batch: BatchFactory) -> None:
-    log = Log(str(tmp_path / "t-0"), CONFIG)
+    log = Log(str(tmp_path / "t-0"), CONFIG, clock=SYSTEM_CLOCK)
     fill(log, make_batch)
     bad = damage(tmp_path / "t-0", "cut_boundary")
     with pytest.raises(CorruptRecordError) as info:
@@ -238,7 +246,7 @@ def test_iter_headers_names_a_gap(tmp_path: Path, make_batch: BatchFactory) -> N
 
 
 def test_the_scrub_is_bounded_resumes_and_wraps(tmp_path: Path, make_batch: BatchFactory) -> None:
-    log = Log(str(tmp_path / "t-0"), CONFIG)
+    log = Log(str(tmp_path / "t-0"), CONFIG, clock=SYSTEM_CLOCK)
     fill(log, make_batch)
     closed_bytes = log.size_bytes - log._segments[-1].size_bytes
     seen = []
@@ -265,7 +273,7 @@ def test_a_torn_tail_after_a_crash_is_not_damage(tmp_path: Path, make_batch: Bat
     half = bytes(whole[:70])
     with open(segment_files(directory)[-1], "ab") as f:
         f.write(half)
-    log = Log(str(directory), CONFIG, state=store, name="t-0")
+    log = Log(str(directory), CONFIG, state=store, name="t-0", clock=SYSTEM_CLOCK)
     assert log.recovery.damaged is False and log.recovery.first_bad_offset is None
     assert log.recovery.truncated_bytes == 70 and log.log_end_offset == 80
     assert "torn" in log.recovery.reason
@@ -273,7 +281,7 @@ def test_a_torn_tail_after_a_crash_is_not_damage(tmp_path: Path, make_batch: Bat
     # a few bytes only (less than a header) are a torn tail too
     with open(segment_files(directory)[-1], "ab") as f:
         f.write(half[:20])
-    reopened = Log(str(directory), CONFIG)
+    reopened = Log(str(directory), CONFIG, clock=SYSTEM_CLOCK)
     assert (reopened.recovery.damaged, reopened.recovery.truncated_bytes) == (False, 20)
     reopened.close()
     store.close()
@@ -288,7 +296,7 @@ def test_a_cut_below_the_recovery_point_is_damage_even_at_the_end(
     last = segment_files(directory)[-1]
     position, base, size = batches_of(last)[-1]
     os.truncate(last, position + size - 5)
-    log = Log(str(directory), CONFIG, state=store, name="t-0")
+    log = Log(str(directory), CONFIG, state=store, name="t-0", clock=SYSTEM_CLOCK)
     assert (log.recovery.damaged, log.recovery.first_bad_offset) == (True, base)
     log.close()
     store.close()
@@ -305,7 +313,7 @@ def test_a_damaged_length_that_looks_torn_is_damage(
     raw = bytearray(last.read_bytes())
     raw[position + 9] ^= 0x40  # batch_length's second byte: +4 MiB
     last.write_bytes(raw)
-    log = Log(str(directory), CONFIG)
+    log = Log(str(directory), CONFIG, clock=SYSTEM_CLOCK)
     assert (log.recovery.damaged, log.recovery.first_bad_offset) == (True, base)
     log.close()
 
@@ -318,7 +326,14 @@ def test_the_recovery_point_waits_for_background_fsyncs_in_roll_order(
 ) -> None:
     store = BrokerStateStore(str(tmp_path / "state"))
     pending: list[Callable[[], None]] = []
-    log = Log(str(tmp_path / "t-0"), CONFIG, state=store, name="t-0", background=pending.append)
+    log = Log(
+        str(tmp_path / "t-0"),
+        CONFIG,
+        state=store,
+        name="t-0",
+        background=pending.append,
+        clock=SYSTEM_CLOCK,
+    )
     fill(log, make_batch, 12)  # two rolls
     assert len(pending) == 2
     bases = log.segment_base_offsets
@@ -337,7 +352,7 @@ def test_a_failed_fsync_does_not_move_the_recovery_point(
     tmp_path: Path, make_batch: BatchFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = BrokerStateStore(str(tmp_path / "state"))
-    log = Log(str(tmp_path / "t-0"), CONFIG, state=store, name="t-0")
+    log = Log(str(tmp_path / "t-0"), CONFIG, state=store, name="t-0", clock=SYSTEM_CLOCK)
     fill(log, make_batch, 3)
     log.flush()
     assert log.recovery_point == 6 == store.get_offset("recovery_point", "t-0")
@@ -377,7 +392,7 @@ def test_the_directory_is_fsynced_before_the_recovery_point_covers_a_new_segment
         save(db, offsets)
 
     monkeypatch.setattr(store, "save_offsets", saving)
-    log = Log(str(tmp_path / "t-0"), CONFIG, state=store, name="t-0")
+    log = Log(str(tmp_path / "t-0"), CONFIG, state=store, name="t-0", clock=SYSTEM_CLOCK)
     fill(log, make_batch, 6)  # one roll, inline fsync
     first_point = next(i for i, e in enumerate(events) if e.startswith("point"))
     assert "dir t-0" in events[:first_point]
@@ -392,7 +407,7 @@ def test_truncation_lowers_the_saved_recovery_point_first(
     tmp_path: Path, make_batch: BatchFactory
 ) -> None:
     store = BrokerStateStore(str(tmp_path / "state"))
-    log = Log(str(tmp_path / "t-0"), CONFIG, state=store, name="t-0")
+    log = Log(str(tmp_path / "t-0"), CONFIG, state=store, name="t-0", clock=SYSTEM_CLOCK)
     fill(log, make_batch)
     log.flush()
     assert store.get_offset("recovery_point", "t-0") == 80
@@ -400,7 +415,7 @@ def test_truncation_lowers_the_saved_recovery_point_first(
     saved = store.get_offset("recovery_point", "t-0")
     assert saved is not None and saved <= log.log_end_offset == 32
     log.close()
-    reopened = Log(str(tmp_path / "t-0"), CONFIG, state=store, name="t-0")
+    reopened = Log(str(tmp_path / "t-0"), CONFIG, state=store, name="t-0", clock=SYSTEM_CLOCK)
     assert not reopened.recovery.damaged and reopened.log_end_offset == 32
     reopened.close()
     store.close()
@@ -432,7 +447,7 @@ def test_the_scrub_checks_a_batch_larger_than_its_budget_across_calls(
     tmp_path: Path, make_batch: BatchFactory
 ) -> None:
     config = LogConfig(segment_bytes=16384, retention_ms=None)
-    log = Log(str(tmp_path / "t-0"), config)
+    log = Log(str(tmp_path / "t-0"), config, clock=SYSTEM_CLOCK)
     for i in range(6):
         log.append(make_batch(1, start=i, pad=6000), leader_epoch=0)  # 2 a segment
     assert log.segment_count == 3
@@ -456,7 +471,7 @@ def test_a_log_ending_below_its_recovery_point_is_damaged(
     last = segment_files(directory)[-1]
     position, base, _ = batches_of(last)[1]
     os.truncate(last, position)
-    log = Log(str(directory), CONFIG, state=store, name="t-0")
+    log = Log(str(directory), CONFIG, state=store, name="t-0", clock=SYSTEM_CLOCK)
     assert (log.recovery.damaged, log.recovery.first_bad_offset) == (True, base)
     assert log.recovery.truncated_bytes == 0 and log.log_end_offset == base
     assert log.recovery_point == base == store.get_offset("recovery_point", "t-0")
