@@ -76,6 +76,10 @@ class LeaderReplication:
     pending: IsrProposal | None = None  # the AlterPartition in flight
     pending_since_ms: int = -1
     next_proposal_ms: int = 0  # backoff after a refused or lost proposal
+    # an AlterPartition with no answer and no metadata change for this long is lost (a dropped
+    # request, a controller that failed over before committing it): forget it and propose again,
+    # or the partition's ISR would never change again in this epoch
+    proposal_timeout_ms: int = 10_000
 
     @classmethod
     def start(
@@ -147,6 +151,8 @@ class LeaderReplication:
         broker is never proposed back (the controller would refuse it: KIP-841), however recent
         its last fetch was.
         """
+        if self.pending is not None and now_ms - self.pending_since_ms > self.proposal_timeout_ms:
+            self.proposal_failed(now_ms, backoff_ms=0)  # lost: the checks below propose anew
         if self.pending is not None or now_ms < self.next_proposal_ms:
             return None
         lagging = {

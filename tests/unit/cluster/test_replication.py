@@ -220,3 +220,19 @@ def test_a_fenced_broker_is_never_proposed_back_however_recent_its_fetch() -> No
     state.on_follower_fetch(3, 10, 10, now_ms=20)
     assert state.check_isr(10, now_ms=30, eligible=lambda b: b != 3) is None
     assert state.check_isr(10, now_ms=30) == IsrProposal((1, 2, 3), 5, 7)
+
+
+def test_a_lost_alter_partition_is_proposed_again_after_its_timeout() -> None:
+    """A proposal that is never answered and never committed (a dropped request, a controller
+    that failed over first) must not stop the partition's ISR changes for the rest of the epoch."""
+    state = leader()
+    state.on_follower_fetch(2, 10, 10, now_ms=100)
+    lost = state.check_isr(10, now_ms=1001)
+    assert lost == IsrProposal((1, 2), leader_epoch=5, partition_epoch=7)
+    state.on_follower_fetch(2, 10, 10, now_ms=5000)
+    assert state.check_isr(10, now_ms=5000) is None  # still in flight as far as we know
+    later = 1001 + state.proposal_timeout_ms + 1
+    state.on_follower_fetch(2, 10, 10, now_ms=later)  # 2 stays caught up all along
+    again = state.check_isr(10, now_ms=later)
+    assert again == lost  # proposed anew instead of waiting forever
+    assert state.pending == again
