@@ -22,7 +22,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, assert_never
 
 import grpc
 
@@ -31,7 +31,7 @@ from raftlog.raft.metadata import NO_LEADER, TopicPartition
 from raftlog.segments import StorageError
 
 from .replica_manager import Partition, ReplicaManager
-from .replication import divergence_truncation_offset
+from .replication import FollowerAction, follower_decision
 
 __all__ = ["FetcherConfig", "FetcherManager"]
 
@@ -159,38 +159,40 @@ class _Fetcher:
         now = manager.clock_ms()
         code = common_pb2.ErrorCode.Name(result.error.code) if result.error.code else "NONE"
         log_ = partition.log
+        diverging = (
+            (result.diverging_epoch.epoch, result.diverging_epoch.end_offset)
+            if result.HasField("diverging_epoch")
+            else None
+        )
+        decision = follower_decision(
+            code,
+            diverging,
+            log_.end_offset_for_epoch,
+            log_.log_end_offset,
+            result.log_start_offset,
+            result.log_end_offset,
+        )
         try:
-            if code == "NONE" and result.HasField("diverging_epoch"):
-                diverging = result.diverging_epoch
-                cut = divergence_truncation_offset(
-                    diverging.epoch,
-                    diverging.end_offset,
-                    log_.end_offset_for_epoch(diverging.epoch),
-                    log_.log_end_offset,
-                )
-                log.info(
-                    "%s diverges from leader %s at epoch %s: truncating %s → %s",
-                    partition.name, self.leader_id, diverging.epoch, log_.log_end_offset, cut,
-                )  # fmt: skip
-                replicas.truncate(partition, cut)
-            elif code == "NONE":
-                replicas.follower_append(partition, result.records, result.high_watermark)
-                if result.log_start_offset > log_.log_start_offset:
-                    log_.advance_log_start(min(result.log_start_offset, log_.log_end_offset))
-                manager.counters["fetched_bytes"] += len(result.records)
-            elif code == "OFFSET_OUT_OF_RANGE":
-                if log_.log_end_offset < result.log_start_offset:
-                    replicas.truncate(partition, result.log_start_offset)
-                elif log_.log_end_offset > result.log_end_offset >= 0:
-                    replicas.truncate(partition, result.log_end_offset)
-                else:
+            match decision.action:
+                case FollowerAction.APPEND:
+                    replicas.follower_append(partition, result.records, result.high_watermark)
+                    if result.log_start_offset > log_.log_start_offset:
+                        log_.advance_log_start(min(result.log_start_offset, log_.log_end_offset))
+                    manager.counters["fetched_bytes"] += len(result.records)
+                case FollowerAction.TRUNCATE | FollowerAction.RESTART_AT:
+                    log.info(
+                        "%s: %s from leader %s: truncating %s → %s",
+                        partition.name, "diverged" if diverging else code, self.leader_id,
+                        log_.log_end_offset, decision.offset,
+                    )  # fmt: skip
+                    replicas.truncate(partition, decision.offset)
+                case FollowerAction.BACK_OFF:
                     followed.retry_at_ms = now + manager.config.backoff_ms
-            elif code in ("UNKNOWN_LEADER_EPOCH", "LEADER_NOT_AVAILABLE"):
-                followed.retry_at_ms = now + manager.config.backoff_ms
-            else:
-                # stale metadata on one side: wait for a change (re-planned at once) or retry
-                followed.retry_at_ms = now + manager.config.parked_retry_ms
-                manager.counters["parked"] += 1
+                case FollowerAction.PARK:
+                    followed.retry_at_ms = now + manager.config.parked_retry_ms
+                    manager.counters["parked"] += 1
+                case _:
+                    assert_never(decision.action)
         except StorageError as exc:
             log.error("%s: follower append failed: %s", partition.name, exc)
             followed.retry_at_ms = now + manager.config.parked_retry_ms

@@ -31,14 +31,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from enum import Enum
 
 from raftlog.segments.clock import MonoMs
 
 __all__ = [
+    "FollowerAction",
+    "FollowerDecision",
     "FollowerProgress",
     "IsrProposal",
     "LeaderReplication",
     "divergence_truncation_offset",
+    "follower_decision",
 ]
 
 
@@ -261,3 +265,53 @@ def divergence_truncation_offset(
     if local_epoch < 0:
         return 0
     return min(leader_end_offset, local_end, local_log_end_offset)
+
+
+# ---- the follower's side: what to do with the leader's answer for one partition ---------------
+
+
+class FollowerAction(Enum):
+    APPEND = "append"  # append the records; follower HW = min(leader HW, our LEO)
+    TRUNCATE = "truncate"  # cut our log to ``offset`` (divergence, or the leader's end)
+    RESTART_AT = "restart_at"  # we are below the leader's log start: start our log afresh there
+    BACK_OFF = "back_off"  # a passing condition (leader loading, epoch not known there yet)
+    PARK = "park"  # stale metadata on one side: wait for a metadata change (or a slow retry)
+
+
+@dataclass(frozen=True, slots=True)
+class FollowerDecision:
+    action: FollowerAction
+    offset: int = -1  # TRUNCATE / RESTART_AT: where
+
+
+def follower_decision(
+    code: str,
+    diverging: tuple[int, int] | None,
+    local_end_offset_for: Callable[[int], tuple[int, int]],
+    local_log_end_offset: int,
+    leader_log_start_offset: int,
+    leader_log_end_offset: int,
+) -> FollowerDecision:
+    """The follower's handling of one partition's fetch answer (the fetcher carries it out).
+
+    ``code`` is the answer's error name ("NONE" for records); ``diverging`` the leader's diverging
+    epoch (epoch, end offset) when it sent one (KIP-320); ``local_end_offset_for(e)`` our own
+    ``end_offset_for_epoch``. A follower never truncates by its own high watermark (KIP-101):
+    only by divergence, or to the leader's log end when we hold more than it does.
+    """
+    if code == "NONE" and diverging is not None:
+        cut = divergence_truncation_offset(
+            diverging[0], diverging[1], local_end_offset_for(diverging[0]), local_log_end_offset
+        )
+        return FollowerDecision(FollowerAction.TRUNCATE, cut)
+    if code == "NONE":
+        return FollowerDecision(FollowerAction.APPEND)
+    if code == "OFFSET_OUT_OF_RANGE":
+        if local_log_end_offset < leader_log_start_offset:
+            return FollowerDecision(FollowerAction.RESTART_AT, leader_log_start_offset)
+        if local_log_end_offset > leader_log_end_offset >= 0:
+            return FollowerDecision(FollowerAction.TRUNCATE, leader_log_end_offset)
+        return FollowerDecision(FollowerAction.BACK_OFF)
+    if code in ("UNKNOWN_LEADER_EPOCH", "LEADER_NOT_AVAILABLE"):
+        return FollowerDecision(FollowerAction.BACK_OFF)
+    return FollowerDecision(FollowerAction.PARK)

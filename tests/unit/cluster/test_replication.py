@@ -6,9 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from raftlog.cluster.replication import (
+    FollowerAction,
+    FollowerDecision,
     IsrProposal,
     LeaderReplication,
     divergence_truncation_offset,
+    follower_decision,
 )
 from raftlog.segments import Log, build_batch
 from raftlog.segments.clock import SYSTEM_CLOCK
@@ -236,3 +239,28 @@ def test_a_lost_alter_partition_is_proposed_again_after_its_timeout() -> None:
     again = state.check_isr(10, now_ms=later)
     assert again == lost  # proposed anew instead of waiting forever
     assert state.pending == again
+
+
+def test_the_followers_decisions() -> None:
+    """follower_decision: what a follower does with each kind of answer (fetcher.py carries it
+    out). Our log: epoch 0 for offsets 0-9, epoch 2 from 10, LEO 15."""
+
+    def ours(epoch: int) -> tuple[int, int]:
+        return (0, 10) if epoch < 2 else (2, 15)
+
+    def decide(code: str, diverging: tuple[int, int] | None = None, start: int = 0, end: int = 20):
+        return follower_decision(code, diverging, ours, 15, start, end)
+
+    assert decide("NONE") == FollowerDecision(FollowerAction.APPEND)
+    # the leader's epoch 1 ended at 12; we hold epoch 0 up to 10: truncate to 10 (KIP-279)
+    assert decide("NONE", (1, 12)) == FollowerDecision(FollowerAction.TRUNCATE, 10)
+    assert decide("OFFSET_OUT_OF_RANGE", start=30, end=40) == FollowerDecision(
+        FollowerAction.RESTART_AT, 30
+    )
+    assert decide("OFFSET_OUT_OF_RANGE", start=0, end=12) == FollowerDecision(
+        FollowerAction.TRUNCATE, 12
+    )
+    assert decide("OFFSET_OUT_OF_RANGE", start=0, end=20).action is FollowerAction.BACK_OFF
+    assert decide("UNKNOWN_LEADER_EPOCH").action is FollowerAction.BACK_OFF
+    for code in ("NOT_LEADER_OR_FOLLOWER", "FENCED_LEADER_EPOCH", "UNKNOWN_TOPIC_OR_PARTITION"):
+        assert decide(code).action is FollowerAction.PARK
