@@ -29,7 +29,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, assert_never
 
 from raftlog.raft.listener import EventKind, PartitionEvent
 from raftlog.raft.metadata import NO_LEADER, PartitionRecord, TopicPartition, TopicRecord
@@ -41,13 +41,13 @@ from raftlog.segments import (
     StorageError,
     iter_batches,
     makedirs_durable,
-    validate_batch,
     write_file_durable,
 )
 from raftlog.segments.clock import Clock, MonoMs, WallMs
 from raftlog.segments.errors import CorruptRecordError, LogDirFullError
 
-from .producer_state import ProducerStateManager, VerdictKind
+from .produce import Append, Duplicate, Refuse, produce_decision
+from .producer_state import ProducerStateManager
 from .purgatory import DelayedOperation, Purgatory, PurgatoryFullError
 from .replication import IsrProposal, LeaderReplication
 
@@ -594,69 +594,39 @@ class ReplicaManager:
             return ProduceOutcome(topic, index, error, message), None, 0
         min_isr = self._min_isr(topic)
         partition.leader.min_insync_replicas = min_isr  # follows config changes
-        if acks == -1 and len(partition.leader.isr) < min_isr:
-            return (
-                ProduceOutcome(
+        log_ = partition.log
+        epoch = partition.leader.leader_epoch
+        decision = produce_decision(
+            records,
+            acks,
+            len(partition.leader.isr),
+            min_isr,
+            log_.config.max_message_bytes,
+            partition.producers,
+        )
+        match decision:
+            case Refuse(code, message):
+                if code == "NOT_ENOUGH_REPLICAS":
+                    message = f"{partition.name}: {message}"
+                return ProduceOutcome(topic, index, code, message), None, 0
+            case Duplicate(stored):
+                self.counters.duplicates += 1
+                duplicate = ProduceOutcome(
                     topic,
                     index,
-                    "NOT_ENOUGH_REPLICAS",
-                    f"{partition.name} has {len(partition.leader.isr)} in-sync replica(s), "
-                    f"min.insync.replicas is {min_isr}",
-                ),
-                None,
-                0,
-            )
-        log_ = partition.log
-        view = memoryview(records)
-        try:
-            # every batch is checked before the first is written: a bad request appends nothing
-            batches = [view[p : p + h.size_bytes] for p, h in iter_batches(view, verify_crc=False)]
-            if not batches or sum(len(b) for b in batches) != len(view):
-                return ProduceOutcome(topic, index, "CORRUPT_MESSAGE", "not whole batches"), None, 0
-            headers = [validate_batch(b, log_.config.max_message_bytes) for b in batches]
-            epoch = partition.leader.leader_epoch
-            idempotent = [h for h in headers if h.producer_id >= 0]
-            if idempotent:
-                if len(headers) != 1:
-                    # as in Kafka: one batch per partition per request, so a retry is all or none
-                    return (
-                        ProduceOutcome(
-                            topic,
-                            index,
-                            "INVALID_RECORD",
-                            "an idempotent produce carries one batch per partition",
-                        ),
-                        None,
-                        0,
-                    )
-                header = headers[0]
-                verdict = partition.producers.check(
-                    header.producer_id,
-                    header.producer_epoch,
-                    header.base_sequence,
-                    header.last_sequence,
+                    "DUPLICATE_SEQUENCE_NUMBER",
+                    f"a retry of the batch stored at {stored.first_offset}",
+                    stored.first_offset,
+                    stored.last_offset,
+                    log_.log_start_offset,
+                    epoch,
                 )
-                if verdict.kind is VerdictKind.DUPLICATE:
-                    ref = verdict.duplicate_of
-                    assert ref is not None
-                    self.counters.duplicates += 1
-                    duplicate = ProduceOutcome(
-                        topic,
-                        index,
-                        "DUPLICATE_SEQUENCE_NUMBER",
-                        f"a retry of the batch stored at {ref.first_offset}",
-                        ref.first_offset,
-                        ref.last_offset,
-                        log_.log_start_offset,
-                        epoch,
-                    )
-                    return duplicate, partition, min_isr
-                if verdict.kind is not VerdictKind.APPEND:
-                    return (
-                        ProduceOutcome(topic, index, verdict.kind.value, verdict.message),
-                        None,
-                        0,
-                    )
+                return duplicate, partition, min_isr
+            case Append(batches, headers):
+                pass
+            case _:
+                assert_never(decision)
+        try:
             first = last = None
             for batch, header in zip(batches, headers, strict=True):
                 info = log_.append(batch, leader_epoch=epoch, header=header)
