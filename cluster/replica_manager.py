@@ -49,7 +49,7 @@ from raftlog.segments.errors import CorruptRecordError, LogDirFullError
 from .produce import Append, Duplicate, Refuse, produce_decision
 from .producer_state import ProducerStateManager
 from .purgatory import DelayedOperation, Purgatory, PurgatoryFullError
-from .replication import IsrProposal, LeaderReplication
+from .replication import IsrProposal, LeaderReplication, diverging_epoch, fetch_epoch_error
 
 __all__ = [
     "FetchOutcome",
@@ -739,19 +739,9 @@ class ReplicaManager:
             return None, _with(
                 base, "NOT_LEADER_OR_FOLLOWER", f"{partition.name} is led by {partition.leader_id}"
             )
-        if spec.current_leader_epoch >= 0:
-            if spec.current_leader_epoch < leader.leader_epoch:
-                return None, _with(
-                    base,
-                    "FENCED_LEADER_EPOCH",
-                    f"epoch {spec.current_leader_epoch} < {leader.leader_epoch}",
-                )
-            if spec.current_leader_epoch > leader.leader_epoch:
-                return None, _with(
-                    base,
-                    "UNKNOWN_LEADER_EPOCH",
-                    f"epoch {spec.current_leader_epoch} > {leader.leader_epoch}",
-                )
+        stale = fetch_epoch_error(spec.current_leader_epoch, leader.leader_epoch)
+        if stale is not None:
+            return None, _with(base, *stale)
         if replica_id != CONSUMER and replica_id not in leader.followers:
             return None, _with(
                 base,
@@ -759,17 +749,6 @@ class ReplicaManager:
                 f"broker {replica_id} is not a replica of {partition.name}",
             )
         return partition, base
-
-    def _diverging(self, partition: Partition, spec: FetchSpec) -> tuple[int, int] | None:
-        """KIP-320/595: does the fetcher's last fetched epoch agree with our log?"""
-        if spec.last_fetched_epoch < 0:
-            return None
-        epoch, end = partition.log.end_offset_for_epoch(spec.last_fetched_epoch)
-        if epoch < 0:
-            return (-1, partition.log.log_start_offset)
-        if epoch != spec.last_fetched_epoch or end < spec.fetch_offset:
-            return (epoch, end)
-        return None
 
     def read_one(
         self, spec: FetchSpec, replica_id: int, max_bytes: int, *, record_progress: bool = True
@@ -781,7 +760,12 @@ class ReplicaManager:
             return base
         log_ = partition.log
         now = self.clock.mono_ms()
-        diverging = self._diverging(partition, spec)
+        diverging = diverging_epoch(
+            spec.last_fetched_epoch,
+            spec.fetch_offset,
+            log_.end_offset_for_epoch,
+            log_.log_start_offset,
+        )
         if replica_id != CONSUMER and record_progress:
             # A fetch offset counts as the follower's log end only when its log agrees with
             # ours up to there (KIP-320 / Kafka's fetchRecords). A follower that replicated a

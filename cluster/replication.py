@@ -42,6 +42,8 @@ __all__ = [
     "IsrProposal",
     "LeaderReplication",
     "divergence_truncation_offset",
+    "diverging_epoch",
+    "fetch_epoch_error",
     "follower_decision",
 ]
 
@@ -315,3 +317,35 @@ def follower_decision(
     if code in ("UNKNOWN_LEADER_EPOCH", "LEADER_NOT_AVAILABLE"):
         return FollowerDecision(FollowerAction.BACK_OFF)
     return FollowerDecision(FollowerAction.PARK)
+
+
+# ---- the leader's side of a fetch: the epoch check and the divergence check (KIP-320/595) ------
+
+
+def fetch_epoch_error(current_leader_epoch: int, leader_epoch: int) -> tuple[str, str] | None:
+    """The fetcher's view of the leader epoch against ours (-1: it does not know; no check)."""
+    if current_leader_epoch < 0 or current_leader_epoch == leader_epoch:
+        return None
+    if current_leader_epoch < leader_epoch:
+        return "FENCED_LEADER_EPOCH", f"epoch {current_leader_epoch} < {leader_epoch}"
+    return "UNKNOWN_LEADER_EPOCH", f"epoch {current_leader_epoch} > {leader_epoch}"
+
+
+def diverging_epoch(
+    last_fetched_epoch: int,
+    fetch_offset: int,
+    end_offset_for_epoch: Callable[[int], tuple[int, int]],
+    log_start_offset: int,
+) -> tuple[int, int] | None:
+    """Does the fetcher's log agree with ours below ``fetch_offset``? None when it does (or it
+    did not say: epoch -1); else the (epoch, end offset) it must truncate by (KIP-320): our
+    greatest epoch <= its last fetched one and where that ends, or (-1, our log start) when we
+    hold no epoch that old."""
+    if last_fetched_epoch < 0:
+        return None
+    epoch, end = end_offset_for_epoch(last_fetched_epoch)
+    if epoch < 0:
+        return (-1, log_start_offset)
+    if epoch != last_fetched_epoch or end < fetch_offset:
+        return (epoch, end)
+    return None

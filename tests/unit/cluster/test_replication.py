@@ -11,6 +11,8 @@ from raftlog.cluster.replication import (
     IsrProposal,
     LeaderReplication,
     divergence_truncation_offset,
+    diverging_epoch,
+    fetch_epoch_error,
     follower_decision,
 )
 from raftlog.segments import Log, build_batch
@@ -264,3 +266,20 @@ def test_the_followers_decisions() -> None:
     assert decide("UNKNOWN_LEADER_EPOCH").action is FollowerAction.BACK_OFF
     for code in ("NOT_LEADER_OR_FOLLOWER", "FENCED_LEADER_EPOCH", "UNKNOWN_TOPIC_OR_PARTITION"):
         assert decide(code).action is FollowerAction.PARK
+
+
+def test_the_leaders_fetch_checks() -> None:
+    assert fetch_epoch_error(-1, 5) is None  # the fetcher does not know: no check
+    assert fetch_epoch_error(5, 5) is None
+    assert fetch_epoch_error(4, 5) == ("FENCED_LEADER_EPOCH", "epoch 4 < 5")
+    assert fetch_epoch_error(6, 5) == ("UNKNOWN_LEADER_EPOCH", "epoch 6 > 5")
+
+    def ours(epoch: int) -> tuple[int, int]:  # epoch 0 ends at 10, epoch 2 runs on to the LEO 15
+        return (-1, -1) if epoch < 0 else ((0, 10) if epoch < 2 else (2, 15))
+
+    assert diverging_epoch(-1, 12, ours, 0) is None
+    assert diverging_epoch(2, 12, ours, 0) is None  # epoch 2 runs past 12: agrees
+    assert diverging_epoch(0, 10, ours, 0) is None  # epoch 0 ends exactly where it fetches
+    assert diverging_epoch(0, 12, ours, 0) == (0, 10)  # it holds epoch 0 past our end of it
+    assert diverging_epoch(1, 12, ours, 0) == (0, 10)  # an epoch we never had
+    assert diverging_epoch(0, 5, lambda e: (-1, -1), 3) == (-1, 3)  # we hold nothing that old
