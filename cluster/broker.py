@@ -67,6 +67,7 @@ from .quota import Quotas
 from .replica_manager import Partition, ReplicaManager, ReplicaManagerConfig
 from .replication import IsrProposal
 from .servicer import BrokerServicer, ControllerServicer
+from .tasks import TaskSet
 
 __all__ = [
     "MESSAGE_BYTES_MAX",
@@ -137,6 +138,7 @@ class Broker:
         self._metadata_dirty = False
         self._stopping = asyncio.Event()
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._background_tasks = TaskSet("broker")  # AlterPartition sends and the like
         self._channel_credentials = (
             channel_credentials(config.security) if config.security.is_tls else None
         )
@@ -233,8 +235,7 @@ class Broker:
         self.fetchers.partition_changed(partition)
 
     def _propose_isr(self, partition: Partition, proposal: IsrProposal) -> None:
-        assert self._loop is not None
-        self._loop.create_task(self._send_alter_partition(partition, proposal))
+        self._background_tasks.spawn(self._send_alter_partition(partition, proposal))
 
     async def _send_alter_partition(self, partition: Partition, proposal: IsrProposal) -> None:
         key = partition.key
@@ -633,6 +634,9 @@ class Broker:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            await self._background_tasks.cancel_all()
+            await self.controller.tasks.cancel_all()
+            await self.coordinator.tasks.cancel_all()
             await self.fetchers.close()
             self._disk.shutdown(wait=True)  # pending fsyncs first: they use the logs' files
             self.replicas.close()

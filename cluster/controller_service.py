@@ -49,6 +49,7 @@ from raftlog.raft.store import MetadataStore
 from raftlog.raft.topic_config import ConfigError, validate_configs
 
 from .config import Limits
+from .tasks import TaskSet
 
 __all__ = ["ActiveController", "ControllerError", "Quorum", "TopicRequest", "fd_replica_budget"]
 
@@ -123,6 +124,7 @@ class ActiveController:
         self.store = store
         self.config = config
         self.clock_ms = clock_ms
+        self.tasks = TaskSet("controller")  # decisions and probes in flight
         self.submit_timeout_s = submit_timeout_s
         self.core: ControllerCore | None = None
         self.decisions_submitted = 0
@@ -204,13 +206,11 @@ class ActiveController:
             addresses = {b.broker_id: b.address for b in state.brokers.values()}
         for subject, command in decisions:
             self.decisions_submitted += 1
-            asyncio.get_running_loop().create_task(self._decide(core, subject, command))
+            self.tasks.spawn(self._decide(core, subject, command))
         for broker_id, incarnation in overdue:
             if now - self._probed.get(broker_id, -(10**9)) >= PROBE_INTERVAL_MS:
                 self._probed[broker_id] = now
-                asyncio.get_running_loop().create_task(
-                    self._probe(core, broker_id, incarnation, addresses[broker_id])
-                )
+                self.tasks.spawn(self._probe(core, broker_id, incarnation, addresses[broker_id]))
 
     async def _probe(
         self, core: ControllerCore, broker_id: int, incarnation: int, address: str

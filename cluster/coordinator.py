@@ -34,6 +34,7 @@ from raftlog.segments import BatchBuilder, StorageError, iter_batches, iter_reco
 
 from .group import Group, GroupError, GroupState, JoinAnswer, SyncAnswer
 from .replica_manager import Partition, ReplicaManager
+from .tasks import TaskSet
 
 __all__ = ["OFFSETS_PARTITIONS", "OFFSETS_TOPIC", "CoordinatorError", "GroupCoordinator"]
 
@@ -83,6 +84,7 @@ class GroupCoordinator:
     ) -> None:
         self.replicas = replicas
         self.clock_ms = clock_ms
+        self.tasks = TaskSet("coordinator")  # generation writes in flight
         self._create_offsets_topic = create_offsets_topic
         self._loaded: dict[int, _Loaded] = {}
         self._creating: asyncio.Task[None] | None = None
@@ -214,7 +216,7 @@ class GroupCoordinator:
                 future.set_exception(CoordinatorError("UNKNOWN_MEMBER_ID", "removed from group"))
         if group.generation > entry.persisted_generation:
             entry.persisted_generation = group.generation
-            asyncio.get_running_loop().create_task(self._persist_generation(group))
+            self.tasks.spawn(self._persist_generation(group))
 
     def _fail_syncs(self, entry: _GroupEntry) -> None:
         for member_id, future in list(entry.syncs.items()):
