@@ -19,15 +19,18 @@ import json
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.text import Text
 
 from raftlog.client import RaftlogError
 
+from .availability import availability
 from .checker import check, render_summary
-from .history import HistoryFormatError, load_jsonl
+from .history import HistoryFormatError, Op, load_jsonl
 from .netns import NetnsError, NetnsUnavailableError
+from .report import availability_line
 from .runner import EXIT_ANOMALIES, EXIT_INCOMPLETE, EXIT_VALID, RunConfig, run
 from .scenario import NO_FAULTS, UNCLEAN_SCENARIO, parse_nemeses
 from .workload import PRODUCER_MODES
@@ -125,6 +128,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MIN,MAX",
         help="seconds each fault lasts (default 5,15)",
     )
+    run_cmd.add_argument(
+        "--max-recovery-s",
+        type=float,
+        default=None,
+        help="exit 4 if a partition takes longer than this to acknowledge again after a heal "
+        "(or never does before the next fault)",
+    )
     run_cmd.add_argument("--no-live", action="store_true", help="progress lines, no live view")
     check_cmd = commands.add_parser("check", help="re-check a run folder's history.jsonl")
     check_cmd.add_argument("dir", type=Path, help="a run folder (or a history.jsonl)")
@@ -159,6 +169,7 @@ def main(argv: Sequence[str], console: Console | None = None) -> int:
             live=not args.no_live,
             producer_mode=args.producer,
             drop_produce_responses=args.drop_produce_responses,
+            max_recovery_s=args.max_recovery_s,
         )
         return run(config, console).exit_code
     except (ValueError, NetnsUnavailableError) as exc:
@@ -178,8 +189,35 @@ def _check(args: argparse.Namespace, console: Console, errors: Console) -> int:
         errors.print(Text.assemble(("error: ", "red"), f"cannot read {history}: {exc}"))
         return EXIT_USAGE
     result = check(ops)
+    avail = _availability_of(path, ops)
     if args.json:
-        console.print_json(json.dumps(result.to_json()))
+        body = result.to_json()
+        if avail is not None:
+            body["availability"] = avail
+        console.print_json(json.dumps(body))
     else:
         console.print(render_summary(result))
+        if avail is not None:
+            console.print(Text("availability: ").append(availability_line(avail)))
     return EXIT_VALID if result.valid else EXIT_ANOMALIES
+
+
+def _availability_of(path: Path, ops: Sequence[Op]) -> dict[str, Any] | None:
+    """Recoveries and silences, when the run folder's results.json says what the faults were."""
+    results_file = path / "results.json" if path.is_dir() else path.with_name("results.json")
+    try:
+        results = json.loads(results_file.read_text())
+        faults = [
+            (
+                str(f["name"]),
+                float(f["start_s"]),
+                None if f.get("stop_s") is None else float(f["stop_s"]),
+            )
+            for f in results["faults"]["records"]
+        ]
+        config = results["config"]
+        keys = [f"{config['topic']}-{p}" for p in range(int(config["partitions"]))]
+        end_s = float(config["time_limit_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return availability(ops, faults, keys, end_s).to_json()

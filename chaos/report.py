@@ -25,6 +25,7 @@ __all__ = [
     "LiveSnapshot",
     "Timeline",
     "acked_not_in_final_log",
+    "availability_line",
     "fault_counts",
     "faults_json",
     "render_live",
@@ -263,6 +264,28 @@ def verdict_of(results: Mapping[str, Any]) -> tuple[str, str]:
     return "VALID", "bold green"
 
 
+def availability_line(avail: Mapping[str, Any]) -> Text:
+    """One line of ``availability.Availability.to_json()``: recoveries after heals, quiet gaps."""
+    worst, p99 = avail["worst_recovery_s"], avail["p99_recovery_s"]
+    unrecovered = avail["unrecovered_heals"]
+    quiet = avail["longest_quiet_without_fault"]
+    text = Text(f"{avail['heals']} heals · recovery ")
+    if unrecovered:
+        names = sorted({r["name"] for r in avail["recoveries"] if r["max_s"] is None})
+        text.append(f"NONE after {unrecovered} ({', '.join(names)})", style="bold red")
+        text.append(" · ")
+    if p99 is not None:
+        text.append(f"p99 {p99} s")
+    if worst is not None:
+        text.append(f", worst {worst} s", style="red" if worst > 2 else "")
+    if quiet:
+        text.append(
+            f" · longest silence with no fault {quiet['length_s']} s "
+            f"({quiet['key']}, {quiet['start_s']}–{quiet['end_s']} s)"
+        )
+    return text
+
+
 def render_report(result: CheckResult, results: Mapping[str, Any]) -> RenderableType:
     """The end of a run: the checker's table, the figures, the notes, the verdict."""
     w = results["workload"]
@@ -285,6 +308,9 @@ def render_report(result: CheckResult, results: Mapping[str, Any]) -> Renderable
     facts.add_row(
         "acked, not in final log", Text(str(missing), style="bold red" if missing else "green")
     )
+    avail = results.get("availability")
+    if avail:
+        facts.add_row("availability", availability_line(avail))
     facts.add_row("run folder", str(results["out_dir"]))
     facts.add_row("replay", str(results["config"]["command"]))
     parts: list[RenderableType] = [render_summary(result), facts]

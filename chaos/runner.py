@@ -43,6 +43,7 @@ from rich.live import Live
 
 from raftlog.client import Admin
 
+from .availability import availability
 from .checker import CheckResult, check
 from .drain import LeaderDrain, NodeLog, drain_leader, drain_node
 from .history import Op
@@ -92,12 +93,14 @@ from .workload import (
     ProducerWorker,
     Recorder,
     ValueSource,
+    key_of,
 )
 
 __all__ = [
     "EXIT_ANOMALIES",
     "EXIT_INCOMPLETE",
     "EXIT_INTERRUPTED",
+    "EXIT_UNAVAILABLE",
     "EXIT_VALID",
     "RunConfig",
     "RunOutcome",
@@ -112,6 +115,7 @@ log = logging.getLogger(__name__)
 EXIT_VALID = 0
 EXIT_ANOMALIES = 1  # the checker found anomalies
 EXIT_INCOMPLETE = 3  # no anomaly found, but the run could not read everything (see results)
+EXIT_UNAVAILABLE = 4  # safe, but a recovery after a heal exceeded --max-recovery-s
 EXIT_INTERRUPTED = 130
 
 READY_TIMEOUT_S = 90.0
@@ -147,6 +151,9 @@ class RunConfig:
     producer_mode: str = "once"  # once | idempotent | retry (workload.py's module docstring)
     delivery_timeout_ms: int = 10_000  # retrying modes: how long one op keeps retrying
     drop_produce_responses: float = 0.0  # brokers drop this share of Produce answers (testing)
+    # fail the run (EXIT_UNAVAILABLE) when a partition takes longer than this to acknowledge again
+    # after a heal, or never does in its window; None: availability is measured, not judged
+    max_recovery_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.nodes not in (3, 5):
@@ -222,6 +229,8 @@ class RunConfig:
             args += ["--producer", self.producer_mode]
         if self.drop_produce_responses:
             args += ["--drop-produce-responses", f"{self.drop_produce_responses:g}"]
+        if self.max_recovery_s is not None:
+            args += ["--max-recovery-s", f"{self.max_recovery_s:g}"]
         return shlex.join(args)
 
     def to_json(self) -> dict[str, Any]:
@@ -248,6 +257,7 @@ class RunConfig:
             "lazyfs": self.lazyfs,
             "delivery_timeout_ms": self.delivery_timeout_ms,
             "drop_produce_responses": self.drop_produce_responses,
+            "max_recovery_s": self.max_recovery_s,
             "command": self.command_line(),
         }
 
@@ -692,6 +702,16 @@ class _Run:
         self.phase_name = "checking"
         ops = self.recorder.ops
         result = check(ops)
+        avail = availability(
+            ops,
+            [(f.name, f.start_s, f.stop_s) for f in self.faults.done],
+            [key_of(self.config.topic, p) for p in range(self.config.partitions)],
+            self.config.time_limit_s,
+        )
+        limit = self.config.max_recovery_s
+        too_slow = limit is not None and (
+            avail.worst_recovery_s is None or avail.worst_recovery_s > limit
+        )
         complete = (
             not self.interrupted
             and self.harness_error is None
@@ -705,6 +725,8 @@ class _Run:
             exit_code = EXIT_INTERRUPTED
         elif not complete:
             exit_code = EXIT_INCOMPLETE
+        elif too_slow:
+            exit_code = EXIT_UNAVAILABLE
         else:
             exit_code = EXIT_VALID
         timeline_note = write_timeline_png(
@@ -734,6 +756,7 @@ class _Run:
                 "their position (KIP-320): records they had read were removed"
             )
         results = self._results(ops, result, complete, exit_code, timeline_note is None)
+        results["availability"] = avail.to_json()
         (self.out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
         self.console.print(render_report(result, results))
         return RunOutcome(exit_code, self.out, result, results, tuple(self.notes))
