@@ -66,6 +66,13 @@ bench-quorum-scale: $(STAMP)
 chaos: $(STAMP)
 	$(VENV)/bin/raftlog chaos run --nodes 5 --time-limit 300 --nemesis partition,kill,pause
 
+## The seeded whole-cluster simulation (tests/sim): the standard seed set (200 seeds of 60
+## simulated seconds) on every core, figures in bench-results/sim.json. SEED=n replays one seed
+## (TRACE=file also writes what happened), PLANT=name runs with a planted bug (tests/sim/plants.py).
+.PHONY: sim
+sim: $(STAMP)
+	PYTHONHASHSEED=0 $(PY) -m tests.sim $(if $(SEED),--seed $(SEED)) $(if $(TRACE),--trace $(TRACE)) $(if $(PLANT),--plant $(PLANT))
+
 ## lazyfs (the power-loss nemesis's FUSE layer): small appends, with and without an fdatasync
 ## each, on the plain disk and through a lazyfs mount (root, /dev/fuse, libfuse 3).
 .PHONY: bench-lazyfs
