@@ -240,7 +240,7 @@ class Broker:
     async def _send_alter_partition(self, partition: Partition, proposal: IsrProposal) -> None:
         key = partition.key
         log.info("%s: proposing ISR %s", partition.name, list(proposal.isr))
-        accepted = False
+        accepted: bool | None = None  # None: no answer, so it may have been committed
         try:
             if self.controller.quorum.is_leader():
                 result = await self.controller.alter_partition(
@@ -260,7 +260,7 @@ class Broker:
             else:
                 stub = self.controller_stub()
                 if stub is None:
-                    return
+                    return  # unanswered: proposal_done(None) in finally resends it later
                 response = await stub.AlterPartition(
                     controller_pb2.AlterPartitionRequest(
                         topic=key[0],

@@ -872,10 +872,17 @@ class ReplicaManager:
             # the reverse; a pending removal changes nothing until committed
             leader.update_high_watermark(partition.log.log_end_offset)
 
-    def proposal_done(self, key: TopicPartition, accepted: bool) -> None:
+    def proposal_done(self, key: TopicPartition, accepted: bool | None) -> None:
+        """The AlterPartition's outcome: True committed, False refused by the controller (a
+        definite answer: forget it), None unknown (no answer: it may have committed, so it stays
+        pending and is sent again)."""
         partition = self.partitions.get(key)
-        if partition is not None and partition.leader is not None and not accepted:
+        if partition is None or partition.leader is None:
+            return
+        if accepted is False:
             partition.leader.proposal_failed(self.clock.mono_ms())
+        elif accepted is None:
+            partition.leader.proposal_unanswered(self.clock.mono_ms())
 
     def periodic(self) -> None:
         """Called every few hundred ms: ISR checks, purgatory expiry, ``flush.ms``."""

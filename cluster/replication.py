@@ -82,9 +82,8 @@ class LeaderReplication:
     pending: IsrProposal | None = None  # the AlterPartition in flight
     pending_since_ms: int = -1
     next_proposal_ms: int = 0  # backoff after a refused or lost proposal
-    # an AlterPartition with no answer and no metadata change for this long is lost (a dropped
-    # request, a controller that failed over before committing it): forget it and propose again,
-    # or the partition's ISR would never change again in this epoch
+    # an AlterPartition with no answer and no metadata change for this long is sent again (a
+    # dropped request, a controller that failed over): never forgotten — it may have committed
     proposal_timeout_ms: int = 10_000
 
     @classmethod
@@ -139,6 +138,14 @@ class LeaderReplication:
         if self.pending is not None and partition_epoch > self.pending.partition_epoch:
             self.pending = None
 
+    def proposal_unanswered(self, now_ms: MonoMs, backoff_ms: int = 1000) -> None:
+        """The AlterPartition got no answer (a timeout, the controller moved): it may have been
+        committed. Keep it pending (its additions stay in the maximal ISR, so the HW never counts
+        without a replica the controller may already have made an ISR member) and send it again
+        after ``backoff_ms``. Kafka too keeps the pending state until it learns the outcome."""
+        if self.pending is not None:
+            self.pending_since_ms = now_ms - self.proposal_timeout_ms + backoff_ms
+
     def proposal_failed(self, now_ms: MonoMs, backoff_ms: int = 1000) -> None:
         """The AlterPartition was refused or timed out: try again after a backoff (a leader cut
         off from the controller would otherwise propose every check)."""
@@ -158,7 +165,10 @@ class LeaderReplication:
         its last fetch was.
         """
         if self.pending is not None and now_ms - self.pending_since_ms > self.proposal_timeout_ms:
-            self.proposal_failed(now_ms, backoff_ms=0)  # lost: the checks below propose anew
+            # no answer and no metadata change: send the same proposal again (it stays in the
+            # maximal ISR: it may have been committed, and only the metadata can say)
+            self.pending_since_ms = now_ms
+            return self.pending
         if self.pending is not None or now_ms < self.next_proposal_ms:
             return None
         lagging = {

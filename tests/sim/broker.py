@@ -178,7 +178,7 @@ class SimBroker:
 
     async def _send_alter_partition(self, partition: Partition, proposal: IsrProposal) -> None:
         key = partition.key
-        accepted = False
+        accepted: bool | None = None  # no answer: it may have been committed (sent again)
         command = AlterPartition(
             key[0],
             key[1],

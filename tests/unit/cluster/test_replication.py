@@ -283,3 +283,19 @@ def test_the_leaders_fetch_checks() -> None:
     assert diverging_epoch(0, 12, ours, 0) == (0, 10)  # it holds epoch 0 past our end of it
     assert diverging_epoch(1, 12, ours, 0) == (0, 10)  # an epoch we never had
     assert diverging_epoch(0, 5, lambda e: (-1, -1), 3) == (-1, 3)  # we hold nothing that old
+
+
+def test_an_unanswered_addition_stays_in_the_maximal_isr_and_is_sent_again() -> None:
+    """Found by the simulation (seed 44): dropping an unanswered addition let the HW pass a
+    replica the controller had in fact added to the ISR, which was then elected without them."""
+    state = leader(isr=(1, 2))
+    state.on_follower_fetch(2, 10, 10, now_ms=100)
+    state.on_follower_fetch(3, 10, 10, now_ms=100)
+    added = state.check_isr(10, now_ms=200)
+    assert added == IsrProposal((1, 2, 3), leader_epoch=5, partition_epoch=7)
+    state.proposal_unanswered(now_ms=300)  # a timeout: it may have been committed
+    assert state.maximal_isr == (1, 2, 3) and state.pending == added
+    assert state.check_isr(10, now_ms=1000) is None  # not before the backoff
+    assert state.check_isr(10, now_ms=1301) == added  # the same proposal, sent again
+    state.proposal_failed(now_ms=1400)  # a definite refusal: forgotten
+    assert state.pending is None and state.maximal_isr == (1, 2)
