@@ -137,6 +137,7 @@ class SimFetcher:
                     )
                     replicas.truncate(partition, offset)
                     broker.counters["truncations"] += 1
+                    broker.world.emit("truncated", broker=broker.broker_id, leader=self.leader_id)
                 case FollowerAction.BACK_OFF:
                     followed.retry_at_ms = now + config.backoff_ms
                 case FollowerAction.PARK:

@@ -46,11 +46,15 @@ class FaultConfig:
     churn: int = 2  # isolate whichever broker leads, again and again (elections in a row)
     clients_cut_p: float = 0.3  # a partition also cuts clients from the isolated side
     # faults at interesting moments: right after an ISR change or an election commits, cut its
-    # leader (with some of the other brokers) off from the controller and the rest
+    # leader (with some of the other brokers) off from the controller and the rest — in the
+    # spirit of FoundationDB's BUGGIFY: strike where a protocol is mid-step, not only at random
     react_isr_p: float = 0.3
     react_election_p: float = 0.3
     react_isr_delay_ms_max: int = 30  # before the leader hears of its ISR change
     react_election_delay_ms_max: int = 300  # after followers met the new leader's log
+    # right after a follower truncated, before it fetched again, cut off the leader it follows
+    react_truncation_p: float = 0.8
+    react_truncation_delay_ms_max: int = 5
 
 
 @dataclass(slots=True)
@@ -71,6 +75,7 @@ class Nemesis:
         self.counts: dict[str, int] = {}
         self.running = False
         cluster.quorum.observers.append(self._on_commit)
+        cluster.world.listeners.append(self._on_event)
 
     async def run(self, until_ms: int) -> None:
         rng = self.world.rng
@@ -149,6 +154,14 @@ class Nemesis:
             delay_ms_max = config.react_election_delay_ms_max
         if leader is not None:
             self.world.later(rng.randint(0, delay_ms_max), self._cut_off, leader)
+
+    def _on_event(self, event: str, details: dict[str, int]) -> None:
+        if event != "truncated" or not self.running or len(self.active) >= self.config.active_max:
+            return
+        rng = self.world.rng
+        if rng.random() < self.config.react_truncation_p:
+            delay = rng.randint(0, self.config.react_truncation_delay_ms_max)
+            self.world.later(delay, self._cut_off, details["leader"])
 
     def _cut_off(self, leader: int) -> None:
         """Cut ``leader`` and a random few of the other brokers off from the rest and the

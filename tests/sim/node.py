@@ -95,6 +95,8 @@ class World:
         self._incarnations = itertools.count(1)
         self.errors: list[str] = []  # exceptions raised in simulated code: each fails the run
         self.tracing = False
+        # who wants to hear of protocol moments (the nemesis strikes at some): (event, details)
+        self.listeners: list[Callable[[str, dict[str, int]], None]] = []
         self.traced: list[str] = []  # what happened, when tracing (replays of a failing seed)
         self.loop.set_exception_handler(self._on_error)
 
@@ -102,6 +104,10 @@ class World:
         error = context.get("exception")
         detail = "".join(traceback.format_exception(error)) if error is not None else ""
         self.errors.append(f"{context.get('message')}: {detail}")
+
+    def emit(self, event: str, **details: int) -> None:
+        for listener in self.listeners:
+            listener(event, details)
 
     def trace(self, text: str) -> None:
         if self.tracing:

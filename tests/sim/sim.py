@@ -132,7 +132,9 @@ class Cluster:
         self.controller: ControllerShell | None = None
         self.brokers: dict[int, SimBroker] = {}
         self.down: dict[int, bool] = {}  # broker → whether its last stop was a power loss
-        self.power_lost: set[int] = set()  # until back in every ISR it belongs to
+        # broker → the incarnation started after its power loss (None: not yet), until that
+        # incarnation is registered, unfenced and back in every ISR it belongs to
+        self.power_lost: dict[int, int | None] = {}
         self.producers: list[SimProducer] = []
         self.consumers: list[SimConsumer] = []
         self.history = History(world)
@@ -161,6 +163,8 @@ class Cluster:
         broker = self.brokers[broker_id] = SimBroker(
             self.world, broker_id, self._machine(broker_id), self.config.broker
         )
+        if broker_id in self.power_lost:
+            self.power_lost[broker_id] = broker.proc.incarnation
         if self.world.tracing:
             ends = {k: p.log.log_end_offset for k, p in sorted(broker.replicas.partitions.items())}
             self.world.trace(f"b{broker_id} starts (unclean {broker.unclean}); logs end {ends}")
@@ -184,19 +188,25 @@ class Cluster:
         self.world.trace(f"b{broker_id} loses power: {dropped} unsynced bytes dropped")
         self._new_boot_id(broker_id)
         self.down[broker_id] = True
-        self.power_lost.add(broker_id)
+        self.power_lost[broker_id] = None
 
     def recovering_from_power_loss(self) -> bool:
+        """Is a broker that lost power not yet safe again? Its new incarnation must be the
+        registered one (its unclean registration took it out of every ISR), unfenced, and back
+        in every ISR: until then another power loss could hit a majority of some partition."""
         state = self.quorum.state
-        for broker_id in sorted(self.power_lost):
-            if broker_id in self.down:
-                return True
+        for broker_id, incarnation in sorted(self.power_lost.items()):
             record = state.brokers.get(broker_id)
-            if record is None or record.fenced:
+            if (
+                broker_id in self.down
+                or incarnation is None
+                or record is None
+                or record.incarnation != incarnation
+                or record.fenced
+                or any(broker_id not in p.isr for p in state.replicas_of(broker_id))
+            ):
                 return True
-            if any(broker_id not in p.isr for p in state.replicas_of(broker_id)):
-                return True
-            self.power_lost.discard(broker_id)
+            del self.power_lost[broker_id]
         return False
 
     def random_up_broker(self) -> int | None:

@@ -352,6 +352,13 @@ class SimProducer(_Client):
 
     def _complete(self, batch: ProducerBatch, answer: Any) -> None:
         code = answer.error
+        if code != "NONE" and self.world.tracing:
+            values = [v for _, v in self._ops.get(batch, [])]
+            self.world.trace(
+                f"p{self.process_id} {batch.key} seq {batch.base_sequence} epoch "
+                f"{batch.producer_epoch} attempt {batch.attempts} values {values[:3]}... -> "
+                f"{code} {answer.base_offset}-{answer.last_offset}"
+            )
         if code in ("NONE", "DUPLICATE_SEQUENCE_NUMBER"):
             if batch.producer_epoch == self.producer_epoch:
                 self._acked_seq[batch.key] = (batch.base_sequence + batch.record_count) % _SEQ_MOD
