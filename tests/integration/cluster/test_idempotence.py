@@ -112,7 +112,11 @@ def test_dedupe_survives_a_restart_of_every_broker(make_cluster: ClusterFactory)
     admin.create_topic("restart", 1, 3, min_insync_replicas=2)
 
     def leader_stub() -> broker_pb2_grpc.BrokerStub:
-        leader = admin.describe_topic("restart").partitions[0].leader
+        # between elections the metadata names no leader (-1): a client waits for one
+        waited_until = time.monotonic() + 30
+        while (leader := admin.describe_topic("restart").partitions[0].leader) < 0:
+            assert time.monotonic() < waited_until, "the partition stayed without a leader"
+            time.sleep(0.1)
         return broker_pb2_grpc.BrokerStub(cluster.security.channel(cluster.nodes[leader].grpc))
 
     ids = leader_stub().InitProducerId(broker_pb2.InitProducerIdRequest(producer_id=-1))
