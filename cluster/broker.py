@@ -65,7 +65,7 @@ from .fetcher import FetcherManager
 from .group_servicer import GroupServicer
 from .quota import Quotas
 from .replica_manager import Partition, ReplicaManager, ReplicaManagerConfig
-from .replication import IsrProposal
+from .replication import IsrProposal, alter_partition_outcome
 from .servicer import BrokerServicer, ControllerServicer
 from .tasks import TaskSet
 
@@ -253,10 +253,10 @@ class Broker:
                         proposal.isr,
                     )
                 )
-                accepted = "error" not in result
+                accepted = alter_partition_outcome(result.get("error"))
                 version = self.store.version
                 if not accepted:
-                    log.info("%s: AlterPartition refused: %s", partition.name, result)
+                    log.info("%s: AlterPartition not taken: %s", partition.name, result)
             else:
                 stub = self.controller_stub()
                 if stub is None:
@@ -273,10 +273,10 @@ class Broker:
                     ),
                     timeout=5,
                 )
-                accepted = response.error.code == 0
+                accepted = alter_partition_outcome(common_pb2.ErrorCode.Name(response.error.code))
                 version = response.metadata_version
                 if not accepted:
-                    log.info("%s: AlterPartition refused: %s", partition.name, response.error)
+                    log.info("%s: AlterPartition not taken: %s", partition.name, response.error)
             if accepted:
                 # the change is committed; apply it as soon as our metadata has it
                 await asyncio.get_running_loop().run_in_executor(
@@ -286,7 +286,7 @@ class Broker:
         except Exception as exc:  # the controller moved or died: the next check retries
             log.info("%s: AlterPartition failed: %s", partition.name, exc)
         finally:
-            self.replicas.proposal_done(key, accepted)
+            self.replicas.proposal_done(key, proposal, accepted)
 
     async def _create_offsets_topic(self) -> None:
         """The internal offsets topic: RF 3 (or the cluster's size), min ISR 2 (or 1)."""

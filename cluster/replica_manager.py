@@ -872,17 +872,14 @@ class ReplicaManager:
             # the reverse; a pending removal changes nothing until committed
             leader.update_high_watermark(partition.log.log_end_offset)
 
-    def proposal_done(self, key: TopicPartition, accepted: bool | None) -> None:
-        """The AlterPartition's outcome: True committed, False refused by the controller (a
-        definite answer: forget it), None unknown (no answer: it may have committed, so it stays
-        pending and is sent again)."""
+    def proposal_done(
+        self, key: TopicPartition, proposal: IsrProposal, outcome: bool | None
+    ) -> None:
+        """The AlterPartition's outcome (``alter_partition_outcome``): True committed, False
+        refused and never applied, None unknown (it stays pending and is sent again)."""
         partition = self.partitions.get(key)
-        if partition is None or partition.leader is None:
-            return
-        if accepted is False:
-            partition.leader.proposal_failed(self.clock.mono_ms())
-        elif accepted is None:
-            partition.leader.proposal_unanswered(self.clock.mono_ms())
+        if partition is not None and partition.leader is not None:
+            partition.leader.proposal_answered(proposal, outcome, self.clock.mono_ms())
 
     def periodic(self) -> None:
         """Called every few hundred ms: ISR checks, purgatory expiry, ``flush.ms``."""

@@ -65,6 +65,24 @@ class IsrProposal:
     partition_epoch: int
 
 
+# The controller checks the leader and partition epochs before anything else, so these refusals
+# come only while ours are current: nothing was applied, by this send or an earlier one.
+DEFINITE_ALTER_PARTITION_REFUSALS = frozenset({"INELIGIBLE_REPLICA", "INVALID_REQUEST"})
+
+
+def alter_partition_outcome(error: str | None) -> bool | None:
+    """What an AlterPartition answer proves: True committed, False refused and never applied,
+    None unknown. A stale-epoch refusal (FENCED_LEADER_EPOCH, INVALID_UPDATE_VERSION...) may
+    answer a resend whose first send committed, and a controller that moved (NOT_CONTROLLER,
+    NOT_LEADER_OR_FOLLOWER) never looked: only the metadata can say, as Kafka's
+    ``handleAlterPartitionError`` keeps the pending state for those."""
+    if error is None or error == "NONE":
+        return True
+    if error in DEFINITE_ALTER_PARTITION_REFUSALS:
+        return False
+    return None
+
+
 @dataclass(slots=True)
 class LeaderReplication:
     """The leader's view of one partition in one leader epoch."""
@@ -138,19 +156,26 @@ class LeaderReplication:
         if self.pending is not None and partition_epoch > self.pending.partition_epoch:
             self.pending = None
 
-    def proposal_unanswered(self, now_ms: MonoMs, backoff_ms: int = 1000) -> None:
-        """The AlterPartition got no answer (a timeout, the controller moved): it may have been
-        committed. Keep it pending (its additions stay in the maximal ISR, so the HW never counts
-        without a replica the controller may already have made an ISR member) and send it again
-        after ``backoff_ms``. Kafka too keeps the pending state until it learns the outcome."""
-        if self.pending is not None:
-            self.pending_since_ms = now_ms - self.proposal_timeout_ms + backoff_ms
+    def proposal_answered(
+        self, proposal: IsrProposal, outcome: bool | None, now_ms: MonoMs, backoff_ms: int = 1000
+    ) -> None:
+        """What the AlterPartition for ``proposal`` came back with (``alter_partition_outcome``).
 
-    def proposal_failed(self, now_ms: MonoMs, backoff_ms: int = 1000) -> None:
-        """The AlterPartition was refused or timed out: try again after a backoff (a leader cut
-        off from the controller would otherwise propose every check)."""
-        self.pending = None
-        self.next_proposal_ms = now_ms + backoff_ms
+        True: committed, the metadata will show it. False: refused and never applied: forget it
+        and back off (a leader cut off from the controller would otherwise propose every check).
+        None: no answer, or one that does not say whether an earlier send committed: keep it
+        pending (its additions stay in the maximal ISR, so the HW never counts without a replica
+        the controller may already have made an ISR member) and send it again after
+        ``backoff_ms``, unless the metadata settles it first. An answer to a proposal that is no
+        longer the pending one (the metadata settled it, a newer one is out) changes nothing.
+        """
+        if self.pending is not proposal:
+            return
+        if outcome is False:
+            self.pending = None
+            self.next_proposal_ms = now_ms + backoff_ms
+        elif outcome is None:
+            self.pending_since_ms = now_ms - self.proposal_timeout_ms + backoff_ms
 
     def check_isr(
         self,

@@ -35,7 +35,7 @@ from raftlog.cluster.replica_manager import (
     ReplicaManager,
     ReplicaManagerConfig,
 )
-from raftlog.cluster.replication import IsrProposal
+from raftlog.cluster.replication import IsrProposal, alter_partition_outcome
 from raftlog.raft.commands import (
     AllocateProducerIds,
     AlterPartition,
@@ -191,13 +191,13 @@ class SimBroker:
             result = await self.world.rpc.call(
                 self.proc, CONTROLLER, "alter_partition", command, self.config.rpc_timeout_ms
             )
-            accepted = "error" not in result
+            accepted = alter_partition_outcome(result.get("error"))
             if accepted:
                 self._request_pull()
         except RpcError:
             pass
         finally:
-            self.replicas.proposal_done(key, accepted)
+            self.replicas.proposal_done(key, proposal, accepted)
 
     # ---- metadata --------------------------------------------------------------------------------
 

@@ -80,11 +80,6 @@ def test_seeds_differ() -> None:
 # ---- bugs of the real code the simulation found ---------------------------------------------
 
 KNOWN_BUGS = {
-    63: "an AlterPartition resent after going unanswered is refused (NOT_LEADER_OR_FOLLOWER / "
-    "FENCED_LEADER_EPOCH / INVALID_UPDATE_VERSION) although the first send committed: the "
-    "refusal is taken as definite, the pending ISR addition is dropped and the deposed leader "
-    "counts the HW without that replica (2252bb0 kept unanswered proposals pending; a refusal "
-    "after an unanswered send is not definite either: only the metadata can say)",
     152: "after an unclean (power-loss) restart a follower rejoins the ISR on the leader's "
     "progress from its previous incarnation (KIP-903): the leader never saw the new one fetch",
 }
@@ -95,6 +90,11 @@ FIXED_BUGS = {
     44: "an AlterPartition that got no answer may have committed: the leader dropped the pending "
     "ISR addition and counted the HW without a replica the controller had made an ISR member, "
     "which was then elected without those records (now: kept pending and sent again)",
+    63: "an AlterPartition resent after going unanswered was refused for its stale epochs "
+    "(a stale-epoch error) although the first send had committed: the refusal was taken as "
+    "definite, the pending ISR addition dropped and the HW counted without that replica (now: "
+    "only INELIGIBLE_REPLICA and INVALID_REQUEST, which come only while the epochs are current, "
+    "forget a proposal; alter_partition_outcome)",
 }
 
 

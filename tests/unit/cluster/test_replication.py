@@ -10,6 +10,7 @@ from raftlog.cluster.replication import (
     FollowerDecision,
     IsrProposal,
     LeaderReplication,
+    alter_partition_outcome,
     divergence_truncation_offset,
     diverging_epoch,
     fetch_epoch_error,
@@ -293,9 +294,48 @@ def test_an_unanswered_addition_stays_in_the_maximal_isr_and_is_sent_again() -> 
     state.on_follower_fetch(3, 10, 10, now_ms=100)
     added = state.check_isr(10, now_ms=200)
     assert added == IsrProposal((1, 2, 3), leader_epoch=5, partition_epoch=7)
-    state.proposal_unanswered(now_ms=300)  # a timeout: it may have been committed
+    state.proposal_answered(added, None, now_ms=300)  # a timeout: it may have been committed
     assert state.maximal_isr == (1, 2, 3) and state.pending == added
     assert state.check_isr(10, now_ms=1000) is None  # not before the backoff
     assert state.check_isr(10, now_ms=1301) == added  # the same proposal, sent again
-    state.proposal_failed(now_ms=1400)  # a definite refusal: forgotten
+    state.proposal_answered(added, False, now_ms=1400)  # a definite refusal: forgotten
     assert state.pending is None and state.maximal_isr == (1, 2)
+
+
+def test_only_a_refusal_with_current_epochs_forgets_a_proposal() -> None:
+    """Found by the simulation (seed 63): a resend of a proposal whose first send committed is
+    refused for its now stale epochs; taking that refusal as definite dropped the addition."""
+    assert alter_partition_outcome(None) is True
+    assert alter_partition_outcome("NONE") is True
+    assert alter_partition_outcome("INELIGIBLE_REPLICA") is False
+    assert alter_partition_outcome("INVALID_REQUEST") is False
+    for unknown in (
+        "INVALID_UPDATE_VERSION",
+        "FENCED_LEADER_EPOCH",
+        "UNKNOWN_LEADER_EPOCH",
+        "NOT_LEADER_OR_FOLLOWER",
+        "NOT_CONTROLLER",
+        "REQUEST_TIMED_OUT",
+    ):
+        assert alter_partition_outcome(unknown) is None, unknown
+    state = leader(isr=(1, 2))
+    state.on_follower_fetch(3, 10, 10, now_ms=100)
+    added = state.check_isr(10, now_ms=200)
+    assert added is not None
+    state.proposal_answered(added, alter_partition_outcome("INVALID_UPDATE_VERSION"), 300)
+    assert state.pending is added and state.maximal_isr == (1, 2, 3)
+    state.update_from_metadata((1, 2, 3), partition_epoch=8)  # the metadata settles it
+    assert state.pending is None and state.isr == (1, 2, 3)
+
+
+def test_an_answer_to_an_older_proposal_leaves_the_pending_one_alone() -> None:
+    state = leader(isr=(1, 2, 3))
+    state.on_follower_fetch(2, 10, 10, now_ms=19_500)
+    shrink = state.check_isr(10, now_ms=20_000)  # 3 lags: out
+    assert shrink is not None and shrink.isr == (1, 2)
+    state.update_from_metadata((1, 2), partition_epoch=8)  # committed before its answer came
+    state.on_follower_fetch(3, 10, 10, now_ms=20_100)
+    grow = state.check_isr(10, now_ms=20_200)
+    assert grow is not None and grow.isr == (1, 2, 3)
+    state.proposal_answered(shrink, False, 20_300)  # a late refusal of a resend of the old one
+    assert state.pending is grow and state.maximal_isr == (1, 2, 3)
