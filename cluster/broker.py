@@ -251,6 +251,7 @@ class Broker:
                         proposal.leader_epoch,
                         proposal.partition_epoch,
                         proposal.isr,
+                        proposal.incarnations,
                     )
                 )
                 accepted = alter_partition_outcome(result.get("error"))
@@ -270,6 +271,7 @@ class Broker:
                         leader_epoch=proposal.leader_epoch,
                         partition_epoch=proposal.partition_epoch,
                         isr=proposal.isr,
+                        isr_incarnations=proposal.incarnations,
                     ),
                     timeout=5,
                 )

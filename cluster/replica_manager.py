@@ -751,10 +751,17 @@ class ReplicaManager:
         return partition, base
 
     def read_one(
-        self, spec: FetchSpec, replica_id: int, max_bytes: int, *, record_progress: bool = True
+        self,
+        spec: FetchSpec,
+        replica_id: int,
+        max_bytes: int,
+        *,
+        record_progress: bool = True,
+        replica_incarnation: int = -1,
     ) -> FetchOutcome:
         """Read one partition for a fetch; a follower's fetch also reports its progress (once
-        per request: a re-read after a long poll proves nothing new)."""
+        per request: a re-read after a long poll proves nothing new), as the broker
+        incarnation ``replica_incarnation``."""
         partition, base = self.check_leader(spec, replica_id)
         if partition is None or partition.leader is None:
             return base
@@ -773,7 +780,7 @@ class ReplicaManager:
             # let the HW (and the ISR) take records the follower does not have, and a later
             # election of that follower would cut acknowledged records.
             if diverging is None and partition.leader.on_follower_fetch(
-                replica_id, spec.fetch_offset, log_.log_end_offset, now
+                replica_id, spec.fetch_offset, log_.log_end_offset, now, replica_incarnation
             ):
                 self._wake(partition.key)
             self._maybe_propose(partition, now)
@@ -815,9 +822,12 @@ class ReplicaManager:
         max_wait_ms: int,
         min_bytes: int,
         max_bytes: int,
+        replica_incarnation: int,
     ) -> list[FetchOutcome]:
+        """Serve a fetch; a follower's (``replica_id`` >= 0) reports its progress as broker
+        incarnation ``replica_incarnation`` (-1 for consumers)."""
         self.counters.fetch_requests += 1
-        outcomes = self._read_all(replica_id, specs, max_bytes)
+        outcomes = self._read_all(replica_id, specs, max_bytes, replica_incarnation)
         got = sum(len(o.records) for o in outcomes)
         errors = any(o.error != "NONE" or o.diverging_epoch for o in outcomes)
         if got >= min_bytes or errors or max_wait_ms <= 0 or not specs:
@@ -838,20 +848,27 @@ class ReplicaManager:
         except PurgatoryFullError:
             return outcomes
         await op.future
-        return self._read_all(replica_id, specs, max_bytes, record_progress=False)
+        return self._read_all(replica_id, specs, max_bytes, -1, record_progress=False)
 
     def _read_all(
         self,
         replica_id: int,
         specs: list[FetchSpec],
         max_bytes: int,
+        replica_incarnation: int,
         *,
         record_progress: bool = True,
     ) -> list[FetchOutcome]:
         outcomes = []
         budget = max_bytes
         for spec in specs:
-            outcome = self.read_one(spec, replica_id, budget, record_progress=record_progress)
+            outcome = self.read_one(
+                spec,
+                replica_id,
+                budget,
+                record_progress=record_progress,
+                replica_incarnation=replica_incarnation,
+            )
             outcomes.append(outcome)
             if outcome.records:
                 # at least one batch always comes back, then the budget is a hard stop
@@ -958,6 +975,7 @@ class ReplicaManager:
         """Producer state from the newest snapshot at or below the LEO, plus the batches after
         it (the whole log when no snapshot fits: O(log), only after an unusual truncation)."""
         log_ = partition.log
+        self._drop_producer_snapshot_above(partition, log_.log_end_offset)  # see truncate()
         saved = self.state.get_blob("producers", partition.name)
         start = log_.log_start_offset
         state = ProducerStateManager()
@@ -1019,6 +1037,11 @@ class ReplicaManager:
     def truncate(self, partition: Partition, offset: int) -> None:
         log_ = partition.log
         self.counters.truncations += 1
+        # A producer snapshot above the cut describes batches about to go: once the log grows
+        # past it again with other batches, a restart would take it for the truth (and answer a
+        # retry of a lost batch as a duplicate). Gone before the cut, so no crash can keep it;
+        # the next snapshot round writes the state at the new end.
+        self._drop_producer_snapshot_above(partition, offset)
         if offset < log_.log_start_offset:
             log_.truncate_fully_and_start_at(offset)
         else:
@@ -1026,6 +1049,12 @@ class ReplicaManager:
         partition.set_follower_hw(0)
         if partition.producers.truncated(log_.log_end_offset):
             self._rebuild_producers(partition)
+        partition.producers.dirty = True
+
+    def _drop_producer_snapshot_above(self, partition: Partition, offset: int) -> None:
+        saved = self.state.get_blob("producers", partition.name)
+        if isinstance(saved, dict) and saved.get("offset", -1) > offset:
+            self.state.delete_blob("producers", partition.name)
 
     # ---- describing ------------------------------------------------------------------------------
 

@@ -54,6 +54,8 @@ class FollowerProgress:
     last_caught_up_ms: int = -1
     last_fetch_ms: int = -1
     leader_end_offset_at_last_fetch: int = -1
+    # the broker incarnation that fetched (-1: not told): a new one starts from nothing (KIP-903)
+    incarnation: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,9 @@ class IsrProposal:
     isr: tuple[int, ...]
     leader_epoch: int
     partition_epoch: int
+    # per ISR member, the incarnation whose fetches earned its place (-1: not known): the
+    # controller refuses to add a broker that has since restarted as another (KIP-903)
+    incarnations: tuple[int, ...] = ()
 
 
 # The controller checks the leader and partition epochs before anything else, so these refusals
@@ -220,23 +225,43 @@ class LeaderReplication:
         return None
 
     def _propose(self, isr: tuple[int, ...], now_ms: int) -> IsrProposal:
-        self.pending = IsrProposal(isr, self.leader_epoch, self.partition_epoch)
+        incarnations = tuple(
+            self.followers[b].incarnation if b in self.followers else -1 for b in isr
+        )
+        self.pending = IsrProposal(isr, self.leader_epoch, self.partition_epoch, incarnations)
         self.pending_since_ms = now_ms
         return self.pending
 
     # ---- offsets -------------------------------------------------------------------------------
 
     def on_follower_fetch(
-        self, replica_id: int, fetch_offset: int, log_end_offset: int, now_ms: MonoMs
+        self,
+        replica_id: int,
+        fetch_offset: int,
+        log_end_offset: int,
+        now_ms: MonoMs,
+        incarnation: int = -1,
     ) -> bool:
         """A follower fetched from ``fetch_offset``; True when the HW moved.
 
         The caller checked that the follower's log agrees with ours below ``fetch_offset``
         (no diverging epoch); an offset past our log end cannot be agreement and is ignored.
+        ``incarnation`` is the fetching process's broker incarnation: a newer one than before
+        is a restarted broker (after a power loss it may hold less than its predecessor
+        reported), so what the old one showed counts no more (KIP-903); an older one is a
+        zombie and is ignored.
         """
         progress = self.followers.get(replica_id)
         if progress is None:
             return False  # not a replica of this partition (the caller answers with an error)
+        if incarnation < progress.incarnation:
+            return False
+        if incarnation > progress.incarnation:
+            if progress.incarnation >= 0:  # as at leader start: an ISR member gets one window
+                caught_up = now_ms if replica_id in self.isr else -1
+                progress = FollowerProgress(last_caught_up_ms=caught_up)
+                self.followers[replica_id] = progress
+            progress.incarnation = incarnation
         if fetch_offset > log_end_offset:
             return False  # the follower has records we do not: diverged, not progress
         if fetch_offset == log_end_offset:

@@ -256,6 +256,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             max_wait_ms=request.max_wait_ms,
             min_bytes=request.min_bytes,
             max_bytes=request.max_bytes or (50 << 20),
+            replica_incarnation=request.replica_incarnation if replica_id != CONSUMER else -1,
         )
         results = []
         for o in outcomes:
@@ -902,6 +903,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             request.leader_epoch,
             request.partition_epoch,
             tuple(request.isr),
+            tuple(request.isr_incarnations),
         )
         try:
             result = await self.broker.controller.alter_partition(command)

@@ -140,6 +140,9 @@ class AlterPartition:
     leader_epoch: int  # the requester's leader epoch
     partition_epoch: int  # the epoch the requester's view is based on
     isr: tuple[int, ...]
+    # per ISR member, the incarnation the leader saw fetching (-1: unknown); () from older
+    # brokers. A joining member whose registered incarnation differs is refused (KIP-903).
+    incarnations: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -513,16 +513,31 @@ class MetadataState:
             len(wanted) != len(cmd.isr)
             or record.leader not in wanted
             or not wanted <= set(record.replicas)
+            or len(cmd.incarnations) not in (0, len(cmd.isr))
         ):
             raise MetadataError(
                 "INVALID_REQUEST",
                 f"ISR {list(cmd.isr)} must hold the leader and only replicas "
-                f"{list(record.replicas)}",
+                f"{list(record.replicas)}, with an incarnation for each member or none",
             )
-        ineligible = [b for b in wanted - set(record.isr) if not self.is_live(b)]
+        joining = wanted - set(record.isr)
+        ineligible = [b for b in joining if not self.is_live(b)]
         if ineligible:
             raise MetadataError(
                 "INELIGIBLE_REPLICA", f"fenced or unregistered broker(s) {ineligible}"
+            )
+        # KIP-903: a broker joins on the fetches of the incarnation the leader saw; if it has
+        # restarted since (after a power loss it may hold less), that progress is not its own
+        restarted = [
+            (b, incarnation, self.brokers[b].incarnation)
+            for b, incarnation in zip(cmd.isr, cmd.incarnations, strict=False)  # () or equal
+            if b in joining and incarnation != -1 and incarnation != self.brokers[b].incarnation
+        ]
+        if restarted:
+            raise MetadataError(
+                "INELIGIBLE_REPLICA",
+                "broker(s) restarted since the leader saw them fetch (broker, seen, now): "
+                f"{restarted}",
             )
         isr = tuple(b for b in record.replicas if b in wanted)
         new = self._set_partition(record, record.leader, isr, changes)

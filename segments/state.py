@@ -98,6 +98,10 @@ class BrokerStateStore:
         with self._env.begin(write=True, db=self._dbs[db]) as txn:
             txn.put(key.encode(), cbor2.dumps(value))
 
+    def delete_blob(self, db: str, key: str) -> None:
+        with self._env.begin(write=True, db=self._dbs[db]) as txn:
+            txn.delete(key.encode())
+
     def get_blob(self, db: str, key: str) -> Any:
         with self._env.begin(db=self._dbs[db]) as txn:
             raw = txn.get(key.encode())

@@ -186,6 +186,7 @@ class SimBroker:
             proposal.leader_epoch,
             proposal.partition_epoch,
             proposal.isr,
+            proposal.incarnations,
         )
         try:
             result = await self.world.rpc.call(
@@ -327,6 +328,7 @@ class SimBroker:
             max_wait_ms=wire.max_wait_ms,
             min_bytes=wire.min_bytes,
             max_bytes=wire.fetch_bytes_max,
+            replica_incarnation=incarnation if replica_id != CONSUMER else -1,
         )
         return "NONE", outcomes
 

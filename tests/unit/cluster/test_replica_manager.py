@@ -123,3 +123,47 @@ def test_a_fetch_from_past_our_log_end_is_not_progress(harness: Harness) -> None
     harness.follower_fetch(9, last_fetched_epoch=-1, current_epoch=2)  # no epoch to compare
     assert harness.high_watermark == 0
     assert follower_leo(harness) < 0
+
+
+def test_a_producer_snapshot_above_a_truncation_is_not_trusted_after_a_crash(
+    tmp_path: Path,
+) -> None:
+    """Found by the simulation: a producer snapshot taken at offset 4 outlived a truncation to
+    2; the log grew past 4 again with other batches, and after a crash the rebuild took the
+    snapshot for the truth, so producer 7's lost batch (seq 2-3) would be answered as a
+    duplicate of records no replica holds."""
+    h = Harness(tmp_path)
+    h.lead(isr=(1,), epoch=0)
+
+    def produce(producer_id: int, base_sequence: int, count: int) -> None:
+        batch = build_batch(
+            [b"x"] * count,
+            timestamp_ms=h.now_ms,
+            producer_id=producer_id,
+            producer_epoch=0,
+            base_sequence=base_sequence,
+        )
+        outcome, _, _ = h.manager.append("t", 0, batch, 1)
+        assert outcome.error == "NONE", outcome
+
+    produce(7, 0, 2)  # offsets 0-1
+    produce(7, 2, 2)  # offsets 2-3
+    assert h.manager.snapshot_producers() == 1  # at offset 4
+    partition = h.manager.partitions[KEY]
+    h.manager.truncate(partition, 2)  # a new leader never had 2-3
+    h.lead(isr=(1,), epoch=1)
+    produce(8, 0, 4)  # offsets 2-5: the log passes the old snapshot's offset again
+    for p in h.manager.partitions.values():  # a crash: no checkpoint, no snapshot round
+        p.log.close()
+    h.state.close()
+
+    again = Harness(tmp_path)
+    try:
+        again.lead(isr=(1,), epoch=1)
+        producers = again.manager.partitions[KEY].producers
+        seven, eight = producers.entry(7), producers.entry(8)
+        assert seven is not None and seven.last_seq == 1  # its batch 2-3 is gone
+        assert eight is not None and eight.last_seq == 3
+    finally:
+        again.manager.close()
+        again.state.close()

@@ -60,7 +60,7 @@ def test_a_lagging_follower_is_proposed_out_but_counts_until_committed() -> None
     assert state.high_watermark == 4
     assert state.check_isr(10, now_ms=900) is None  # within the lag window
     proposal = state.check_isr(10, now_ms=1001)
-    assert proposal == IsrProposal((1, 2), leader_epoch=5, partition_epoch=7)
+    assert proposal == IsrProposal((1, 2), 5, 7, (-1, -1))
     assert state.check_isr(10, now_ms=1002) is None  # one in flight
     # pending removal: 3 still holds the HW back
     assert not state.update_high_watermark(10) and state.high_watermark == 4
@@ -77,7 +77,7 @@ def test_a_follower_that_keeps_fetching_but_never_catches_up_is_removed() -> Non
         state.on_follower_fetch(2, fetched, leo, now_ms=t)
         leo, fetched = leo + 5, fetched + 2
     assert state.followers[2].last_caught_up_ms == 0  # only the grace from becoming leader
-    assert state.check_isr(leo, now_ms=3000) == IsrProposal((1,), 5, 7)
+    assert state.check_isr(leo, now_ms=3000) == IsrProposal((1,), 5, 7, (-1,))
 
 
 def test_a_follower_keeping_pace_a_little_behind_stays_in_sync() -> None:
@@ -106,7 +106,7 @@ def test_a_caught_up_follower_is_proposed_back_and_counts_as_soon_as_proposed() 
     state.on_follower_fetch(3, 8, 10, now_ms=20)
     assert state.check_isr(10, now_ms=30) is None  # 3 is below the HW
     state.on_follower_fetch(3, 10, 10, now_ms=40)
-    assert state.check_isr(10, now_ms=50) == IsrProposal((1, 2, 3), 5, 7)
+    assert state.check_isr(10, now_ms=50) == IsrProposal((1, 2, 3), 5, 7, (-1, -1, -1))
     assert state.maximal_isr == (1, 2, 3)
     # the maximal ISR holds the HW back to the joining member's progress
     state.on_follower_fetch(2, 15, 15, now_ms=60)
@@ -119,7 +119,7 @@ def test_a_follower_must_reach_the_start_of_the_current_epoch_to_join() -> None:
     state.high_watermark = 40  # even when the HW is below
     assert state.check_isr(50, now_ms=2) is None
     state.on_follower_fetch(2, 50, 50, now_ms=3)
-    assert state.check_isr(50, now_ms=4) == IsrProposal((1, 2), 5, 7)
+    assert state.check_isr(50, now_ms=4) == IsrProposal((1, 2), 5, 7, (-1, -1))
 
 
 def test_acks_all_needs_the_hw_past_the_batch_and_enough_isr() -> None:
@@ -225,7 +225,7 @@ def test_a_fenced_broker_is_never_proposed_back_however_recent_its_fetch() -> No
     state.on_follower_fetch(2, 10, 10, now_ms=10)
     state.on_follower_fetch(3, 10, 10, now_ms=20)
     assert state.check_isr(10, now_ms=30, eligible=lambda b: b != 3) is None
-    assert state.check_isr(10, now_ms=30) == IsrProposal((1, 2, 3), 5, 7)
+    assert state.check_isr(10, now_ms=30) == IsrProposal((1, 2, 3), 5, 7, (-1, -1, -1))
 
 
 def test_a_lost_alter_partition_is_proposed_again_after_its_timeout() -> None:
@@ -234,7 +234,7 @@ def test_a_lost_alter_partition_is_proposed_again_after_its_timeout() -> None:
     state = leader()
     state.on_follower_fetch(2, 10, 10, now_ms=100)
     lost = state.check_isr(10, now_ms=1001)
-    assert lost == IsrProposal((1, 2), leader_epoch=5, partition_epoch=7)
+    assert lost == IsrProposal((1, 2), 5, 7, (-1, -1))
     state.on_follower_fetch(2, 10, 10, now_ms=5000)
     assert state.check_isr(10, now_ms=5000) is None  # still in flight as far as we know
     later = 1001 + state.proposal_timeout_ms + 1
@@ -293,7 +293,7 @@ def test_an_unanswered_addition_stays_in_the_maximal_isr_and_is_sent_again() -> 
     state.on_follower_fetch(2, 10, 10, now_ms=100)
     state.on_follower_fetch(3, 10, 10, now_ms=100)
     added = state.check_isr(10, now_ms=200)
-    assert added == IsrProposal((1, 2, 3), leader_epoch=5, partition_epoch=7)
+    assert added == IsrProposal((1, 2, 3), 5, 7, (-1, -1, -1))
     state.proposal_answered(added, None, now_ms=300)  # a timeout: it may have been committed
     assert state.maximal_isr == (1, 2, 3) and state.pending == added
     assert state.check_isr(10, now_ms=1000) is None  # not before the backoff
@@ -339,3 +339,32 @@ def test_an_answer_to_an_older_proposal_leaves_the_pending_one_alone() -> None:
     assert grow is not None and grow.isr == (1, 2, 3)
     state.proposal_answered(shrink, False, 20_300)  # a late refusal of a resend of the old one
     assert state.pending is grow and state.maximal_isr == (1, 2, 3)
+
+
+def test_a_restarted_follower_starts_from_nothing() -> None:
+    """KIP-903: after a power loss a follower may hold less than its previous process reported;
+    the leader counts only what the new incarnation shows, and ignores the old one's fetches."""
+    state = leader(isr=(1, 2))
+    state.on_follower_fetch(3, 10, 10, now_ms=100, incarnation=7)
+    assert state.followers[3].log_end_offset == 10
+    state.on_follower_fetch(3, 4, 10, now_ms=150, incarnation=8)  # restarted, lost its tail
+    progress = state.followers[3]
+    assert progress.incarnation == 8 and progress.log_end_offset == 4
+    assert progress.last_caught_up_ms == -1  # the old process's catching up does not carry over
+    assert state.check_isr(10, now_ms=200) is None
+    state.on_follower_fetch(3, 10, 10, now_ms=160, incarnation=7)  # a zombie of the old one
+    assert state.followers[3].log_end_offset == 4
+    state.on_follower_fetch(3, 10, 10, now_ms=300, incarnation=8)
+    added = state.check_isr(10, now_ms=400)
+    assert added == IsrProposal((1, 2, 3), 5, 7, (-1, -1, 8))
+
+
+def test_a_cleanly_restarted_isr_member_gets_a_lag_window() -> None:
+    state = leader(isr=(1, 2, 3))
+    state.on_follower_fetch(2, 6, 10, now_ms=100, incarnation=5)
+    state.on_follower_fetch(3, 6, 10, now_ms=100, incarnation=7)
+    assert state.high_watermark == 6
+    state.on_follower_fetch(3, 8, 10, now_ms=5_000, incarnation=8)  # back, two records behind
+    state.on_follower_fetch(2, 10, 10, now_ms=5_000, incarnation=5)
+    assert state.check_isr(10, now_ms=5_500) is None  # within the window: not shrunk yet
+    assert state.high_watermark == 8  # counted from what the new process showed

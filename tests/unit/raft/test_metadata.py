@@ -189,6 +189,27 @@ def test_alter_partition_is_compare_and_set() -> None:
     assert run(state, grow)["isr"] == [1, 2, 3]  # kept in replica order
 
 
+def test_a_broker_that_restarted_since_the_leader_saw_it_fetch_is_not_added() -> None:
+    """KIP-903: the leader vouches for the incarnation whose fetches it counted; a broker that
+    has restarted since (after a power loss it may hold less) must fetch again first."""
+    state = cluster(3)
+    create(state, "t", (1, 2, 3))
+    p = part(state)
+    run(state, AlterPartition("t", 0, 1, p.leader_epoch, p.partition_epoch, (1, 2)))
+    run(state, RegisterBroker(3, "127.0.0.1:9003", incarnation=203))
+    run(state, UnfenceBroker(3, 203))
+    p = part(state)
+    stale = AlterPartition("t", 0, 1, p.leader_epoch, p.partition_epoch, (1, 2, 3), (-1, 102, 103))
+    refused = run(state, stale)
+    assert refused["error"] == "INELIGIBLE_REPLICA" and "(3, 103, 203)" in refused["message"]
+    assert part(state) == p
+    odd = AlterPartition("t", 0, 1, p.leader_epoch, p.partition_epoch, (1, 2, 3), (203,))
+    assert run(state, odd)["error"] == "INVALID_REQUEST"
+    # members already in the ISR are not checked (the controller handles their restarts)
+    fresh = AlterPartition("t", 0, 1, p.leader_epoch, p.partition_epoch, (1, 2, 3), (-1, 7, 203))
+    assert run(state, fresh)["isr"] == [1, 2, 3]
+
+
 def test_a_new_incarnation_loses_the_old_ones_roles_and_waits_to_be_unfenced() -> None:
     state = cluster(3)
     create(state, "t", (1, 2, 3))
