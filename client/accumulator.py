@@ -163,8 +163,11 @@ class RecordAccumulator:
         """When the next batch becomes ready on time alone (the sender's sleep)."""
         soonest = now_ms + 1000
         for key, queue in self._queues.items():
-            if queue and self._in_flight.get(key, 0) < self.in_flight_max:
+            in_flight = self._in_flight.get(key, 0)
+            if queue and in_flight < self.in_flight_max:
                 batch = queue[0]
+                if batch.attempts and in_flight:
+                    continue  # a retry waits for the answers in flight, which wake the sender
                 at = max(batch.retry_at_ms, batch.created_ms + self.linger_ms)
                 soonest = min(soonest, at)
         return max(soonest, now_ms)

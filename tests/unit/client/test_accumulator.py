@@ -111,3 +111,18 @@ def test_several_in_flight_failing_out_of_order_are_requeued_in_creation_order()
     a.requeue(first, retry_at_ms=0)
     a.requeue(second, retry_at_ms=0)
     assert [b.order for b in a.queued()] == [1, 2, 3]
+
+
+def test_a_retry_behind_answers_in_flight_does_not_wake_the_sender() -> None:
+    """A retry goes alone, so it waits for the batches in flight; the sender must sleep until
+    their answers come (it spun every millisecond)."""
+    a = acc(linger_ms=0, in_flight_max=5)
+    for i in range(2):
+        a.append(TP, None, b"v" * 600, (), 1, i)
+    first, second = a.ready(now_ms=10)
+    first.attempts = second.attempts = 1
+    a.requeue(first, retry_at_ms=20)
+    assert a.ready(now_ms=30) == []  # the second is still in flight
+    assert a.next_ready_ms(now_ms=30) == 30 + 1000
+    a.done(second)
+    assert a.next_ready_ms(now_ms=30) == 30 and a.ready(now_ms=30) == [first]
