@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import grpc
 
 from raftlog.proto import broker_pb2, broker_pb2_grpc
+from raftlog.proto.channel import MESSAGE_BYTES_MAX, channel_options
 from raftlog.proto.errors import error_for
 
 from .errors import (
@@ -27,8 +28,6 @@ from .errors import (
 from .security import ClientSecurity, SecurityConfigError
 
 __all__ = ["MESSAGE_BYTES_MAX", "ClusterMetadata", "PartitionInfo", "parse_bootstrap"]
-
-MESSAGE_BYTES_MAX = 100 << 20
 
 
 def parse_bootstrap(bootstrap: str | Sequence[str]) -> list[str]:
@@ -91,13 +90,8 @@ class ClusterMetadata:
         with self._lock:
             channel = self._channels.get(address)
             if channel is None:
-                channel = self.security.channel(
-                    address,
-                    options=[
-                        ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
-                        ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
-                    ],
-                )
+                # keepalive and bounded reconnects: back within ~1.5 s of a heal
+                channel = self.security.channel(address, options=channel_options())
                 self._channels[address] = channel
             return channel
 

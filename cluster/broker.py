@@ -45,6 +45,7 @@ from raftlog.proto import (
     controller_pb2_grpc,
     group_pb2_grpc,
 )
+from raftlog.proto.channel import MESSAGE_BYTES_MAX, channel_options, server_options
 from raftlog.raft.acl import AclIndex
 from raftlog.raft.adapter import QuorumConfig, RaftQuorum
 from raftlog.raft.commands import AlterPartition, ReplicasDamaged
@@ -80,16 +81,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MESSAGE_BYTES_MAX = 100 << 20  # gRPC's own limit, raised on purpose above max.message.bytes
 PRODUCER_ID_BLOCK = 1000  # producer ids a broker asks the controller for at a time
 
 
 def grpc_options() -> list[tuple[str, Any]]:
-    return [
-        ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
-        ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
-        ("grpc.so_reuseport", 0),
-    ]
+    """A broker's channels to its peers and the controller (keepalive, bounded reconnects)."""
+    return channel_options()
 
 
 def _read_tls(security: Security) -> tuple[bytes, bytes, bytes]:
@@ -578,7 +575,8 @@ class Broker:
         )
         server = grpc.aio.server(
             options=[
-                *grpc_options(),
+                *server_options(),
+                ("grpc.so_reuseport", 0),
                 ("grpc.max_concurrent_streams", config.limits.streams_per_connection_max),
             ],
             maximum_concurrent_rpcs=config.limits.requests_in_flight_max,
