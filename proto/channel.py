@@ -29,8 +29,7 @@ RECONNECT_BACKOFF_MAX_MS = 500
 CONNECT_TIMEOUT_MS = 1000  # gRPC takes its min reconnect backoff as the least connect timeout
 
 
-def channel_options(message_bytes_max: int = MESSAGE_BYTES_MAX) -> list[tuple[str, Any]]:
-    """Options for a client channel (a broker's to its peers and controller, and every client's)."""
+def _common(message_bytes_max: int) -> list[tuple[str, Any]]:
     return [
         ("grpc.max_receive_message_length", message_bytes_max),
         ("grpc.max_send_message_length", message_bytes_max),
@@ -38,6 +37,13 @@ def channel_options(message_bytes_max: int = MESSAGE_BYTES_MAX) -> list[tuple[st
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+def channel_options(message_bytes_max: int = MESSAGE_BYTES_MAX) -> list[tuple[str, Any]]:
+    """Options for a client channel (a broker's to its peers and controller, and every client's)."""
+    return [
+        *_common(message_bytes_max),
         ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_INITIAL_MS),
         ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS),
         ("grpc.min_reconnect_backoff_ms", CONNECT_TIMEOUT_MS),
@@ -47,12 +53,7 @@ def channel_options(message_bytes_max: int = MESSAGE_BYTES_MAX) -> list[tuple[st
 def server_options(message_bytes_max: int = MESSAGE_BYTES_MAX) -> list[tuple[str, Any]]:
     """Options for a server: the same limits, and clients' keepalive pings allowed."""
     return [
-        ("grpc.max_receive_message_length", message_bytes_max),
-        ("grpc.max_send_message_length", message_bytes_max),
-        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
-        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.max_pings_without_data", 0),
+        *_common(message_bytes_max),
         ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
         ("grpc.http2.max_ping_strikes", 0),
     ]
