@@ -11,8 +11,10 @@ comes ~10 s after the heal), and a fresh connection would have waited out gRPC's
 - HTTP/2 keepalive pings every ``KEEPALIVE_TIME_MS``, also on idle connections: a connection
   whose ping is not answered within ``KEEPALIVE_TIMEOUT_MS`` is closed, so a cut link is seen
   as down within ~3 s instead of riding TCP's backoff;
-- reconnect attempts at most ``RECONNECT_BACKOFF_MAX_MS`` apart, each given
-  ``CONNECT_TIMEOUT_MS``: after a heal a link is up again within about 1.5 s;
+- a connect attempt gets ``CONNECT_TIMEOUT_MS`` and the next one starts at most
+  ``RECONNECT_BACKOFF_MAX_MS`` after the last began: while a link is cut a SYN goes out every
+  0.4 s, so after a heal it is up again within 0.4 s (a 1 s attempt measured 0.84 s from a
+  ring's heal to the follower's ISR proposal; gRPC's default gives every attempt 20 s);
 - servers accept pings that often (gRPC servers otherwise answer a client pinging more than
   every 5 minutes with GOAWAY ``too_many_pings``).
 """
@@ -25,8 +27,8 @@ MESSAGE_BYTES_MAX = 100 << 20  # gRPC's own limit, raised on purpose above max.m
 KEEPALIVE_TIME_MS = 1000
 KEEPALIVE_TIMEOUT_MS = 2000
 RECONNECT_BACKOFF_INITIAL_MS = 100
-RECONNECT_BACKOFF_MAX_MS = 500
-CONNECT_TIMEOUT_MS = 1000  # gRPC takes its min reconnect backoff as the least connect timeout
+RECONNECT_BACKOFF_MAX_MS = 400
+CONNECT_TIMEOUT_MS = 400  # gRPC takes its min reconnect backoff as the least connect timeout
 
 
 def _common(message_bytes_max: int) -> list[tuple[str, Any]]:
