@@ -97,6 +97,21 @@ class Availability:
     def unrecovered(self) -> list[FaultRecovery]:
         return [r for r in self.recoveries if r.max_s is None]
 
+    def stretches(self, min_s: float = 0.2) -> list[tuple[float, float, str]]:
+        """What a timeline marks: (start, end, label) for each heal's wait for the last key's
+        first ack (to the end of its window when some key never acked) and for each key's
+        longest silence with no fault active, when at least ``min_s`` long."""
+        out = []
+        for r in self.recoveries:
+            waited = r.window_s if r.max_s is None else r.max_s
+            if waited >= min_s:
+                label = "no ack after a heal" if r.max_s is not None else "never recovered"
+                out.append((r.heal_s, r.heal_s + waited, label))
+        for quiet in self.longest_quiet_per_key.values():
+            if quiet.length_s >= min_s:
+                out.append((quiet.start_s, quiet.end_s, "silence, no fault"))
+        return sorted(out)
+
     def to_json(self) -> dict[str, Any]:
         worst = self.worst_recovery_s
         p99 = self.recovery_quantile_s(0.99)

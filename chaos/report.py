@@ -343,8 +343,10 @@ def write_timeline_png(
     *,
     title: str,
     end_s: float | None = None,
+    marks: Sequence[tuple[float, float, str]] = (),
 ) -> str | None:
-    """Draw throughput, latency and fault windows (Jepsen's perf graphs) into ``path``.
+    """Draw throughput, latency and fault windows (Jepsen's perf graphs) into ``path``, and
+    ``marks`` (start, end, label: ``Availability.stretches``) as bars along the top.
 
     Returns None when written, else a one-line note saying why not (no matplotlib)."""
     try:
@@ -393,10 +395,17 @@ def write_timeline_png(
             stop = fault.stop_s if fault.stop_s is not None else right
             for ax in (rate_ax, lat_ax):
                 ax.axvspan(fault.start_s, stop, color=colour_of[fault.name], alpha=0.15, lw=0)
+        mark_colours = {"no ack after a heal": "#e6ab02", "never recovered": "#d62728"}
+        for start, stop, label in marks:
+            colour = mark_colours.get(label, "#555555")
+            rate_ax.axvspan(start, stop, ymin=0.92, ymax=1.0, color=colour, lw=0)
         handles, labels = rate_ax.get_legend_handles_labels()
         for name in names:
             handles.append(Patch(color=colour_of[name], alpha=0.3))
             labels.append(name)
+        for label in sorted({label for _, _, label in marks}):
+            handles.append(Patch(color=mark_colours.get(label, "#555555")))
+            labels.append(label)
         rate_ax.legend(handles, labels, loc="upper left", fontsize=7, ncol=4)
         if timeline.latencies:
             lat_ax.legend(loc="upper left", fontsize=7, markerscale=3)

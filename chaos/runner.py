@@ -738,6 +738,7 @@ class _Run:
                 f" · seed {self.config.seed}{' · UNSAFE topic' if self.config.unsafe else ''}"
             ),
             end_s=self.config.time_limit_s,
+            marks=avail.stretches(),
         )
         if timeline_note:
             self.notes.append(timeline_note)

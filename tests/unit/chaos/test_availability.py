@@ -49,3 +49,16 @@ def test_an_unhealed_fault_is_quiet_time_for_nobody() -> None:
     found = availability(ops, [("pause", 10.0, None)], ["t-0"], 30.0)
     assert found.recoveries == ()
     assert found.longest_quiet is not None and found.longest_quiet.length_s == 1.0
+
+
+def test_the_stretches_a_timeline_marks() -> None:
+    ops = history({"t-0": [*every(0.1, 0.0, 9.9), 15.4, *every(0.1, 16.0, 20.0)]})
+    found = availability(ops, [("partition", 10.0, 15.0)], ["t-0"], 20.0)
+    assert [(round(a, 3), round(b, 3), label) for a, b, label in found.stretches()] == [
+        (15.0, 15.4, "no ack after a heal"),
+        (15.4, 16.0, "silence, no fault"),
+    ]
+    assert found.stretches(min_s=0.5) == [(15.4, 16.0, "silence, no fault")]
+    never = availability(history({"t-0": every(0.5, 0, 9.5)}), [("ring", 5.0, 10.0)], ["t-0"], 12)
+    labels = [label for _, _, label in never.stretches()]
+    assert labels == ["never recovered", "silence, no fault"]  # both from the heal at 10 s to 12 s

@@ -639,7 +639,9 @@ def test_the_timeline_picture_is_a_png(tmp_path: Path) -> None:
         FaultRecord("partition-halves", 0.06, None, (2,), "2 | 1,3"),
     ]
     path = tmp_path / "timeline.png"
-    assert write_timeline_png(timeline_from_history(ops), faults, path, title="t") is None
+    marks = [(0.05, 0.07, "no ack after a heal"), (0.08, 0.09, "silence, no fault")]
+    timeline = timeline_from_history(ops)
+    assert write_timeline_png(timeline, faults, path, title="t", marks=marks) is None
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
