@@ -395,8 +395,12 @@ class QuorumConfig:
     append_entries_period_s: float = 0.03  # leader heartbeat / batch period
     tick_period_s: float = 0.01  # Raft thread poll period, <= append_entries_period_s
     # No byte read for this long -> the connection is dead (closed eagerly, see the keeper).
-    connection_timeout_s: float = 5.0  # >= election_timeout_max_s, > 2 x peer_ping_period_s
-    connect_timeout_s: float = 1.0  # TCP connect + handshake must finish within this
+    # (2 s: a link cut silently is closed and redialled instead of waiting on TCP's backoff)
+    connection_timeout_s: float = 2.0  # >= election_timeout_max_s, > 2 x peer_ping_period_s
+    # TCP connect + handshake must finish within this; it is also the redial cadence of a cut
+    # link, so after a heal a peer is back within ~0.4 s (1 s measured 1.1-1.2 s for an
+    # isolated controller's broker to be unfenced after the heal; 0.4 s: see issue 21's note)
+    connect_timeout_s: float = 0.4
     connection_retry_s: float = 0.25  # min gap between connection attempts to one peer
     peer_ping_period_s: float = 0.5  # keep-warm ping on every connected peer link
     prevote_round_s: float = 0.05  # a pre-vote round waits this long for answers (hazard 14)

@@ -14,6 +14,7 @@ the handshake, and pysyncobj's gzip path was live.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -38,6 +39,7 @@ from raftlog.raft.adapter import (
     MAX_HANDSHAKE_FRAME_BYTES,
     MAX_INFLATED_BYTES,
     MAX_UNAUTHENTICATED_CONNECTIONS,
+    QuorumConfig,
     QuorumStorageError,
     wire_frame,
 )
@@ -326,7 +328,9 @@ def test_a_trickling_connection_is_closed_at_the_handshake_deadline(
     cluster.leader(timeout_s=10.0)
     node = cluster.nodes[0]
     before = node.status()
-    connect_timeout_s = 1.0  # QuorumConfig's default
+    (connect_timeout_s,) = (
+        f.default for f in dataclasses.fields(QuorumConfig) if f.name == "connect_timeout_s"
+    )
     with _connect(node.port) as sock:
         sock.sendall(struct.pack("i", 1000))  # a frame that, a byte per 50 ms, never completes
         closed_after_s = closed_within(sock, timeout_s=8.0, trickle_every_s=0.05)
