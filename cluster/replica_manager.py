@@ -975,8 +975,12 @@ class ReplicaManager:
         """Producer state from the newest snapshot at or below the LEO, plus the batches after
         it (the whole log when no snapshot fits: O(log), only after an unusual truncation)."""
         log_ = partition.log
-        self._drop_producer_snapshot_above(partition, log_.log_end_offset)  # see truncate()
         saved = self.state.get_blob("producers", partition.name)
+        if isinstance(saved, dict) and saved.get("offset", -1) > log_.log_end_offset:
+            # above the log's end (a power loss took the tail): never to be trusted once the
+            # log grows past it again with other batches (see truncate())
+            self.state.delete_blob("producers", partition.name)
+            saved = None
         start = log_.log_start_offset
         state = ProducerStateManager()
         if isinstance(saved, dict) and log_.log_start_offset <= saved.get("offset", -1) <= (
