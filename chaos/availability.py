@@ -10,6 +10,11 @@ in seconds since the workload started; ``time_ms`` / 1000 for ops). Two figures 
   was watched. A fault's figure is the maximum over keys (``None`` if any key never recovered).
 * **The longest quiet stretch**: the longest interval with no acknowledgement on a key while no
   fault was in force (faults' own intervals are cut out), per key and over all keys.
+* **Serving through a fault**: per fault and key, the longest gap between acknowledgements from
+  the fault's start to its heal (start and heal included). Which keys *can* serve depends on the
+  cut (a leader must reach a Raft majority and ``min.insync.replicas`` replicas), so the figure
+  is reported, per fault kind, as how many (fault, key) pairs never went ``SERVING_GAP_S``
+  without an acknowledgement.
 
 Worked example: one key, a partition from 10 s to 15 s, acks every 0.1 s up to 9.9 s, one at
 15.4 s, then every 0.1 s from 16 s to 20 s, the end of the run: recovery 0.4 s; the quiet
@@ -20,13 +25,15 @@ fault's own interval is cut out) and 15.4–16 s (0.6 s), so the longest is 0.6 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
 from .history import Op, OpF, OpType
 
-__all__ = ["Availability", "FaultRecovery", "QuietStretch", "availability"]
+__all__ = ["SERVING_GAP_S", "Availability", "FaultRecovery", "QuietStretch", "availability"]
+
+SERVING_GAP_S = 2.0  # a key that never went this long without an ack kept serving (issue 21)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +43,8 @@ class FaultRecovery:
     heal_s: float
     window_s: float  # how long after the heal it was watched (to the next fault or the end)
     per_key: dict[str, float | None]  # seconds from the heal to the key's first ack; None: none
+    # the longest gap between acks from the fault's start to its heal, per key
+    gap_during_per_key: dict[str, float] = field(default_factory=dict)
 
     @property
     def max_s(self) -> float | None:
@@ -52,6 +61,7 @@ class FaultRecovery:
             "window_s": round(self.window_s, 3),
             "max_s": None if self.max_s is None else round(self.max_s, 3),
             "per_key": {k: None if v is None else round(v, 3) for k, v in self.per_key.items()},
+            "gap_during_per_key": {k: round(v, 3) for k, v in self.gap_during_per_key.items()},
         }
 
 
@@ -112,6 +122,17 @@ class Availability:
                 out.append((quiet.start_s, quiet.end_s, "silence, no fault"))
         return sorted(out)
 
+    def serving_by_kind(self) -> dict[str, dict[str, int]]:
+        """Per fault kind: faults, (fault, key) pairs, and pairs that never went
+        ``SERVING_GAP_S`` without an ack while the fault was in force."""
+        out: dict[str, dict[str, int]] = {}
+        for r in self.recoveries:
+            kind = out.setdefault(r.name, {"faults": 0, "keys": 0, "kept_serving": 0})
+            kind["faults"] += 1
+            kind["keys"] += len(r.gap_during_per_key)
+            kind["kept_serving"] += sum(g < SERVING_GAP_S for g in r.gap_during_per_key.values())
+        return out
+
     def to_json(self) -> dict[str, Any]:
         worst = self.worst_recovery_s
         p99 = self.recovery_quantile_s(0.99)
@@ -120,6 +141,7 @@ class Availability:
             "unrecovered_heals": len(self.unrecovered()),
             "worst_recovery_s": None if worst is None else round(worst, 3),
             "p99_recovery_s": None if p99 is None else round(p99, 3),
+            "serving_during_faults": self.serving_by_kind(),
             "recoveries": [r.to_json() for r in self.recoveries],
             "longest_quiet_without_fault": (
                 None if self.longest_quiet is None else self.longest_quiet.to_json()
@@ -190,10 +212,14 @@ def availability(
             continue
         window_end = min([s for s in starts if s > heal] + [end_s])
         per_key: dict[str, float | None] = {}
+        gaps: dict[str, float] = {}
         for key in keys:
-            first = next((t for t in acks.get(key, []) if t >= heal), None)
+            times = acks.get(key, [])
+            first = next((t for t in times if t >= heal), None)
             per_key[key] = None if first is None or first > window_end else first - heal
-        recoveries.append(FaultRecovery(name, start, heal, window_end - heal, per_key))
+            during = [start, *(t for t in times if start < t < heal), heal]
+            gaps[key] = max(b - a for a, b in pairwise(during))
+        recoveries.append(FaultRecovery(name, start, heal, window_end - heal, per_key, gaps))
     faulty = _merge((s, end_s if h is None else h) for _, s, h in ordered)
     per_key_quiet = {
         key: q for key in keys if (q := _quiet(key, acks.get(key, []), faulty, end_s)) is not None

@@ -422,6 +422,7 @@ class NetnsCluster:
         session_timeout_ms: int = 1500,
         heartbeat_interval_ms: int = 150,
         replica_lag_ms_max: int = 5000,
+        replica_silence_ms_max: int = 1000,
         request_timeout_ms_max: int | None = None,
         storage: Mapping[str, object] | None = None,
         topic_defaults: Mapping[str, object] | None = None,
@@ -455,6 +456,7 @@ class NetnsCluster:
                 "session_timeout_ms": session_timeout_ms,
                 "heartbeat_interval_ms": heartbeat_interval_ms,
                 "replica_lag_ms_max": replica_lag_ms_max,
+                "replica_silence_ms_max": replica_silence_ms_max,
             },
             "topic_defaults": {
                 "partitions": 3,

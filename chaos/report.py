@@ -283,6 +283,12 @@ def availability_line(avail: Mapping[str, Any]) -> Text:
             f" · longest silence with no fault {quiet['length_s']} s "
             f"({quiet['key']}, {quiet['start_s']}–{quiet['end_s']} s)"
         )
+    serving = avail.get("serving_during_faults") or {}
+    if serving:
+        kinds = ", ".join(
+            f"{name} {k['kept_serving']}/{k['keys']}" for name, k in sorted(serving.items())
+        )
+        text.append(f" · partitions that kept serving through faults (no 2 s gap): {kinds}")
     return text
 
 

@@ -141,6 +141,7 @@ class RunConfig:
     fault_interval_s: tuple[float, float] = (5.0, 10.0)
     fault_duration_s: tuple[float, float] = (5.0, 15.0)
     replica_lag_ms_max: int = 5000
+    replica_silence_ms_max: int = 1000
     session_timeout_ms: int = 1500
     heartbeat_interval_ms: int = 150
     request_timeout_ms: int = 2000
@@ -251,6 +252,7 @@ class RunConfig:
             "fault_interval_s": list(self.fault_interval_s),
             "fault_duration_s": list(self.fault_duration_s),
             "replica_lag_ms_max": self.replica_lag_ms_max,
+            "replica_silence_ms_max": self.replica_silence_ms_max,
             "session_timeout_ms": self.session_timeout_ms,
             "request_timeout_ms": self.request_timeout_ms,
             "producer_mode": self.producer_mode,
@@ -437,6 +439,7 @@ class _Run:
                 session_timeout_ms=config.session_timeout_ms,
                 heartbeat_interval_ms=config.heartbeat_interval_ms,
                 replica_lag_ms_max=config.replica_lag_ms_max,
+                replica_silence_ms_max=config.replica_silence_ms_max,
                 prefix=config.prefix,
                 lazyfs=config.lazyfs,
                 testing=(

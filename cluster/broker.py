@@ -60,11 +60,13 @@ from raftlog.segments.clock import SYSTEM_CLOCK, Clock
 from . import restart
 from .auth import Authorizer, PasswordCheck
 from .config import BrokerConfig, Security
+from .controller_link import ControllerLink, ControllerUnreachable
 from .controller_service import ActiveController, ControllerError
 from .coordinator import OFFSETS_PARTITIONS, OFFSETS_TOPIC, GroupCoordinator
 from .fetcher import FetcherManager
 from .group_servicer import GroupServicer
 from .quota import Quotas
+from .relay_proof import OriginSigner
 from .replica_manager import Partition, ReplicaManager, ReplicaManagerConfig
 from .replication import IsrProposal, alter_partition_outcome
 from .servicer import BrokerServicer, ControllerServicer
@@ -156,6 +158,7 @@ class Broker:
                 broker_id=config.node_id,
                 data_dir=os.path.join(config.data_dir, "logs"),
                 replica_lag_ms_max=config.replica_lag_ms_max,
+                replica_silence_ms_max=config.replica_silence_ms_max,
                 segment_bytes=config.segment_bytes,
                 flush_messages=config.flush_messages,
                 flush_ms=config.flush_ms,
@@ -174,6 +177,7 @@ class Broker:
         self.quorum: RaftQuorum  # started in run()
         self.controller: ActiveController
         self.fetchers: FetcherManager
+        self.link: ControllerLink
 
     # ---- wiring ----------------------------------------------------------------------------------
 
@@ -212,7 +216,11 @@ class Broker:
 
     def controller_stub(self) -> controller_pb2_grpc.ControllerStub | None:
         leader = self.quorum.leader_id()
-        voter = self.config.voter_by_id(leader) if leader is not None else None
+        return self.controller_stub_of(leader) if leader is not None else None
+
+    def controller_stub_of(self, node_id: int) -> controller_pb2_grpc.ControllerStub | None:
+        """The Controller service of voter ``node_id`` (the controller, or a relay to it)."""
+        voter = self.config.voter_by_id(node_id)
         if voter is None:
             return None
         return controller_pb2_grpc.ControllerStub(self.channel(voter.grpc_address))
@@ -252,14 +260,15 @@ class Broker:
                     )
                 )
                 accepted = alter_partition_outcome(result.get("error"))
-                version = self.store.version
-                if not accepted:
+                if accepted:
+                    self.replicas.isr_committed(
+                        key, proposal.leader_epoch, result["isr"], result["partition_epoch"]
+                    )
+                else:
                     log.info("%s: AlterPartition not taken: %s", partition.name, result)
             else:
-                stub = self.controller_stub()
-                if stub is None:
-                    return  # unanswered: proposal_done(None) in finally resends it later
-                response = await stub.AlterPartition(
+                response = await self.link.call(
+                    "AlterPartition",
                     controller_pb2.AlterPartitionRequest(
                         topic=key[0],
                         partition=key[1],
@@ -270,18 +279,16 @@ class Broker:
                         isr=proposal.isr,
                         isr_incarnations=proposal.incarnations,
                     ),
-                    timeout=5,
+                    5,
                 )
                 accepted = alter_partition_outcome(common_pb2.ErrorCode.Name(response.error.code))
-                version = response.metadata_version
                 if not accepted:
                     log.info("%s: AlterPartition not taken: %s", partition.name, response.error)
-            if accepted:
-                # the change is committed; apply it as soon as our metadata has it
-                await asyncio.get_running_loop().run_in_executor(
-                    None, self.store.wait_for_version, version, 2.0
-                )
-                self._apply_metadata()
+                if response.isr and response.leader_epoch == proposal.leader_epoch:
+                    # committed: ours, or (a stale-epoch refusal) the state that superseded it
+                    self.replicas.isr_committed(
+                        key, response.leader_epoch, response.isr, response.partition_epoch
+                    )
         except Exception as exc:  # the controller moved or died: the next check retries
             log.info("%s: AlterPartition failed: %s", partition.name, exc)
         finally:
@@ -325,17 +332,18 @@ class Broker:
                     )
                     start, count = int(result["start"]), int(result["count"])
                 else:
-                    stub = self.controller_stub()
-                    if stub is None:
-                        raise ControllerError("NOT_CONTROLLER", "no active controller is known")
-                    response = await stub.AllocateProducerIds(
-                        controller_pb2.AllocateProducerIdsRequest(
-                            broker_id=self.config.node_id,
-                            incarnation=self.incarnation,
-                            count=PRODUCER_ID_BLOCK,
-                        ),
-                        timeout=5,
-                    )
+                    try:
+                        response = await self.link.call(
+                            "AllocateProducerIds",
+                            controller_pb2.AllocateProducerIdsRequest(
+                                broker_id=self.config.node_id,
+                                incarnation=self.incarnation,
+                                count=PRODUCER_ID_BLOCK,
+                            ),
+                            5,
+                        )
+                    except ControllerUnreachable as exc:
+                        raise ControllerError("NOT_CONTROLLER", str(exc)) from exc
                     if response.error.code:
                         raise ControllerError(
                             common_pb2.ErrorCode.Name(response.error.code), response.error.message
@@ -409,16 +417,28 @@ class Broker:
     # ---- the controller link ---------------------------------------------------------------
 
     async def _lifecycle(self) -> None:
-        """Register with the active controller, then heartbeat it, forever."""
+        """Heartbeat the active controller forever, registering when it does not know this
+        incarnation — through a relay when the direct path is cut (``controller_link.py``: the
+        heartbeat finds the route, so the registration, sent once, follows it)."""
         interval_s = self.config.heartbeat_interval_ms / 1000
         registered = False
         while not self._stopping.is_set():
-            stub = self.controller_stub()
             try:
-                if stub is None:
-                    raise ConnectionError("no controller known")
+                response_hb = await self.link.discover(
+                    "BrokerHeartbeat",
+                    controller_pb2.BrokerHeartbeatRequest(
+                        broker_id=self.config.node_id,
+                        incarnation=self.incarnation,
+                        metadata_version=self.store.version,
+                    ),
+                    max(interval_s * 4, 1.0),
+                    2 * interval_s,
+                )
+                if response_hb.error.code == common_pb2.NONE and response_hb.should_register:
+                    registered = False
                 if not registered:
-                    response = await stub.RegisterBroker(
+                    response = await self.link.call(
+                        "RegisterBroker",
                         controller_pb2.RegisterBrokerRequest(
                             broker_id=self.config.node_id,
                             incarnation=self.incarnation,
@@ -427,7 +447,7 @@ class Broker:
                             unclean=self.unclean,
                             password_address=self.config.grpc_password_advertised or "",
                         ),
-                        timeout=5,
+                        5,
                     )
                     if response.error.code:
                         raise ConnectionError(response.error.message)
@@ -441,18 +461,8 @@ class Broker:
                     if self.unclean:
                         restart.reported(self.state)
                         self.unclean = False
-                response_hb = await stub.BrokerHeartbeat(
-                    controller_pb2.BrokerHeartbeatRequest(
-                        broker_id=self.config.node_id,
-                        incarnation=self.incarnation,
-                        metadata_version=self.store.version,
-                    ),
-                    timeout=max(interval_s * 4, 1.0),
-                )
+                    continue  # heartbeat the new registration at once
                 if response_hb.error.code == common_pb2.NONE:
-                    if response_hb.should_register:
-                        registered = False
-                        continue
                     self.fenced = response_hb.fenced
             except (grpc.aio.AioRpcError, ConnectionError) as exc:
                 log.debug("controller link: %s", exc)
@@ -474,17 +484,18 @@ class Broker:
                 return
             version = self.store.version
         else:
-            stub = self.controller_stub()
-            if stub is None:
-                return
-            response = await stub.ReportDamagedReplicas(
-                controller_pb2.ReportDamagedReplicasRequest(
-                    broker_id=self.config.node_id,
-                    incarnation=self.incarnation,
-                    partitions=partitions,
-                ),
-                timeout=5,
-            )
+            try:
+                response = await self.link.call(
+                    "ReportDamagedReplicas",
+                    controller_pb2.ReportDamagedReplicasRequest(
+                        broker_id=self.config.node_id,
+                        incarnation=self.incarnation,
+                        partitions=partitions,
+                    ),
+                    5,
+                )
+            except ControllerUnreachable:
+                return  # reported again in 200 ms
             if response.error.code:
                 log.warning("damage report refused: %s", response.error.message)
                 return
@@ -564,6 +575,17 @@ class Broker:
             self.clock_ms,
             probe=self._probe,
             limits=config.limits,
+        )
+        self.link = ControllerLink(
+            config.node_id,
+            [v.node_id for v in config.voters],
+            self.quorum.leader_id,
+            self.controller_stub_of,
+            (
+                OriginSigner.from_files(config.security.cert_file, config.security.key_file).headers
+                if config.security.is_tls
+                else None
+            ),
         )
         self.fetchers = FetcherManager(
             self.replicas,

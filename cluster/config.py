@@ -30,6 +30,7 @@ A documented example (``raftlog broker --config node.toml``)::
     session_timeout_ms = 2000                # the controller fences a broker silent this long
     heartbeat_interval_ms = 200
     replica_lag_ms_max = 10000               # an ISR member not caught up for this long leaves
+    replica_silence_ms_max = 2000            # ... and one with no fetch arriving for this long
     request_timeout_ms_max = 30000           # the longest a produce may wait for acks
 
     [storage]                                # broker-wide defaults; topic configs override
@@ -95,6 +96,8 @@ from pathlib import Path
 from typing import Any
 
 from .quota import QuotaConfig
+
+REPLICA_FETCH_WAIT_MS = 500  # the longest a follower's fetch waits at the leader for new records
 
 __all__ = [
     "BOOT_ID_PATH",
@@ -169,6 +172,10 @@ class BrokerConfig:
     session_timeout_ms: int = 2000
     heartbeat_interval_ms: int = 200
     replica_lag_ms_max: int = 10_000
+    # an ISR member from which no fetch arrived for this long is cut off or dead, not slow (a live
+    # follower's fetch waits at most REPLICA_FETCH_WAIT_MS at the leader): it leaves the ISR
+    # without waiting out replica_lag_ms_max, so acks=all does not stall that long behind it
+    replica_silence_ms_max: int = 2000
     request_timeout_ms_max: int = 30_000
     segment_bytes: int = 256 << 20
     flush_messages: int = -1
@@ -403,6 +410,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
         session_timeout_ms=_int(timeouts, "session_timeout_ms", 2000, "timeouts"),
         heartbeat_interval_ms=_int(timeouts, "heartbeat_interval_ms", 200, "timeouts"),
         replica_lag_ms_max=_int(timeouts, "replica_lag_ms_max", 10_000, "timeouts"),
+        replica_silence_ms_max=_int(timeouts, "replica_silence_ms_max", 2000, "timeouts"),
         request_timeout_ms_max=_int(timeouts, "request_timeout_ms_max", 30_000, "timeouts"),
         segment_bytes=_int(storage, "segment_bytes", 256 << 20, "storage"),
         flush_messages=_int(storage, "flush_messages", -1, "storage"),
@@ -421,6 +429,11 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
     )
     if config.grpc_password_listen is not None and not config.security.is_tls:
         raise ConfigFileError('listen.grpc_password needs security.protocol = "tls"')
+    if config.replica_silence_ms_max < 2 * REPLICA_FETCH_WAIT_MS:
+        raise ConfigFileError(
+            "timeouts: replica_silence_ms_max must be >= "
+            f"{2 * REPLICA_FETCH_WAIT_MS} (twice the time a follower's fetch may wait)"
+        )
     if config.heartbeat_interval_ms * 2 > config.session_timeout_ms:
         raise ConfigFileError("timeouts: session_timeout_ms must be >= 2 × heartbeat_interval_ms")
     return config

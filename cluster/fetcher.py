@@ -30,6 +30,7 @@ from raftlog.proto import broker_pb2, broker_pb2_grpc, common_pb2
 from raftlog.raft.metadata import NO_LEADER, TopicPartition
 from raftlog.segments import StorageError
 
+from .config import REPLICA_FETCH_WAIT_MS
 from .replica_manager import Partition, ReplicaManager
 from .replication import FollowerAction, follower_decision
 
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class FetcherConfig:
-    max_wait_ms: int = 500
+    max_wait_ms: int = REPLICA_FETCH_WAIT_MS
     min_bytes: int = 1
     fetch_bytes_max: int = 32 << 20
     partition_bytes_max: int = 8 << 20

@@ -71,6 +71,7 @@ class ReplicaManagerConfig:
     broker_id: int
     data_dir: str
     replica_lag_ms_max: int = 10_000
+    replica_silence_ms_max: int | None = None  # see BrokerConfig
     segment_bytes: int = 256 << 20
     flush_messages: int = -1
     flush_ms: int = -1
@@ -521,6 +522,7 @@ class ReplicaManager:
                         self.config.replica_lag_ms_max,
                         now,
                         self._min_isr(record.topic),
+                        self.config.replica_silence_ms_max,
                     )
                     partition.leader.update_high_watermark(log_end)
                     self.follower_changed(partition)
@@ -897,6 +899,21 @@ class ReplicaManager:
         partition = self.partitions.get(key)
         if partition is not None and partition.leader is not None:
             partition.leader.proposal_answered(proposal, outcome, self.clock.mono_ms())
+
+    def isr_committed(
+        self, key: TopicPartition, leader_epoch: int, isr: Iterable[int], partition_epoch: int
+    ) -> None:
+        """The controller's answer to our AlterPartition carried the partition's committed ISR:
+        act on it now, as Kafka's leader does, rather than wait for our metadata to apply it — a
+        broker that reaches the controller only through a relay may not see the metadata move
+        until the fault heals. Only for our own leader epoch; a newer partition epoch only."""
+        partition = self.partitions.get(key)
+        leader = partition.leader if partition is not None else None
+        if partition is None or leader is None or leader.leader_epoch != leader_epoch:
+            return
+        leader.update_from_metadata(isr, partition_epoch)
+        leader.update_high_watermark(partition.log.log_end_offset)
+        self._wake(key)
 
     def periodic(self) -> None:
         """Called every few hundred ms: ISR checks, purgatory expiry, ``flush.ms``."""

@@ -16,8 +16,12 @@ Leader rules (Kafka's ``Partition``):
   replica that left the ISR then still holds everything below the HW, and the metadata keeps it
   electable (the ELR) — a leader that later loses power cannot take committed records with it.
 - A follower whose ``last_caught_up_ms`` is older than ``replica_lag_ms_max`` is proposed for
-  removal; a follower outside the ISR whose LEO reached the HW and the start of the current
-  leader epoch is proposed for addition. At most one AlterPartition is in flight.
+  removal — and so is one from which no fetch at all has arrived for ``replica_silence_ms_max``
+  (cut off or dead, not slow: a live follower always has a fetch parked here or on its way, so
+  silence longer than a few fetch waits is no slow disk; Kafka waits out the whole lag window and
+  acks=all stalls that long behind one unreachable follower). A follower outside the ISR whose
+  LEO reached the HW and the start of the current leader epoch is proposed for addition.
+  At most one AlterPartition is in flight.
 - acks=all for a batch ending at ``last_offset`` completes when HW > last_offset; it succeeds if
   the ISR then has at least ``min.insync.replicas`` members, else NOT_ENOUGH_REPLICAS_AFTER_APPEND
   (the same check Kafka's DelayedProduce makes).
@@ -100,7 +104,10 @@ class LeaderReplication:
     epoch_start_offset: int  # our LEO when this epoch began
     high_watermark: int  # 0 <= high_watermark <= our LEO
     replica_lag_ms_max: int
-    min_insync_replicas: int = 1  # the HW stands still while len(isr) is below this
+    min_insync_replicas: int = 1
+    # an ISR member with no fetch arriving for this long is cut off or dead: it leaves without
+    # waiting out replica_lag_ms_max (None: only the lag rule)
+    replica_silence_ms_max: int | None = None  # the HW stands still while len(isr) is below this
     followers: dict[int, FollowerProgress] = field(default_factory=dict)
     pending: IsrProposal | None = None  # the AlterPartition in flight
     pending_since_ms: int = -1
@@ -122,15 +129,13 @@ class LeaderReplication:
         replica_lag_ms_max: int,
         now_ms: MonoMs,
         min_insync_replicas: int = 1,
+        replica_silence_ms_max: int | None = None,
     ) -> LeaderReplication:
-        """Become leader. ISR members get one full lag window to show up (as in Kafka)."""
+        """Become leader. ISR members get one full lag window (and silence window) to show up
+        (as in Kafka)."""
         replicas = tuple(replicas)
         isr = tuple(isr)
-        followers = {
-            b: FollowerProgress(last_caught_up_ms=now_ms if b in isr else -1)
-            for b in replicas
-            if b != broker_id
-        }
+        followers = {b: _fresh_progress(b in isr, now_ms) for b in replicas if b != broker_id}
         return cls(
             broker_id,
             replicas,
@@ -141,6 +146,7 @@ class LeaderReplication:
             high_watermark=min(high_watermark, log_end_offset),
             replica_lag_ms_max=replica_lag_ms_max,
             min_insync_replicas=min_insync_replicas,
+            replica_silence_ms_max=replica_silence_ms_max,
             followers=followers,
         )
 
@@ -201,12 +207,7 @@ class LeaderReplication:
             return self.pending
         if self.pending is not None or now_ms < self.next_proposal_ms:
             return None
-        lagging = {
-            b
-            for b in self.isr
-            if b != self.broker_id
-            and now_ms - self.followers[b].last_caught_up_ms > self.replica_lag_ms_max
-        }
+        lagging = {b for b in self.isr if b != self.broker_id and self._out_of_touch(b, now_ms)}
         if lagging:
             return self._propose(tuple(b for b in self.isr if b not in lagging), now_ms)
         joining = {
@@ -223,6 +224,13 @@ class LeaderReplication:
                 tuple(b for b in self.replicas if b in self.isr or b in joining), now_ms
             )
         return None
+
+    def _out_of_touch(self, follower: int, now_ms: int) -> bool:
+        progress = self.followers[follower]
+        if now_ms - progress.last_caught_up_ms > self.replica_lag_ms_max:
+            return True
+        silence_max = self.replica_silence_ms_max
+        return silence_max is not None and now_ms - progress.last_fetch_ms > silence_max
 
     def _propose(self, isr: tuple[int, ...], now_ms: int) -> IsrProposal:
         incarnations = tuple(
@@ -258,8 +266,7 @@ class LeaderReplication:
             return False
         if incarnation > progress.incarnation:
             if progress.incarnation >= 0:  # as at leader start: an ISR member gets one window
-                caught_up = now_ms if replica_id in self.isr else -1
-                progress = FollowerProgress(last_caught_up_ms=caught_up)
+                progress = _fresh_progress(replica_id in self.isr, now_ms)
                 self.followers[replica_id] = progress
             progress.incarnation = incarnation
         if fetch_offset > log_end_offset:
@@ -302,6 +309,14 @@ class LeaderReplication:
         if self.high_watermark <= last_offset:
             return None
         return "NONE"
+
+
+def _fresh_progress(in_isr: bool, now_ms: int) -> FollowerProgress:
+    """A follower not heard from yet: an ISR member is counted as caught up and heard from now,
+    so it gets one full window of each kind to show up."""
+    if not in_isr:
+        return FollowerProgress()
+    return FollowerProgress(last_caught_up_ms=now_ms, last_fetch_ms=now_ms)
 
 
 def divergence_truncation_offset(

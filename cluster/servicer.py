@@ -50,7 +50,9 @@ from raftlog.raft.metadata import NO_LEADER, BrokerRecord
 from raftlog.raft.topic_config import TOPIC_CONFIGS, effective_configs
 
 from .auth import CLUSTER_RESOURCE, AuthenticationFailed, Principal
+from .controller_link import RELAY_HEADER, relayed_by
 from .controller_service import ControllerError, TopicRequest
+from .relay_proof import origin_broker, origin_headers
 from .replica_manager import CONSUMER, FetchSpec
 
 if TYPE_CHECKING:
@@ -60,6 +62,7 @@ __all__ = ["BrokerServicer", "ControllerServicer", "error", "typed_errors"]
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
+RELAY_TIMEOUT_S_MAX = 5.0  # a relayed call waits for the controller at most this long
 EPOCH_MAX = 32767  # producer epochs are int16; past it a producer gets a new id
 
 
@@ -820,17 +823,83 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
 
-    def _not_a_broker(self, context: Any, broker_id: int | None = None) -> common_pb2.Error | None:
-        """None when the caller is a broker (speaking for ``broker_id`` when one is named)."""
+    def _not_a_broker(
+        self,
+        context: Any,
+        broker_id: int | None = None,
+        method: str = "",
+        request: Any = None,
+    ) -> common_pb2.Error | None:
+        """None when the caller is a broker (speaking for ``broker_id`` when one is named). A
+        relayed call (``controller_link.py``) must come from the broker relaying it and carry
+        the proof that broker ``broker_id`` sent it (``relay_proof.py``)."""
         auth = self.broker.authorizer
+        if not auth.enabled:
+            return None  # plaintext: no identities to check
         principal = auth.principal(context)
-        if auth.broker_only(principal, broker_id):
+        metadata = context.invocation_metadata()
+        relay = relayed_by(metadata)
+        if relay is None:
+            if auth.broker_only(principal, broker_id):
+                return None
+            who = "a broker" if broker_id is None else f"broker {broker_id}"
+            return error(
+                "CLUSTER_AUTHORIZATION_FAILED",
+                f"{principal.name} may not call a broker-only RPC as {who}",
+            )
+        if not auth.broker_only(principal, relay):
+            return error(
+                "CLUSTER_AUTHORIZATION_FAILED", f"{principal.name} may not relay as broker {relay}"
+            )
+        if broker_id is not None:
+            proven = origin_broker(metadata, method, request, self._ca_pem)
+            if proven != broker_id:
+                return error(
+                    "CLUSTER_AUTHORIZATION_FAILED",
+                    f"a call relayed by broker {relay} carries no valid proof that broker "
+                    f"{broker_id} sent it",
+                )
+        return None
+
+    @functools.cached_property
+    def _ca_pem(self) -> bytes:
+        with open(self.broker.config.security.ca_file, "rb") as ca:
+            return ca.read()
+
+    async def _relay(
+        self, method: str, request: Any, context: Any, response: Callable[..., R]
+    ) -> R | None:
+        """Forward a broker's call to the controller when we are not it and the call came
+        direct (a relayed call is never forwarded again); None: answer it here."""
+        broker = self.broker
+        if broker.controller.quorum.is_leader():
             return None
-        who = "a broker" if broker_id is None else f"broker {broker_id}"
-        return error(
-            "CLUSTER_AUTHORIZATION_FAILED",
-            f"{principal.name} may not call a broker-only RPC as {who}",
+        if relayed_by(context.invocation_metadata()) is not None:
+            return None
+        stub = broker.controller_stub()
+        if stub is None:
+            return response(error=error("NOT_CONTROLLER", "no active controller is known here"))
+        remaining = context.time_remaining()
+        timeout_s = (
+            RELAY_TIMEOUT_S_MAX if remaining is None else min(remaining, RELAY_TIMEOUT_S_MAX)
         )
+        try:
+            answer: R = await getattr(stub, method)(
+                request,
+                timeout=max(timeout_s - 0.05, 0.05),
+                metadata=(
+                    (RELAY_HEADER, str(broker.config.node_id)),
+                    *origin_headers(context.invocation_metadata()),
+                ),
+            )
+        except grpc.aio.AioRpcError as exc:
+            return response(
+                error=error(
+                    "NOT_CONTROLLER",
+                    f"broker {broker.config.node_id} cannot reach the controller: {exc.code()}",
+                )
+            )
+        return answer
 
     def _hint(self) -> controller_pb2.ControllerHint:
         leader = self.broker.controller_id()
@@ -845,9 +914,14 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         request: controller_pb2.RegisterBrokerRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> controller_pb2.RegisterBrokerResponse:
-        denied = self._not_a_broker(context, request.broker_id)
+        denied = self._not_a_broker(context, request.broker_id, "RegisterBroker", request)
         if denied is not None:
             return controller_pb2.RegisterBrokerResponse(error=denied)
+        relayed = await self._relay(
+            "RegisterBroker", request, context, controller_pb2.RegisterBrokerResponse
+        )
+        if relayed is not None:
+            return relayed
         try:
             epoch = await self.broker.controller.register(
                 request.broker_id,
@@ -869,9 +943,14 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         request: controller_pb2.BrokerHeartbeatRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> controller_pb2.BrokerHeartbeatResponse:
-        denied = self._not_a_broker(context, request.broker_id)
+        denied = self._not_a_broker(context, request.broker_id, "BrokerHeartbeat", request)
         if denied is not None:
             return controller_pb2.BrokerHeartbeatResponse(error=denied)
+        relayed = await self._relay(
+            "BrokerHeartbeat", request, context, controller_pb2.BrokerHeartbeatResponse
+        )
+        if relayed is not None:
+            return relayed
         try:
             known, fenced = self.broker.controller.heartbeat(
                 request.broker_id, request.incarnation, request.metadata_version
@@ -893,9 +972,14 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         request: controller_pb2.AlterPartitionRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> controller_pb2.AlterPartitionResponse:
-        denied = self._not_a_broker(context, request.broker_id)
+        denied = self._not_a_broker(context, request.broker_id, "AlterPartition", request)
         if denied is not None:
             return controller_pb2.AlterPartitionResponse(error=denied)
+        relayed = await self._relay(
+            "AlterPartition", request, context, controller_pb2.AlterPartitionResponse
+        )
+        if relayed is not None:
+            return relayed
         command = AlterPartition(
             request.topic,
             request.partition,
@@ -918,6 +1002,18 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             response.partition_epoch = int(result["partition_epoch"])
             response.isr.extend(result["isr"])
             response.leader_epoch = request.leader_epoch
+        elif result["error"] == "INVALID_UPDATE_VERSION":
+            # a resend of a change that committed, or a change that raced ours: tell the leader
+            # what is committed now (it may not see our metadata until a partition heals)
+            with self.broker.store.read() as state:
+                record = state.partitions.get((request.topic, request.partition))
+            if record is not None and (record.leader, record.leader_epoch) == (
+                request.broker_id,
+                request.leader_epoch,
+            ):
+                response.partition_epoch = record.partition_epoch
+                response.isr.extend(record.isr)
+                response.leader_epoch = record.leader_epoch
         return response
 
     @typed_errors(controller_pb2.ReportDamagedReplicasResponse)
@@ -926,9 +1022,14 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         request: controller_pb2.ReportDamagedReplicasRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> controller_pb2.ReportDamagedReplicasResponse:
-        denied = self._not_a_broker(context, request.broker_id)
+        denied = self._not_a_broker(context, request.broker_id, "ReportDamagedReplicas", request)
         if denied is not None:
             return controller_pb2.ReportDamagedReplicasResponse(error=denied)
+        relayed = await self._relay(
+            "ReportDamagedReplicas", request, context, controller_pb2.ReportDamagedReplicasResponse
+        )
+        if relayed is not None:
+            return relayed
         command = ReplicasDamaged(
             request.broker_id,
             request.incarnation,
@@ -950,9 +1051,14 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         request: controller_pb2.AllocateProducerIdsRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> controller_pb2.AllocateProducerIdsResponse:
-        denied = self._not_a_broker(context, request.broker_id)
+        denied = self._not_a_broker(context, request.broker_id, "AllocateProducerIds", request)
         if denied is not None:
             return controller_pb2.AllocateProducerIdsResponse(error=denied)
+        relayed = await self._relay(
+            "AllocateProducerIds", request, context, controller_pb2.AllocateProducerIdsResponse
+        )
+        if relayed is not None:
+            return relayed
         try:
             result = await self.broker.controller.allocate_producer_ids(
                 request.broker_id, request.count

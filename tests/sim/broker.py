@@ -60,6 +60,7 @@ PRODUCER_ID_BLOCK = 1000
 class BrokerConfig:
     heartbeat_interval_ms: int = 200
     replica_lag_ms_max: int = 10_000
+    replica_silence_ms_max: int = 2000
     segment_bytes: int = 16 << 10
     hw_checkpoint_interval_ms: int = 2000
     retention_check_interval_ms: int = 30_000
@@ -131,6 +132,7 @@ class SimBroker:
                 broker_id=broker_id,
                 data_dir=os.path.join(self.data_dir, "logs"),
                 replica_lag_ms_max=config.replica_lag_ms_max,
+                replica_silence_ms_max=config.replica_silence_ms_max,
                 segment_bytes=config.segment_bytes,
             ),
             self.state,
@@ -194,6 +196,9 @@ class SimBroker:
             )
             accepted = alter_partition_outcome(result.get("error"))
             if accepted:
+                self.replicas.isr_committed(
+                    key, proposal.leader_epoch, result["isr"], result["partition_epoch"]
+                )
                 self._request_pull()
         except RpcError:
             pass

@@ -9,6 +9,7 @@ cores. Tests use the prefix ``rlt`` so they never touch a real run's ``rl`` obje
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import signal
 import subprocess
@@ -322,6 +323,80 @@ def test_an_isolated_controller_rejoins_soon_after_the_heal(cluster: NetnsCluste
         cluster.wait_ready(20)
     print(f"isolated controllers unfenced {', '.join(f'{t:.2f}' for t in took)} s after the heal")
     assert min(took) < 0.9, took
+
+
+def test_a_broker_cut_off_from_the_controller_alone_keeps_leading_through_a_relay(
+    cluster: NetnsCluster,
+) -> None:
+    """Issue 21, keep serving while a majority is connected: cut only the link between the
+    controller and broker B (both still reach the third broker R). Before, B was fenced after one
+    session (1.5 s) and its partitions stopped until re-elected elsewhere, and every partition
+    stalled 5 s (the lag window) behind its unreachable ISR member. Now B heartbeats and sends
+    its AlterPartitions through R (cluster/controller_link.py), and a silent follower leaves the
+    ISR after replica_silence_ms_max (1 s): B is never fenced, keeps its leaderships, and no
+    partition goes 2 s without an acknowledgement."""
+    topic = "relay"
+    with Admin(cluster.bootstrap, timeout_s=10.0, security=cluster.security) as admin:
+        admin.create_topic(topic, 6, 3, min_insync_replicas=2)
+    controller = wait_for("a controller", lambda: cluster.controller(timeout_s=2), 10)
+
+    def leaders() -> dict[int, int] | None:
+        answers = cluster.metadata_answers([topic]).values()
+        newest = max(answers, key=lambda a: sum(p.leader_epoch for p in a.topics[0].partitions))
+        found = {p.partition: p.leader for p in newest.topics[0].partitions}
+        return found if len(found) == 6 and -1 not in found.values() else None
+
+    before = wait_for("leaders for every partition", leaders, 20)
+    victim = next(b for b in sorted(set(before.values())) if b != controller)
+    acked: dict[int, list[float]] = {p: [] for p in range(6)}
+    with Producer(
+        cluster.bootstrap,
+        acks="all",
+        request_timeout_ms=1500,
+        delivery_timeout_ms=20_000,
+        security=cluster.security,
+    ) as producer:
+
+        def send_round(i: int) -> None:
+            for p in range(6):
+                future = producer.send(topic, f"{i}".encode(), partition=p)
+                future.add_done_callback(
+                    lambda f, p=p: f.exception() is None and acked[p].append(time.monotonic())
+                )
+
+        for i in range(10):  # warm up: every partition acknowledging before the cut
+            send_round(i)
+            time.sleep(0.05)
+        producer.flush(20)
+        cluster.apply_cuts([(controller, victim), (victim, controller)])
+        cut_at = time.monotonic()
+        fenced_seen = False
+        try:
+            i = 10
+            while time.monotonic() - cut_at < 7.0:
+                send_round(i)
+                i += 1
+                time.sleep(0.05)
+                if i % 20 == 0:  # asked of the third broker: the victim cannot answer for him
+                    third = next(n for n in cluster.node_ids if n not in (controller, victim))
+                    with Admin(
+                        cluster.address(third), timeout_s=3.0, security=cluster.security
+                    ) as a:
+                        states = {b.broker_id: b.fenced for b in a.describe_cluster().brokers}
+                    fenced_seen |= states.get(victim, True)
+        finally:
+            cluster.heal()
+        healed_at = time.monotonic()
+        producer.flush(30)
+    gaps = {}
+    for p, times in acked.items():
+        during = [cut_at] + [t for t in times if cut_at < t <= healed_at] + [healed_at]
+        gaps[p] = round(max(b - a for a, b in itertools.pairwise(during)), 2)
+    print(f"controller {controller}, cut from broker {victim}; longest gap per partition {gaps}")
+    assert not fenced_seen, "the broker cut off from the controller alone was fenced"
+    assert leaders() == before, "leadership moved although every leader could keep serving"
+    assert max(gaps.values()) < 2.0, gaps
+    cluster.wait_ready(20)
 
 
 def test_kill_9_and_restart_rejoins_unfenced(cluster: NetnsCluster) -> None:

@@ -22,6 +22,8 @@ from raftlog.client import Acl, Admin, ClientSecurity, Producer
 from raftlog.client.certs import CertificateAuthority
 from raftlog.client.errors import TopicAuthorizationFailedError
 from raftlog.client.local_cluster import LocalCluster
+from raftlog.cluster.controller_link import RELAY_HEADER
+from raftlog.cluster.relay_proof import OriginSigner
 from raftlog.proto import (
     broker_pb2,
     broker_pb2_grpc,
@@ -147,6 +149,47 @@ def test_only_a_broker_may_register_and_only_as_itself(cluster: LocalCluster) ->
     time.sleep(0.5)
     assert {b.broker_id: b.incarnation for b in _brokers(cluster)} == before
     assert all(3 in p.isr for p in topic_state(cluster).partitions)
+
+
+def test_a_relayed_call_must_prove_the_broker_that_sent_it(cluster: LocalCluster) -> None:
+    """Relays (issue 21) carry a broker's controller calls when it cannot reach the controller:
+    the controller takes a relayed call only with the sender's signature, so an insider broker
+    still cannot speak for another through the relay header."""
+    before = {b.broker_id: b.incarnation for b in _brokers(cluster)}
+    pair = CertificateAuthority(cluster.tls_dir).broker_pair(1)
+    own_key = OriginSigner.from_files(str(pair.cert_file), str(pair.key_file))
+    attack = controller_pb2.RegisterBrokerRequest(
+        broker_id=3, incarnation=1 << 62, address="10.6.6.6:9092"
+    )
+    relay = ((RELAY_HEADER, "1"),)
+    attempts = {
+        "a client naming itself a relay": (cluster.client_security("mallory"), relay),
+        "broker 1 relaying with no proof": (as_broker(cluster, 1), relay),
+        "broker 1 relaying, signed by itself": (
+            as_broker(cluster, 1),
+            relay + own_key.headers("RegisterBroker", attack),
+        ),
+        "broker 1 relaying as broker 2": (as_broker(cluster, 1), ((RELAY_HEADER, "2"),)),
+    }
+    for what, (security, metadata) in attempts.items():
+        for node in cluster.nodes:
+            stub = controller_stub(cluster, security, node)
+            answer = stub.RegisterBroker(attack, timeout=5, metadata=metadata)
+            assert answer.error.code == DENIED_CLUSTER, (what, node, answer.error)
+    time.sleep(0.5)
+    assert {b.broker_id: b.incarnation for b in _brokers(cluster)} == before
+    # the control: broker 1 relaying broker 2's own signed heartbeat is answered
+    pair = CertificateAuthority(cluster.tls_dir).broker_pair(2)
+    broker_2 = OriginSigner.from_files(str(pair.cert_file), str(pair.key_file))
+    beat = controller_pb2.BrokerHeartbeatRequest(broker_id=2, incarnation=before[2])
+    codes = set()
+    for node in cluster.nodes:
+        stub = controller_stub(cluster, as_broker(cluster, 1), node)
+        answer = stub.BrokerHeartbeat(
+            beat, timeout=5, metadata=relay + broker_2.headers("BrokerHeartbeat", beat)
+        )
+        codes.add(answer.error.code)
+    assert codes == {common_pb2.NONE, common_pb2.NOT_CONTROLLER}, codes
 
 
 def _brokers(cluster: LocalCluster) -> list[Any]:

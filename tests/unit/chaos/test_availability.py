@@ -62,3 +62,23 @@ def test_the_stretches_a_timeline_marks() -> None:
     never = availability(history({"t-0": every(0.5, 0, 9.5)}), [("ring", 5.0, 10.0)], ["t-0"], 12)
     labels = [label for _, _, label in never.stretches()]
     assert labels == ["never recovered", "silence, no fault"]  # both from the heal at 10 s to 12 s
+
+
+def test_serving_through_a_fault_is_the_longest_gap_while_it_was_in_force() -> None:
+    """t-0 keeps acknowledging through the ring but for 1.5 s; t-1 stops for the whole fault."""
+    ops = history(
+        {
+            "t-0": [*every(0.1, 0.0, 10.5), *every(0.1, 12.0, 20.0)],
+            "t-1": [*every(0.1, 0.0, 9.9), *every(0.1, 15.3, 20.0)],
+        }
+    )
+    found = availability(ops, [("majorities-ring", 10.0, 15.0)], ["t-0", "t-1"], 20.0)
+    (fault,) = found.recoveries
+    assert {k: round(v, 3) for k, v in fault.gap_during_per_key.items()} == {
+        "t-0": 1.5,
+        "t-1": 5.0,
+    }
+    assert found.serving_by_kind() == {
+        "majorities-ring": {"faults": 1, "keys": 2, "kept_serving": 1}
+    }
+    assert found.to_json()["serving_during_faults"] == found.serving_by_kind()

@@ -368,3 +368,30 @@ def test_a_cleanly_restarted_isr_member_gets_a_lag_window() -> None:
     state.on_follower_fetch(2, 10, 10, now_ms=5_000, incarnation=5)
     assert state.check_isr(10, now_ms=5_500) is None  # within the window: not shrunk yet
     assert state.high_watermark == 8  # counted from what the new process showed
+
+
+def test_a_silent_follower_leaves_before_the_lag_window_a_slow_one_does_not() -> None:
+    """Issue 21: a follower from which no fetch arrives is cut off or dead; behind a ring or a
+    bridge acks=all stalled the whole lag window (5 s in the chaos runs) behind it. One that
+    keeps fetching, however far behind, keeps the full lag window."""
+    state = LeaderReplication.start(
+        1, (1, 2, 3), (1, 2, 3), 5, 7, 10, 0, 10_000, now_ms=0, replica_silence_ms_max=1000
+    )
+    for t in range(0, 3000, 400):  # 2 fetches every 400 ms but never catches up; 3 falls silent
+        state.on_follower_fetch(2, 5, 10 + t, now_ms=t)
+        if t < 400:
+            state.on_follower_fetch(3, 10, 10, now_ms=t)
+        proposal = state.check_isr(10 + t, now_ms=t)
+        if proposal is not None:
+            break
+    assert proposal is not None and proposal.isr == (1, 2)
+    assert t == 1200  # the first check past 1000 ms of silence (3's last fetch: at 0 ms)
+
+
+def test_an_isr_member_gets_one_silence_window_when_a_leader_starts() -> None:
+    state = LeaderReplication.start(
+        1, (1, 2, 3), (1, 2), 5, 7, 10, 0, 10_000, now_ms=5000, replica_silence_ms_max=1000
+    )
+    assert state.check_isr(10, now_ms=5900) is None
+    proposal = state.check_isr(10, now_ms=6100)
+    assert proposal is not None and proposal.isr == (1,)
