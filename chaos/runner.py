@@ -94,6 +94,7 @@ from .workload import (
     Recorder,
     ValueSource,
     key_of,
+    partitions_of_worker,
 )
 
 __all__ = [
@@ -525,6 +526,7 @@ class _Run:
                 request_timeout_ms=config.request_timeout_ms,
                 mode=config.producer_mode,
                 delivery_timeout_ms=config.delivery_timeout_ms,
+                own=partitions_of_worker(i, config.producers, config.partitions),
             )
             for i in range(config.producers)
         ]

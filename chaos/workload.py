@@ -105,6 +105,7 @@ __all__ = [
     "group_records",
     "init_producer_id",
     "key_of",
+    "partitions_of_worker",
     "records_value",
     "send_result_from_answer",
 ]
@@ -491,8 +492,18 @@ class ProducerStats:
         self.producer_ids += other.producer_ids
 
 
+def partitions_of_worker(worker: int, workers: int, partitions: int) -> tuple[int, ...]:
+    """The partitions worker ``worker`` of ``workers`` sends to: every partition has its own
+    workers, so an op stuck on one partition (an idempotent send retries up to its delivery
+    timeout) never stops the others being written — as a real producer's batches for one
+    partition never hold up another's — and the availability figures see each partition."""
+    groups = min(workers, partitions)
+    return tuple(p for p in range(partitions) if p % groups == worker % groups)
+
+
 class ProducerWorker(threading.Thread):
-    """One history process sending unique values to random partitions at a steady pace."""
+    """One history process sending unique values to random partitions of its own at a steady
+    pace (``partitions_of_worker``)."""
 
     def __init__(
         self,
@@ -511,6 +522,7 @@ class ProducerWorker(threading.Thread):
         mode: str = "once",
         delivery_timeout_ms: int = 10_000,
         retry_backoff_ms: int = 100,
+        own: Sequence[int] | None = None,
     ) -> None:
         if mode not in PRODUCER_MODES:
             raise ValueError(f"producer mode is one of {', '.join(PRODUCER_MODES)}, not {mode!r}")
@@ -527,6 +539,7 @@ class ProducerWorker(threading.Thread):
         self.security = security
         self.topic = topic
         self.partitions = partitions
+        self.own = tuple(own) if own is not None else tuple(range(partitions))
         self.values = values
         self.interval_s = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
         self.stop_event = stop
@@ -553,7 +566,7 @@ class ProducerWorker(threading.Thread):
             next_at = max(next_at + self.interval_s, time.monotonic() - 1.0)
             if self.mode == "idempotent" and not self._ensure_producer(metadata):
                 continue
-            partition = self.rng.randrange(self.partitions)
+            partition = self.rng.choice(self.own)
             key = key_of(self.topic, partition)
             value = self.values.take()
             op = self.recorder.invoke(self.process, OpF.SEND, send_value(key, value))

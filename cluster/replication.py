@@ -217,7 +217,7 @@ class LeaderReplication:
             and eligible(b)
             and progress.log_end_offset >= self.high_watermark
             and progress.log_end_offset >= self.epoch_start_offset
-            and now_ms - progress.last_caught_up_ms <= self.replica_lag_ms_max
+            and not self._out_of_touch(b, now_ms)
         }
         if joining:
             return self._propose(

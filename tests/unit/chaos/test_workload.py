@@ -72,6 +72,7 @@ from raftlog.chaos.workload import (
     combine_attempts,
     decode_value,
     group_records,
+    partitions_of_worker,
     records_value,
     rpc_error_result,
     send_result_from_answer,
@@ -826,3 +827,12 @@ def test_a_torn_tail_cut_by_recovery_is_reported(tmp_path: Path) -> None:
     # a complete last batch whose CRC fails is damage, not a torn tail: reported
     damaged = read_node_log(corrupt_log(tmp_path / "b", segment_bytes=1 << 20), 1, "t", 0)
     assert damaged is not None and damaged.error is not None and "damaged" in damaged.error
+
+
+def test_every_partition_has_workers_of_its_own() -> None:
+    """Seed-4242 run: workers picking any partition were all caught, within a second, retrying
+    sends to the one partition a majorities ring left without a leader, and the two partitions
+    that kept serving were not written for 8 s (nor measured)."""
+    assert [partitions_of_worker(w, 4, 3) for w in range(4)] == [(0,), (1,), (2,), (0,)]
+    assert [partitions_of_worker(w, 2, 3) for w in range(2)] == [(0, 2), (1,)]
+    assert partitions_of_worker(0, 1, 3) == (0, 1, 2)

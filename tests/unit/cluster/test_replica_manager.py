@@ -167,3 +167,22 @@ def test_a_producer_snapshot_above_a_truncation_is_not_trusted_after_a_crash(
     finally:
         again.manager.close()
         again.state.close()
+
+
+def test_the_committed_isr_in_an_alter_partition_answer_takes_effect_at_once(
+    harness: Harness,
+) -> None:
+    """Issue 21: a leader that reaches the controller only through a relay may not see its
+    metadata move until the fault heals; it acts on the ISR the controller's answer carries (as
+    Kafka's leader does) — for its own leader epoch only."""
+    harness.lead(isr=(1, 2), epoch=4)
+    harness.append(b"a", 4)
+    assert harness.high_watermark == 0  # follower 2 has not fetched: the HW waits for it
+    harness.manager.isr_committed(KEY, leader_epoch=3, isr=(1,), partition_epoch=5)
+    assert harness.high_watermark == 0  # an answer for another leader epoch changes nothing
+    harness.manager.isr_committed(KEY, leader_epoch=4, isr=(1,), partition_epoch=5)
+    assert harness.high_watermark == 1
+    leader = harness.manager.partitions[KEY].leader
+    assert leader is not None and (leader.isr, leader.partition_epoch) == ((1,), 5)
+    harness.manager.isr_committed(KEY, leader_epoch=4, isr=(1, 2), partition_epoch=4)
+    assert leader.isr == (1,)  # an older partition epoch never rolls the ISR back

@@ -395,3 +395,24 @@ def test_an_isr_member_gets_one_silence_window_when_a_leader_starts() -> None:
     assert state.check_isr(10, now_ms=5900) is None
     proposal = state.check_isr(10, now_ms=6100)
     assert proposal is not None and proposal.isr == (1,)
+
+
+def test_a_follower_removed_for_silence_is_not_proposed_back_while_silent() -> None:
+    """Seed-4242 run: removed for silence, a follower still inside its lag window was proposed
+    straight back, and the ISR flapped every 100 ms (an AlterPartition each time) through a
+    majorities ring. It rejoins only once it fetches again."""
+    state = LeaderReplication.start(
+        1, (1, 2, 3), (1, 2, 3), 5, 7, 10, 0, 10_000, now_ms=0, replica_silence_ms_max=1000
+    )
+    state.on_follower_fetch(2, 10, 10, now_ms=900)
+    state.on_follower_fetch(3, 10, 10, now_ms=900)  # HW 10; then 3 falls silent
+    state.on_follower_fetch(2, 10, 10, now_ms=1800)
+    proposal = state.check_isr(10, now_ms=1950)
+    assert proposal is not None and proposal.isr == (1, 2)
+    state.update_from_metadata((1, 2), partition_epoch=8)
+    for t in range(2000, 4000, 100):
+        state.on_follower_fetch(2, 10, 10, now_ms=t)
+        assert state.check_isr(10, now_ms=t) is None, t
+    state.on_follower_fetch(3, 10, 10, now_ms=4000)
+    proposal = state.check_isr(10, now_ms=4000)
+    assert proposal is not None and proposal.isr == (1, 2, 3)
