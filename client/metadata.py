@@ -123,7 +123,10 @@ class ClusterMetadata:
     # ---- metadata ----------------------------------------------------------------------------
 
     def refresh(self, topics: Iterable[str] = (), *, force: bool = True) -> bool:
-        """Fetch metadata (all topics when none are named) from the first broker that answers.
+        """Fetch metadata (all topics when none are named) from the first broker that answers
+        and knows the active controller. A broker that names none (``controller_id`` -1: an
+        election, or it is cut off from the controller and its view may be stale) is used only
+        when no broker does.
 
         Without ``force`` a refresh within ``refresh_backoff_ms`` of the last one is skipped
         (returns False: the caller asks again later).
@@ -132,6 +135,7 @@ class ClusterMetadata:
             if not force and time.monotonic() - self._last_refresh < self.refresh_backoff_ms / 1000:
                 return False
         last_error: Exception | None = None
+        fallback: broker_pb2.MetadataResponse | None = None
         for address in self.candidates():
             try:
                 response = self.stub(address).Metadata(
@@ -141,7 +145,13 @@ class ClusterMetadata:
             except grpc.RpcError as exc:
                 last_error = exc
                 continue
+            if response.controller_id < 0:
+                fallback = fallback or response
+                continue
             self._update(response)
+            return True
+        if fallback is not None:
+            self._update(fallback)
             return True
         raise NoBrokersAvailableError(
             f"no broker answered Metadata (tried {', '.join(self.candidates())}): {last_error}"

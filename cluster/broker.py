@@ -65,6 +65,7 @@ from .controller_service import ActiveController, ControllerError
 from .coordinator import OFFSETS_PARTITIONS, OFFSETS_TOPIC, GroupCoordinator
 from .fetcher import FetcherManager
 from .group_servicer import GroupServicer
+from .peers import PING_INTERVAL_MS, PING_TIMEOUT_MS, PeerReach
 from .quota import Quotas
 from .relay_proof import OriginSigner
 from .replica_manager import Partition, ReplicaManager, ReplicaManagerConfig
@@ -178,6 +179,9 @@ class Broker:
         self.controller: ActiveController
         self.fetchers: FetcherManager
         self.link: ControllerLink
+        self.peers = PeerReach()
+        self.controller_contact_ms: int = self.clock.mono_ms()  # the controller's last answer
+        self._pinging: set[int] = set()
 
     # ---- wiring ----------------------------------------------------------------------------------
 
@@ -211,8 +215,10 @@ class Broker:
             return record.address if record else None
 
     def controller_id(self) -> int:
+        """The active controller as we know it; -1 while none is known or we cannot reach it
+        (cut off: our metadata may be stale, so clients should ask another broker)."""
         leader = self.quorum.leader_id()
-        return -1 if leader is None else leader
+        return -1 if leader is None or self.replicas.cut_off is not None else leader
 
     def controller_stub(self) -> controller_pb2_grpc.ControllerStub | None:
         leader = self.quorum.leader_id()
@@ -430,10 +436,12 @@ class Broker:
                         broker_id=self.config.node_id,
                         incarnation=self.incarnation,
                         metadata_version=self.store.version,
+                        reachable_peers=self.peers.reachable(self.clock_ms()),
                     ),
                     max(interval_s * 4, 1.0),
                     2 * interval_s,
                 )
+                self.controller_contact_ms = self.clock_ms()
                 if response_hb.error.code == common_pb2.NONE and response_hb.should_register:
                     registered = False
                 if not registered:
@@ -468,6 +476,39 @@ class Broker:
                 log.debug("controller link: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), interval_s)
+
+    def _check_controller_contact(self) -> None:
+        """A session without any answer from the controller (direct or relayed): this broker is
+        fenced, or soon will be, and its leaderships move — stop taking produces (``set_cut_off``)
+        and stop naming a controller in Metadata answers, so clients ask a broker that knows."""
+        silent_ms = self.clock_ms() - self.controller_contact_ms
+        if silent_ms > self.config.session_timeout_ms:
+            self.replicas.set_cut_off(
+                f"broker {self.config.node_id} has not reached the controller for {silent_ms} ms "
+                "(a session): it may be fenced and its leaderships moved"
+            )
+        else:
+            self.replicas.set_cut_off(None)
+
+    def _ping_peers(self) -> None:
+        """Ping every other registered broker, one ping in flight per peer (``peers.py``)."""
+        with self.store.read() as state:
+            peers = [(b.broker_id, b.address) for b in state.brokers.values()]
+        for peer, address in peers:
+            if peer != self.config.node_id and peer not in self._pinging:
+                self._pinging.add(peer)
+                self._background_tasks.spawn(self._ping(peer, address))
+
+    async def _ping(self, peer: int, address: str) -> None:
+        try:
+            await broker_pb2_grpc.BrokerStub(self.channel(address)).WhoAmI(
+                broker_pb2.WhoAmIRequest(), timeout=PING_TIMEOUT_MS / 1000
+            )
+            self.peers.answered(peer, self.clock_ms())
+        except grpc.aio.AioRpcError:
+            pass  # not answered: it drops out of the reachable set after REACH_WINDOW_MS
+        finally:
+            self._pinging.discard(peer)
 
     async def _report_damage(self) -> None:
         """Tell the controller which replicas were cut at damage (periodic, until committed)."""
@@ -642,6 +683,8 @@ class Broker:
             loop.create_task(self._every(60_000, self.replicas.expire_producers)),
             loop.create_task(self._every(100, self.coordinator.tick)),
             loop.create_task(self._every(200, self._report_damage)),
+            loop.create_task(self._every(PING_INTERVAL_MS, self._ping_peers)),
+            loop.create_task(self._every(100, self._check_controller_contact)),
             loop.create_task(self._every(1000, self.replicas.scrub)),
         ]
         try:

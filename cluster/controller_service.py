@@ -255,13 +255,26 @@ class ActiveController:
         return int(result["broker_epoch"])
 
     def heartbeat(
-        self, broker_id: int, incarnation: int, metadata_version: int
+        self,
+        broker_id: int,
+        incarnation: int,
+        metadata_version: int,
+        reachable: Sequence[int] = (),
+        *,
+        direct: bool = True,
     ) -> tuple[bool, bool]:
-        """(known, fenced) — unknown means: register again."""
+        """(known, fenced) — unknown means: register again. ``reachable``: the peers the broker
+        reached lately; ``direct``: False when a relay carried the heartbeat."""
         core = self.active()
         with self.store.read() as state:
             verdict = core.heartbeat(
-                state, broker_id, incarnation, metadata_version, self.clock_ms()
+                state,
+                broker_id,
+                incarnation,
+                metadata_version,
+                self.clock_ms(),
+                reachable,
+                direct=direct,
             )
         return verdict.known, verdict.fenced
 

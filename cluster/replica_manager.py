@@ -12,7 +12,10 @@ module wires them to logs, metadata events and requests, and answers with typed 
   ``min.insync.replicas`` → NOT_ENOUGH_REPLICAS (nothing appended); then acks=all waits in the
   produce purgatory until the HW passes the batch (success, or NOT_ENOUGH_REPLICAS_AFTER_APPEND
   if the ISR shrank below the minimum) or the request times out (REQUEST_TIMED_OUT) or
-  leadership moves (NOT_LEADER_OR_FOLLOWER: the outcome is unknown to the client).
+  leadership moves (NOT_LEADER_OR_FOLLOWER: the outcome is unknown to the client). A broker that
+  has not reached the controller for a session (``cut_off``) is fenced or about to be and its
+  leaderships may have moved already: it answers every produce, waiting or new, with
+  NOT_LEADER_OR_FOLLOWER, so clients look for the new leader at once instead of timing out.
 - Fetch: consumers read below the HW, followers below the LEO; both long-poll in the fetch
   purgatory (woken by appends and HW moves). The fetcher's epochs are checked: an older
   current_leader_epoch → FENCED_LEADER_EPOCH, a newer one → UNKNOWN_LEADER_EPOCH, and a
@@ -132,6 +135,7 @@ class Partition:
         # the log was cut at damage (found at open, on a read or by the scrub) and the controller
         # has not yet taken us out of the ISR: until it has, we lead nothing (rule 7)
         self.damaged = False
+        self.cut_off = False  # the broker lost the controller: waiting produces give up
         self._follower_hw = min(high_watermark, log.log_end_offset)  # while we follow
 
     @property
@@ -190,6 +194,11 @@ class DelayedProduce(DelayedOperation):
             partition = wait.partition
             if partition.leader is None or partition.leader_epoch != wait.outcome.leader_epoch:
                 wait.result = _failed(wait.outcome, "NOT_LEADER_OR_FOLLOWER", "leadership moved")
+                continue
+            if partition.cut_off:
+                wait.result = _failed(
+                    wait.outcome, "NOT_LEADER_OR_FOLLOWER", "this broker lost the controller"
+                )
                 continue
             verdict = partition.leader.acks_all_outcome(
                 wait.outcome.last_offset, wait.min_insync_replicas
@@ -304,6 +313,7 @@ class ReplicaManager:
     _scrub_cursor: int = 0  # round-robin position of the scrub over the partitions
     _verify_on_open_left: int = 0  # what is left of verify_on_open_bytes_max
     ready: bool = False  # metadata caught up: until then we serve nothing
+    cut_off: str | None = None  # why produces are refused: see ``set_cut_off``
 
     def __post_init__(self) -> None:
         now = self.clock.mono_ms()
@@ -378,6 +388,7 @@ class ReplicaManager:
         )
         hw = self.state.get_offset("hw", name) or 0
         partition = Partition(record.key, record.topic_id, topic_log, hw)
+        partition.cut_off = self.cut_off is not None
         self._rebuild_producers(partition)
         self.partitions[record.key] = partition
         found = topic_log.recovery
@@ -479,6 +490,21 @@ class ReplicaManager:
                 partition.log.close()
         except StorageError as exc:
             log.error("%s: %s", partition.name, exc)
+
+    def set_cut_off(self, reason: str | None) -> None:
+        """This broker has not reached the controller for a session (``reason`` says so), or
+        has again (None). Cut off, every waiting produce is answered NOT_LEADER_OR_FOLLOWER now
+        and new ones are refused (module docstring); replication goes on."""
+        if (reason is None) == (self.cut_off is None):
+            self.cut_off = reason
+            return
+        self.cut_off = reason
+        if reason is not None:
+            log.warning("%s: refusing produces", reason)
+        for key, partition in self.partitions.items():
+            partition.cut_off = reason is not None
+            if reason is not None and partition.leader is not None:
+                self._wake(key)
 
     def release_waiters(self) -> None:
         """Answer every waiting produce and fetch now (shutdown): nobody is left hanging."""
@@ -585,6 +611,8 @@ class ReplicaManager:
                 "NOT_LEADER_OR_FOLLOWER",
                 (f"{partition.name} is led by broker {partition.leader_id}"),
             )
+        if self.cut_off is not None:
+            return None, "NOT_LEADER_OR_FOLLOWER", self.cut_off
         return partition, "NONE", ""
 
     def append(

@@ -953,7 +953,11 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             return relayed
         try:
             known, fenced = self.broker.controller.heartbeat(
-                request.broker_id, request.incarnation, request.metadata_version
+                request.broker_id,
+                request.incarnation,
+                request.metadata_version,
+                request.reachable_peers,
+                direct=relayed_by(context.invocation_metadata()) is None,
             )
         except ControllerError as exc:
             return controller_pb2.BrokerHeartbeatResponse(

@@ -43,14 +43,16 @@ class RegisterBrokerResponse(_message.Message):
     def __init__(self, error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., controller: _Optional[_Union[ControllerHint, _Mapping]] = ..., broker_epoch: _Optional[int] = ...) -> None: ...
 
 class BrokerHeartbeatRequest(_message.Message):
-    __slots__ = ("broker_id", "incarnation", "metadata_version")
+    __slots__ = ("broker_id", "incarnation", "metadata_version", "reachable_peers")
     BROKER_ID_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     METADATA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REACHABLE_PEERS_FIELD_NUMBER: _ClassVar[int]
     broker_id: int
     incarnation: int
     metadata_version: int
-    def __init__(self, broker_id: _Optional[int] = ..., incarnation: _Optional[int] = ..., metadata_version: _Optional[int] = ...) -> None: ...
+    reachable_peers: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, broker_id: _Optional[int] = ..., incarnation: _Optional[int] = ..., metadata_version: _Optional[int] = ..., reachable_peers: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class BrokerHeartbeatResponse(_message.Message):
     __slots__ = ("error", "controller", "should_register", "fenced", "heartbeat_interval_ms")

@@ -47,6 +47,7 @@ __all__ = [
     "DeleteTopic",
     "ElectLeader",
     "FenceBroker",
+    "MoveLeader",
     "RegisterBroker",
     "ReplicasDamaged",
     "UnfenceBroker",
@@ -155,6 +156,20 @@ class ElectLeader:
 
 
 @dataclass(frozen=True, slots=True)
+class MoveLeader:
+    """Move a live partition's leadership to ``leader`` with the ISR ``isr``, both drawn from its
+    current ISR and ELR (every member of which holds all committed records), if the partition is
+    still in ``leader_epoch``. The controller's answer to a leader that reaches too few of its
+    ISR while another member reaches enough (``controller.py``)."""
+
+    topic: str
+    partition: int
+    leader_epoch: int
+    leader: int
+    isr: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class AllocateProducerIds:
     broker_id: int
     count: int = 1000
@@ -196,6 +211,7 @@ Command = (
     | AlterTopicConfig
     | AlterPartition
     | ElectLeader
+    | MoveLeader
     | AllocateProducerIds
     | ReplicasDamaged
     | CreateAcls
@@ -213,6 +229,7 @@ _TYPES: dict[str, type[Any]] = {
     "alter_topic_config": AlterTopicConfig,
     "alter_partition": AlterPartition,
     "elect_leader": ElectLeader,
+    "move_leader": MoveLeader,
     "allocate_producer_ids": AllocateProducerIds,
     "replicas_damaged": ReplicasDamaged,
     "create_acls": CreateAcls,

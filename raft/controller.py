@@ -18,16 +18,28 @@ Rules:
   safe ones all back; see the metadata rules) are elected (fence and
   unfence elect in the same command; this catches the rest, e.g. topics created while their
   brokers were down).
-- Optionally, every ``leader_rebalance_interval_ms``, leadership moves back to preferred replicas.
+- Optionally, every ``leader_rebalance_interval_ms``, leadership moves back to preferred replicas
+  — only to one whose heartbeats come direct (a broker heard through a relay may not be applying
+  the metadata: it would not learn that it leads).
+- **Starved leaders** (a majorities ring, a bridge): every heartbeat names the peers the broker
+  reached lately (``cluster/peers.py``); a link counts when both ends name each other in fresh
+  reports. A live leader that reaches fewer than ``min.insync.replicas`` of its ISR and ELR
+  (itself included) for ``starved_ms_min`` cannot commit; if another ISR or ELR member reaches
+  enough of them, leadership moves to the first such member in replica order, with those it
+  reaches as the ISR (``MoveLeader``: every ISR and ELR member holds all committed records, so
+  this is as safe as a preferred election). The new leader and its ISR must all heartbeat direct
+  (they must apply the change to act on it). A partition moved this way is not moved again for
+  ``move_cooldown_ms``.
 - At most one command per subject is in flight: the shell reports each one's completion.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .commands import Command, ElectLeader, FenceBroker, UnfenceBroker
-from .metadata import NO_LEADER, MetadataState, TopicPartition
+from .commands import Command, ElectLeader, FenceBroker, MoveLeader, UnfenceBroker
+from .metadata import NO_LEADER, MetadataState, PartitionRecord, TopicPartition
 
 __all__ = ["ControllerConfig", "ControllerCore", "HeartbeatVerdict"]
 
@@ -41,6 +53,9 @@ class ControllerConfig:
     leader_rebalance_interval_ms: int | None = 30_000  # None disables preferred elections
     pending_timeout_ms: int = 5000  # forget an in-flight decision after this (retry it)
     election_scan_interval_ms: int = 500  # the backstop scan for offline partitions
+    starved_ms_min: int = 300  # a leader reaching too few of its ISR this long is moved
+    move_cooldown_ms: int = 5000  # a partition moved off a starved leader stays put this long
+    reach_scan_interval_ms: int = 100  # how often reachability reports are looked at
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +71,8 @@ class _Liveness:
     incarnation: int
     last_heartbeat_ms: int
     metadata_version: int
+    reachable: frozenset[int] = frozenset()  # the peers it reached lately (its report)
+    direct: bool = True  # False: the heartbeat came through a relay
 
 
 class ControllerCore:
@@ -70,6 +87,9 @@ class ControllerCore:
         self._last_rebalance_ms = now_ms
         self._scanned_version = -1
         self._last_scan_ms = now_ms - config.election_scan_interval_ms
+        self._starved_since: dict[TopicPartition, int] = {}
+        self._moved_ms: dict[TopicPartition, int] = {}
+        self._last_reach_scan_ms = now_ms - config.reach_scan_interval_ms
 
     def heartbeat(
         self,
@@ -78,11 +98,16 @@ class ControllerCore:
         incarnation: int,
         metadata_version: int,
         now_ms: int,
+        reachable: Iterable[int] = (),
+        *,
+        direct: bool = True,
     ) -> HeartbeatVerdict:
         broker = state.brokers.get(broker_id)
         if broker is None or broker.incarnation != incarnation:
             return HeartbeatVerdict(known=False, fenced=True)
-        self._liveness[broker_id] = _Liveness(incarnation, now_ms, metadata_version)
+        self._liveness[broker_id] = _Liveness(
+            incarnation, now_ms, metadata_version, frozenset(reachable), direct
+        )
         if self._dead.get(broker_id) == incarnation:
             del self._dead[broker_id]  # a heartbeat proves the probe wrong: it lives
         return HeartbeatVerdict(known=True, fenced=broker.fenced)
@@ -146,6 +171,7 @@ class ControllerCore:
                 ):
                     out.append((subject, UnfenceBroker(broker.broker_id, broker.incarnation)))
         out.extend(self._elections(state, now_ms))
+        out.extend(self._leader_moves(state, now_ms))
         for decided, _ in out:
             self._pending[decided] = now_ms
         return out
@@ -166,6 +192,7 @@ class ControllerCore:
         self._last_scan_ms = now_ms
         offline: list[TopicPartition] = []
         preferred: list[TopicPartition] = []
+        fresh = self._fresh(state, now_ms) if rebalance else {}
         for key, record in state.partitions.items():
             if (key, "elect") in self._pending:
                 continue
@@ -174,7 +201,12 @@ class ControllerCore:
                     offline.append(key)
             elif rebalance and record.leader != record.replicas[0]:
                 first = record.replicas[0]
-                if first in record.isr and state.is_live(first):
+                if (
+                    first in record.isr
+                    and state.is_live(first)
+                    and self._direct(first, now_ms)
+                    and self._reaches_enough(first, record, state, fresh)
+                ):
                     preferred.append(key)
         if rebalance:
             self._last_rebalance_ms = now_ms
@@ -185,6 +217,103 @@ class ControllerCore:
                 for key in chunk:
                     self._pending[(key, "elect")] = now_ms
                 out.append((("elect", chunk), ElectLeader(chunk, preferred=is_preferred)))
+        return out
+
+    def _fresh(self, state: MetadataState, now_ms: int) -> dict[int, _Liveness]:
+        """Reachability reports of live registered incarnations no older than two heartbeat
+        intervals. An empty report says nothing (a broker that heartbeats reaches at least the
+        broker that carried it; one just started has pinged nobody yet; an older broker does
+        not report): such a broker is left out, as if it reached everyone."""
+        limit = 2 * self.config.heartbeat_interval_ms
+        return {
+            b: seen
+            for b, seen in self._liveness.items()
+            if seen.reachable
+            and now_ms - seen.last_heartbeat_ms <= limit
+            and (record := state.brokers.get(b)) is not None
+            and record.incarnation == seen.incarnation
+            and state.is_live(b)
+        }
+
+    def _direct(self, broker_id: int, now_ms: int) -> bool:
+        """Heard from lately, and not through a relay (unknown counts as direct: a new
+        controller has heard nobody yet)."""
+        seen = self._liveness.get(broker_id)
+        return seen is None or seen.direct
+
+    @staticmethod
+    def _linked(fresh: dict[int, _Liveness], a: int, b: int) -> bool:
+        """Both ends reported reaching each other (a broker always reaches itself)."""
+        return a == b or (
+            a in fresh and b in fresh and b in fresh[a].reachable and a in fresh[b].reachable
+        )
+
+    def _reaches_enough(
+        self,
+        broker: int,
+        record: PartitionRecord,
+        state: MetadataState,
+        fresh: dict[int, _Liveness],
+    ) -> bool:
+        """Could ``broker`` commit as leader: does it reach ``min.insync.replicas`` of the ISR
+        and ELR (itself included)? True while the reports show every live broker reaching every
+        other (or there are no reports), so a preferred election moves nobody onto a starved
+        replica during a ring or a bridge."""
+        if self._fully_connected(fresh):
+            return True
+        min_isr = state.topics[record.topic].min_insync_replicas
+        safe = [b for b in record.replicas if b in record.isr or b in record.elr]
+        return sum(self._linked(fresh, broker, b) for b in safe) >= min_isr
+
+    @staticmethod
+    def _fully_connected(fresh: dict[int, _Liveness]) -> bool:
+        everyone = set(fresh)
+        return all(everyone - {b} <= seen.reachable for b, seen in fresh.items())
+
+    def _leader_moves(self, state: MetadataState, now_ms: int) -> list[tuple[object, Command]]:
+        """Move leadership off starved leaders (see the module rules)."""
+        if now_ms - self._last_reach_scan_ms < self.config.reach_scan_interval_ms:
+            return []
+        self._last_reach_scan_ms = now_ms
+        fresh = self._fresh(state, now_ms)
+        if self._fully_connected(fresh):
+            self._starved_since.clear()  # nothing to look at
+            return []
+
+        def linked(a: int, b: int) -> bool:
+            return self._linked(fresh, a, b)
+
+        out: list[tuple[object, Command]] = []
+        starved = set()
+        for key, record in state.partitions.items():
+            leader = record.leader
+            if leader == NO_LEADER or leader not in fresh:
+                continue
+            min_isr = state.topics[record.topic].min_insync_replicas
+            safe = [b for b in record.replicas if b in record.isr or b in record.elr]
+            if sum(linked(leader, b) for b in safe) >= min_isr:
+                continue
+            starved.add(key)
+            since = self._starved_since.setdefault(key, now_ms)
+            subject = (key, "move")
+            if (
+                now_ms - since < self.config.starved_ms_min
+                or subject in self._pending
+                or now_ms - self._moved_ms.get(key, -(10**12)) < self.config.move_cooldown_ms
+            ):
+                continue
+            for candidate in safe:
+                if candidate == leader or candidate not in fresh:
+                    continue
+                isr = tuple(b for b in safe if linked(candidate, b))
+                if len(isr) >= min_isr and all(fresh[b].direct for b in isr):
+                    self._moved_ms[key] = now_ms
+                    out.append(
+                        (subject, MoveLeader(key[0], key[1], record.leader_epoch, candidate, isr))
+                    )
+                    break
+        for key in [k for k in self._starved_since if k not in starved]:
+            del self._starved_since[key]
         return out
 
     def completed(self, subject: object) -> None:

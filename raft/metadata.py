@@ -73,6 +73,7 @@ from .commands import (
     DeleteTopic,
     ElectLeader,
     FenceBroker,
+    MoveLeader,
     RegisterBroker,
     ReplicasDamaged,
     UnfenceBroker,
@@ -285,6 +286,8 @@ class MetadataState:
                 return self._alter_partition(command, changes)
             case ElectLeader():
                 return self._elect_leaders(command, changes)
+            case MoveLeader():
+                return self._move_leader(command, changes)
             case AllocateProducerIds():
                 return self._allocate_producer_ids(command)
             case ReplicasDamaged():
@@ -569,6 +572,34 @@ class MetadataState:
                 continue
             outcomes.append([topic, partition, "NONE"])
         return {"partitions": outcomes}
+
+    def _move_leader(self, cmd: MoveLeader, changes: _Changes) -> dict[str, Any]:
+        record = self._partition(cmd.topic, cmd.partition)
+        if cmd.leader_epoch != record.leader_epoch:
+            raise MetadataError(
+                "FENCED_LEADER_EPOCH",
+                f"leader epoch {cmd.leader_epoch} is not the current {record.leader_epoch}",
+            )
+        safe = set(record.isr) | set(record.elr)
+        min_isr = self.topics[record.topic].min_insync_replicas
+        wanted = set(cmd.isr)
+        if (
+            len(wanted) != len(cmd.isr)
+            or cmd.leader not in wanted
+            or not wanted <= safe
+            or len(wanted) < min_isr
+        ):
+            raise MetadataError(
+                "INVALID_REQUEST",
+                f"leader {cmd.leader} and ISR {list(cmd.isr)} must be drawn from the ISR and ELR "
+                f"{sorted(safe)}, at least {min_isr} of them",
+            )
+        down = [b for b in cmd.isr if not self.is_live(b)]
+        if down:
+            raise MetadataError("INELIGIBLE_REPLICA", f"fenced or unregistered broker(s) {down}")
+        isr = tuple(b for b in record.replicas if b in wanted)
+        new = self._transition(record, cmd.leader, isr, changes)
+        return {"leader": new.leader, "leader_epoch": new.leader_epoch}
 
     def electable(self, record: PartitionRecord) -> bool:
         """Would an election give this leaderless partition a leader now?"""

@@ -285,7 +285,12 @@ class SimBroker:
                         self.proc,
                         CONTROLLER,
                         "heartbeat",
-                        (self.broker_id, self.proc.incarnation, self.meta.version),
+                        (
+                            self.broker_id,
+                            self.proc.incarnation,
+                            self.meta.version,
+                            self._reachable_peers(),
+                        ),
                         max(4 * interval, 1000),
                     )
                     if not known:
@@ -295,6 +300,26 @@ class SimBroker:
             except RpcError:
                 pass
             await self.proc.sleep(interval)
+
+    def _reachable_peers(self) -> list[int]:
+        """What cluster/peers.py's pings would find, from the simulated network: the brokers
+        running, not paused and linked to us both ways."""
+        me = broker_node(self.broker_id)
+        network = self.world.network
+        out = []
+        for peer in sorted(self.meta.brokers):
+            node = broker_node(peer)
+            proc = self.world.process(node)
+            if (
+                peer != self.broker_id
+                and proc is not None
+                and proc.alive
+                and not proc.paused
+                and network.reachable(me, node)
+                and network.reachable(node, me)
+            ):
+                out.append(peer)
+        return out
 
     async def _report_damage(self) -> None:
         keys = sorted(self.replicas.damaged)

@@ -174,10 +174,15 @@ class ControllerShell:
     async def _register(self, request: RegisterBroker) -> dict[str, Any]:
         return await self.submit(request)
 
-    async def _heartbeat(self, request: tuple[int, int, int]) -> tuple[bool, bool]:
-        broker_id, incarnation, metadata_version = request
+    async def _heartbeat(self, request: tuple[int, int, int, list[int]]) -> tuple[bool, bool]:
+        broker_id, incarnation, metadata_version, reachable = request
         verdict = self.core.heartbeat(
-            self.quorum.state, broker_id, incarnation, metadata_version, self.world.clock.mono_ms()
+            self.quorum.state,
+            broker_id,
+            incarnation,
+            metadata_version,
+            self.world.clock.mono_ms(),
+            reachable,
         )
         return verdict.known, verdict.fenced
 

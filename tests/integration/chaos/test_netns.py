@@ -399,6 +399,61 @@ def test_a_broker_cut_off_from_the_controller_alone_keeps_leading_through_a_rela
     cluster.wait_ready(20)
 
 
+def test_a_leader_cut_from_one_follower_hands_over_when_min_isr_needs_both(
+    cluster: NetnsCluster,
+) -> None:
+    """Issue 21, a newly electable ISR member: min.insync.replicas 3 and the link between the
+    leader L and follower B cut. L can commit nothing; the third replica C reaches both. Before,
+    the partition stopped for the whole cut; now the controller sees L starved in the brokers'
+    reachability reports (cluster/peers.py) and moves leadership to C (MoveLeader), through
+    which L and B both replicate: acknowledgements resume within 2 s of the cut."""
+    topic = "hub"
+    with Admin(cluster.bootstrap, timeout_s=10.0, security=cluster.security) as admin:
+        admin.create_topic(topic, 1, 3, min_insync_replicas=3)
+
+    def state() -> tuple[int, list[int]] | None:
+        answers = cluster.metadata_answers([topic]).values()
+        newest = max(answers, key=lambda a: a.topics[0].partitions[0].leader_epoch)
+        p = newest.topics[0].partitions[0]
+        return (p.leader, sorted(p.isr)) if p.leader >= 0 and len(p.isr) == 3 else None
+
+    leader, _ = wait_for("a leader with a full ISR", state, 20)
+    follower, third = (n for n in cluster.node_ids if n != leader)
+    acked: list[float] = []
+    with Producer(
+        cluster.bootstrap,
+        acks="all",
+        request_timeout_ms=1500,
+        delivery_timeout_ms=20_000,
+        security=cluster.security,
+    ) as producer:
+        for i in range(10):
+            producer.send(topic, f"w{i}".encode(), partition=0)
+        producer.flush(20)
+        cluster.apply_cuts([(leader, follower), (follower, leader)])
+        cut_at = time.monotonic()
+        try:
+            i = 0
+            while time.monotonic() - cut_at < 6.0:
+                future = producer.send(topic, f"c{i}".encode(), partition=0)
+                future.add_done_callback(
+                    lambda f: f.exception() is None and acked.append(time.monotonic())
+                )
+                i += 1
+                time.sleep(0.05)
+            ended = time.monotonic()
+            moved = state()
+        finally:
+            cluster.heal()
+        producer.flush(30)
+    during = [cut_at] + [t for t in acked if cut_at < t <= ended] + [ended]
+    gap = max(b - a for a, b in itertools.pairwise(during))
+    print(f"leader {leader} cut from {follower}: now {moved}; longest gap {gap:.2f} s")
+    assert moved is not None and moved[0] == third, moved
+    assert gap < 2.0, gap
+    cluster.wait_ready(20)
+
+
 def test_kill_9_and_restart_rejoins_unfenced(cluster: NetnsCluster) -> None:
     victim = 3
     old_pid = cluster.pid(victim)

@@ -9,6 +9,7 @@ a preferred-leader election made it leader, and acknowledged records were trunca
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -186,3 +187,31 @@ def test_the_committed_isr_in_an_alter_partition_answer_takes_effect_at_once(
     assert leader is not None and (leader.isr, leader.partition_epoch) == ((1,), 5)
     harness.manager.isr_committed(KEY, leader_epoch=4, isr=(1, 2), partition_epoch=4)
     assert leader.isr == (1,)  # an older partition epoch never rolls the ISR back
+
+
+def test_a_broker_cut_off_from_the_controller_answers_produces_not_leader(
+    harness: Harness,
+) -> None:
+    """Issue 21, seed-4242 run: a minority's leader, fenced by the controller but not knowing
+    it, held every produce until the client's timeout (2 s, twice), so its partition went 4 s
+    without an acknowledgement though a new leader served after 1.5 s. Cut off for a session,
+    it answers waiting and new produces NOT_LEADER_OR_FOLLOWER at once."""
+    harness.lead(isr=(1, 2), epoch=4)
+    records = build_batch([b"x"], timestamp_ms=harness.now_ms)
+
+    async def scenario() -> tuple[str, str, str]:
+        waiting = asyncio.ensure_future(harness.manager.produce(-1, 10_000, [("t", 0, records)]))
+        await asyncio.sleep(0)
+        assert not waiting.done()  # follower 2 has not fetched it
+        harness.manager.set_cut_off("broker 1 has not reached the controller")
+        (answered,) = await asyncio.wait_for(waiting, 1)
+        (refused,) = await harness.manager.produce(1, 10_000, [("t", 0, records)])
+        harness.manager.set_cut_off(None)
+        (taken,) = await harness.manager.produce(1, 10_000, [("t", 0, records)])
+        return answered.error, refused.error, taken.error
+
+    assert asyncio.run(scenario()) == (
+        "NOT_LEADER_OR_FOLLOWER",
+        "NOT_LEADER_OR_FOLLOWER",
+        "NONE",
+    )

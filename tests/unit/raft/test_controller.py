@@ -8,6 +8,7 @@ from raftlog.raft.commands import (
     CreateTopic,
     ElectLeader,
     FenceBroker,
+    MoveLeader,
     RegisterBroker,
     UnfenceBroker,
     encode_command,
@@ -148,3 +149,67 @@ def test_a_new_controller_probes_brokers_it_never_heard_from() -> None:
     assert controller.overdue(state, 1450) == [(1, 11)]
     controller.declare_dead(1, 11)
     assert apply_all(state, controller, 1460) == [FenceBroker(1, 11)]
+
+
+# ---- starved leaders (issue 21: a majorities ring) ---------------------------------------------
+
+RING = {1: {2, 5}, 2: {1, 3}, 3: {2, 4}, 4: {3, 5}, 5: {4, 1}}  # 5 nodes, each sees 2 neighbours
+
+
+def ring_state() -> MetadataState:
+    """Partition 0 on (2, 3, 4) led by 2, min ISR 2: in the ring 2 reaches 3 but not 4.
+    Partition 1 on (2, 4, 5) led by 2: 2 reaches neither 4 nor 5, which reach each other."""
+    state = registered(5)
+    for b in range(1, 6):
+        state.apply(encode_command(UnfenceBroker(b, 10 + b)))
+    configs = (("min.insync.replicas", "2"),)
+    state.apply(encode_command(CreateTopic("t", ((2, 3, 4), (2, 4, 5)), configs)))
+    return state
+
+
+def beat_all(
+    controller: ControllerCore,
+    state: MetadataState,
+    now_ms: int,
+    links: dict[int, set[int]],
+    relayed: frozenset[int] = frozenset(),
+) -> None:
+    for b in range(1, 6):
+        controller.heartbeat(
+            state, b, 10 + b, state.version, now_ms, links[b], direct=b not in relayed
+        )
+
+
+def test_a_starved_leader_hands_over_to_an_isr_member_that_reaches_enough() -> None:
+    state = ring_state()
+    controller = ControllerCore(CONFIG, now_ms=0)
+    decided: list[object] = []
+    for now in range(1000, 1600, 100):
+        beat_all(controller, state, now, RING)
+        decided += apply_all(state, controller, now + 1)
+    assert decided == [MoveLeader("t", 1, 0, 4, (4, 5))]  # after starved_ms_min, once
+    assert (state.partitions[("t", 1)].leader, state.partitions[("t", 1)].isr) == (4, (4, 5))
+    assert state.partitions[("t", 0)].leader == 2  # 2 reaches 3: it can commit
+
+
+def test_no_move_while_connected_relayed_or_briefly_starved() -> None:
+    full = {b: set(range(1, 6)) - {b} for b in range(1, 6)}
+    state = ring_state()
+    controller = ControllerCore(CONFIG, now_ms=0)
+    for now in range(1000, 2000, 100):
+        beat_all(controller, state, now, full)
+        assert apply_all(state, controller, now + 1) == []
+    # a ring where 4 is heard only through a relay: it may not apply the move, so no move
+    state = ring_state()
+    controller = ControllerCore(CONFIG, now_ms=0)
+    for now in range(1000, 2000, 100):
+        beat_all(controller, state, now, RING, relayed=frozenset({4}))
+        assert apply_all(state, controller, now + 1) == []
+    # starved for less than starved_ms_min, then healed
+    state = ring_state()
+    controller = ControllerCore(CONFIG, now_ms=0)
+    beat_all(controller, state, 1000, RING)
+    assert apply_all(state, controller, 1001) == []
+    for now in range(1200, 2000, 100):
+        beat_all(controller, state, now, full)
+        assert apply_all(state, controller, now + 1) == []

@@ -20,6 +20,7 @@ from raftlog.raft.commands import (
     CreateTopic,
     ElectLeader,
     FenceBroker,
+    MoveLeader,
     RegisterBroker,
     ReplicasDamaged,
     UnfenceBroker,
@@ -292,6 +293,21 @@ class EligibilityModel(RuleBasedStateMachine):
         truth = self.truth[key]
         if result.get("ok") and record.leader in truth.safe:
             truth.safe |= set(isr) - set(record.isr)  # they caught up from a safe leader
+        self._observe()
+
+    @rule(data=st.data())
+    def move_leader(self, data: st.DataObject) -> None:
+        """The controller moves a starved leader's partition to another member (issue 21):
+        any leader and ISR drawn from the replicas; the state machine must refuse every move
+        that could elect or admit a replica missing committed records."""
+        if not self.truth:
+            return
+        key = data.draw(st.sampled_from(sorted(self.truth)))
+        record = self.state.partitions[key]
+        isr = data.draw(st.lists(st.sampled_from(record.replicas), unique=True, min_size=1))
+        leader = data.draw(st.sampled_from(isr))
+        epoch = record.leader_epoch - data.draw(st.sampled_from((0, 0, 1)))
+        run(self.state, MoveLeader(key[0], key[1], epoch, leader, tuple(isr)))
         self._observe()
 
     @rule()
