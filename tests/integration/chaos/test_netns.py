@@ -84,6 +84,23 @@ def broker_states(cluster: NetnsCluster) -> dict[int, tuple[bool, bool]]:
     return {b.broker_id: (b.fenced, b.alive) for b in answer.brokers}
 
 
+def fast_producer(cluster: NetnsCluster) -> Producer:
+    """acks=all, giving up on a request after 1.5 s: what the availability tests send with."""
+    return Producer(
+        cluster.bootstrap,
+        acks="all",
+        request_timeout_ms=1500,
+        delivery_timeout_ms=20_000,
+        security=cluster.security,
+    )
+
+
+def longest_gap(acked: Iterable[float], start: float, end: float) -> float:
+    """The longest time between acknowledgements from ``start`` to ``end`` (both counted)."""
+    during = [start, *sorted(t for t in acked if start < t <= end), end]
+    return max(b - a for a, b in itertools.pairwise(during))
+
+
 def leftovers(run_id: int) -> list[str]:
     return sorted(name for _, name in _names_by_run(PREFIX).get(run_id, set()))
 
@@ -349,13 +366,7 @@ def test_a_broker_cut_off_from_the_controller_alone_keeps_leading_through_a_rela
     before = wait_for("leaders for every partition", leaders, 20)
     victim = next(b for b in sorted(set(before.values())) if b != controller)
     acked: dict[int, list[float]] = {p: [] for p in range(6)}
-    with Producer(
-        cluster.bootstrap,
-        acks="all",
-        request_timeout_ms=1500,
-        delivery_timeout_ms=20_000,
-        security=cluster.security,
-    ) as producer:
+    with fast_producer(cluster) as producer:
 
         def send_round(i: int) -> None:
             for p in range(6):
@@ -388,10 +399,7 @@ def test_a_broker_cut_off_from_the_controller_alone_keeps_leading_through_a_rela
             cluster.heal()
         healed_at = time.monotonic()
         producer.flush(30)
-    gaps = {}
-    for p, times in acked.items():
-        during = [cut_at] + [t for t in times if cut_at < t <= healed_at] + [healed_at]
-        gaps[p] = round(max(b - a for a, b in itertools.pairwise(during)), 2)
+    gaps = {p: round(longest_gap(times, cut_at, healed_at), 2) for p, times in acked.items()}
     print(f"controller {controller}, cut from broker {victim}; longest gap per partition {gaps}")
     assert not fenced_seen, "the broker cut off from the controller alone was fenced"
     assert leaders() == before, "leadership moved although every leader could keep serving"
@@ -420,13 +428,7 @@ def test_a_leader_cut_from_one_follower_hands_over_when_min_isr_needs_both(
     leader, _ = wait_for("a leader with a full ISR", state, 20)
     follower, third = (n for n in cluster.node_ids if n != leader)
     acked: list[float] = []
-    with Producer(
-        cluster.bootstrap,
-        acks="all",
-        request_timeout_ms=1500,
-        delivery_timeout_ms=20_000,
-        security=cluster.security,
-    ) as producer:
+    with fast_producer(cluster) as producer:
         for i in range(10):
             producer.send(topic, f"w{i}".encode(), partition=0)
         producer.flush(20)
@@ -446,8 +448,7 @@ def test_a_leader_cut_from_one_follower_hands_over_when_min_isr_needs_both(
         finally:
             cluster.heal()
         producer.flush(30)
-    during = [cut_at] + [t for t in acked if cut_at < t <= ended] + [ended]
-    gap = max(b - a for a, b in itertools.pairwise(during))
+    gap = longest_gap(acked, cut_at, ended)
     print(f"leader {leader} cut from {follower}: now {moved}; longest gap {gap:.2f} s")
     assert moved is not None and moved[0] == third, moved
     assert gap < 2.0, gap
