@@ -51,7 +51,7 @@ from raftlog.raft.adapter import QuorumConfig, RaftQuorum
 from raftlog.raft.commands import AlterPartition, ReplicasDamaged
 from raftlog.raft.controller import ControllerConfig
 from raftlog.raft.listener import PartitionListener
-from raftlog.raft.metadata import Applied, TopicRecord
+from raftlog.raft.metadata import Applied, TopicRecord, decode_partition_rows
 from raftlog.raft.scram import ScramCredential
 from raftlog.raft.store import MetadataStore
 from raftlog.segments import BrokerStateStore, makedirs_durable
@@ -85,6 +85,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PRODUCER_ID_BLOCK = 1000  # producer ids a broker asks the controller for at a time
+# how often a broker heard only through a relay asks for its partitions' committed state
+RELAYED_STATES_INTERVAL_MS = 200
 
 
 def grpc_options() -> list[tuple[str, Any]]:
@@ -477,6 +479,36 @@ class Broker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), interval_s)
 
+    async def _states_through_relay(self) -> None:
+        """While the controller answers us only through a relay, our own quorum member may be
+        cut off from the Raft leader too, and our metadata stale: a leadership moved to us, or
+        to another replica we should follow, would go unseen until the fault heals. So take the
+        committed state of our partitions from the controller (through the relay) and act on
+        what is newer — the listener ignores what it has seen, and our metadata, once it
+        catches up, brings nothing older."""
+        if self.link.route is None or not self.replicas.ready:
+            return
+        with self.store.read() as state:
+            me = state.brokers.get(self.config.node_id)
+        if me is None or me.incarnation != self.incarnation:
+            return  # not registered yet: the roles there are a previous process's
+        try:
+            response = await self.link.call(
+                "PartitionStates",
+                controller_pb2.PartitionStatesRequest(
+                    broker_id=self.config.node_id, incarnation=self.incarnation
+                ),
+                2,
+            )
+        except (grpc.aio.AioRpcError, ControllerUnreachable):
+            return
+        if response.error.code:
+            return
+        events = self.listener.changed(decode_partition_rows(response.partitions))
+        if events:
+            log.info("acting on %d partition change(s) heard through a relay", len(events))
+            self.replicas.apply_events(events)
+
     def _check_controller_contact(self) -> None:
         """A session without any answer from the controller (direct or relayed): this broker is
         fenced, or soon will be, and its leaderships move — stop taking produces (``set_cut_off``)
@@ -685,6 +717,7 @@ class Broker:
             loop.create_task(self._every(200, self._report_damage)),
             loop.create_task(self._every(PING_INTERVAL_MS, self._ping_peers)),
             loop.create_task(self._every(100, self._check_controller_contact)),
+            loop.create_task(self._every(RELAYED_STATES_INTERVAL_MS, self._states_through_relay)),
             loop.create_task(self._every(1000, self.replicas.scrub)),
         ]
         try:

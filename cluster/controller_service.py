@@ -289,6 +289,13 @@ class ActiveController:
                 out[broker.broker_id] = (alive, core.last_heartbeat_ago_ms(broker.broker_id, now))
         return out
 
+    def replicas_of(self, broker_id: int) -> tuple[int, bytes]:
+        """(applied version, the committed state of ``broker_id``'s partitions): for a broker
+        whose own quorum member may be cut off (it reaches us through a relay)."""
+        self.active()
+        with self.store.read() as state:
+            return state.version, state.encode_replicas_of(broker_id)
+
     async def alter_partition(self, command: AlterPartition) -> dict[str, Any]:
         self.active()
         return await self.submit(command)

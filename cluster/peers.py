@@ -16,7 +16,7 @@ __all__ = ["PING_INTERVAL_MS", "PING_TIMEOUT_MS", "REACH_WINDOW_MS", "PeerReach"
 
 PING_INTERVAL_MS = 200
 PING_TIMEOUT_MS = 500
-REACH_WINDOW_MS = 800  # four pings: one lost or slow ping does not make a peer unreachable
+REACH_WINDOW_MS = 600  # three pings: one lost or slow ping does not make a peer unreachable
 
 
 class PeerReach:

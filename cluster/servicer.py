@@ -46,7 +46,7 @@ from raftlog.raft.commands import (
     ReplicasDamaged,
     UpsertScramCredential,
 )
-from raftlog.raft.metadata import NO_LEADER, BrokerRecord
+from raftlog.raft.metadata import NO_LEADER, BrokerRecord, PartitionRecord, TopicPartition
 from raftlog.raft.topic_config import TOPIC_CONFIGS, effective_configs
 
 from .auth import CLUSTER_RESOURCE, AuthenticationFailed, Principal
@@ -105,6 +105,22 @@ def listener_address(record: BrokerRecord, context: Any, authorizer: Any) -> str
     if not authorizer.enabled or authorizer.by_certificate(context):
         return record.address
     return record.password_address or ""
+
+
+def newest_known(
+    stored: PartitionRecord, known: Callable[[TopicPartition], PartitionRecord | None]
+) -> PartitionRecord:
+    """The partition's state as this broker acts on it: the store's, or a newer one the broker
+    learnt from the controller through a relay (``Broker._states_through_relay``)."""
+    heard = known(stored.key)
+    if (
+        heard is not None
+        and heard.topic_id == stored.topic_id
+        and (heard.leader_epoch, heard.partition_epoch)
+        > (stored.leader_epoch, stored.partition_epoch)
+    ):
+        return heard
+    return stored
 
 
 def _denied(principal: Principal, operation: str, resource: str, name: object) -> common_pb2.Error:
@@ -357,6 +373,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         auth = broker.authorizer
         principal = auth.principal(context)
         response = broker_pb2.MetadataResponse(controller_id=broker.controller_id())
+        known = broker.listener.record  # newer than the store when heard through a relay
         with broker.store.read() as state:
             response.metadata_version = state.version
             for b in sorted(state.brokers.values(), key=lambda b: b.broker_id):
@@ -397,7 +414,8 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                     replication_factor=topic.replication_factor,
                     configs=dict(topic.configs),
                 )
-                for record in state.partitions_of(name):
+                for stored in state.partitions_of(name):
+                    record = newest_known(stored, known)
                     entry.partitions.append(
                         broker_pb2.PartitionMetadata(
                             partition=record.partition,
@@ -1074,6 +1092,28 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         return controller_pb2.AllocateProducerIdsResponse(
             start=int(result["start"]), count=int(result["count"])
         )
+
+    @typed_errors(controller_pb2.PartitionStatesResponse)
+    async def PartitionStates(
+        self,
+        request: controller_pb2.PartitionStatesRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> controller_pb2.PartitionStatesResponse:
+        denied = self._not_a_broker(context, request.broker_id, "PartitionStates", request)
+        if denied is not None:
+            return controller_pb2.PartitionStatesResponse(error=denied)
+        relayed = await self._relay(
+            "PartitionStates", request, context, controller_pb2.PartitionStatesResponse
+        )
+        if relayed is not None:
+            return relayed
+        try:
+            version, rows = self.broker.controller.replicas_of(request.broker_id)
+        except ControllerError as exc:
+            return controller_pb2.PartitionStatesResponse(
+                error=error(exc.code, exc.message), controller=self._hint()
+            )
+        return controller_pb2.PartitionStatesResponse(metadata_version=version, partitions=rows)
 
     @typed_errors(broker_pb2.CreateTopicsResponse)
     async def CreateTopics(

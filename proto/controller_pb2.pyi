@@ -142,6 +142,26 @@ class AllocateProducerIdsRequest(_message.Message):
     count: int
     def __init__(self, broker_id: _Optional[int] = ..., incarnation: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
+class PartitionStatesRequest(_message.Message):
+    __slots__ = ("broker_id", "incarnation")
+    BROKER_ID_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    broker_id: int
+    incarnation: int
+    def __init__(self, broker_id: _Optional[int] = ..., incarnation: _Optional[int] = ...) -> None: ...
+
+class PartitionStatesResponse(_message.Message):
+    __slots__ = ("error", "controller", "metadata_version", "partitions")
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_FIELD_NUMBER: _ClassVar[int]
+    METADATA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    error: _common_pb2.Error
+    controller: ControllerHint
+    metadata_version: int
+    partitions: bytes
+    def __init__(self, error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., controller: _Optional[_Union[ControllerHint, _Mapping]] = ..., metadata_version: _Optional[int] = ..., partitions: _Optional[bytes] = ...) -> None: ...
+
 class AllocateProducerIdsResponse(_message.Message):
     __slots__ = ("error", "controller", "start", "count")
     ERROR_FIELD_NUMBER: _ClassVar[int]

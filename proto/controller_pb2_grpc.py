@@ -60,6 +60,11 @@ class ControllerStub:
                 request_serializer=raftlog_dot_proto_dot_controller__pb2.AllocateProducerIdsRequest.SerializeToString,
                 response_deserializer=raftlog_dot_proto_dot_controller__pb2.AllocateProducerIdsResponse.FromString,
                 _registered_method=True)
+        self.PartitionStates = channel.unary_unary(
+                '/raftlog.v1.Controller/PartitionStates',
+                request_serializer=raftlog_dot_proto_dot_controller__pb2.PartitionStatesRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_controller__pb2.PartitionStatesResponse.FromString,
+                _registered_method=True)
         self.CreateTopics = channel.unary_unary(
                 '/raftlog.v1.Controller/CreateTopics',
                 request_serializer=raftlog_dot_proto_dot_broker__pb2.CreateTopicsRequest.SerializeToString,
@@ -131,6 +136,14 @@ class ControllerServicer:
 
     def AllocateProducerIds(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PartitionStates(self, request, context):
+        """the committed state of a broker's partitions, for a broker that hears the controller only
+        through a relay: its own metadata quorum member may be cut off and stale
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -211,6 +224,11 @@ def add_ControllerServicer_to_server(servicer, server):
                     servicer.AllocateProducerIds,
                     request_deserializer=raftlog_dot_proto_dot_controller__pb2.AllocateProducerIdsRequest.FromString,
                     response_serializer=raftlog_dot_proto_dot_controller__pb2.AllocateProducerIdsResponse.SerializeToString,
+            ),
+            'PartitionStates': grpc.unary_unary_rpc_method_handler(
+                    servicer.PartitionStates,
+                    request_deserializer=raftlog_dot_proto_dot_controller__pb2.PartitionStatesRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_controller__pb2.PartitionStatesResponse.SerializeToString,
             ),
             'CreateTopics': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateTopics,
@@ -388,6 +406,33 @@ class Controller:
             '/raftlog.v1.Controller/AllocateProducerIds',
             raftlog_dot_proto_dot_controller__pb2.AllocateProducerIdsRequest.SerializeToString,
             raftlog_dot_proto_dot_controller__pb2.AllocateProducerIdsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PartitionStates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Controller/PartitionStates',
+            raftlog_dot_proto_dot_controller__pb2.PartitionStatesRequest.SerializeToString,
+            raftlog_dot_proto_dot_controller__pb2.PartitionStatesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,9 +27,9 @@ Rules:
   (itself included) for ``starved_ms_min`` cannot commit; if another ISR or ELR member reaches
   enough of them, leadership moves to the first such member in replica order, with those it
   reaches as the ISR (``MoveLeader``: every ISR and ELR member holds all committed records, so
-  this is as safe as a preferred election). The new leader and its ISR must all heartbeat direct
-  (they must apply the change to act on it). A partition moved this way is not moved again for
-  ``move_cooldown_ms``.
+  this is as safe as a preferred election). A broker heard through a relay learns of the move
+  from the controller through that relay (``PartitionStates``: its own quorum member may be cut
+  off too). A partition moved this way is not moved again for ``move_cooldown_ms``.
 - At most one command per subject is in flight: the shell reports each one's completion.
 """
 
@@ -53,7 +53,7 @@ class ControllerConfig:
     leader_rebalance_interval_ms: int | None = 30_000  # None disables preferred elections
     pending_timeout_ms: int = 5000  # forget an in-flight decision after this (retry it)
     election_scan_interval_ms: int = 500  # the backstop scan for offline partitions
-    starved_ms_min: int = 300  # a leader reaching too few of its ISR this long is moved
+    starved_ms_min: int = 200  # a leader reaching too few of its ISR this long is moved
     move_cooldown_ms: int = 5000  # a partition moved off a starved leader stays put this long
     reach_scan_interval_ms: int = 100  # how often reachability reports are looked at
 
@@ -306,7 +306,7 @@ class ControllerCore:
                 if candidate == leader or candidate not in fresh:
                     continue
                 isr = tuple(b for b in safe if linked(candidate, b))
-                if len(isr) >= min_isr and all(fresh[b].direct for b in isr):
+                if len(isr) >= min_isr:
                     self._moved_ms[key] = now_ms
                     out.append(
                         (subject, MoveLeader(key[0], key[1], record.leader_epoch, candidate, isr))

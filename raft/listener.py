@@ -54,6 +54,10 @@ class PartitionListener:
     def known(self) -> dict[TopicPartition, PartitionRecord]:
         return dict(self._known)
 
+    def record(self, key: TopicPartition) -> PartitionRecord | None:
+        """The newest state seen of one partition (no copy of the whole map)."""
+        return self._known.get(key)
+
     def changed(self, records: Iterable[PartitionRecord]) -> list[PartitionEvent]:
         events: list[PartitionEvent] = []
         for record in records:

@@ -53,7 +53,7 @@ Results carry an ErrorCode *name* from ``proto/common.proto`` (``raft`` imports 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, assert_never
 
@@ -95,6 +95,7 @@ __all__ = [
     "PartitionRecord",
     "TopicPartition",
     "TopicRecord",
+    "decode_partition_rows",
 ]
 
 NO_LEADER = -1
@@ -809,21 +810,7 @@ class MetadataState:
             # tuples encode as cbor2 arrays exactly like lists, without copying each one first
             # (at 100k partitions this is the difference between 430 and 120 ms on the Raft
             # thread, and the Raft thread must stay well under the election timeout)
-            "partitions": [
-                (
-                    p.topic,
-                    p.partition,
-                    p.topic_id,
-                    p.replicas,
-                    p.isr,
-                    p.leader,
-                    p.leader_epoch,
-                    p.partition_epoch,
-                    p.elr,
-                    p.last_known_elr,
-                )
-                for p in self.partitions.values()
-            ],
+            "partitions": [_partition_row(p) for p in self.partitions.values()],
             "epoch_floor": [[t, p, le, pe] for (t, p), (le, pe) in self._epoch_floor.items()],
             # sorted: the same state gives the same bytes on every node (set order varies)
             "acls": [b.to_dict() for b in sorted(self.acls)],
@@ -846,18 +833,18 @@ class MetadataState:
         for t in body["topics"]:
             state.topics[t[0]] = TopicRecord(t[0], t[1], t[2], t[3], tuple(tuple(c) for c in t[4]))
         for p in body["partitions"]:
-            replicas = tuple(p[3])
-            isr = replicas if p[4] == p[3] else tuple(p[4])
-            elr, last_known = (tuple(p[8]), tuple(p[9])) if len(p) > 8 else ((), ())
-            state._index(
-                PartitionRecord(p[0], p[1], p[2], replicas, isr, p[5], p[6], p[7], elr, last_known)
-            )
+            state._index(_partition_from_row(p))
         for t, p, le, pe in body["epoch_floor"]:
             state._epoch_floor[(t, p)] = (le, pe)
         # versions 1 and 2 had no ACLs and no users
         state.acls = {AclBinding.from_dict(b) for b in body.get("acls", ())}
         state.users = {name: ScramCredential.from_dict(c) for name, c in body.get("users", ())}
         return state
+
+    def encode_replicas_of(self, broker_id: int) -> bytes:
+        """The committed state of every partition ``broker_id`` replicates (cbor2 rows, as in
+        a snapshot): what a broker whose own quorum member is cut off acts on meanwhile."""
+        return bytes(cbor2.dumps([_partition_row(p) for p in self.replicas_of(broker_id)]))
 
     def _index(self, record: PartitionRecord) -> None:
         """Add a new partition to the lookups (by key, by replica, preferred leader counts)."""
@@ -906,3 +893,38 @@ class MetadataState:
                 validate_credential(credential)
             except ScramError as exc:
                 yield f"SCRAM user {user!r}: {exc}"
+
+
+def _partition_row(p: PartitionRecord) -> tuple[Any, ...]:
+    # tuples encode as cbor2 arrays exactly like lists, without copying each one first (at 100k
+    # partitions this is the difference between 430 and 120 ms on the Raft thread for a snapshot)
+    return (
+        p.topic,
+        p.partition,
+        p.topic_id,
+        p.replicas,
+        p.isr,
+        p.leader,
+        p.leader_epoch,
+        p.partition_epoch,
+        p.elr,
+        p.last_known_elr,
+    )
+
+
+def _partition_from_row(p: Sequence[Any]) -> PartitionRecord:
+    replicas = tuple(p[3])
+    isr = replicas if p[4] == p[3] else tuple(p[4])
+    elr, last_known = (tuple(p[8]), tuple(p[9])) if len(p) > 8 else ((), ())  # v1 had neither
+    return PartitionRecord(p[0], p[1], p[2], replicas, isr, p[5], p[6], p[7], elr, last_known)
+
+
+def decode_partition_rows(data: bytes) -> list[PartitionRecord]:
+    """``MetadataState.encode_replicas_of``'s rows back; ValueError for anything else."""
+    try:
+        rows = cbor2.loads(data)
+        if not isinstance(rows, list):
+            raise TypeError("not a list")
+        return [_partition_from_row(row) for row in rows]
+    except (ValueError, TypeError, IndexError, KeyError, cbor2.CBORDecodeError) as exc:
+        raise ValueError(f"not partition states: {exc}") from exc

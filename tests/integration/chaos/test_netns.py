@@ -455,6 +455,65 @@ def test_a_leader_cut_from_one_follower_hands_over_when_min_isr_needs_both(
     cluster.wait_ready(20)
 
 
+def test_a_starved_leader_hands_over_to_a_replica_heard_only_through_a_relay(
+    tmp_path: Path,
+) -> None:
+    """Issue 21, seed-4242 run (a majorities ring and a bridge): a partition's leader L reached
+    neither follower, the two followers reached each other, and the one the controller would
+    move leadership to reached the controller only through a relay — so its own quorum member
+    was cut off too, it never learnt that it leads, and the partition served nothing for 8 s.
+    Here on 5 nodes: cut L from both followers A and B, and A (first in replica order) from the
+    controller. A now learns the move through its relay (PartitionStates) and leads."""
+    topic = "ring"
+    with NetnsCluster(5, run_dir=tmp_path / "five", prefix="rlf") as five:
+        five.wait_ready(60)
+        with Admin(five.bootstrap, timeout_s=10.0, security=five.security) as admin:
+            admin.create_topic(topic, 6, 3, min_insync_replicas=2)
+        controller = wait_for("a controller", lambda: five.controller(timeout_s=2), 10)
+
+        def partitions() -> list[tuple[int, int, tuple[int, ...], int]] | None:
+            answers = five.metadata_answers([topic]).values()
+            newest = max(answers, key=lambda a: sum(p.leader_epoch for p in a.topics[0].partitions))
+            found = [
+                (p.partition, p.leader, tuple(p.replicas), len(p.isr))
+                for p in newest.topics[0].partitions
+            ]
+            return found if all(leader >= 0 and isr == 3 for _, leader, _, isr in found) else None
+
+        settled = wait_for("every partition led with a full ISR", partitions, 30)
+        index, leader, replicas, _ = next(
+            p for p in settled if controller not in p[2]
+        )  # 6 partitions of 3 replicas on 5 brokers: some leave the controller out
+        first, second = (b for b in replicas if b != leader)
+        cut = [(leader, first), (leader, second), (first, controller)]
+        five.apply_cuts([*cut, *((b, a) for a, b in cut)])
+        cut_at = time.monotonic()
+        acked: list[float] = []
+        try:
+            with fast_producer(five) as producer:
+                while time.monotonic() - cut_at < 6.0:
+                    future = producer.send(topic, b"r", partition=index)
+                    future.add_done_callback(
+                        lambda f: f.exception() is None and acked.append(time.monotonic())
+                    )
+                    time.sleep(0.05)
+                ended = time.monotonic()
+                answers = five.metadata_answers([topic]).values()
+        finally:
+            five.heal()
+        newest = max(answers, key=lambda a: a.topics[0].partitions[index].leader_epoch)
+        now_led_by = newest.topics[0].partitions[index].leader
+        gap = longest_gap(acked, cut_at, ended)
+        print(
+            f"{topic}-{index} on {replicas}: leader {leader} cut from {first} and {second}, "
+            f"{first} from the controller {controller}: now led by {now_led_by}; "
+            f"longest gap {gap:.2f} s"
+        )
+        assert now_led_by in (first, second), now_led_by
+        assert any(t > cut_at + 1.0 for t in acked), "no acknowledgement after the move"
+        assert gap < 3.0, gap
+
+
 def test_kill_9_and_restart_rejoins_unfenced(cluster: NetnsCluster) -> None:
     victim = 3
     old_pid = cluster.pid(victim)

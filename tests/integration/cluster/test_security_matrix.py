@@ -787,6 +787,7 @@ def _broker_only_requests(incarnation: int) -> dict[str, Any]:
         "AllocateProducerIds": c.AllocateProducerIdsRequest(
             broker_id=1, incarnation=incarnation, count=1000
         ),
+        "PartitionStates": c.PartitionStatesRequest(broker_id=1, incarnation=incarnation),
         "CreateTopics": B.CreateTopicsRequest(
             topics=[B.NewTopic(name="matrix.smuggled", partitions=1, replication_factor=1)]
         ),

@@ -32,7 +32,12 @@ from raftlog.raft.commands import (
     decode_command,
     encode_command,
 )
-from raftlog.raft.metadata import NO_LEADER, MetadataState, PartitionRecord
+from raftlog.raft.metadata import (
+    NO_LEADER,
+    MetadataState,
+    PartitionRecord,
+    decode_partition_rows,
+)
 from raftlog.raft.scram import ScramCredential, make_credential, verify_password
 
 
@@ -622,3 +627,18 @@ def test_violations_name_bad_bindings_and_users() -> None:
     state.users["a:b"] = credential()
     found = list(state.violations())
     assert len(found) == 2 and "ACL binding" in found[0] and "SCRAM user 'a:b'" in found[1]
+
+
+def test_a_brokers_partition_states_round_trip_and_garbage_is_refused() -> None:
+    """PartitionStates (issue 21): the controller sends a relayed broker its partitions'
+    committed state, in the snapshot's rows."""
+    state = cluster(4)
+    create(state, "t", (1, 2, 3), (2, 3, 4), (3, 4, 1))
+    assert decode_partition_rows(state.encode_replicas_of(4)) == [
+        state.partitions[("t", 1)],
+        state.partitions[("t", 2)],
+    ]
+    assert decode_partition_rows(state.encode_replicas_of(9)) == []
+    for garbage in (b"", b"\xff", cbor2.dumps({"a": 1}), cbor2.dumps([[1, 2]])):
+        with pytest.raises(ValueError):
+            decode_partition_rows(garbage)
