@@ -54,7 +54,7 @@ class ControllerConfig:
     pending_timeout_ms: int = 5000  # forget an in-flight decision after this (retry it)
     election_scan_interval_ms: int = 500  # the backstop scan for offline partitions
     starved_ms_min: int = 200  # a leader reaching too few of its ISR this long is moved
-    move_cooldown_ms: int = 5000  # a partition moved off a starved leader stays put this long
+    move_cooldown_ms: int = 2000  # a partition moved off a starved leader stays put this long
     reach_scan_interval_ms: int = 100  # how often reachability reports are looked at
 
 
