@@ -105,8 +105,13 @@ class ControllerCore:
         broker = state.brokers.get(broker_id)
         if broker is None or broker.incarnation != incarnation:
             return HeartbeatVerdict(known=False, fenced=True)
+        known = state.brokers  # a report names registered brokers only: bounded by the cluster
         self._liveness[broker_id] = _Liveness(
-            incarnation, now_ms, metadata_version, frozenset(reachable), direct
+            incarnation,
+            now_ms,
+            metadata_version,
+            frozenset(b for b in reachable if b in known),
+            direct,
         )
         if self._dead.get(broker_id) == incarnation:
             del self._dead[broker_id]  # a heartbeat proves the probe wrong: it lives
