@@ -88,7 +88,7 @@ from .lazystate import (
 
 __all__ = ["LazyOperations", "fuse_unavailable", "main", "serve"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _BACKING_DROP_FLAGS = (
     os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_APPEND | os.O_SYNC | os.O_DSYNC | os.O_NOCTTY
@@ -138,14 +138,16 @@ class LazyOperations:
         (_durable_dir(backing) / "inodes").mkdir(parents=True, exist_ok=True)
         manifest = read_manifest(backing)
         if manifest is not None and manifest.state == "mounted":
-            log.warning("the last daemon on %s died while serving: restoring (power loss)", backing)
+            logger.warning(
+                "the last daemon on %s died while serving: restoring (power loss)", backing
+            )
             restore(backing, self.host_fsync)
             manifest = read_manifest(backing)
         tree: Tree | None = None
         if manifest is not None:
             tree = Tree(manifest.dirs, manifest.symlinks, manifest.next_id)
             if not self._matches_live(tree):
-                log.warning("live/ differs from the clean manifest (changed while unmounted)")
+                logger.warning("live/ differs from the clean manifest (changed while unmounted)")
                 tree = None
         if tree is None:
             tree = snapshot(backing, self.host_fsync)
@@ -186,9 +188,9 @@ class LazyOperations:
                 self.tree.sync_all()
                 self._gc_locked()
                 write_manifest(self.backing, self.tree.manifest("clean"), self.host_fsync)
-            log.info("clean unmount: everything synced; counters %s", self.counters)
+            logger.info("clean unmount: everything synced; counters %s", self.counters)
         except Exception:
-            log.exception("clean unmount failed: the next mount restores the durable state")
+            logger.exception("clean unmount failed: the next mount restores the durable state")
 
     # -- helpers --
 
@@ -519,7 +521,7 @@ def stop_by_signal(fuse: Any) -> Any:
         except RuntimeError as exc:
             if str(exc) != "8":
                 raise
-            log.info("the FUSE loop ended on a signal (libfuse status 8)")
+            logger.info("the FUSE loop ended on a signal (libfuse status 8)")
 
     return call
 
@@ -552,7 +554,7 @@ def serve(
     operations = LazyOperations(backing, host_fsync=host_fsync)
     pid_file = backing / "daemon.pid"
     pid_file.write_text(f"{os.getpid()}\n")
-    log.info(
+    logger.info(
         "serving %s at %s (host fsync %s, threads %s)", backing, mountpoint, host_fsync, threads
     )
     try:
@@ -568,7 +570,7 @@ def serve(
     finally:
         with contextlib.suppress(OSError):
             pid_file.unlink()
-    log.info("unmounted %s; counters %s", mountpoint, operations.counters)
+    logger.info("unmounted %s; counters %s", mountpoint, operations.counters)
 
 
 # ---- the command line -------------------------------------------------------------------------

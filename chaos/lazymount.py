@@ -49,7 +49,7 @@ __all__ = [
     "mounts",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 FUSE_CONNECTIONS = Path("/sys/fs/fuse/connections")
 FSTYPE = "fuse.lazyfs"
@@ -147,7 +147,7 @@ def cleanup_stale_mounts(source_prefix: str) -> list[str]:
             force_unmount(Path(info.mountpoint))
             removed.append(info.mountpoint)
     if removed:
-        log.info("removed stale lazyfs mounts: %s", ", ".join(removed))
+        logger.info("removed stale lazyfs mounts: %s", ", ".join(removed))
     return removed
 
 
@@ -271,7 +271,7 @@ class LazyMount:
             if find_mount(self.mountpoint) is not None:  # a daemon that died: drop its mount
                 force_unmount(self.mountpoint)
         except (LazyMountError, OSError) as exc:
-            log.warning("clean unmount of %s failed (%s): aborting it", self.mountpoint, exc)
+            logger.warning("clean unmount of %s failed (%s): aborting it", self.mountpoint, exc)
             self._kill(pid)
             force_unmount(self.mountpoint)
             raise LazyMountError(str(exc)) from exc
@@ -291,7 +291,7 @@ class LazyMount:
         try:
             self.unmount()
         except Exception as exc:
-            log.warning("lazyfs at %s: %s", self.mountpoint, exc)
+            logger.warning("lazyfs at %s: %s", self.mountpoint, exc)
             with contextlib.suppress(Exception):
                 self._kill(self.daemon_pid())
                 force_unmount(self.mountpoint)

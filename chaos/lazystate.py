@@ -45,7 +45,7 @@ __all__ = [
     "write_manifest",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "raftlog-lazyfs/1"
 ROOT_ID = 0
@@ -432,7 +432,7 @@ def snapshot(backing: Path, host_fsync: bool = True) -> Tree:
             entry = tree.add(rel, FILE, st.st_mode)
             _copy_file(live / rel, inode_path(backing, entry.ino), host_fsync)
         else:
-            log.warning("snapshot: %s is neither file, directory nor symlink; skipped", rel)
+            logger.warning("snapshot: %s is neither file, directory nor symlink; skipped", rel)
             continue
         by_host_ino[(st.st_dev, st.st_ino)] = entry
     tree.sync_all()

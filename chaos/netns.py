@@ -119,7 +119,7 @@ __all__ = [
     "cleanup_stale",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 GRPC_PORT = 9092
 RAFT_PORT = 9192
@@ -345,7 +345,7 @@ def cleanup_stale(prefix: str = "rl") -> list[str]:
         finally:
             lock.release()
     if deleted:
-        log.info("removed stale chaos network objects: %s", ", ".join(deleted))
+        logger.info("removed stale chaos network objects: %s", ", ".join(deleted))
     return deleted
 
 
@@ -579,7 +579,7 @@ class NetnsCluster:
                 try:
                     self.close()
                 except NetnsError as cleanup_error:  # do not hide the body's error
-                    log.error("chaos network clean-up incomplete: %s", cleanup_error)
+                    logger.error("chaos network clean-up incomplete: %s", cleanup_error)
         finally:
             self._restore_signal_handlers()
 
@@ -607,7 +607,7 @@ class NetnsCluster:
             except BaseException:
                 self.close()
                 raise
-            log.info(
+            logger.info(
                 "chaos network %s up: %d brokers, run dir %s",
                 self.bridge,
                 self.node_count,
@@ -799,14 +799,14 @@ class NetnsCluster:
             mount = self._mounts.get(node)
             if node not in self._powered_off and mount is not None and mount.daemon_pid() is None:
                 # the lazyfs daemon died under the broker: for the disk, that is a power loss
-                log.warning("node %d: its lazyfs daemon died; treating it as a power loss", node)
+                logger.warning("node %d: its lazyfs daemon died; treating it as a power loss", node)
                 mount.crash()
                 self._powered_off.add(node)
             if node in self._powered_off:  # a boot: the disk comes back, with a new boot id
                 self._mount(node)
                 self._new_boot_id(node)
                 self._powered_off.discard(node)
-                log.info("node %d powered on (boot id %s)", node, self.boot_id(node))
+                logger.info("node %d powered on (boot id %s)", node, self.boot_id(node))
             self._spawn(node)
             pid = self.pid(node)
             if pid is None:
@@ -834,7 +834,7 @@ class NetnsCluster:
                 record.process.wait(self.stop_timeout_s if timeout_s is None else timeout_s)
                 return True
             except subprocess.TimeoutExpired:
-                log.warning("broker %d ignored SIGTERM; sending SIGKILL", node)
+                logger.warning("broker %d ignored SIGTERM; sending SIGKILL", node)
                 record.process.send_signal(signal.SIGKILL)
                 self._reap(record, 10.0)
                 return False
@@ -890,7 +890,7 @@ class NetnsCluster:
             except Exception as exc:
                 raise NetnsError(f"power loss of node {node}: {exc}") from exc
             self._powered_off.add(node)
-            log.info("node %d powered off: %s", node, stats.text())
+            logger.info("node %d powered off: %s", node, stats.text())
             return {
                 "node": node,
                 "was_running": was_running,
@@ -931,7 +931,7 @@ class NetnsCluster:
                 durable_changed = durable is not None and apply_damage(durable, damage)
             except OSError as exc:
                 raise NetnsError(f"damaging {path}: {exc}") from exc
-            log.info("node %d: %s (durable copy too: %s)", node, damage.text(), durable_changed)
+            logger.info("node %d: %s (durable copy too: %s)", node, damage.text(), durable_changed)
             return {**damage.to_json(), "changed": changed, "durable_changed": durable_changed}
 
     def pause(self, node: int) -> None:
@@ -1082,7 +1082,7 @@ class NetnsCluster:
             for a, lines in sorted(commands.items()):
                 _ip("-n", self.namespace(a), "-batch", "-", stdin="\n".join(lines) + "\n")
             self._cuts = wanted
-        log.info("network cuts now %s", sorted(wanted) or "none")
+        logger.info("network cuts now %s", sorted(wanted) or "none")
 
     def _cut_route(self, target: int) -> str:
         dst = f"{self.ip(target)}/32"
@@ -1103,7 +1103,7 @@ class NetnsCluster:
                     lines = "".join(f"route del {dst}/32\n" for dst in sorted(stale))
                     _ip("-n", ns, "-batch", "-", stdin=lines)
             self._cuts = set()
-        log.info("network healed")
+        logger.info("network healed")
 
     # ---- readiness and probes --------------------------------------------------------------------
 
@@ -1226,7 +1226,7 @@ class NetnsCluster:
             if problems:
                 raise NetnsError("chaos network clean-up incomplete: " + "; ".join(problems))
             if self.run_id > 0:
-                log.info("chaos network %s removed (run dir %s)", self.bridge, self.run_dir)
+                logger.info("chaos network %s removed (run dir %s)", self.bridge, self.run_dir)
 
     def _stop_all(self, problems: list[str]) -> None:
         running = [r for r in self._nodes.values() if r.process and r.process.poll() is None]

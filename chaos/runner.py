@@ -111,7 +111,7 @@ __all__ = [
     "run",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 EXIT_VALID = 0
 EXIT_ANOMALIES = 1  # the checker found anomalies
@@ -467,7 +467,7 @@ class _Run:
                         self.interrupted = True
                         self.notes.append("interrupted: no final drain, the history is partial")
                     except Exception as exc:  # the harness failed: keep what was recorded
-                        log.exception("the run stopped in phase %s", self.phase_name)
+                        logger.exception("the run stopped in phase %s", self.phase_name)
                         self.harness_error = f"in phase {self.phase_name}: {exc!r}"
                         self.notes.append(f"harness error {self.harness_error}")
                     finally:
@@ -477,7 +477,7 @@ class _Run:
 
     def _phase(self, name: str) -> None:
         self.phase_name = name
-        log.info("phase: %s", name)
+        logger.info("phase: %s", name)
         if not self.live_view:
             self.console.print(f"  [{self.now_s():6.1f} s] {name}")
 

@@ -74,7 +74,7 @@ __all__ = [
     "unclean_script",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 UNCLEAN_SCENARIO = "unclean-leader"
 CUT_STEP = "cut-leader-replication"
@@ -338,7 +338,7 @@ class FaultLog:
     def error(self, message: str) -> None:
         with self._lock:
             self.errors.append(message)
-        log.warning("nemesis: %s", message)
+        logger.warning("nemesis: %s", message)
 
     def close_all(self, now_s: float) -> None:
         """Anything still marked active ends now (the final heal has run)."""

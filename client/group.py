@@ -33,7 +33,7 @@ from .metadata import ClusterMetadata
 
 __all__ = ["GroupMembership"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 TopicPartition = tuple[str, int]
 _REJOIN = ("REBALANCE_IN_PROGRESS", "ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID")
 _NEW_COORDINATOR = ("NOT_COORDINATOR", "COORDINATOR_NOT_AVAILABLE", "COORDINATOR_LOAD_IN_PROGRESS")
@@ -158,7 +158,7 @@ class GroupMembership:
             assigned = self._join_and_sync()
         except RaftlogError as exc:
             if exc.retriable or exc.name in _REJOIN:
-                log.info("group %s: rejoin failed (%s), will retry", self.group_id, exc)
+                logger.info("group %s: rejoin failed (%s), will retry", self.group_id, exc)
                 if exc.name == "UNKNOWN_MEMBER_ID":
                     self.member_id = ""
                 return None

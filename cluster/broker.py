@@ -82,7 +82,7 @@ __all__ = [
     "server_credentials",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 PRODUCER_ID_BLOCK = 1000  # producer ids a broker asks the controller for at a time
 # how often a broker heard only through a relay asks for its partitions' committed state
@@ -252,7 +252,7 @@ class Broker:
 
     async def _send_alter_partition(self, partition: Partition, proposal: IsrProposal) -> None:
         key = partition.key
-        log.info("%s: proposing ISR %s", partition.name, list(proposal.isr))
+        logger.info("%s: proposing ISR %s", partition.name, list(proposal.isr))
         accepted: bool | None = None  # None: no answer, so it may have been committed
         try:
             if self.controller.quorum.is_leader():
@@ -273,7 +273,7 @@ class Broker:
                         key, proposal.leader_epoch, result["isr"], result["partition_epoch"]
                     )
                 else:
-                    log.info("%s: AlterPartition not taken: %s", partition.name, result)
+                    logger.info("%s: AlterPartition not taken: %s", partition.name, result)
             else:
                 response = await self.link.call(
                     "AlterPartition",
@@ -291,14 +291,14 @@ class Broker:
                 )
                 accepted = alter_partition_outcome(common_pb2.ErrorCode.Name(response.error.code))
                 if not accepted:
-                    log.info("%s: AlterPartition not taken: %s", partition.name, response.error)
+                    logger.info("%s: AlterPartition not taken: %s", partition.name, response.error)
                 if response.isr and response.leader_epoch == proposal.leader_epoch:
                     # committed: ours, or (a stale-epoch refusal) the state that superseded it
                     self.replicas.isr_committed(
                         key, response.leader_epoch, response.isr, response.partition_epoch
                     )
         except Exception as exc:  # the controller moved or died: the next check retries
-            log.info("%s: AlterPartition failed: %s", partition.name, exc)
+            logger.info("%s: AlterPartition failed: %s", partition.name, exc)
         finally:
             self.replicas.proposal_done(key, proposal, accepted)
 
@@ -325,7 +325,7 @@ class Broker:
                 if stub is not None:
                     await stub.CreateTopics(request, timeout=10)
         except Exception as exc:  # retried by the next FindCoordinator
-            log.info("creating %s: %s", OFFSETS_TOPIC, exc)
+            logger.info("creating %s: %s", OFFSETS_TOPIC, exc)
 
     # ---- producer ids ----------------------------------------------------------------------------
 
@@ -419,7 +419,7 @@ class Broker:
                 break
             await asyncio.sleep(0.05)
         self.replicas.ready = True
-        log.info("metadata caught up at version %s", self.store.version)
+        logger.info("metadata caught up at version %s", self.store.version)
         self._apply_metadata()
 
     # ---- the controller link ---------------------------------------------------------------
@@ -463,7 +463,7 @@ class Broker:
                         raise ConnectionError(response.error.message)
                     self.registered_version = response.broker_epoch
                     registered = True
-                    log.info(
+                    logger.info(
                         "registered (broker epoch %s%s)",
                         response.broker_epoch,
                         ", unclean" if self.unclean else "",
@@ -475,7 +475,7 @@ class Broker:
                 if response_hb.error.code == common_pb2.NONE:
                     self.fenced = response_hb.fenced
             except (grpc.aio.AioRpcError, ConnectionError) as exc:
-                log.debug("controller link: %s", exc)
+                logger.debug("controller link: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), interval_s)
 
@@ -506,7 +506,7 @@ class Broker:
             return
         events = self.listener.changed(decode_partition_rows(response.partitions))
         if events:
-            log.info("acting on %d partition change(s) heard through a relay", len(events))
+            logger.info("acting on %d partition change(s) heard through a relay", len(events))
             self.replicas.apply_events(events)
 
     def _check_controller_contact(self) -> None:
@@ -553,7 +553,7 @@ class Broker:
                 ReplicasDamaged(self.config.node_id, self.incarnation, tuple(keys))
             )
             if "error" in result:
-                log.warning("damage report refused: %s", result)
+                logger.warning("damage report refused: %s", result)
                 return
             version = self.store.version
         else:
@@ -570,10 +570,10 @@ class Broker:
             except ControllerUnreachable:
                 return  # reported again in 200 ms
             if response.error.code:
-                log.warning("damage report refused: %s", response.error.message)
+                logger.warning("damage report refused: %s", response.error.message)
                 return
             version = response.metadata_version
-        log.info("damaged replicas reported: %s", keys)
+        logger.info("damaged replicas reported: %s", keys)
         self.replicas.damage_reported(keys)
         await asyncio.get_running_loop().run_in_executor(
             None, self.store.wait_for_version, version, 2.0
@@ -589,7 +589,7 @@ class Broker:
                 if asyncio.iscoroutine(result):
                     await result
             except Exception:
-                log.exception("periodic %s failed", getattr(work, "__name__", work))
+                logger.exception("periodic %s failed", getattr(work, "__name__", work))
             # A plain sleep: run() cancels these tasks on shutdown. wait_for(stopping.wait())
             # made a task and two timer handles per round, most of an idle broker's loop CPU.
             await asyncio.sleep(interval_ms / 1000)
@@ -603,7 +603,7 @@ class Broker:
             try:
                 work()
             except Exception as exc:
-                log.error("background disk work failed: %s", exc)
+                logger.error("background disk work failed: %s", exc)
 
         self._disk.submit(logged)
 
@@ -682,7 +682,7 @@ class Broker:
         if config.security.is_tls:
             port = server.add_secure_port(config.grpc_listen, server_credentials(config.security))
         else:
-            log.warning("broker %s: plaintext listener (security.protocol)", config.node_id)
+            logger.warning("broker %s: plaintext listener (security.protocol)", config.node_id)
             port = server.add_insecure_port(config.grpc_listen)
         if port == 0:
             raise OSError(f"cannot listen on {config.grpc_listen}")
@@ -695,7 +695,7 @@ class Broker:
             ):
                 raise OSError(f"cannot listen on {config.grpc_password_listen}")
         await server.start()
-        log.info("broker %s serving on %s", config.node_id, config.grpc_listen)
+        logger.info("broker %s serving on %s", config.node_id, config.grpc_listen)
         loop = self._loop
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -723,7 +723,7 @@ class Broker:
         try:
             await self._stopping.wait()
         finally:
-            log.info("broker %s shutting down", config.node_id)
+            logger.info("broker %s shutting down", config.node_id)
             self.replicas.ready = False  # new requests are refused from here on
             self.replicas.release_waiters()
             await server.stop(grace=1.0)
@@ -743,7 +743,7 @@ class Broker:
             self.quorum.close()
             restart.closed_cleanly(self.state)
             self.state.close()
-            log.info("broker %s stopped", config.node_id)
+            logger.info("broker %s stopped", config.node_id)
 
     def stop(self) -> None:
         self._stopping.set()

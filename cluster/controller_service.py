@@ -53,7 +53,7 @@ from .tasks import TaskSet
 
 __all__ = ["ActiveController", "ControllerError", "Quorum", "TopicRequest", "fd_replica_budget"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 PROBE_INTERVAL_MS = 300
 REPORTED_PARTITIONS_MAX = 100_000  # partitions in one damage report (a broker holds fewer)
 # a replica holds its active .log open (measured: 1 fd) plus closed segments it keeps loaded;
@@ -140,7 +140,7 @@ class ActiveController:
             raise ControllerError("NOT_CONTROLLER", self._not_controller_message())
         if self.core is None:
             self.core = ControllerCore(self.config, self.clock_ms())
-            log.info("node %s is the active controller", self.node_id)
+            logger.info("node %s is the active controller", self.node_id)
         return self.core
 
     def _not_controller_message(self) -> str:
@@ -195,7 +195,7 @@ class ActiveController:
         """Submit what the core decides now (called every few tens of ms on every broker)."""
         if not self.quorum.is_leader():
             if self.core is not None:
-                log.info("node %s is no longer the active controller", self.node_id)
+                logger.info("node %s is no longer the active controller", self.node_id)
             self.core = None
             return
         core = self.active()
@@ -220,18 +220,18 @@ class ActiveController:
             return
         if await self.probe(address):
             return
-        log.info("broker %s at %s refuses connections: fencing it now", broker_id, address)
+        logger.info("broker %s at %s refuses connections: fencing it now", broker_id, address)
         core.declare_dead(broker_id, incarnation)
 
     async def _decide(self, core: ControllerCore, subject: object, command: Command) -> None:
         try:
             result = await self.submit(command)
             if "error" in result:
-                log.warning("decision %s refused: %s", command, result)
+                logger.warning("decision %s refused: %s", command, result)
             else:
-                log.info("decided %s", command)
+                logger.info("decided %s", command)
         except ControllerError as exc:
-            log.warning("decision %s not committed: %s", command, exc)
+            logger.warning("decision %s not committed: %s", command, exc)
         finally:
             core.completed(subject)
 

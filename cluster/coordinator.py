@@ -38,7 +38,7 @@ from .tasks import TaskSet
 
 __all__ = ["OFFSETS_PARTITIONS", "OFFSETS_TOPIC", "CoordinatorError", "GroupCoordinator"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 OFFSETS_TOPIC = "__consumer_offsets"
 OFFSETS_PARTITIONS = 8
@@ -129,10 +129,10 @@ class GroupCoordinator:
                         self._replay(loaded, record.key, record.value)
                 offset = result.next_offset
         except StorageError as exc:
-            log.error("offsets partition %s: load stopped at %s: %s", index, offset, exc)
+            logger.error("offsets partition %s: load stopped at %s: %s", index, offset, exc)
         self._loaded[index] = loaded
         self.loads += 1
-        log.info("coordinating %d group(s) of offsets partition %s", len(loaded.groups), index)
+        logger.info("coordinating %d group(s) of offsets partition %s", len(loaded.groups), index)
 
     @staticmethod
     def _replay(loaded: _Loaded, key: bytes | None, value: bytes | None) -> None:

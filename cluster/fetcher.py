@@ -36,7 +36,7 @@ from .replication import FollowerAction, follower_decision
 
 __all__ = ["FetcherConfig", "FetcherManager"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +89,7 @@ class _Fetcher:
                 response = await self._exchange(address, request)
             except (grpc.aio.AioRpcError, TimeoutError, ConnectionError) as exc:
                 manager.counters["fetch_errors"] += 1
-                log.debug("fetch from broker %s failed: %r", self.leader_id, exc)
+                logger.debug("fetch from broker %s failed: %r", self.leader_id, exc)
                 self._close_stream()
                 await asyncio.sleep(config.backoff_ms / 1000)
                 continue
@@ -181,7 +181,7 @@ class _Fetcher:
                         log_.advance_log_start(min(result.log_start_offset, log_.log_end_offset))
                     manager.counters["fetched_bytes"] += len(result.records)
                 case FollowerAction.TRUNCATE | FollowerAction.RESTART_AT:
-                    log.info(
+                    logger.info(
                         "%s: %s from leader %s: truncating %s → %s",
                         partition.name, "diverged" if diverging else code, self.leader_id,
                         log_.log_end_offset, decision.offset,
@@ -195,7 +195,7 @@ class _Fetcher:
                 case _:
                     assert_never(decision.action)
         except StorageError as exc:
-            log.error("%s: follower append failed: %s", partition.name, exc)
+            logger.error("%s: follower append failed: %s", partition.name, exc)
             followed.retry_at_ms = now + manager.config.parked_retry_ms
 
 

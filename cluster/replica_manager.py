@@ -63,7 +63,7 @@ __all__ = [
     "ReplicaManagerConfig",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 CONSUMER = -1
 _PARTITION_META = "partition.metadata"  # holds the topic id: a re-created topic is a new log
@@ -368,7 +368,7 @@ class ReplicaManager:
             except (OSError, ValueError):
                 on_disk = -1
             if on_disk != record.topic_id:
-                log.warning("%s: stale log of topic id %s removed", name, on_disk)
+                logger.warning("%s: stale log of topic id %s removed", name, on_disk)
                 shutil.rmtree(directory)
                 self.state.delete_partition(name)
         else:
@@ -393,7 +393,7 @@ class ReplicaManager:
         self.partitions[record.key] = partition
         found = topic_log.recovery
         if found.damaged:
-            log.error(
+            logger.error(
                 "%s: damaged log cut at offset %s at open (%s); it leads nothing until it has "
                 "caught up from a healthy leader",
                 name,
@@ -428,7 +428,7 @@ class ReplicaManager:
         """Corruption found in a running log at ``offset``: cut the log there (the range is
         fetched again from a healthy leader) and step down."""
         log_ = partition.log
-        log.error(
+        logger.error(
             "%s: damaged log at offset %s (%s): cutting the log there",
             partition.name,
             offset,
@@ -441,7 +441,7 @@ class ReplicaManager:
             try:
                 self.truncate(partition, max(offset, log_.log_start_offset))
             except StorageError as exc:
-                log.error("%s: cannot cut the damaged log: %s", partition.name, exc)
+                logger.error("%s: cannot cut the damaged log: %s", partition.name, exc)
 
     def damage_reported(self, keys: Iterable[TopicPartition]) -> None:
         """The controller committed our report: the metadata no longer trusts these replicas."""
@@ -465,7 +465,7 @@ class ReplicaManager:
             try:
                 result = partition.log.scrub(budget)
             except StorageError as exc:
-                log.error("%s: scrub failed: %s", partition.name, exc)
+                logger.error("%s: scrub failed: %s", partition.name, exc)
                 result = None
             if result is not None:
                 budget -= max(result.bytes_checked, 1)
@@ -489,7 +489,7 @@ class ReplicaManager:
             else:
                 partition.log.close()
         except StorageError as exc:
-            log.error("%s: %s", partition.name, exc)
+            logger.error("%s: %s", partition.name, exc)
 
     def set_cut_off(self, reason: str | None) -> None:
         """This broker has not reached the controller for a session (``reason`` says so), or
@@ -500,7 +500,7 @@ class ReplicaManager:
             return
         self.cut_off = reason
         if reason is not None:
-            log.warning("%s: refusing produces", reason)
+            logger.warning("%s: refusing produces", reason)
         for key, partition in self.partitions.items():
             partition.cut_off = reason is not None
             if reason is not None and partition.leader is not None:
@@ -532,7 +532,7 @@ class ReplicaManager:
                     partition = self._open(record)
                     partition.record = record
                     if partition.damaged:
-                        log.warning("%s: not leading a damaged replica", partition.name)
+                        logger.warning("%s: not leading a damaged replica", partition.name)
                         partition.leader = None
                         self._wake(record.key)
                         continue
@@ -954,7 +954,7 @@ class ReplicaManager:
                 try:  # an idle partition's unsynced tail is bounded in time too
                     partition.log.maybe_flush(wall)
                 except StorageError as exc:
-                    log.error("%s: flush.ms: %s", partition.name, exc)
+                    logger.error("%s: flush.ms: %s", partition.name, exc)
         self.produce_purgatory.advance_clock(now)
         self.fetch_purgatory.advance_clock(now)
 
@@ -974,7 +974,7 @@ class ReplicaManager:
             try:
                 self.state.save_offsets("hw", offsets)
             except Exception as exc:  # lmdb raises its own types; a failed checkpoint is retried
-                log.error("high-watermark checkpoint failed: %s", exc)
+                logger.error("high-watermark checkpoint failed: %s", exc)
 
     def enforce_retention(self) -> int:
         deleted = 0
@@ -984,7 +984,7 @@ class ReplicaManager:
                 # a leader keeps what is not yet committed; a follower follows the leader's start
                 deleted += partition.log.delete_retained(now, max_offset=partition.high_watermark)
             except StorageError as exc:
-                log.error("%s: retention: %s", partition.name, exc)
+                logger.error("%s: retention: %s", partition.name, exc)
         return deleted
 
     # ---- follower side ---------------------------------------------------------------------------
@@ -1053,7 +1053,9 @@ class ReplicaManager:
                     )
                 replayed += 1
         except StorageError as exc:
-            log.error("%s: producer state rebuilt up to a corrupt batch: %s", partition.name, exc)
+            logger.error(
+                "%s: producer state rebuilt up to a corrupt batch: %s", partition.name, exc
+            )
         state.dirty = True
         partition.producers = state
         self.counters.producer_batches_replayed += replayed
@@ -1070,7 +1072,7 @@ class ReplicaManager:
                 try:
                     self.state.put_blob("producers", partition.name, body)
                 except Exception as exc:  # lmdb's own types; retried at the next interval
-                    log.error("%s: producer snapshot failed: %s", partition.name, exc)
+                    logger.error("%s: producer snapshot failed: %s", partition.name, exc)
                     continue
                 partition.producers.dirty = False
                 written += 1

@@ -39,7 +39,7 @@ __all__ = [
     "reported",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _KEY = "restart"
 
@@ -73,7 +73,7 @@ def read_boot_id(path: str) -> str | None:
         with open(path, encoding="utf-8", errors="replace") as f:
             value = f.read(128).strip()
     except OSError as exc:
-        log.warning("cannot read the boot id from %s: %s", path, exc)
+        logger.warning("cannot read the boot id from %s: %s", path, exc)
         return None
     return value or None
 
@@ -89,7 +89,7 @@ def begin(state: BrokerStateStore, boot_id_path: str) -> bool:
         "meta", _KEY, {"boot_id": boot_id or "", "clean": False, "unclean_pending": unclean}
     )
     if unclean:
-        log.warning(
+        logger.warning(
             "unclean start (boot id %s, previous record %s): replicas may have lost unsynced "
             "records; registering so that none of them leads until caught up",
             boot_id,

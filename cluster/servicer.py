@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BrokerServicer", "ControllerServicer", "error", "typed_errors"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 R = TypeVar("R")
 RELAY_TIMEOUT_S_MAX = 5.0  # a relayed call waits for the controller at most this long
 EPOCH_MAX = 32767  # producer epochs are int16; past it a producer gets a new id
@@ -90,7 +90,7 @@ def typed_errors(response: type[Any]) -> Callable[[Handler], Handler]:
             except AuthenticationFailed as exc:
                 return response(error=error("SASL_AUTHENTICATION_FAILED", str(exc)))
             except Exception as exc:
-                log.exception("%s failed unexpectedly", handler.__name__)
+                logger.exception("%s failed unexpectedly", handler.__name__)
                 return response(error=error("UNKNOWN_SERVER_ERROR", f"{type(exc).__name__}: {exc}"))
 
         return guarded
@@ -210,7 +210,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             try:
                 response = await self._fetch(request, principal)
             except Exception as exc:  # a stream has no wrapper: the same rule, per message
-                log.exception("ReplicaFetch failed unexpectedly")
+                logger.exception("ReplicaFetch failed unexpectedly")
                 response = broker_pb2.FetchResponse(
                     error=error("UNKNOWN_SERVER_ERROR", f"{type(exc).__name__}: {exc}")
                 )

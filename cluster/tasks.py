@@ -15,7 +15,7 @@ from typing import Any
 
 __all__ = ["TaskSet"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 class TaskSet:
@@ -32,7 +32,7 @@ class TaskSet:
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("%s: a background task failed", self.name, exc_info=task.exception())
+            logger.error("%s: a background task failed", self.name, exc_info=task.exception())
 
     def __len__(self) -> int:
         return len(self._tasks)
