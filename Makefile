@@ -25,9 +25,11 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q
 
+## ruff, mypy --strict, and the dependency direction of DESIGN.md (import-linter, pyproject.toml).
 lint: $(STAMP) typecheck
 	$(VENV)/bin/ruff check $(PACKAGES) tests
 	$(VENV)/bin/ruff format --check $(PACKAGES) tests
+	$(VENV)/bin/lint-imports
 
 # mypy cannot follow setuptools' editable import hook, so it reads the packages through a tree
 # of symlinks laid out as they are installed (raftlog/segments -> ../../segments, ...).
