@@ -4,7 +4,7 @@ Ops are frozen dataclasses, safe to share between threads once built. ``HistoryB
 by one recorder and is not thread-safe (the runner's recorder holds the lock). Everything here is
 pure except ``dump_jsonl`` / ``load_jsonl``, the only file IO.
 
-Jepsen's model (notes/jepsen.md, "Shape"): each operation is recorded twice — an ``invoke``, then
+Jepsen's model of a history: each operation is recorded twice — an ``invoke``, then
 ``ok`` (it happened), ``fail`` (it definitely did not) or ``info`` (unknown: a timeout, or an
 exception). Only ``ok`` sends are acknowledged. A *process* is one worker; producers and consumers
 are separate processes, and a process's ops are appended in the order they happened.

@@ -1,6 +1,6 @@
 """The chaos workload: producers and consumers that record every operation in the history.
 
-Jepsen's shape (notes/jepsen.md, "Shape"): each worker is one *process* of the history and does
+Jepsen's shape of a workload: each worker is one *process* of the history and does
 one operation at a time — ``invoke``, then ``ok`` / ``fail`` / ``info``. The pure parts come
 first (how a produce answer becomes an outcome, how polled records become a history value); the
 IO shell after them (``Recorder``, ``ProducerWorker``, ``ConsumerWorker``).

@@ -6,7 +6,7 @@ leader, become follower, update the ISR it leads with, stop or delete a replica.
 broker's metadata thread; not thread-safe.
 
 Why a guard: pysyncobj was seen rolling a follower's applied state back by hundreds of commands
-when it installed a snapshot (see shared/notes/pysyncobj.md). Partition state is monotonic in
+when it installed a snapshot (pysyncobj 0.3.17, measured). Partition state is monotonic in
 (leader_epoch, partition_epoch) for one topic id, so a record that is older than one already
 seen is a regression: it is ignored and counted, never acted on. Deletions are acted on only
 when a DeleteTopic command says so, never because a restored snapshot lacks a partition (a
