@@ -43,7 +43,7 @@ from raftlog.raft.commands import (
     ReplicasDamaged,
     encode_command,
 )
-from raftlog.raft.controller import ControllerConfig, ControllerCore
+from raftlog.raft.controller import ControllerConfig, ControllerCore, Subject
 from raftlog.raft.metadata import PARTITIONS_PER_TOPIC_MAX
 from raftlog.raft.store import MetadataStore
 from raftlog.raft.topic_config import ConfigError, validate_configs
@@ -223,7 +223,7 @@ class ActiveController:
         logger.info("broker %s at %s refuses connections: fencing it now", broker_id, address)
         core.declare_dead(broker_id, incarnation)
 
-    async def _decide(self, core: ControllerCore, subject: object, command: Command) -> None:
+    async def _decide(self, core: ControllerCore, subject: Subject, command: Command) -> None:
         try:
             result = await self.submit(command)
             if "error" in result:

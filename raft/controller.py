@@ -47,6 +47,40 @@ _ELECT_BATCH_MAX = 1000  # partitions per ElectLeader command
 
 
 @dataclass(frozen=True, slots=True)
+class BrokerLiveness:
+    """Subject of a decision to fence or unfence one broker."""
+
+    broker_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionElection:
+    """Subject held while one partition is part of an election in flight."""
+
+    key: TopicPartition
+
+
+@dataclass(frozen=True, slots=True)
+class ElectionBatch:
+    """Subject of one ``ElectLeader`` command: the partitions it elects leaders for."""
+
+    keys: tuple[TopicPartition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderMove:
+    """Subject of a decision to move leadership off one starved leader."""
+
+    key: TopicPartition
+
+
+Subject = BrokerLiveness | PartitionElection | ElectionBatch | LeaderMove
+"""What a decision is about: one decision per subject is in flight at a time."""
+
+Decision = tuple[Subject, Command]
+
+
+@dataclass(frozen=True, slots=True)
 class ControllerConfig:
     session_timeout_ms: int = 2000  # broker.session.timeout.ms (Kafka: 9000)
     heartbeat_interval_ms: int = 200  # what brokers are told to use
@@ -83,7 +117,7 @@ class ControllerCore:
         self.active_since_ms = now_ms
         self._liveness: dict[int, _Liveness] = {}
         self._dead: dict[int, int] = {}  # broker → an incarnation known to have crashed
-        self._pending: dict[object, int] = {}  # decision subject → when it was issued
+        self._pending: dict[Subject, int] = {}  # decision subject → when it was issued
         self._last_rebalance_ms = now_ms
         self._scanned_version = -1
         self._last_scan_ms = now_ms - config.election_scan_interval_ms
@@ -156,13 +190,13 @@ class ControllerCore:
         seen = self._liveness.get(broker_id)
         return -1 if seen is None else now_ms - seen.last_heartbeat_ms
 
-    def decisions(self, state: MetadataState, now_ms: int) -> list[tuple[object, Command]]:
+    def decisions(self, state: MetadataState, now_ms: int) -> list[Decision]:
         """Commands to submit now, each with its subject (pass it to ``completed``)."""
         self._expire_pending(now_ms)
-        out: list[tuple[object, Command]] = []
+        out: list[Decision] = []
         for broker in sorted(state.brokers.values(), key=lambda b: b.broker_id):
             alive = self.is_alive(broker.broker_id, broker.incarnation, now_ms)
-            subject: object = ("broker", broker.broker_id)
+            subject = BrokerLiveness(broker.broker_id)
             if subject in self._pending:
                 continue
             if not broker.fenced and not alive:
@@ -181,7 +215,7 @@ class ControllerCore:
             self._pending[decided] = now_ms
         return out
 
-    def _elections(self, state: MetadataState, now_ms: int) -> list[tuple[object, Command]]:
+    def _elections(self, state: MetadataState, now_ms: int) -> list[Decision]:
         # fence and unfence elect inline; this scan is the backstop, so it runs only when the
         # state moved and at most every election_scan_interval_ms (100k partitions cost ~50 ms)
         rebalance = (
@@ -199,7 +233,7 @@ class ControllerCore:
         preferred: list[TopicPartition] = []
         fresh = self._fresh(state, now_ms) if rebalance else {}
         for key, record in state.partitions.items():
-            if (key, "elect") in self._pending:
+            if PartitionElection(key) in self._pending:
                 continue
             if record.leader == NO_LEADER or not state.is_live(record.leader):
                 if state.electable(record):
@@ -215,13 +249,13 @@ class ControllerCore:
                     preferred.append(key)
         if rebalance:
             self._last_rebalance_ms = now_ms
-        out: list[tuple[object, Command]] = []
+        out: list[Decision] = []
         for keys, is_preferred in ((offline, False), (preferred, True)):
             for i in range(0, len(keys), _ELECT_BATCH_MAX):
                 chunk = tuple(keys[i : i + _ELECT_BATCH_MAX])
                 for key in chunk:
-                    self._pending[(key, "elect")] = now_ms
-                out.append((("elect", chunk), ElectLeader(chunk, preferred=is_preferred)))
+                    self._pending[PartitionElection(key)] = now_ms
+                out.append((ElectionBatch(chunk), ElectLeader(chunk, preferred=is_preferred)))
         return out
 
     def _fresh(self, state: MetadataState, now_ms: int) -> dict[int, _Liveness]:
@@ -275,7 +309,7 @@ class ControllerCore:
         everyone = set(fresh)
         return all(everyone - {b} <= seen.reachable for b, seen in fresh.items())
 
-    def _leader_moves(self, state: MetadataState, now_ms: int) -> list[tuple[object, Command]]:
+    def _leader_moves(self, state: MetadataState, now_ms: int) -> list[Decision]:
         """Move leadership off starved leaders (see the module rules)."""
         if now_ms - self._last_reach_scan_ms < self.config.reach_scan_interval_ms:
             return []
@@ -288,7 +322,7 @@ class ControllerCore:
         def linked(a: int, b: int) -> bool:
             return self._linked(fresh, a, b)
 
-        out: list[tuple[object, Command]] = []
+        out: list[Decision] = []
         starved = set()
         for key, record in state.partitions.items():
             leader = record.leader
@@ -300,7 +334,7 @@ class ControllerCore:
                 continue
             starved.add(key)
             since = self._starved_since.setdefault(key, now_ms)
-            subject = (key, "move")
+            subject = LeaderMove(key)
             if (
                 now_ms - since < self.config.starved_ms_min
                 or subject in self._pending
@@ -321,13 +355,13 @@ class ControllerCore:
             del self._starved_since[key]
         return out
 
-    def completed(self, subject: object) -> None:
+    def completed(self, subject: Subject) -> None:
         """The command for ``subject`` committed (or failed): it may be decided again."""
         self._pending.pop(subject, None)
-        if isinstance(subject, tuple) and subject and subject[0] == "elect":
+        if isinstance(subject, ElectionBatch):
             self._scanned_version = -1  # look again, whatever happened to it
-            for key in subject[1]:
-                self._pending.pop((key, "elect"), None)
+            for key in subject.keys:
+                self._pending.pop(PartitionElection(key), None)
 
     def _expire_pending(self, now_ms: int) -> None:
         limit = self.config.pending_timeout_ms
