@@ -18,12 +18,12 @@ Pure except the two scenario nemeses' ``start``/``stop`` (they drive a ``Cluster
 each family the user named is equally likely and the kinds inside a family share its weight.
 
 **The unclean-leader scenario** (Kafka 0.8, 2013 — Jepsen's Kafka analysis, aphyr.com/posts/293):
-make the ISR of one partition shrink to its leader alone while the leader keeps acknowledging,
-then kill the leader so that an out-of-sync replica is elected. It needs a topic with at least one broker that
-is *not* a replica of the target partition (the runner creates the topic with replication
-factor min(3, nodes − 1): 2 on 3 nodes, 3 on 5) and a target whose replicas exclude the active
-controller, so that cutting the leader from its followers leaves the metadata quorum and every
-broker's heartbeats to the controller intact. The script:
+make the ISR of one partition shrink to its leader alone while the leader keeps acknowledging, then
+kill the leader so that an out-of-sync replica is elected. It needs a topic with at least one
+broker that is *not* a replica of the target partition (the runner creates the topic with
+replication factor min(3, nodes − 1): 2 on 3 nodes, 3 on 5) and a target whose replicas exclude the
+active controller, so that cutting the leader from its followers leaves the metadata quorum and
+every broker's heartbeats to the controller intact. The script:
 
 1. ``cut-leader-replication`` (at 5 s): both directions between the leader L and each follower
    are cut; everyone still reaches the controller. The followers stop fetching; after
