@@ -17,7 +17,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-## Fast suite (unit + storage crash tests); this is what CI runs.
+## Every test not marked slow: the pure unit tests, real clusters on loopback (integration), the
+## seeded simulation's smoke seeds, and the chaos tests in network namespaces (root; they skip
+## without it). This is what CI runs (.ci/run); pytest-timeout fails a hung test after 300 s.
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
