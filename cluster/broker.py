@@ -50,7 +50,8 @@ from raftlog.raft.acl import AclIndex
 from raftlog.raft.commands import AlterPartition, ReplicasDamaged
 from raftlog.raft.controller import ControllerConfig
 from raftlog.raft.listener import PartitionListener
-from raftlog.raft.metadata import Applied, TopicRecord, decode_partition_rows
+from raftlog.raft.metadata_records import Applied, TopicRecord
+from raftlog.raft.metadata_snapshot import decode_partition_rows
 from raftlog.raft.quorum import RaftQuorum
 from raftlog.raft.quorum_types import QuorumConfig
 from raftlog.raft.scram import ScramCredential

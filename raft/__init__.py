@@ -42,17 +42,8 @@ from .commands import (
 )
 from .controller import ControllerConfig, ControllerCore
 from .listener import EventKind, PartitionEvent, PartitionListener
-from .metadata import (
-    ACL_BINDINGS_MAX,
-    NO_LEADER,
-    SCRAM_USERS_MAX,
-    Applied,
-    BrokerRecord,
-    MetadataError,
-    MetadataState,
-    PartitionRecord,
-    TopicRecord,
-)
+from .metadata import ACL_BINDINGS_MAX, SCRAM_USERS_MAX, MetadataError, MetadataState
+from .metadata_records import NO_LEADER, Applied, BrokerRecord, PartitionRecord, TopicRecord
 from .scram import (
     ScramCredential,
     ScramError,

@@ -101,7 +101,8 @@ from .commands import (
     encode_command,
 )
 from .controller import ControllerConfig, ControllerCore
-from .metadata import NO_LEADER, Applied, MetadataState
+from .metadata import MetadataState
+from .metadata_records import NO_LEADER, Applied
 from .quorum import RaftQuorum
 from .quorum_types import SNAPSHOT_FILE_NAME, NotLeaderError, QuorumConfig, QuorumError
 from .store import MetadataStore

@@ -14,7 +14,8 @@ from contextlib import contextmanager
 
 import cbor2
 
-from .metadata import Applied, MetadataState
+from .metadata import MetadataState
+from .metadata_records import Applied
 
 __all__ = ["MetadataStore", "Observer"]
 
