@@ -47,11 +47,13 @@ from raftlog.proto import (
 )
 from raftlog.proto.channel import MESSAGE_BYTES_MAX, channel_options, server_options
 from raftlog.raft.acl import AclIndex
-from raftlog.raft.adapter import QuorumConfig, RaftQuorum
 from raftlog.raft.commands import AlterPartition, ReplicasDamaged
 from raftlog.raft.controller import ControllerConfig
 from raftlog.raft.listener import PartitionListener
-from raftlog.raft.metadata import Applied, TopicRecord, decode_partition_rows
+from raftlog.raft.metadata_records import Applied, TopicRecord
+from raftlog.raft.metadata_snapshot import decode_partition_rows
+from raftlog.raft.quorum import RaftQuorum
+from raftlog.raft.quorum_types import QuorumConfig
 from raftlog.raft.scram import ScramCredential
 from raftlog.raft.store import MetadataStore
 from raftlog.segments import BrokerStateStore, makedirs_durable

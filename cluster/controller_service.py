@@ -72,7 +72,7 @@ def fd_replica_budget(fd_limit: int | None = None) -> int:
 
 
 class Quorum(Protocol):
-    """What the controller needs of ``raftlog.raft.adapter.RaftQuorum``."""
+    """What the controller needs of ``raftlog.raft.quorum.RaftQuorum``."""
 
     def is_leader(self) -> bool: ...
 

@@ -27,7 +27,7 @@ from typing import Any, assert_never
 import grpc
 
 from raftlog.proto import broker_pb2, broker_pb2_grpc, common_pb2
-from raftlog.raft.metadata import NO_LEADER, TopicPartition
+from raftlog.raft.metadata_records import NO_LEADER, TopicPartition
 from raftlog.segments import StorageError
 
 from .config import REPLICA_FETCH_WAIT_MS

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, assert_never
 
 from raftlog.raft.listener import EventKind, PartitionEvent
-from raftlog.raft.metadata import NO_LEADER, PartitionRecord, TopicPartition, TopicRecord
+from raftlog.raft.metadata_records import NO_LEADER, PartitionRecord, TopicPartition, TopicRecord
 from raftlog.raft.topic_config import effective_configs
 from raftlog.segments import (
     BrokerStateStore,

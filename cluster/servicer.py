@@ -46,7 +46,7 @@ from raftlog.raft.commands import (
     ReplicasDamaged,
     UpsertScramCredential,
 )
-from raftlog.raft.metadata import NO_LEADER, BrokerRecord, PartitionRecord, TopicPartition
+from raftlog.raft.metadata_records import NO_LEADER, BrokerRecord, PartitionRecord, TopicPartition
 from raftlog.raft.topic_config import TOPIC_CONFIGS, effective_configs
 
 from .auth import CLUSTER_RESOURCE, AuthenticationFailed, Principal

@@ -1,9 +1,10 @@
 """raftlog.raft: the metadata quorum.
 
 The pure core — commands, the metadata state machine, replica assignment, the controller's
-rules, the listener — imports nothing of ours and no IO. ``raftlog.raft.adapter`` is the only
-module that imports pysyncobj (it patches pysyncobj's unpickler on import), so it is loaded only
-when asked for: ``from raftlog.raft.adapter import RaftQuorum``.
+rules, the listener — imports nothing of ours and no IO. The quorum's shell imports pysyncobj
+and patches it on import (``raftlog.raft.quorum``, with ``pysyncobj_guards`` and ``raft_node``),
+so it is loaded only when asked for: ``from raftlog.raft.quorum import RaftQuorum``; its
+config, status and errors are in ``raftlog.raft.quorum_types``, which does not load pysyncobj.
 """
 
 from .acl import (
@@ -41,17 +42,8 @@ from .commands import (
 )
 from .controller import ControllerConfig, ControllerCore
 from .listener import EventKind, PartitionEvent, PartitionListener
-from .metadata import (
-    ACL_BINDINGS_MAX,
-    NO_LEADER,
-    SCRAM_USERS_MAX,
-    Applied,
-    BrokerRecord,
-    MetadataError,
-    MetadataState,
-    PartitionRecord,
-    TopicRecord,
-)
+from .metadata import ACL_BINDINGS_MAX, SCRAM_USERS_MAX, MetadataError, MetadataState
+from .metadata_records import NO_LEADER, Applied, BrokerRecord, PartitionRecord, TopicRecord
 from .scram import (
     ScramCredential,
     ScramError,

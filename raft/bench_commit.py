@@ -5,12 +5,12 @@
 
 A faster, narrower figure than ``bench_scale``'s "commits through 3 voters" (which runs the
 metadata state machine and log compactions too): ``--voters`` child processes (this module with
-``--child``) each run a :class:`~raftlog.raft.adapter.RaftQuorum` with the default timers over a
+``--child``) each run a :class:`~raftlog.raft.quorum.RaftQuorum` with the default timers over a
 counter machine on 127.0.0.1. The leader submits ``--commands`` commands with ``submit_async``,
 at most ``--inflight-max`` unanswered; rate = commands / (last callback - first submit), per
 round, ``--rounds`` rounds on the same cluster; then ``--sync-commands`` commands one at a time
 with ``submit`` (the latency of one commit). Also reported: the leader's journal fdatasyncs per
-committed command (group commit: well below 1 under load), when the adapter reports them.
+committed command (group commit: well below 1 under load), when the quorum reports them.
 
 A benchmark, not a test: it prints one JSON object. Every wait is bounded; every child is killed
 by PID on the way out and the temporary directory removed, also on failure.
@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .adapter import QuorumConfig, QuorumError, RaftQuorum
+from .quorum import RaftQuorum
+from .quorum_types import QuorumConfig, QuorumError
 
 _REPLY_TIMEOUT_S = 120.0
 _LEADER_TIMEOUT_S = 15.0

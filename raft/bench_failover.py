@@ -4,7 +4,7 @@
                                           [--out bench-results/quorum.json]
 
 For each cluster size it starts that many child processes (this module with ``--child``), each
-running a :class:`~raftlog.raft.adapter.RaftQuorum` with the default (tuned) timers on
+running a :class:`~raftlog.raft.quorum.RaftQuorum` with the default (tuned) timers on
 127.0.0.1. Each run waits for an agreed leader, lets the cluster sit idle for ``--stable-s``,
 tells every follower to start probing (submit a command whenever it thinks it is the leader),
 then SIGKILLs the leader. Failover time = first successful commit on a survivor (its
@@ -43,7 +43,8 @@ from typing import Any, NamedTuple
 
 import cbor2
 
-from .adapter import NotLeaderError, QuorumConfig, QuorumError, RaftQuorum
+from .quorum import RaftQuorum
+from .quorum_types import NotLeaderError, QuorumConfig, QuorumError
 
 _PROBE_DEADLINE_S = 10.0
 _PROBE_PAUSE_S = 0.002

@@ -88,13 +88,6 @@ import cbor2
 from rich.console import Console
 from rich.table import Table
 
-from .adapter import (
-    SNAPSHOT_FILE_NAME,
-    NotLeaderError,
-    QuorumConfig,
-    QuorumError,
-    RaftQuorum,
-)
 from .assignment import assign_replicas
 from .commands import (
     AllocateProducerIds,
@@ -108,7 +101,10 @@ from .commands import (
     encode_command,
 )
 from .controller import ControllerConfig, ControllerCore
-from .metadata import NO_LEADER, Applied, MetadataState
+from .metadata import MetadataState
+from .metadata_records import NO_LEADER, Applied
+from .quorum import RaftQuorum
+from .quorum_types import SNAPSHOT_FILE_NAME, NotLeaderError, QuorumConfig, QuorumError
 from .store import MetadataStore
 
 __all__ = [

@@ -39,7 +39,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .commands import Command, ElectLeader, FenceBroker, MoveLeader, UnfenceBroker
-from .metadata import NO_LEADER, MetadataState, PartitionRecord, TopicPartition
+from .metadata import MetadataState
+from .metadata_records import NO_LEADER, PartitionRecord, TopicPartition
 
 __all__ = ["ControllerConfig", "ControllerCore", "HeartbeatVerdict"]
 

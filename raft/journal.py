@@ -1,12 +1,12 @@
 """The Raft journal: pysyncobj's log entries on disk, written with ``pwrite`` and made durable
-with ``fdatasync`` in groups (hazard 7 of :mod:`raftlog.raft.adapter`).
+with ``fdatasync`` in groups (hazard 7 of :mod:`raftlog.raft.pysyncobj_guards`).
 
-pysyncobj's own ``FileJournal`` writes through an mmap and never syncs; the adapter used to
+pysyncobj's own ``FileJournal`` writes through an mmap and never syncs; the quorum used to
 msync it every 50 ms, *after* the entries had been acknowledged. :class:`DurableJournal` replaces
 it (same duck-typed interface, plugged in through ``pysyncobj.syncobj.createJournal``) and makes
 durability explicit: ``add`` / ``deleteEntriesFrom`` only change memory; :meth:`sync` writes what
 changed with one ``pwrite`` (plus an ``ftruncate`` after a cut) and one ``fdatasync``, and
-:attr:`durable_last_index` says how far the disk is known to hold this node's log. The adapter
+:attr:`durable_last_index` says how far the disk is known to hold this node's log. The quorum
 calls :meth:`sync` once per Raft tick (group commit: every entry appended in a tick shares one
 fdatasync) and holds every acknowledgement until it has. Plain ``write``/``fdatasync`` rather
 than an mmap also keeps the file's crash behaviour simple to model: bytes not synced may be
@@ -30,9 +30,10 @@ Start-up reads records while they are whole, their CRC matches, and indexes run 
 terms not decreasing. The first record that fails (a torn tail after power loss, a flipped bit,
 a truncated file) ends the log: the file is cut there (``ftruncate`` + ``fsync``) and
 :attr:`damage` describes what was cut. Every entry after the damage is gone from this node; the
-adapter then keeps the node out of elections until a leader has brought it back (see the
-adapter's hazard 15). A file written by pysyncobj's ``FileJournal`` (magic ``PYSYNCOBJ``) is
-read once in that format and rewritten in this one (tmp + fsync + rename + directory fsync).
+quorum then keeps the node out of elections until a leader has brought it back (see hazard 15
+in :mod:`raftlog.raft.pysyncobj_guards`). A file written by pysyncobj's ``FileJournal`` (magic
+``PYSYNCOBJ``) is read once in that format and rewritten in this one (tmp + fsync + rename +
+directory fsync).
 
 ``raft-journal.bin.meta`` holds currentTerm, votedForNodeId and raftCommitIndex as pysyncobj
 wrote it (a protocol 2 pickle of a dict, read back with the allow-list unpickler), replaced
@@ -60,6 +61,7 @@ __all__ = [
     "DurableJournal",
     "JournalDamage",
     "encode_record",
+    "fsync_dir",
 ]
 
 logger = logging.getLogger(__name__)
@@ -94,7 +96,8 @@ def encode_record(command: bytes, index: int, term: int) -> bytes:
     return _RECORD_HEADER.pack(len(body), zlib.crc32(body)) + body
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
+    """Make the directory's entries (files created, renamed, deleted) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -179,7 +182,7 @@ class DurableJournal:
         if not os.path.exists(self._meta_path):
             return {}
         with open(self._meta_path, "rb") as f:
-            meta = safe_pickle.loads(f.read())  # the adapter refuses a bad one before this
+            meta = safe_pickle.loads(f.read())  # the quorum refuses a bad one before this
         return meta if isinstance(meta, dict) else {}
 
     def _open(self) -> int:
@@ -251,12 +254,12 @@ class DurableJournal:
         finally:
             os.close(fd)
         os.replace(tmp, self._path)
-        _fsync_dir(self._dir)
+        fsync_dir(self._dir)
         self._offsets, self._end = offsets, end
         self._synced = len(self._entries)
         self._rewrite = False
 
-    # ---- durability (the adapter's part) ---------------------------------------------------
+    # ---- durability (the quorum's part) ----------------------------------------------------
 
     @property
     def durable_last_index(self) -> int:
@@ -381,5 +384,5 @@ class DurableJournal:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self._meta_path)
-        _fsync_dir(self._dir)
+        fsync_dir(self._dir)
         self._meta_saved = True

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
-from .metadata import NO_LEADER, PartitionRecord, TopicPartition
+from .metadata_records import NO_LEADER, PartitionRecord, TopicPartition
 
 __all__ = ["EventKind", "PartitionEvent", "PartitionListener"]
 

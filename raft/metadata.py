@@ -48,16 +48,18 @@ The rules (each one has a scenario test in tests/unit/raft/test_metadata.py):
    nothing is not an error. Only credentials are stored, never a password.
 
 Results carry an ErrorCode *name* from ``proto/common.proto`` (``raft`` imports nothing of ours).
+
+Beside it: the records it holds and returns (:mod:`raftlog.raft.metadata_records`), rules 2, 3
+and 7 as pure functions (:mod:`raftlog.raft.partition_rules`), and its snapshot and partition
+row encodings (:mod:`raftlog.raft.metadata_snapshot`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, assert_never
-
-import cbor2
 
 from .acl import AclBinding, AclError, AclIndex, validate_binding
 from .commands import (
@@ -80,26 +82,34 @@ from .commands import (
     UpsertScramCredential,
     decode_command,
 )
+from .metadata_records import (
+    NO_LEADER,
+    Applied,
+    BrokerRecord,
+    PartitionRecord,
+    TopicPartition,
+    TopicRecord,
+)
+from .metadata_snapshot import (
+    SnapshotContents,
+    decode_snapshot,
+    encode_partition_rows,
+    encode_snapshot,
+)
+from .partition_rules import choose_leader, eligibility, with_roles
 from .scram import ScramCredential, ScramError, validate_credential, validate_user
-from .topic_config import ConfigError, effective_configs, validate_configs
+from .topic_config import ConfigError, validate_configs
 
 __all__ = [
     "ACL_BINDINGS_MAX",
     "ACL_FILTERS_PER_COMMAND_MAX",
-    "NO_LEADER",
+    "PARTITIONS_PER_TOPIC_MAX",
+    "PRODUCER_ID_BLOCK_MAX",
     "SCRAM_USERS_MAX",
-    "Applied",
-    "BrokerRecord",
     "MetadataError",
     "MetadataState",
-    "PartitionRecord",
-    "TopicPartition",
-    "TopicRecord",
-    "decode_partition_rows",
 ]
 
-NO_LEADER = -1
-SNAPSHOT_VERSION = 3  # 2: partitions carry elr and last_known_elr; 3: acls and users
 PARTITIONS_PER_TOPIC_MAX = 100_000
 PRODUCER_ID_BLOCK_MAX = 1_000_000
 ACL_BINDINGS_MAX = 10_000
@@ -107,8 +117,6 @@ SCRAM_USERS_MAX = 10_000
 # a DeleteAcls costs filters × bindings matches on the Raft thread (10k × 64: ~0.1 s)
 ACL_FILTERS_PER_COMMAND_MAX = 64
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-
-TopicPartition = tuple[str, int]
 
 
 class MetadataError(Exception):
@@ -118,67 +126,6 @@ class MetadataError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerRecord:
-    broker_id: int
-    address: str
-    incarnation: int
-    rack: str | None
-    fenced: bool
-    registered_version: int  # the metadata version that applied the registration (broker epoch)
-    password_address: str | None = None  # its password listener, when it has one
-
-
-@dataclass(frozen=True, slots=True)
-class TopicRecord:
-    name: str
-    topic_id: int  # new for every creation: tells a re-created topic from the old one
-    partitions: int
-    replication_factor: int
-    configs: tuple[tuple[str, str], ...]  # explicitly set ones, sorted by name
-
-    def config(self, name: str) -> str:
-        return effective_configs(self.configs)[name]
-
-    @property
-    def min_insync_replicas(self) -> int:
-        return int(self.config("min.insync.replicas"))
-
-    @property
-    def unclean_leader_election(self) -> bool:
-        return self.config("unclean.leader.election.enable") == "true"
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionRecord:
-    topic: str
-    partition: int
-    topic_id: int
-    replicas: tuple[int, ...]  # the assignment; replicas[0] is the preferred leader
-    isr: tuple[int, ...]  # never empty; ⊆ replicas, in replica order
-    leader: int  # NO_LEADER or ∈ isr
-    leader_epoch: int  # bumped on every leader change
-    partition_epoch: int  # bumped on every leader, ISR or ELR change
-    elr: tuple[int, ...] = ()  # eligible leader replicas: ∩ isr = ∅, in replica order (rule 3)
-    last_known_elr: tuple[int, ...] = ()  # non-empty only while isr and elr are empty (rule 7)
-
-    @property
-    def key(self) -> TopicPartition:
-        return (self.topic, self.partition)
-
-
-@dataclass(frozen=True, slots=True)
-class Applied:
-    """What one command did: its result map, and what changed (for the listener)."""
-
-    result: dict[str, Any]
-    partitions: frozenset[TopicPartition] = frozenset()  # changed or created
-    deleted: frozenset[TopicPartition] = frozenset()
-    brokers: frozenset[int] = frozenset()
-    acls_changed: bool = False  # bindings were added or removed: authorize with a new index
-    users: frozenset[str] = frozenset()  # users whose credential was set or deleted
 
 
 @dataclass(slots=True)
@@ -631,20 +578,8 @@ class MetadataState:
     def _eligibility(
         self, record: PartitionRecord, isr: tuple[int, ...], unsafe: int
     ) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """(ELR, last known ELR) after the ISR becomes ``isr``. Safe replicas (ISR or ELR
-        members before) that leave the ISR while it is below min ISR stay eligible."""
         min_isr = self.topics[record.topic].min_insync_replicas
-        safe_before = set(record.isr) | set(record.elr)
-        if len(isr) >= min_isr:
-            elr: tuple[int, ...] = ()
-        else:
-            elr = tuple(
-                b for b in record.replicas if b in safe_before and b not in isr and b != unsafe
-            )
-        if isr or elr:
-            return elr, ()
-        remembered = safe_before | set(record.last_known_elr)
-        return (), tuple(b for b in record.replicas if b in remembered)
+        return eligibility(record, isr, min_isr=min_isr, unsafe=unsafe)
 
     def _choose_leader(
         self,
@@ -654,24 +589,15 @@ class MetadataState:
         last_known: tuple[int, ...],
         exclude: int = NO_LEADER,
     ) -> tuple[int, tuple[int, ...]]:
-        """(leader, its ISR): the first live ISR member in replica order, else the first live ELR
-        member (leading alone); unclean (the topic allows it): a live last known safe replica,
-        else the first live replica (rule 7). NO_LEADER when none."""
-
-        def live(b: int) -> bool:
-            return b != exclude and self.is_live(b)
-
-        for b in record.replicas:
-            if b in isr and live(b):
-                return b, isr
-        for b in record.replicas:
-            if b in elr and live(b):
-                return b, (b,)
-        if self.topics[record.topic].unclean_leader_election:
-            for b in (*last_known, *record.replicas):
-                if live(b):
-                    return b, (b,)
-        return NO_LEADER, isr
+        """Rule 3's choice among live brokers other than ``exclude``."""
+        return choose_leader(
+            record,
+            isr,
+            elr,
+            last_known,
+            live=lambda b: b != exclude and self.is_live(b),
+            unclean=lambda: self.topics[record.topic].unclean_leader_election,
+        )
 
     def _set_partition(
         self,
@@ -684,24 +610,10 @@ class MetadataState:
     ) -> PartitionRecord:
         if elr is None or last_known is None:
             elr, last_known = self._eligibility(record, isr, NO_LEADER)
-        if (leader, isr, elr, last_known) == (
-            record.leader,
-            record.isr,
-            record.elr,
-            record.last_known_elr,
-        ):
-            return record
-        new = replace(
-            record,
-            leader=leader,
-            isr=isr,
-            elr=elr,
-            last_known_elr=last_known,
-            leader_epoch=record.leader_epoch + (leader != record.leader),
-            partition_epoch=record.partition_epoch + 1,
-        )
-        self.partitions[record.key] = new
-        changes.partitions.add(record.key)
+        new = with_roles(record, leader, isr, elr, last_known)
+        if new is not record:
+            self.partitions[record.key] = new
+            changes.partitions.add(record.key)
         return new
 
     # ---- producer ids ------------------------------------------------------------------------
@@ -780,71 +692,41 @@ class MetadataState:
     # ---- snapshots ---------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        body = {
-            "v": SNAPSHOT_VERSION,
-            "version": self.version,
-            "next_producer_id": self.next_producer_id,
-            "next_topic_id": self.next_topic_id,
-            "brokers": [
-                [
-                    b.broker_id,
-                    b.address,
-                    b.incarnation,
-                    b.rack,
-                    b.fenced,
-                    b.registered_version,
-                    b.password_address,
-                ]
-                for b in self.brokers.values()
-            ],
-            "topics": [
-                [
-                    t.name,
-                    t.topic_id,
-                    t.partitions,
-                    t.replication_factor,
-                    [list(c) for c in t.configs],
-                ]
-                for t in self.topics.values()
-            ],
-            # tuples encode as cbor2 arrays exactly like lists, without copying each one first
-            # (at 100k partitions this is the difference between 430 and 120 ms on the Raft
-            # thread, and the Raft thread must stay well under the election timeout)
-            "partitions": [_partition_row(p) for p in self.partitions.values()],
-            "epoch_floor": [[t, p, le, pe] for (t, p), (le, pe) in self._epoch_floor.items()],
-            # sorted: the same state gives the same bytes on every node (set order varies)
-            "acls": [b.to_dict() for b in sorted(self.acls)],
-            "users": [[name, self.users[name].to_dict()] for name in sorted(self.users)],
-        }
-        return bytes(cbor2.dumps(body))
+        """The replicated state as bytes (format: :mod:`raftlog.raft.metadata_snapshot`)."""
+        return encode_snapshot(
+            SnapshotContents(
+                version=self.version,
+                next_producer_id=self.next_producer_id,
+                next_topic_id=self.next_topic_id,
+                brokers=self.brokers.values(),
+                topics=self.topics.values(),
+                partitions=self.partitions.values(),
+                epoch_floor=self._epoch_floor,
+                acls=self.acls,
+                users=self.users,
+            )
+        )
 
     @classmethod
     def from_snapshot(cls, data: bytes) -> MetadataState:
-        body = cbor2.loads(data)
-        if not isinstance(body, dict) or body.get("v") not in range(1, SNAPSHOT_VERSION + 1):
-            raise ValueError(f"not a metadata snapshot of version 1 to {SNAPSHOT_VERSION}")
+        contents = decode_snapshot(data)
         state = cls()
-        state.version = body["version"]
-        state.next_producer_id = body["next_producer_id"]
-        state.next_topic_id = body["next_topic_id"]
-        for b in body["brokers"]:
-            password_address = b[6] if len(b) > 6 else None  # v3 onwards
-            state.brokers[b[0]] = BrokerRecord(b[0], b[1], b[2], b[3], b[4], b[5], password_address)
-        for t in body["topics"]:
-            state.topics[t[0]] = TopicRecord(t[0], t[1], t[2], t[3], tuple(tuple(c) for c in t[4]))
-        for p in body["partitions"]:
-            state._index(_partition_from_row(p))
-        for t, p, le, pe in body["epoch_floor"]:
-            state._epoch_floor[(t, p)] = (le, pe)
-        # versions 1 and 2 had no ACLs and no users
-        state.acls = {AclBinding.from_dict(b) for b in body.get("acls", ())}
-        state.users = {name: ScramCredential.from_dict(c) for name, c in body.get("users", ())}
+        state.version = contents.version
+        state.next_producer_id = contents.next_producer_id
+        state.next_topic_id = contents.next_topic_id
+        state.brokers = {b.broker_id: b for b in contents.brokers}
+        state.topics = {t.name: t for t in contents.topics}
+        for record in contents.partitions:
+            state._index(record)
+        state._epoch_floor = dict(contents.epoch_floor)
+        state.acls = set(contents.acls)
+        state.users = dict(contents.users)
         return state
 
     def encode_replicas_of(self, broker_id: int) -> bytes:
         """The committed state of every partition ``broker_id`` replicates (cbor2 rows, as in
         a snapshot): what a broker whose own quorum member is cut off acts on meanwhile."""
-        return bytes(cbor2.dumps([_partition_row(p) for p in self.replicas_of(broker_id)]))
+        return encode_partition_rows(self.replicas_of(broker_id))
 
     def _index(self, record: PartitionRecord) -> None:
         """Add a new partition to the lookups (by key, by replica, preferred leader counts)."""
@@ -893,38 +775,3 @@ class MetadataState:
                 validate_credential(credential)
             except ScramError as exc:
                 yield f"SCRAM user {user!r}: {exc}"
-
-
-def _partition_row(p: PartitionRecord) -> tuple[Any, ...]:
-    # tuples encode as cbor2 arrays exactly like lists, without copying each one first (at 100k
-    # partitions this is the difference between 430 and 120 ms on the Raft thread for a snapshot)
-    return (
-        p.topic,
-        p.partition,
-        p.topic_id,
-        p.replicas,
-        p.isr,
-        p.leader,
-        p.leader_epoch,
-        p.partition_epoch,
-        p.elr,
-        p.last_known_elr,
-    )
-
-
-def _partition_from_row(p: Sequence[Any]) -> PartitionRecord:
-    replicas = tuple(p[3])
-    isr = replicas if p[4] == p[3] else tuple(p[4])
-    elr, last_known = (tuple(p[8]), tuple(p[9])) if len(p) > 8 else ((), ())  # v1 had neither
-    return PartitionRecord(p[0], p[1], p[2], replicas, isr, p[5], p[6], p[7], elr, last_known)
-
-
-def decode_partition_rows(data: bytes) -> list[PartitionRecord]:
-    """``MetadataState.encode_replicas_of``'s rows back; ValueError for anything else."""
-    try:
-        rows = cbor2.loads(data)
-        if not isinstance(rows, list):
-            raise TypeError("not a list")
-        return [_partition_from_row(row) for row in rows]
-    except (ValueError, TypeError, IndexError, KeyError, cbor2.CBORDecodeError) as exc:
-        raise ValueError(f"not partition states: {exc}") from exc

@@ -2,8 +2,8 @@
 
 pysyncobj speaks pickle (protocol 2) on the wire, in log entries and in its journal's ``.meta``
 file, and the stock ``pickle.loads`` runs whatever a byte stream names: one framed pickle sent to
-a Raft port used to be remote code execution. :mod:`raftlog.raft.adapter` swaps this module's
-:func:`loads` / :func:`load` in for pysyncobj's, so every pickle it reads goes through
+a Raft port used to be remote code execution. :mod:`raftlog.raft.pysyncobj_guards` swaps this
+module's :func:`loads` / :func:`load` in for pysyncobj's, so every pickle it reads goes through
 :class:`AllowListUnpickler`.
 
 What may be named (``find_class``) is only what pysyncobj's own messages need *in our
@@ -23,7 +23,7 @@ stays 0 in all such scenarios):
 Not allowed, on purpose: ``set``/``frozenset`` (no pysyncobj message carries one in our
 configuration; only its utility replies and default dumps do), ``pysyncobj.node.TCPNode`` (it
 only travels in membership-change commands and in pysyncobj's default snapshot format; the
-adapter disables dynamic membership and writes snapshots in its own cbor2 format), and every
+quorum disables dynamic membership and writes snapshots in its own cbor2 format), and every
 other class or function.
 
 A rejected pickle never gets to call anything: ``find_class`` is the only way a pickle can name a

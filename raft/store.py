@@ -1,4 +1,4 @@
-"""The metadata state machine behind a lock, as the quorum adapter's ``StateMachine``.
+"""The metadata state machine behind a lock, as the quorum's ``StateMachine``.
 
 Thread model: ``apply`` and ``restore`` run on the quorum's Raft thread; every other thread reads
 through ``read()`` (a context manager holding the lock) or the copying helpers. Observers are
@@ -14,7 +14,8 @@ from contextlib import contextmanager
 
 import cbor2
 
-from .metadata import Applied, MetadataState
+from .metadata import MetadataState
+from .metadata_records import Applied
 
 __all__ = ["MetadataStore", "Observer"]
 

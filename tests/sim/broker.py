@@ -43,7 +43,8 @@ from raftlog.raft.commands import (
     ReplicasDamaged,
 )
 from raftlog.raft.listener import PartitionListener
-from raftlog.raft.metadata import MetadataState, TopicRecord
+from raftlog.raft.metadata import MetadataState
+from raftlog.raft.metadata_records import TopicRecord
 from raftlog.segments import BrokerStateStore
 
 from .controller import CONTROLLER, broker_node

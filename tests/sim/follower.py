@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from raftlog.cluster import replication
 from raftlog.cluster.replica_manager import FetchOutcome, FetchSpec, Partition
 from raftlog.cluster.replication import FollowerAction, FollowerDecision
-from raftlog.raft.metadata import NO_LEADER, TopicPartition
+from raftlog.raft.metadata_records import NO_LEADER, TopicPartition
 from raftlog.segments import StorageError
 
 from .node import RpcError

@@ -22,7 +22,8 @@ from typing import Any
 
 from raftlog.cluster.replica_manager import Partition
 from raftlog.cluster.replication import FollowerDecision, LeaderReplication
-from raftlog.raft.metadata import NO_LEADER, MetadataState, PartitionRecord
+from raftlog.raft.metadata import MetadataState
+from raftlog.raft.metadata_records import NO_LEADER, PartitionRecord
 
 from . import follower
 

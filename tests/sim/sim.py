@@ -38,7 +38,7 @@ from raftlog.chaos.history import OpF, OpType, dump_jsonl, read_value
 from raftlog.cluster.replica_manager import CONSUMER, FetchSpec
 from raftlog.raft.commands import CreateTopic
 from raftlog.raft.controller import ControllerConfig
-from raftlog.raft.metadata import NO_LEADER, TopicPartition
+from raftlog.raft.metadata_records import NO_LEADER, TopicPartition
 from raftlog.segments import StorageError
 
 from .broker import BrokerConfig, SimBroker

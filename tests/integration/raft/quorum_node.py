@@ -22,7 +22,8 @@ from typing import Any
 
 import cbor2
 
-from raftlog.raft.adapter import NotLeaderError, QuorumConfig, QuorumError, RaftQuorum
+from raftlog.raft.quorum import RaftQuorum
+from raftlog.raft.quorum_types import NotLeaderError, QuorumConfig, QuorumError
 
 
 class ListMachine:

@@ -1,4 +1,4 @@
-"""Hazard 7 of raft/adapter.py: nothing is acknowledged before it is on disk.
+"""Hazard 7 of raft/pysyncobj_guards.py: nothing is acknowledged before it is on disk.
 
 Three quorums in this process, joined by pysyncobj's own TCP transport on 127.0.0.1. Each node's
 journal gets an fdatasync *recorder* (the real fdatasync, then a note of the last log index the
@@ -16,6 +16,7 @@ had gone out: the first answer tripped the check.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 import time
@@ -26,8 +27,9 @@ from typing import Any, TypeVar
 import cbor2
 import pytest
 
-from raftlog.raft.adapter import QuorumConfig, QuorumError, RaftQuorum
 from raftlog.raft.journal import DurableJournal
+from raftlog.raft.quorum import RaftQuorum
+from raftlog.raft.quorum_types import QuorumConfig, QuorumError
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
@@ -82,7 +84,7 @@ class Recorder:
         transport = node._SyncObj__transport
         real_fdatasync = getattr(journal, "_fdatasync", None)
         real_send = transport.send
-        real_apply = quorum._apply_committed
+        real_apply = node._raftlog_hooks.apply
         self.synced[node_id] = 0
         self.fdatasyncs[node_id] = self.acks[node_id] = self.leader_applies[node_id] = 0
 
@@ -124,7 +126,7 @@ class Recorder:
         if real_fdatasync is not None:
             journal._fdatasync = fdatasync
         transport.send = send
-        quorum._apply_committed = apply_committed  # type: ignore[method-assign]
+        node._raftlog_hooks = dataclasses.replace(node._raftlog_hooks, apply=apply_committed)
 
 
 def test_acks_and_leader_commits_wait_for_fdatasync(tmp_path: Path) -> None:

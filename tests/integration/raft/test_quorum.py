@@ -1,4 +1,5 @@
-"""The hardened pysyncobj adapter against real processes on loopback (raft/adapter.py).
+"""The hardened pysyncobj quorum against real processes on loopback (raft/quorum.py and the guards
+of raft/pysyncobj_guards.py).
 
 Cluster tests run every node as a child process (quorum_node.py) bound to 127.0.0.1 on ports
 picked free; every child is killed by PID in a fixture finalizer, whatever the outcome. Every
@@ -29,7 +30,9 @@ from typing import Any, TypeVar
 import cbor2
 import pytest
 
-from raftlog.raft.adapter import (
+from raftlog.raft.pysyncobj_guards import wire_frame
+from raftlog.raft.quorum import RaftQuorum
+from raftlog.raft.quorum_types import (
     JOURNAL_FILE_NAME,
     SNAPSHOT_FILE_NAME,
     NotLeaderError,
@@ -38,12 +41,9 @@ from raftlog.raft.adapter import (
     QuorumError,
     QuorumStorageError,
     QuorumTimeoutError,
-    RaftQuorum,
-    SnapshotFile,
     WrongThreadError,
-    encode_snapshot_file,
-    wire_frame,
 )
+from raftlog.raft.snapshot_file import SnapshotFile, encode_snapshot_file
 
 pytestmark = pytest.mark.integration
 
@@ -303,7 +303,8 @@ def test_config_validation(tmp_path: Path, overrides: dict[str, Any], message: s
 
 def test_refuses_to_run_under_python_O(tmp_path: Path) -> None:
     code = (
-        "from raftlog.raft.adapter import *\n"
+        "from raftlog.raft.quorum import RaftQuorum\n"
+        "from raftlog.raft.quorum_types import QuorumConfig, QuorumError\n"
         f"c = QuorumConfig(1, {{1: '127.0.0.1:{free_port()}'}}, 's', {str(tmp_path)!r})\n"
         "try:\n    RaftQuorum(c, None)\nexcept QuorumError as e:\n    print('refused:', e)\n"
     )

@@ -1,4 +1,4 @@
-"""Hazard 16 of raft/adapter.py: the Raft port under hostile traffic, real sockets on 127.0.0.1.
+"""Hazard 16 (raft/pysyncobj_guards.py): the Raft port under hostile traffic, real sockets.
 
 Each test starts a cluster of quorum_node.py child processes with the harness of test_quorum.py
 (loaded from that file, not copied) and attacks one node's Raft port, from this process or from
@@ -35,13 +35,13 @@ from typing import Any
 
 import pytest
 
-from raftlog.raft.adapter import (
+from raftlog.raft.pysyncobj_guards import wire_frame
+from raftlog.raft.quorum_types import (
     MAX_HANDSHAKE_FRAME_BYTES,
     MAX_INFLATED_BYTES,
     MAX_UNAUTHENTICATED_CONNECTIONS,
     QuorumConfig,
     QuorumStorageError,
-    wire_frame,
 )
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from raftlog.cluster.replica_manager import (
 )
 from raftlog.cluster.replication import IsrProposal
 from raftlog.raft.listener import EventKind, PartitionEvent
-from raftlog.raft.metadata import PartitionRecord, TopicRecord
+from raftlog.raft.metadata_records import PartitionRecord, TopicRecord
 from raftlog.segments import build_batch
 from raftlog.segments.clock import MonoMs, WallMs
 from raftlog.segments.state import BrokerStateStore

@@ -14,7 +14,8 @@ from raftlog.raft.commands import (
     encode_command,
 )
 from raftlog.raft.controller import ControllerConfig, ControllerCore
-from raftlog.raft.metadata import NO_LEADER, MetadataState
+from raftlog.raft.metadata import MetadataState
+from raftlog.raft.metadata_records import NO_LEADER
 
 CONFIG = ControllerConfig(session_timeout_ms=1000, leader_rebalance_interval_ms=None)
 

@@ -27,7 +27,8 @@ from raftlog.raft.commands import (
     decode_command,
     encode_command,
 )
-from raftlog.raft.metadata import NO_LEADER, MetadataState
+from raftlog.raft.metadata import MetadataState
+from raftlog.raft.metadata_records import NO_LEADER
 
 from .test_metadata import cluster, create, part, run
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from raftlog.raft.listener import EventKind, PartitionListener
-from raftlog.raft.metadata import NO_LEADER, PartitionRecord
+from raftlog.raft.metadata_records import NO_LEADER, PartitionRecord
 
 BASE = PartitionRecord("t", 0, 1, (1, 2, 3), (1, 2, 3), 1, 0, 0)
 

@@ -32,12 +32,9 @@ from raftlog.raft.commands import (
     decode_command,
     encode_command,
 )
-from raftlog.raft.metadata import (
-    NO_LEADER,
-    MetadataState,
-    PartitionRecord,
-    decode_partition_rows,
-)
+from raftlog.raft.metadata import MetadataState
+from raftlog.raft.metadata_records import NO_LEADER, PartitionRecord
+from raftlog.raft.metadata_snapshot import decode_partition_rows
 from raftlog.raft.scram import ScramCredential, make_credential, verify_password
 
 

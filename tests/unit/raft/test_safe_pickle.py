@@ -1,4 +1,4 @@
-"""The allow-list unpickler that replaces pysyncobj's (raft/safe_pickle.py, adapter hazard 1).
+"""The allow-list unpickler that replaces pysyncobj's (raft/safe_pickle.py; guards' hazard 1).
 
 Legit messages are built exactly as pysyncobj 0.3.17 builds them: ``pickle.dumps(msg, 2)``
 (``pysyncobj.pickle.dumps``), with the shapes syncobj.py / transport.py / journal.py send.
@@ -18,13 +18,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from raftlog.raft import safe_pickle
-from raftlog.raft.adapter import (
-    SnapshotFile,
-    decode_snapshot_file,
-    encode_snapshot_file,
-    install_pysyncobj_guards,
-)
+from raftlog.raft.pysyncobj_guards import install_pysyncobj_guards
 from raftlog.raft.safe_pickle import UnpicklingRejected
+from raftlog.raft.snapshot_file import SnapshotFile, decode_snapshot_file, encode_snapshot_file
 
 
 class _Reducer:
@@ -174,7 +170,7 @@ def test_plain_data_round_trips(value: Any) -> None:
 
 
 def test_pysyncobj_loaders_are_patched() -> None:
-    # The only place the tests touch pysyncobj: to check what the adapter installed there.
+    # The only place the tests touch pysyncobj: to check what the guards installed there.
     import pysyncobj.journal
     import pysyncobj.pickle
     import pysyncobj.tcp_connection

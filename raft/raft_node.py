@@ -1,0 +1,131 @@
+"""The pysyncobj ``SyncObj`` subclass at the heart of the quorum: a few narrow overrides.
+
+pysyncobj's ``SyncObj`` runs Raft; :class:`RaftNode` changes it only where a hazard of
+:mod:`raftlog.raft.pysyncobj_guards` needs it, and calls back into its owner
+(:class:`~raftlog.raft.quorum.RaftQuorum`) through :class:`NodeHooks` for every decision:
+
+* hazard 7 (acknowledge only what is durable): every tick starts by making the journal durable
+  and sending the held answers; follower answers to append_entries are held until then; a
+  single voter syncs its no-op on becoming leader.
+* hazard 10 (no forwarding): a follower fails its queued commands with NOT_LEADER instead of
+  forwarding them to the leader.
+* hazard 14 (pre-vote): where pysyncobj decides whether to stand for election, the pre-vote
+  decides.
+
+Overrides use pysyncobj 0.3.17's name-mangled internals (``_SyncObj__...``); the version is
+pinned and checked by :func:`~raftlog.raft.pysyncobj_guards.install_pysyncobj_guards`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pysyncobj import SyncObj, replicated
+from pysyncobj.config import FAIL_REASON
+
+from .quorum_types import QuorumCounters
+
+__all__ = ["NodeHooks", "RaftNode"]
+
+_DRAIN_PER_TICK_MAX: Final = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class NodeHooks:
+    """What :class:`RaftNode` calls back into, all on the Raft thread."""
+
+    adopt: Callable[[Any], None]  # called first with the node: the Raft thread may call back
+    # (snapshot restore, fatal stop) before SyncObj.__init__ returns
+    apply: Callable[[int, bytes], bytes | None]  # (index, command) -> result; None: fatal
+    make_durable: Callable[[], None]  # fdatasync the journal, then send the held answers
+    hold_ack: Callable[[Any, dict[str, Any]], None]  # (peer, next_node_idx message)
+    prevote_won: Callable[[], bool]  # the election timer fired: may we stand now?
+
+
+class RaftNode(SyncObj):  # type: ignore[misc]
+    """The pysyncobj object. Owned by one :class:`~raftlog.raft.quorum.RaftQuorum`; everything
+    here runs on the Raft thread except ``raftlog_submit`` (thread-safe queue put).
+
+    No properties here: ``SyncObj.__init__`` calls ``getattr`` on every attribute (``dir``)
+    before its own fields exist. ``_raftlog_counters`` is where the guards of
+    :mod:`raftlog.raft.pysyncobj_guards` count what they see on this node's connections.
+    """
+
+    def __init__(
+        self,
+        hooks: NodeHooks,
+        counters: QuorumCounters,
+        self_address: str,
+        others: list[str],
+        conf: Any,
+    ):
+        self._raftlog_hooks = hooks
+        self._raftlog_counters = counters
+        hooks.adopt(self)
+        super().__init__(self_address, others, conf)
+
+    @replicated  # type: ignore[untyped-decorator]
+    def _raftlog_apply(self, command: bytes) -> bytes | None:
+        return self._raftlog_hooks.apply(self.raftLastApplied + 1, command)
+
+    def raftlog_submit(self, command: bytes, callback: Callable[[Any, int], None]) -> None:
+        self._raftlog_apply(command, callback=callback)
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:
+        # Hazard 7: every tick starts with the journal durable (one fdatasync for all that the
+        # last tick appended) and only then releases the acknowledgements held meanwhile; the
+        # leader's commit rule, which counts its own log, runs after this in the same tick.
+        self._raftlog_hooks.make_durable()
+        super()._onTick(timeToWait)
+
+    def _SyncObj__sendNextNodeIdx(
+        self,
+        node: Any,
+        reset: bool = False,
+        nextNodeIdx: int | None = None,
+        success: bool = False,
+    ) -> None:
+        # Hazard 7: a follower's answer to append_entries ("I hold everything below
+        # next_node_idx") waits for the fdatasync at the start of the next tick.
+        if nextNodeIdx is None:
+            nextNodeIdx = self._SyncObj__raftLog[-1][1] + 1
+        message = {
+            "type": "next_node_idx",
+            "next_node_idx": nextNodeIdx,
+            "reset": reset,
+            "success": success,
+        }
+        self._raftlog_hooks.hold_ack(node, message)
+
+    def _SyncObj__onBecomeLeader(self) -> None:
+        SyncObj._SyncObj__onBecomeLeader(self)
+        # A single voter wins inside _onTick's election step, and the commit rule later in
+        # that same tick counts its no-op: make it durable first. With peers, the win comes
+        # from a vote answer handled in the poll at the end of a tick, and the next tick's
+        # make_durable runs before that tick's commit rule; syncing here as well would only
+        # hold the new leader's first view (and its first accepted command) behind an
+        # fdatasync.
+        if not self._SyncObj__otherNodes:
+            self._raftlog_hooks.make_durable()
+
+    def _SyncObj__connectedToAnyone(self) -> bool:
+        # Overrides SyncObj.__connectedToAnyone (its mangled name). pysyncobj calls it only
+        # where a follower's or candidate's election timer has fired, to decide whether to
+        # stand: hazard 14 puts the pre-vote there.
+        return bool(self._raftlog_hooks.prevote_won())
+
+    def _checkCommandsToApply(self) -> None:
+        # Only a leader appends. pysyncobj would forward a follower's commands to the leader,
+        # a path whose callbacks were seen never to fire; fail them here instead.
+        if self._isLeader():
+            super()._checkCommandsToApply()
+            return
+        queue = self._SyncObj__commandsQueue
+        for _ in range(_DRAIN_PER_TICK_MAX):
+            try:
+                _command, callback = queue.get_nowait()
+            except Exception:  # queue.Empty
+                return
+            self._SyncObj__callErrCallback(FAIL_REASON.NOT_LEADER, callback)
