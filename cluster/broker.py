@@ -59,9 +59,11 @@ from raftlog.segments.clock import SYSTEM_CLOCK, Clock
 
 from . import restart
 from .auth import Authorizer, PasswordCheck
+from .broker_servicer import BrokerServicer
 from .config import BrokerConfig, Security
 from .controller_link import ControllerLink, ControllerUnreachable
 from .controller_service import ActiveController, ControllerError
+from .controller_servicer import ControllerServicer
 from .coordinator import OFFSETS_PARTITIONS, OFFSETS_TOPIC, GroupCoordinator
 from .fetcher import FetcherManager
 from .group_servicer import GroupServicer
@@ -70,7 +72,6 @@ from .quota import Quotas
 from .relay_proof import OriginSigner
 from .replica_manager import Partition, ReplicaManager, ReplicaManagerConfig
 from .replication import IsrProposal, alter_partition_outcome
-from .servicer import BrokerServicer, ControllerServicer
 from .tasks import TaskSet
 
 __all__ = [

@@ -18,6 +18,7 @@ import pytest
 
 from raftlog.cluster import controller_service
 from raftlog.cluster.auth import Authorizer
+from raftlog.cluster.broker_servicer import BrokerServicer
 from raftlog.cluster.config import ConfigFileError, Limits, parse_config
 from raftlog.cluster.controller_service import (
     ActiveController,
@@ -25,7 +26,7 @@ from raftlog.cluster.controller_service import (
     TopicRequest,
     fd_replica_budget,
 )
-from raftlog.cluster.servicer import BrokerServicer, ControllerServicer
+from raftlog.cluster.controller_servicer import ControllerServicer
 from raftlog.proto import broker_pb2, common_pb2
 from raftlog.raft.acl import AclIndex
 from raftlog.raft.commands import RegisterBroker, UnfenceBroker, encode_command
