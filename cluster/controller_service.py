@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import cbor2
 
+from raftlog.raft.adapter import NotLeaderError
 from raftlog.raft.assignment import AssignmentError, assign_replicas
 from raftlog.raft.commands import (
     AllocateProducerIds,
@@ -173,11 +174,12 @@ class ActiveController:
                 if future.done():
                     return
                 if error is not None or result is None:
-                    code = "REQUEST_TIMED_OUT"
-                    name = type(error).__name__
-                    if name == "NotLeaderError":
-                        code = "NOT_CONTROLLER"
-                    future.set_exception(ControllerError(code, f"{name}: {error}"))
+                    code = (
+                        "NOT_CONTROLLER"
+                        if isinstance(error, NotLeaderError)
+                        else "REQUEST_TIMED_OUT"
+                    )
+                    future.set_exception(ControllerError(code, f"{type(error).__name__}: {error}"))
                 else:
                     future.set_result(cbor2.loads(result))
 
