@@ -54,6 +54,7 @@ from raftlog.raft.acl import (
     Permission,
     ResourceType,
 )
+from raftlog.raft.metadata_records import BrokerRecord
 from raftlog.raft.scram import ScramCredential, verify_password
 
 __all__ = [
@@ -232,6 +233,14 @@ class Authorizer:
     def by_certificate(context: Any) -> bool:
         """True when the call came over the mutual-TLS listener (it carries a certificate)."""
         return bool(context.auth_context().get("x509_pem_cert"))
+
+    def listener_address(self, record: BrokerRecord, context: Any) -> str:
+        """The address of ``record`` on the listener this call came in on: a client of the password
+        listener has no certificate and must be sent to the other brokers' password listeners
+        (empty when that broker has none)."""
+        if not self.enabled or self.by_certificate(context):
+            return record.address
+        return record.password_address or ""
 
     def is_super(self, principal: Principal) -> bool:
         return not self.enabled or principal.is_broker or principal.name in self.super_users

@@ -1,13 +1,31 @@
 """One broker process: gRPC server, metadata-quorum member, replica manager, fetchers, controller.
 
-Concurrency model (DESIGN "Data plane"): one asyncio loop owns everything that serves requests —
-the replica manager, the purgatories, the fetchers, the controller shell — so none of it takes a
-lock. gRPC is grpc.aio on that loop. The only other thread is pysyncobj's Raft thread: it applies
-committed metadata into the ``MetadataStore`` (under the store's lock) and hands "something
-changed" to the loop with ``call_soon_threadsafe``; the loop turns changes into replica events
-through the ``PartitionListener``. Bounds: one in-flight fetch per leader per fetcher, produce and
-fetch waits bounded by the purgatories' ``max_operations``, gRPC messages by
-``MESSAGE_BYTES_MAX``.
+Thread model (DESIGN "Data plane"). The broker loop — the asyncio loop that runs ``Broker.run``
+(the main thread's, in ``run_broker``) — owns everything that serves requests: the replica
+manager, the purgatories, the fetchers (one task per leader broker), the controller shell, the
+group coordinator, the periodic tasks started in ``run`` and the fire-and-forget tasks kept in
+``TaskSet`` objects (AlterPartition sends, pings, the controller's decisions and probes). None
+of it takes a thread lock (an ``asyncio.Lock`` only orders coroutines: producer-id blocks,
+CreateTopics). gRPC is grpc.aio and every handler is a coroutine, so every RPC runs on the loop
+too; there is no handler thread pool (gRPC's C core polls its completion queue on a thread of
+its own, which runs none of our code). Other threads, and how they meet the loop:
+
+* pysyncobj's Raft thread applies committed metadata into the ``MetadataStore`` (under the
+  store's lock, which the loop's ``store.read()`` takes briefly) and hands "something changed"
+  to the loop with ``call_soon_threadsafe`` (``_on_applied``, coalesced); the loop turns changes
+  into replica events through the ``PartitionListener``. It also runs the callbacks of the
+  controller's submitted commands, which resolve their futures on the loop the same way.
+* the quorum's timeout thread fails submitted commands that overran their timeout (the same
+  callbacks).
+* one ``raftlog-fsync`` thread (``_in_background``) fsyncs rolled segments and their
+  directories; it reports back to the log under the log's ``_sync_lock``.
+* asyncio's default executor prepares a CreateTopic (replica assignment and encoding,
+  ``controller_service.py``) and waits out a damage report's metadata version.
+
+Bounds: one in-flight fetch per fetcher; produce and fetch waits bounded by the purgatories'
+``max_operations``; RPCs in flight by ``limits.requests_in_flight_max`` (and
+``streams_per_connection_max`` per connection); gRPC messages by ``MESSAGE_BYTES_MAX``; one ping
+in flight per peer.
 
 Start-up order: open state and decide whether the last stop may have lost unsynced writes
 (``restart.py``: a new boot id without a clean shutdown), start the quorum (journal + dump are
@@ -18,8 +36,8 @@ metadata may still name the previous process as a leader, and a log that lost it
 loss must never lead (followers would truncate their intact copies to it). The controller
 unfences us once we have applied our own registration. Damage found in a log (at open, on a read,
 by the background scrub) is reported to the controller, which moves leadership to an intact
-replica. SIGTERM: stop serving, stop fetchers, checkpoint, close logs and the quorum, and record
-the clean shutdown.
+replica. SIGTERM: stop serving, cancel the tasks, stop fetchers, wait for pending fsyncs,
+checkpoint, close logs and the quorum, and record the clean shutdown.
 """
 
 from __future__ import annotations
@@ -61,9 +79,11 @@ from raftlog.segments.clock import SYSTEM_CLOCK, Clock
 
 from . import restart
 from .auth import Authorizer, PasswordCheck
+from .broker_servicer import BrokerServicer
 from .config import BrokerConfig, Security
 from .controller_link import ControllerLink, ControllerUnreachable
 from .controller_service import ActiveController, ControllerError
+from .controller_servicer import ControllerServicer
 from .coordinator import OFFSETS_PARTITIONS, OFFSETS_TOPIC, GroupCoordinator
 from .fetcher import FetcherManager
 from .group_servicer import GroupServicer
@@ -72,7 +92,6 @@ from .quota import Quotas
 from .relay_proof import OriginSigner
 from .replica_manager import Partition, ReplicaManager, ReplicaManagerConfig
 from .replication import IsrProposal, alter_partition_outcome
-from .servicer import BrokerServicer, ControllerServicer
 from .tasks import TaskSet
 
 __all__ = [

@@ -45,6 +45,7 @@ from raftlog.raft.commands import (
 )
 from raftlog.raft.controller import ControllerConfig, ControllerCore, Subject
 from raftlog.raft.metadata import PARTITIONS_PER_TOPIC_MAX
+from raftlog.raft.quorum_types import NotLeaderError
 from raftlog.raft.store import MetadataStore
 from raftlog.raft.topic_config import ConfigError, validate_configs
 
@@ -173,11 +174,12 @@ class ActiveController:
                 if future.done():
                     return
                 if error is not None or result is None:
-                    code = "REQUEST_TIMED_OUT"
-                    name = type(error).__name__
-                    if name == "NotLeaderError":
-                        code = "NOT_CONTROLLER"
-                    future.set_exception(ControllerError(code, f"{name}: {error}"))
+                    code = (
+                        "NOT_CONTROLLER"
+                        if isinstance(error, NotLeaderError)
+                        else "REQUEST_TIMED_OUT"
+                    )
+                    future.set_exception(ControllerError(code, f"{type(error).__name__}: {error}"))
                 else:
                     future.set_result(cbor2.loads(result))
 

@@ -9,7 +9,7 @@ from raftlog.raft.acl import Operation, ResourceType
 
 from .auth import CLUSTER_RESOURCE, Principal
 from .coordinator import OFFSETS_TOPIC, CoordinatorError
-from .servicer import error, listener_address, typed_errors
+from .rpc_errors import denied, error, typed_errors
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -35,10 +35,7 @@ class GroupServicer(group_pb2_grpc.GroupCoordinatorServicer):
         principal = auth.principal(context)
         if auth.allowed(principal, operation, ResourceType.GROUP, group_id):
             return principal, None
-        return principal, error(
-            "GROUP_AUTHORIZATION_FAILED",
-            f"{principal.name} is not allowed {operation.name} on group {group_id}",
-        )
+        return principal, denied(principal, operation.name, "group", group_id)
 
     def _topic_allowed(self, principal: Principal, operation: Operation, topic: str) -> bool:
         return self.broker.authorizer.allowed(principal, operation, ResourceType.TOPIC, topic)
@@ -59,7 +56,7 @@ class GroupServicer(group_pb2_grpc.GroupCoordinatorServicer):
             leader = record.leader if record is not None else -1
             broker = state.brokers.get(leader)
             address = (
-                listener_address(broker, context, self.broker.authorizer)
+                self.broker.authorizer.listener_address(broker, context)
                 if broker is not None
                 else ""
             )

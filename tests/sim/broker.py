@@ -6,9 +6,9 @@ producer-state dedupe, damage handling, checkpoints), the ``segments`` logs in a
 directory (recovery at open), the ``BrokerStateStore`` (LMDB), ``cluster.restart`` (clean /
 crash / power-loss verdict from a per-machine boot id), the ``PartitionListener`` and a replica
 of ``MetadataState`` applying the committed log. What is simulated: the gRPC servicers (each
-RPC handler here restates what ``servicer.py`` does before calling the replica manager), the
-Raft member (the broker pulls the committed log from the controller: its apply lag), the
-fetchers (``follower.py``) and the clocks (``SimClock``).
+RPC handler here restates what ``cluster/data_rpcs.py`` and ``metadata_rpcs.py`` do before
+calling the replica manager), the Raft member (the broker pulls the committed log from the
+controller: its apply lag), the fetchers (``follower.py``) and the clocks (``SimClock``).
 
 ``make_replica_manager`` is the one place that builds a ``ReplicaManager``: its signature is in
 flux (typed time), so this adapts to either form.
@@ -337,7 +337,7 @@ class SimBroker:
             self.replicas.damage_reported(keys)
             self._request_pull()
 
-    # ---- RPC handlers (what servicer.py does around the replica manager) ---------------------
+    # ---- RPC handlers (what data_rpcs.py and metadata_rpcs.py do around the replica manager) -
 
     async def _produce(self, request: tuple[int, int, list[tuple[str, int, bytes]]]) -> Any:
         acks, timeout_ms, items = request

@@ -18,6 +18,7 @@ import pytest
 
 from raftlog.cluster import controller_service
 from raftlog.cluster.auth import Authorizer
+from raftlog.cluster.broker_servicer import BrokerServicer
 from raftlog.cluster.config import ConfigFileError, Limits, parse_config
 from raftlog.cluster.controller_service import (
     ActiveController,
@@ -25,11 +26,12 @@ from raftlog.cluster.controller_service import (
     TopicRequest,
     fd_replica_budget,
 )
-from raftlog.cluster.servicer import BrokerServicer, ControllerServicer
+from raftlog.cluster.controller_servicer import ControllerServicer
 from raftlog.proto import broker_pb2, common_pb2
 from raftlog.raft.acl import AclIndex
 from raftlog.raft.commands import RegisterBroker, UnfenceBroker, encode_command
 from raftlog.raft.controller import ControllerConfig
+from raftlog.raft.quorum_types import NotLeaderError, QuorumTimeoutError
 from raftlog.raft.store import MetadataStore
 
 Callback = Callable[[bytes | None, Any], None]
@@ -233,6 +235,33 @@ def test_a_quorum_that_raises_at_submission_gives_a_typed_error() -> None:
     with pytest.raises(ControllerError) as raised:
         create(ctrl, "t", 3)
     assert raised.value.code == "INVALID_REQUEST"
+
+
+class FailingQuorum(FakeQuorum):
+    """Reports every command as failed with ``error``, as the adapter's callback does."""
+
+    def __init__(self, store: MetadataStore, error: Exception) -> None:
+        super().__init__(store)
+        self.error = error
+
+    def submit_async(self, command: bytes, timeout_s: float, callback: Callback) -> None:
+        callback(None, self.error)
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (NotLeaderError(2), "NOT_CONTROLLER"),  # not applied: the client retries elsewhere
+        (QuorumTimeoutError("no result"), "REQUEST_TIMED_OUT"),  # may still commit
+    ],
+)
+def test_a_failed_submission_gives_the_code_of_its_cause(error: Exception, code: str) -> None:
+    store = cluster()
+    ctrl = controller(store, quorum=FailingQuorum(store, error))
+    with pytest.raises(ControllerError) as raised:
+        create(ctrl, "t", 3)
+    assert raised.value.code == code
+    assert type(error).__name__ in raised.value.message
 
 
 def test_an_unexpected_exception_in_a_servicer_becomes_a_typed_error() -> None:

@@ -1,0 +1,76 @@
+"""How every gRPC servicer answers a failure: a typed error value, never a bare gRPC status.
+
+Every response message has an ``error`` field (DESIGN "Errors are values with codes"). ``error``
+builds it from a code name, ``denied`` from an authorizer's refusal, ``result_error`` from a
+controller command's result map. No exception leaves a servicer: each unary method is wrapped by
+``typed_errors``, which logs what was unexpected and answers UNKNOWN_SERVER_ERROR in the
+response's ``error`` field, so a caller always gets a typed error, never a bare gRPC UNKNOWN.
+Used by the Broker (``broker_servicer.py``), Controller (``controller_servicer.py``) and Group
+(``group_servicer.py``) services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from raftlog.proto import common_pb2
+
+from .auth import AuthenticationFailed, Principal
+
+__all__ = ["Handler", "denied", "error", "result_error", "typed_errors"]
+
+logger = logging.getLogger(__name__)
+
+
+def error(code: str = "NONE", message: str = "") -> common_pb2.Error:
+    try:
+        value = common_pb2.ErrorCode.Value(code)
+    except ValueError:
+        value, message = common_pb2.UNKNOWN_SERVER_ERROR, f"{code}: {message}"
+    return common_pb2.Error(code=value, message=message)
+
+
+Handler = Callable[[Any, Any, Any], Awaitable[Any]]
+
+
+def typed_errors(response: type[Any]) -> Callable[[Handler], Handler]:
+    """Answer ``response(error=UNKNOWN_SERVER_ERROR)`` for anything a handler did not expect."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def guarded(self: Any, request: Any, context: Any) -> Any:
+            try:
+                return await handler(self, request, context)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise  # the call was cancelled, or the handler chose a gRPC status itself
+            except AuthenticationFailed as exc:
+                return response(error=error("SASL_AUTHENTICATION_FAILED", str(exc)))
+            except Exception as exc:
+                logger.exception("%s failed unexpectedly", handler.__name__)
+                return response(error=error("UNKNOWN_SERVER_ERROR", f"{type(exc).__name__}: {exc}"))
+
+        return guarded
+
+    return wrap
+
+
+def denied(principal: Principal, operation: str, resource: str, name: object) -> common_pb2.Error:
+    """``principal`` may not do ``operation`` on ``resource`` ``name``: the matching
+    *_AUTHORIZATION_FAILED code."""
+    code = {"topic": "TOPIC_AUTHORIZATION_FAILED", "group": "GROUP_AUTHORIZATION_FAILED"}.get(
+        resource, "CLUSTER_AUTHORIZATION_FAILED"
+    )
+    return error(code, f"{principal.name} is not allowed {operation} on {resource} {name}")
+
+
+def result_error(result: dict[str, Any]) -> common_pb2.Error:
+    """The error of a controller result map (NONE when it carries none)."""
+    if "error" in result:
+        return error(str(result["error"]), str(result.get("message", "")))
+    return error()
