@@ -29,7 +29,7 @@ from raftlog.client import RaftlogError
 from .availability import availability
 from .checker import check, render_summary
 from .history import HistoryFormatError, Op, load_jsonl
-from .netns import NetnsError, NetnsUnavailableError
+from .network import NetnsError, NetnsUnavailableError
 from .report import availability_line
 from .runner import EXIT_ANOMALIES, EXIT_INCOMPLETE, EXIT_VALID, RunConfig, run
 from .scenario import NO_FAULTS, UNCLEAN_SCENARIO, parse_nemeses

@@ -18,8 +18,8 @@ Threads: the main thread runs the phases (and the live view refreshes itself fro
 drives faults until the final heal, which the main thread does after joining it. Every wait is
 bounded; ``NetnsCluster`` removes namespaces and brokers on any exit, Ctrl-C included.
 
-Everything random derives from ``--seed``: the fault schedule (``nemesis.Schedule``), the
-nemeses' node choices (``nemesis.nemesis_rng``) and each producer's partition choices, so a run
+Everything random derives from ``--seed``: the fault schedule (``schedule.Schedule``), the
+nemeses' node choices (``schedule.nemesis_rng``) and each producer's partition choices, so a run
 is replayed with its seed (timings, of course, differ).
 """
 
@@ -48,23 +48,9 @@ from .checker import CheckResult, check
 from .drain import LeaderDrain, NodeLog, drain_leader, drain_node
 from .history import Op
 from .lazyfs import fuse_unavailable
-from .nemesis import (
-    Nemesis,
-    NemesisContext,
-    Placement,
-    Schedule,
-    ScheduledFault,
-    StorageRisk,
-    make_nemesis,
-    nemesis_rng,
-)
-from .netns import (
-    NetnsCluster,
-    NetnsError,
-    NetnsUnavailableError,
-    check_available,
-    cleanup_stale,
-)
+from .nemesis import Nemesis, NemesisContext, make_nemesis
+from .netns import NetnsCluster
+from .network import NetnsError, NetnsUnavailableError, check_available
 from .report import (
     LiveSnapshot,
     acked_not_in_final_log,
@@ -76,6 +62,7 @@ from .report import (
     timeline_from_history,
     write_timeline_png,
 )
+from .runs import cleanup_stale
 from .scenario import (
     NO_FAULTS,
     UNCLEAN_SCENARIO,
@@ -86,6 +73,8 @@ from .scenario import (
     schedule_names,
     unclean_script,
 )
+from .schedule import Schedule, ScheduledFault, nemesis_rng
+from .targets import Placement, StorageRisk
 from .workload import (
     PRODUCER_MODES,
     ConsumerWorker,

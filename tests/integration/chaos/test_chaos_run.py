@@ -28,7 +28,7 @@ from rich.console import Console
 
 from raftlog.chaos.checker import Kind
 from raftlog.chaos.history import load_jsonl
-from raftlog.chaos.netns import NetnsUnavailableError, check_available
+from raftlog.chaos.network import NetnsUnavailableError, check_available
 from raftlog.chaos.runner import EXIT_ANOMALIES, EXIT_VALID, RunConfig, RunOutcome, run
 from raftlog.chaos.scenario import UNCLEAN_SCENARIO
 

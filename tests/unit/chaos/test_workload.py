@@ -37,7 +37,7 @@ from raftlog.chaos.history import (
     read_value,
     send_value,
 )
-from raftlog.chaos.nemesis import NEMESIS_NAMES, FaultRecord, NemesisContext, ScheduledFault
+from raftlog.chaos.nemesis import NEMESIS_NAMES, FaultRecord, NemesisContext
 from raftlog.chaos.report import (
     LiveSnapshot,
     acked_not_in_final_log,
@@ -62,6 +62,7 @@ from raftlog.chaos.scenario import (
     schedule_names,
     unclean_script,
 )
+from raftlog.chaos.schedule import ScheduledFault
 from raftlog.chaos.workload import (
     DEFINITE_FAIL_CODES,
     ProducerWorker,
