@@ -24,7 +24,8 @@ import grpc
 import pytest
 from rich.console import Console
 
-from raftlog.chaos.checker import Kind, check
+from raftlog.chaos.anomalies import Kind
+from raftlog.chaos.checker import check
 from raftlog.chaos.cli import _parser as chaos_parser
 from raftlog.chaos.cli import main as chaos_main
 from raftlog.chaos.history import (
@@ -46,7 +47,7 @@ from raftlog.chaos.report import (
     timeline_from_history,
     write_timeline_png,
 )
-from raftlog.chaos.runner import RunConfig, plan_faults
+from raftlog.chaos.run_config import RunConfig, plan_faults
 from raftlog.chaos.scenario import (
     CUT_STEP,
     KILL_STEP,
