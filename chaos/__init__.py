@@ -3,7 +3,8 @@
 Nothing else of raftlog imports this package (the CLI loads it lazily for ``raftlog chaos``).
 """
 
-from .checker import BAD_KINDS, Anomaly, CheckResult, Kind, Summary, check, render_summary
+from .anomalies import BAD_KINDS, Anomaly, CheckResult, Kind, Summary, render_summary
+from .checker import check
 from .history import (
     HistoryBuilder,
     HistoryFormatError,

@@ -26,12 +26,14 @@ from rich.text import Text
 
 from raftlog.client import RaftlogError
 
+from .anomalies import render_summary
 from .availability import availability
-from .checker import check, render_summary
+from .checker import check
 from .history import HistoryFormatError, Op, load_jsonl
-from .netns import NetnsError, NetnsUnavailableError
+from .network import NetnsError, NetnsUnavailableError
 from .report import availability_line
-from .runner import EXIT_ANOMALIES, EXIT_INCOMPLETE, EXIT_VALID, RunConfig, run
+from .run_config import RunConfig
+from .runner import EXIT_ANOMALIES, EXIT_INCOMPLETE, EXIT_VALID, run
 from .scenario import NO_FAULTS, UNCLEAN_SCENARIO, parse_nemeses
 from .workload import PRODUCER_MODES
 

@@ -1,15 +1,15 @@
 """Nemeses: the faults a chaos run injects, Jepsen's way — each one a start, a stop that heals,
-and a final heal — plus the seeded schedule that says when each fault starts and how long it lasts.
+and a final heal.
 
-Three layers, only the last one does anything:
+Three layers; this module is the last, the only one that does anything:
 
 1. **Choosing** (pure): which nodes a fault hits, from the node ids and a ``random.Random`` —
-   ``random_halves``, ``isolation_groups``, ``majorities_ring``, ``bridge_grudge``,
-   ``choose_targets``. A *grudge* is Jepsen's: node → the nodes whose packets it drops.
-2. **Scheduling** (pure): ``Schedule(seed, nemeses, ...)`` yields ``ScheduledFault(start_at_s,
-   nemesis, duration_s)`` events — the same list for the same arguments, so a failing run is
-   reproduced with its seed. The schedule draws from its own ``Random(seed)``; the nemeses get
-   ``nemesis_rng(seed)``, so changing one never shifts the other.
+   the partition shapes as grudges in cuts.py (``random_halves``, ``isolation_groups``,
+   ``majorities_ring``, ``bridge_grudge``; a *grudge* is Jepsen's: node → the nodes whose
+   packets it drops), the targets of process and storage faults in targets.py
+   (``choose_targets``, ``StorageRisk``).
+2. **Scheduling** (pure): when each fault starts and how long it lasts — schedule.py's
+   ``Schedule``, seeded, so a failing run is reproduced with its seed.
 3. **Acting**: a ``Nemesis`` drives a ``ClusterControl`` (``NetnsCluster`` is one; tests use a
    fake). ``start`` returns a ``FaultRecord`` with ``stop_s=None``; ``stop`` heals and returns
    the same record with ``stop_s`` set; ``final_heal`` heals whatever its kind of fault could
@@ -26,7 +26,8 @@ The packages (``NEMESIS_NAMES``)::
     isolate-node         one random node alone
     isolate-leaders      every partition leader alone, the rest together
     isolate-controller   the active controller alone
-    majorities-ring      every node sees a majority, no two the same (5 nodes; see below)
+    majorities-ring      every node sees a majority, no two the same (5 nodes; see
+                         cuts.majorities_ring)
     bridge               two halves joined by one node that sees both
     kill                 kill -9 a random node; heal = start it again
     pause                SIGSTOP a random node; heal = SIGCONT
@@ -43,12 +44,20 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
-from enum import Enum
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
+from .cuts import (
+    Grudge,
+    bridge_grudge,
+    complete_grudge,
+    isolation_groups,
+    random_halves,
+    ring_grudge,
+)
 from .diskfault import Damage, choose_damage
+from .targets import Placement, StorageRisk, Targets, choose_targets
 
 __all__ = [
     "NEMESIS_NAMES",
@@ -58,7 +67,6 @@ __all__ = [
     "Cut",
     "DiskNemesis",
     "FaultRecord",
-    "Grudge",
     "HalvesNemesis",
     "IsolateControllerNemesis",
     "IsolateLeadersNemesis",
@@ -68,217 +76,12 @@ __all__ = [
     "NemesisContext",
     "PartitionNemesis",
     "PauseNemesis",
-    "Placement",
     "PowerLossNemesis",
     "RingNemesis",
-    "Schedule",
-    "ScheduledFault",
-    "StorageRisk",
-    "Targets",
-    "bridge_grudge",
-    "choose_targets",
-    "complete_grudge",
-    "isolation_groups",
-    "majorities_ring",
     "make_nemesis",
-    "nemesis_rng",
-    "random_halves",
-    "ring_grudge",
-    "views",
 ]
 
-Grudge = Mapping[int, frozenset[int]]  # node → nodes whose packets it drops (Jepsen's grudge)
-
-
-def _majority(n: int) -> int:
-    return n // 2 + 1
-
-
-def _sorted_nodes(nodes: Sequence[int] | Set[int]) -> list[int]:
-    out = sorted(set(nodes))
-    if not out:
-        raise ValueError("a fault needs at least one node")
-    return out
-
-
-# ---- 1. choosing: pure functions of node ids and an rng ------------------------------------
-
-
-def complete_grudge(groups: Sequence[Set[int]]) -> dict[int, frozenset[int]]:
-    """Every node drops packets from every node outside its own group (both directions cut)."""
-    everyone = frozenset(n for g in groups for n in g)
-    if sum(len(g) for g in groups) != len(everyone):
-        raise ValueError(f"groups overlap: {[sorted(g) for g in groups]}")
-    return {n: everyone - frozenset(g) for g in groups for n in g}
-
-
-def views(nodes: Sequence[int] | Set[int], grudge: Grudge) -> dict[int, frozenset[int]]:
-    """node → the nodes it hears from (itself included) under ``grudge``."""
-    everyone = frozenset(nodes)
-    return {n: everyone - grudge.get(n, frozenset()) for n in everyone}
-
-
-def random_halves(nodes: Sequence[int] | Set[int], rng: random.Random) -> list[frozenset[int]]:
-    """Shuffled, then cut in two: ``[smaller half, larger half]`` (Jepsen's bisect)."""
-    order = _sorted_nodes(nodes)
-    if len(order) < 2:
-        raise ValueError("halves need at least two nodes")
-    rng.shuffle(order)
-    cut = len(order) // 2
-    return [frozenset(order[:cut]), frozenset(order[cut:])]
-
-
-def isolation_groups(nodes: Sequence[int] | Set[int], isolated: Set[int]) -> list[frozenset[int]]:
-    """Each isolated node alone, the others together (Jepsen's :primaries partition)."""
-    everyone = _sorted_nodes(nodes)
-    unknown = set(isolated) - set(everyone)
-    if unknown:
-        raise ValueError(f"cannot isolate unknown node(s) {sorted(unknown)}")
-    groups = [frozenset({n}) for n in sorted(isolated)]
-    rest = frozenset(everyone) - frozenset(isolated)
-    if rest:
-        groups.append(rest)
-    return groups
-
-
-def majorities_ring(
-    nodes: Sequence[int] | Set[int], rng: random.Random
-) -> dict[int, frozenset[int]]:
-    """node → the majority it sees: every view is a majority and no two views are equal.
-
-    Jepsen's perfect ring: shuffle the nodes into a ring, take each window of ``m`` (majority)
-    consecutive nodes, and give the window to its middle node. With 5 nodes each node sees its
-    two ring neighbours, which see it back (a symmetric cut). With 3 nodes no symmetric answer
-    exists: a sees b but b does not see a, so every pair loses one direction — for TCP that is
-    every link broken. Use it with 5 nodes.
-    """
-    order = _sorted_nodes(nodes)
-    n = len(order)
-    if n < 3:
-        raise ValueError("a majorities ring needs at least three nodes")
-    rng.shuffle(order)
-    m = _majority(n)
-    out = {}
-    for start in range(n):
-        window = [order[(start + k) % n] for k in range(m)]
-        out[window[m // 2]] = frozenset(window)
-    return out
-
-
-def ring_grudge(nodes: Sequence[int] | Set[int], rng: random.Random) -> dict[int, frozenset[int]]:
-    everyone = frozenset(nodes)
-    return {n: everyone - seen for n, seen in majorities_ring(nodes, rng).items()}
-
-
-def bridge_grudge(
-    nodes: Sequence[int] | Set[int], rng: random.Random
-) -> tuple[int, dict[int, frozenset[int]]]:
-    """(bridge node, grudge): two halves that cannot talk, and one node that talks to both."""
-    order = _sorted_nodes(nodes)
-    if len(order) < 3:
-        raise ValueError("a bridge needs at least three nodes")
-    rng.shuffle(order)
-    half = (len(order) - 1) // 2
-    left, bridge, right = frozenset(order[:half]), order[half], frozenset(order[half + 1 :])
-    grudge = {n: right for n in left} | {n: left for n in right} | {bridge: frozenset()}
-    return bridge, grudge
-
-
-class Targets(Enum):
-    """Which nodes a process fault (kill, pause) hits."""
-
-    ONE = "one"
-    MINORITY = "minority"  # a random minority, at least one
-    MAJORITY = "majority"
-    ALL = "all"
-    LEADERS = "leaders"  # the partition leaders (none known: nothing to do)
-
-
-def choose_targets(
-    candidates: Sequence[int] | Set[int],
-    targets: Targets,
-    rng: random.Random,
-    *,
-    cluster_size: int,
-    leaders: Set[int] = frozenset(),
-) -> frozenset[int]:
-    """The nodes to hit among ``candidates`` (e.g. the running ones); empty when none fit."""
-    pool = sorted(set(candidates))
-    if not pool:
-        return frozenset()
-    match targets:
-        case Targets.ONE:
-            count = 1
-        case Targets.MINORITY:
-            count = max(1, rng.randint(1, max(1, (cluster_size - 1) // 2)))
-        case Targets.MAJORITY:
-            count = _majority(cluster_size)
-        case Targets.ALL:
-            return frozenset(pool)
-        case Targets.LEADERS:
-            return frozenset(set(pool) & set(leaders))
-    return frozenset(rng.sample(pool, min(count, len(pool))))
-
-
-# ---- 2. scheduling --------------------------------------------------------------------------
-
-
-class ScheduledFault(NamedTuple):
-    start_at_s: float  # since the run started
-    nemesis: str
-    duration_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class Schedule:
-    """When each fault starts and how long it lasts; pure and bounded.
-
-    The first fault starts after one quiet interval; each next one a fresh interval after the
-    previous one healed; none runs past ``time_limit_s``; at most ``events_max`` events.
-    """
-
-    seed: int
-    nemeses: tuple[str, ...]
-    interval_s: tuple[float, float] = (5.0, 10.0)  # quiet time before each fault (min, max)
-    duration_s: tuple[float, float] = (5.0, 15.0)  # how long each fault lasts (min, max)
-    time_limit_s: float = 60.0
-    events_max: int = 1000
-
-    def __post_init__(self) -> None:
-        if not self.nemeses:
-            raise ValueError("a schedule needs at least one nemesis")
-        unknown = [n for n in self.nemeses if n not in NEMESIS_NAMES]
-        if unknown:
-            raise ValueError(f"unknown nemesis {unknown}; known: {', '.join(NEMESIS_NAMES)}")
-        for name, (lo, hi) in (("interval_s", self.interval_s), ("duration_s", self.duration_s)):
-            if not 0 < lo <= hi:
-                raise ValueError(f"{name} must be (min, max) with 0 < min <= max, not {lo, hi}")
-        if self.time_limit_s <= 0 or self.events_max <= 0:
-            raise ValueError("time_limit_s and events_max must be positive")
-
-    def __iter__(self) -> Iterator[ScheduledFault]:
-        rng = random.Random(self.seed)
-        t = 0.0
-        for _ in range(self.events_max):
-            t += rng.uniform(*self.interval_s)
-            duration = rng.uniform(*self.duration_s)
-            name = rng.choice(self.nemeses)
-            if t + duration > self.time_limit_s:
-                return
-            yield ScheduledFault(round(t, 3), name, round(duration, 3))
-            t += duration
-
-    def events(self) -> list[ScheduledFault]:
-        return list(self)
-
-
-def nemesis_rng(seed: int) -> random.Random:
-    """The rng the nemeses choose nodes with: derived from the run's seed, apart from the
-    schedule's, so one run's choices replay exactly."""
-    return random.Random(f"raftlog-nemesis-{seed}")
-
-
-# ---- 3. acting ------------------------------------------------------------------------------
+# ---- acting ---------------------------------------------------------------------------------
 
 
 class ClusterControl(Protocol):
@@ -324,69 +127,8 @@ def _no_controller() -> int | None:
     return None
 
 
-# (replicas, isr) of every partition the workload uses; None when the metadata cannot be read
-Placement = Sequence[tuple[tuple[int, ...], tuple[int, ...]]] | None
-
-
 def _no_placement() -> Placement:
     return None
-
-
-@dataclass(slots=True)
-class StorageRisk:
-    """Which nodes may still miss data after a power loss or a disk fault (shared by the storage
-    nemeses of one run).
-
-    The fault model (README, "Durability") holds power loss and damage of a *minority* of each
-    partition's replicas, and of the voters, at any instant. A node's fault lasts beyond its
-    reboot: its replicas may miss data until they are back in the ISR. So a storage fault is
-    injected only when, counting the nodes still at risk, every partition keeps a majority of
-    replicas that cannot have lost anything; otherwise it is skipped (and counted) — the harness
-    tests the model it states, and a run that went outside it would prove nothing.
-    """
-
-    nodes: set[int] = field(default_factory=set)  # faulted, not yet back in every ISR
-    skipped: int = 0  # faults not injected because they would leave the model
-
-    def refresh(self, placement: Placement, powered_off: Set[int]) -> None:
-        if placement is None:
-            return
-        for node in list(self.nodes):
-            held = [isr for replicas, isr in placement if node in replicas]
-            if node not in powered_off and all(node in isr for isr in held):
-                self.nodes.discard(node)
-
-    def allows(self, chosen: Set[int], placement: Placement, voters: int) -> bool:
-        if placement is None:
-            return False  # cannot tell: do not risk leaving the model
-        at_risk = self.nodes | set(chosen)
-        if len(at_risk) > (voters - 1) // 2:
-            return False
-        return all(
-            len(at_risk & set(replicas)) <= (len(replicas) - 1) // 2 for replicas, _ in placement
-        )
-
-    def choose(
-        self,
-        wanted: Set[int],
-        candidates: Sequence[int],
-        placement: Placement,
-        voters: int,
-        rng: random.Random,
-    ) -> frozenset[int]:
-        """The largest part of ``wanted`` (then of the other candidates, up to as many) that
-        keeps the model; empty when no node can be hit now."""
-        chosen: set[int] = set()
-        others = [n for n in candidates if n not in wanted]
-        rng.shuffle(others)
-        for node in [*sorted(wanted), *others]:
-            if len(chosen) >= len(wanted):
-                break
-            if self.allows(chosen | {node}, placement, voters):
-                chosen.add(node)
-        if not chosen:
-            self.skipped += 1
-        return frozenset(chosen)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .checker import CheckResult, render_summary
+from .anomalies import CheckResult, render_summary
 from .history import Op, OpF, OpType
 from .nemesis import FaultRecord
 

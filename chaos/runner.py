@@ -1,4 +1,5 @@
-"""One chaos run, end to end: cluster up, workload + nemeses, heal, drain, check, report.
+"""One chaos run, end to end: cluster up, workload + nemeses, heal, drain, check, report. What
+the run is (its options, its fault plan) is run_config.py's ``RunConfig``.
 
 The phases (Jepsen's: generator with faults, then the final generator)::
 
@@ -18,8 +19,8 @@ Threads: the main thread runs the phases (and the live view refreshes itself fro
 drives faults until the final heal, which the main thread does after joining it. Every wait is
 bounded; ``NetnsCluster`` removes namespaces and brokers on any exit, Ctrl-C included.
 
-Everything random derives from ``--seed``: the fault schedule (``nemesis.Schedule``), the
-nemeses' node choices (``nemesis.nemesis_rng``) and each producer's partition choices, so a run
+Everything random derives from ``--seed``: the fault schedule (``schedule.Schedule``), the
+nemeses' node choices (``schedule.nemesis_rng``) and each producer's partition choices, so a run
 is replayed with its seed (timings, of course, differ).
 """
 
@@ -29,7 +30,6 @@ import contextlib
 import json
 import logging
 import random
-import shlex
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -43,28 +43,15 @@ from rich.live import Live
 
 from raftlog.client import Admin
 
+from .anomalies import CheckResult
 from .availability import availability
-from .checker import CheckResult, check
+from .checker import check
 from .drain import LeaderDrain, NodeLog, drain_leader, drain_node
 from .history import Op
 from .lazyfs import fuse_unavailable
-from .nemesis import (
-    Nemesis,
-    NemesisContext,
-    Placement,
-    Schedule,
-    ScheduledFault,
-    StorageRisk,
-    make_nemesis,
-    nemesis_rng,
-)
-from .netns import (
-    NetnsCluster,
-    NetnsError,
-    NetnsUnavailableError,
-    check_available,
-    cleanup_stale,
-)
+from .nemesis import Nemesis, NemesisContext, make_nemesis
+from .netns import NetnsCluster
+from .network import NetnsError, NetnsUnavailableError, check_available
 from .report import (
     LiveSnapshot,
     acked_not_in_final_log,
@@ -76,18 +63,19 @@ from .report import (
     timeline_from_history,
     write_timeline_png,
 )
+from .run_config import RunConfig, default_out_dir, plan_faults
+from .runs import cleanup_stale
 from .scenario import (
     NO_FAULTS,
-    UNCLEAN_SCENARIO,
     FaultLog,
     NemesisThread,
     PartitionState,
     scenario_nemeses,
     schedule_names,
-    unclean_script,
 )
+from .schedule import ScheduledFault, nemesis_rng
+from .targets import Placement, StorageRisk
 from .workload import (
-    PRODUCER_MODES,
     ConsumerWorker,
     ProducerStats,
     ProducerWorker,
@@ -103,11 +91,8 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_UNAVAILABLE",
     "EXIT_VALID",
-    "RunConfig",
     "RunOutcome",
-    "default_out_dir",
     "partition_states",
-    "plan_faults",
     "run",
 ]
 
@@ -125,147 +110,6 @@ WORKER_JOIN_TIMEOUT_S = 15.0
 
 
 @dataclass(frozen=True, slots=True)
-class RunConfig:
-    """Everything that defines a run (``raftlog chaos run`` options)."""
-
-    nodes: int = 3
-    nemeses: tuple[str, ...] = ("partition", "kill", "pause")
-    time_limit_s: float = 60.0
-    rate_per_s: float = 100.0
-    seed: int = 0
-    out_dir: Path | None = None
-    unsafe: bool = False
-    partitions: int = 3
-    producers: int = 4
-    consumers: int = 2
-    quiet_s: float = 5.0
-    fault_interval_s: tuple[float, float] = (5.0, 10.0)
-    fault_duration_s: tuple[float, float] = (5.0, 15.0)
-    replica_lag_ms_max: int = 5000
-    replica_silence_ms_max: int = 1000
-    session_timeout_ms: int = 1500
-    heartbeat_interval_ms: int = 150
-    request_timeout_ms: int = 2000
-    drain_timeout_s: float = 60.0
-    topic: str = "chaos"
-    prefix: str = "rl"  # namespace / interface prefix (tests use their own)
-    live: bool = True
-    producer_mode: str = "once"  # once | idempotent | retry (workload.py's module docstring)
-    delivery_timeout_ms: int = 10_000  # retrying modes: how long one op keeps retrying
-    drop_produce_responses: float = 0.0  # brokers drop this share of Produce answers (testing)
-    # fail the run (EXIT_UNAVAILABLE) when a partition takes longer than this to acknowledge again
-    # after a heal, or never does in its window; None: availability is measured, not judged
-    max_recovery_s: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.nodes not in (3, 5):
-            raise ValueError(f"--nodes is 3 or 5, not {self.nodes}")
-        if self.time_limit_s <= 0 or self.rate_per_s <= 0:
-            raise ValueError("--time-limit and --rate must be positive")
-        if not 1 <= self.partitions <= 64 or not 1 <= self.producers <= 64:
-            raise ValueError("--partitions and --producers must be in [1, 64]")
-        if not 0 <= self.consumers <= 16:
-            raise ValueError("--consumers must be in [0, 16]")
-        if self.producer_mode not in PRODUCER_MODES:
-            raise ValueError(f"--producer is one of {', '.join(PRODUCER_MODES)}")
-        if not 0.0 <= self.drop_produce_responses < 1.0:
-            raise ValueError("--drop-produce-responses must be in [0, 1)")
-
-    @property
-    def scenario(self) -> bool:
-        return UNCLEAN_SCENARIO in self.nemeses
-
-    @property
-    def lazyfs(self) -> bool:
-        """Data dirs on lazyfs mounts: needed when a power loss may be scheduled."""
-        return not self.scenario and "power-loss" in schedule_names(self.nemeses, self.nodes)
-
-    @property
-    def replication_factor(self) -> int:
-        # the scenario needs a broker outside the target's replicas (module doc of scenario.py)
-        return min(3, self.nodes - 1) if self.scenario else min(3, self.nodes)
-
-    @property
-    def min_insync_replicas(self) -> int:
-        return 1 if self.unsafe else min(2, self.replication_factor)
-
-    @property
-    def topic_configs(self) -> dict[str, str]:
-        return {
-            "min.insync.replicas": str(self.min_insync_replicas),
-            "unclean.leader.election.enable": "true" if self.unsafe else "false",
-        }
-
-    def command_line(self) -> str:
-        """The command that replays this run (same seed, same schedule)."""
-        args = [
-            "raftlog",
-            "chaos",
-            "run",
-            "--nodes",
-            str(self.nodes),
-            "--nemesis",
-            ",".join(self.nemeses),
-            "--time-limit",
-            f"{self.time_limit_s:g}",
-            "--rate",
-            f"{self.rate_per_s:g}",
-            "--seed",
-            str(self.seed),
-            "--partitions",
-            str(self.partitions),
-            "--producers",
-            str(self.producers),
-            "--consumers",
-            str(self.consumers),
-            "--quiet",
-            f"{self.quiet_s:g}",
-            "--fault-interval",
-            f"{self.fault_interval_s[0]:g},{self.fault_interval_s[1]:g}",
-            "--fault-duration",
-            f"{self.fault_duration_s[0]:g},{self.fault_duration_s[1]:g}",
-        ]
-        if self.unsafe:
-            args.append("--unsafe")
-        if self.producer_mode != "once":
-            args += ["--producer", self.producer_mode]
-        if self.drop_produce_responses:
-            args += ["--drop-produce-responses", f"{self.drop_produce_responses:g}"]
-        if self.max_recovery_s is not None:
-            args += ["--max-recovery-s", f"{self.max_recovery_s:g}"]
-        return shlex.join(args)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "nodes": self.nodes,
-            "nemeses": list(self.nemeses),
-            "time_limit_s": self.time_limit_s,
-            "rate_per_s": self.rate_per_s,
-            "seed": self.seed,
-            "unsafe": self.unsafe,
-            "topic": self.topic,
-            "partitions": self.partitions,
-            "replication_factor": self.replication_factor,
-            "topic_configs": self.topic_configs,
-            "producers": self.producers,
-            "consumers": self.consumers,
-            "quiet_s": self.quiet_s,
-            "fault_interval_s": list(self.fault_interval_s),
-            "fault_duration_s": list(self.fault_duration_s),
-            "replica_lag_ms_max": self.replica_lag_ms_max,
-            "replica_silence_ms_max": self.replica_silence_ms_max,
-            "session_timeout_ms": self.session_timeout_ms,
-            "request_timeout_ms": self.request_timeout_ms,
-            "producer_mode": self.producer_mode,
-            "lazyfs": self.lazyfs,
-            "delivery_timeout_ms": self.delivery_timeout_ms,
-            "drop_produce_responses": self.drop_produce_responses,
-            "max_recovery_s": self.max_recovery_s,
-            "command": self.command_line(),
-        }
-
-
-@dataclass(frozen=True, slots=True)
 class RunOutcome:
     """What ``run`` returns: the verdict, where everything went, and the exit code."""
 
@@ -278,32 +122,6 @@ class RunOutcome:
     @property
     def valid(self) -> bool:
         return self.result is not None and self.result.valid
-
-
-def default_out_dir(seed: int, now: datetime | None = None) -> Path:
-    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
-    return Path(".raftlog-chaos") / f"{stamp}-seed{seed}"
-
-
-def plan_faults(config: RunConfig) -> list[ScheduledFault]:
-    """The run's fault timeline (pure): the scripted scenario, nothing, or the seeded schedule.
-    Raises ValueError when the time limit cannot hold the scenario."""
-    if config.scenario:
-        return unclean_script(
-            replica_lag_ms_max=config.replica_lag_ms_max,
-            session_timeout_ms=config.session_timeout_ms,
-            time_limit_s=config.time_limit_s,
-        )
-    names = schedule_names(config.nemeses, config.nodes)
-    if not names:
-        return []
-    return Schedule(
-        config.seed,
-        names,
-        interval_s=config.fault_interval_s,
-        duration_s=config.fault_duration_s,
-        time_limit_s=config.time_limit_s,
-    ).events()
 
 
 # ---- cluster views -------------------------------------------------------------------------

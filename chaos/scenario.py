@@ -10,11 +10,11 @@ Pure except the two scenario nemeses' ``start``/``stop`` (they drive a ``Cluster
     partition   every partition nemesis (halves, isolate-node, isolate-leaders,
                 isolate-controller, bridge; majorities-ring too with 5 nodes)
     kill, pause, power-loss, disk, and any name of ``nemesis.NEMESIS_NAMES`` (power-loss puts
-                every data dir on a lazyfs mount: netns.py, lazyfs.py)
+                every data dir on a lazyfs mount: disks.py, lazyfs.py)
     unclean-leader   the scripted scenario below (alone)
     none        no faults (a baseline)
 
-``schedule_names`` turns that into the weighted name tuple ``nemesis.Schedule`` draws from, so
+``schedule_names`` turns that into the weighted name tuple ``schedule.Schedule`` draws from, so
 each family the user named is equally likely and the kinds inside a family share its weight.
 
 **The unclean-leader scenario** (Kafka 0.8, 2013 — Jepsen's Kafka analysis, aphyr.com/posts/293):
@@ -53,8 +53,8 @@ from .nemesis import (
     FaultRecord,
     Nemesis,
     NemesisContext,
-    ScheduledFault,
 )
+from .schedule import ScheduledFault
 
 __all__ = [
     "SCENARIO_NAMES",

@@ -17,7 +17,9 @@
 Node i listens for gRPC on ``base_port + i - 1`` and for Raft on ``base_port + 100 + i - 1``,
 both on 127.0.0.1. Processes are started in their own session so a terminal's Ctrl-C does not
 reach them; they are stopped by PID, and only after checking that the PID still runs *our*
-config (a recycled PID of some other program is never signalled).
+config (a recycled PID of some other program is never signalled). Starting, signalling and
+waiting are ``processes.py``'s, shared with the chaos harness; the config text is
+``broker_config.py``'s.
 
 ``up`` records each broker in ``cluster.json`` as soon as it is started, and if anything fails
 part-way (a broker that exits at start, a full disk refusing a log or the state file, a timeout)
@@ -33,15 +35,22 @@ import contextlib
 import json
 import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .broker_config import Voter, broker_config_text
 from .certs import CertificateAuthority
+from .processes import (
+    BrokerExitedError,
+    BrokerNotReadyError,
+    BrokerProcess,
+    is_dead,
+    log_tail,
+    port_free,
+    start_broker,
+    stop_all,
+    wait_until_ready,
+)
 from .security import ClientSecurity
 
 __all__ = ["LocalCluster", "LocalClusterError", "LocalNode"]
@@ -60,26 +69,6 @@ class LocalNode:
     grpc_password: str = ""  # the password listener (base_port + 200 + i - 1), when asked for
 
 
-def _toml(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return json.dumps(str(value))  # a basic TOML string is a JSON string
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 class LocalCluster:
     """The brokers of one directory. Not thread-safe: one command at a time."""
 
@@ -88,7 +77,7 @@ class LocalCluster:
         self.nodes: dict[int, LocalNode] = {}
         self.base_port = 9092
         self.plaintext = False
-        self._children: dict[int, subprocess.Popen[bytes]] = {}  # what this process started
+        self._children: dict[int, BrokerProcess] = {}  # pid → what this process started
         self._load()
 
     # ---- state -----------------------------------------------------------------------------
@@ -176,23 +165,27 @@ class LocalCluster:
 
     def is_running(self, node_id: int) -> bool:
         """True when the recorded PID is alive *and* runs this node's config."""
+        process = self._process(node_id)
+        return process is not None and process.alive()
+
+    def _process(self, node_id: int) -> BrokerProcess | None:
+        """The recorded broker of a node: our child (asked through its Popen: it may not have
+        exec'd yet), or a PID another command started, ours while it runs this node's config."""
         node = self.nodes.get(node_id)
         if node is None or node.pid <= 0:
-            return False
+            return None
         child = self._children.get(node.pid)
-        if child is not None:  # started by this process: ask it (it may not have exec'd yet)
-            return child.poll() is None
-        try:
-            cmdline = Path(f"/proc/{node.pid}/cmdline").read_bytes()
-        except OSError:
-            return False
-        if str(self.config_path(node_id)).encode() not in cmdline:
-            return False
-        try:
-            stat = Path(f"/proc/{node.pid}/stat").read_text()
-        except OSError:
-            return False
-        return stat.rsplit(")", 1)[-1].split()[0] != "Z"  # a zombie is dead
+        if child is not None:
+            return child
+        config = str(self.config_path(node_id)).encode()
+
+        def runs_config(pid: int) -> bool:
+            try:
+                return config in Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                return False
+
+        return BrokerProcess(node_id, node.pid, runs_ours=runs_config)
 
     def running(self) -> list[int]:
         return [i for i in self.nodes if self.is_running(i)]
@@ -244,7 +237,7 @@ class LocalCluster:
             for address in (n.grpc, n.raft, n.grpc_password)
             if address
             for port in (int(address.rsplit(":", 1)[1]),)
-            if not _port_free(port)
+            if not port_free(port)
         ]
         if busy:
             raise LocalClusterError(
@@ -285,23 +278,9 @@ class LocalCluster:
                 ) from exc
             raise
 
-    def _stop_children(
-        self, children: list[subprocess.Popen[bytes]], timeout_s: float = 15.0
-    ) -> None:
+    def _stop_children(self, children: list[BrokerProcess], timeout_s: float = 15.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout_s``, the processes this object started."""
-        for child in children:
-            if child.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    child.terminate()
-        deadline = time.monotonic() + timeout_s
-        for child in children:
-            try:
-                child.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    child.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    child.wait(5.0)
+        stop_all(children, timeout_s, kill_timeout_s=5.0)
 
     def _config(self, node: LocalNode, settings: dict[str, dict[str, object]]) -> str:
         """A node's TOML; ``settings`` overrides tables, e.g. {"timeouts": {...}}."""
@@ -330,85 +309,57 @@ class LocalCluster:
         }
         for table, values in settings.items():
             tables.setdefault(table, {}).update(values)
-        rendered = "\n".join(
-            f"[{table}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in values.items())
-            for table, values in tables.items()
-        )
-        voters = "\n".join(
-            f'[[voters]]\nid = {n.node_id}\nraft = "{n.raft}"\ngrpc = "{n.grpc}"\n'
-            for n in self.nodes.values()
-        )
-        password = f'grpc_password = "{node.grpc_password}"\n' if node.grpc_password else ""
-        return (
-            f"# written by `raftlog cluster up`; see raftlog.cluster.config for every setting\n"
-            f"node_id = {node.node_id}\n"
-            f'data_dir = "node{node.node_id}"\n'
-            f'cluster_secret_file = "secret"\n\n'
-            f'[listen]\ngrpc = "{node.grpc}"\nraft = "{node.raft}"\n{password}\n'
-            f"{voters}\n{rendered}"
+        listen = {"grpc": node.grpc, "raft": node.raft}
+        if node.grpc_password:
+            listen["grpc_password"] = node.grpc_password
+        return broker_config_text(
+            comment="written by `raftlog cluster up`; see raftlog.cluster.config for every setting",
+            top={
+                "node_id": node.node_id,
+                "data_dir": f"node{node.node_id}",
+                "cluster_secret_file": "secret",
+            },
+            listen=listen,
+            voters=[Voter(n.node_id, n.raft, n.grpc) for n in self.nodes.values()],
+            tables=tables,
         )
 
     def _spawn(self, node_id: int) -> None:
-        node = self.nodes[node_id]
-        log = open(self.log_path(node_id), "ab")  # noqa: SIM115 - handed to the child
-        try:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "raftlog.cluster",
-                    "--config",
-                    str(self.config_path(node_id)),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.dir,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
-        node.pid = process.pid
+        process = start_broker(
+            node_id, self.config_path(node_id), self.log_path(node_id), cwd=self.dir
+        )
+        self.nodes[node_id].pid = process.pid
         self._children[process.pid] = process
 
     def wait_ready(self, timeout_s: float = 60.0, *, nodes: list[int] | None = None) -> None:
         """Until every (given) node is registered, unfenced and a controller is active."""
-        from .admin import Admin  # the client library, not the broker
-
         wanted = set(nodes or self.nodes)
-        deadline = time.monotonic() + timeout_s
-        last = "no answer yet"
-        with Admin(self.bootstrap, timeout_s=2.0, security=self.security) as admin:
-            while time.monotonic() < deadline:
-                dead = [i for i in wanted if not self.is_running(i)]
-                if dead:
-                    tail = self.tail(dead[0])
-                    raise LocalClusterError(f"broker {dead[0]} exited; its log ends:\n{tail}")
-                try:
-                    cluster = admin.describe_cluster()
-                    live = {b.broker_id for b in cluster.brokers if not b.fenced and b.alive}
-                    if wanted <= live and cluster.controller_id >= 0:
-                        return
-                    last = f"live brokers {sorted(live)}, controller {cluster.controller_id}"
-                except Exception as exc:  # not up yet: every kind of error is "keep waiting"
-                    last = str(exc)
-                time.sleep(0.2)
-        raise LocalClusterError(f"the cluster was not ready within {timeout_s:.0f} s ({last})")
+        try:
+            wait_until_ready(
+                self.bootstrap,
+                self.security,
+                wanted,
+                timeout_s,
+                not_running=lambda: [i for i in wanted if not self.is_running(i)],
+            )
+        except BrokerExitedError as exc:
+            tail = self.tail(exc.node_id)
+            raise LocalClusterError(f"broker {exc.node_id} exited; its log ends:\n{tail}") from exc
+        except BrokerNotReadyError as exc:
+            raise LocalClusterError(
+                f"the cluster was not ready within {timeout_s:.0f} s ({exc.last})"
+            ) from exc
 
     def tail(self, node_id: int, lines: int = 15) -> str:
-        try:
-            text = self.log_path(node_id).read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path(node_id), lines)
 
     def kill(self, node_id: int) -> None:
         """SIGKILL one broker (a crash, for demos and tests)."""
         self._require(node_id)
-        if not self.is_running(node_id):
+        process = self._process(node_id)
+        if process is None or not process.alive():
             raise LocalClusterError(f"broker {node_id} is not running")
-        os.kill(self.nodes[node_id].pid, signal.SIGKILL)
-        self._reap(node_id, 5.0)
+        process.kill(5.0)
 
     def start(self, node_id: int, *, wait: bool = True, timeout_s: float = 60.0) -> None:
         self._require(node_id)
@@ -425,30 +376,28 @@ class LocalCluster:
         Besides the recorded PIDs, any process running one of this directory's node configs
         counts (a broker whose record was lost); its node id is in the returned list.
         """
-        pids = {node_id: self.nodes[node_id].pid for node_id in self.running()}
+        found: dict[int, BrokerProcess] = {}
+        for node_id in self.running():
+            recorded = self._process(node_id)
+            assert recorded is not None  # running
+            found[node_id] = recorded
         for pid, node_id in self._unrecorded().items():
-            pids.setdefault(node_id, pid)
-            if pids[node_id] != pid:  # two processes on one node's config: stop both
-                pids[-pid] = pid
-        for pid in pids.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        for pid in pids.values():
-            if not self._reap_pid(pid, max(0.1, deadline - time.monotonic())):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                self._reap_pid(pid, 5.0)
-        return sorted(node_id for node_id in pids if node_id >= 0)
+            process = self._children.get(pid) or BrokerProcess(
+                node_id, pid, runs_ours=lambda pid: self._config_owner(pid) is not None
+            )
+            found.setdefault(node_id, process)
+            if found[node_id].pid != pid:  # two processes on one node's config: stop both
+                found[-pid] = process
+        stop_all(found.values(), timeout_s, kill_timeout_s=5.0)
+        return sorted(node_id for node_id in found if node_id >= 0)
 
     def _config_owner(self, pid: int) -> int | None:
         """The node id whose config this live, non-zombie PID runs (of this directory), or None."""
         try:
             args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             return None
-        if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+        if is_dead(pid):
             return None
         prefix, suffix = os.fsencode(self.dir / "node"), b".toml"
         for arg in args:
@@ -471,27 +420,6 @@ class LocalCluster:
                 if node_id is not None:
                     found[int(entry)] = node_id
         return found
-
-    def _reap_pid(self, pid: int, timeout_s: float) -> bool:
-        child = self._children.get(pid)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if child is not None:
-                if child.poll() is not None:
-                    return True
-            elif self._config_owner(pid) is None:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.05)
-
-    def _reap(self, node_id: int, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not self.is_running(node_id):  # our children are reaped by poll()
-                return True
-            time.sleep(0.05)
-        return not self.is_running(node_id)
 
     def _require(self, node_id: int) -> None:
         if node_id not in self.nodes:

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import random
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from raftlog.client.local_cluster import LocalCluster
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+from raftlog.client.processes import port_free
 
 
 def free_base_port(nodes: int) -> int:
@@ -27,7 +17,7 @@ def free_base_port(nodes: int) -> int:
     for _ in range(200):
         base = random.randrange(20_000, 40_000, 10)
         ports = [base + i for i in range(nodes)] + [base + 100 + i for i in range(nodes)]
-        if all(_free(p) for p in ports):
+        if all(port_free(p) for p in ports):
             return base
     raise RuntimeError("no free port range on 127.0.0.1")
 

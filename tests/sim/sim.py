@@ -33,7 +33,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from raftlog.chaos.checker import CheckResult, check
+from raftlog.chaos.anomalies import CheckResult
+from raftlog.chaos.checker import check
 from raftlog.chaos.history import OpF, OpType, dump_jsonl, read_value
 from raftlog.cluster.replica_manager import CONSUMER, FetchSpec
 from raftlog.raft.commands import CreateTopic

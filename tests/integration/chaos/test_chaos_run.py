@@ -26,10 +26,11 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from raftlog.chaos.checker import Kind
+from raftlog.chaos.anomalies import Kind
 from raftlog.chaos.history import load_jsonl
-from raftlog.chaos.netns import NetnsUnavailableError, check_available
-from raftlog.chaos.runner import EXIT_ANOMALIES, EXIT_VALID, RunConfig, RunOutcome, run
+from raftlog.chaos.network import NetnsUnavailableError, check_available
+from raftlog.chaos.run_config import RunConfig
+from raftlog.chaos.runner import EXIT_ANOMALIES, EXIT_VALID, RunOutcome, run
 from raftlog.chaos.scenario import UNCLEAN_SCENARIO
 
 PREFIX = "rlc"  # never touches a real run's "rl" objects or test_netns's "rlt"

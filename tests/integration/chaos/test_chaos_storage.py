@@ -19,8 +19,9 @@ from rich.console import Console
 
 from raftlog.chaos.lazyfs import fuse_unavailable
 from raftlog.chaos.lazymount import FSTYPE, mounts
-from raftlog.chaos.netns import NetnsUnavailableError, check_available
-from raftlog.chaos.runner import EXIT_VALID, RunConfig, run
+from raftlog.chaos.network import NetnsUnavailableError, check_available
+from raftlog.chaos.run_config import RunConfig
+from raftlog.chaos.runner import EXIT_VALID, run
 
 PREFIX = "rls"  # apart from test_chaos_run's "rlc" and a real run's "rl"
 

@@ -24,18 +24,17 @@ import grpc
 import pytest
 from cryptography import x509
 
-from raftlog.chaos.nemesis import NEMESIS_NAMES, NemesisContext, make_nemesis, nemesis_rng
-from raftlog.chaos.netns import (
-    LOCK_DIR,
-    NetnsCluster,
+from raftlog.chaos.nemesis import NEMESIS_NAMES, NemesisContext, make_nemesis
+from raftlog.chaos.netns import NetnsCluster
+from raftlog.chaos.network import (
     NetnsError,
     NetnsUnavailableError,
     PartitionMode,
-    _names_by_run,
-    _netns_pids,
     check_available,
-    cleanup_stale,
+    netns_pids,
 )
+from raftlog.chaos.runs import LOCK_DIR, cleanup_stale, names_by_run
+from raftlog.chaos.schedule import nemesis_rng
 from raftlog.client import Admin, ClientSecurity, Consumer, Producer
 from raftlog.cluster.config import load_config
 from raftlog.proto import broker_pb2, broker_pb2_grpc
@@ -102,7 +101,7 @@ def longest_gap(acked: Iterable[float], start: float, end: float) -> float:
 
 
 def leftovers(run_id: int) -> list[str]:
-    return sorted(name for _, name in _names_by_run(PREFIX).get(run_id, set()))
+    return sorted(name for _, name in names_by_run(PREFIX).get(run_id, set()))
 
 
 def process_gone(pid: int) -> bool:
@@ -682,7 +681,7 @@ def test_cleanup_stale_removes_only_dead_runs() -> None:
     prefix = private_prefix()
 
     def names(run_id: int) -> set[str]:
-        return {name for _, name in _names_by_run(prefix).get(run_id, set())}
+        return {name for _, name in names_by_run(prefix).get(run_id, set())}
 
     with NetnsCluster(1, prefix=prefix, delete_run_dir=True) as live:
         # leftovers of a "crashed" run: a namespace with a process inside, a veth, a bridge
@@ -697,7 +696,7 @@ def test_cleanup_stale_removes_only_dead_runs() -> None:
             ):
                 subprocess.run(argv, check=True, timeout=10)
             orphan = subprocess.Popen(["ip", "netns", "exec", ns, "sleep", "60"])
-            wait_for("the orphan inside", lambda: _netns_pids(ns), 5)
+            wait_for("the orphan inside", lambda: netns_pids(ns), 5)
             removed = cleanup_stale(prefix)
             assert set(removed) == {ns, bridge, veth}
             assert names(stale) == set()

@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from raftlog.chaos.checker import BAD_KINDS, CheckResult, Kind, check, render_summary
+from raftlog.chaos.anomalies import BAD_KINDS, CheckResult, Kind, render_summary
+from raftlog.chaos.checker import check
 from raftlog.chaos.history import (
     HistoryBuilder,
     HistoryFormatError,

@@ -24,7 +24,8 @@ import grpc
 import pytest
 from rich.console import Console
 
-from raftlog.chaos.checker import Kind, check
+from raftlog.chaos.anomalies import Kind
+from raftlog.chaos.checker import check
 from raftlog.chaos.cli import _parser as chaos_parser
 from raftlog.chaos.cli import main as chaos_main
 from raftlog.chaos.history import (
@@ -37,7 +38,7 @@ from raftlog.chaos.history import (
     read_value,
     send_value,
 )
-from raftlog.chaos.nemesis import NEMESIS_NAMES, FaultRecord, NemesisContext, ScheduledFault
+from raftlog.chaos.nemesis import NEMESIS_NAMES, FaultRecord, NemesisContext
 from raftlog.chaos.report import (
     LiveSnapshot,
     acked_not_in_final_log,
@@ -46,7 +47,7 @@ from raftlog.chaos.report import (
     timeline_from_history,
     write_timeline_png,
 )
-from raftlog.chaos.runner import RunConfig, plan_faults
+from raftlog.chaos.run_config import RunConfig, plan_faults
 from raftlog.chaos.scenario import (
     CUT_STEP,
     KILL_STEP,
@@ -62,6 +63,7 @@ from raftlog.chaos.scenario import (
     schedule_names,
     unclean_script,
 )
+from raftlog.chaos.schedule import ScheduledFault
 from raftlog.chaos.workload import (
     DEFINITE_FAIL_CODES,
     ProducerWorker,
