@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent import futures
+from collections.abc import Callable
 from contextlib import closing
 from typing import Any
 
-import grpc
 import pytest
 
 from raftlog.client import ClientSecurity, ClusterMetadata
@@ -42,22 +40,15 @@ class ScriptedCoordinator(group_pb2_grpc.GroupCoordinatorServicer):
 
 
 @pytest.fixture
-def coordinator() -> Iterator[Callable[[Answer], ScriptedCoordinator]]:
-    servers = []
-
+def coordinator(grpc_server: Callable[..., str]) -> Callable[[Answer], ScriptedCoordinator]:
     def start(answer: Answer) -> ScriptedCoordinator:
         servicer = ScriptedCoordinator(answer)
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        group_pb2_grpc.add_GroupCoordinatorServicer_to_server(servicer, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        servicer.address = f"127.0.0.1:{port}"
-        server.start()
-        servers.append(server)
+        servicer.address = grpc_server(
+            lambda server: group_pb2_grpc.add_GroupCoordinatorServicer_to_server(servicer, server)
+        )
         return servicer
 
-    yield start
-    for server in servers:
-        server.stop(0)
+    return start
 
 
 def test_an_error_answer_is_asked_again_until_a_coordinator_is_named(coordinator: Any) -> None:
