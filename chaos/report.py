@@ -1,9 +1,9 @@
 """What a chaos run shows and leaves behind: the live view, the figures, the timeline picture.
 
-Pure except ``write_timeline_png`` (matplotlib, imported lazily with the Agg backend; when it is
-not installed the picture is skipped with a one-line note) — ``render_live(snapshot)`` builds a
-renderable without printing (STYLE.md point 12), ``timeline_from_history`` and
-``run_figures`` are functions of the history.
+Pure except ``write_timeline_png`` (matplotlib, from the ``chaos`` extra, imported lazily with the
+Agg backend; when it is not installed the picture is skipped with a note saying what to install)
+— ``render_live(snapshot)`` builds a renderable without printing (STYLE.md point 12),
+``timeline_from_history`` and ``run_figures`` are functions of the history.
 """
 
 from __future__ import annotations
@@ -354,7 +354,8 @@ def write_timeline_png(
     """Draw throughput, latency and fault windows (Jepsen's perf graphs) into ``path``, and
     ``marks`` (start, end, label: ``Availability.stretches``) as bars along the top.
 
-    Returns None when written, else a one-line note saying why not (no matplotlib)."""
+    Returns None when written, else a one-line note saying why not and what to install (no
+    matplotlib; the run shows it among its notes)."""
     try:
         import matplotlib
 
@@ -362,7 +363,7 @@ def write_timeline_png(
         import matplotlib.pyplot as plt
         from matplotlib.patches import Patch
     except ImportError:
-        return "timeline.png skipped: matplotlib is not installed (pip install 'raftlog[dev]')"
+        return "the timeline PNG needs matplotlib: pip install 'raftlog[chaos]'"
 
     fig, (rate_ax, lat_ax) = plt.subplots(
         2, 1, sharex=True, figsize=(12, 6.5), gridspec_kw={"height_ratios": [1, 1.2]}

@@ -10,14 +10,15 @@ count and the RFC 5802 SaltedPassword, from which the controller stores StoredKe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import grpc
+from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from raftlog.proto import broker_pb2
 from raftlog.proto.errors import raise_for
@@ -90,6 +91,10 @@ def _filter(
     )
 
 
+class _NotEverywhere(Exception):
+    """Some brokers do not enforce the change yet (their addresses are the argument)."""
+
+
 class AclAdmin:
     """Security calls for ``Admin`` (a mixin: needs ``_call`` and ``_retrying``)."""
 
@@ -103,10 +108,10 @@ class AclAdmin:
         metadata on its own, and a request that reaches one still behind would be judged by
         the old ACLs (Kafka has the same propagation delay)."""
         self.metadata.refresh()
-        deadline = time.monotonic() + self.timeout_s
         pending = set(self.metadata.brokers().values())
         request = broker_pb2.DescribeAclsRequest(filter=_filter())
-        while pending:
+
+        def ask_pending() -> None:
             for address in sorted(pending):
                 try:
                     response = self.metadata.stub(address).DescribeAcls(request, timeout=5)
@@ -114,10 +119,17 @@ class AclAdmin:
                     continue  # down: it catches up from the quorum when it comes back
                 if not response.error.code and applied({Acl.from_proto(a) for a in response.acls}):
                     pending.discard(address)
-            if pending and time.monotonic() > deadline:
-                return  # applied at the controller; a straggler catches up on its own
             if pending:
-                time.sleep(0.02)
+                raise _NotEverywhere(sorted(pending))
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(_NotEverywhere),
+            stop=stop_after_delay(self.timeout_s),
+            wait=wait_fixed(0.02),
+        )
+        # out of time: applied at the controller; a straggler catches up on its own
+        with contextlib.suppress(RetryError):
+            retrying(ask_pending)
 
     def _checked(self, method: str, request: Any) -> Any:
         def attempt() -> Any:

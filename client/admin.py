@@ -17,12 +17,14 @@ import grpc
 from tenacity import (
     Retrying,
     retry_if_exception,
+    retry_if_exception_type,
     stop_after_delay,
     wait_exponential_jitter,
+    wait_fixed,
 )
 
 from raftlog.proto import broker_pb2
-from raftlog.proto.errors import RaftlogError, error_for, raise_for
+from raftlog.proto.errors import LeaderNotAvailableError, RaftlogError, error_for, raise_for
 
 from .acl_admin import Acl, AclAdmin, UserDescription, WhoAmI
 from .errors import NetworkError, NoBrokersAvailableError
@@ -178,20 +180,26 @@ class Admin(GroupAdmin, AclAdmin):
 
     def wait_for_topic(self, name: str, partitions: int | None = None) -> None:
         """Block until the topic shows leaders for all its partitions."""
-        deadline = time.monotonic() + self.timeout_s
-        while True:
+        not_yet = f"topic {name!r} has no leaders yet"
+
+        def led() -> None:
             try:
                 self.metadata.refresh([name])
                 count = self.metadata.partition_count(name, refresh_if_missing=False)
-                if (partitions is None or count == partitions) and all(
-                    self.metadata.leader_address(name, p) is not None for p in range(count)
-                ):
-                    return
-            except RaftlogError:
-                pass
-            if time.monotonic() > deadline:
-                raise error_for("LEADER_NOT_AVAILABLE", f"topic {name!r} has no leaders yet")
-            time.sleep(0.05)
+            except RaftlogError as exc:
+                raise error_for("LEADER_NOT_AVAILABLE", not_yet) from exc
+            if (partitions is not None and count != partitions) or any(
+                self.metadata.leader_address(name, p) is None for p in range(count)
+            ):
+                raise error_for("LEADER_NOT_AVAILABLE", not_yet)
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(LeaderNotAvailableError),
+            stop=stop_after_delay(self.timeout_s),
+            wait=wait_fixed(0.05),
+            reraise=True,
+        )
+        retrying(led)
 
     def delete_topic(self, name: str) -> None:
         request = broker_pb2.DeleteTopicsRequest(names=[name])

@@ -34,9 +34,15 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import grpc
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_incrementing,
+)
 
 from raftlog.proto import broker_pb2
-from raftlog.proto.errors import RaftlogError, error_for
+from raftlog.proto.errors import LeaderNotAvailableError, RaftlogError, error_for
 from raftlog.segments.batch import (
     UNCOMPRESSED_BYTES_MAX,
     CorruptRecordError,
@@ -512,10 +518,9 @@ class Consumer:
         self, partitions: list[TopicPartition], which: int
     ) -> dict[TopicPartition, int]:
         out: dict[TopicPartition, int] = {}
-        for attempt in range(20):
+
+        def ask_leaders() -> dict[TopicPartition, int]:
             missing = [tp for tp in partitions if tp not in out]
-            if not missing:
-                return out
             for tp in missing:
                 found = self.metadata.leader_address(*tp)
                 if found is None:
@@ -540,13 +545,19 @@ class Consumer:
                 answer = response.partitions[0]
                 if answer.error.code == 0:
                     out[tp] = answer.offset
-            if len(out) < len(partitions):
+            missing = [tp for tp in partitions if tp not in out]
+            if missing:
                 self._refresh()
-                time.sleep(min(0.05 * (attempt + 1), 0.5))
-        raise error_for(
-            "LEADER_NOT_AVAILABLE",
-            f"could not list offsets of {[tp for tp in partitions if tp not in out]}",
+                raise error_for("LEADER_NOT_AVAILABLE", f"could not list offsets of {missing}")
+            return out
+
+        retrying = Retrying(  # 20 rounds, 50 ms more between each (at most 0.5 s)
+            retry=retry_if_exception_type(LeaderNotAvailableError),
+            stop=stop_after_attempt(20),
+            wait=wait_incrementing(start=0.05, increment=0.05, max=0.5),
+            reraise=True,
         )
+        return retrying(ask_leaders)
 
     # ---- the rest ----------------------------------------------------------------------------
 

@@ -12,13 +12,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Mapping, Sequence
 
 import grpc
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_fixed,
+)
 
 from raftlog.proto import group_pb2, group_pb2_grpc
-from raftlog.proto.errors import RaftlogError, error_for
+from raftlog.proto.errors import CoordinatorNotAvailableError, RaftlogError, error_for
 
 from .assignors import (
     ASSIGNORS,
@@ -31,12 +37,53 @@ from .assignors import (
 from .errors import NetworkError
 from .metadata import ClusterMetadata
 
-__all__ = ["GroupMembership"]
+__all__ = ["GroupMembership", "find_coordinator"]
 
 logger = logging.getLogger(__name__)
 TopicPartition = tuple[str, int]
 _REJOIN = ("REBALANCE_IN_PROGRESS", "ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID")
 _NEW_COORDINATOR = ("NOT_COORDINATOR", "COORDINATOR_NOT_AVAILABLE", "COORDINATOR_LOAD_IN_PROGRESS")
+
+
+def find_coordinator(
+    metadata: ClusterMetadata, group_id: str, timeout_s: float
+) -> group_pb2.FindCoordinatorResponse:
+    """Which broker coordinates ``group_id``: asks the brokers (bootstrap first; the next one
+    when one does not answer) every 0.1 s for up to ``timeout_s`` until one names it, else
+    raises CoordinatorNotAvailableError with the last answer."""
+    last = "no answer"
+
+    def ask() -> group_pb2.FindCoordinatorResponse:
+        nonlocal last
+        for address in metadata.candidates():
+            stub = group_pb2_grpc.GroupCoordinatorStub(metadata.channel(address))
+            try:
+                answer: group_pb2.FindCoordinatorResponse = stub.FindCoordinator(
+                    group_pb2.FindCoordinatorRequest(group_id=group_id), timeout=5
+                )
+            except grpc.RpcError as exc:
+                last = str(exc.code())
+                continue
+            if answer.error.code == 0:
+                return answer
+            last = answer.error.message
+            break
+        raise error_for("COORDINATOR_NOT_AVAILABLE", f"group {group_id}: {last}")
+
+    retrying = Retrying(
+        retry=retry_if_exception_type(CoordinatorNotAvailableError),
+        stop=stop_after_delay(timeout_s),
+        wait=wait_fixed(0.1),
+        reraise=True,
+    )
+    return retrying(ask)
+
+
+def _coordinator_moved(exc: BaseException) -> bool:
+    """The coordinator did not answer, or says it is not (or not yet) the one: find it again."""
+    return isinstance(exc, NetworkError) or (
+        isinstance(exc, RaftlogError) and exc.name in _NEW_COORDINATOR
+    )
 
 
 class GroupMembership:
@@ -86,52 +133,40 @@ class GroupMembership:
         return group_pb2_grpc.GroupCoordinatorStub(self.metadata.channel(address))
 
     def _find_coordinator(self) -> str:
-        deadline = time.monotonic() + self.request_timeout_s
-        last = "no answer"
-        while time.monotonic() < deadline:
-            for address in self.metadata.candidates():
-                stub = group_pb2_grpc.GroupCoordinatorStub(self.metadata.channel(address))
-                try:
-                    answer = stub.FindCoordinator(
-                        group_pb2.FindCoordinatorRequest(group_id=self.group_id), timeout=5
-                    )
-                except grpc.RpcError as exc:
-                    last = str(exc.code())
-                    continue
-                if answer.error.code == 0:
-                    found: str = answer.address
-                    with self._lock:
-                        self._coordinator = found
-                    return found
-                last = answer.error.message
-                break
-            time.sleep(0.1)
-        raise error_for("COORDINATOR_NOT_AVAILABLE", f"group {self.group_id}: {last}")
+        found: str = find_coordinator(self.metadata, self.group_id, self.request_timeout_s).address
+        with self._lock:
+            self._coordinator = found
+        return found
 
     def _lost_coordinator(self) -> None:
         with self._lock:
             self._coordinator = None
 
     def _call(self, method: str, request: object, timeout_s: float) -> object:
-        """One RPC to the coordinator; transport errors and NOT_COORDINATOR find it again."""
-        deadline = time.monotonic() + self.request_timeout_s
-        while True:
+        """One RPC to the coordinator; transport errors and NOT_COORDINATOR find it again,
+        every 0.2 s for up to ``request_timeout_s``."""
+
+        def attempt() -> object:
             try:
                 answer = getattr(self._stub(), method)(request, timeout=timeout_s)
             except grpc.RpcError as exc:
                 self._lost_coordinator()
-                if time.monotonic() > deadline:
-                    raise NetworkError(f"{method} to the coordinator: {exc.code()}") from exc
-                time.sleep(0.2)
-                continue
+                raise NetworkError(f"{method} to the coordinator: {exc.code()}") from exc
             code = answer.error.code
             if code and error_for(code).name in _NEW_COORDINATOR:
                 self._lost_coordinator()
-                if time.monotonic() > deadline:
-                    raise error_for(code, answer.error.message)
-                time.sleep(0.2)
-                continue
+                raise error_for(code, answer.error.message)
             return answer
+
+        # a find that gave up (COORDINATOR_NOT_AVAILABLE from ``_stub``) took the whole
+        # request_timeout_s, which started after this call's: it is never tried again
+        retrying = Retrying(
+            retry=retry_if_exception(_coordinator_moved),
+            stop=stop_after_delay(self.request_timeout_s),
+            wait=wait_fixed(0.2),
+            reraise=True,
+        )
+        return retrying(attempt)
 
     # ---- membership ----------------------------------------------------------------------------
 

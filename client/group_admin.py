@@ -3,7 +3,6 @@ offsets, lag), and reset an empty group's offsets — kafka-consumer-groups' job
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,6 +13,7 @@ from raftlog.proto.errors import error_for, raise_for
 
 from .assignors import decode_assignment
 from .consumer import Consumer
+from .group import find_coordinator
 from .metadata import ClusterMetadata
 
 __all__ = ["GroupAdmin", "GroupDescription", "GroupOffset"]
@@ -48,28 +48,9 @@ class GroupAdmin:
     timeout_s: float
 
     def _coordinator(self, group_id: str) -> tuple[int, group_pb2_grpc.GroupCoordinatorStub]:
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            last = ""
-            for address in self.metadata.candidates():
-                stub = group_pb2_grpc.GroupCoordinatorStub(self.metadata.channel(address))
-                try:
-                    answer = stub.FindCoordinator(
-                        group_pb2.FindCoordinatorRequest(group_id=group_id), timeout=5
-                    )
-                except grpc.RpcError as exc:
-                    last = str(exc.code())
-                    continue
-                if answer.error.code == 0:
-                    coordinator = group_pb2_grpc.GroupCoordinatorStub(
-                        self.metadata.channel(answer.address)
-                    )
-                    return answer.coordinator_id, coordinator
-                last = answer.error.message
-                break
-            if time.monotonic() > deadline:
-                raise error_for("COORDINATOR_NOT_AVAILABLE", f"group {group_id}: {last}")
-            time.sleep(0.1)
+        found = find_coordinator(self.metadata, group_id, self.timeout_s)
+        stub = group_pb2_grpc.GroupCoordinatorStub(self.metadata.channel(found.address))
+        return found.coordinator_id, stub
 
     def list_groups(self) -> list[tuple[str, str, int]]:
         """(group id, state, members) of every group, asked of every broker."""

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import grpc
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from raftlog.proto import broker_pb2, broker_pb2_grpc
 from raftlog.proto.channel import MESSAGE_BYTES_MAX, channel_options
@@ -211,20 +212,30 @@ class ClusterMetadata:
         """
         with self._lock:
             count = self._topics.get(topic)
-        deadline = time.monotonic() + wait_s
-        while count is None and refresh_if_missing:
+        if count is not None:
+            return count
+        unknown = f"topic {topic!r} does not exist"
+        if not refresh_if_missing:
+            raise error_for("UNKNOWN_TOPIC_OR_PARTITION", unknown)
+
+        def look_up() -> int:
             self.refresh([topic])
             with self._lock:
-                count = self._topics.get(topic)
+                found = self._topics.get(topic)
                 denied = self._denied_topics.get(topic)
             if denied is not None:  # no DESCRIBE on it: waiting will not help
                 raise error_for("TOPIC_AUTHORIZATION_FAILED", denied)
-            if count is not None or time.monotonic() >= deadline:
-                break
-            time.sleep(0.05)
-        if count is None:
-            raise error_for("UNKNOWN_TOPIC_OR_PARTITION", f"topic {topic!r} does not exist")
-        return count
+            if found is None:
+                raise error_for("UNKNOWN_TOPIC_OR_PARTITION", unknown)
+            return found
+
+        retrying = Retrying(  # refresh raises only NoBrokersAvailableError: that is not retried
+            retry=retry_if_exception_type(UnknownTopicOrPartitionError),
+            stop=stop_after_delay(wait_s),
+            wait=wait_fixed(0.05),
+            reraise=True,
+        )
+        return retrying(look_up)
 
     def partition(self, topic: str, partition: int) -> PartitionInfo | None:
         with self._lock:

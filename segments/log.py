@@ -22,37 +22,27 @@ those machines. Set ``flush_messages=1`` to fsync every append (every batch ackn
 disk, at the price of one fsync per batch), or ``flush_ms`` to bound the window.
 
 The recovery point: ``recovery_point`` is an offset below which every byte is known fsynced,
-the file data and the directory entries of its segments (the directory is fsynced after a
-segment file is created or deleted). It moves only after the fsyncs it stands for completed —
-in ``flush`` (so ``close`` leaves it at the log end offset), and when a rolled segment's
-background fsync completes (in roll order: a later roll's fsync finishing first does not move
-it) — and is persisted in the broker's state store (``recovery_point``) after that. Opening
-checks every batch from the one at the recovery point to the end (CRC, contiguous offsets within
-and between segments, epochs that never go down) and truncates at the first damage; segments
-wholly below it are opened cheaply, but offsets must still run on from one segment to the next.
-``recovery`` reports what opening cut and whether that was more than a torn tail (damage: the
-replica may have lost acknowledged data). ``scrub`` finds latent damage below the recovery point
-a bounded number of bytes at a time; ``verify`` checks everything at once.
+the file data and the directory entries of its segments; ``recovery_point.py`` says when it
+moves (``flush`` moves it to the log end offset, so ``close`` leaves it there) and it is
+persisted in the broker's state store. Opening checks what it does not cover and truncates at
+the first damage (``loader.py``); ``recovery`` reports what opening cut and whether that was more
+than a torn tail (damage: the replica may have lost acknowledged data). ``scrub`` finds latent
+damage below the recovery point a bounded number of bytes at a time; ``verify`` checks
+everything at once (``scrub.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
-import sys
-import threading
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import lmdb
-
-from .batch import HEADER_BYTES, BatchHeader, iter_batches, stamped_prefix, validate_batch
+from .batch import BatchHeader, iter_batches, stamped_prefix, validate_batch
 from .clock import Clock, WallMs
-from .durable import fsync_directory
-from .epochs import UNDEFINED_EPOCH, EpochEntry, LeaderEpochCache
+from .epochs import LeaderEpochCache
 from .errors import (
     CorruptRecordError,
     InvalidRecordError,
@@ -61,33 +51,18 @@ from .errors import (
     OffsetOutOfRangeError,
     StorageIOError,
 )
-from .recovery import CLEAN, BatchCursor, RecoveryReport, ScrubResult, walk_batches
-from .segment import Segment, WriteV, segment_file_name
+from .loader import load_epoch_cache, load_segments
+from .reader import iter_headers_from, read_batches
+from .recovery import RecoveryReport, ScrubResult
+from .recovery_point import RecoveryPoint
+from .scrub import Scrubber, verify_segments
+from .segment import Segment, WriteV
 from .state import BrokerStateStore
 
 __all__ = ["AppendInfo", "Log", "LogConfig", "ReadResult", "RecoveryReport", "ScrubResult"]
 
-_SEGMENT_NAME = re.compile(r"^(\d{20})\.(log|index|timeindex)$")
 _RELATIVE_OFFSET_MAX = 0xFFFFFFFF
 _SEGMENT_BYTES_MAX = 0x7FFFFFFF  # positions in the index are uint32; stay well inside
-
-
-@dataclass(slots=True)
-class _PendingSync:
-    """A rolled segment whose fsync runs in the background; until it completes (and every
-    earlier one has), the recovery point stays below ``next_offset``."""
-
-    segment: Segment
-    next_offset: int  # the recovery point this fsync (with the ones before it) allows
-    done: bool = False
-
-
-@dataclass(slots=True)
-class _OpenScan:
-    """What opening found that the epoch cache needs."""
-
-    epoch_starts: list[tuple[int, int]]  # (epoch, base offset) where epochs rose in the scan
-    covered_all: bool  # the scan started at byte 0 of the first segment
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +107,7 @@ class Log:
 
     Owned by the replica manager (one partition lock around every call); not thread-safe, with
     one exception: a rolled segment's background fsync reports its completion from another
-    thread, and ``_sync_lock`` guards exactly what that touches (the recovery point, the pending
-    fsyncs, the directory-sync mark).
+    thread, and the ``RecoveryPoint`` (``recovery_point.py``) guards exactly what that touches.
     """
 
     def __init__(
@@ -170,19 +144,22 @@ class Log:
         self._loaded: OrderedDict[int, Segment] = OrderedDict()  # closed segments, LRU
         self._unflushed_records = 0
         self._last_flush_ms = now
-        self._sync_lock = threading.Lock()
-        self._recovery_point = 0  # 0 <= recovery_point <= LEO; guarded by _sync_lock
-        self._pending_syncs: list[_PendingSync] = []  # in roll order; guarded by _sync_lock
-        # segment files created or deleted, and how many of those the last directory fsync
-        # covered; after a crash nothing is known, so the first flush syncs the directory
-        self._dir_changes = 1
-        self._dir_synced = 0  # guarded by _sync_lock
-        self._parent_synced = False  # the partition directory's own entry in its parent
-        self._scrub_base = -1  # segment the scrub continues in (-1: start at the first)
-        self._scrub_cursor: BatchCursor | None = None
-        self.recovery: RecoveryReport = CLEAN  # what the open found and cut
+        # 0 <= recovery point <= LEO; also what is known of the directory's fsyncs
+        self._durability = RecoveryPoint(directory, self._persist_recovery_point)
+        self._scrubber = Scrubber()
         saved_epochs = state.load_epochs(self.name) if state is not None else None
-        scan = self._open_segments(now, saved_epochs)
+        saved_point = state.get_offset("recovery_point", self.name) if state is not None else None
+        loaded = load_segments(
+            directory,
+            lambda base: self._new_segment(base, now),
+            self._durability,
+            saved_point,
+            saved_epochs,
+        )
+        for segment in loaded.segments:
+            self._add_segment(segment)
+        self._durability.start_at(loaded.recovery_point, persist=loaded.point_changed)
+        self.recovery: RecoveryReport = loaded.recovery  # what the open found and cut
         self.recovered_bytes_truncated = self.recovery.truncated_bytes
         last = self._segments[-1]
         self._next_offset = last.next_offset  # the LEO; 0 <= log_start_offset <= LEO
@@ -191,144 +168,16 @@ class Log:
         if checkpoint is None and state is not None:
             checkpoint = state.get_offset("log_start", self.name)
         self._log_start_offset = max(first_base, min(checkpoint or 0, self._next_offset))
-        self.epochs = self._load_epochs(saved_epochs, scan)
+        self.epochs, changed = load_epoch_cache(
+            saved_epochs, loaded, self._log_start_offset, self._next_offset
+        )
+        if changed:
+            self._save_epochs(self.epochs)
         if last.size_bytes:  # a reopened active segment is as old as its first batch
             with contextlib.suppress(Exception):  # unreadable: its age starts now, as before
                 first = last.header_at(0).max_timestamp
                 if 0 <= first <= now:
                     last.created_ms = first
-
-    # ---- opening -------------------------------------------------------------------------------
-
-    def _open_segments(self, now_ms: WallMs, saved_epochs: list[EpochEntry] | None) -> _OpenScan:
-        """Open every segment, check what the recovery point does not cover, cut the damage."""
-        names: dict[int, set[str]] = {}
-        for entry in os.listdir(self.directory):
-            match = _SEGMENT_NAME.match(entry)
-            if match:
-                names.setdefault(int(match.group(1)), set()).add(match.group(2))
-        for base in sorted(names):
-            if "log" not in names[base]:  # an index left behind by an interrupted delete
-                for suffix in names[base]:
-                    os.unlink(os.path.join(self.directory, segment_file_name(base, "." + suffix)))
-                continue
-            self._add_segment(self._new_segment(base, now_ms))
-        if not self._segments:
-            self._add_segment(self._new_segment(0, now_ms))
-            self._dir_changes += 1
-            return _OpenScan([], covered_all=True)
-        saved = None
-        if self._state is not None:
-            saved = self._state.get_offset("recovery_point", self.name)
-        point = max(saved or 0, 0)
-        segments = self._segments
-        count = len(segments)
-        truncated = 0
-        damage: tuple[int, str] | None = None  # (first bad offset, why)
-        torn = ""
-        cut_after = count - 1  # segments after this one are deleted
-        # 1. segments wholly below the recovery point: durable, opened without reading them all
-        k = 0
-        while k < count - 1 and segments[k + 1].base_offset <= point:
-            segment = segments[k]
-            if not segment.load_closed():
-                result = segment.recover(from_offset=None)
-                segment.index.unload()
-                segment.time_index.unload()
-                truncated += result.truncated_bytes
-                if result.finding is not None:
-                    damage = (result.next_offset, f"{segment.path}: {result.finding.reason}")
-                    cut_after = k
-                    break
-            found = self._check_next_base(k)
-            if found is not None:
-                damage, cut = found
-                truncated += cut
-                cut_after = k
-                break
-            k += 1
-        # 2. from the segment holding the recovery point to the end: every batch is checked
-        epoch_starts: list[tuple[int, int]] = []
-        covered_all = k == 0 and point <= segments[0].base_offset
-        if damage is None:
-            last_epoch = UNDEFINED_EPOCH
-            if saved_epochs and point > 0:  # the epochs below the recovery point are durable
-                below = min(segments[k].base_offset, point - 1)
-                last_epoch = LeaderEpochCache(saved_epochs).epoch_for_offset(below)
-            for i in range(k, count):
-                segment = segments[i]
-                if i > k:
-                    found = self._check_next_base(i - 1)
-                    if found is not None:
-                        damage, cut = found
-                        truncated += cut
-                        cut_after = i - 1
-                        break
-                result = segment.recover(
-                    from_offset=point if i == k else None,
-                    last_epoch=last_epoch,
-                    epoch_starts=epoch_starts,
-                )
-                truncated += result.truncated_bytes
-                last_epoch = result.last_epoch
-                if result.finding is not None:
-                    cut_after = i
-                    reason = f"{segment.path}: {result.finding.reason}"
-                    if result.torn and i == count - 1 and result.next_offset >= point:
-                        torn = f"torn tail cut: {reason}"
-                    else:
-                        damage = (result.next_offset, reason)
-                    break
-                if i < count - 1:
-                    segment.index.unload()
-                    segment.time_index.unload()
-        if cut_after < count - 1:
-            for segment in segments[cut_after + 1 :]:
-                truncated += segment.size_bytes
-                segment.delete()
-                self._dir_changes += 1
-            del segments[cut_after + 1 :]
-            del self._bases[cut_after + 1 :]
-            # a closed segment is the active one again: its appending state from its index
-            segments[-1].recover(from_offset=segments[-1].next_offset)
-            self._sync_directory()
-        end = segments[-1].next_offset
-        if damage is None and end < point:
-            damage = (end, f"the log ends at {end}, below its recovery point {point}")
-        if damage is not None:
-            self.recovery = RecoveryReport(truncated, True, damage[0], damage[1])
-        elif truncated:
-            self.recovery = RecoveryReport(truncated, False, None, torn or "torn tail cut")
-        # the bytes just checked above the old recovery point may still be only in the page
-        # cache: the point stays where it was (lower, when the log now ends below it)
-        self._recovery_point = min(point, end)
-        if saved is not None and self._recovery_point != saved:
-            self._persist_recovery_point(self._recovery_point)
-        return _OpenScan(epoch_starts, covered_all)
-
-    def _check_next_base(self, i: int) -> tuple[tuple[int, str], int] | None:
-        """Offsets run on from segment ``i`` to ``i + 1``; if not, cut ``i`` where they stop.
-        Returns ((first bad offset, why), bytes cut from segment ``i``) or None."""
-        segment, following = self._segments[i], self._segments[i + 1]
-        if segment.next_offset == following.base_offset:
-            return None
-        if segment.next_offset < following.base_offset:
-            reason = (
-                f"a gap: {following.path} starts at {following.base_offset}, the segment "
-                f"before it ends at {segment.next_offset}"
-            )
-            return (segment.next_offset, reason), 0
-        before = segment.size_bytes
-        try:
-            segment.truncate_to(following.base_offset)
-        except CorruptRecordError:
-            segment.recover(from_offset=None)
-            segment.truncate_to(following.base_offset)
-        reason = (
-            f"an overlap: {following.path} starts at {following.base_offset}, inside the "
-            f"segment before it (which ran to {segment.next_offset})"
-        )
-        return (segment.next_offset, reason), before - segment.size_bytes
 
     def _new_segment(self, base_offset: int, now_ms: WallMs) -> Segment:
         return Segment(
@@ -343,135 +192,13 @@ class Log:
         self._segments.append(segment)
         self._bases.append(segment.base_offset)
 
-    def _load_epochs(self, saved: list[EpochEntry] | None, scan: _OpenScan) -> LeaderEpochCache:
-        if saved is None:
-            cache = LeaderEpochCache()
-            if scan.covered_all:  # the open already read every header
-                for epoch, base_offset in scan.epoch_starts:
-                    cache.assign(epoch, base_offset)
-                if self._log_start_offset >= self._next_offset:
-                    cache.clear()  # every batch lies below the start
-            else:
-                for header in self._iter_headers():
-                    # below the start is gone; an epoch that goes backwards is a corrupt header
-                    # (epochs are outside the CRC) and its batch will fail the read-side check
-                    if (
-                        header.next_offset > self._log_start_offset
-                        and header.leader_epoch >= cache.latest_epoch
-                    ):
-                        cache.assign(header.leader_epoch, header.base_offset)
-            changed = True
-        else:
-            cache = LeaderEpochCache(saved)
-            changed = False
-            # the scanned tail is the truth above the recovery point: a crash between an append
-            # and the cache's save leaves the saved cache one epoch behind the data
-            for epoch, base_offset in scan.epoch_starts:
-                entries = cache.entries
-                if epoch > cache.latest_epoch and (
-                    not entries or base_offset >= entries[-1].start_offset
-                ):
-                    changed |= cache.assign(epoch, base_offset)
-        changed |= cache.truncate_from_end(self._next_offset)
-        changed |= cache.truncate_from_start(self._log_start_offset)
-        if changed:
-            self._save_epochs(cache)
-        return cache
-
-    def iter_headers(self, start_offset: int) -> Iterator[BatchHeader]:
-        """Headers of the batches holding ``start_offset`` and after, in order (no CRC checks:
-        for rebuilding state such as producer ids; reads of the data check CRCs themselves).
-
-        Offsets must run on from batch to batch and segment to segment: a bad header or a gap
-        raises CorruptRecordError with ``offset`` where the headers stop making sense."""
-        if start_offset >= self._next_offset:
-            return
-        start_offset = max(start_offset, self._log_start_offset)
-        i = max(bisect_right(self._bases, start_offset) - 1, 0)
-        expected: int | None = None  # the offset the next header must have
-        for segment in self._segments[i:]:
-            position = 0
-            if expected is None:
-                found = segment.find_batch(start_offset)
-                if found is None:
-                    expected = segment.next_offset  # the offset lies after this segment
-                    continue
-                position, first = found
-                if first.base_offset > start_offset:
-                    raise CorruptRecordError(
-                        f"no batch holds offset {start_offset} in {self.name}: the next one "
-                        f"starts at {first.base_offset}",
-                        offset=start_offset,
-                    )
-                expected = first.base_offset
-            elif segment.base_offset != expected:
-                raise CorruptRecordError(
-                    f"{segment.path} starts at {segment.base_offset}, the log before it ends "
-                    f"at {expected}",
-                    offset=expected,
-                )
-            while position < segment.size_bytes:
-                want = min(8 << 20, segment.size_bytes - position)
-                chunk = segment.pread(want, position)
-                consumed = 0
-                try:
-                    for rel, header in iter_batches(chunk, verify_crc=False):
-                        if header.base_offset != expected:
-                            raise CorruptRecordError(
-                                f"batch at byte {position + rel} of {segment.path} claims offset "
-                                f"{header.base_offset}, expected {expected}"
-                            )
-                        yield header
-                        expected = header.next_offset
-                        consumed = rel + header.size_bytes
-                    if consumed == 0:  # one batch larger than the chunk, or a cut file
-                        if len(chunk) < want:
-                            raise CorruptRecordError(
-                                f"{segment.path} ends at byte {position + len(chunk)}, "
-                                f"{segment.size_bytes} were written"
-                            )
-                        header = segment.header_at(position)
-                        if header.base_offset != expected:
-                            raise CorruptRecordError(
-                                f"batch at byte {position} of {segment.path} claims offset "
-                                f"{header.base_offset}, expected {expected}"
-                            )
-                        if position + header.size_bytes > segment.size_bytes:
-                            raise CorruptRecordError(
-                                f"batch at byte {position} of {segment.path} runs past its end"
-                            )
-                        yield header
-                        expected = header.next_offset
-                        consumed = header.size_bytes
-                except CorruptRecordError as exc:
-                    if exc.offset is not None:
-                        raise
-                    raise CorruptRecordError(str(exc), offset=expected) from exc
-                position += consumed
-
-    def _iter_headers(self) -> Iterator[BatchHeader]:
-        """Every batch header, segment by segment; a segment's scan stops at corruption
-        (reads of those batches fail their own checks)."""
-        for segment in self._segments:
-            position = 0
-            try:
-                while position < segment.size_bytes:
-                    chunk = segment.pread(8 << 20, position)
-                    consumed = 0
-                    for rel, header in iter_batches(chunk, verify_crc=False):
-                        yield header
-                        consumed = rel + header.size_bytes
-                    if consumed == 0:
-                        header = segment.header_at(position)
-                        yield header
-                        consumed = header.size_bytes
-                    position += consumed
-            except CorruptRecordError:
-                continue
-
     def _save_epochs(self, cache: LeaderEpochCache) -> None:
         if self._state is not None:
             self._state.save_epochs(self.name, cache.entries)
+
+    def _persist_recovery_point(self, offset: int) -> None:
+        if self._state is not None:
+            self._state.save_offsets("recovery_point", {self.name: offset})
 
     # ---- facts ---------------------------------------------------------------------------------
 
@@ -502,8 +229,7 @@ class Log:
     @property
     def recovery_point(self) -> int:
         """Every byte below this offset is fsynced, data and directory entries (<= the LEO)."""
-        with self._sync_lock:
-            return self._recovery_point
+        return self._durability.value
 
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
         """OffsetForLeaderEpoch: (greatest epoch <= ``epoch``, where it ends in this log)."""
@@ -617,87 +343,17 @@ class Log:
         if self._background is None:
             old.flush()  # fsync on roll: every closed segment is durable
         segment = self._new_segment(base_offset, now_ms)
-        self._dir_changes += 1
+        self._durability.directory_changed()
         self._add_segment(segment)
         if self._background is None:
-            self._sync_directory()
-            self._advance_recovery_point(old.next_offset)
+            self._durability.sync_directory()
+            self._durability.advance(old.next_offset)
         else:
             # the fsync runs later on another thread; the recovery point waits for it
-            pending = _PendingSync(old, old.next_offset)
-            with self._sync_lock:
-                self._pending_syncs.append(pending)
-            fsync_segment = old.durable_later()
-            changes = self._dir_changes  # the new segment's file is among them
-            directories = self._directories_to_sync()
-
-            def durable() -> None:
-                fsync_segment()
-                for directory in directories:
-                    fsync_directory(directory)
-                self._synced_in_background(pending, changes)
-
-            self._background(durable)
+            self._background(self._durability.fsync_later(old))
         old.index.unload()
         old.time_index.unload()
         return segment
-
-    # ---- durability: the recovery point ------------------------------------------------------
-
-    def _directories_to_sync(self) -> list[str]:
-        if self._parent_synced:
-            return [self.directory]
-        self._parent_synced = True  # the first sync after open also makes our own entry durable
-        parent = os.path.dirname(os.path.abspath(self.directory))
-        return [self.directory, parent]
-
-    def _sync_directory(self) -> None:
-        """fsync the directory if segment files were created or deleted since the last time."""
-        changes = self._dir_changes
-        with self._sync_lock:
-            if self._dir_synced >= changes and self._parent_synced:
-                return
-        for directory in self._directories_to_sync():
-            fsync_directory(directory)
-        with self._sync_lock:
-            self._dir_synced = max(self._dir_synced, changes)
-
-    def _synced_in_background(self, pending: _PendingSync, dir_changes: int) -> None:
-        """A rolled segment's fsync completed (on the background thread)."""
-        with self._sync_lock:
-            self._dir_synced = max(self._dir_synced, dir_changes)
-            if not any(p is pending for p in self._pending_syncs):
-                return  # a flush covered it, or a truncation made it moot
-            pending.done = True
-            point = None
-            while self._pending_syncs and self._pending_syncs[0].done:
-                point = self._pending_syncs.pop(0).next_offset
-            if point is not None and point > self._recovery_point:
-                self._recovery_point = point
-                # a store that is closing keeps the lower saved point, which is safe
-                with contextlib.suppress(lmdb.Error):
-                    self._persist_recovery_point(point)
-
-    def _advance_recovery_point(self, offset: int) -> None:
-        """On the owner's thread, after the fsyncs that make everything below ``offset``
-        durable (data, and directory entries) completed."""
-        with self._sync_lock:
-            if offset > self._recovery_point and not self._pending_syncs:
-                self._recovery_point = offset
-                self._persist_recovery_point(offset)
-
-    def _lower_recovery_point(self, offset: int) -> None:
-        """Before the bytes at ``offset`` and after change (truncation): from now on only
-        what lies below ``offset`` may count as durable, on disk first."""
-        with self._sync_lock:
-            self._pending_syncs = [p for p in self._pending_syncs if p.next_offset <= offset]
-            if offset < self._recovery_point:
-                self._recovery_point = offset
-                self._persist_recovery_point(offset)
-
-    def _persist_recovery_point(self, offset: int) -> None:
-        if self._state is not None:
-            self._state.save_offsets("recovery_point", {self.name: offset})
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -718,66 +374,18 @@ class Log:
         empty = ReadResult(b"", offset, self._log_start_offset, self._next_offset)
         if offset >= end:
             return empty
-        i = max(bisect_right(self._bases, offset) - 1, 0)
-        found = None
-        while i < len(self._segments):
-            segment = self._segments[i]
-            found = segment.find_batch(offset)
-            self._touch(segment)
-            if found is not None:
-                break
-            i += 1
-        if found is None:
-            # offset < end <= LEO, so some batch holds it: a header on the way lied about its size
-            raise CorruptRecordError(
-                f"no batch holds offset {offset} in {self.name}", offset=offset
-            )
-        position, header = found
-        if header.base_offset > offset:  # never skip the missing offsets: name them
-            raise CorruptRecordError(
-                f"no batch holds offset {offset} in {self.name}: the next one starts at "
-                f"{header.base_offset}",
-                offset=offset,
-            )
-        nbytes = min(max(max_bytes, header.size_bytes), segment.size_bytes - position)
-        chunk = segment.pread(nbytes, position)
-        cut = 0
-        next_offset = offset
-        expected = header.base_offset
-        reached_end = False
-        try:
-            for rel, h in iter_batches(chunk):
-                if h.next_offset > end:
-                    reached_end = True
-                    break
-                # base_offset and leader_epoch are stamped outside the CRC (as in Kafka's
-                # format): offsets must be contiguous and epochs must match the epoch cache
-                if h.base_offset != expected:
-                    raise CorruptRecordError(f"batch claims offset {h.base_offset}, not {expected}")
-                # a batch straddling the log start: the cache starts at the log start
-                epoch = self.epochs.epoch_for_offset(max(h.base_offset, self._log_start_offset))
-                if h.leader_epoch != epoch:
-                    raise CorruptRecordError(
-                        f"batch at offset {h.base_offset} has leader epoch {h.leader_epoch}, "
-                        f"the epoch cache says {epoch}"
-                    )
-                cut = rel + h.size_bytes
-                next_offset = expected = h.next_offset
-        except CorruptRecordError as exc:
-            if cut == 0:
-                raise CorruptRecordError(
-                    f"corrupt batch at byte {position} of {segment.path}: {exc}", offset=expected
-                ) from exc
-        if cut == 0:
-            if reached_end:  # the batch holding ``offset`` straddles max_offset (the HW)
-                return empty
-            # the header claimed more bytes than the segment holds: never return "nothing" for
-            # an offset below the end, or a reader would spin on it forever
-            raise CorruptRecordError(
-                f"batch at byte {position} of {segment.path} runs past the segment's end",
-                offset=header.base_offset,
-            )
-        return ReadResult(chunk[:cut], next_offset, self._log_start_offset, self._next_offset)
+        data, next_offset = read_batches(
+            self._segments,
+            self._bases,
+            offset,
+            max_bytes,
+            end,
+            epoch_for=self.epochs.epoch_for_offset,
+            log_start_offset=self._log_start_offset,
+            name=self.name,
+            touch=self._touch,
+        )
+        return ReadResult(data, next_offset, self._log_start_offset, self._next_offset)
 
     def _touch(self, segment: Segment) -> None:
         """Keep closed segments' indexes loaded for at most ``loaded_indexes_max`` segments."""
@@ -802,68 +410,33 @@ class Log:
                 return max(header.base_offset, self._log_start_offset), header.max_timestamp
         return None
 
+    def iter_headers(self, start_offset: int) -> Iterator[BatchHeader]:
+        """Headers of the batches holding ``start_offset`` and after, in order (no CRC checks:
+        for rebuilding state such as producer ids; reads of the data check CRCs themselves).
+
+        Offsets must run on from batch to batch and segment to segment: a bad header or a gap
+        raises CorruptRecordError with ``offset`` where the headers stop making sense."""
+        if start_offset >= self._next_offset:
+            return
+        yield from iter_headers_from(
+            self._segments,
+            self._bases,
+            max(start_offset, self._log_start_offset),
+            name=self.name,
+        )
+
     # ---- checking: scrub and verify ----------------------------------------------------------
 
     def scrub(self, max_bytes: int) -> ScrubResult:
-        """Check closed segments a little at a time, from where the previous call stopped.
-
-        Reads at most ``max_bytes`` (at least one batch header) and checks what it reads: CRC,
-        offsets contiguous within and between segments, each batch's epoch against the epoch
-        cache, and that the segment's file is still in the directory. Wraps around to the first
-        segment after the last closed one, and visits each closed segment at most once a call.
-        On damage it reports the first bad offset and moves on to the next segment (so a damage
-        nobody repairs is reported again once a round, and the rest of the log is still checked);
-        it never changes the log: the caller truncates and refetches.
-        """
-        closed = self._segments[:-1]
-        if not closed:
-            self._scrub_base, self._scrub_cursor = -1, None
-            return ScrubResult(0, None, (self._segments[-1].base_offset, 0))
-        i = bisect_right(self._bases, self._scrub_base) - 1
-        if i < 0 or i >= len(closed) or self._bases[i] != self._scrub_base:
-            i = i + 1 if 0 <= i + 1 < len(closed) else 0  # the segment went: the next one
-            self._scrub_cursor = None
-        checked = 0
-        damaged: int | None = None
-        visited = 0
-        # a walk's first read may take one header beyond a smaller budget: only the first
-        while (
-            (checked == 0 or max_bytes - checked >= HEADER_BYTES)
-            and visited < len(closed)
-            and damaged is None
-        ):
-            segment = closed[i]
-            cursor = self._scrub_cursor
-            if cursor is None or self._scrub_base != segment.base_offset:
-                cursor = BatchCursor(0, segment.base_offset)
-                self._scrub_base, self._scrub_cursor = segment.base_offset, cursor
-                if segment.file_problem() is not None:
-                    damaged = segment.base_offset
-            if damaged is None:
-                read, finding = walk_batches(
-                    segment.pread,
-                    segment.size_bytes,
-                    cursor,
-                    max_bytes - checked,
-                    epoch_for=self.epochs.epoch_for_offset,
-                    log_start_offset=self._log_start_offset,
-                )
-                checked += read
-                if finding is not None:
-                    damaged = finding.offset
-                elif cursor.position >= segment.size_bytes:
-                    following = self._segments[i + 1].base_offset
-                    if cursor.expected_offset != following:
-                        damaged = min(cursor.expected_offset, following)
-                else:
-                    break  # the budget is spent inside this segment
-            # the segment is done (or damaged): the next call starts at the next one
-            i = i + 1 if i + 1 < len(closed) else 0
-            visited += 1
-            self._scrub_base, self._scrub_cursor = closed[i].base_offset, None
-        cursor = self._scrub_cursor
-        return ScrubResult(
-            checked, damaged, (self._scrub_base, cursor.position if cursor is not None else 0)
+        """Check closed segments a little at a time, from where the previous call stopped
+        (``Scrubber.scrub``, ``scrub.py``): at most ``max_bytes`` (at least one batch header).
+        Never changes the log: the caller truncates and refetches."""
+        return self._scrubber.scrub(
+            self._segments,
+            self._bases,
+            max_bytes,
+            epoch_for=self.epochs.epoch_for_offset,
+            log_start_offset=self._log_start_offset,
         )
 
     def verify(self) -> int | None:
@@ -873,29 +446,12 @@ class Log:
 
     def verify_report(self) -> tuple[int, str] | None:
         """Like ``verify``, with the reason: (first damaged offset, why) or None."""
-        for i, segment in enumerate(self._segments):
-            problem = segment.file_problem()
-            if problem is not None:
-                return segment.base_offset, problem
-            cursor = BatchCursor(0, segment.base_offset)
-            _, finding = walk_batches(
-                segment.pread,
-                segment.size_bytes,
-                cursor,
-                sys.maxsize,
-                epoch_for=self.epochs.epoch_for_offset,
-                log_start_offset=self._log_start_offset,
-            )
-            if finding is not None:
-                return finding.offset, f"{segment.path}: {finding.reason}"
-            end = self._bases[i + 1] if i + 1 < len(self._bases) else self._next_offset
-            if cursor.expected_offset != end:
-                return (
-                    min(cursor.expected_offset, end),
-                    f"{segment.path} ends at offset {cursor.expected_offset}, the log goes on "
-                    f"at {end}",
-                )
-        return None
+        return verify_segments(
+            self._segments,
+            self._next_offset,
+            epoch_for=self.epochs.epoch_for_offset,
+            log_start_offset=self._log_start_offset,
+        )
 
     # ---- truncation and retention ---------------------------------------------------------------
 
@@ -912,19 +468,19 @@ class Log:
             )
         # the new end is at or above the base of the segment that will hold it
         holder = self._bases[max(bisect_right(self._bases, offset - 1) - 1, 0)]
-        self._lower_recovery_point(min(holder, offset))
+        self._durability.lower(min(holder, offset))
         deleted = False
         while len(self._segments) > 1 and self._segments[-1].base_offset >= offset:
             self._segments.pop().delete()
             self._loaded.pop(self._bases.pop(), None)
-            self._dir_changes += 1
+            self._durability.directory_changed()
             deleted = True
         active = self._segments[-1]
         self._loaded.pop(active.base_offset, None)
         self._next_offset = active.truncate_to(offset)
         active.flush()
         if deleted:
-            self._sync_directory()
+            self._durability.sync_directory()
         if self.epochs.truncate_from_end(self._next_offset):
             self._save_epochs(self.epochs)
         return self._next_offset
@@ -932,21 +488,18 @@ class Log:
     def truncate_fully_and_start_at(self, offset: int, now_ms: WallMs | None = None) -> None:
         """Drop everything and continue at ``offset`` (a follower behind the leader's start)."""
         now = self._clock.wall_ms() if now_ms is None else now_ms
-        self._lower_recovery_point(0)  # a crash half way leaves a mixture: check it all
+        self._durability.lower(0)  # a crash half way leaves a mixture: check it all
         for segment in self._segments:
             segment.delete()
         self._segments.clear()
         self._bases.clear()
         self._loaded.clear()
         self._add_segment(self._new_segment(offset, now))
-        self._dir_changes += 1
-        self._sync_directory()
+        self._durability.directory_changed()
+        self._durability.sync_directory()
         self._next_offset = offset
         self._set_log_start(offset)
-        with self._sync_lock:
-            self._pending_syncs.clear()
-            self._recovery_point = offset  # nothing lies below it, and the directory is synced
-            self._persist_recovery_point(offset)
+        self._durability.restart_at(offset)  # nothing lies below it, the directory is synced
         self.epochs.clear()
         self._save_epochs(self.epochs)
 
@@ -961,7 +514,7 @@ class Log:
                 self._delete_oldest()
                 deleted = True
             if deleted:
-                self._sync_directory()
+                self._durability.sync_directory()
         return self._log_start_offset
 
     def delete_retained(
@@ -996,7 +549,7 @@ class Log:
             self._delete_oldest()
             deleted += 1
         if deleted:
-            self._sync_directory()
+            self._durability.sync_directory()
             self._set_log_start(max(self._log_start_offset, self._segments[0].base_offset))
         return deleted
 
@@ -1005,7 +558,7 @@ class Log:
         self._bases.pop(0)
         self._loaded.pop(oldest.base_offset, None)
         oldest.delete()
-        self._dir_changes += 1
+        self._durability.directory_changed()
 
     def _set_log_start(self, offset: int) -> None:
         self._log_start_offset = offset
@@ -1030,19 +583,14 @@ class Log:
         """fsync every segment with unflushed writes (normally just the active one), and those
         whose background fsync has not completed, then the directory if it changed; then the
         recovery point is the log end offset."""
-        with self._sync_lock:
-            waiting = {id(p.segment) for p in self._pending_syncs}
+        waiting = self._durability.waiting_segments()
         for segment in self._segments:
             if segment.unflushed or id(segment) in waiting:
                 segment.flush(force=id(segment) in waiting)
-        self._sync_directory()
+        self._durability.sync_directory()
         self._unflushed_records = 0
         self._last_flush_ms = self._clock.wall_ms() if now_ms is None else now_ms
-        with self._sync_lock:
-            self._pending_syncs.clear()  # covered: their late completions change nothing
-            if self._next_offset != self._recovery_point:
-                self._recovery_point = self._next_offset
-                self._persist_recovery_point(self._next_offset)
+        self._durability.flushed(self._next_offset)
 
     def close(self) -> None:
         try:

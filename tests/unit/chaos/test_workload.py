@@ -648,6 +648,17 @@ def test_the_timeline_picture_is_a_png(tmp_path: Path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_without_matplotlib_the_timeline_picture_is_skipped_with_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    path = tmp_path / "timeline.png"
+    timeline = timeline_from_history(simulated_history(lose=False))
+    note = write_timeline_png(timeline, [], path, title="t")
+    assert note == "the timeline PNG needs matplotlib: pip install 'raftlog[chaos]'"
+    assert not path.exists()
+
+
 def test_the_live_view_shows_counters_faults_and_nodes() -> None:
     snapshot = LiveSnapshot(
         elapsed_s=12.5,

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterator
-from concurrent import futures
+from collections.abc import Callable
 from typing import Any
 
 import crc32c
-import grpc
 import pytest
 
 from raftlog.client import ClientSecurity, Consumer, RaftlogError
@@ -114,22 +112,15 @@ class LogBroker(broker_pb2_grpc.BrokerServicer):
 
 
 @pytest.fixture
-def serve() -> Iterator[Any]:
-    servers = []
-
+def serve(grpc_server: Callable[..., str]) -> Callable[[dict[int, list[bytes]]], LogBroker]:
     def start(logs: dict[int, list[bytes]]) -> LogBroker:
         servicer = LogBroker(logs)
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        broker_pb2_grpc.add_BrokerServicer_to_server(servicer, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        servicer.address = f"127.0.0.1:{port}"
-        server.start()
-        servers.append(server)
+        servicer.address = grpc_server(
+            lambda server: broker_pb2_grpc.add_BrokerServicer_to_server(servicer, server)
+        )
         return servicer
 
-    yield start
-    for server in servers:
-        server.stop(0)
+    return start
 
 
 def consumer_for(broker: LogBroker, **kwargs: Any) -> Consumer:

@@ -9,11 +9,9 @@ what is tested.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from concurrent import futures
+from collections.abc import Callable
 from typing import Any
 
-import grpc
 import pytest
 
 from raftlog.client import ClientSecurity, ClusterMetadata, DeliveryTimeoutError, Producer
@@ -78,22 +76,15 @@ class ScriptedBroker(broker_pb2_grpc.BrokerServicer):
 
 
 @pytest.fixture
-def broker() -> Iterator[Callable[[Answer], ScriptedBroker]]:
-    servers = []
-
+def broker(grpc_server: Callable[..., str]) -> Callable[[Answer], ScriptedBroker]:
     def start(answer: Answer) -> ScriptedBroker:
         servicer = ScriptedBroker(answer)
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        broker_pb2_grpc.add_BrokerServicer_to_server(servicer, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        servicer.address = f"127.0.0.1:{port}"
-        server.start()
-        servers.append(server)
+        servicer.address = grpc_server(
+            lambda server: broker_pb2_grpc.add_BrokerServicer_to_server(servicer, server)
+        )
         return servicer
 
-    yield start
-    for server in servers:
-        server.stop(0)
+    return start
 
 
 def test_retriable_errors_are_retried_and_order_is_kept(broker: Any) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from raftlog.segments import BrokerStateStore, CorruptRecordError, StorageIOError, iter_batches
-from raftlog.segments import log as log_module
+from raftlog.segments import recovery_point as recovery_point_module
 from raftlog.segments.batch import stamp
 from raftlog.segments.clock import SYSTEM_CLOCK
 from raftlog.segments.log import Log, LogConfig
@@ -376,13 +376,13 @@ def test_the_directory_is_fsynced_before_the_recovery_point_covers_a_new_segment
     tmp_path: Path, make_batch: BatchFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events: list[str] = []
-    real = log_module.fsync_directory
+    real = recovery_point_module.fsync_directory
 
     def spy(path: str) -> None:
         events.append(f"dir {os.path.basename(path)}")
         real(path)
 
-    monkeypatch.setattr(log_module, "fsync_directory", spy)
+    monkeypatch.setattr(recovery_point_module, "fsync_directory", spy)
     store = BrokerStateStore(str(tmp_path / "state"))
     save = store.save_offsets
 
