@@ -111,7 +111,8 @@ __all__ = [
 ]
 
 # Answers the broker gives only before anything is appended (cluster/replica_manager.py,
-# ``append``: topic lookup, readiness, the min-ISR check and batch validation all come first).
+# ``append``: topic lookup, readiness, the min-ISR check and batch validation all come first —
+# the rules of cluster/replica_rules.py and cluster/produce.py).
 DEFINITE_FAIL_CODES: frozenset[str] = frozenset(
     {
         "NOT_ENOUGH_REPLICAS",

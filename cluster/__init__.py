@@ -2,7 +2,8 @@
 controller shell and the gRPC servicers. ``python -m raftlog.cluster --config node.toml`` (or
 ``raftlog broker --config``) runs one.
 
-Pure cores: ``replication`` (HW, ISR, truncation) and ``purgatory`` (timing wheel, delayed
+Pure cores: ``replication`` (HW, ISR, truncation), ``replica_rules`` (which answer a produce or a
+fetch gets), ``produce`` (a produce's batches) and ``purgatory`` (timing wheel, delayed
 operations). The rest is the asyncio shell described in ``broker.py``.
 """
 

@@ -87,10 +87,11 @@ from .controller_servicer import ControllerServicer
 from .coordinator import OFFSETS_PARTITIONS, OFFSETS_TOPIC, GroupCoordinator
 from .fetcher import FetcherManager
 from .group_servicer import GroupServicer
+from .partition import Partition
 from .peers import PING_INTERVAL_MS, PING_TIMEOUT_MS, PeerReach
 from .quota import Quotas
 from .relay_proof import OriginSigner
-from .replica_manager import Partition, ReplicaManager, ReplicaManagerConfig
+from .replica_manager import ReplicaManager, ReplicaManagerConfig
 from .replication import IsrProposal, alter_partition_outcome
 from .tasks import TaskSet
 

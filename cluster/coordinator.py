@@ -33,7 +33,8 @@ import cbor2
 from raftlog.segments import BatchBuilder, StorageError, iter_batches, iter_records
 
 from .group import Group, GroupError, GroupState, JoinAnswer, SyncAnswer
-from .replica_manager import Partition, ReplicaManager
+from .partition import Partition
+from .replica_manager import ReplicaManager
 from .tasks import TaskSet
 
 __all__ = ["OFFSETS_PARTITIONS", "OFFSETS_TOPIC", "CoordinatorError", "GroupCoordinator"]

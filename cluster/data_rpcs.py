@@ -25,7 +25,7 @@ from raftlog.raft.acl import Operation, ResourceType
 
 from .auth import CLUSTER_RESOURCE, AuthenticationFailed, Principal
 from .controller_service import ControllerError
-from .replica_manager import CONSUMER, FetchSpec
+from .replica_rules import CONSUMER, FetchSpec
 from .rpc_errors import denied, error, typed_errors
 
 if TYPE_CHECKING:

@@ -31,7 +31,8 @@ from raftlog.raft.metadata_records import NO_LEADER, TopicPartition
 from raftlog.segments import StorageError
 
 from .config import REPLICA_FETCH_WAIT_MS
-from .replica_manager import Partition, ReplicaManager
+from .partition import Partition
+from .replica_manager import ReplicaManager
 from .replication import FollowerAction, follower_decision
 
 __all__ = ["FetcherConfig", "FetcherManager"]
@@ -176,7 +177,7 @@ class _Fetcher:
         try:
             match decision.action:
                 case FollowerAction.APPEND:
-                    replicas.follower_append(partition, result.records, result.high_watermark)
+                    partition.append_as_follower(result.records, result.high_watermark)
                     if result.log_start_offset > log_.log_start_offset:
                         log_.advance_log_start(min(result.log_start_offset, log_.log_end_offset))
                     manager.counters["fetched_bytes"] += len(result.records)

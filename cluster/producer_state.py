@@ -1,7 +1,7 @@
 """Idempotent-producer state of one partition: the last batches of every producer id.
 
-Pure: no IO, no clock (``now_ms`` comes in). Owned by the partition (``replica_manager``), on the
-broker loop; not thread-safe.
+Pure: no IO, no clock (``now_ms`` comes in). Owned by the partition (``partition.Partition``), on
+the broker loop; not thread-safe.
 
 Every replica keeps this state as it appends — the leader from produce requests, followers from
 the batches they fetch, every replica from its log on recovery — so a new leader dedupes a retry
@@ -20,7 +20,7 @@ Rules for a batch (producer_id, epoch, first_seq..last_seq), Kafka's:
   a producer whose state really expired bumps its epoch and starts again at 0).
 - anything else → OUT_OF_ORDER_SEQUENCE_NUMBER (a gap: an earlier batch is missing).
 
-Snapshots (cbor2, written to LMDB by the replica manager) record the state as of a log offset;
+Snapshots (cbor2, written to LMDB by ``producer_snapshots``) record the state as of a log offset;
 recovery loads the newest snapshot at or below the log end and replays the batches after it.
 """
 
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from raftlog.segments.batch import BatchHeader
 from raftlog.segments.clock import WallMs
 
 __all__ = [
@@ -158,6 +159,19 @@ class ProducerStateManager:
         if len(self._producers) > self.producers_max:
             oldest = min(self._producers.values(), key=lambda e: e.last_seen_ms)
             del self._producers[oldest.producer_id]
+
+    def record_batch(self, header: BatchHeader, first_offset: int, last_offset: int) -> None:
+        """``record`` for a batch appended at ``first_offset``-``last_offset``, from its header,
+        at the batch's own time (its max timestamp)."""
+        self.record(
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence,
+            header.last_sequence,
+            first_offset,
+            last_offset,
+            WallMs(header.max_timestamp),
+        )
 
     def expire(self, now_ms: WallMs, idle_ms_max: int) -> int:
         """Forget producers silent for longer than ``idle_ms_max``; how many went."""

@@ -1,7 +1,7 @@
 """Replication rules of one partition: the leader's high watermark and ISR, the follower's
 truncation. Pure — no IO, no clock: ``now_ms`` comes in — and deterministic.
 
-Owned by the partition it belongs to (``replica_manager.Partition``), on the broker loop; not
+Owned by the partition it belongs to (``partition.Partition``), on the broker loop; not
 thread-safe.
 
 Leader rules (Kafka's ``Partition``):

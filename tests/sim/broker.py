@@ -26,15 +26,9 @@ from typing import Any
 
 from raftlog.cluster import restart
 from raftlog.cluster.fetcher import FetcherConfig
-from raftlog.cluster.replica_manager import (
-    CONSUMER,
-    FetchOutcome,
-    FetchSpec,
-    Partition,
-    ProduceOutcome,
-    ReplicaManager,
-    ReplicaManagerConfig,
-)
+from raftlog.cluster.partition import Partition
+from raftlog.cluster.replica_manager import ReplicaManager, ReplicaManagerConfig
+from raftlog.cluster.replica_rules import CONSUMER, FetchOutcome, FetchSpec, ProduceOutcome
 from raftlog.cluster.replication import IsrProposal, alter_partition_outcome
 from raftlog.raft.commands import (
     AllocateProducerIds,

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from raftlog.cluster import replication
-from raftlog.cluster.replica_manager import FetchOutcome, FetchSpec, Partition
+from raftlog.cluster.partition import Partition
+from raftlog.cluster.replica_rules import FetchOutcome, FetchSpec
 from raftlog.cluster.replication import FollowerAction, FollowerDecision
 from raftlog.raft.metadata_records import NO_LEADER, TopicPartition
 from raftlog.segments import StorageError
@@ -125,7 +126,7 @@ class SimFetcher:
         try:
             match decision.action:
                 case FollowerAction.APPEND:
-                    replicas.follower_append(partition, outcome.records, outcome.high_watermark)
+                    partition.append_as_follower(outcome.records, outcome.high_watermark)
                     if outcome.log_start_offset > log_.log_start_offset:
                         log_.advance_log_start(min(outcome.log_start_offset, log_.log_end_offset))
                 case FollowerAction.TRUNCATE | FollowerAction.RESTART_AT:

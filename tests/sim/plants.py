@@ -20,7 +20,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from raftlog.cluster.replica_manager import Partition
+from raftlog.cluster.partition import Partition
 from raftlog.cluster.replication import FollowerDecision, LeaderReplication
 from raftlog.raft.metadata import MetadataState
 from raftlog.raft.metadata_records import NO_LEADER, PartitionRecord

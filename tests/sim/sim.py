@@ -36,7 +36,7 @@ from typing import Any
 from raftlog.chaos.anomalies import CheckResult
 from raftlog.chaos.checker import check
 from raftlog.chaos.history import OpF, OpType, dump_jsonl, read_value
-from raftlog.cluster.replica_manager import CONSUMER, FetchSpec
+from raftlog.cluster.replica_rules import CONSUMER, FetchSpec
 from raftlog.raft.commands import CreateTopic
 from raftlog.raft.controller import ControllerConfig
 from raftlog.raft.metadata_records import NO_LEADER, TopicPartition

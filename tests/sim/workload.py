@@ -36,7 +36,7 @@ from raftlog.chaos.history import (
 )
 from raftlog.client.accumulator import ProducerBatch, RecordAccumulator
 from raftlog.cluster.fetcher import FetcherConfig
-from raftlog.cluster.replica_manager import FetchOutcome, FetchSpec
+from raftlog.cluster.replica_rules import FetchOutcome, FetchSpec
 from raftlog.proto.errors import error_for
 from raftlog.raft.metadata_records import NO_LEADER, TopicPartition
 from raftlog.segments.batch import CorruptRecordError, iter_batches, iter_records

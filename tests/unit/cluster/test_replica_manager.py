@@ -15,12 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from raftlog.cluster.replica_manager import (
-    FetchOutcome,
-    FetchSpec,
-    ReplicaManager,
-    ReplicaManagerConfig,
-)
+from raftlog.cluster.replica_manager import ReplicaManager, ReplicaManagerConfig
+from raftlog.cluster.replica_rules import FetchOutcome, FetchSpec
 from raftlog.cluster.replication import IsrProposal
 from raftlog.raft.listener import EventKind, PartitionEvent
 from raftlog.raft.metadata_records import PartitionRecord, TopicRecord
