@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from raftlog.cluster.partition import Partition
 from raftlog.cluster.replication import (
     FollowerAction,
     FollowerDecision,
@@ -17,7 +18,7 @@ from raftlog.cluster.replication import (
     follower_decision,
 )
 from raftlog.segments import Log, build_batch
-from raftlog.segments.clock import SYSTEM_CLOCK
+from raftlog.segments.clock import SYSTEM_CLOCK, MonoMs
 
 LAG_MS = 1000
 
@@ -165,12 +166,24 @@ def test_kip101_scenario_1_leader_dies_before_the_follower_learned_the_hw(tmp_pa
         Log(str(tmp_path / "a"), clock=SYSTEM_CLOCK),
         Log(str(tmp_path / "b"), clock=SYSTEM_CLOCK),
     )
-    append(a, 2, 0, "m")
-    b.append_as_follower(a.read(0, 1 << 20).data)
-    b_hw = 1  # what B knew
+    a_state = LeaderReplication.start(1, (1, 2), (1, 2), 0, 0, 0, 0, LAG_MS, now_ms=0)
+    b_replica = Partition(("t", 0), 1, b, high_watermark=0)
+
+    def b_fetches(now_ms: int) -> None:
+        """B fetches from its log end; A answers with what follows and its HW after the fetch."""
+        a_state.on_follower_fetch(2, b.log_end_offset, a.log_end_offset, MonoMs(now_ms))
+        answer = a.read(b.log_end_offset, 1 << 20).data
+        b_replica.append_as_follower(answer, a_state.high_watermark)
+
+    append(a, 1, 0, "m")  # m0
+    b_fetches(1)  # B gets m0; fetching from 0 proves nothing, so A's HW stays 0
+    a.append(build_batch([b"m1"], timestamp_ms=1), leader_epoch=0)
+    b_fetches(2)  # A's HW moves to 1 (B holds m0); B gets m1 and that HW
+    b_hw = b_replica.high_watermark  # A dies before B's next fetch would bring HW 2
+    assert (b_hw, b.log_end_offset, a_state.high_watermark) == (1, 2, 1)
+    assert b_hw < b.log_end_offset  # so truncating to its own HW would have cut m1
     # B becomes leader in epoch 1; A restarts and follows B
     assert truncation(a, b) == 2  # A keeps both records
-    assert b_hw < 2  # the HW would have cut m1
 
 
 def test_kip101_scenario_2_replicas_diverge_after_two_quick_failovers(tmp_path: Path) -> None:
