@@ -60,7 +60,8 @@ def cut_at_boundary(segment: Path) -> None:
     os.truncate(segment, position + size)
 
 
-def produce(cluster: LocalCluster, count: int) -> list[int]:
+def produce(cluster: LocalCluster, count: int) -> list[tuple[int, bytes]]:
+    """Send ``count`` records one by one; (offset, value) of each as acknowledged."""
     with Producer(
         cluster.bootstrap,
         linger_ms=0,
@@ -68,10 +69,15 @@ def produce(cluster: LocalCluster, count: int) -> list[int]:
         delivery_timeout_ms=15_000,
         security=cluster.security,
     ) as p:
-        return [p.send(TOPIC, f"v{i:05d}".encode() * 4).result(15).offset for i in range(count)]
+        sent = [f"v{i:05d}".encode() * 4 for i in range(count)]
+        return [(p.send(TOPIC, value).result(15).offset, value) for value in sent]
 
 
-def assert_replicas_agree(cluster: LocalCluster, acked: list[int]) -> None:
+def read_back(got: list) -> list[tuple[int, bytes]]:  # type: ignore[type-arg]
+    return sorted((r.offset, r.value) for r in got)
+
+
+def assert_replicas_agree(cluster: LocalCluster, acked: list[tuple[int, bytes]]) -> None:
     """Stop everything and compare the logs byte for byte (stamped batches, offsets)."""
     cluster.down()
     contents = {}
@@ -116,7 +122,7 @@ def start_with_damage(make_cluster: ClusterFactory, damage: str) -> None:
         what="the repaired replica back in the ISR",
     )
     got = consume_all(cluster.bootstrap, TOPIC, len(acked), security=cluster.security)
-    assert sorted(r.offset for r in got) == acked
+    assert read_back(got) == acked  # every acknowledged value at its offset, nothing else
     admin.close()
     assert_replicas_agree(cluster, acked)
 
@@ -146,7 +152,7 @@ def test_a_bad_crc_under_a_running_leader_moves_leadership_and_repairs(
     leader = admin.describe_topic(TOPIC).partitions[0].leader
     flip_bit(rolled_segments(cluster, leader)[1])
     got = consume_all(cluster.bootstrap, TOPIC, len(acked), security=cluster.security)
-    assert sorted(r.offset for r in got) == acked  # nothing skipped, nothing lost
+    assert read_back(got) == acked  # nothing skipped, nothing lost, nothing changed
     state = admin.describe_topic(TOPIC).partitions[0]
     assert state.leader != leader
     wait_until(

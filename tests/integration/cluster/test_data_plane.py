@@ -77,7 +77,7 @@ def test_acks_all_then_one_follower_down_then_two_then_both_back(
         delivery_timeout_ms=4000,
         security=cluster.security,
     ) as p:
-        acked = [p.send("t", f"a{i}".encode()).result(10) for i in range(200)]
+        acked = [(v, p.send("t", v).result(10)) for v in values("a", 200)]
         # one follower down: the controller fences it, the ISR shrinks, writes go on
         cluster.kill(followers[0])
         wait_until(
@@ -89,7 +89,7 @@ def test_acks_all_then_one_follower_down_then_two_then_both_back(
             ),
             what="ISR without the first follower",
         )
-        acked += [p.send("t", f"b{i}".encode()).result(10) for i in range(200)]
+        acked += [(v, p.send("t", v).result(10)) for v in values("b", 200)]
         # two down: below min ISR → NOT_ENOUGH_REPLICAS and nothing appended
         cluster.kill(followers[1])
         # the leader itself must have applied the shrink (metadata reaches brokers one by one)
@@ -119,12 +119,19 @@ def test_acks_all_then_one_follower_down_then_two_then_both_back(
         wait_until(
             lambda: len(admin.describe_topic("t").partitions[0].isr) == 3, what="full ISR again"
         )
-        acked += [p.send("t", f"c{i}".encode()).result(10) for i in range(100)]
+        acked += [(v, p.send("t", v).result(10)) for v in values("c", 100)]
     got = consume_all(cluster.bootstrap, "t", len(acked), security=cluster.security)
     by_offset = {r.offset: r.value for r in got}
-    assert all(m.offset in by_offset for m in acked)
+    wrong = [
+        (m.offset, v, by_offset.get(m.offset)) for v, m in acked if by_offset.get(m.offset) != v
+    ]
+    assert not wrong, f"{len(wrong)} acknowledged records not at their offsets, e.g. {wrong[:3]}"
     assert b"refused" not in by_offset.values()
     admin.close()
+
+
+def values(tag: str, count: int) -> list[bytes]:
+    return [f"{tag}{i}".encode() for i in range(count)]
 
 
 def _leader_isr(cluster: LocalCluster, broker_id: int) -> list[int]:
@@ -163,8 +170,12 @@ def test_kill_the_leader_under_load_keeps_every_acknowledged_record(
     assert all(p.leader != victim and p.leader >= 0 for p in topic.partitions)
     got = consume_all(cluster.bootstrap, "load", len(acked), security=cluster.security)
     where = {(r.partition, r.offset): r.value for r in got}
-    missing = [m for m in acked if (m.partition, m.offset) not in where]
-    assert not missing, missing[:5]
+    wrong = [
+        (m, f"v{i}")
+        for i, m in enumerate(acked)
+        if where.get((m.partition, m.offset)) != f"v{i}".encode()
+    ]
+    assert not wrong, wrong[:5]  # each acknowledged record, with its value, at its offset
     assert len(where) == len(got)  # no offset twice
     admin.close()
 

@@ -282,9 +282,9 @@ def test_a_spoofed_follower_fetch_is_refused_and_acknowledges_nothing(
                     assert not spoof.partitions
                 offset += 10
                 time.sleep(0.05)
-            for future in futures:
+            for i, future in enumerate(futures):
                 if future.exception(timeout=10) is None:
-                    acked.append(future.result())
+                    acked.append((future.result(), f"r{i}".encode()))
     finally:
         os.kill(cluster.nodes[follower].pid, signal.SIGCONT)
     # whatever was acknowledged (normally nothing: the real follower was paused) survives the
@@ -295,8 +295,8 @@ def test_a_spoofed_follower_fetch_is_refused_and_acknowledges_nothing(
 
     if acked:
         records = consume_all(cluster.bootstrap, "spoof", len(acked), security=cluster.security)
-        assert {(r.partition, r.offset) for r in records} >= {
-            (a.partition, a.offset) for a in acked
+        assert {(r.partition, r.offset, r.value) for r in records} >= {
+            (a.partition, a.offset, value) for a, value in acked
         }
     assert len(acked) == 0  # the follower was paused the whole time: nothing could be acked
 
