@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from raftlog.cluster.replica_manager import ReplicaManager, ReplicaManagerConfig
-from raftlog.cluster.replica_rules import FetchOutcome, FetchSpec
+from raftlog.cluster.replica_rules import CONSUMER, FetchOutcome, FetchSpec
 from raftlog.cluster.replication import IsrProposal
 from raftlog.raft.listener import EventKind, PartitionEvent
 from raftlog.raft.metadata_records import PartitionRecord, TopicRecord
-from raftlog.segments import build_batch
+from raftlog.segments import build_batch, iter_batches, iter_records
 from raftlog.segments.clock import MonoMs, WallMs
 from raftlog.segments.state import BrokerStateStore
 
@@ -211,3 +211,153 @@ def test_a_broker_cut_off_from_the_controller_answers_produces_not_leader(
         "NOT_LEADER_OR_FOLLOWER",
         "NONE",
     )
+
+
+# ---- the leader's fetch: leader epochs and the delayed fetch -----------------------------------
+
+
+def values_of(records: bytes) -> list[bytes | None]:
+    """The record values of whole batches, back to back (as a fetch returns them)."""
+    return [
+        r.value
+        for position, header in iter_batches(records, verify_crc=True)
+        for r in iter_records(records[position : position + header.size_bytes])
+    ]
+
+
+def produce(h: Harness, *values: bytes) -> None:
+    """Append one batch through the leader's produce path (which wakes waiting fetches)."""
+    batch = build_batch(list(values), timestamp_ms=h.now_ms)
+    outcome, _, _ = h.manager.append("t", 0, batch, 1)
+    assert outcome.error == "NONE", outcome
+
+
+async def consume(
+    h: Harness, offset: int, *, min_bytes: int, max_wait_ms: int, epoch: int = -1
+) -> FetchOutcome:
+    (outcome,) = await h.manager.fetch(
+        CONSUMER,
+        [FetchSpec("t", 0, offset, current_leader_epoch=epoch)],
+        max_wait_ms=max_wait_ms,
+        min_bytes=min_bytes,
+        max_bytes=1 << 20,
+        replica_incarnation=-1,
+    )
+    return outcome
+
+
+def test_a_fetch_from_an_older_leader_epoch_is_fenced_and_from_a_newer_one_unknown(
+    harness: Harness,
+) -> None:
+    """KIP-320: a fetcher that names another leader epoch than ours gets nothing, and its fetch
+    offset does not count as its progress."""
+    harness.lead(isr=(1, 2), epoch=4)
+    harness.append(b"a", 4)
+    older = harness.follower_fetch(1, last_fetched_epoch=4, current_epoch=3)
+    newer = harness.follower_fetch(1, last_fetched_epoch=4, current_epoch=5)
+    assert (older.error, newer.error) == ("FENCED_LEADER_EPOCH", "UNKNOWN_LEADER_EPOCH")
+    assert older.records == newer.records == b""
+    assert (older.leader_epoch, newer.leader_epoch) == (4, 4)  # what the fetcher should know
+    assert follower_leo(harness) < 0 and harness.high_watermark == 0
+    same = harness.follower_fetch(1, last_fetched_epoch=4, current_epoch=4)
+    assert same.error == "NONE" and harness.high_watermark == 1
+
+
+def test_a_consumer_fetch_naming_another_leader_epoch_is_answered_at_once(
+    harness: Harness,
+) -> None:
+    """The error comes back without waiting out max_wait_ms (the clock never moves here)."""
+    harness.lead(isr=(1,), epoch=4)
+
+    async def scenario() -> list[str]:
+        answers = []
+        for epoch in (3, 5):
+            fetch = consume(harness, 0, min_bytes=1, max_wait_ms=10_000, epoch=epoch)
+            answers.append((await asyncio.wait_for(fetch, 1)).error)
+        return answers
+
+    assert asyncio.run(scenario()) == ["FENCED_LEADER_EPOCH", "UNKNOWN_LEADER_EPOCH"]
+
+
+def test_a_fetch_below_min_bytes_waits_until_max_wait_then_returns_what_there_is(
+    harness: Harness,
+) -> None:
+    harness.lead(isr=(1,), epoch=0)
+
+    async def scenario() -> FetchOutcome:
+        waiting = asyncio.ensure_future(consume(harness, 0, min_bytes=1 << 20, max_wait_ms=500))
+        await asyncio.sleep(0)
+        produce(harness, b"small")  # readable, but far below min_bytes: it keeps waiting
+        harness.now_ms += 499
+        harness.manager.expire()
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        harness.now_ms += 1  # max_wait_ms is up
+        harness.manager.expire()
+        return await asyncio.wait_for(waiting, 1)
+
+    outcome = asyncio.run(scenario())
+    assert outcome.error == "NONE" and values_of(outcome.records) == [b"small"]
+
+
+def test_an_append_wakes_a_waiting_fetch_before_max_wait(harness: Harness) -> None:
+    harness.lead(isr=(1,), epoch=0)
+    produce(harness, b"old")
+
+    async def scenario() -> FetchOutcome:
+        waiting = asyncio.ensure_future(consume(harness, 1, min_bytes=1, max_wait_ms=10_000))
+        await asyncio.sleep(0)
+        assert not waiting.done()  # nothing past offset 1 yet
+        produce(harness, b"new")  # no time passes: only the append can complete it
+        return await asyncio.wait_for(waiting, 1)
+
+    outcome = asyncio.run(scenario())
+    assert outcome.error == "NONE" and values_of(outcome.records) == [b"new"]
+
+
+def test_a_fetch_that_has_min_bytes_returns_at_once(harness: Harness) -> None:
+    harness.lead(isr=(1,), epoch=0)
+    produce(harness, b"a", b"b")
+    produce(harness, b"c")
+
+    async def scenario() -> FetchOutcome:
+        fetch = consume(harness, 0, min_bytes=1, max_wait_ms=10_000)
+        return await asyncio.wait_for(fetch, 1)  # the clock never moves: no wait can end
+
+    outcome = asyncio.run(scenario())
+    assert values_of(outcome.records) == [b"a", b"b", b"c"]
+
+
+# ---- producer state after a truncation ----------------------------------------------------------
+
+
+def test_after_a_truncation_a_retry_of_a_cut_batch_is_appended_not_deduplicated(
+    harness: Harness,
+) -> None:
+    """The producer state is rebuilt when the log is cut: it must not remember sequences of the
+    batches that went, or a retry of the lost batch would be answered as a duplicate of records
+    no replica holds (and the producer would count it as stored)."""
+    harness.lead(isr=(1,), epoch=0)
+
+    def send(base_sequence: int, *values: bytes) -> tuple[str, int]:
+        batch = build_batch(
+            list(values),
+            timestamp_ms=harness.now_ms,
+            producer_id=7,
+            producer_epoch=0,
+            base_sequence=base_sequence,
+        )
+        outcome, _, _ = harness.manager.append("t", 0, batch, 1)
+        return outcome.error, outcome.base_offset
+
+    assert send(0, b"a0", b"a1") == ("NONE", 0)
+    assert send(2, b"b0", b"b1") == ("NONE", 2)
+    assert send(2, b"b0", b"b1") == ("DUPLICATE_SEQUENCE_NUMBER", 2)  # stored: deduplicated
+    partition = harness.manager.partitions[KEY]
+    harness.manager.truncate(partition, 2)  # a new leader never had offsets 2-3
+    seven = partition.producers.entry(7)
+    assert seven is not None and seven.last_seq == 1
+    harness.lead(isr=(1,), epoch=1)
+    assert send(2, b"b0", b"b1") == ("NONE", 2)  # the retry is stored again, at 2-3
+    result = partition.log.read(0, 1 << 20)
+    assert values_of(result.data) == [b"a0", b"a1", b"b0", b"b1"]
