@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 
 from raftlog.proto import broker_pb2, broker_pb2_grpc, common_pb2, controller_pb2_grpc
+from raftlog.proto.codes import ErrorCode
 from raftlog.raft.acl import AclError, Operation, ResourceType
 
 from .auth import CLUSTER_RESOURCE
@@ -48,11 +49,13 @@ class AdminRpcs(broker_pb2_grpc.BrokerServicer):
             return await local()
         stub = broker.controller_stub()
         if stub is None:
-            return failed(error("NOT_CONTROLLER", "no active controller is known yet"))
+            return failed(error(ErrorCode.NOT_CONTROLLER, "no active controller is known yet"))
         try:
             return await remote(stub)
         except grpc.aio.AioRpcError as exc:
-            return failed(error("NOT_CONTROLLER", f"the controller is unreachable: {exc.code()}"))
+            return failed(
+                error(ErrorCode.NOT_CONTROLLER, f"the controller is unreachable: {exc.code()}")
+            )
 
     @typed_errors(broker_pb2.CreateTopicsResponse)
     async def CreateTopics(
@@ -157,7 +160,9 @@ class AdminRpcs(broker_pb2_grpc.BrokerServicer):
     def _cluster_denied(self, context: Any, operation: Operation) -> common_pb2.Error | None:
         auth = self.broker.authorizer
         if not auth.enabled:
-            return error("SECURITY_DISABLED", "the cluster runs plaintext: no principals or ACLs")
+            return error(
+                ErrorCode.SECURITY_DISABLED, "the cluster runs plaintext: no principals or ACLs"
+            )
         principal = auth.principal(context)
         if auth.allowed(principal, operation, ResourceType.CLUSTER, CLUSTER_RESOURCE):
             return None
@@ -215,7 +220,7 @@ class AdminRpcs(broker_pb2_grpc.BrokerServicer):
         try:
             wanted = acl_filter_from_proto(request.filter)
         except AclError as exc:
-            return broker_pb2.DescribeAclsResponse(error=error("INVALID_REQUEST", str(exc)))
+            return broker_pb2.DescribeAclsResponse(error=error(ErrorCode.INVALID_REQUEST, str(exc)))
         with self.broker.store.read() as state:
             found = sorted(b for b in state.acls if wanted.matches(b))
         return broker_pb2.DescribeAclsResponse(acls=[acl_to_proto(b) for b in found])

@@ -64,6 +64,7 @@ from raftlog.proto import (
     group_pb2_grpc,
 )
 from raftlog.proto.channel import MESSAGE_BYTES_MAX, channel_options, server_options
+from raftlog.proto.codes import ErrorCode
 from raftlog.raft.acl import AclIndex
 from raftlog.raft.commands import AlterPartition, ReplicasDamaged
 from raftlog.raft.controller import ControllerConfig
@@ -373,7 +374,7 @@ class Broker:
                             5,
                         )
                     except ControllerUnreachable as exc:
-                        raise ControllerError("NOT_CONTROLLER", str(exc)) from exc
+                        raise ControllerError(ErrorCode.NOT_CONTROLLER, str(exc)) from exc
                     if response.error.code:
                         raise ControllerError(
                             common_pb2.ErrorCode.Name(response.error.code), response.error.message

@@ -29,8 +29,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import cbor2
-
+from raftlog.proto.codes import CodedError, ErrorCode
 from raftlog.raft.assignment import AssignmentError, assign_replicas
 from raftlog.raft.commands import (
     AllocateProducerIds,
@@ -41,6 +40,7 @@ from raftlog.raft.commands import (
     DeleteTopic,
     RegisterBroker,
     ReplicasDamaged,
+    decode_result,
     encode_command,
 )
 from raftlog.raft.controller import ControllerConfig, ControllerCore, Subject
@@ -84,13 +84,8 @@ class Quorum(Protocol):
     ) -> None: ...
 
 
-class ControllerError(Exception):
-    """An answer with an ErrorCode name (NOT_CONTROLLER, REQUEST_TIMED_OUT, ...)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class ControllerError(CodedError):
+    """An answer of the controller with its ErrorCode (NOT_CONTROLLER, REQUEST_TIMED_OUT, ...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +133,7 @@ class ActiveController:
         """The core, if we may act as controller now; else NOT_CONTROLLER."""
         if not self.quorum.is_leader():
             self.core = None
-            raise ControllerError("NOT_CONTROLLER", self._not_controller_message())
+            raise ControllerError(ErrorCode.NOT_CONTROLLER, self._not_controller_message())
         if self.core is None:
             self.core = ControllerCore(self.config, self.clock_ms())
             logger.info("node %s is the active controller", self.node_id)
@@ -162,7 +157,7 @@ class ActiveController:
         data = command if isinstance(command, bytes) else encode_command(command)
         if bytes_max is not None and len(data) > bytes_max:
             raise ControllerError(
-                "INVALID_REQUEST",
+                ErrorCode.INVALID_REQUEST,
                 f"the metadata command is {len(data)} bytes, above the limit of "
                 f"{bytes_max} (limits.command_bytes_max)",
             )
@@ -175,13 +170,13 @@ class ActiveController:
                     return
                 if error is not None or result is None:
                     code = (
-                        "NOT_CONTROLLER"
+                        ErrorCode.NOT_CONTROLLER
                         if isinstance(error, NotLeaderError)
-                        else "REQUEST_TIMED_OUT"
+                        else ErrorCode.REQUEST_TIMED_OUT
                     )
                     future.set_exception(ControllerError(code, f"{type(error).__name__}: {error}"))
                 else:
-                    future.set_result(cbor2.loads(result))
+                    future.set_result(decode_result(result))
 
             loop.call_soon_threadsafe(resolve)
 
@@ -189,7 +184,7 @@ class ActiveController:
             self.quorum.submit_async(data, self.submit_timeout_s, done)
         except (ValueError, TypeError) as exc:
             raise ControllerError(
-                "INVALID_REQUEST", f"the quorum refused the command: {exc}"
+                ErrorCode.INVALID_REQUEST, f"the quorum refused the command: {exc}"
             ) from exc
         return await future
 
@@ -305,7 +300,9 @@ class ActiveController:
     async def replicas_damaged(self, command: ReplicasDamaged) -> dict[str, Any]:
         self.active()
         if len(command.partitions) > REPORTED_PARTITIONS_MAX:
-            raise ControllerError("INVALID_REQUEST", "too many partitions in one damage report")
+            raise ControllerError(
+                ErrorCode.INVALID_REQUEST, "too many partitions in one damage report"
+            )
         return await self.submit(command)
 
     async def allocate_producer_ids(self, broker_id: int, count: int) -> dict[str, Any]:
@@ -325,7 +322,7 @@ class ActiveController:
         limit = self.limits.partitions_per_request_max
         if total > limit:
             return {
-                "error": "POLICY_VIOLATION",
+                "error": ErrorCode.POLICY_VIOLATION,
                 "message": f"the request asks for {total} partitions, above the limit of "
                 f"{limit} per request (limits.partitions_per_request_max)",
             }
@@ -350,15 +347,15 @@ class ActiveController:
     def _check_counts(self, request: TopicRequest) -> dict[str, Any] | None:
         topic_max = min(self.limits.partitions_per_topic_max, PARTITIONS_PER_TOPIC_MAX)
         if request.partitions < 1:
-            return {"error": "INVALID_PARTITIONS", "message": "partitions must be >= 1"}
+            return {"error": ErrorCode.INVALID_PARTITIONS, "message": "partitions must be >= 1"}
         if request.partitions > topic_max:
             return {
-                "error": "INVALID_PARTITIONS",
+                "error": ErrorCode.INVALID_PARTITIONS,
                 "message": f"{request.partitions} partitions is above the limit of {topic_max} "
                 "per topic (limits.partitions_per_topic_max)",
             }
         if request.replication_factor < 1:
-            return {"error": "INVALID_REPLICATION_FACTOR", "message": "must be >= 1"}
+            return {"error": ErrorCode.INVALID_REPLICATION_FACTOR, "message": "must be >= 1"}
         if check := self.check_create_request([request]):
             return check
         return None
@@ -389,7 +386,7 @@ class ActiveController:
                 for broker_id in record.replicas:
                     held[broker_id] = held.get(broker_id, 0) + 1
         if exists:
-            return {"error": "TOPIC_ALREADY_EXISTS", "message": f"{request.name!r} exists"}
+            return {"error": ErrorCode.TOPIC_ALREADY_EXISTS, "message": f"{request.name!r} exists"}
         cap, cap_words = self.replicas_per_broker_max()
         room = sum(max(0, cap - held.get(b, 0)) for b in live)
         wanted = request.partitions * request.replication_factor
@@ -401,9 +398,9 @@ class ActiveController:
                 live, request.partitions, request.replication_factor, leader_counts=counts
             )
         except ConfigError as exc:
-            return {"error": "INVALID_CONFIG", "message": str(exc)}
+            return {"error": ErrorCode.INVALID_CONFIG, "message": str(exc)}
         except AssignmentError as exc:
-            return {"error": "INVALID_REPLICATION_FACTOR", "message": str(exc)}
+            return {"error": ErrorCode.INVALID_REPLICATION_FACTOR, "message": str(exc)}
         added: dict[int, int] = {}
         for replicas in assignment:
             for broker_id in replicas:
@@ -421,7 +418,7 @@ class ActiveController:
     ) -> dict[str, Any]:
         holding = ", ".join(f"{b}: {held.get(b, 0)}" for b in sorted(live))
         return {
-            "error": "POLICY_VIOLATION",
+            "error": ErrorCode.POLICY_VIOLATION,
             "message": f"{request.partitions} partitions × RF {request.replication_factor} "
             f"would put more than {cap_words} on a broker (replicas held now: {holding})",
         }
@@ -440,4 +437,4 @@ class ActiveController:
     @staticmethod
     def _raise_for(result: dict[str, Any]) -> None:
         if "error" in result:
-            raise ControllerError(str(result["error"]), str(result.get("message", "")))
+            raise ControllerError(result["error"], str(result.get("message", "")))

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 
 from raftlog.proto import broker_pb2, common_pb2, controller_pb2, controller_pb2_grpc
+from raftlog.proto.codes import ErrorCode
 from raftlog.raft import scram
 from raftlog.raft.acl import WILDCARD, AclBinding, AclError, AclFilter, validate_binding
 from raftlog.raft.commands import (
@@ -93,18 +94,19 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
                 return None
             who = "a broker" if broker_id is None else f"broker {broker_id}"
             return error(
-                "CLUSTER_AUTHORIZATION_FAILED",
+                ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
                 f"{principal.name} may not call a broker-only RPC as {who}",
             )
         if not auth.broker_only(principal, relay):
             return error(
-                "CLUSTER_AUTHORIZATION_FAILED", f"{principal.name} may not relay as broker {relay}"
+                ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+                f"{principal.name} may not relay as broker {relay}",
             )
         if broker_id is not None:
             proven = origin_broker(metadata, method, request, self._ca_pem)
             if proven != broker_id:
                 return error(
-                    "CLUSTER_AUTHORIZATION_FAILED",
+                    ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
                     f"a call relayed by broker {relay} carries no valid proof that broker "
                     f"{broker_id} sent it",
                 )
@@ -127,7 +129,9 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             return None
         stub = broker.controller_stub()
         if stub is None:
-            return response(error=error("NOT_CONTROLLER", "no active controller is known here"))
+            return response(
+                error=error(ErrorCode.NOT_CONTROLLER, "no active controller is known here")
+            )
         remaining = context.time_remaining()
         timeout_s = (
             RELAY_TIMEOUT_S_MAX if remaining is None else min(remaining, RELAY_TIMEOUT_S_MAX)
@@ -144,7 +148,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         except grpc.aio.AioRpcError as exc:
             return response(
                 error=error(
-                    "NOT_CONTROLLER",
+                    ErrorCode.NOT_CONTROLLER,
                     f"broker {broker.config.node_id} cannot reach the controller: {exc.code()}",
                 )
             )
@@ -255,7 +259,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             response.partition_epoch = int(result["partition_epoch"])
             response.isr.extend(result["isr"])
             response.leader_epoch = request.leader_epoch
-        elif result["error"] == "INVALID_UPDATE_VERSION":
+        elif result["error"] is ErrorCode.INVALID_UPDATE_VERSION:
             # a resend of a change that committed, or a change that raced ours: tell the leader
             # what is committed now (it may not see our metadata until a partition heals)
             with self.broker.store.read() as state:
@@ -491,7 +495,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         try:
             bindings = tuple(acl_from_proto(a) for a in request.acls)
         except AclError as exc:
-            return broker_pb2.CreateAclsResponse(error=error("INVALID_REQUEST", str(exc)))
+            return broker_pb2.CreateAclsResponse(error=error(ErrorCode.INVALID_REQUEST, str(exc)))
         result = await self._submit(CreateAcls(bindings))
         return broker_pb2.CreateAclsResponse(error=result_error(result))
 
@@ -501,7 +505,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         try:
             filters = tuple(acl_filter_from_proto(f) for f in request.filters)
         except AclError as exc:
-            return broker_pb2.DeleteAclsResponse(error=error("INVALID_REQUEST", str(exc)))
+            return broker_pb2.DeleteAclsResponse(error=error(ErrorCode.INVALID_REQUEST, str(exc)))
         result = await self._submit(DeleteAcls(filters))
         response = broker_pb2.DeleteAclsResponse(error=result_error(result))
         for deleted in result.get("deleted", []):
@@ -517,7 +521,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             )
             scram.validate_user(request.user)
         except scram.ScramError as exc:
-            return broker_pb2.UpsertUserResponse(error=error("INVALID_REQUEST", str(exc)))
+            return broker_pb2.UpsertUserResponse(error=error(ErrorCode.INVALID_REQUEST, str(exc)))
         result = await self._submit(UpsertScramCredential(request.user, credential))
         return broker_pb2.UpsertUserResponse(error=result_error(result))
 

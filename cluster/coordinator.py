@@ -30,6 +30,7 @@ from typing import Any
 
 import cbor2
 
+from raftlog.proto.codes import CodedError, ErrorCode
 from raftlog.segments import BatchBuilder, StorageError, iter_batches, iter_records
 
 from .group import Group, GroupError, GroupState, JoinAnswer, SyncAnswer
@@ -47,11 +48,8 @@ COMMIT_TIMEOUT_MS = 10_000
 OffsetKey = tuple[str, int]
 
 
-class CoordinatorError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class CoordinatorError(CodedError):
+    """A group coordinator's answer with its ErrorCode."""
 
 
 def offsets_partition(group_id: str) -> int:
@@ -161,7 +159,7 @@ class GroupCoordinator:
     def _unload(self, index: int) -> None:
         loaded = self._loaded.pop(index)
         for entry in loaded.groups.values():
-            error = CoordinatorError("NOT_COORDINATOR", "the coordinator moved")
+            error = CoordinatorError(ErrorCode.NOT_COORDINATOR, "the coordinator moved")
             for join in entry.joins.values():
                 if not join.done():
                     join.set_exception(error)
@@ -171,32 +169,36 @@ class GroupCoordinator:
 
     def _entry(self, group_id: str, *, create: bool = True) -> _GroupEntry:
         if not group_id:
-            raise CoordinatorError("INVALID_GROUP_ID", "a group id is required")
+            raise CoordinatorError(ErrorCode.INVALID_GROUP_ID, "a group id is required")
         index = offsets_partition(group_id)
         if self._leading(index) is None:
             raise CoordinatorError(
-                "NOT_COORDINATOR", f"this broker does not coordinate group {group_id!r}"
+                ErrorCode.NOT_COORDINATOR, f"this broker does not coordinate group {group_id!r}"
             )
         loaded = self._loaded.get(index)
         if loaded is None:
-            raise CoordinatorError("COORDINATOR_LOAD_IN_PROGRESS", "loading the group's offsets")
+            raise CoordinatorError(
+                ErrorCode.COORDINATOR_LOAD_IN_PROGRESS, "loading the group's offsets"
+            )
         entry = loaded.groups.get(group_id)
         if entry is None:
             if not create:
-                raise CoordinatorError("GROUP_ID_NOT_FOUND", f"no group {group_id!r}")
+                raise CoordinatorError(ErrorCode.GROUP_ID_NOT_FOUND, f"no group {group_id!r}")
             entry = loaded.groups[group_id] = _GroupEntry(Group(group_id))
         return entry
 
     async def find(self, group_id: str) -> int:
         """The offsets partition of a group, creating the offsets topic on first use."""
         if not group_id:
-            raise CoordinatorError("INVALID_GROUP_ID", "a group id is required")
+            raise CoordinatorError(ErrorCode.INVALID_GROUP_ID, "a group id is required")
         if self.replicas.topic_lookup(OFFSETS_TOPIC) is None:
             if self._creating is None or self._creating.done():
                 self._creating = asyncio.get_running_loop().create_task(
                     self._create_offsets_topic()
                 )
-            raise CoordinatorError("COORDINATOR_NOT_AVAILABLE", "creating the offsets topic")
+            raise CoordinatorError(
+                ErrorCode.COORDINATOR_NOT_AVAILABLE, "creating the offsets topic"
+            )
         return offsets_partition(group_id)
 
     # ---- membership ------------------------------------------------------------------------
@@ -214,7 +216,9 @@ class GroupCoordinator:
         for member_id in [m for m in entry.joins if m not in group.members]:
             future = entry.joins.pop(member_id)
             if not future.done():
-                future.set_exception(CoordinatorError("UNKNOWN_MEMBER_ID", "removed from group"))
+                future.set_exception(
+                    CoordinatorError(ErrorCode.UNKNOWN_MEMBER_ID, "removed from group")
+                )
         if group.generation > entry.persisted_generation:
             entry.persisted_generation = group.generation
             self.tasks.spawn(self._persist_generation(group))
@@ -223,7 +227,9 @@ class GroupCoordinator:
         for member_id, future in list(entry.syncs.items()):
             if not future.done():
                 future.set_exception(
-                    CoordinatorError("REBALANCE_IN_PROGRESS", "a new round started: join again")
+                    CoordinatorError(
+                        ErrorCode.REBALANCE_IN_PROGRESS, "a new round started: join again"
+                    )
                 )
             entry.syncs.pop(member_id, None)
 
@@ -254,7 +260,7 @@ class GroupCoordinator:
             self._fail_syncs(entry)
         old = entry.joins.pop(member_id, None)
         if old is not None and not old.done():
-            old.set_exception(CoordinatorError("REBALANCE_IN_PROGRESS", "joined again"))
+            old.set_exception(CoordinatorError(ErrorCode.REBALANCE_IN_PROGRESS, "joined again"))
         future: asyncio.Future[JoinAnswer] = asyncio.get_running_loop().create_future()
         entry.joins[member_id] = future
         self._poll(entry, self.clock_ms())
@@ -262,7 +268,9 @@ class GroupCoordinator:
         try:
             return await asyncio.wait_for(future, wait_s)
         except TimeoutError as exc:
-            raise CoordinatorError("REBALANCE_IN_PROGRESS", "the join round timed out") from exc
+            raise CoordinatorError(
+                ErrorCode.REBALANCE_IN_PROGRESS, "the join round timed out"
+            ) from exc
 
     async def sync(
         self, group_id: str, member_id: str, generation: int, assignments: list[tuple[str, bytes]]
@@ -287,7 +295,9 @@ class GroupCoordinator:
         try:
             answer = await asyncio.wait_for(future, 60)
         except TimeoutError as exc:
-            raise CoordinatorError("REBALANCE_IN_PROGRESS", "the leader never synced") from exc
+            raise CoordinatorError(
+                ErrorCode.REBALANCE_IN_PROGRESS, "the leader never synced"
+            ) from exc
         return answer.assignment
 
     def heartbeat(self, group_id: str, member_id: str, generation: int) -> None:
@@ -328,7 +338,7 @@ class GroupCoordinator:
         for topic, partition, offset, metadata in offsets:
             if offset < 0:
                 raise CoordinatorError(
-                    "INVALID_REQUEST", f"offset {offset} for {topic}-{partition}"
+                    ErrorCode.INVALID_REQUEST, f"offset {offset} for {topic}-{partition}"
                 )
             builder.append(
                 cbor2.dumps([offset, metadata, now]),
@@ -344,10 +354,10 @@ class GroupCoordinator:
         outcome = (
             await self.replicas.produce(-1, COMMIT_TIMEOUT_MS, [(OFFSETS_TOPIC, index, batch)])
         )[0]
-        if outcome.error != "NONE":
+        if outcome.error != ErrorCode.NONE:
             code = outcome.error
-            if code in ("NOT_LEADER_OR_FOLLOWER", "UNKNOWN_TOPIC_OR_PARTITION"):
-                code = "NOT_COORDINATOR"
+            if code in (ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION):
+                code = ErrorCode.NOT_COORDINATOR
             raise CoordinatorError(code, f"the commit was not replicated: {outcome.message}")
 
     async def _persist_generation(self, group: Group) -> None:

@@ -21,20 +21,39 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from raftlog.proto import broker_pb2, broker_pb2_grpc
+from raftlog.proto.codes import ErrorCode
 from raftlog.raft.acl import Operation, ResourceType
 
 from .auth import CLUSTER_RESOURCE, AuthenticationFailed, Principal
 from .controller_service import ControllerError
-from .replica_rules import CONSUMER, FetchSpec
+from .replica_rules import CONSUMER, FetchOutcome, FetchSpec
 from .rpc_errors import denied, error, typed_errors
 
 if TYPE_CHECKING:
     from .broker import Broker
 
-__all__ = ["DataRpcs"]
+__all__ = ["DataRpcs", "fetch_result"]
 
 logger = logging.getLogger(__name__)
 EPOCH_MAX = 32767  # producer epochs are int16; past it a producer gets a new id
+
+
+def fetch_result(outcome: FetchOutcome) -> broker_pb2.FetchPartitionResult:
+    """One partition's fetch answer, as a consumer or a follower receives it."""
+    result = broker_pb2.FetchPartitionResult(
+        topic=outcome.topic,
+        partition=outcome.partition,
+        error=error(outcome.error, outcome.message),
+        high_watermark=outcome.high_watermark,
+        log_start_offset=outcome.log_start_offset,
+        log_end_offset=outcome.log_end_offset,
+        records=outcome.records,
+        leader_id=outcome.leader_id,
+        leader_epoch=outcome.leader_epoch,
+    )
+    if outcome.diverging_epoch is not None:
+        result.diverging_epoch.epoch, result.diverging_epoch.end_offset = outcome.diverging_epoch
+    return result
 
 
 class DataRpcs(broker_pb2_grpc.BrokerServicer):
@@ -112,7 +131,7 @@ class DataRpcs(broker_pb2_grpc.BrokerServicer):
             except Exception as exc:  # a stream has no wrapper: the same rule, per message
                 logger.exception("ReplicaFetch failed unexpectedly")
                 response = broker_pb2.FetchResponse(
-                    error=error("UNKNOWN_SERVER_ERROR", f"{type(exc).__name__}: {exc}")
+                    error=error(ErrorCode.UNKNOWN_SERVER_ERROR, f"{type(exc).__name__}: {exc}")
                 )
             yield response
 
@@ -167,7 +186,9 @@ class DataRpcs(broker_pb2_grpc.BrokerServicer):
             replica_id, request.replica_incarnation
         ):
             return broker_pb2.FetchResponse(
-                error=error("STALE_BROKER_EPOCH", f"broker {replica_id} incarnation is not current")
+                error=error(
+                    ErrorCode.STALE_BROKER_EPOCH, f"broker {replica_id} incarnation is not current"
+                )
             )
         outcomes = await self.broker.replicas.fetch(
             replica_id,
@@ -177,22 +198,7 @@ class DataRpcs(broker_pb2_grpc.BrokerServicer):
             max_bytes=request.max_bytes or (50 << 20),
             replica_incarnation=request.replica_incarnation if replica_id != CONSUMER else -1,
         )
-        results = []
-        for o in outcomes:
-            result = broker_pb2.FetchPartitionResult(
-                topic=o.topic,
-                partition=o.partition,
-                error=error(o.error, o.message),
-                high_watermark=o.high_watermark,
-                log_start_offset=o.log_start_offset,
-                log_end_offset=o.log_end_offset,
-                records=o.records,
-                leader_id=o.leader_id,
-                leader_epoch=o.leader_epoch,
-            )
-            if o.diverging_epoch is not None:
-                result.diverging_epoch.epoch, result.diverging_epoch.end_offset = o.diverging_epoch
-            results.append(result)
+        results = [fetch_result(o) for o in outcomes]
         throttle_ms = 0
         if replica_id == CONSUMER:
             throttle_ms = self._throttle(principal, False, sum(len(o.records) for o in outcomes))
@@ -250,7 +256,7 @@ class DataRpcs(broker_pb2_grpc.BrokerServicer):
                     p.topic, p.partition, p.current_leader_epoch, p.leader_epoch
                 )
             else:
-                code, epoch, end = "TOPIC_AUTHORIZATION_FAILED", -1, -1
+                code, epoch, end = ErrorCode.TOPIC_AUTHORIZATION_FAILED, -1, -1
                 message = f"{principal.name} is not allowed DESCRIBE on topic {p.topic}"
             results.append(
                 broker_pb2.OffsetForLeaderEpochResult(
@@ -295,7 +301,9 @@ class DataRpcs(broker_pb2_grpc.BrokerServicer):
             return broker_pb2.InitProducerIdResponse(error=error(exc.code, exc.message))
         except grpc.aio.AioRpcError as exc:
             return broker_pb2.InitProducerIdResponse(
-                error=error("NOT_CONTROLLER", f"the controller is unreachable: {exc.code()}")
+                error=error(
+                    ErrorCode.NOT_CONTROLLER, f"the controller is unreachable: {exc.code()}"
+                )
             )
         return broker_pb2.InitProducerIdResponse(producer_id=producer_id, producer_epoch=0)
 

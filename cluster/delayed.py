@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from raftlog.proto.codes import ErrorCode
 from raftlog.raft.metadata_records import TopicPartition
 
 from .partition import Partition
@@ -29,7 +30,7 @@ from .replica_rules import (
 __all__ = ["DelayedFetch", "DelayedProduce", "ProduceWait", "failed"]
 
 
-def failed(outcome: ProduceOutcome, error: str, message: str) -> ProduceOutcome:
+def failed(outcome: ProduceOutcome, error: ErrorCode, message: str) -> ProduceOutcome:
     """The answer to a produce of ``outcome``'s partition that failed with ``error``."""
     return ProduceOutcome(outcome.topic, outcome.partition, error, message)
 
@@ -67,14 +68,16 @@ class DelayedProduce(DelayedOperation):
             if verdict is None:
                 continue
             code, message = verdict
-            wait.result = wait.outcome if code == "NONE" else failed(wait.outcome, code, message)
+            wait.result = (
+                wait.outcome if code == ErrorCode.NONE else failed(wait.outcome, code, message)
+            )
         if all(w.result is not None for w in self.waits):
             return self.force_complete()
         return False
 
     def on_complete(self) -> None:
         results = [
-            w.result or failed(w.outcome, "REQUEST_TIMED_OUT", "not replicated in time")
+            w.result or failed(w.outcome, ErrorCode.REQUEST_TIMED_OUT, "not replicated in time")
             for w in self.waits
         ]
         if not self.future.done():

@@ -26,7 +26,8 @@ from typing import Any, assert_never
 
 import grpc
 
-from raftlog.proto import broker_pb2, broker_pb2_grpc, common_pb2
+from raftlog.proto import broker_pb2, broker_pb2_grpc
+from raftlog.proto.codes import ErrorCode
 from raftlog.raft.metadata_records import NO_LEADER, TopicPartition
 from raftlog.segments import StorageError
 
@@ -159,7 +160,7 @@ class _Fetcher:
         if replicas.partitions.get(partition.key) is not partition or partition.is_leader:
             return  # re-planned meanwhile
         now = manager.clock_ms()
-        code = common_pb2.ErrorCode.Name(result.error.code) if result.error.code else "NONE"
+        code = ErrorCode(result.error.code)
         log_ = partition.log
         diverging = (
             (result.diverging_epoch.epoch, result.diverging_epoch.end_offset)

@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
+from raftlog.proto.codes import CodedError, ErrorCode
+
 __all__ = [
     "Group",
     "GroupError",
@@ -49,13 +51,8 @@ class GroupState(Enum):
     STABLE = "Stable"
 
 
-class GroupError(Exception):
-    """An answer with an ErrorCode name; the caller's request changed nothing."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class GroupError(CodedError):
+    """An answer with its ErrorCode; the caller's request changed nothing."""
 
 
 @dataclass(slots=True)
@@ -78,14 +75,12 @@ class JoinAnswer:
     protocol: str
     leader_id: str
     members: tuple[tuple[str, bytes], ...]  # leader only: (member id, subscription metadata)
-    error: str = "NONE"
 
 
 @dataclass(frozen=True, slots=True)
 class SyncAnswer:
     member_id: str
     assignment: bytes
-    error: str = "NONE"
 
 
 @dataclass(slots=True)
@@ -117,14 +112,16 @@ class Group:
         """Start or join a round; returns the member id (new ones get one). The answer comes
         from ``poll`` when the round completes."""
         if not protocols:
-            raise GroupError("INVALID_REQUEST", "a member must name at least one assignor")
+            raise GroupError(ErrorCode.INVALID_REQUEST, "a member must name at least one assignor")
         if any(not name for name, _ in protocols):
             # "" is what _common_protocol answers for "nothing in common": never a name
-            raise GroupError("INVALID_REQUEST", "an assignor needs a name")
+            raise GroupError(ErrorCode.INVALID_REQUEST, "an assignor needs a name")
         if not 1000 <= session_timeout_ms <= 300_000:
-            raise GroupError("INVALID_SESSION_TIMEOUT", "session timeout must be 1-300 s")
+            raise GroupError(ErrorCode.INVALID_SESSION_TIMEOUT, "session timeout must be 1-300 s")
         if member_id and member_id not in self.members:
-            raise GroupError("UNKNOWN_MEMBER_ID", f"no member {member_id} in {self.group_id}")
+            raise GroupError(
+                ErrorCode.UNKNOWN_MEMBER_ID, f"no member {member_id} in {self.group_id}"
+            )
         if self.members and not self._common_protocol(
             [
                 tuple(p for p, _ in protocols),
@@ -136,12 +133,12 @@ class Group:
             ]
         ):
             raise GroupError(
-                "INCONSISTENT_GROUP_PROTOCOL",
+                ErrorCode.INCONSISTENT_GROUP_PROTOCOL,
                 "the member shares no assignor with the group's members",
             )
         if not member_id:
             if len(self.members) >= MEMBERS_MAX:
-                raise GroupError("GROUP_MAX_SIZE_REACHED", f"{self.group_id} is full")
+                raise GroupError(ErrorCode.GROUP_MAX_SIZE_REACHED, f"{self.group_id} is full")
             self._next_member += 1
             member_id = f"{client_id or 'member'}-{self.generation}-{self._next_member}"
         member = self.members.get(member_id)
@@ -219,10 +216,12 @@ class Group:
     def _check(self, member_id: str, generation: int) -> Member:
         member = self.members.get(member_id)
         if member is None:
-            raise GroupError("UNKNOWN_MEMBER_ID", f"no member {member_id} in {self.group_id}")
+            raise GroupError(
+                ErrorCode.UNKNOWN_MEMBER_ID, f"no member {member_id} in {self.group_id}"
+            )
         if generation != self.generation:
             raise GroupError(
-                "ILLEGAL_GENERATION",
+                ErrorCode.ILLEGAL_GENERATION,
                 f"generation {generation} is not the current {self.generation}",
             )
         return member
@@ -237,7 +236,7 @@ class Group:
         """A member's sync; the leader's carries everyone's assignment. Returns the answers
         that are due now (all of them when the leader's arrives)."""
         if self.state is GroupState.PREPARING_REBALANCE:
-            raise GroupError("REBALANCE_IN_PROGRESS", "a new round started: join again")
+            raise GroupError(ErrorCode.REBALANCE_IN_PROGRESS, "a new round started: join again")
         member = self._check(member_id, generation)
         member.last_heartbeat_ms = now_ms
         if self.state is GroupState.STABLE:
@@ -256,11 +255,15 @@ class Group:
         member = self._check(member_id, generation)
         member.last_heartbeat_ms = now_ms
         if self.state is GroupState.PREPARING_REBALANCE:
-            raise GroupError("REBALANCE_IN_PROGRESS", "the group is rebalancing: join again")
+            raise GroupError(
+                ErrorCode.REBALANCE_IN_PROGRESS, "the group is rebalancing: join again"
+            )
 
     def leave(self, member_id: str, now_ms: int) -> None:
         if member_id not in self.members:
-            raise GroupError("UNKNOWN_MEMBER_ID", f"no member {member_id} in {self.group_id}")
+            raise GroupError(
+                ErrorCode.UNKNOWN_MEMBER_ID, f"no member {member_id} in {self.group_id}"
+            )
         del self.members[member_id]
         self.awaiting_sync.discard(member_id)
         self._after_departure(now_ms)
@@ -278,7 +281,8 @@ class Group:
         if generation < 0:
             if self.members:
                 raise GroupError(
-                    "UNKNOWN_MEMBER_ID", f"{self.group_id} has members: commit as one of them"
+                    ErrorCode.UNKNOWN_MEMBER_ID,
+                    f"{self.group_id} has members: commit as one of them",
                 )
             return
         # during a rebalance the current generation may still commit (before giving up its

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from raftlog.proto import common_pb2, group_pb2, group_pb2_grpc
+from raftlog.proto.codes import ErrorCode
 from raftlog.raft.acl import Operation, ResourceType
 
 from .auth import CLUSTER_RESOURCE, Principal
@@ -62,7 +63,9 @@ class GroupServicer(group_pb2_grpc.GroupCoordinatorServicer):
             )
         if leader < 0 or not address:
             return group_pb2.FindCoordinatorResponse(
-                error=error("COORDINATOR_NOT_AVAILABLE", f"offsets partition {index} is offline")
+                error=error(
+                    ErrorCode.COORDINATOR_NOT_AVAILABLE, f"offsets partition {index} is offline"
+                )
             )
         return group_pb2.FindCoordinatorResponse(coordinator_id=leader, address=address)
 
@@ -148,7 +151,7 @@ class GroupServicer(group_pb2_grpc.GroupCoordinatorServicer):
             if not self._topic_allowed(principal, Operation.READ, o.topic):
                 return group_pb2.OffsetCommitResponse(
                     error=error(
-                        "TOPIC_AUTHORIZATION_FAILED",
+                        ErrorCode.TOPIC_AUTHORIZATION_FAILED,
                         f"{principal.name} is not allowed READ on topic {o.topic}",
                     )
                 )

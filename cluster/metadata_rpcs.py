@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from raftlog.proto import broker_pb2, broker_pb2_grpc
+from raftlog.proto.codes import ErrorCode
 from raftlog.raft.acl import Operation, ResourceType
 from raftlog.raft.metadata_records import NO_LEADER, PartitionRecord, TopicPartition
 from raftlog.raft.topic_config import TOPIC_CONFIGS, effective_configs
@@ -88,7 +89,7 @@ class MetadataRpcs(broker_pb2_grpc.BrokerServicer):
                     response.topics.append(
                         broker_pb2.TopicMetadata(
                             name=name,
-                            error=error("UNKNOWN_TOPIC_OR_PARTITION", f"no topic {name!r}"),
+                            error=error(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}"),
                         )
                     )
                     continue
@@ -105,7 +106,7 @@ class MetadataRpcs(broker_pb2_grpc.BrokerServicer):
                             partition=record.partition,
                             error=error()
                             if record.leader != NO_LEADER
-                            else error("LEADER_NOT_AVAILABLE", "no live in-sync replica"),
+                            else error(ErrorCode.LEADER_NOT_AVAILABLE, "no live in-sync replica"),
                             leader=record.leader,
                             leader_epoch=record.leader_epoch,
                             partition_epoch=record.partition_epoch,
@@ -187,7 +188,7 @@ class MetadataRpcs(broker_pb2_grpc.BrokerServicer):
                 if topic is None:
                     response.topics.append(
                         broker_pb2.TopicConfigs(
-                            name=name, error=error("UNKNOWN_TOPIC_OR_PARTITION", name)
+                            name=name, error=error(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, name)
                         )
                     )
                     continue

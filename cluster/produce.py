@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from raftlog.proto.codes import ErrorCode
 from raftlog.segments import BatchHeader, StorageError, iter_batches, validate_batch
 
 from .producer_state import BatchRef, ProducerStateManager, VerdictKind
@@ -30,7 +31,7 @@ __all__ = ["Append", "Duplicate", "ProduceDecision", "Refuse", "produce_decision
 
 @dataclass(frozen=True, slots=True)
 class Refuse:
-    code: str
+    code: ErrorCode
     message: str
 
 
@@ -58,21 +59,23 @@ def produce_decision(
 ) -> ProduceDecision:
     if acks == -1 and isr_size < min_insync_replicas:
         return Refuse(
-            "NOT_ENOUGH_REPLICAS",
+            ErrorCode.NOT_ENOUGH_REPLICAS,
             f"{isr_size} in-sync replica(s), min.insync.replicas is {min_insync_replicas}",
         )
     view = memoryview(records)
     try:
         batches = [view[p : p + h.size_bytes] for p, h in iter_batches(view, verify_crc=False)]
         if not batches or sum(len(b) for b in batches) != len(view):
-            return Refuse("CORRUPT_MESSAGE", "not whole batches")
+            return Refuse(ErrorCode.CORRUPT_MESSAGE, "not whole batches")
         headers = [validate_batch(b, max_message_bytes) for b in batches]
     except StorageError as exc:
         return Refuse(exc.code, str(exc))
     idempotent = [h for h in headers if h.producer_id >= 0]
     if idempotent:
         if len(headers) != 1:
-            return Refuse("INVALID_RECORD", "an idempotent produce carries one batch per partition")
+            return Refuse(
+                ErrorCode.INVALID_RECORD, "an idempotent produce carries one batch per partition"
+            )
         header = headers[0]
         verdict = producers.check(
             header.producer_id, header.producer_epoch, header.base_sequence, header.last_sequence

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from raftlog.proto.codes import ErrorCode
 from raftlog.segments.batch import BatchHeader
 from raftlog.segments.clock import WallMs
 
@@ -51,8 +52,8 @@ _SEQ_MOD = 1 << 31
 class VerdictKind(Enum):
     APPEND = "append"
     DUPLICATE = "duplicate"
-    OUT_OF_ORDER = "OUT_OF_ORDER_SEQUENCE_NUMBER"
-    FENCED = "PRODUCER_FENCED"
+    OUT_OF_ORDER = ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER
+    FENCED = ErrorCode.PRODUCER_FENCED
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from raftlog.proto.codes import ErrorCode
 from raftlog.segments.clock import MonoMs
 
 __all__ = ["DelayedOperation", "Purgatory", "PurgatoryFullError", "TimingWheel"]
@@ -50,7 +51,7 @@ class PurgatoryFullError(Exception):
     instead of letting the purgatory grow without bound.
     """
 
-    code = "REQUEST_TIMED_OUT"
+    code = ErrorCode.REQUEST_TIMED_OUT
     retriable = True
 
 

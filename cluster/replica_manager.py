@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, assert_never
 
+from raftlog.proto.codes import ErrorCode
 from raftlog.raft.listener import EventKind, PartitionEvent
 from raftlog.raft.metadata_records import PartitionRecord, TopicPartition, TopicRecord
 from raftlog.segments import (
@@ -358,7 +359,7 @@ class ReplicaManager:
         )
         match decision:
             case Refuse(code, message):
-                if code == "NOT_ENOUGH_REPLICAS":
+                if code == ErrorCode.NOT_ENOUGH_REPLICAS:
                     message = f"{partition.name}: {message}"
                 return ProduceOutcome(topic, index, code, message), None, 0
             case Duplicate(stored):
@@ -366,7 +367,7 @@ class ReplicaManager:
                 duplicate = ProduceOutcome(
                     topic,
                     index,
-                    "DUPLICATE_SEQUENCE_NUMBER",
+                    ErrorCode.DUPLICATE_SEQUENCE_NUMBER,
                     f"a retry of the batch stored at {stored.first_offset}",
                     stored.first_offset,
                     stored.last_offset,
@@ -387,7 +388,7 @@ class ReplicaManager:
                 self.counters.produce_batches += 1
                 self.counters.produce_bytes += len(batch)
         except StorageError as exc:
-            if isinstance(exc, LogDirFullError) or exc.code == "KAFKA_STORAGE_ERROR":
+            if isinstance(exc, LogDirFullError) or exc.code == ErrorCode.KAFKA_STORAGE_ERROR:
                 self.counters.storage_errors += 1
             return ProduceOutcome(topic, index, exc.code, str(exc)), None, 0
         assert first is not None and last is not None
@@ -399,7 +400,7 @@ class ReplicaManager:
         outcome = ProduceOutcome(
             topic,
             index,
-            "NONE",
+            ErrorCode.NONE,
             "",
             first.base_offset,
             last.last_offset,
@@ -515,7 +516,7 @@ class ReplicaManager:
             # our copy is damaged: an intact replica must serve this (rule 7); clients retry
             # after refreshing metadata, followers back off until the new leader is known
             self.on_damage(partition, getattr(exc, "offset", None), str(exc))
-            return _with(base, "KAFKA_STORAGE_ERROR", f"{partition.name}: {exc}", **common)
+            return _with(base, ErrorCode.KAFKA_STORAGE_ERROR, f"{partition.name}: {exc}", **common)
         except StorageError as exc:
             return _with(base, exc.code, str(exc), **common)
         return _with(base, records=result.data, **common)
@@ -701,16 +702,16 @@ class ReplicaManager:
 
     def leader_end_offset_for(
         self, topic: str, index: int, current_leader_epoch: int, epoch: int
-    ) -> tuple[str, str, int, int]:
+    ) -> tuple[ErrorCode, str, int, int]:
         """OffsetForLeaderEpoch: (error, message, epoch, end offset)."""
         partition, base = self.check_leader(FetchSpec(topic, index, 0, current_leader_epoch), -1)
         if partition is None:
             return base.error, base.message, -1, -1
         found_epoch, end = partition.log.end_offset_for_epoch(epoch)
-        return "NONE", "", found_epoch, end
+        return ErrorCode.NONE, "", found_epoch, end
 
 
 def _with(
-    outcome: FetchOutcome, error: str = "NONE", message: str = "", **fields: Any
+    outcome: FetchOutcome, error: ErrorCode = ErrorCode.NONE, message: str = "", **fields: Any
 ) -> FetchOutcome:
     return replace(outcome, error=error, message=message, **fields)

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from raftlog.proto.codes import ErrorCode
 from raftlog.raft.metadata_records import NO_LEADER, TopicRecord
 
 from .replication import LeaderReplication, fetch_epoch_error
@@ -57,16 +58,16 @@ CONSUMER = -1  # the replica id of a consumer's fetch (followers send their brok
 
 # an acks=all produce with this answer waits for the HW: a duplicate waits until its original
 # commits
-WAITABLE = ("NONE", "DUPLICATE_SEQUENCE_NUMBER")
+WAITABLE = (ErrorCode.NONE, ErrorCode.DUPLICATE_SEQUENCE_NUMBER)
 
-Error = tuple[str, str]  # (an ErrorCode name, a human message)
+Error = tuple[ErrorCode, str]  # (the code, a human message)
 
 
 @dataclass(frozen=True, slots=True)
 class ProduceOutcome:
     topic: str
     partition: int
-    error: str = "NONE"  # an ErrorCode name
+    error: ErrorCode = ErrorCode.NONE  # an ErrorCode name
     message: str = ""
     base_offset: int = -1
     last_offset: int = -1
@@ -89,7 +90,7 @@ class FetchSpec:
 class FetchOutcome:
     topic: str
     partition: int
-    error: str = "NONE"
+    error: ErrorCode = ErrorCode.NONE
     message: str = ""
     high_watermark: int = -1
     log_start_offset: int = -1
@@ -122,7 +123,7 @@ class Replica(Protocol):
 def acks_error(acks: int) -> Error | None:
     if acks in (-1, 0, 1):
         return None
-    return "INVALID_REQUIRED_ACKS", "acks must be 0, 1 or all (-1)"
+    return ErrorCode.INVALID_REQUIRED_ACKS, "acks must be 0, 1 or all (-1)"
 
 
 def produce_target_error(
@@ -138,21 +139,24 @@ def produce_target_error(
     ``replica`` is this broker's replica of it (None: it holds none), ``cut_off`` why the broker
     refuses produces (None: it does not)."""
     if not ready:
-        return "LEADER_NOT_AVAILABLE", "this broker is still loading metadata"
+        return ErrorCode.LEADER_NOT_AVAILABLE, "this broker is still loading metadata"
     if replica is None:
         record = topic_lookup(topic)
         if record is None:
-            return "UNKNOWN_TOPIC_OR_PARTITION", f"no topic {topic!r}"
+            return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {topic!r}"
         if not 0 <= index < record.partitions:
             return (
-                "UNKNOWN_TOPIC_OR_PARTITION",
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
                 f"topic {topic!r} has partitions 0-{record.partitions - 1}",
             )
-        return "NOT_LEADER_OR_FOLLOWER", f"this broker holds no {topic}-{index}"
+        return ErrorCode.NOT_LEADER_OR_FOLLOWER, f"this broker holds no {topic}-{index}"
     if replica.leader is None:
-        return "NOT_LEADER_OR_FOLLOWER", f"{replica.name} is led by broker {replica.leader_id}"
+        return (
+            ErrorCode.NOT_LEADER_OR_FOLLOWER,
+            f"{replica.name} is led by broker {replica.leader_id}",
+        )
     if cut_off is not None:
-        return "NOT_LEADER_OR_FOLLOWER", cut_off
+        return ErrorCode.NOT_LEADER_OR_FOLLOWER, cut_off
     return None
 
 
@@ -163,17 +167,17 @@ def acks_all_verdict(
     min_insync_replicas: int,
 ) -> Error | None:
     """A waiting acks=all append (``appended``: what the append answered): None while it waits,
-    ("NONE", "") once committed, else the error it is answered with."""
+    (ErrorCode.NONE, "") once committed, else the error it is answered with."""
     leader = replica.leader
     if leader is None or replica.leader_epoch != appended.leader_epoch:
-        return "NOT_LEADER_OR_FOLLOWER", "leadership moved"
+        return ErrorCode.NOT_LEADER_OR_FOLLOWER, "leadership moved"
     if cut_off:
-        return "NOT_LEADER_OR_FOLLOWER", "this broker lost the controller"
+        return ErrorCode.NOT_LEADER_OR_FOLLOWER, "this broker lost the controller"
     verdict = leader.acks_all_outcome(appended.last_offset, min_insync_replicas)
     if verdict is None:
         return None
-    if verdict == "NONE":
-        return "NONE", ""
+    if verdict == ErrorCode.NONE:
+        return ErrorCode.NONE, ""
     return verdict, "the ISR shrank below the minimum"
 
 
@@ -191,23 +195,26 @@ def fetch_target_error(
     this broker, as its leader, in the leader epoch it names? None when it may."""
     topic, index = spec.topic, spec.partition
     if not ready:
-        return "LEADER_NOT_AVAILABLE", "loading metadata"
+        return ErrorCode.LEADER_NOT_AVAILABLE, "loading metadata"
     if replica is None:
         record = topic_lookup(topic)
         code = (
-            "UNKNOWN_TOPIC_OR_PARTITION"
+            ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
             if record is None or not 0 <= index < record.partitions
-            else "NOT_LEADER_OR_FOLLOWER"
+            else ErrorCode.NOT_LEADER_OR_FOLLOWER
         )
         return code, f"no replica of {topic}-{index} here"
     leader = replica.leader
     if leader is None:
-        return "NOT_LEADER_OR_FOLLOWER", f"{replica.name} is led by {replica.leader_id}"
+        return ErrorCode.NOT_LEADER_OR_FOLLOWER, f"{replica.name} is led by {replica.leader_id}"
     stale = fetch_epoch_error(spec.current_leader_epoch, leader.leader_epoch)
     if stale is not None:
         return stale
     if replica_id != CONSUMER and replica_id not in leader.followers:
-        return "NOT_LEADER_OR_FOLLOWER", f"broker {replica_id} is not a replica of {replica.name}"
+        return (
+            ErrorCode.NOT_LEADER_OR_FOLLOWER,
+            f"broker {replica_id} is not a replica of {replica.name}",
+        )
     return None
 
 
@@ -222,7 +229,7 @@ def fetch_offset_error(
     if log_start_offset <= fetch_offset <= log_end_offset:
         return None
     return (
-        "OFFSET_OUT_OF_RANGE",
+        ErrorCode.OFFSET_OUT_OF_RANGE,
         f"offset {fetch_offset} is outside [{log_start_offset}, {log_end_offset}] of {name}",
     )
 
@@ -241,7 +248,7 @@ def fetch_answers_now(outcomes: Sequence[FetchOutcome], min_bytes: int, max_wait
     """Is a fetch answered with what it read at once (else it waits in the fetch purgatory)?"""
     if max_wait_ms <= 0 or not outcomes:
         return True
-    if any(o.error != "NONE" or o.diverging_epoch for o in outcomes):
+    if any(o.error != ErrorCode.NONE or o.diverging_epoch for o in outcomes):
         return True
     return sum(len(o.records) for o in outcomes) >= min_bytes
 

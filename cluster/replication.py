@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from raftlog.proto.codes import ErrorCode
 from raftlog.segments.clock import MonoMs
 
 __all__ = [
@@ -76,16 +77,18 @@ class IsrProposal:
 
 # The controller checks the leader and partition epochs before anything else, so these refusals
 # come only while ours are current: nothing was applied, by this send or an earlier one.
-DEFINITE_ALTER_PARTITION_REFUSALS = frozenset({"INELIGIBLE_REPLICA", "INVALID_REQUEST"})
+DEFINITE_ALTER_PARTITION_REFUSALS = frozenset(
+    {ErrorCode.INELIGIBLE_REPLICA, ErrorCode.INVALID_REQUEST}
+)
 
 
-def alter_partition_outcome(error: str | None) -> bool | None:
+def alter_partition_outcome(error: ErrorCode | None) -> bool | None:
     """What an AlterPartition answer proves: True committed, False refused and never applied,
     None unknown. A stale-epoch refusal (FENCED_LEADER_EPOCH, INVALID_UPDATE_VERSION...) may
     answer a resend whose first send committed, and a controller that moved (NOT_CONTROLLER,
     NOT_LEADER_OR_FOLLOWER) never looked: only the metadata can say, as Kafka's
     ``handleAlterPartitionError`` keeps the pending state for those."""
-    if error is None or error == "NONE":
+    if error is None or error == ErrorCode.NONE:
         return True
     if error in DEFINITE_ALTER_PARTITION_REFUSALS:
         return False
@@ -299,16 +302,16 @@ class LeaderReplication:
             return True
         return False
 
-    def acks_all_outcome(self, last_offset: int, min_insync_replicas: int) -> str | None:
-        """None while waiting; else "NONE" or an ErrorCode name for a batch ending there.
+    def acks_all_outcome(self, last_offset: int, min_insync_replicas: int) -> ErrorCode | None:
+        """None while waiting; else the code a batch ending there gets (NONE: committed).
 
         Below min ISR the HW stands still, so a batch not yet committed is answered at once
         (appended, not replicated enough) instead of waiting out its timeout."""
         if len(self.isr) < min_insync_replicas:
-            return "NOT_ENOUGH_REPLICAS_AFTER_APPEND"
+            return ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND
         if self.high_watermark <= last_offset:
             return None
-        return "NONE"
+        return ErrorCode.NONE
 
 
 def _fresh_progress(in_isr: bool, now_ms: int) -> FollowerProgress:
@@ -362,7 +365,7 @@ class FollowerDecision:
 
 
 def follower_decision(
-    code: str,
+    code: ErrorCode,
     diverging: tuple[int, int] | None,
     local_end_offset_for: Callable[[int], tuple[int, int]],
     local_log_end_offset: int,
@@ -371,25 +374,25 @@ def follower_decision(
 ) -> FollowerDecision:
     """The follower's handling of one partition's fetch answer (the fetcher carries it out).
 
-    ``code`` is the answer's error name ("NONE" for records); ``diverging`` the leader's diverging
+    ``code`` is the answer's error (NONE for records); ``diverging`` the leader's diverging
     epoch (epoch, end offset) when it sent one (KIP-320); ``local_end_offset_for(e)`` our own
     ``end_offset_for_epoch``. A follower never truncates by its own high watermark (KIP-101):
     only by divergence, or to the leader's log end when we hold more than it does.
     """
-    if code == "NONE" and diverging is not None:
+    if code == ErrorCode.NONE and diverging is not None:
         cut = divergence_truncation_offset(
             diverging[0], diverging[1], local_end_offset_for(diverging[0]), local_log_end_offset
         )
         return FollowerDecision(FollowerAction.TRUNCATE, cut)
-    if code == "NONE":
+    if code == ErrorCode.NONE:
         return FollowerDecision(FollowerAction.APPEND)
-    if code == "OFFSET_OUT_OF_RANGE":
+    if code == ErrorCode.OFFSET_OUT_OF_RANGE:
         if local_log_end_offset < leader_log_start_offset:
             return FollowerDecision(FollowerAction.RESTART_AT, leader_log_start_offset)
         if local_log_end_offset > leader_log_end_offset >= 0:
             return FollowerDecision(FollowerAction.TRUNCATE, leader_log_end_offset)
         return FollowerDecision(FollowerAction.BACK_OFF)
-    if code in ("UNKNOWN_LEADER_EPOCH", "LEADER_NOT_AVAILABLE"):
+    if code in (ErrorCode.UNKNOWN_LEADER_EPOCH, ErrorCode.LEADER_NOT_AVAILABLE):
         return FollowerDecision(FollowerAction.BACK_OFF)
     return FollowerDecision(FollowerAction.PARK)
 
@@ -397,13 +400,13 @@ def follower_decision(
 # ---- the leader's side of a fetch: the epoch check and the divergence check (KIP-320/595) ------
 
 
-def fetch_epoch_error(current_leader_epoch: int, leader_epoch: int) -> tuple[str, str] | None:
+def fetch_epoch_error(current_leader_epoch: int, leader_epoch: int) -> tuple[ErrorCode, str] | None:
     """The fetcher's view of the leader epoch against ours (-1: it does not know; no check)."""
     if current_leader_epoch < 0 or current_leader_epoch == leader_epoch:
         return None
     if current_leader_epoch < leader_epoch:
-        return "FENCED_LEADER_EPOCH", f"epoch {current_leader_epoch} < {leader_epoch}"
-    return "UNKNOWN_LEADER_EPOCH", f"epoch {current_leader_epoch} > {leader_epoch}"
+        return ErrorCode.FENCED_LEADER_EPOCH, f"epoch {current_leader_epoch} < {leader_epoch}"
+    return ErrorCode.UNKNOWN_LEADER_EPOCH, f"epoch {current_leader_epoch} > {leader_epoch}"
 
 
 def diverging_epoch(

@@ -1,7 +1,7 @@
 """How every gRPC servicer answers a failure: a typed error value, never a bare gRPC status.
 
 Every response message has an ``error`` field (DESIGN "Errors are values with codes"). ``error``
-builds it from a code name, ``denied`` from an authorizer's refusal, ``result_error`` from a
+builds it from an ``ErrorCode``, ``denied`` from an authorizer's refusal, ``result_error`` from a
 controller command's result map. No exception leaves a servicer: each unary method is wrapped by
 ``typed_errors``, which logs what was unexpected and answers UNKNOWN_SERVER_ERROR in the
 response's ``error`` field, so a caller always gets a typed error, never a bare gRPC UNKNOWN.
@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from raftlog.proto import common_pb2
+from raftlog.proto.codes import ErrorCode
 
 from .auth import AuthenticationFailed, Principal
 
@@ -28,12 +29,8 @@ __all__ = ["Handler", "denied", "error", "result_error", "typed_errors"]
 logger = logging.getLogger(__name__)
 
 
-def error(code: str = "NONE", message: str = "") -> common_pb2.Error:
-    try:
-        value = common_pb2.ErrorCode.Value(code)
-    except ValueError:
-        value, message = common_pb2.UNKNOWN_SERVER_ERROR, f"{code}: {message}"
-    return common_pb2.Error(code=value, message=message)
+def error(code: ErrorCode = ErrorCode.NONE, message: str = "") -> common_pb2.Error:
+    return common_pb2.Error(code=common_pb2.ErrorCode.ValueType(code), message=message)
 
 
 Handler = Callable[[Any, Any, Any], Awaitable[Any]]
@@ -50,10 +47,12 @@ def typed_errors(response: type[Any]) -> Callable[[Handler], Handler]:
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise  # the call was cancelled, or the handler chose a gRPC status itself
             except AuthenticationFailed as exc:
-                return response(error=error("SASL_AUTHENTICATION_FAILED", str(exc)))
+                return response(error=error(ErrorCode.SASL_AUTHENTICATION_FAILED, str(exc)))
             except Exception as exc:
                 logger.exception("%s failed unexpectedly", handler.__name__)
-                return response(error=error("UNKNOWN_SERVER_ERROR", f"{type(exc).__name__}: {exc}"))
+                return response(
+                    error=error(ErrorCode.UNKNOWN_SERVER_ERROR, f"{type(exc).__name__}: {exc}")
+                )
 
         return guarded
 
@@ -63,14 +62,15 @@ def typed_errors(response: type[Any]) -> Callable[[Handler], Handler]:
 def denied(principal: Principal, operation: str, resource: str, name: object) -> common_pb2.Error:
     """``principal`` may not do ``operation`` on ``resource`` ``name``: the matching
     *_AUTHORIZATION_FAILED code."""
-    code = {"topic": "TOPIC_AUTHORIZATION_FAILED", "group": "GROUP_AUTHORIZATION_FAILED"}.get(
-        resource, "CLUSTER_AUTHORIZATION_FAILED"
-    )
+    code = {
+        "topic": ErrorCode.TOPIC_AUTHORIZATION_FAILED,
+        "group": ErrorCode.GROUP_AUTHORIZATION_FAILED,
+    }.get(resource, ErrorCode.CLUSTER_AUTHORIZATION_FAILED)
     return error(code, f"{principal.name} is not allowed {operation} on {resource} {name}")
 
 
 def result_error(result: dict[str, Any]) -> common_pb2.Error:
     """The error of a controller result map (NONE when it carries none)."""
     if "error" in result:
-        return error(str(result["error"]), str(result.get("message", "")))
+        return error(result["error"], str(result.get("message", "")))
     return error()

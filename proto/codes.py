@@ -82,6 +82,17 @@ class ErrorCode(IntEnum):
     NEW_LEADER_ELECTED = 108
     OFFSET_MOVED_TO_TIERED_STORAGE = 109
 
+    def __str__(self) -> str:
+        return self.name  # logs and messages read NOT_LEADER_OR_FOLLOWER, not 6
+
+    def __format__(self, spec: str) -> str:
+        return format(self.name, spec)
+
+    @classmethod
+    def _missing_(cls, value: object) -> ErrorCode:
+        """A number this version does not know (a newer peer's code) is UNKNOWN_SERVER_ERROR."""
+        return cls.UNKNOWN_SERVER_ERROR
+
 
 class CodedError(Exception):
     """A request refused by a rule, with the code its answer carries; it changed nothing."""

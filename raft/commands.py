@@ -18,17 +18,20 @@ encodes as ``{"v": 1, "t": "create_acls", "bindings": [{"principal": "User:alice
 ``CommandDecodeError``); the state machine checks their rules.
 
 Results are cbor2 maps too: ``{"ok": True, ...}`` or ``{"error": "<ErrorCode name>",
-"message": "..."}`` — the names are those of ``proto/common.proto``'s ErrorCode table.
+"message": "..."}`` (``encode_result``); decoded (``decode_result``), the error is an ``ErrorCode``
+again, as it is in the state machine's result maps.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import cbor2
+
+from raftlog.proto.codes import ErrorCode
 
 from .acl import AclBinding, AclFilter
 from .scram import ScramCredential
@@ -310,14 +313,22 @@ def decode_command(data: bytes) -> Command:
     return command
 
 
-def encode_result(error: str | None = None, message: str = "", **fields: Any) -> bytes:
-    body: dict[str, Any] = {"error": error, "message": message} if error else {"ok": True}
-    body.update(fields)
+def encode_result(result: Mapping[str, Any]) -> bytes:
+    """A result map as cbor2; its ``error`` (an ``ErrorCode``) is written by name."""
+    body = dict(result)
+    if "error" in body:
+        body["error"] = ErrorCode(body["error"]).name
     return bytes(cbor2.dumps(body))
 
 
 def decode_result(data: bytes) -> dict[str, Any]:
+    """The map ``encode_result`` wrote, its ``error`` an ``ErrorCode`` again (a name this version
+    does not know is UNKNOWN_SERVER_ERROR)."""
     body = cbor2.loads(data)
     if not isinstance(body, dict):
         raise CommandDecodeError("a result is a cbor2 map")
+    if "error" in body:
+        body["error"] = ErrorCode.__members__.get(
+            str(body["error"]), ErrorCode.UNKNOWN_SERVER_ERROR
+        )
     return body

@@ -61,6 +61,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, assert_never
 
+from raftlog.proto.codes import CodedError, ErrorCode
+
 from .acl import AclBinding, AclError, AclIndex, validate_binding
 from .commands import (
     AllocateProducerIds,
@@ -119,13 +121,8 @@ ACL_FILTERS_PER_COMMAND_MAX = 64
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
-class MetadataError(Exception):
-    """A command refused by the rules; ``code`` is an ErrorCode name."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class MetadataError(CodedError):
+    """A command refused by the rules."""
 
 
 @dataclass(slots=True)
@@ -196,7 +193,7 @@ class MetadataState:
         try:
             command = decode_command(data)
         except CommandDecodeError as exc:
-            return Applied({"error": "INVALID_REQUEST", "message": str(exc)})
+            return Applied({"error": ErrorCode.INVALID_REQUEST, "message": str(exc)})
         return self.apply_command(command)
 
     def apply_command(self, command: Command) -> Applied:
@@ -255,7 +252,7 @@ class MetadataState:
 
     def _register(self, cmd: RegisterBroker, changes: _Changes) -> dict[str, Any]:
         if cmd.broker_id < 0:
-            raise MetadataError("INVALID_REQUEST", "broker ids are >= 0")
+            raise MetadataError(ErrorCode.INVALID_REQUEST, "broker ids are >= 0")
         old = self.brokers.get(cmd.broker_id)
         if old is not None and old.incarnation == cmd.incarnation:
             if (old.address, old.rack, old.password_address) != (
@@ -264,7 +261,7 @@ class MetadataState:
                 cmd.password_address,
             ):
                 raise MetadataError(
-                    "INVALID_REQUEST",
+                    ErrorCode.INVALID_REQUEST,
                     f"broker {cmd.broker_id} incarnation {cmd.incarnation} is already "
                     f"registered at {old.address}",
                 )
@@ -307,10 +304,12 @@ class MetadataState:
     def _check_incarnation(self, broker_id: int, incarnation: int) -> BrokerRecord:
         broker = self.brokers.get(broker_id)
         if broker is None:
-            raise MetadataError("BROKER_NOT_AVAILABLE", f"broker {broker_id} is not registered")
+            raise MetadataError(
+                ErrorCode.BROKER_NOT_AVAILABLE, f"broker {broker_id} is not registered"
+            )
         if broker.incarnation != incarnation:
             raise MetadataError(
-                "STALE_BROKER_EPOCH",
+                ErrorCode.STALE_BROKER_EPOCH,
                 f"broker {broker_id} is at incarnation {broker.incarnation}, not {incarnation}",
             )
         return broker
@@ -349,32 +348,36 @@ class MetadataState:
     def _create_topic(self, cmd: CreateTopic, changes: _Changes) -> dict[str, Any]:
         if not _TOPIC_NAME.match(cmd.name) or cmd.name in (".", ".."):
             raise MetadataError(
-                "INVALID_TOPIC_EXCEPTION",
+                ErrorCode.INVALID_TOPIC_EXCEPTION,
                 f"invalid topic name {cmd.name!r}: 1-249 of [A-Za-z0-9._-], not . or ..",
             )
         if cmd.name in self.topics:
-            raise MetadataError("TOPIC_ALREADY_EXISTS", f"topic {cmd.name!r} already exists")
+            raise MetadataError(
+                ErrorCode.TOPIC_ALREADY_EXISTS, f"topic {cmd.name!r} already exists"
+            )
         if not 1 <= len(cmd.assignment) <= PARTITIONS_PER_TOPIC_MAX:
             raise MetadataError(
-                "INVALID_PARTITIONS", f"partitions must be in [1, {PARTITIONS_PER_TOPIC_MAX}]"
+                ErrorCode.INVALID_PARTITIONS,
+                f"partitions must be in [1, {PARTITIONS_PER_TOPIC_MAX}]",
             )
         rf = len(cmd.assignment[0])
         for p, replicas in enumerate(cmd.assignment):
             if len(replicas) != rf or rf < 1 or len(set(replicas)) != rf:
                 raise MetadataError(
-                    "INVALID_REPLICA_ASSIGNMENT",
+                    ErrorCode.INVALID_REPLICA_ASSIGNMENT,
                     f"partition {p}: replicas {list(replicas)} must be {rf} distinct brokers",
                 )
             unknown = [b for b in replicas if b not in self.brokers]
             if unknown:
                 raise MetadataError(
-                    "INVALID_REPLICA_ASSIGNMENT", f"partition {p}: unknown broker(s) {unknown}"
+                    ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                    f"partition {p}: unknown broker(s) {unknown}",
                 )
         configs = tuple(sorted(dict(cmd.configs).items()))
         try:
             validate_configs(configs, rf)
         except ConfigError as exc:
-            raise MetadataError("INVALID_CONFIG", str(exc)) from exc
+            raise MetadataError(ErrorCode.INVALID_CONFIG, str(exc)) from exc
         topic_id = self.next_topic_id
         self.next_topic_id += 1
         self.topics[cmd.name] = TopicRecord(cmd.name, topic_id, len(cmd.assignment), rf, configs)
@@ -401,7 +404,7 @@ class MetadataState:
     def _delete_topic(self, cmd: DeleteTopic, changes: _Changes) -> dict[str, Any]:
         topic = self.topics.pop(cmd.name, None)
         if topic is None:
-            raise MetadataError("UNKNOWN_TOPIC_OR_PARTITION", f"no topic {cmd.name!r}")
+            raise MetadataError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {cmd.name!r}")
         for p in range(topic.partitions):
             key = (cmd.name, p)
             record = self.partitions.pop(key)
@@ -415,7 +418,7 @@ class MetadataState:
     def _alter_config(self, cmd: AlterTopicConfig) -> dict[str, Any]:
         topic = self.topics.get(cmd.name)
         if topic is None:
-            raise MetadataError("UNKNOWN_TOPIC_OR_PARTITION", f"no topic {cmd.name!r}")
+            raise MetadataError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {cmd.name!r}")
         configs = dict(topic.configs)
         for name in cmd.delete_configs:
             configs.pop(name, None)
@@ -424,7 +427,7 @@ class MetadataState:
         try:
             validate_configs(merged, topic.replication_factor)
         except ConfigError as exc:
-            raise MetadataError("INVALID_CONFIG", str(exc)) from exc
+            raise MetadataError(ErrorCode.INVALID_CONFIG, str(exc)) from exc
         self.topics[cmd.name] = replace(topic, configs=merged)
         return {}
 
@@ -433,30 +436,32 @@ class MetadataState:
     def _partition(self, topic: str, partition: int) -> PartitionRecord:
         record = self.partitions.get((topic, partition))
         if record is None:
-            raise MetadataError("UNKNOWN_TOPIC_OR_PARTITION", f"no partition {topic}-{partition}")
+            raise MetadataError(
+                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no partition {topic}-{partition}"
+            )
         return record
 
     def _alter_partition(self, cmd: AlterPartition, changes: _Changes) -> dict[str, Any]:
         record = self._partition(cmd.topic, cmd.partition)
         if cmd.broker_id != record.leader:
             raise MetadataError(
-                "NOT_LEADER_OR_FOLLOWER",
+                ErrorCode.NOT_LEADER_OR_FOLLOWER,
                 f"broker {cmd.broker_id} does not lead {cmd.topic}-{cmd.partition} "
                 f"(leader {record.leader})",
             )
         if cmd.leader_epoch < record.leader_epoch:
             raise MetadataError(
-                "FENCED_LEADER_EPOCH",
+                ErrorCode.FENCED_LEADER_EPOCH,
                 f"leader epoch {cmd.leader_epoch} is older than {record.leader_epoch}",
             )
         if cmd.leader_epoch > record.leader_epoch:
             raise MetadataError(
-                "UNKNOWN_LEADER_EPOCH",
+                ErrorCode.UNKNOWN_LEADER_EPOCH,
                 f"leader epoch {cmd.leader_epoch} is newer than {record.leader_epoch}",
             )
         if cmd.partition_epoch != record.partition_epoch:
             raise MetadataError(
-                "INVALID_UPDATE_VERSION",
+                ErrorCode.INVALID_UPDATE_VERSION,
                 f"partition epoch {cmd.partition_epoch} is stale (now {record.partition_epoch})",
             )
         wanted = set(cmd.isr)
@@ -467,7 +472,7 @@ class MetadataState:
             or len(cmd.incarnations) not in (0, len(cmd.isr))
         ):
             raise MetadataError(
-                "INVALID_REQUEST",
+                ErrorCode.INVALID_REQUEST,
                 f"ISR {list(cmd.isr)} must hold the leader and only replicas "
                 f"{list(record.replicas)}, with an incarnation for each member or none",
             )
@@ -475,7 +480,7 @@ class MetadataState:
         ineligible = [b for b in joining if not self.is_live(b)]
         if ineligible:
             raise MetadataError(
-                "INELIGIBLE_REPLICA", f"fenced or unregistered broker(s) {ineligible}"
+                ErrorCode.INELIGIBLE_REPLICA, f"fenced or unregistered broker(s) {ineligible}"
             )
         # KIP-903: a broker joins on the fetches of the incarnation the leader saw; if it has
         # restarted since (after a power loss it may hold less), that progress is not its own
@@ -486,7 +491,7 @@ class MetadataState:
         ]
         if restarted:
             raise MetadataError(
-                "INELIGIBLE_REPLICA",
+                ErrorCode.INELIGIBLE_REPLICA,
                 "broker(s) restarted since the leader saw them fetch (broker, seen, now): "
                 f"{restarted}",
             )
@@ -499,33 +504,33 @@ class MetadataState:
         for topic, partition in cmd.partitions:
             record = self.partitions.get((topic, partition))
             if record is None:
-                outcomes.append([topic, partition, "UNKNOWN_TOPIC_OR_PARTITION"])
+                outcomes.append([topic, partition, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION])
                 continue
             if cmd.preferred:
                 preferred = record.replicas[0]
                 if record.leader == preferred:
-                    outcomes.append([topic, partition, "NONE"])
+                    outcomes.append([topic, partition, ErrorCode.NONE])
                 elif preferred in record.isr and self.is_live(preferred):
                     self._set_partition(record, preferred, record.isr, changes)
-                    outcomes.append([topic, partition, "NONE"])
+                    outcomes.append([topic, partition, ErrorCode.NONE])
                 else:
-                    outcomes.append([topic, partition, "PREFERRED_LEADER_NOT_AVAILABLE"])
+                    outcomes.append([topic, partition, ErrorCode.PREFERRED_LEADER_NOT_AVAILABLE])
                 continue
             if record.leader != NO_LEADER and self.is_live(record.leader):
-                outcomes.append([topic, partition, "NONE"])
+                outcomes.append([topic, partition, ErrorCode.NONE])
                 continue
             new = self._transition(record, NO_LEADER, record.isr, changes)
             if new.leader == NO_LEADER:
-                outcomes.append([topic, partition, "ELIGIBLE_LEADERS_NOT_AVAILABLE"])
+                outcomes.append([topic, partition, ErrorCode.ELIGIBLE_LEADERS_NOT_AVAILABLE])
                 continue
-            outcomes.append([topic, partition, "NONE"])
+            outcomes.append([topic, partition, ErrorCode.NONE])
         return {"partitions": outcomes}
 
     def _move_leader(self, cmd: MoveLeader, changes: _Changes) -> dict[str, Any]:
         record = self._partition(cmd.topic, cmd.partition)
         if cmd.leader_epoch != record.leader_epoch:
             raise MetadataError(
-                "FENCED_LEADER_EPOCH",
+                ErrorCode.FENCED_LEADER_EPOCH,
                 f"leader epoch {cmd.leader_epoch} is not the current {record.leader_epoch}",
             )
         safe = set(record.isr) | set(record.elr)
@@ -538,13 +543,15 @@ class MetadataState:
             or len(wanted) < min_isr
         ):
             raise MetadataError(
-                "INVALID_REQUEST",
+                ErrorCode.INVALID_REQUEST,
                 f"leader {cmd.leader} and ISR {list(cmd.isr)} must be drawn from the ISR and ELR "
                 f"{sorted(safe)}, at least {min_isr} of them",
             )
         down = [b for b in cmd.isr if not self.is_live(b)]
         if down:
-            raise MetadataError("INELIGIBLE_REPLICA", f"fenced or unregistered broker(s) {down}")
+            raise MetadataError(
+                ErrorCode.INELIGIBLE_REPLICA, f"fenced or unregistered broker(s) {down}"
+            )
         isr = tuple(b for b in record.replicas if b in wanted)
         new = self._transition(record, cmd.leader, isr, changes)
         return {"leader": new.leader, "leader_epoch": new.leader_epoch}
@@ -620,9 +627,13 @@ class MetadataState:
 
     def _allocate_producer_ids(self, cmd: AllocateProducerIds) -> dict[str, Any]:
         if cmd.broker_id not in self.brokers:
-            raise MetadataError("BROKER_NOT_AVAILABLE", f"broker {cmd.broker_id} is unknown")
+            raise MetadataError(
+                ErrorCode.BROKER_NOT_AVAILABLE, f"broker {cmd.broker_id} is unknown"
+            )
         if not 1 <= cmd.count <= PRODUCER_ID_BLOCK_MAX:
-            raise MetadataError("INVALID_REQUEST", f"count must be in [1, {PRODUCER_ID_BLOCK_MAX}]")
+            raise MetadataError(
+                ErrorCode.INVALID_REQUEST, f"count must be in [1, {PRODUCER_ID_BLOCK_MAX}]"
+            )
         start = self.next_producer_id
         self.next_producer_id += cmd.count
         return {"start": start, "count": cmd.count}
@@ -632,17 +643,17 @@ class MetadataState:
     def _create_acls(self, cmd: CreateAcls, changes: _Changes) -> dict[str, Any]:
         if len(cmd.bindings) > ACL_BINDINGS_MAX:  # before validating each: bound the work
             raise MetadataError(
-                "POLICY_VIOLATION", f"more than {ACL_BINDINGS_MAX} bindings in one request"
+                ErrorCode.POLICY_VIOLATION, f"more than {ACL_BINDINGS_MAX} bindings in one request"
             )
         for i, binding in enumerate(cmd.bindings):
             try:
                 validate_binding(binding)
             except AclError as exc:
-                raise MetadataError("INVALID_REQUEST", f"binding {i}: {exc}") from exc
+                raise MetadataError(ErrorCode.INVALID_REQUEST, f"binding {i}: {exc}") from exc
         new = set(cmd.bindings) - self.acls
         if len(self.acls) + len(new) > ACL_BINDINGS_MAX:
             raise MetadataError(
-                "POLICY_VIOLATION",
+                ErrorCode.POLICY_VIOLATION,
                 f"{len(new)} more bindings would pass the limit of {ACL_BINDINGS_MAX} "
                 f"({len(self.acls)} stored)",
             )
@@ -655,7 +666,8 @@ class MetadataState:
     def _delete_acls(self, cmd: DeleteAcls, changes: _Changes) -> dict[str, Any]:
         if len(cmd.filters) > ACL_FILTERS_PER_COMMAND_MAX:
             raise MetadataError(
-                "INVALID_REQUEST", f"at most {ACL_FILTERS_PER_COMMAND_MAX} filters per request"
+                ErrorCode.INVALID_REQUEST,
+                f"at most {ACL_FILTERS_PER_COMMAND_MAX} filters per request",
             )
         gone = sorted(b for b in self.acls if any(f.matches(b) for f in cmd.filters))
         if gone:
@@ -669,11 +681,12 @@ class MetadataState:
             validate_user(cmd.user)
             validate_credential(cmd.credential)
         except ScramError as exc:
-            raise MetadataError("INVALID_REQUEST", str(exc)) from exc
+            raise MetadataError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
         created = cmd.user not in self.users
         if created and len(self.users) >= SCRAM_USERS_MAX:
             raise MetadataError(
-                "POLICY_VIOLATION", f"the cluster holds the most users allowed ({SCRAM_USERS_MAX})"
+                ErrorCode.POLICY_VIOLATION,
+                f"the cluster holds the most users allowed ({SCRAM_USERS_MAX})",
             )
         self.users[cmd.user] = cmd.credential
         changes.users.add(cmd.user)
@@ -683,9 +696,11 @@ class MetadataState:
         try:
             validate_user(cmd.user)  # also refuses a non-string before it is used as a key
         except ScramError as exc:
-            raise MetadataError("INVALID_REQUEST", str(exc)) from exc
+            raise MetadataError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
         if self.users.pop(cmd.user, None) is None:
-            raise MetadataError("RESOURCE_NOT_FOUND", f"no SCRAM credential for {cmd.user!r}")
+            raise MetadataError(
+                ErrorCode.RESOURCE_NOT_FOUND, f"no SCRAM credential for {cmd.user!r}"
+            )
         changes.users.add(cmd.user)
         return {}
 

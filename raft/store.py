@@ -12,8 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-import cbor2
-
+from .commands import encode_result
 from .metadata import MetadataState
 from .metadata_records import Applied
 
@@ -45,7 +44,7 @@ class MetadataStore:
             self._changed.notify_all()
         for observer in self._observers:
             observer(applied, False)
-        return bytes(cbor2.dumps(applied.result))
+        return encode_result(applied.result)
 
     def snapshot(self) -> bytes:
         with self._lock:

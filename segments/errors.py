@@ -7,6 +7,8 @@ name) and whether a client may retry. Storage knows nothing of gRPC: the broker 
 
 from __future__ import annotations
 
+from raftlog.proto.codes import ErrorCode
+
 __all__ = [
     "CorruptRecordError",
     "InvalidRecordError",
@@ -23,7 +25,7 @@ __all__ = [
 class StorageError(Exception):
     """Base of every error the storage engine raises on purpose."""
 
-    code = "UNKNOWN_SERVER_ERROR"
+    code = ErrorCode.UNKNOWN_SERVER_ERROR
     retriable = False
 
 
@@ -35,7 +37,7 @@ class CorruptRecordError(StorageError):
     log there and fetches the rest again. None when no offset applies (a produced batch).
     """
 
-    code = "CORRUPT_MESSAGE"
+    code = ErrorCode.CORRUPT_MESSAGE
     retriable = True  # the producer may resend; a reader may fetch from another replica
 
     def __init__(self, message: str, *, offset: int | None = None) -> None:
@@ -58,31 +60,31 @@ class RecordTooLargeError(CorruptRecordError):
 class InvalidRecordError(StorageError):
     """A well-formed batch whose fields break a rule (record_count, timestamps, codec)."""
 
-    code = "INVALID_RECORD"
+    code = ErrorCode.INVALID_RECORD
 
 
 class MessageTooLargeError(StorageError):
     """A batch over ``max.message.bytes`` (or the segment size)."""
 
-    code = "MESSAGE_TOO_LARGE"
+    code = ErrorCode.MESSAGE_TOO_LARGE
 
 
 class OffsetOutOfRangeError(StorageError):
     """A read or truncation at an offset outside [log_start_offset, log_end_offset]."""
 
-    code = "OFFSET_OUT_OF_RANGE"
+    code = ErrorCode.OFFSET_OUT_OF_RANGE
 
 
 class LogOffsetMismatchError(StorageError):
     """A follower append whose base offset is not the log end offset (offsets only grow)."""
 
-    code = "INVALID_REQUEST"
+    code = ErrorCode.INVALID_REQUEST
 
 
 class StorageIOError(StorageError):
     """The disk failed a read or write. The log stays consistent; the append did not happen."""
 
-    code = "KAFKA_STORAGE_ERROR"
+    code = ErrorCode.KAFKA_STORAGE_ERROR
     retriable = True
 
 

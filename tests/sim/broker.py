@@ -30,6 +30,7 @@ from raftlog.cluster.partition import Partition
 from raftlog.cluster.replica_manager import ReplicaManager, ReplicaManagerConfig
 from raftlog.cluster.replica_rules import CONSUMER, FetchOutcome, FetchSpec, ProduceOutcome
 from raftlog.cluster.replication import IsrProposal, alter_partition_outcome
+from raftlog.proto.codes import ErrorCode
 from raftlog.raft.commands import (
     AllocateProducerIds,
     AlterPartition,
@@ -346,7 +347,7 @@ class SimBroker:
         if replica_id != CONSUMER:
             record = self.meta.brokers.get(replica_id)
             if record is not None and incarnation < record.incarnation:
-                return "STALE_BROKER_EPOCH", []
+                return ErrorCode.STALE_BROKER_EPOCH, []
         outcomes = await self.replicas.fetch(
             replica_id,
             specs,
@@ -355,7 +356,7 @@ class SimBroker:
             max_bytes=wire.fetch_bytes_max,
             replica_incarnation=incarnation if replica_id != CONSUMER else -1,
         )
-        return "NONE", outcomes
+        return ErrorCode.NONE, outcomes
 
     async def _metadata(self, _request: None) -> dict[tuple[str, int], tuple[int, int]]:
         """A client's view: partition → (leader, leader epoch), from our applied metadata."""
@@ -368,7 +369,7 @@ class SimBroker:
         """(error, producer id, epoch): a bump of a known id, else an id from our block."""
         producer_id, epoch = request
         if producer_id >= 0 and 0 <= epoch < 32767:
-            return "NONE", producer_id, epoch + 1
+            return ErrorCode.NONE, producer_id, epoch + 1
         if self._pid_next >= self._pid_end:
             try:
                 result = await self.world.rpc.call(
@@ -379,12 +380,12 @@ class SimBroker:
                     self.config.rpc_timeout_ms,
                 )
             except RpcError:
-                return "NOT_CONTROLLER", -1, -1
+                return ErrorCode.NOT_CONTROLLER, -1, -1
             if "error" in result:
-                return str(result["error"]), -1, -1
+                return result["error"], -1, -1
             self._pid_next, self._pid_end = result["start"], result["start"] + result["count"]
         self._pid_next += 1
-        return "NONE", self._pid_next - 1, 0
+        return ErrorCode.NONE, self._pid_next - 1, 0
 
     # ---- ends ------------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from raftlog.cluster import replication
 from raftlog.cluster.partition import Partition
 from raftlog.cluster.replica_rules import FetchOutcome, FetchSpec
 from raftlog.cluster.replication import FollowerAction, FollowerDecision
+from raftlog.proto.codes import ErrorCode
 from raftlog.raft.metadata_records import NO_LEADER, TopicPartition
 from raftlog.segments import StorageError
 
@@ -86,7 +87,7 @@ class SimFetcher:
                 broker.counters["fetch_errors"] += 1
                 await proc.sleep(config.backoff_ms)
                 continue
-            if error != "NONE":
+            if error != ErrorCode.NONE:
                 await proc.sleep(config.backoff_ms)
                 continue
             for outcome in outcomes:

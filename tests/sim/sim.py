@@ -37,6 +37,7 @@ from raftlog.chaos.anomalies import CheckResult
 from raftlog.chaos.checker import check
 from raftlog.chaos.history import OpF, OpType, dump_jsonl, read_value
 from raftlog.cluster.replica_rules import CONSUMER, FetchSpec
+from raftlog.proto.codes import ErrorCode
 from raftlog.raft.commands import CreateTopic
 from raftlog.raft.controller import ControllerConfig
 from raftlog.raft.metadata_records import NO_LEADER, TopicPartition
@@ -348,7 +349,7 @@ class Cluster:
                 outcome = broker.replicas.read_one(
                     spec, CONSUMER, _READ_BYTES, record_progress=False
                 )
-                got = decode(outcome.records, offset) if outcome.error == "NONE" else []
+                got = decode(outcome.records, offset) if outcome.error == ErrorCode.NONE else []
                 if not got:
                     break
                 records.extend(got)

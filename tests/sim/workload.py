@@ -37,6 +37,7 @@ from raftlog.chaos.history import (
 from raftlog.client.accumulator import ProducerBatch, RecordAccumulator
 from raftlog.cluster.fetcher import FetcherConfig
 from raftlog.cluster.replica_rules import FetchOutcome, FetchSpec
+from raftlog.proto.codes import ErrorCode
 from raftlog.proto.errors import error_for
 from raftlog.raft.metadata_records import NO_LEADER, TopicPartition
 from raftlog.segments.batch import CorruptRecordError, iter_batches, iter_records
@@ -304,7 +305,7 @@ class SimProducer(_Client):
             )
         except RpcError:
             return False
-        if error != "NONE":
+        if error != ErrorCode.NONE:
             return False
         self.producer_id, self.producer_epoch = producer_id, epoch
         if self._epoch_bump_needed:
@@ -352,21 +353,21 @@ class SimProducer(_Client):
 
     def _complete(self, batch: ProducerBatch, answer: Any) -> None:
         code = answer.error
-        if code != "NONE" and self.world.tracing:
+        if code != ErrorCode.NONE and self.world.tracing:
             values = [v for _, v in self._ops.get(batch, [])]
             self.world.trace(
                 f"p{self.process_id} {batch.key} seq {batch.base_sequence} epoch "
                 f"{batch.producer_epoch} attempt {batch.attempts} values {values[:3]}... -> "
                 f"{code} {answer.base_offset}-{answer.last_offset}"
             )
-        if code in ("NONE", "DUPLICATE_SEQUENCE_NUMBER"):
+        if code in (ErrorCode.NONE, ErrorCode.DUPLICATE_SEQUENCE_NUMBER):
             if batch.producer_epoch == self.producer_epoch:
                 self._acked_seq[batch.key] = (batch.base_sequence + batch.record_count) % _SEQ_MOD
             self.acc.done(batch)
             self._finish(batch, answer.base_offset, None)
             return
         error = error_for(code, answer.message)
-        if code == "OUT_OF_ORDER_SEQUENCE_NUMBER" and (
+        if code == ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER and (
             batch.producer_epoch == self.producer_epoch
             and batch.base_sequence != self._acked_seq.get(batch.key, 0)
         ):
@@ -460,13 +461,13 @@ class SimConsumer(_Client):
         except RpcError:
             self.metadata.want_refresh()
             return
-        if error != "NONE" or not outcomes:
+        if error != ErrorCode.NONE or not outcomes:
             return
         outcome: FetchOutcome = outcomes[0]
-        if outcome.error != "NONE":
+        if outcome.error != ErrorCode.NONE:
             if error_for(outcome.error).invalid_metadata or outcome.error in (
-                "FENCED_LEADER_EPOCH",
-                "UNKNOWN_LEADER_EPOCH",
+                ErrorCode.FENCED_LEADER_EPOCH,
+                ErrorCode.UNKNOWN_LEADER_EPOCH,
             ):
                 self.metadata.want_refresh()
             return

@@ -15,11 +15,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from raftlog.cluster.data_rpcs import fetch_result
 from raftlog.cluster.fetcher import FetcherConfig, FetcherManager
 from raftlog.cluster.partition import Partition
 from raftlog.cluster.replica_manager import ReplicaManager, ReplicaManagerConfig
-from raftlog.cluster.replica_rules import FetchOutcome, FetchSpec
-from raftlog.proto import broker_pb2, common_pb2
+from raftlog.cluster.replica_rules import FetchSpec
+from raftlog.proto.codes import ErrorCode
 from raftlog.raft.listener import EventKind, PartitionEvent
 from raftlog.raft.metadata_records import PartitionRecord, TopicRecord
 from raftlog.segments import build_batch, iter_batches, iter_records
@@ -54,26 +55,6 @@ def manager(
     return replicas
 
 
-def wire(outcome: FetchOutcome) -> broker_pb2.FetchPartitionResult:
-    """The answer as the leader's servicer sends it."""
-    result = broker_pb2.FetchPartitionResult(
-        topic=outcome.topic,
-        partition=outcome.partition,
-        error=common_pb2.Error(
-            code=common_pb2.ErrorCode.Value(outcome.error), message=outcome.message
-        ),
-        high_watermark=outcome.high_watermark,
-        log_start_offset=outcome.log_start_offset,
-        log_end_offset=outcome.log_end_offset,
-        records=outcome.records,
-        leader_id=outcome.leader_id,
-        leader_epoch=outcome.leader_epoch,
-    )
-    if outcome.diverging_epoch is not None:
-        result.diverging_epoch.epoch, result.diverging_epoch.end_offset = outcome.diverging_epoch
-    return result
-
-
 class Pair:
     """Broker 1 leads partition t-0, broker 2 follows it through a real replica fetcher."""
 
@@ -104,7 +85,7 @@ class Pair:
     def produce(self, *values: bytes) -> None:
         batch = build_batch(list(values), timestamp_ms=1)
         outcome, _, _ = self.leader.append("t", 0, batch, 1)
-        assert outcome.error == "NONE", outcome
+        assert outcome.error == ErrorCode.NONE, outcome
 
     async def exchange(self) -> None:
         """One fetch of the follower's fetcher from the leader, and its answer applied."""
@@ -132,7 +113,7 @@ class Pair:
             replica_incarnation=request.replica_incarnation,
         )
         for one, outcome in zip(followed, outcomes, strict=True):
-            fetcher._handle(one, wire(outcome))
+            fetcher._handle(one, fetch_result(outcome))
 
     def replica(self, replicas: ReplicaManager) -> Partition:
         return replicas.partitions[KEY]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from raftlog.cluster.group import Group, GroupError, GroupState
+from raftlog.proto.codes import ErrorCode
 
 RANGE = (("range", b"sub"),)
 
@@ -32,7 +33,7 @@ def test_a_second_member_makes_everyone_rejoin_and_the_old_generation_is_fenced(
     b = join(g, now=10)
     with pytest.raises(GroupError) as caught:
         g.heartbeat(a, 1, 11)
-    assert caught.value.code == "REBALANCE_IN_PROGRESS"
+    assert caught.value.code == ErrorCode.REBALANCE_IN_PROGRESS
     assert g.poll(12)[0] == []  # a has not rejoined yet
     join(g, a, now=13)
     answers, _ = g.poll(14)
@@ -41,7 +42,7 @@ def test_a_second_member_makes_everyone_rejoin_and_the_old_generation_is_fenced(
     assert leader.leader_id == leader.member_id
     with pytest.raises(GroupError) as caught:
         g.heartbeat(a, 1, 15)
-    assert caught.value.code == "ILLEGAL_GENERATION"
+    assert caught.value.code == ErrorCode.ILLEGAL_GENERATION
     follower = b if leader.member_id == a else a
     assert g.sync(follower, 2, [], 16) == []  # waits for the leader
     due = g.sync(leader.member_id, 2, [(a, b"x"), (b, b"y")], 17)
@@ -77,7 +78,7 @@ def test_leaving_the_last_member_empties_and_commits_need_the_generation() -> No
     g.poll(1)
     with pytest.raises(GroupError) as caught:
         g.check_commit(a, 0)
-    assert caught.value.code == "ILLEGAL_GENERATION"
+    assert caught.value.code == ErrorCode.ILLEGAL_GENERATION
     with pytest.raises(GroupError):
         g.check_commit("", -1)  # the group has members
     g.sync(a, 1, [], 2)
@@ -93,11 +94,11 @@ def test_bad_joins_are_refused() -> None:
         g.join("", "c", 3000, 5000, (), 0)
     with pytest.raises(GroupError) as caught:
         g.join("nobody", "c", 3000, 5000, RANGE, 0)
-    assert caught.value.code == "UNKNOWN_MEMBER_ID"
+    assert caught.value.code == ErrorCode.UNKNOWN_MEMBER_ID
     join(g)
     with pytest.raises(GroupError) as caught:
         join(g, protocols=(("other", b""),))
-    assert caught.value.code == "INCONSISTENT_GROUP_PROTOCOL"
+    assert caught.value.code == ErrorCode.INCONSISTENT_GROUP_PROTOCOL
 
 
 def test_an_assignor_without_a_name_is_refused_at_join() -> None:
@@ -105,4 +106,4 @@ def test_an_assignor_without_a_name_is_refused_at_join() -> None:
     g = Group("g")
     with pytest.raises(GroupError) as caught:
         join(g, protocols=[("", b"subscription")])
-    assert caught.value.code == "INVALID_REQUEST"
+    assert caught.value.code == ErrorCode.INVALID_REQUEST

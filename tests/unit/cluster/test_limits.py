@@ -28,6 +28,7 @@ from raftlog.cluster.controller_service import (
 )
 from raftlog.cluster.controller_servicer import ControllerServicer
 from raftlog.proto import broker_pb2, common_pb2
+from raftlog.proto.codes import ErrorCode
 from raftlog.raft.acl import AclIndex
 from raftlog.raft.commands import RegisterBroker, UnfenceBroker, encode_command
 from raftlog.raft.controller import ControllerConfig
@@ -117,7 +118,7 @@ def test_a_million_partitions_is_refused_before_any_assignment(
     ctrl = controller(store, quorum=quorum)
     no_assignment(monkeypatch)
     result = create(ctrl, "huge", 1_000_000)
-    assert result["error"] == "INVALID_PARTITIONS"
+    assert result["error"] == ErrorCode.INVALID_PARTITIONS
     assert "limits.partitions_per_topic_max" in result["message"]
     assert "200" in result["message"]
     assert quorum.submitted == []
@@ -126,7 +127,7 @@ def test_a_million_partitions_is_refused_before_any_assignment(
 def test_partitions_per_topic_follow_the_config() -> None:
     store = cluster()
     ctrl = controller(store, Limits(partitions_per_topic_max=5, partitions_per_request_max=50))
-    assert create(ctrl, "six", 6)["error"] == "INVALID_PARTITIONS"
+    assert create(ctrl, "six", 6)["error"] == ErrorCode.INVALID_PARTITIONS
     assert "error" not in create(ctrl, "five", 5)
 
 
@@ -160,7 +161,7 @@ def test_replicas_per_broker_are_capped() -> None:
     ctrl = controller(store, Limits(partition_replicas_per_broker_max=10))
     assert "error" not in create(ctrl, "a", 6)  # 6 replicas on each of the 3 brokers
     result = create(ctrl, "b", 5)  # would make 11
-    assert result["error"] == "POLICY_VIOLATION"
+    assert result["error"] == ErrorCode.POLICY_VIOLATION
     assert "limits.partition_replicas_per_broker_max" in result["message"]
     assert "error" not in create(ctrl, "c", 4)  # exactly 10
 
@@ -171,7 +172,7 @@ def test_an_impossible_replica_count_is_refused_before_assigning(
     store = cluster()
     ctrl = controller(store, Limits(partition_replicas_per_broker_max=10))
     no_assignment(monkeypatch)
-    assert create(ctrl, "b", 11)["error"] == "POLICY_VIOLATION"
+    assert create(ctrl, "b", 11)["error"] == ErrorCode.POLICY_VIOLATION
 
 
 def test_the_cap_is_lowered_to_what_the_open_file_limit_holds() -> None:
@@ -179,7 +180,7 @@ def test_the_cap_is_lowered_to_what_the_open_file_limit_holds() -> None:
     store = cluster()
     ctrl = controller(store, fd_limit=512 + 4 * 5)  # room for 5 replicas a broker
     result = create(ctrl, "t", 6)
-    assert result["error"] == "POLICY_VIOLATION"
+    assert result["error"] == ErrorCode.POLICY_VIOLATION
     assert "open-file limit" in result["message"]
     assert "error" not in create(ctrl, "u", 5)
 
@@ -224,7 +225,7 @@ def test_a_command_above_the_size_limit_is_refused_with_a_code() -> None:
     ctrl = controller(store, Limits(command_bytes_max=256), quorum=quorum)
     with pytest.raises(ControllerError) as raised:
         create(ctrl, "t", 100)  # ~420 bytes encoded
-    assert raised.value.code == "INVALID_REQUEST"
+    assert raised.value.code == ErrorCode.INVALID_REQUEST
     assert "limits.command_bytes_max" in raised.value.message
     assert quorum.submitted == []
 
@@ -234,7 +235,7 @@ def test_a_quorum_that_raises_at_submission_gives_a_typed_error() -> None:
     ctrl = controller(store, quorum=RaisingQuorum(store))
     with pytest.raises(ControllerError) as raised:
         create(ctrl, "t", 3)
-    assert raised.value.code == "INVALID_REQUEST"
+    assert raised.value.code == ErrorCode.INVALID_REQUEST
 
 
 class FailingQuorum(FakeQuorum):
@@ -251,8 +252,8 @@ class FailingQuorum(FakeQuorum):
 @pytest.mark.parametrize(
     ("error", "code"),
     [
-        (NotLeaderError(2), "NOT_CONTROLLER"),  # not applied: the client retries elsewhere
-        (QuorumTimeoutError("no result"), "REQUEST_TIMED_OUT"),  # may still commit
+        (NotLeaderError(2), ErrorCode.NOT_CONTROLLER),  # not applied: the client retries elsewhere
+        (QuorumTimeoutError("no result"), ErrorCode.REQUEST_TIMED_OUT),  # may still commit
     ],
 )
 def test_a_failed_submission_gives_the_code_of_its_cause(error: Exception, code: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from raftlog.cluster.produce import Append, Duplicate, Refuse, produce_decision
 from raftlog.cluster.producer_state import ProducerStateManager
+from raftlog.proto.codes import ErrorCode
 from raftlog.segments import BatchBuilder, build_batch
 from raftlog.segments.clock import WallMs
 
@@ -20,7 +21,7 @@ def idempotent_batch(seq: int, count: int = 3, pid: int = 7, epoch: int = 0) -> 
 def test_below_min_isr_acks_all_is_refused_and_acks_1_is_not() -> None:
     batch = build_batch([b"x"], timestamp_ms=1)
     assert produce_decision(batch, -1, 1, 2, MAX, ProducerStateManager()) == Refuse(
-        "NOT_ENOUGH_REPLICAS", "1 in-sync replica(s), min.insync.replicas is 2"
+        ErrorCode.NOT_ENOUGH_REPLICAS, "1 in-sync replica(s), min.insync.replicas is 2"
     )
     assert isinstance(produce_decision(batch, 1, 1, 2, MAX, ProducerStateManager()), Append)
 
@@ -28,12 +29,14 @@ def test_below_min_isr_acks_all_is_refused_and_acks_1_is_not() -> None:
 def test_bad_bytes_are_refused_whole() -> None:
     good = build_batch([b"x"], timestamp_ms=1)
     state = ProducerStateManager()
-    assert produce_decision(good + b"\x00\x01", -1, 3, 2, MAX, state).code == "CORRUPT_MESSAGE"  # type: ignore[union-attr]
-    assert produce_decision(b"", -1, 3, 2, MAX, state).code == "CORRUPT_MESSAGE"  # type: ignore[union-attr]
+    assert (
+        produce_decision(good + b"\x00\x01", -1, 3, 2, MAX, state).code == ErrorCode.CORRUPT_MESSAGE
+    )  # type: ignore[union-attr]
+    assert produce_decision(b"", -1, 3, 2, MAX, state).code == ErrorCode.CORRUPT_MESSAGE  # type: ignore[union-attr]
     flipped = bytearray(good)
     flipped[-1] ^= 1
     assert isinstance(produce_decision(bytes(flipped), -1, 3, 2, MAX, state), Refuse)
-    assert produce_decision(good, -1, 3, 2, 10, state).code == "MESSAGE_TOO_LARGE"  # type: ignore[union-attr]
+    assert produce_decision(good, -1, 3, 2, 10, state).code == ErrorCode.MESSAGE_TOO_LARGE  # type: ignore[union-attr]
 
 
 def test_idempotent_batches_are_checked_against_the_producer_state() -> None:
@@ -51,8 +54,8 @@ def test_idempotent_batches_are_checked_against_the_producer_state() -> None:
         102,
     )
     gap = produce_decision(idempotent_batch(9), -1, 3, 2, MAX, state)
-    assert isinstance(gap, Refuse) and gap.code == "OUT_OF_ORDER_SEQUENCE_NUMBER"
+    assert isinstance(gap, Refuse) and gap.code == ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER
     two = idempotent_batch(3) + idempotent_batch(6)
     assert produce_decision(two, -1, 3, 2, MAX, state) == Refuse(
-        "INVALID_RECORD", "an idempotent produce carries one batch per partition"
+        ErrorCode.INVALID_RECORD, "an idempotent produce carries one batch per partition"
     )

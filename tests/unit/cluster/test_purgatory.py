@@ -24,6 +24,7 @@ from raftlog.cluster.purgatory import (
     PurgatoryFullError,
     TimingWheel,
 )
+from raftlog.proto.codes import ErrorCode
 
 TICK_MS = 5
 WHEEL_SIZE = 4  # small, so modest delays already need three or four wheels
@@ -276,7 +277,7 @@ def test_bound_raises_when_full(log: list[tuple[str, str]]) -> None:
     purgatory.try_complete_else_watch(second, ["a"], now_ms=0)
     with pytest.raises(PurgatoryFullError) as raised:
         purgatory.try_complete_else_watch(third, ["a"], now_ms=0)
-    assert raised.value.code == "REQUEST_TIMED_OUT" and raised.value.retriable
+    assert raised.value.code == ErrorCode.REQUEST_TIMED_OUT and raised.value.retriable
     assert purgatory.size == 2 and purgatory.watched("a") == 2 and not third.completed
     ready = Op("ready", 100, log)
     ready.ready = True

@@ -18,6 +18,7 @@ import pytest
 from raftlog.cluster.replica_manager import ReplicaManager, ReplicaManagerConfig
 from raftlog.cluster.replica_rules import CONSUMER, FetchOutcome, FetchSpec
 from raftlog.cluster.replication import IsrProposal
+from raftlog.proto.codes import ErrorCode
 from raftlog.raft.listener import EventKind, PartitionEvent
 from raftlog.raft.metadata_records import PartitionRecord, TopicRecord
 from raftlog.segments import build_batch, iter_batches, iter_records
@@ -141,7 +142,7 @@ def test_a_producer_snapshot_above_a_truncation_is_not_trusted_after_a_crash(
             base_sequence=base_sequence,
         )
         outcome, _, _ = h.manager.append("t", 0, batch, 1)
-        assert outcome.error == "NONE", outcome
+        assert outcome.error == ErrorCode.NONE, outcome
 
     produce(7, 0, 2)  # offsets 0-1
     produce(7, 2, 2)  # offsets 2-3
@@ -207,9 +208,9 @@ def test_a_broker_cut_off_from_the_controller_answers_produces_not_leader(
         return answered.error, refused.error, taken.error
 
     assert asyncio.run(scenario()) == (
-        "NOT_LEADER_OR_FOLLOWER",
-        "NOT_LEADER_OR_FOLLOWER",
-        "NONE",
+        ErrorCode.NOT_LEADER_OR_FOLLOWER,
+        ErrorCode.NOT_LEADER_OR_FOLLOWER,
+        ErrorCode.NONE,
     )
 
 
@@ -229,7 +230,7 @@ def produce(h: Harness, *values: bytes) -> None:
     """Append one batch through the leader's produce path (which wakes waiting fetches)."""
     batch = build_batch(list(values), timestamp_ms=h.now_ms)
     outcome, _, _ = h.manager.append("t", 0, batch, 1)
-    assert outcome.error == "NONE", outcome
+    assert outcome.error == ErrorCode.NONE, outcome
 
 
 async def consume(
@@ -255,12 +256,15 @@ def test_a_fetch_from_an_older_leader_epoch_is_fenced_and_from_a_newer_one_unkno
     harness.append(b"a", 4)
     older = harness.follower_fetch(1, last_fetched_epoch=4, current_epoch=3)
     newer = harness.follower_fetch(1, last_fetched_epoch=4, current_epoch=5)
-    assert (older.error, newer.error) == ("FENCED_LEADER_EPOCH", "UNKNOWN_LEADER_EPOCH")
+    assert (older.error, newer.error) == (
+        ErrorCode.FENCED_LEADER_EPOCH,
+        ErrorCode.UNKNOWN_LEADER_EPOCH,
+    )
     assert older.records == newer.records == b""
     assert (older.leader_epoch, newer.leader_epoch) == (4, 4)  # what the fetcher should know
     assert follower_leo(harness) < 0 and harness.high_watermark == 0
     same = harness.follower_fetch(1, last_fetched_epoch=4, current_epoch=4)
-    assert same.error == "NONE" and harness.high_watermark == 1
+    assert same.error == ErrorCode.NONE and harness.high_watermark == 1
 
 
 def test_a_consumer_fetch_naming_another_leader_epoch_is_answered_at_once(
@@ -276,7 +280,10 @@ def test_a_consumer_fetch_naming_another_leader_epoch_is_answered_at_once(
             answers.append((await asyncio.wait_for(fetch, 1)).error)
         return answers
 
-    assert asyncio.run(scenario()) == ["FENCED_LEADER_EPOCH", "UNKNOWN_LEADER_EPOCH"]
+    assert asyncio.run(scenario()) == [
+        ErrorCode.FENCED_LEADER_EPOCH,
+        ErrorCode.UNKNOWN_LEADER_EPOCH,
+    ]
 
 
 def test_a_fetch_below_min_bytes_waits_until_max_wait_then_returns_what_there_is(
@@ -297,7 +304,7 @@ def test_a_fetch_below_min_bytes_waits_until_max_wait_then_returns_what_there_is
         return await asyncio.wait_for(waiting, 1)
 
     outcome = asyncio.run(scenario())
-    assert outcome.error == "NONE" and values_of(outcome.records) == [b"small"]
+    assert outcome.error == ErrorCode.NONE and values_of(outcome.records) == [b"small"]
 
 
 def test_an_append_wakes_a_waiting_fetch_before_max_wait(harness: Harness) -> None:
@@ -312,7 +319,7 @@ def test_an_append_wakes_a_waiting_fetch_before_max_wait(harness: Harness) -> No
         return await asyncio.wait_for(waiting, 1)
 
     outcome = asyncio.run(scenario())
-    assert outcome.error == "NONE" and values_of(outcome.records) == [b"new"]
+    assert outcome.error == ErrorCode.NONE and values_of(outcome.records) == [b"new"]
 
 
 def test_a_fetch_that_has_min_bytes_returns_at_once(harness: Harness) -> None:
@@ -350,14 +357,14 @@ def test_after_a_truncation_a_retry_of_a_cut_batch_is_appended_not_deduplicated(
         outcome, _, _ = harness.manager.append("t", 0, batch, 1)
         return outcome.error, outcome.base_offset
 
-    assert send(0, b"a0", b"a1") == ("NONE", 0)
-    assert send(2, b"b0", b"b1") == ("NONE", 2)
-    assert send(2, b"b0", b"b1") == ("DUPLICATE_SEQUENCE_NUMBER", 2)  # stored: deduplicated
+    assert send(0, b"a0", b"a1") == (ErrorCode.NONE, 0)
+    assert send(2, b"b0", b"b1") == (ErrorCode.NONE, 2)
+    assert send(2, b"b0", b"b1") == (ErrorCode.DUPLICATE_SEQUENCE_NUMBER, 2)  # stored: deduplicated
     partition = harness.manager.partitions[KEY]
     harness.manager.truncate(partition, 2)  # a new leader never had offsets 2-3
     seven = partition.producers.entry(7)
     assert seven is not None and seven.last_seq == 1
     harness.lead(isr=(1,), epoch=1)
-    assert send(2, b"b0", b"b1") == ("NONE", 2)  # the retry is stored again, at 2-3
+    assert send(2, b"b0", b"b1") == (ErrorCode.NONE, 2)  # the retry is stored again, at 2-3
     result = partition.log.read(0, 1 << 20)
     assert values_of(result.data) == [b"a0", b"a1", b"b0", b"b1"]

@@ -23,6 +23,7 @@ from raftlog.cluster.replica_rules import (
     readable_end,
 )
 from raftlog.cluster.replication import LeaderReplication
+from raftlog.proto.codes import ErrorCode
 from raftlog.raft.metadata_records import TopicRecord
 from raftlog.segments.clock import MonoMs
 
@@ -50,16 +51,16 @@ def fetch_code(
     spec: FetchSpec, replica: Replica | None, *, replica_id: int = 2, ready: bool = True
 ) -> str:
     found = fetch_target_error(ready, spec, replica_id, replica, lookup)
-    return "NONE" if found is None else found[0]
+    return ErrorCode.NONE if found is None else found[0]
 
 
 @pytest.mark.parametrize(
     ("current_leader_epoch", "code"),
     [
-        (-1, "NONE"),  # the fetcher does not say: no check
-        (4, "NONE"),
-        (3, "FENCED_LEADER_EPOCH"),  # it follows a leader we replaced
-        (5, "UNKNOWN_LEADER_EPOCH"),  # it knows a leadership our metadata has not shown yet
+        (-1, ErrorCode.NONE),  # the fetcher does not say: no check
+        (4, ErrorCode.NONE),
+        (3, ErrorCode.FENCED_LEADER_EPOCH),  # it follows a leader we replaced
+        (5, ErrorCode.UNKNOWN_LEADER_EPOCH),  # it knows a leadership our metadata has not shown yet
     ],
 )
 def test_a_fetch_is_checked_against_our_leader_epoch(current_leader_epoch: int, code: str) -> None:
@@ -70,14 +71,16 @@ def test_a_fetch_is_checked_against_our_leader_epoch(current_leader_epoch: int, 
 
 def test_whom_a_fetch_is_refused() -> None:
     spec = FetchSpec("t", 0, 0)
-    assert fetch_code(spec, leading(), ready=False) == "LEADER_NOT_AVAILABLE"
-    assert fetch_code(FetchSpec("x", 0, 0), None) == "UNKNOWN_TOPIC_OR_PARTITION"
-    assert fetch_code(FetchSpec("t", 2, 0), None) == "UNKNOWN_TOPIC_OR_PARTITION"
-    assert fetch_code(spec, None) == "NOT_LEADER_OR_FOLLOWER"  # exists; no replica here
-    assert fetch_code(spec, Replica(leader=None)) == "NOT_LEADER_OR_FOLLOWER"  # we follow
-    assert fetch_code(spec, leading(), replica_id=7) == "NOT_LEADER_OR_FOLLOWER"  # no replica
-    assert fetch_code(spec, leading(), replica_id=3) == "NONE"  # a replica outside the ISR
-    assert fetch_code(spec, leading(), replica_id=CONSUMER) == "NONE"
+    assert fetch_code(spec, leading(), ready=False) == ErrorCode.LEADER_NOT_AVAILABLE
+    assert fetch_code(FetchSpec("x", 0, 0), None) == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    assert fetch_code(FetchSpec("t", 2, 0), None) == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    assert fetch_code(spec, None) == ErrorCode.NOT_LEADER_OR_FOLLOWER  # exists; no replica here
+    assert fetch_code(spec, Replica(leader=None)) == ErrorCode.NOT_LEADER_OR_FOLLOWER  # we follow
+    assert (
+        fetch_code(spec, leading(), replica_id=7) == ErrorCode.NOT_LEADER_OR_FOLLOWER
+    )  # no replica
+    assert fetch_code(spec, leading(), replica_id=3) == ErrorCode.NONE  # a replica outside the ISR
+    assert fetch_code(spec, leading(), replica_id=CONSUMER) == ErrorCode.NONE
 
 
 def test_whom_a_produce_is_refused() -> None:
@@ -90,18 +93,18 @@ def test_whom_a_produce_is_refused() -> None:
         cut: str | None = None,
     ) -> str:
         found = produce_target_error(ready, topic, index, replica, lookup, cut)
-        return "NONE" if found is None else found[0]
+        return ErrorCode.NONE if found is None else found[0]
 
-    assert code("t", 0, leading(), ready=False) == "LEADER_NOT_AVAILABLE"
-    assert code("x", 0, None) == "UNKNOWN_TOPIC_OR_PARTITION"
-    assert code("t", -1, None) == "UNKNOWN_TOPIC_OR_PARTITION"
-    assert code("t", 1, None) == "NOT_LEADER_OR_FOLLOWER"
-    assert code("t", 0, Replica(leader=None)) == "NOT_LEADER_OR_FOLLOWER"
+    assert code("t", 0, leading(), ready=False) == ErrorCode.LEADER_NOT_AVAILABLE
+    assert code("x", 0, None) == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    assert code("t", -1, None) == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    assert code("t", 1, None) == ErrorCode.NOT_LEADER_OR_FOLLOWER
+    assert code("t", 0, Replica(leader=None)) == ErrorCode.NOT_LEADER_OR_FOLLOWER
     cut_off = produce_target_error(True, "t", 0, leading(), lookup, "lost the controller")
-    assert cut_off == ("NOT_LEADER_OR_FOLLOWER", "lost the controller")
-    assert code("t", 0, leading()) == "NONE"
+    assert cut_off == (ErrorCode.NOT_LEADER_OR_FOLLOWER, "lost the controller")
+    assert code("t", 0, leading()) == ErrorCode.NONE
     invalid = acks_error(2)
-    assert invalid is not None and invalid[0] == "INVALID_REQUIRED_ACKS"
+    assert invalid is not None and invalid[0] == ErrorCode.INVALID_REQUIRED_ACKS
     assert [acks_error(a) for a in (-1, 0, 1)] == [None, None, None]
 
 
@@ -111,16 +114,16 @@ def test_a_waiting_acks_all_append_is_answered_by_the_hw_and_the_isr() -> None:
     appended = ProduceOutcome("t", 0, base_offset=10, last_offset=11, leader_epoch=4)
     assert acks_all_verdict(replica, False, appended, 2) is None  # HW 0: waits
     replica.leader.on_follower_fetch(2, 12, 12, MonoMs(1))
-    assert acks_all_verdict(replica, False, appended, 2) == ("NONE", "")
+    assert acks_all_verdict(replica, False, appended, 2) == (ErrorCode.NONE, "")
     assert acks_all_verdict(replica, True, appended, 2) is not None  # cut off: never NONE
     replica.leader.update_from_metadata((1,), 10)
     verdict = acks_all_verdict(replica, False, appended, 2)
-    assert verdict is not None and verdict[0] == "NOT_ENOUGH_REPLICAS_AFTER_APPEND"
+    assert verdict is not None and verdict[0] == ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND
     moved = Replica(leader=replica.leader, leader_epoch=5)
     verdict = acks_all_verdict(moved, False, appended, 1)
-    assert verdict is not None and verdict[0] == "NOT_LEADER_OR_FOLLOWER"
+    assert verdict is not None and verdict[0] == ErrorCode.NOT_LEADER_OR_FOLLOWER
     verdict = acks_all_verdict(Replica(leader=None), False, appended, 1)
-    assert verdict is not None and verdict[0] == "NOT_LEADER_OR_FOLLOWER"
+    assert verdict is not None and verdict[0] == ErrorCode.NOT_LEADER_OR_FOLLOWER
 
 
 def test_what_a_fetch_may_read() -> None:
@@ -130,7 +133,7 @@ def test_what_a_fetch_may_read() -> None:
     assert fetch_offset_error(9, 3, 9, "t-0") is None  # the log end: nothing yet, no error
     assert [fetch_offset_error(o, 3, 9, "t-0") is None for o in (2, 10)] == [False, False]
     assert fetch_offset_error(2, 3, 9, "t-0") == (
-        "OFFSET_OUT_OF_RANGE",
+        ErrorCode.OFFSET_OUT_OF_RANGE,
         "offset 2 is outside [3, 9] of t-0",
     )
     assert read_bytes_limit(5, 5, 100, 1000) is None  # at the readable end
@@ -147,7 +150,7 @@ def test_when_a_fetch_is_answered_without_waiting() -> None:
     assert fetch_answers_now([some, empty], min_bytes=10, max_wait_ms=500)
     assert fetch_answers_now([empty], min_bytes=1, max_wait_ms=0)
     assert fetch_answers_now([], min_bytes=1, max_wait_ms=500)
-    assert fetch_answers_now([FetchOutcome("t", 0, "FENCED_LEADER_EPOCH")], 1, 500)
+    assert fetch_answers_now([FetchOutcome("t", 0, ErrorCode.FENCED_LEADER_EPOCH)], 1, 500)
     assert fetch_answers_now([FetchOutcome("t", 0, diverging_epoch=(0, 2))], 1, 500)
 
 

@@ -17,6 +17,7 @@ from raftlog.cluster.replication import (
     fetch_epoch_error,
     follower_decision,
 )
+from raftlog.proto.codes import ErrorCode
 from raftlog.segments import Log, build_batch
 from raftlog.segments.clock import SYSTEM_CLOCK, MonoMs
 
@@ -127,12 +128,12 @@ def test_acks_all_needs_the_hw_past_the_batch_and_enough_isr() -> None:
     state = leader(isr=(1, 2))
     assert state.acks_all_outcome(9, min_insync_replicas=2) is None
     state.on_follower_fetch(2, 10, 10, now_ms=1)
-    assert state.acks_all_outcome(9, 2) == "NONE"
+    assert state.acks_all_outcome(9, 2) == ErrorCode.NONE
     state.update_from_metadata((1,), 9)
-    assert state.acks_all_outcome(9, 2) == "NOT_ENOUGH_REPLICAS_AFTER_APPEND"
-    assert state.acks_all_outcome(9, 1) == "NONE"
+    assert state.acks_all_outcome(9, 2) == ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND
+    assert state.acks_all_outcome(9, 1) == ErrorCode.NONE
     # below min ISR the HW stands still: a batch past it is answered at once, not timed out
-    assert state.acks_all_outcome(20, 2) == "NOT_ENOUGH_REPLICAS_AFTER_APPEND"
+    assert state.acks_all_outcome(20, 2) == ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND
 
 
 def test_stale_metadata_never_rolls_the_isr_back() -> None:
@@ -267,26 +268,30 @@ def test_the_followers_decisions() -> None:
     def decide(code: str, diverging: tuple[int, int] | None = None, start: int = 0, end: int = 20):
         return follower_decision(code, diverging, ours, 15, start, end)
 
-    assert decide("NONE") == FollowerDecision(FollowerAction.APPEND)
+    assert decide(ErrorCode.NONE) == FollowerDecision(FollowerAction.APPEND)
     # the leader's epoch 1 ended at 12; we hold epoch 0 up to 10: truncate to 10 (KIP-279)
-    assert decide("NONE", (1, 12)) == FollowerDecision(FollowerAction.TRUNCATE, 10)
-    assert decide("OFFSET_OUT_OF_RANGE", start=30, end=40) == FollowerDecision(
+    assert decide(ErrorCode.NONE, (1, 12)) == FollowerDecision(FollowerAction.TRUNCATE, 10)
+    assert decide(ErrorCode.OFFSET_OUT_OF_RANGE, start=30, end=40) == FollowerDecision(
         FollowerAction.RESTART_AT, 30
     )
-    assert decide("OFFSET_OUT_OF_RANGE", start=0, end=12) == FollowerDecision(
+    assert decide(ErrorCode.OFFSET_OUT_OF_RANGE, start=0, end=12) == FollowerDecision(
         FollowerAction.TRUNCATE, 12
     )
-    assert decide("OFFSET_OUT_OF_RANGE", start=0, end=20).action is FollowerAction.BACK_OFF
-    assert decide("UNKNOWN_LEADER_EPOCH").action is FollowerAction.BACK_OFF
-    for code in ("NOT_LEADER_OR_FOLLOWER", "FENCED_LEADER_EPOCH", "UNKNOWN_TOPIC_OR_PARTITION"):
+    assert decide(ErrorCode.OFFSET_OUT_OF_RANGE, start=0, end=20).action is FollowerAction.BACK_OFF
+    assert decide(ErrorCode.UNKNOWN_LEADER_EPOCH).action is FollowerAction.BACK_OFF
+    for code in (
+        ErrorCode.NOT_LEADER_OR_FOLLOWER,
+        ErrorCode.FENCED_LEADER_EPOCH,
+        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+    ):
         assert decide(code).action is FollowerAction.PARK
 
 
 def test_the_leaders_fetch_checks() -> None:
     assert fetch_epoch_error(-1, 5) is None  # the fetcher does not know: no check
     assert fetch_epoch_error(5, 5) is None
-    assert fetch_epoch_error(4, 5) == ("FENCED_LEADER_EPOCH", "epoch 4 < 5")
-    assert fetch_epoch_error(6, 5) == ("UNKNOWN_LEADER_EPOCH", "epoch 6 > 5")
+    assert fetch_epoch_error(4, 5) == (ErrorCode.FENCED_LEADER_EPOCH, "epoch 4 < 5")
+    assert fetch_epoch_error(6, 5) == (ErrorCode.UNKNOWN_LEADER_EPOCH, "epoch 6 > 5")
 
     def ours(epoch: int) -> tuple[int, int]:  # epoch 0 ends at 10, epoch 2 runs on to the LEO 15
         return (-1, -1) if epoch < 0 else ((0, 10) if epoch < 2 else (2, 15))
@@ -319,23 +324,23 @@ def test_only_a_refusal_with_current_epochs_forgets_a_proposal() -> None:
     """Found by the simulation (seed 63): a resend of a proposal whose first send committed is
     refused for its now stale epochs; taking that refusal as definite dropped the addition."""
     assert alter_partition_outcome(None) is True
-    assert alter_partition_outcome("NONE") is True
-    assert alter_partition_outcome("INELIGIBLE_REPLICA") is False
-    assert alter_partition_outcome("INVALID_REQUEST") is False
+    assert alter_partition_outcome(ErrorCode.NONE) is True
+    assert alter_partition_outcome(ErrorCode.INELIGIBLE_REPLICA) is False
+    assert alter_partition_outcome(ErrorCode.INVALID_REQUEST) is False
     for unknown in (
-        "INVALID_UPDATE_VERSION",
-        "FENCED_LEADER_EPOCH",
-        "UNKNOWN_LEADER_EPOCH",
-        "NOT_LEADER_OR_FOLLOWER",
-        "NOT_CONTROLLER",
-        "REQUEST_TIMED_OUT",
+        ErrorCode.INVALID_UPDATE_VERSION,
+        ErrorCode.FENCED_LEADER_EPOCH,
+        ErrorCode.UNKNOWN_LEADER_EPOCH,
+        ErrorCode.NOT_LEADER_OR_FOLLOWER,
+        ErrorCode.NOT_CONTROLLER,
+        ErrorCode.REQUEST_TIMED_OUT,
     ):
         assert alter_partition_outcome(unknown) is None, unknown
     state = leader(isr=(1, 2))
     state.on_follower_fetch(3, 10, 10, now_ms=100)
     added = state.check_isr(10, now_ms=200)
     assert added is not None
-    state.proposal_answered(added, alter_partition_outcome("INVALID_UPDATE_VERSION"), 300)
+    state.proposal_answered(added, alter_partition_outcome(ErrorCode.INVALID_UPDATE_VERSION), 300)
     assert state.pending is added and state.maximal_isr == (1, 2, 3)
     state.update_from_metadata((1, 2, 3), partition_epoch=8)  # the metadata settles it
     assert state.pending is None and state.isr == (1, 2, 3)

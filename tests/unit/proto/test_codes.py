@@ -24,3 +24,15 @@ def test_a_coded_error_carries_its_code_and_message() -> None:
     assert caught.value.code is ErrorCode.NOT_CONTROLLER
     assert caught.value.message == "broker 2 is the controller"
     assert CodedError(ErrorCode.REQUEST_TIMED_OUT).message == "REQUEST_TIMED_OUT"
+
+
+def test_a_code_this_version_does_not_know_is_an_unknown_server_error() -> None:
+    assert ErrorCode(6) is ErrorCode.NOT_LEADER_OR_FOLLOWER
+    assert ErrorCode(12345) is ErrorCode.UNKNOWN_SERVER_ERROR
+
+
+def test_a_code_reads_as_its_name_in_logs_and_messages() -> None:
+    code = ErrorCode.NOT_LEADER_OR_FOLLOWER
+    logged = "%s" % (code,)  # noqa: UP031 (what logging does)
+    assert str(code) == f"{code}" == logged == "NOT_LEADER_OR_FOLLOWER"
+    assert int(code) == 6

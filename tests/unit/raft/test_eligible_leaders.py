@@ -13,6 +13,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from raftlog.proto.codes import ErrorCode
 from raftlog.raft.assignment import assign_replicas
 from raftlog.raft.commands import (
     AlterPartition,
@@ -65,7 +66,7 @@ def test_the_issue_scenario_elects_the_replica_that_kept_the_data() -> None:
     assert (p.leader, p.isr, p.elr) == (NO_LEADER, (), (1,))
     assert not state.electable(p)
     assert run(state, ElectLeader((("t", 0),)))["partitions"] == [
-        ["t", 0, "ELIGIBLE_LEADERS_NOT_AVAILABLE"]
+        ["t", 0, ErrorCode.ELIGIBLE_LEADERS_NOT_AVAILABLE]
     ]
     assert list(state.violations()) == []
     # C comes back too: it was out of sync, still not electable
@@ -125,7 +126,7 @@ def test_damage_report_moves_leadership_to_an_intact_isr_member() -> None:
     assert result["ok"], result
     assert (part(state, "t", 0).leader, part(state, "t", 0).isr) == (2, (2, 3))
     assert (part(state, "t", 1).leader, part(state, "t", 1).isr) == (2, (2, 3))
-    assert run(state, ReplicasDamaged(1, 999, (("t", 0),)))["error"] == "STALE_BROKER_EPOCH"
+    assert run(state, ReplicasDamaged(1, 999, (("t", 0),)))["error"] == ErrorCode.STALE_BROKER_EPOCH
 
 
 def test_no_safe_replica_left_stays_offline_until_an_operator_allows_unclean() -> None:

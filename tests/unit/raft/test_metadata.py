@@ -11,6 +11,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from raftlog.proto.codes import ErrorCode
 from raftlog.raft import metadata
 from raftlog.raft.acl import AclBinding, AclFilter, Operation, PatternType, Permission, ResourceType
 from raftlog.raft.assignment import assign_replicas
@@ -71,10 +72,10 @@ def test_commands_round_trip_and_garbage_is_refused_not_raised() -> None:
     state = MetadataState()
     for garbage in (b"", b"\x00\xff", cbor2.dumps([1]), cbor2.dumps({"v": 2, "t": "x"})):
         result = state.apply(garbage).result
-        assert result["error"] == "INVALID_REQUEST"
+        assert result["error"] == ErrorCode.INVALID_REQUEST
     assert run(state, RegisterBroker(1, "a:1", 5))["ok"]
     assert state.apply(cbor2.dumps({"v": 1, "t": "fence_broker"})).result["error"] == (
-        "INVALID_REQUEST"
+        ErrorCode.INVALID_REQUEST
     )
 
 
@@ -82,7 +83,7 @@ def test_registration_starts_fenced_and_unfencing_needs_the_same_incarnation() -
     state = MetadataState()
     result = run(state, RegisterBroker(1, "h:1", incarnation=7))
     assert result["fenced"] is True and state.brokers[1].fenced
-    assert run(state, UnfenceBroker(1, 8))["error"] == "STALE_BROKER_EPOCH"
+    assert run(state, UnfenceBroker(1, 8))["error"] == ErrorCode.STALE_BROKER_EPOCH
     assert run(state, UnfenceBroker(1, 7))["changed"] is True
     assert not state.brokers[1].fenced
     # the same registration again is idempotent
@@ -91,20 +92,27 @@ def test_registration_starts_fenced_and_unfencing_needs_the_same_incarnation() -
 
 def test_create_topic_validates_and_starts_with_all_replicas_in_sync() -> None:
     state = cluster(3)
-    assert run(state, CreateTopic("bad name", ((1,),)))["error"] == "INVALID_TOPIC_EXCEPTION"
-    assert run(state, CreateTopic("t", ()))["error"] == "INVALID_PARTITIONS"
-    assert run(state, CreateTopic("t", ((1, 1),)))["error"] == "INVALID_REPLICA_ASSIGNMENT"
-    assert run(state, CreateTopic("t", ((1, 9),)))["error"] == "INVALID_REPLICA_ASSIGNMENT"
-    assert run(state, CreateTopic("t", ((1, 2), (1,))))["error"] == "INVALID_REPLICA_ASSIGNMENT"
+    assert (
+        run(state, CreateTopic("bad name", ((1,),)))["error"] == ErrorCode.INVALID_TOPIC_EXCEPTION
+    )
+    assert run(state, CreateTopic("t", ()))["error"] == ErrorCode.INVALID_PARTITIONS
+    assert run(state, CreateTopic("t", ((1, 1),)))["error"] == ErrorCode.INVALID_REPLICA_ASSIGNMENT
+    assert run(state, CreateTopic("t", ((1, 9),)))["error"] == ErrorCode.INVALID_REPLICA_ASSIGNMENT
+    assert (
+        run(state, CreateTopic("t", ((1, 2), (1,))))["error"]
+        == ErrorCode.INVALID_REPLICA_ASSIGNMENT
+    )
     bad_config = CreateTopic("t", ((1, 2),), (("min.insync.replicas", "3"),))
-    assert run(state, bad_config)["error"] == "INVALID_CONFIG"
-    assert run(state, CreateTopic("t", ((1,),), (("nope", "1"),)))["error"] == "INVALID_CONFIG"
+    assert run(state, bad_config)["error"] == ErrorCode.INVALID_CONFIG
+    assert (
+        run(state, CreateTopic("t", ((1,),), (("nope", "1"),)))["error"] == ErrorCode.INVALID_CONFIG
+    )
     assert not state.topics and not state.partitions  # refused commands change nothing
     create(state, "t", (2, 3, 1), (3, 1, 2), min_insync_replicas="2")
     assert part(state).leader == 2 and part(state).isr == (2, 3, 1)
     assert part(state, p=1).leader == 3
     assert state.topics["t"].min_insync_replicas == 2
-    assert run(state, CreateTopic("t", ((1,),)))["error"] == "TOPIC_ALREADY_EXISTS"
+    assert run(state, CreateTopic("t", ((1,),)))["error"] == ErrorCode.TOPIC_ALREADY_EXISTS
 
 
 def test_fencing_the_leader_elects_from_the_isr_in_one_command() -> None:
@@ -140,7 +148,7 @@ def test_no_live_isr_member_means_offline_and_the_last_member_stays_in_the_isr()
     run(state, UnfenceBroker(3, 103))
     assert part(state).leader == NO_LEADER
     assert run(state, ElectLeader((("t", 0),)))["partitions"] == [
-        ["t", 0, "ELIGIBLE_LEADERS_NOT_AVAILABLE"]
+        ["t", 0, ErrorCode.ELIGIBLE_LEADERS_NOT_AVAILABLE]
     ]
     # the last in-sync replica coming back leads again, with a new epoch
     run(state, UnfenceBroker(1, 101))
@@ -166,25 +174,46 @@ def test_alter_partition_is_compare_and_set() -> None:
     assert run(state, shrink)["partition_epoch"] == p.partition_epoch + 1
     assert part(state).isr == (1, 2)
     # the same request again is stale now
-    assert run(state, shrink)["error"] == "INVALID_UPDATE_VERSION"
+    assert run(state, shrink)["error"] == ErrorCode.INVALID_UPDATE_VERSION
     p = part(state)
     cases = [
-        (AlterPartition("t", 0, 2, p.leader_epoch, p.partition_epoch, (1, 2)), "NOT_LEADER"),
-        (AlterPartition("t", 0, 1, p.leader_epoch - 1, p.partition_epoch, (1,)), "FENCED_LEADER"),
-        (AlterPartition("t", 0, 1, p.leader_epoch + 1, p.partition_epoch, (1,)), "UNKNOWN_LEADER"),
-        (AlterPartition("t", 0, 1, p.leader_epoch, p.partition_epoch, (2, 3)), "INVALID_REQUEST"),
-        (AlterPartition("t", 0, 1, p.leader_epoch, p.partition_epoch, (1, 4)), "INVALID_REQUEST"),
-        (AlterPartition("t", 0, 1, p.leader_epoch, p.partition_epoch, (1, 1)), "INVALID_REQUEST"),
-        (AlterPartition("t", 9, 1, p.leader_epoch, p.partition_epoch, (1,)), "UNKNOWN_TOPIC"),
+        (
+            AlterPartition("t", 0, 2, p.leader_epoch, p.partition_epoch, (1, 2)),
+            ErrorCode.NOT_LEADER_OR_FOLLOWER,
+        ),
+        (
+            AlterPartition("t", 0, 1, p.leader_epoch - 1, p.partition_epoch, (1,)),
+            ErrorCode.FENCED_LEADER_EPOCH,
+        ),
+        (
+            AlterPartition("t", 0, 1, p.leader_epoch + 1, p.partition_epoch, (1,)),
+            ErrorCode.UNKNOWN_LEADER_EPOCH,
+        ),
+        (
+            AlterPartition("t", 0, 1, p.leader_epoch, p.partition_epoch, (2, 3)),
+            ErrorCode.INVALID_REQUEST,
+        ),
+        (
+            AlterPartition("t", 0, 1, p.leader_epoch, p.partition_epoch, (1, 4)),
+            ErrorCode.INVALID_REQUEST,
+        ),
+        (
+            AlterPartition("t", 0, 1, p.leader_epoch, p.partition_epoch, (1, 1)),
+            ErrorCode.INVALID_REQUEST,
+        ),
+        (
+            AlterPartition("t", 9, 1, p.leader_epoch, p.partition_epoch, (1,)),
+            ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+        ),
     ]
     for command, code in cases:
-        assert run(state, command)["error"].startswith(code), command
+        assert run(state, command)["error"] is code, command
     assert part(state) == p
     # a fenced broker cannot be added back
     run(state, FenceBroker(3, 103))
     p = part(state)
     grow = AlterPartition("t", 0, 1, p.leader_epoch, p.partition_epoch, (1, 2, 3))
-    assert run(state, grow)["error"] == "INELIGIBLE_REPLICA"
+    assert run(state, grow)["error"] == ErrorCode.INELIGIBLE_REPLICA
     run(state, UnfenceBroker(3, 103))
     p = part(state)
     grow = AlterPartition("t", 0, 1, p.leader_epoch, p.partition_epoch, (3, 1, 2))
@@ -203,10 +232,12 @@ def test_a_broker_that_restarted_since_the_leader_saw_it_fetch_is_not_added() ->
     p = part(state)
     stale = AlterPartition("t", 0, 1, p.leader_epoch, p.partition_epoch, (1, 2, 3), (-1, 102, 103))
     refused = run(state, stale)
-    assert refused["error"] == "INELIGIBLE_REPLICA" and "(3, 103, 203)" in refused["message"]
+    assert (
+        refused["error"] == ErrorCode.INELIGIBLE_REPLICA and "(3, 103, 203)" in refused["message"]
+    )
     assert part(state) == p
     odd = AlterPartition("t", 0, 1, p.leader_epoch, p.partition_epoch, (1, 2, 3), (203,))
-    assert run(state, odd)["error"] == "INVALID_REQUEST"
+    assert run(state, odd)["error"] == ErrorCode.INVALID_REQUEST
     # members already in the ISR are not checked (the controller handles their restarts)
     fresh = AlterPartition("t", 0, 1, p.leader_epoch, p.partition_epoch, (1, 2, 3), (-1, 7, 203))
     assert run(state, fresh)["isr"] == [1, 2, 3]
@@ -218,7 +249,7 @@ def test_a_new_incarnation_loses_the_old_ones_roles_and_waits_to_be_unfenced() -
     result = run(state, RegisterBroker(1, "127.0.0.1:9001", incarnation=999))
     assert result["fenced"] is True
     assert part(state).leader == 2 and 1 not in part(state).isr
-    assert run(state, FenceBroker(1, 101))["error"] == "STALE_BROKER_EPOCH"
+    assert run(state, FenceBroker(1, 101))["error"] == ErrorCode.STALE_BROKER_EPOCH
 
 
 def test_preferred_election_moves_leadership_back() -> None:
@@ -228,7 +259,7 @@ def test_preferred_election_moves_leadership_back() -> None:
     run(state, UnfenceBroker(1, 101))
     assert part(state).leader == 2  # the returning broker is not in the ISR yet
     assert run(state, ElectLeader((("t", 0),), preferred=True))["partitions"] == [
-        ["t", 0, "PREFERRED_LEADER_NOT_AVAILABLE"]
+        ["t", 0, ErrorCode.PREFERRED_LEADER_NOT_AVAILABLE]
     ]
     p = part(state)
     run(state, AlterPartition("t", 0, 2, p.leader_epoch, p.partition_epoch, (1, 2, 3)))
@@ -243,7 +274,7 @@ def test_delete_and_recreate_never_reuses_epochs_or_topic_ids() -> None:
     old = part(state)
     applied = state.apply(encode_command(DeleteTopic("t")))
     assert applied.deleted == {("t", 0)} and not state.partitions
-    assert run(state, DeleteTopic("t"))["error"] == "UNKNOWN_TOPIC_OR_PARTITION"
+    assert run(state, DeleteTopic("t"))["error"] == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
     create(state, "t", (2, 3))
     new = part(state)
     assert new.topic_id > old.topic_id
@@ -254,13 +285,13 @@ def test_alter_config_validates_against_the_replication_factor() -> None:
     state = cluster(3)
     create(state, "t", (1, 2))
     assert run(state, AlterTopicConfig("t", (("min.insync.replicas", "3"),)))["error"] == (
-        "INVALID_CONFIG"
+        ErrorCode.INVALID_CONFIG
     )
     assert run(state, AlterTopicConfig("t", (("retention.ms", "1000"),)))["ok"]
     assert state.topics["t"].config("retention.ms") == "1000"
     assert run(state, AlterTopicConfig("t", delete_configs=("retention.ms",)))["ok"]
     assert state.topics["t"].config("retention.ms") == "604800000"
-    assert run(state, AlterTopicConfig("x", ()))["error"] == "UNKNOWN_TOPIC_OR_PARTITION"
+    assert run(state, AlterTopicConfig("x", ()))["error"] == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
 
 
 def test_producer_id_blocks_never_overlap() -> None:
@@ -268,8 +299,8 @@ def test_producer_id_blocks_never_overlap() -> None:
     a = run(state, AllocateProducerIds(1, 1000))
     b = run(state, AllocateProducerIds(2, 10))
     assert (a["start"], b["start"]) == (0, 1000)
-    assert run(state, AllocateProducerIds(9, 10))["error"] == "BROKER_NOT_AVAILABLE"
-    assert run(state, AllocateProducerIds(1, 0))["error"] == "INVALID_REQUEST"
+    assert run(state, AllocateProducerIds(9, 10))["error"] == ErrorCode.BROKER_NOT_AVAILABLE
+    assert run(state, AllocateProducerIds(1, 0))["error"] == ErrorCode.INVALID_REQUEST
 
 
 def test_snapshot_round_trip_keeps_everything() -> None:
@@ -443,7 +474,7 @@ def test_create_acls_is_all_or_nothing() -> None:
     state = MetadataState()
     bad = replace(ALICE_READS, operation=Operation.IDEMPOTENT_WRITE)
     applied = state.apply(encode_command(CreateAcls((EVERYONE_DESCRIBES, bad))))
-    assert applied.result["error"] == "INVALID_REQUEST"
+    assert applied.result["error"] == ErrorCode.INVALID_REQUEST
     assert (
         "binding 1" in applied.result["message"] and "idempotent_write" in applied.result["message"]
     )
@@ -481,12 +512,15 @@ def test_acl_and_user_counts_are_bounded(monkeypatch: pytest.MonkeyPatch) -> Non
     state = MetadataState()
     assert run(state, CreateAcls((ALICE_READS, EVERYONE_DESCRIBES)))["created"] == 2
     assert run(state, CreateAcls((ALICE_READS,)))["created"] == 0  # present: not more
-    assert run(state, CreateAcls((BOB_DENIED,)))["error"] == "POLICY_VIOLATION"
-    assert run(state, CreateAcls((ALICE_READS,) * 3))["error"] == "POLICY_VIOLATION"
-    assert run(state, DeleteAcls((AclFilter(),) * 3))["error"] == "INVALID_REQUEST"
+    assert run(state, CreateAcls((BOB_DENIED,)))["error"] == ErrorCode.POLICY_VIOLATION
+    assert run(state, CreateAcls((ALICE_READS,) * 3))["error"] == ErrorCode.POLICY_VIOLATION
+    assert run(state, DeleteAcls((AclFilter(),) * 3))["error"] == ErrorCode.INVALID_REQUEST
     assert run(state, UpsertScramCredential("alice", credential()))["created"] is True
     assert run(state, UpsertScramCredential("alice", credential("new")))["created"] is False
-    assert run(state, UpsertScramCredential("bob", credential()))["error"] == "POLICY_VIOLATION"
+    assert (
+        run(state, UpsertScramCredential("bob", credential()))["error"]
+        == ErrorCode.POLICY_VIOLATION
+    )
     assert set(state.users) == {"alice"} and len(state.acls) == 2
 
 
@@ -501,7 +535,7 @@ def test_scram_credentials_are_set_replaced_and_deleted() -> None:
     applied = state.apply(encode_command(DeleteScramCredential("alice")))
     assert applied.result == {"ok": True} and applied.users == frozenset({"alice"})
     assert state.users == {}
-    assert run(state, DeleteScramCredential("alice"))["error"] == "RESOURCE_NOT_FOUND"
+    assert run(state, DeleteScramCredential("alice"))["error"] == ErrorCode.RESOURCE_NOT_FOUND
 
 
 @pytest.mark.parametrize(
@@ -516,7 +550,7 @@ def test_scram_credentials_are_set_replaced_and_deleted() -> None:
 )
 def test_bad_users_and_credentials_are_invalid_requests(command: Command) -> None:
     state = MetadataState()
-    assert run(state, command)["error"] == "INVALID_REQUEST"
+    assert run(state, command)["error"] == ErrorCode.INVALID_REQUEST
     assert state.users == {}
 
 
@@ -559,7 +593,7 @@ def _raw(t: str, **fields: Any) -> bytes:
 def test_malformed_acl_and_scram_commands_are_refused_not_raised(data: bytes) -> None:
     state = MetadataState()
     applied = state.apply(data)
-    assert applied.result["error"] == "INVALID_REQUEST", applied.result
+    assert applied.result["error"] == ErrorCode.INVALID_REQUEST, applied.result
     assert state.acls == set() and state.users == {}
     assert state.version == 1
 

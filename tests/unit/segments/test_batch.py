@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from raftlog.proto.codes import ErrorCode
 from raftlog.segments import (
     HEADER_BYTES,
     BatchBuilder,
@@ -90,7 +91,7 @@ def test_oversized_batch_is_message_too_large_before_any_parsing() -> None:
     batch = build_batch([b"x" * 2000], timestamp_ms=1)
     with pytest.raises(MessageTooLargeError) as info:
         validate_batch(batch, batch_bytes_max=1000)
-    assert info.value.code == "MESSAGE_TOO_LARGE"
+    assert info.value.code == ErrorCode.MESSAGE_TOO_LARGE
     assert validate_batch(batch, batch_bytes_max=len(batch)).record_count == 1
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from raftlog.proto.codes import ErrorCode
 from raftlog.segments import (
     BrokerStateStore,
     CorruptRecordError,
@@ -275,7 +276,7 @@ def test_disk_full_mid_write_rolls_back_the_partial_batch(
     size = log.size_bytes
     with pytest.raises(LogDirFullError) as info:
         log.append(make_batch(1, start=2), leader_epoch=0)
-    assert info.value.code == "KAFKA_STORAGE_ERROR" and info.value.retriable
+    assert info.value.code == ErrorCode.KAFKA_STORAGE_ERROR and info.value.retriable
     assert (log.log_end_offset, log.size_bytes) == (2, size)
     assert os.path.getsize(tmp_path / "t-0" / "00000000000000000000.log") == size
     assert log.append(make_batch(1, start=2), leader_epoch=0).base_offset == 2

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from raftlog.proto.codes import ErrorCode
 from raftlog.segments import BrokerStateStore, CorruptRecordError, StorageIOError, iter_batches
 from raftlog.segments import recovery_point as recovery_point_module
 from raftlog.segments.batch import stamp
@@ -229,7 +230,7 @@ def test_a_read_in_the_middle_returns_the_good_prefix_first(
     assert result.next_offset == base == 12  # six good batches, then the bad one is left out
     with pytest.raises(CorruptRecordError) as info:
         log.read(result.next_offset, 1 << 20)
-    assert info.value.offset == 12 and info.value.code == "CORRUPT_MESSAGE"
+    assert info.value.offset == 12 and info.value.code == ErrorCode.CORRUPT_MESSAGE
     assert len(list(log.iter_headers(0))) == 10  # headers only: no CRC checks there
     log.close()
 
