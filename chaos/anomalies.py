@@ -2,8 +2,8 @@
 types ``check`` (checker.py) returns — plus ``render_summary``, the verdict as a rich table.
 
 Pure: frozen data and functions of it; ``render_summary`` builds a table without printing it.
-The kinds follow Jepsen's Kafka workload (jepsen/src/jepsen/tests/kafka.clj) as summarised in
-notes/jepsen.md, "Anomalies"; ``Kind.meaning`` says what each one is, and ``BAD_KINDS`` which
+The kinds follow Jepsen's Kafka workload (jepsen/src/jepsen/tests/kafka.clj, its "queue"
+anomalies); ``Kind.meaning`` says what each one is, and ``BAD_KINDS`` which
 ones make a run invalid. ``CheckResult.to_json`` is the ``checker`` part of results.json.
 """
 
@@ -31,8 +31,8 @@ Example = Mapping[str, object]  # JSON-ready: str keys; ints, strs, None, lists,
 
 
 class Kind(enum.Enum):
-    """The anomalies the checker looks for: those of notes/jepsen.md, "Anomalies", with Jepsen's
-    names, plus ``unseen-undrained`` (unseen but explained). ``meaning`` says what each one is."""
+    """The anomalies the checker looks for: those of Jepsen's Kafka workload, with its names,
+    plus ``unseen-undrained`` (unseen but explained). ``meaning`` says what each one is."""
 
     LOST_WRITE = "lost-write"
     UNSEEN = "unseen"
@@ -108,8 +108,8 @@ class Kind(enum.Enum):
                 assert_never(self)
 
 
-# Every kind but unseen-undrained, which a short final drain explains (notes/jepsen.md: "the final
-# drain must be long"). A run is valid only when none of these was found.
+# Every kind but unseen-undrained, which a short final drain explains (Jepsen's lesson: the final
+# drain must be long, or records merely unread are counted as lost). A run is valid only when none of these was found.
 BAD_KINDS: frozenset[Kind] = frozenset(
     {
         Kind.LOST_WRITE,

@@ -3,7 +3,7 @@
 Pure: no IO, no clock, no sockets — ``check(history)`` reads a sequence of ``Op`` and returns a
 frozen ``CheckResult`` (anomalies.py: the kinds, their meanings, the result types and
 ``render_summary``, which turns a result into a rich table). The semantics follow Jepsen's Kafka
-workload (jepsen/src/jepsen/tests/kafka.clj) as summarised in notes/jepsen.md, "Anomalies". A
+workload (jepsen/src/jepsen/tests/kafka.clj); anomalies.py says what each anomaly means. A
 *key* is one topic-partition; sent values are unique, so a value names the one send that wrote
 it.
 

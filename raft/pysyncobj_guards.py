@@ -11,7 +11,7 @@ subclass's overrides), :mod:`raftlog.raft.quorum` (``RaftQuorum``, the shell),
 :mod:`raftlog.raft.election_rules` (the pre-vote and lease rules) and
 :mod:`raftlog.raft.journal`.
 
-Hazards of pysyncobj 0.3.17 and their guards (measured facts: shared/notes/pysyncobj.md). Each
+Hazards of pysyncobj 0.3.17 and their guards (each measured against 0.3.17 itself). Each
 guard has a regression test, named in brackets (U = tests/unit/raft/test_safe_pickle.py,
 I = tests/integration/raft/test_quorum.py, P = tests/integration/raft/test_raft_port_limits.py).
 
