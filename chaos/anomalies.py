@@ -109,7 +109,8 @@ class Kind(enum.Enum):
 
 
 # Every kind but unseen-undrained, which a short final drain explains (Jepsen's lesson: the final
-# drain must be long, or records merely unread are counted as lost). A run is valid only when none of these was found.
+# drain must be long, or records merely unread are counted as lost). A run is valid only when
+# none of these was found.
 BAD_KINDS: frozenset[Kind] = frozenset(
     {
         Kind.LOST_WRITE,
