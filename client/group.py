@@ -121,7 +121,6 @@ class GroupMembership:
         self._rejoin = True
         self._stop = threading.Event()
         self._heartbeats: threading.Thread | None = None
-        self.rebalances = 0
 
     # ---- the coordinator ---------------------------------------------------------------------
 
@@ -199,7 +198,6 @@ class GroupMembership:
                 return None
             raise
         self.assignment = assigned
-        self.rebalances += 1
         self._start_heartbeats()
         return old, assigned
 
@@ -358,7 +356,3 @@ class GroupMembership:
                 )
         self.member_id = ""
         self.assignment = []
-
-    def abandon(self) -> None:
-        """Stop heartbeating without leaving (as a crash would): for tests and demos."""
-        self._stop.set()

@@ -83,7 +83,6 @@ class ClusterMetadata:
         self._moved: set[tuple[str, int]] = set()  # leader or epoch changed since taken
         self.controller_id = -1
         self._last_refresh = 0.0
-        self.refreshes = 0
 
     # ---- channels --------------------------------------------------------------------------
 
@@ -160,7 +159,6 @@ class ClusterMetadata:
 
     def _update(self, response: broker_pb2.MetadataResponse) -> None:
         with self._lock:
-            self.refreshes += 1
             self._last_refresh = time.monotonic()
             for b in response.brokers:
                 self._brokers[b.broker_id] = b.address

@@ -126,10 +126,3 @@ class ClientSecurity:
         if self.ca_pem is None:
             return grpc.insecure_channel(address, options=list(options))
         return grpc.secure_channel(address, self.credentials(), options=list(options))
-
-    def aio_channel(
-        self, address: str, options: Sequence[tuple[str, Any]] = ()
-    ) -> grpc.aio.Channel:
-        if self.ca_pem is None:
-            return grpc.aio.insecure_channel(address, options=list(options))
-        return grpc.aio.secure_channel(address, self.credentials(), options=list(options))

@@ -123,7 +123,6 @@ class ActiveController:
         self.tasks = TaskSet("controller")  # decisions and probes in flight
         self.submit_timeout_s = submit_timeout_s
         self.core: ControllerCore | None = None
-        self.decisions_submitted = 0
         self.probe = probe  # address → False only when the connection was refused
         self._probed: dict[int, int] = {}
 
@@ -202,7 +201,6 @@ class ActiveController:
             overdue = core.overdue(state, now)
             addresses = {b.broker_id: b.address for b in state.brokers.values()}
         for subject, command in decisions:
-            self.decisions_submitted += 1
             self.tasks.spawn(self._decide(core, subject, command))
         for broker_id, incarnation in overdue:
             if now - self._probed.get(broker_id, -(10**9)) >= PROBE_INTERVAL_MS:

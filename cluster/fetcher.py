@@ -90,7 +90,6 @@ class _Fetcher:
             try:
                 response = await self._exchange(address, request)
             except (grpc.aio.AioRpcError, TimeoutError, ConnectionError) as exc:
-                manager.counters["fetch_errors"] += 1
                 logger.debug("fetch from broker %s failed: %r", self.leader_id, exc)
                 self._close_stream()
                 await asyncio.sleep(config.backoff_ms / 1000)
@@ -181,7 +180,6 @@ class _Fetcher:
                     partition.append_as_follower(result.records, result.high_watermark)
                     if result.log_start_offset > log_.log_start_offset:
                         log_.advance_log_start(min(result.log_start_offset, log_.log_end_offset))
-                    manager.counters["fetched_bytes"] += len(result.records)
                 case FollowerAction.TRUNCATE | FollowerAction.RESTART_AT:
                     logger.info(
                         "%s: %s from leader %s: truncating %s → %s",
@@ -193,7 +191,6 @@ class _Fetcher:
                     followed.retry_at_ms = now + manager.config.backoff_ms
                 case FollowerAction.PARK:
                     followed.retry_at_ms = now + manager.config.parked_retry_ms
-                    manager.counters["parked"] += 1
                 case _:
                     assert_never(decision.action)
         except StorageError as exc:
@@ -223,7 +220,6 @@ class FetcherManager:
         self.config = config or FetcherConfig()
         self._fetchers: dict[int, _Fetcher] = {}
         self._stubs: dict[str, broker_pb2_grpc.BrokerStub] = {}
-        self.counters = {"fetch_errors": 0, "fetched_bytes": 0, "parked": 0}
         self._closed = False
 
     def stub(self, address: str) -> broker_pb2_grpc.BrokerStub:

@@ -30,12 +30,9 @@ logger = logging.getLogger(__name__)
 _BLOBS = "producers"  # the state store's table of snapshots
 
 
-def rebuild_producers(
-    log: Log, state: BrokerStateStore, name: str
-) -> tuple[ProducerStateManager, int]:
+def rebuild_producers(log: Log, state: BrokerStateStore, name: str) -> ProducerStateManager:
     """Producer state from the newest snapshot at or below the LEO, plus the batches after it
-    (the whole log when no snapshot fits: O(log), only after an unusual truncation); and how
-    many batches were replayed."""
+    (the whole log when no snapshot fits: O(log), only after an unusual truncation)."""
     saved = state.get_blob(_BLOBS, name)
     if isinstance(saved, dict) and saved.get("offset", -1) > log.log_end_offset:
         # above the log's end (a power loss took the tail): never to be trusted once the log
@@ -63,7 +60,10 @@ def rebuild_producers(
     except StorageError as exc:
         logger.error("%s: producer state rebuilt up to a corrupt batch: %s", name, exc)
     producers.dirty = True
-    return producers, replayed
+    logger.debug(
+        "%s: producer state rebuilt from offset %d (%d batches replayed)", name, start, replayed
+    )
+    return producers
 
 
 def snapshot_producers(partitions: Iterable[Partition], state: BrokerStateStore) -> int:

@@ -38,7 +38,7 @@ from raftlog.segments import (
     makedirs_durable,
 )
 from raftlog.segments.clock import Clock, MonoMs
-from raftlog.segments.errors import CorruptRecordError, LogDirFullError
+from raftlog.segments.errors import CorruptRecordError
 
 from .delayed import DelayedFetch, DelayedProduce, ProduceWait
 from .partition import Partition, log_config, open_partition_log, remove_partition_files
@@ -86,20 +86,6 @@ class ReplicaManagerConfig:
 
 
 @dataclass(slots=True)
-class _Counters:
-    produce_batches: int = 0
-    produce_bytes: int = 0
-    fetch_requests: int = 0
-    isr_proposals: int = 0
-    truncations: int = 0
-    storage_errors: int = 0
-    duplicates: int = 0
-    producer_batches_replayed: int = 0
-    damaged_replicas: int = 0
-    scrubbed_bytes: int = 0
-
-
-@dataclass(slots=True)
 class ReplicaManager:
     """Every replica this broker holds. See the module docstring."""
 
@@ -114,7 +100,6 @@ class ReplicaManager:
     partitions: dict[TopicPartition, Partition] = field(default_factory=dict)
     produce_purgatory: Purgatory[TopicPartition] = field(init=False)
     fetch_purgatory: Purgatory[TopicPartition] = field(init=False)
-    counters: _Counters = field(default_factory=_Counters)
     damaged: set[TopicPartition] = field(default_factory=set)  # to report to the controller
     scrub_bytes_per_call: int = 4 << 20  # the background scrub's budget per call
     _scrub_cursor: int = 0  # round-robin position of the scrub over the partitions
@@ -183,7 +168,6 @@ class ReplicaManager:
 
     def _mark_damaged(self, partition: Partition) -> None:
         """Stop leading at once; the broker reports the partition to the controller."""
-        self.counters.damaged_replicas += 1
         partition.damaged = True
         self.damaged.add(partition.key)
         if partition.stop_leading():
@@ -238,7 +222,6 @@ class ReplicaManager:
                 if result.damaged_offset is not None:
                     self.on_damage(partition, result.damaged_offset, "found by the scrub")
             self._scrub_cursor += 1
-        self.counters.scrubbed_bytes += checked
         return checked
 
     def _remove(self, partition: Partition, *, delete: bool) -> None:
@@ -363,7 +346,6 @@ class ReplicaManager:
                     message = f"{partition.name}: {message}"
                 return ProduceOutcome(topic, index, code, message), None, 0
             case Duplicate(stored):
-                self.counters.duplicates += 1
                 duplicate = ProduceOutcome(
                     topic,
                     index,
@@ -385,11 +367,7 @@ class ReplicaManager:
                 info = partition.append_as_leader(batch, header, epoch)
                 first = info if first is None else first
                 last = info
-                self.counters.produce_batches += 1
-                self.counters.produce_bytes += len(batch)
         except StorageError as exc:
-            if isinstance(exc, LogDirFullError) or exc.code == ErrorCode.KAFKA_STORAGE_ERROR:
-                self.counters.storage_errors += 1
             return ProduceOutcome(topic, index, exc.code, str(exc)), None, 0
         assert first is not None and last is not None
         leader = partition.leader
@@ -533,7 +511,6 @@ class ReplicaManager:
     ) -> list[FetchOutcome]:
         """Serve a fetch; a follower's (``replica_id`` >= 0) reports its progress as broker
         incarnation ``replica_incarnation`` (-1 for consumers)."""
-        self.counters.fetch_requests += 1
         outcomes = self._read_all(replica_id, specs, max_bytes, replica_incarnation)
         if fetch_answers_now(outcomes, min_bytes, max_wait_ms):
             return outcomes
@@ -590,7 +567,6 @@ class ReplicaManager:
             return
         proposal = leader.check_isr(partition.log.log_end_offset, now_ms, self.broker_eligible)
         if proposal is not None:
-            self.counters.isr_proposals += 1
             self.propose_isr(partition, proposal)
             # a pending addition joins the maximal ISR: the HW may have to wait for it, never
             # the reverse; a pending removal changes nothing until committed
@@ -667,8 +643,7 @@ class ReplicaManager:
     # ---- producer state ----------------------------------------------------------------------
 
     def _rebuild_producers(self, partition: Partition) -> None:
-        partition.producers, replayed = rebuild_producers(partition.log, self.state, partition.name)
-        self.counters.producer_batches_replayed += replayed
+        partition.producers = rebuild_producers(partition.log, self.state, partition.name)
 
     def snapshot_producers(self) -> int:
         """Write the producer state of every partition that changed; how many were written."""
@@ -683,7 +658,6 @@ class ReplicaManager:
 
     def truncate(self, partition: Partition, offset: int) -> None:
         log_ = partition.log
-        self.counters.truncations += 1
         # A producer snapshot above the cut describes batches about to go: once the log grows
         # past it again with other batches, a restart would take it for the truth (and answer a
         # retry of a lost batch as a duplicate). Gone before the cut, so no crash can keep it;

@@ -112,7 +112,6 @@ class SimBroker:
         self.boot_id_path = os.path.join(machine_dir, "boot_id")
         self.proc = Process(world, broker_node(broker_id))
         self.clock = world.clock
-        self.counters = {"fetch_errors": 0, "parked": 0, "storage_errors": 0, "truncations": 0}
         self.meta = MetadataState()
         self.listener = PartitionListener(broker_id)
         self.state = BrokerStateStore(os.path.join(self.data_dir, "state"), map_size_bytes=64 << 20)

@@ -84,7 +84,6 @@ class SimFetcher:
                     proc, address, "fetch", request, config.rpc_timeout_ms
                 )
             except RpcError:
-                broker.counters["fetch_errors"] += 1
                 await proc.sleep(config.backoff_ms)
                 continue
             if error != ErrorCode.NONE:
@@ -138,15 +137,12 @@ class SimFetcher:
                         f"{outcome.diverging_epoch})"
                     )
                     replicas.truncate(partition, offset)
-                    broker.counters["truncations"] += 1
                     broker.world.emit("truncated", broker=broker.broker_id, leader=self.leader_id)
                 case FollowerAction.BACK_OFF:
                     followed.retry_at_ms = now + config.backoff_ms
                 case FollowerAction.PARK:
                     followed.retry_at_ms = now + config.parked_retry_ms
-                    broker.counters["parked"] += 1
         except StorageError:
-            broker.counters["storage_errors"] += 1
             followed.retry_at_ms = now + config.parked_retry_ms
 
 
