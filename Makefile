@@ -6,6 +6,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PACKAGES := proto cluster raft segments client chaos
+# the benchmark drivers: a top-level package run from the repository root, not installed
+BENCH := bench
 
 .PHONY: install test test-all lint typecheck proto demo demo-storage bench-storage bench-quorum bench-quorum-scale bench bench-plaintext clean
 
@@ -29,16 +31,18 @@ test-all: $(STAMP)
 
 ## ruff, mypy --strict, and the dependency direction of DESIGN.md (import-linter, pyproject.toml).
 lint: $(STAMP) typecheck
-	$(VENV)/bin/ruff check $(PACKAGES) tests
-	$(VENV)/bin/ruff format --check $(PACKAGES) tests
+	$(VENV)/bin/ruff check $(PACKAGES) $(BENCH) tests
+	$(VENV)/bin/ruff format --check $(PACKAGES) $(BENCH) tests
 	$(VENV)/bin/lint-imports
 
 # mypy cannot follow setuptools' editable import hook, so it reads the packages through a tree
-# of symlinks laid out as they are installed (raftlog/segments -> ../../segments, ...).
+# of symlinks laid out as they are installed (raftlog/segments -> ../../segments, ...); bench/ is
+# a top-level package beside them (bench -> ../bench).
 typecheck: $(STAMP)
 	@rm -rf .typecheck && mkdir -p .typecheck/raftlog
 	@for p in $(PACKAGES); do ln -s ../../$$p .typecheck/raftlog/$$p; done
-	cd .typecheck && ../$(VENV)/bin/mypy --config-file ../pyproject.toml $(addprefix -p raftlog.,$(PACKAGES))
+	@ln -s ../$(BENCH) .typecheck/$(BENCH)
+	cd .typecheck && ../$(VENV)/bin/mypy --config-file ../pyproject.toml $(addprefix -p raftlog.,$(PACKAGES)) -p $(BENCH)
 
 ## Regenerate the gRPC/protobuf modules from proto/*.proto (they are committed).
 proto: $(STAMP)
@@ -53,16 +57,16 @@ demo-storage: $(STAMP)
 	$(VENV)/bin/raftlog storage demo
 
 bench-storage: $(STAMP)
-	$(PY) -m raftlog.segments.bench
+	$(PY) -m bench.storage
 
 ## Metadata quorum: failover time of 3 and 5 voters (kill -9 of the Raft leader).
 bench-quorum: $(STAMP)
-	$(PY) -m raftlog.raft.bench_failover
+	$(PY) -m bench.quorum_failover
 
 ## Metadata quorum at scale: 100k partitions in-process; 10k through 3 voters (commit rate,
 ## catch-up, failover with the controller).
 bench-quorum-scale: $(STAMP)
-	$(PY) -m raftlog.raft.bench_scale
+	$(PY) -m bench.quorum_scale
 
 ## A long chaos run (root + ip netns): 5 brokers in network namespaces, partitions, kills and
 ## pauses for 5 minutes, then heal, drain, check. The run folder is .raftlog-chaos/<ts>-seed<n>.
@@ -88,10 +92,10 @@ bench-lazyfs: $(STAMP)
 ## throughput, failover after kill -9 of a leader, raw disk speed; bench-results/cluster.json.
 ## With mutual TLS, as deployed; bench-plaintext runs the same without TLS (what TLS costs).
 bench: $(STAMP)
-	$(PY) -m raftlog.client.bench_cluster
+	$(PY) -m bench.cluster
 
 bench-plaintext: $(STAMP)
-	$(PY) -m raftlog.client.bench_cluster --plaintext
+	$(PY) -m bench.cluster --plaintext
 
 clean:
 	rm -rf $(VENV) .typecheck .pytest_cache .mypy_cache .ruff_cache build *.egg-info

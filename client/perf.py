@@ -2,7 +2,7 @@
 ``kafka-producer-perf-test`` / ``kafka-consumer-perf-test`` / ``EndToEndLatency``.
 
 An IO shell over the client library, plus a pure part (percentiles, the throttle, the results and
-their one-line report) that the unit tests cover. ``raftlog.client.bench_cluster`` (``make
+their one-line report) that the unit tests cover. ``bench/cluster.py`` (``make
 bench``) drives these engines against a local cluster.
 
 **produce** sends ``num_records`` records of ``record_size`` random upper-case letters (as Kafka's

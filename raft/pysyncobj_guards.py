@@ -64,7 +64,7 @@ I = tests/integration/raft/test_quorum.py, P = tests/integration/raft/test_raft_
     with peers wins in a poll and syncs at its next tick, before the commit rule).
     ``leader_applied_before_durable`` counts breaches of the invariant (always 0).
     Log compaction's prefix removal and a snapshot install's clear are atomic rewrites
-    (tmp+fsync+rename), no longer in place. Cost (bench_commit, 3 voters): commit rate
+    (tmp+fsync+rename), no longer in place. Cost (bench.quorum_commit, 3 voters): commit rate
     unchanged, about 0.002 fdatasyncs per command under load.
     [U: tests/unit/raft/test_journal.py; I: test_durability.py
     test_acks_and_leader_commits_wait_for_fdatasync; every cluster test asserts 0
@@ -76,7 +76,7 @@ I = tests/integration/raft/test_quorum.py, P = tests/integration/raft/test_raft_
     every connected peer every ``peer_ping_period_s`` (unknown message types are ignored by
     pysyncobj) and closes silent connections eagerly, so a vote request never meets a stale
     connection however long the cluster was idle (ablation, 7 s idle: 190-243 ms failover
-    with the keeper, 436-734 ms without). [I: test_kill_leader_...; bench_failover]
+    with the keeper, 436-734 ms without). [I: test_kill_leader_...; bench.quorum_failover]
 9.  **Stale leader for 30 s** (no check-quorum) -> ``leaderFallbackTimeout`` = 1 s, and
     :meth:`~raftlog.raft.quorum.RaftQuorum.is_leader` additionally requires a *lease*: a majority
     (self included) echoed, in our current term, a ping we sent within the last
@@ -121,7 +121,7 @@ I = tests/integration/raft/test_quorum.py, P = tests/integration/raft/test_raft_
     and it has had no ``append_entries`` for ``election_timeout_min_s``. Only with yeses from a
     majority (itself included) within ``prevote_round_s`` does pysyncobj's election go ahead;
     nobody's term changes before that. Cost: one round trip more per election (measured by
-    bench_failover). Withheld rounds are counted (``prevotes_lost``). The rules:
+    bench.quorum_failover). Withheld rounds are counted (``prevotes_lost``). The rules:
     :mod:`raftlog.raft.election_rules`. [U: tests/unit/raft/test_prevote.py;
     I: test_a_node_cut_off_from_the_majority_does_not_raise_its_term]
 15. **A damaged journal is believed** (pysyncobj's journal has no checksums; a voter whose file
@@ -175,7 +175,7 @@ I = tests/integration/raft/test_quorum.py, P = tests/integration/raft/test_raft_
     * The wire's replay checks (frame timestamps never go back, the session key) are real
       checks, no longer ``assert`` statements.
 
-    Cost: bench_commit's commit rate unchanged. [P: test_outsider_flood_neither_deposes_the_
+    Cost: bench.quorum_commit's commit rate unchanged. [P: test_outsider_flood_neither_deposes_the_
     leader_nor_stalls_commits, test_insider_inflation_bomb_is_refused_without_inflating,
     test_a_trickling_connection_is_closed_at_the_handshake_deadline,
     test_connections_in_the_handshake_are_capped_oldest_first,

@@ -6,7 +6,7 @@ picked free; every child is killed by PID in a fixture finalizer, whatever the o
 wait is bounded. In-process tests (config validation, single-node quorums) sit at the top.
 
 Time bounds asserted here are generous for a loaded 2-core CI machine; the real failover figures
-come from ``python -m raftlog.raft.bench_failover``.
+come from ``python -m bench.quorum_failover`` (``make bench-quorum``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Storage benchmark: ``Log`` append and read throughput against raw ``os.write`` / ``os.pread``,
-and the time to reopen a 1 GiB log after SIGKILL. Run by ``make bench-storage``.
+and the time to reopen a 1 GiB log after SIGKILL. Run by ``make bench-storage``
+(``python -m bench.storage``).
 
 An IO shell, one process (plus the writer child it kills); single-threaded. It is a benchmark,
 not a test: it prints every figure next to its target and writes ``bench-results/storage.json``.
@@ -34,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
 import os
 import platform
 import random
@@ -46,18 +46,27 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from types import FrameType
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from rich.console import Console
 from rich.table import Table
 
-from .batch import HEADER_BYTES, build_batch
-from .clock import SYSTEM_CLOCK
-from .log import Log, LogConfig
+from raftlog.segments.batch import HEADER_BYTES, build_batch
+from raftlog.segments.clock import SYSTEM_CLOCK
+from raftlog.segments.log import Log, LogConfig
 
-__all__ = ["Report", "Target", "main", "render"]
+from .common import (
+    BenchError,
+    Bound,
+    FigureReport,
+    Target,
+    figure_table,
+    measure_and_report,
+    require,
+)
+
+__all__ = ["TARGETS", "Report", "main", "render"]
 
 MB = 1_000_000  # throughput unit: MB/s is 10**6 bytes a second
 MIB = 1 << 20
@@ -75,62 +84,32 @@ _REPEAT_BOUNDS = (1, 10)
 _FREE_BYTES_MARGIN = 256 * MIB
 
 
-class BenchError(RuntimeError):
-    """The benchmark could not produce a trustworthy figure (wrong bytes, lost data, a child
-    that misbehaved); the message says which."""
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise BenchError(message)
-
-
 # ---- targets and the report (pure) ------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    """A bound from the issue: ``figure >= bound`` (at_least) or ``figure < bound``."""
-
-    key: str
-    bound: float
-    at_least: bool
-
-    def met(self, value: float) -> bool:
-        return value >= self.bound if self.at_least else value < self.bound
-
-    def describe(self) -> str:
-        return f"{'≥' if self.at_least else '<'} {self.bound:g}"
-
-
 TARGETS: tuple[Target, ...] = (
-    Target("append_ratio_16k", 0.8, at_least=True),
-    Target("append_ratio_1m", 0.8, at_least=True),
-    Target("recovery_s_1gib", 1.0, at_least=False),
+    Target("append_ratio_16k", 0.8, Bound.AT_LEAST),
+    Target("append_ratio_1m", 0.8, Bound.AT_LEAST),
+    Target("recovery_s_1gib", 1.0, Bound.BELOW),
 )
 
 
 @dataclass(frozen=True, slots=True)
-class Report:
+class Report(FigureReport):
     """Every figure of one run, keyed as in ``storage.json``, plus how it was measured."""
 
-    figures: dict[str, float]
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def verdicts(self) -> dict[str, bool]:
-        """Target key → met, for the targets whose figure this run measured."""
-        return {t.key: t.met(self.figures[t.key]) for t in TARGETS if t.key in self.figures}
+    targets: ClassVar[tuple[Target, ...]] = TARGETS
 
     def to_json(self) -> dict[str, Any]:
-        verdicts = self.verdicts()
+        met = self.verdicts()
         return {
             **self.figures,
             "targets": {
-                t.key: {"bound": t.bound, "at_least": t.at_least, "ok": verdicts[t.key]}
+                t.key: {"bound": t.bound, "at_least": t.kind is Bound.AT_LEAST, "ok": met[t.key]}
                 for t in TARGETS
-                if t.key in verdicts
+                if t.key in met
             },
-            "all_targets_met": all(verdicts.values()),
+            "all_targets_met": all(met.values()),
             "meta": self.meta,
         }
 
@@ -165,31 +144,17 @@ def _row_keys(figures: dict[str, float]) -> list[str]:
 def render(report: Report) -> Table:
     """The figures as a table: value, target, ok/MISS. Pure: no IO."""
     meta = report.meta
-    table = Table(
-        title="raftlog storage benchmark",
-        caption=(
-            f"best of {meta.get('repeat', '?')} rounds × {meta.get('mb_per_size', '?')} MiB "
-            "per size · MB = 10^6 bytes\n"
-            f"flush policy: {meta.get('flush_policy', '?')}\n"
-            f"reads: {meta.get('page_cache', '?')}"
-        ),
-        caption_justify="left",
+    return figure_table(
+        "raftlog storage benchmark",
+        f"best of {meta.get('repeat', '?')} rounds × {meta.get('mb_per_size', '?')} MiB "
+        "per size · MB = 10^6 bytes\n"
+        f"flush policy: {meta.get('flush_policy', '?')}\n"
+        f"reads: {meta.get('page_cache', '?')}",
+        report.figures,
+        _row_keys(report.figures),
+        _format,
+        targets=TARGETS,
     )
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    table.add_column("target", justify="right")
-    table.add_column("result")
-    targets = {t.key: t for t in TARGETS}
-    verdicts = report.verdicts()
-    for key in _row_keys(report.figures):
-        target = targets.get(key)
-        if target is None:
-            target_text, result = "", ""
-        else:
-            target_text = target.describe()
-            result = "[green]ok[/green]" if verdicts[key] else "[red]MISS[/red]"
-        table.add_row(key, _format(key, report.figures[key]), target_text, result)
-    return table
 
 
 # ---- batches ------------------------------------------------------------------------------------
@@ -206,7 +171,7 @@ def make_batch(size_bytes: int, seed: int) -> bytes:
         rng.randbytes(value_bytes + (remainder if i == 0 else 0)) for i in range(record_count)
     ]
     batch = build_batch(values, timestamp_ms=_TIMESTAMP_MS)
-    _require(len(batch) == size_bytes, f"built {len(batch)} bytes, wanted {size_bytes}")
+    require(len(batch) == size_bytes, f"built {len(batch)} bytes, wanted {size_bytes}")
     return batch
 
 
@@ -249,7 +214,7 @@ def _raw_round(work_dir: str, batches: Sequence[bytes], read_max_bytes: int) -> 
     finally:
         os.close(fd)
     try:
-        _require(written == total, f"raw write wrote {written} of {total} bytes")
+        require(written == total, f"raw write wrote {written} of {total} bytes")
         fd = os.open(path, os.O_RDONLY)
         try:
             pread = os.pread
@@ -264,7 +229,7 @@ def _raw_round(work_dir: str, batches: Sequence[bytes], read_max_bytes: int) -> 
             read_s = time.perf_counter() - started
         finally:
             os.close(fd)
-        _require(position == total, f"raw read got {position} of {total} bytes")
+        require(position == total, f"raw read got {position} of {total} bytes")
     finally:
         os.unlink(path)
     return Round(write_s, read_s)
@@ -281,8 +246,8 @@ def _log_round(work_dir: str, batches: Sequence[bytes], read_max_bytes: int) -> 
         for batch in batches:
             append(batch, leader_epoch=0)
         write_s = time.perf_counter() - started
-        _require(log.size_bytes == total, f"log holds {log.size_bytes} of {total} bytes")
-        _require(log.segment_count == 1, "the log rolled inside a timed loop")
+        require(log.size_bytes == total, f"log holds {log.size_bytes} of {total} bytes")
+        require(log.segment_count == 1, "the log rolled inside a timed loop")
         read = log.read
         end = log.log_end_offset
         offset = 0
@@ -297,7 +262,7 @@ def _log_round(work_dir: str, batches: Sequence[bytes], read_max_bytes: int) -> 
             read_bytes += len(result.data)
             offset = result.next_offset
         read_s = time.perf_counter() - started
-        _require(read_bytes == total, f"log read got {read_bytes} of {total} bytes")
+        require(read_bytes == total, f"log read got {read_bytes} of {total} bytes")
     finally:
         log.delete()  # no close: that would fsync what the raw side never does
     return Round(write_s, read_s)
@@ -390,7 +355,7 @@ def measure_recovery(
     command = [
         sys.executable,
         "-m",
-        "raftlog.segments.bench",
+        "bench.storage",
         "--child",
         directory,
         "--recovery-mb",
@@ -417,7 +382,7 @@ def measure_recovery(
         watchdog.cancel()
         if child.stdout is not None:
             child.stdout.close()
-    _require(
+    require(
         reported_bytes >= total_bytes,
         f"writer child stopped at {reported_bytes} bytes (exit {child.returncode}); "
         f"timeout {timeout_s:.0f} s",
@@ -434,12 +399,12 @@ def measure_recovery(
     try:
         leo = log.log_end_offset
         per_batch = records_per_batch(RECOVERY_BATCH_BYTES)
-        _require(
+        require(
             leo > reported_last_offset,
             f"log end offset {leo} lost acknowledged offset {reported_last_offset}",
         )
-        _require(leo % per_batch == 0, f"log end offset {leo} is inside a batch")
-        _require(
+        require(leo % per_batch == 0, f"log end offset {leo} is inside a batch")
+        require(
             log.size_bytes == leo // per_batch * RECOVERY_BATCH_BYTES,
             f"{log.size_bytes} bytes on disk for log end offset {leo}",
         )
@@ -448,7 +413,7 @@ def measure_recovery(
             got = log.read(offset, 1)
             index = offset // per_batch
             expected = make_batch(RECOVERY_BATCH_BYTES, index % pool_size)
-            _require(
+            require(
                 got.next_offset == (index + 1) * per_batch and got.data[16:] == expected[16:],
                 f"the batch at offset {offset} does not read back as written",
             )
@@ -490,7 +455,7 @@ def _bounded_int(low: int, high: int) -> Any:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m raftlog.segments.bench",
+        prog="python -m bench.storage",
         description="Storage throughput vs raw os.write/os.pread, and 1 GiB recovery time.",
     )
     parser.add_argument("--mb", type=_bounded_int(*_MB_BOUNDS), default=256, help="MiB per size")
@@ -520,22 +485,6 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
-
-
-def _write_json(path: str, report: Report) -> None:
-    """Write atomically: a ``.tmp`` sibling, then rename."""
-    directory = os.path.dirname(path)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(report.to_json(), f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def _round_figure(key: str, value: float) -> float | int:
     if key == "recovery_truncated_bytes":
         return int(value)
@@ -547,7 +496,7 @@ def run(args: argparse.Namespace, console: Console) -> Report:
     needed_bytes = 2 * total_bytes + (0 if args.no_recovery else 2 * args.recovery_mb * MIB)
     os.makedirs(args.dir, exist_ok=True)
     free_bytes = shutil.disk_usage(args.dir).free
-    _require(
+    require(
         free_bytes >= needed_bytes + _FREE_BYTES_MARGIN,
         f"{args.dir} has {free_bytes / MIB:,.0f} MiB free; the benchmark needs "
         f"{(needed_bytes + _FREE_BYTES_MARGIN) / MIB:,.0f} MiB",
@@ -612,25 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     if args.child is not None:
         return child_main(args.child, args.recovery_mb * MIB)
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    console = Console()
-    try:
-        report = run(args, console)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted; temporary files removed[/yellow]")
-        return 130
-    except BenchError as exc:
-        console.print(f"[red]benchmark failed:[/red] {exc}")
-        return 1
-    console.print(render(report))
-    _write_json(args.out, report)
-    verdicts = report.verdicts()
-    missed = [key for key, ok in verdicts.items() if not ok]
-    console.print(
-        f"wrote {args.out}; "
-        + (f"[red]missed targets: {', '.join(missed)}[/red]" if missed else "all targets met")
-    )
-    return 1 if (missed and args.strict) else 0
+    return measure_and_report(run, render, args, interrupted="interrupted; temporary files removed")
 
 
 if __name__ == "__main__":
