@@ -67,14 +67,10 @@ from rich.table import Table
 
 from raftlog.client.admin import Admin
 from raftlog.client.local_cluster import LocalCluster, LocalClusterError
-from raftlog.client.perf import (
-    ConsumeSpec,
-    LatencySummary,
-    ProduceResult,
-    ProduceSpec,
-    run_consume,
-    run_produce,
-)
+from raftlog.client.perf import run_produce
+from raftlog.client.perf_engines import run_consume
+from raftlog.client.perf_results import ConsumeSpec, ProduceResult, ProduceSpec
+from raftlog.client.stats import LatencySummary
 
 from .cluster_failover import FAILOVER_BEFORE_S, FAILOVER_RPS, FailoverFigures, run_failover
 from .cluster_profile import Profiler, print_profiles, profile_s

@@ -20,7 +20,7 @@ from typing import Any
 
 from rich.console import Console
 
-from raftlog.client.perf import Throttle
+from raftlog.client.perf_results import Throttle
 from raftlog.client.producer import Producer
 
 __all__ = [

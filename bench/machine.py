@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from raftlog.client.perf import MB
+from raftlog.client.perf_results import MB
 
 __all__ = ["RAW_DISK_BYTES", "CpuMeter", "cpu_ceiling_rps", "cpu_us_per_record", "raw_disk_mbps"]
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
+from raftlog.client.stats import percentile
+
 from .history import Op, OpF, OpType
 
 __all__ = ["SERVING_GAP_S", "Availability", "FaultRecovery", "QuietStretch", "availability"]
@@ -98,11 +100,11 @@ class Availability:
             return None
         return max((v for v in values if v is not None), default=0.0)
 
-    def recovery_quantile_s(self, q: float) -> float | None:
+    def recovery_percentile_s(self, q: float) -> float | None:
+        """The ``q``-th percentile (q in (0, 100], nearest rank) of every key's recovery over
+        every heal; None when none recovered."""
         values = sorted(v for r in self.recoveries for v in r.per_key.values() if v is not None)
-        if not values:
-            return None
-        return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+        return percentile(values, q) if values else None
 
     def unrecovered(self) -> list[FaultRecovery]:
         return [r for r in self.recoveries if r.max_s is None]
@@ -135,7 +137,7 @@ class Availability:
 
     def to_json(self) -> dict[str, Any]:
         worst = self.worst_recovery_s
-        p99 = self.recovery_quantile_s(0.99)
+        p99 = self.recovery_percentile_s(99)
         return {
             "heals": len(self.recoveries),
             "unrecovered_heals": len(self.unrecovered()),

@@ -17,6 +17,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from raftlog.client.stats import percentile
+
 from .anomalies import CheckResult, render_summary
 from .history import Op, OpF, OpType
 from .nemesis import FaultRecord
@@ -165,11 +167,10 @@ def timeline_from_history(ops: Sequence[Op], bucket_s: float = 1.0) -> Timeline:
     return Timeline(bucket_s, tuple(ok), tuple(info), tuple(fail), tuple(read), tuple(latencies))
 
 
-def _percentile(sorted_values: Sequence[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return round(sorted_values[index], 2)
+def _percentile_ms(sorted_values: Sequence[float], q: float) -> float | None:
+    """The ``q``-th percentile (``raftlog.client.stats``: nearest rank) to 0.01 ms; None when
+    there are no samples."""
+    return round(percentile(sorted_values, q), 2) if sorted_values else None
 
 
 def run_figures(ops: Sequence[Op]) -> dict[str, Any]:
@@ -198,9 +199,9 @@ def run_figures(ops: Sequence[Op]) -> dict[str, Any]:
         "acked_per_s": round(counts["ok"] / span_s, 1) if span_s > 0 else 0.0,
         "send_errors": dict(sorted(errors.items(), key=lambda kv: -kv[1])),
         "ack_latency_ms": {
-            "p50": _percentile(ok_latency, 0.5),
-            "p95": _percentile(ok_latency, 0.95),
-            "p99": _percentile(ok_latency, 0.99),
+            "p50": _percentile_ms(ok_latency, 50),
+            "p95": _percentile_ms(ok_latency, 95),
+            "p99": _percentile_ms(ok_latency, 99),
             "max": round(ok_latency[-1], 2) if ok_latency else None,
         },
         "polls": len(polls),
