@@ -1,0 +1,136 @@
+"""The controller shell in-process: ``ActiveController`` over a real ``MetadataStore`` and a quorum
+that applies at once, its clock passed in. It turns heartbeats and silence into committed fence
+and unfence decisions, elects leaders when a leader is fenced, fences a broker at once when the
+probe finds its port refusing, and steps down when the quorum's leadership moves."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from raftlog.cluster.controller_service import ActiveController, ControllerError, TopicRequest
+from raftlog.proto.codes import ErrorCode
+from raftlog.raft.commands import RegisterBroker, UnfenceBroker, encode_command
+from raftlog.raft.controller import ControllerConfig
+from raftlog.raft.store import MetadataStore
+
+Callback = Callable[[bytes | None, Any], None]
+CONFIG = ControllerConfig()
+SESSION_MS = CONFIG.session_timeout_ms
+
+
+class Quorum:
+    """Leader while ``leading``; applies each command to the store at once (one voter)."""
+
+    def __init__(self, store: MetadataStore) -> None:
+        self.store = store
+        self.leading = True
+        self.commands: list[bytes] = []
+
+    def is_leader(self) -> bool:
+        return self.leading
+
+    def leader_id(self) -> int | None:
+        return 1 if self.leading else 2
+
+    def submit_async(self, command: bytes, timeout_s: float, callback: Callback) -> None:
+        self.commands.append(command)
+        callback(self.store.apply(command), None)
+
+
+class Shell:
+    def __init__(self, brokers: int = 3, probe: Any = None) -> None:
+        self.now = 0
+        self.store = MetadataStore()
+        for b in range(1, brokers + 1):
+            self.store.apply(encode_command(RegisterBroker(b, f"127.0.0.1:{9000 + b}", 100 + b)))
+            self.store.apply(encode_command(UnfenceBroker(b, 100 + b)))
+        self.quorum = Quorum(self.store)
+        self.controller = ActiveController(
+            1, self.quorum, self.store, CONFIG, lambda: self.now, probe=probe, fd_limit=1 << 20
+        )
+
+    def fenced(self) -> set[int]:
+        with self.store.read() as state:
+            return {b.broker_id for b in state.brokers.values() if b.fenced}
+
+    def leader(self, topic: str = "t") -> int:
+        with self.store.read() as state:
+            return state.partitions[(topic, 0)].leader
+
+    async def run(self, until_ms: int, silent: frozenset[int] = frozenset()) -> None:
+        """Every broker but ``silent`` heartbeats each interval; the shell ticks every 50 ms."""
+        while self.now < until_ms:
+            self.now += 50
+            if self.now % CONFIG.heartbeat_interval_ms == 0:
+                with self.store.read() as state:
+                    version = state.version
+                    brokers = [(b.broker_id, b.incarnation) for b in state.brokers.values()]
+                for broker, incarnation in brokers:
+                    if broker not in silent:
+                        self.controller.heartbeat(broker, incarnation, version)
+            await self.controller.tick()
+            await asyncio.sleep(0)  # let the spawned decisions run
+            await asyncio.sleep(0)
+
+
+def test_a_silent_broker_is_fenced_after_a_session_and_its_partitions_move() -> None:
+    shell = Shell()
+
+    async def scenario() -> None:
+        await shell.run(500)
+        created = await shell.controller.create_topic(
+            TopicRequest("t", 1, 3, {}), validate_only=False
+        )
+        assert "error" not in created
+        leader = shell.leader()
+        await shell.run(400 + SESSION_MS - 100, silent=frozenset({leader}))  # last heard at 400
+        assert shell.fenced() == set()  # not yet: within its session
+        await shell.run(500 + SESSION_MS + 500, silent=frozenset({leader}))
+        assert shell.fenced() == {leader}
+        assert shell.leader() not in (leader, -1)  # a live ISR member leads now
+        # it comes back (same incarnation) and heartbeats: unfenced again
+        await shell.run(500 + 2 * SESSION_MS + 1000)
+        assert shell.fenced() == set()
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_probe_fences_a_late_broker_before_its_session_ends() -> None:
+    probed: list[str] = []
+
+    async def probe(address: str) -> bool:
+        probed.append(address)
+        return False  # connection refused: the process is gone
+
+    shell = Shell(probe=probe)
+
+    async def scenario() -> None:
+        await shell.run(500)
+        await shell.run(500 + 3 * CONFIG.heartbeat_interval_ms + 200, silent=frozenset({2}))
+        assert probed == ["127.0.0.1:9002"]
+        await shell.run(shell.now + 200, silent=frozenset({2}))
+        assert shell.fenced() == {2}
+        assert shell.now < 500 + SESSION_MS  # well before the session would have ended
+
+    asyncio.run(scenario())
+
+
+def test_it_steps_down_when_the_quorum_leadership_moves() -> None:
+    shell = Shell()
+
+    async def scenario() -> None:
+        await shell.run(500)
+        shell.quorum.leading = False
+        submitted = len(shell.quorum.commands)
+        await shell.run(500 + 2 * SESSION_MS, silent=frozenset({1, 2, 3}))
+        assert len(shell.quorum.commands) == submitted  # a follower decides nothing
+        assert shell.fenced() == set()
+        with pytest.raises(ControllerError) as refused:
+            shell.controller.heartbeat(1, 101, 0)
+        assert refused.value.code is ErrorCode.NOT_CONTROLLER
+
+    asyncio.run(scenario())
