@@ -59,6 +59,7 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -534,6 +535,30 @@ class NetnsCluster:
             self._require(node)
         return self._net.exec_in(node, argv, timeout_s)
 
+    def can_connect(
+        self, source: int | None, target: int, port: int = GRPC_PORT, timeout_s: float = 1.0
+    ) -> bool:
+        """Can a TCP connect from ``source``'s namespace (None: the host) reach ``target:port``?"""
+        host = self.ip(target)
+        if source is None:
+            try:
+                with socket.create_connection((host, port), timeout=timeout_s):
+                    return True
+            except OSError:
+                return False
+        probe = (
+            "import socket, sys\n"
+            "try:\n"
+            f"    socket.create_connection(({host!r}, {port}), timeout={timeout_s}).close()\n"
+            "except OSError:\n"
+            "    sys.exit(1)\n"
+        )
+        try:
+            done = self.exec_in(source, [self.python, "-c", probe], timeout_s=timeout_s + 10)
+        except subprocess.TimeoutExpired:
+            return False
+        return done.returncode == 0
+
     def logs(self, node: int, lines: int = 40) -> str:
         """The last ``lines`` lines of the broker's log (for diagnostics)."""
         return log_tail(self.log_path(node), lines)
@@ -595,6 +620,10 @@ class NetnsCluster:
         ``partition([{1}])`` isolates node 1). Replaces any partition in force.
         """
         self.apply_cuts(cuts_for_groups(self.node_ids, groups))
+
+    def isolate(self, node: int) -> None:
+        self._require(node)
+        self.partition([{node}])
 
     def apply_grudge(self, grudge: Mapping[int, Iterable[int]]) -> None:
         """Jepsen's grudge: node → the nodes whose packets it drops (one-way). Replaces any cut."""
