@@ -178,6 +178,7 @@ class _Fetcher:
             match decision.action:
                 case FollowerAction.APPEND:
                     partition.append_as_follower(result.records, result.high_watermark)
+                    replicas.traffic.replication_bytes_in += len(result.records)
                     if result.log_start_offset > log_.log_start_offset:
                         log_.advance_log_start(min(result.log_start_offset, log_.log_end_offset))
                 case FollowerAction.TRUNCATE | FollowerAction.RESTART_AT:

@@ -63,7 +63,8 @@ from .replica_rules import (
     read_bytes_limit,
     readable_end,
 )
-from .replication import IsrProposal, diverging_epoch
+from .replication import IsrProposal, LeaderReplication, diverging_epoch
+from .traffic import Traffic
 
 __all__ = ["ReplicaManager", "ReplicaManagerConfig"]
 
@@ -106,6 +107,7 @@ class ReplicaManager:
     _verify_on_open_left: int = 0  # what is left of verify_on_open_bytes_max
     ready: bool = False  # metadata caught up: until then we serve nothing
     cut_off: str | None = None  # why produces are refused: see ``set_cut_off``
+    traffic: Traffic = field(default_factory=Traffic)  # read by /metrics and the status rates
 
     def __post_init__(self) -> None:
         now = self.clock.mono_ms()
@@ -288,7 +290,7 @@ class ReplicaManager:
                     partition = self._open(record)
                     partition.record = record
                     if partition.leader is not None:
-                        partition.leader.update_from_metadata(record.isr, record.partition_epoch)
+                        self._update_isr(partition.leader, record.isr, record.partition_epoch)
                         partition.leader.min_insync_replicas = self._min_isr(record.topic)
                         partition.leader.update_high_watermark(partition.log.log_end_offset)
                     self._wake(record.key)
@@ -370,6 +372,7 @@ class ReplicaManager:
         except StorageError as exc:
             return ProduceOutcome(topic, index, exc.code, str(exc)), None, 0
         assert first is not None and last is not None
+        self.traffic.produced(topic, sum(h.record_count for h in headers), len(records))
         leader = partition.leader
         if leader.update_high_watermark(log_.log_end_offset):
             self._wake(partition.key)
@@ -513,7 +516,7 @@ class ReplicaManager:
         incarnation ``replica_incarnation`` (-1 for consumers)."""
         outcomes = self._read_all(replica_id, specs, max_bytes, replica_incarnation)
         if fetch_answers_now(outcomes, min_bytes, max_wait_ms):
-            return outcomes
+            return self._counted(replica_id, outcomes)
         now = self.clock.mono_ms()
         marks = {}
         for spec in specs:
@@ -530,9 +533,19 @@ class ReplicaManager:
         try:
             self.fetch_purgatory.try_complete_else_watch(op, set(marks), now)
         except PurgatoryFullError:
-            return outcomes
+            return self._counted(replica_id, outcomes)
         await op.future
-        return self._read_all(replica_id, specs, max_bytes, -1, record_progress=False)
+        outcomes = self._read_all(replica_id, specs, max_bytes, -1, record_progress=False)
+        return self._counted(replica_id, outcomes)
+
+    def _counted(self, replica_id: int, outcomes: list[FetchOutcome]) -> list[FetchOutcome]:
+        """``outcomes``, after adding what they carry to the traffic counters."""
+        if replica_id >= 0:
+            self.traffic.replication_bytes_out += sum(len(o.records) for o in outcomes)
+        else:
+            for outcome in outcomes:
+                self.traffic.consumed(outcome.topic, outcome.records)
+        return outcomes
 
     def _read_all(
         self,
@@ -592,9 +605,17 @@ class ReplicaManager:
         leader = partition.leader if partition is not None else None
         if partition is None or leader is None or leader.leader_epoch != leader_epoch:
             return
-        leader.update_from_metadata(isr, partition_epoch)
+        self._update_isr(leader, tuple(isr), partition_epoch)
         leader.update_high_watermark(partition.log.log_end_offset)
         self._wake(key)
+
+    def _update_isr(
+        self, leader: LeaderReplication, isr: tuple[int, ...], partition_epoch: int
+    ) -> None:
+        before = leader.isr
+        leader.update_from_metadata(isr, partition_epoch)
+        if leader.isr != before:
+            self.traffic.isr_changed(before, leader.isr)
 
     def periodic(self) -> None:
         """Called every few hundred ms: ISR checks, purgatory expiry, ``flush.ms``."""

@@ -132,6 +132,8 @@ class _Changes:
     brokers: set[int] = field(default_factory=set)
     acls_changed: bool = False
     users: set[str] = field(default_factory=set)
+    elections: int = 0  # partitions given a new leader
+    unclean_elections: int = 0  # ... one outside the ISR and the ELR (data may be lost)
 
 
 class MetadataState:
@@ -211,6 +213,8 @@ class MetadataState:
             frozenset(changes.brokers),
             changes.acls_changed,
             frozenset(changes.users),
+            changes.elections,
+            changes.unclean_elections,
         )
 
     def _dispatch(self, command: Command, changes: _Changes) -> dict[str, Any]:
@@ -621,6 +625,9 @@ class MetadataState:
         if new is not record:
             self.partitions[record.key] = new
             changes.partitions.add(record.key)
+            if leader not in (record.leader, NO_LEADER):
+                changes.elections += 1
+                changes.unclean_elections += leader not in record.isr and leader not in record.elr
         return new
 
     # ---- producer ids ------------------------------------------------------------------------

@@ -86,3 +86,5 @@ class Applied:
     brokers: frozenset[int] = frozenset()
     acls_changed: bool = False  # bindings were added or removed: authorize with a new index
     users: frozenset[str] = frozenset()  # users whose credential was set or deleted
+    elections: int = 0  # partitions this command gave a new leader (the /metrics counters)
+    unclean_elections: int = 0  # ... of which outside the ISR and the ELR

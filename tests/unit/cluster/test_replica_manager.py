@@ -368,3 +368,52 @@ def test_after_a_truncation_a_retry_of_a_cut_batch_is_appended_not_deduplicated(
     assert send(2, b"b0", b"b1") == (ErrorCode.NONE, 2)  # the retry is stored again, at 2-3
     result = partition.log.read(0, 1 << 20)
     assert values_of(result.data) == [b"a0", b"a1", b"b0", b"b1"]
+
+
+# ---- traffic counters (read by /metrics and the status view's rates) --------------------------
+
+
+def test_traffic_counts_what_producers_appended_and_consumers_and_followers_fetched(
+    harness: Harness,
+) -> None:
+    harness.lead(isr=(1,), epoch=0)  # alone in the ISR: what it appends is readable at once
+    first = build_batch([b"a", b"b"], timestamp_ms=harness.now_ms)
+    second = build_batch([b"c"], timestamp_ms=harness.now_ms)
+    for batch in (first, second):
+        outcome, _, _ = harness.manager.append("t", 0, batch, 1)
+        assert outcome.error == ErrorCode.NONE
+    traffic = harness.manager.traffic
+    row = traffic.topics["t"]
+    assert (row.records_in, row.bytes_in) == (3, len(first) + len(second))
+
+    fetched = asyncio.run(consume(harness, 0, min_bytes=1, max_wait_ms=0))
+    assert (row.records_out, row.bytes_out) == (3, len(fetched.records))
+    assert traffic.replication_bytes_out == 0  # a consumer's fetch is not replication
+
+    async def follower() -> None:
+        await harness.manager.fetch(
+            2,
+            [FetchSpec("t", 0, 0, 0, -1)],
+            max_wait_ms=0,
+            min_bytes=1,
+            max_bytes=1 << 20,
+            replica_incarnation=1,
+        )
+
+    asyncio.run(follower())
+    assert traffic.replication_bytes_out == len(first) + len(second)
+    assert (row.records_out, row.bytes_out) == (3, len(fetched.records))  # unchanged
+
+
+def test_traffic_counts_isr_shrinks_and_expands_of_a_led_partition(harness: Harness) -> None:
+    harness.lead(isr=(1, 2), epoch=0)
+    traffic = harness.manager.traffic
+    harness.manager.isr_committed(KEY, 0, (1,), 2)
+    assert (traffic.isr_shrinks, traffic.isr_expands) == (1, 0)
+    # the same change arriving again with the metadata counts nothing
+    record = PartitionRecord("t", 0, 1, (1, 2), (1,), 1, 0, 2)
+    harness.manager.apply_events([PartitionEvent(EventKind.LEADER_UPDATE, KEY, record)])
+    assert (traffic.isr_shrinks, traffic.isr_expands) == (1, 0)
+    record = PartitionRecord("t", 0, 1, (1, 2), (1, 2), 1, 0, 3)
+    harness.manager.apply_events([PartitionEvent(EventKind.LEADER_UPDATE, KEY, record)])
+    assert (traffic.isr_shrinks, traffic.isr_expands) == (1, 1)

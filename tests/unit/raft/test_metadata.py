@@ -124,14 +124,16 @@ def test_fencing_the_leader_elects_from_the_isr_in_one_command() -> None:
     assert applied.partitions == {("t", 0)}
     assert after.leader == 2 and after.isr == (2, 3)
     assert after.leader_epoch == before.leader_epoch + 1
+    assert (applied.elections, applied.unclean_elections) == (1, 0)  # the /metrics counters
     assert after.partition_epoch == before.partition_epoch + 1
 
 
 def test_fencing_a_follower_shrinks_the_isr_without_a_new_leader_epoch() -> None:
     state = cluster(3)
     create(state, "t", (1, 2, 3))
-    run(state, FenceBroker(3, 103))
+    shrink = state.apply(encode_command(FenceBroker(3, 103)))
     assert part(state).isr == (1, 2) and part(state).leader_epoch == 0
+    assert shrink.elections == 0
     assert part(state).partition_epoch == 1
 
 
@@ -161,9 +163,11 @@ def test_unclean_election_only_when_the_topic_allows_it() -> None:
     create(state, "t", (1, 2, 3), unclean_leader_election_enable="true")
     run(state, FenceBroker(2, 102))
     run(state, FenceBroker(3, 103))
-    run(state, FenceBroker(1, 101))
-    run(state, UnfenceBroker(3, 103))
+    offline = state.apply(encode_command(FenceBroker(1, 101)))
+    assert (offline.elections, offline.unclean_elections) == (0, 0)  # no leader is no election
+    unclean = state.apply(encode_command(UnfenceBroker(3, 103)))
     assert part(state).leader == 3 and part(state).isr == (3,)
+    assert (unclean.elections, unclean.unclean_elections) == (1, 1)
 
 
 def test_alter_partition_is_compare_and_set() -> None:
