@@ -67,6 +67,7 @@ class LocalNode:
     raft: str
     pid: int = -1
     grpc_password: str = ""  # the password listener (base_port + 200 + i - 1), when asked for
+    metrics: str = ""  # Prometheus /metrics over HTTP (base_port + 300 + i - 1)
 
 
 class LocalCluster:
@@ -150,6 +151,7 @@ class LocalCluster:
                     "id": n.node_id,
                     "address": n.grpc,
                     "pid": n.pid if self.is_running(n.node_id) else None,
+                    "metrics_url": f"http://{n.metrics}/metrics" if n.metrics else None,
                 }
                 for n in self.nodes.values()
             ],
@@ -228,13 +230,14 @@ class LocalCluster:
                 f"127.0.0.1:{base_port + i - 1}",
                 f"127.0.0.1:{base_port + 99 + i}",
                 grpc_password=f"127.0.0.1:{base_port + 199 + i}" if password_listener else "",
+                metrics=f"127.0.0.1:{base_port + 299 + i}",
             )
             for i in range(1, nodes + 1)
         }
         busy = [
             port
             for n in self.nodes.values()
-            for address in (n.grpc, n.raft, n.grpc_password)
+            for address in (n.grpc, n.raft, n.grpc_password, n.metrics)
             if address
             for port in (int(address.rsplit(":", 1)[1]),)
             if not port_free(port)
@@ -318,6 +321,7 @@ class LocalCluster:
                 "node_id": node.node_id,
                 "data_dir": f"node{node.node_id}",
                 "cluster_secret_file": "secret",
+                **({"metrics_address": node.metrics} if node.metrics else {}),
             },
             listen=listen,
             voters=[Voter(n.node_id, n.raft, n.grpc) for n in self.nodes.values()],

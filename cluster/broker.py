@@ -54,6 +54,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from raftlog.proto import (
     broker_pb2,
@@ -61,6 +63,7 @@ from raftlog.proto import (
     common_pb2,
     controller_pb2,
     controller_pb2_grpc,
+    group_pb2,
     group_pb2_grpc,
 )
 from raftlog.proto.channel import MESSAGE_BYTES_MAX, channel_options, server_options
@@ -80,6 +83,7 @@ from raftlog.segments.clock import SYSTEM_CLOCK, Clock
 
 from . import restart
 from .auth import Authorizer, PasswordCheck
+from .broker_metrics import BrokerMetrics
 from .broker_servicer import BrokerServicer
 from .config import BrokerConfig, Security
 from .controller_link import ControllerLink, ControllerUnreachable
@@ -88,6 +92,7 @@ from .controller_servicer import ControllerServicer
 from .coordinator import OFFSETS_PARTITIONS, OFFSETS_TOPIC, GroupCoordinator
 from .fetcher import FetcherManager
 from .group_servicer import GroupServicer
+from .health import BrokerHealth
 from .partition import Partition
 from .peers import PING_INTERVAL_MS, PING_TIMEOUT_MS, PeerReach
 from .quota import Quotas
@@ -110,6 +115,16 @@ logger = logging.getLogger(__name__)
 PRODUCER_ID_BLOCK = 1000  # producer ids a broker asks the controller for at a time
 # how often a broker heard only through a relay asks for its partitions' committed state
 RELAYED_STATES_INTERVAL_MS = 200
+HEALTH_INTERVAL_MS = 100  # the health service also follows every metadata change at once
+# the services this broker serves, by full name: health answers for each, reflection lists them
+SERVICES = tuple(
+    module.DESCRIPTOR.services_by_name[name].full_name
+    for module, name in (
+        (broker_pb2, "Broker"),
+        (controller_pb2, "Controller"),
+        (group_pb2, "GroupCoordinator"),
+    )
+)
 
 
 def grpc_options() -> list[tuple[str, Any]]:
@@ -205,6 +220,8 @@ class Broker:
         self.fetchers: FetcherManager
         self.link: ControllerLink
         self.peers = PeerReach()
+        self.metrics = BrokerMetrics(self)
+        self.health = BrokerHealth(SERVICES)
         self.controller_contact_ms: int = self.clock.mono_ms()  # the controller's last answer
         self._pinging: set[int] = set()
 
@@ -388,6 +405,7 @@ class Broker:
 
     def _on_applied(self, applied: Applied | None, restored: bool) -> None:
         """On the Raft thread: ask the loop to look at the metadata (coalesced)."""
+        self.metrics.applied(applied)
         loop = self._loop
         if loop is None or self._metadata_dirty:
             return
@@ -403,6 +421,7 @@ class Broker:
         deleted and re-created meanwhile must still delete the old log: the topic id tells.
         """
         self._metadata_dirty = False
+        self._check_health()
         if not self.replicas.ready:
             return
         with self.store.read() as state:
@@ -421,6 +440,17 @@ class Broker:
         events += self.listener.changed(records)
         if events:
             self.replicas.apply_events(events)
+
+    def _check_health(self) -> None:
+        """Publish a change of the health rule's answer (on the loop, without waiting)."""
+        now_serving = self.metrics.is_serving(self._stopping.is_set())
+        if self.health.changed(now_serving):
+            self._background_tasks.spawn(self.health.publish(now_serving))
+
+    async def _publish_health(self) -> None:
+        now_serving = self.metrics.is_serving(self._stopping.is_set())
+        if self.health.changed(now_serving):
+            await self.health.publish(now_serving)
 
     def _deleted_by_command(self, key: tuple[str, int]) -> bool:
         """Only a committed DeleteTopic deletes a log — not a snapshot that lacks the partition
@@ -683,6 +713,7 @@ class Broker:
                 else None
             ),
         )
+        self.metrics.counting_elections = True
         self.fetchers = FetcherManager(
             self.replicas,
             config.node_id,
@@ -698,10 +729,16 @@ class Broker:
                 ("grpc.max_concurrent_streams", config.limits.streams_per_connection_max),
             ],
             maximum_concurrent_rpcs=config.limits.requests_in_flight_max,
+            interceptors=[self.metrics.requests],
         )
         broker_pb2_grpc.add_BrokerServicer_to_server(BrokerServicer(self), server)
         controller_pb2_grpc.add_ControllerServicer_to_server(ControllerServicer(self), server)
         group_pb2_grpc.add_GroupCoordinatorServicer_to_server(GroupServicer(self), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
+        reflection.enable_server_reflection(
+            (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        await self._publish_health()  # NOT_SERVING until registered, unfenced, caught up
         if config.security.is_tls:
             port = server.add_secure_port(config.grpc_listen, server_credentials(config.security))
         else:
@@ -719,6 +756,7 @@ class Broker:
                 raise OSError(f"cannot listen on {config.grpc_password_listen}")
         await server.start()
         logger.info("broker %s serving on %s", config.node_id, config.grpc_listen)
+        self.metrics.start(self._loop)
         loop = self._loop
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -742,11 +780,13 @@ class Broker:
             loop.create_task(self._every(100, self._check_controller_contact)),
             loop.create_task(self._every(RELAYED_STATES_INTERVAL_MS, self._states_through_relay)),
             loop.create_task(self._every(1000, self.replicas.scrub)),
+            loop.create_task(self._every(HEALTH_INTERVAL_MS, self._publish_health)),
         ]
         try:
             await self._stopping.wait()
         finally:
             logger.info("broker %s shutting down", config.node_id)
+            await self.health.shut_down()
             self.replicas.ready = False  # new requests are refused from here on
             self.replicas.release_waiters()
             await server.stop(grace=1.0)
@@ -759,6 +799,7 @@ class Broker:
             await self.controller.tasks.cancel_all()
             await self.coordinator.tasks.cancel_all()
             await self.fetchers.close()
+            self.metrics.stop()
             self._disk.shutdown(wait=True)  # pending fsyncs first: they use the logs' files
             self.replicas.close()
             for channel in self._channels.values():

@@ -4,6 +4,8 @@ A documented example (``raftlog broker --config node.toml``)::
 
     node_id = 1
     data_dir = "/var/lib/raftlog"            # logs, the LMDB state store, the Raft journal
+    metrics_address = "10.0.0.1:9644"        # optional: Prometheus /metrics over plain HTTP
+                                             # (read-only; bind it where only Prometheus reaches)
     cluster_secret = "change-me"             # or cluster_secret_file = "/etc/raftlog/secret"
     rack = "eu-1a"                           # optional; replicas spread across racks
     boot_id_file = "/proc/sys/kernel/random/boot_id"   # the default: tells a reboot (power
@@ -164,6 +166,7 @@ class BrokerConfig:
     # the password listener (TLS, no client certificate; SCRAM users): off unless configured
     grpc_password_listen: str | None = None
     grpc_password_advertised: str | None = None
+    metrics_address: str | None = None  # Prometheus /metrics (HTTP); off unless configured
     rack: str | None = None
     # a file whose content changes on every boot of the machine: a restart that finds a new
     # boot id lost the page cache, so unsynced log tails may be gone (the chaos harness points
@@ -335,6 +338,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
         "limits",
         "security",
         "quotas",
+        "metrics_address",
     }
     unknown = set(data) - known
     if unknown:
@@ -366,6 +370,9 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
         password_advertised = _host_port(
             advertised.get("grpc_password", password_listen), "advertised.grpc_password"
         )
+    metrics_address = data.get("metrics_address")
+    if metrics_address is not None:
+        metrics_address = _host_port(metrics_address, "metrics_address")
     voters_raw = data.get("voters")
     if not isinstance(voters_raw, list) or not voters_raw:
         raise ConfigFileError("at least one [[voters]] table is required")
@@ -405,6 +412,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
         voters=tuple(voters),
         grpc_password_listen=password_listen,
         grpc_password_advertised=password_advertised,
+        metrics_address=metrics_address,
         rack=data.get("rack") or None,
         boot_id_path=str(base / boot_id_file),
         session_timeout_ms=_int(timeouts, "session_timeout_ms", 2000, "timeouts"),

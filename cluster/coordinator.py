@@ -387,6 +387,18 @@ class GroupCoordinator:
                 out.append((group_id, entry.group.state.value, len(entry.group.members)))
         return sorted(out)
 
+    def committed(self) -> list[tuple[str, int, dict[OffsetKey, int]]]:
+        """(group, members, committed offset per partition) of every group coordinated here."""
+        return [
+            (
+                group_id,
+                len(entry.group.members),
+                {key: offset for key, (offset, _) in entry.offsets.items()},
+            )
+            for loaded in self._loaded.values()
+            for group_id, entry in loaded.groups.items()
+        ]
+
     def describe(self, group_id: str) -> dict[str, Any]:
         entry = self._entry(group_id, create=False)
         group = entry.group

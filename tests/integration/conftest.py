@@ -13,10 +13,11 @@ from raftlog.client.processes import port_free
 
 
 def free_base_port(nodes: int) -> int:
-    """A base port whose gRPC (base..) and Raft (base+100..) ports are all free."""
+    """A base port whose gRPC (base..), Raft (base+100..) and metrics (base+300..) ports are
+    all free."""
     for _ in range(200):
         base = random.randrange(20_000, 40_000, 10)
-        ports = [base + i for i in range(nodes)] + [base + 100 + i for i in range(nodes)]
+        ports = [base + offset + i for offset in (0, 100, 300) for i in range(nodes)]
         if all(port_free(p) for p in ports):
             return base
     raise RuntimeError("no free port range on 127.0.0.1")

@@ -1,0 +1,155 @@
+"""The broker's observability shell: its metrics registry and ``/metrics`` endpoint, the request
+meter, the election counters, the health service's rule applied to the broker's state.
+
+``metrics.py`` says what is exported and why; this module only fetches the values. A scrape
+runs on prometheus-client's HTTP thread: ``_scrape`` hands ``snapshot`` to the broker loop (which
+owns the replicas, the purgatories and the groups) and waits at most ``SCRAPE_TIMEOUT_S`` — a
+loop that cannot answer that fast fails the scrape (Prometheus records ``up`` 0 for it), which
+is itself the alert. The election counters are bumped on the Raft thread as commands apply,
+only while this broker is the active controller (Kafka's controller metrics), so a sum over the
+brokers counts each election once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, disable_created_metrics, start_http_server
+
+from raftlog.raft.metadata_records import Applied
+
+from .health import serving
+from .metrics import BrokerCollector, GroupLag, LogSize, MetricsSnapshot, partition_gauges
+from .request_metrics import RequestMeter
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+__all__ = ["SCRAPE_TIMEOUT_S", "BrokerMetrics"]
+
+logger = logging.getLogger(__name__)
+
+SCRAPE_TIMEOUT_S = 5.0
+
+
+class BrokerMetrics:
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        # counters without their _created series: one line per series, as Kafka's exporters
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = RequestMeter(self.registry)
+        self.registry.register(BrokerCollector(self._scrape))
+        self.leader_elections = 0
+        self.unclean_leader_elections = 0
+        self.counting_elections = False  # set once the quorum exists (run())
+        self._server: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ---- the endpoint ------------------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        address = self._broker.config.metrics_address
+        if address is None:
+            return
+        host, _, port = address.rpartition(":")
+        self._server, _ = start_http_server(int(port), host, registry=self.registry)
+        logger.info("metrics on http://%s/metrics", address)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def _scrape(self) -> MetricsSnapshot:
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the broker is not running")
+
+        async def on_loop() -> MetricsSnapshot:
+            return self.snapshot()
+
+        return asyncio.run_coroutine_threadsafe(on_loop(), loop).result(SCRAPE_TIMEOUT_S)
+
+    # ---- the values --------------------------------------------------------------------------
+
+    def applied(self, applied: Applied | None) -> None:
+        """On the Raft thread, for each applied command: count its elections when we are the
+        active controller (start-up replays happen before we can be)."""
+        if applied is None or not applied.elections or not self.counting_elections:
+            return
+        if self._broker.quorum.is_leader():
+            self.leader_elections += applied.elections
+            self.unclean_leader_elections += applied.unclean_elections
+
+    def snapshot(self) -> MetricsSnapshot:
+        """Everything one scrape reports (on the loop)."""
+        broker = self._broker
+        node_id = broker.config.node_id
+        active = broker.quorum.is_leader()
+        with broker.store.read() as state:
+            gauges = partition_gauges(state, node_id, active)
+        status = broker.quorum.status()
+        replicas = broker.replicas
+        traffic = replicas.traffic
+        logs = []
+        producer_ids = 0
+        for (topic, index), partition in replicas.partitions.items():
+            log_ = partition.log
+            logs.append(LogSize(topic, index, log_.size_bytes, log_.segment_count))
+            producer_ids += len(partition.producers)
+        members = []
+        lags = []
+        for group, count, offsets in broker.coordinator.committed():
+            members.append((group, count))
+            for (topic, index), offset in offsets.items():
+                replica = replicas.partitions.get((topic, index))
+                if replica is not None and offset >= 0:
+                    lags.append(
+                        GroupLag(group, topic, index, max(0, replica.high_watermark - offset))
+                    )
+        return MetricsSnapshot(
+            partitions=gauges,
+            raft_role=str(status.role),
+            raft_term=status.term,
+            raft_commit_index=status.commit_index,
+            raft_applied_index=status.last_applied,
+            active_controller=active,
+            leader_elections=self.leader_elections,
+            unclean_leader_elections=self.unclean_leader_elections,
+            isr_shrinks=traffic.isr_shrinks,
+            isr_expands=traffic.isr_expands,
+            topics=tuple(
+                (name, t.records_in, t.bytes_in, t.records_out, t.bytes_out)
+                for name, t in traffic.topics.items()
+            ),
+            replication_bytes_in=traffic.replication_bytes_in,
+            replication_bytes_out=traffic.replication_bytes_out,
+            logs=tuple(logs),
+            purgatory=(
+                ("produce", replicas.produce_purgatory.size),
+                ("fetch", replicas.fetch_purgatory.size),
+            ),
+            producer_ids=producer_ids,
+            group_members=tuple(members),
+            group_lags=tuple(lags),
+        )
+
+    def is_serving(self, stopping: bool) -> bool:
+        """The health rule (``health.serving``) over the broker's state now."""
+        broker = self._broker
+        with broker.store.read() as state:
+            record = state.brokers.get(broker.config.node_id)
+            registered = record is not None and record.incarnation == broker.incarnation
+            fenced = record is None or record.fenced
+        return serving(
+            caught_up=broker.replicas.ready,
+            registered=registered,
+            fenced=fenced,
+            cut_off=broker.replicas.cut_off is not None,
+            stopping=stopping,
+        )
