@@ -16,7 +16,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, disable_created_metrics, start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
 
 from raftlog.raft.metadata_records import Applied
 
@@ -37,8 +37,6 @@ SCRAPE_TIMEOUT_S = 5.0
 class BrokerMetrics:
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
-        # counters without their _created series: one line per series, as Kafka's exporters
-        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=False)
         self.requests = RequestMeter(self.registry)
         self.registry.register(BrokerCollector(self._scrape))

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
 from raftlog.proto.codes import ErrorCode
 
@@ -64,6 +64,9 @@ def answer_codes(response: Any) -> tuple[ErrorCode, list[ErrorCode]]:
 
 class RequestMeter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, registry: CollectorRegistry) -> None:
+        # counters and histograms without their _created series (a process-wide switch of
+        # prometheus-client; the broker process exports nothing else): one series per label set
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self._duration = Histogram(
             "raftlog_request_duration_seconds",
             "Time from a request's arrival at its handler to its answer.",

@@ -53,6 +53,7 @@ def test_the_example_configs_parse(node: int, tmp_path: Path, example_tls: Path)
     config = load_config(path)
     assert config.node_id == node and len(config.voters) == 3
     assert config.voter.grpc_address == f"10.0.0.{node}:9092"
+    assert config.metrics_address == f"10.0.0.{node}:9644"
     assert config.security.is_tls
     assert config.security.super_users == ("User:admin",)
     # the certificate the config names is this broker's, valid for the address peers dial
@@ -72,6 +73,7 @@ def test_the_example_configs_parse(node: int, tmp_path: Path, example_tls: Path)
         ({"voters": []}, "voters"),
         ({"node_id": 9}, "not among the voters"),
         ({"surprise": 1}, "unknown setting"),
+        ({"metrics_address": "9644"}, "metrics_address"),
         ({"timeouts": {"session_timeout_ms": 100, "heartbeat_interval_ms": 200}}, "session"),
     ],
 )

@@ -1,0 +1,260 @@
+"""Observability on a real 3-broker cluster: every broker's /metrics scraped and parsed with
+prometheus-client's own parser while records flow, a broker dies and comes back; the gRPC health
+service of a starting, a serving and a restarted broker; the services listed by reflection."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from raftlog.client import Admin, Consumer, Producer
+from raftlog.client.local_cluster import LocalCluster
+
+from ..conftest import ClusterFactory
+
+pytestmark = pytest.mark.integration
+
+FAST = {
+    "timeouts": {
+        "session_timeout_ms": 1500,
+        "heartbeat_interval_ms": 150,
+        "replica_lag_ms_max": 3000,
+    }
+}
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(cluster: LocalCluster, broker_id: int) -> Samples:
+    """Every sample of one broker's /metrics, parsed by prometheus-client's parser."""
+    url = f"http://{cluster.nodes[broker_id].metrics}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        assert answer.headers["Content-Type"].startswith("text/plain")
+        text = answer.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels``."""
+    return sum(
+        value
+        for (sample, have), value in samples.items()
+        if sample == name and set(labels.items()) <= set(have)
+    )
+
+
+def cluster_total(cluster: LocalCluster, brokers: list[int], name: str, **labels: str) -> float:
+    return sum(total(scrape(cluster, b), name, **labels) for b in brokers)
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_metrics_follow_traffic_a_dying_broker_and_its_return(
+    make_cluster: ClusterFactory,
+) -> None:
+    cluster = make_cluster(3, **FAST)
+    everyone = sorted(cluster.nodes)
+    admin = Admin(cluster.bootstrap, timeout_s=10, security=cluster.security)
+    admin.create_topic("m", 3, 3, min_insync_replicas=2)
+    wait_until(
+        lambda: cluster_total(cluster, everyone, "raftlog_leader_partitions") == 3,
+        what="three led partitions",
+    )
+    assert cluster_total(cluster, everyone, "raftlog_active_controller") == 1
+    assert cluster_total(cluster, everyone, "raftlog_raft_role", role="leader") == 1
+    assert cluster_total(cluster, everyone, "raftlog_under_replicated_partitions") == 0
+
+    values = [f"record-{i:04d}".encode() for i in range(300)]
+    with Producer(cluster.bootstrap, security=cluster.security) as producer:
+        for future in [producer.send("m", v, partition=i % 3) for i, v in enumerate(values)]:
+            future.result(20)
+    with Consumer(cluster.bootstrap, auto_offset_reset="earliest", security=cluster.security) as c:
+        c.assign_topic("m")
+        got: list[Any] = []
+        deadline = time.monotonic() + 30
+        while len(got) < len(values) and time.monotonic() < deadline:
+            got += c.poll(timeout_ms=500)
+    assert sorted(r.value for r in got) == values
+
+    before = {b: scrape(cluster, b) for b in everyone}
+    appended = sum(total(s, "raftlog_records_in_total", topic="m") for s in before.values())
+    assert appended == len(values)  # each record counted once, by the leader that took it
+    assert sum(total(s, "raftlog_bytes_in_total", topic="m") for s in before.values()) > 300 * 11
+    assert sum(total(s, "raftlog_records_out_total", topic="m") for s in before.values()) >= 300
+    assert sum(total(s, "raftlog_bytes_out_total", topic="m") for s in before.values()) > 0
+    # every byte a leader appended went to two followers: each side counts it
+    out = sum(total(s, "raftlog_replication_bytes_total", direction="out") for s in before.values())
+    into = sum(total(s, "raftlog_replication_bytes_total", direction="in") for s in before.values())
+    assert out == into > 0
+    assert (
+        sum(total(s, "raftlog_requests_total", rpc="Produce", code="NONE") for s in before.values())
+        > 0
+    )
+    assert (
+        sum(
+            total(s, "raftlog_request_duration_seconds_count", rpc="Produce")
+            for s in before.values()
+        )
+        > 0
+    )
+    assert all(
+        total(s, "raftlog_log_size_bytes", topic="m") > 0 for s in before.values()
+    )  # every broker holds a replica of every partition
+    assert sum(total(s, "raftlog_log_segments", topic="m") for s in before.values()) == 9
+
+    # a broker that leads a partition and is not the controller dies
+    controller = next(b for b, s in before.items() if total(s, "raftlog_active_controller") == 1)
+    victim = next(
+        b for b in everyone if b != controller and total(before[b], "raftlog_leader_partitions")
+    )
+    alive = [b for b in everyone if b != victim]
+    elections_before = cluster_total(cluster, alive, "raftlog_leader_elections_total")
+    shrinks_before = cluster_total(cluster, alive, "raftlog_isr_shrinks_total")
+    cluster.kill(victim)
+    wait_until(
+        lambda: cluster_total(cluster, alive, "raftlog_under_replicated_partitions") == 3,
+        what="three under-replicated partitions",
+    )
+    assert cluster_total(cluster, alive, "raftlog_leader_partitions") == 3  # all led again
+    assert cluster_total(cluster, alive, "raftlog_leader_elections_total") > elections_before
+    assert cluster_total(cluster, alive, "raftlog_unclean_leader_elections_total") == 0
+    # the two partitions it followed shrank under their leaders; the one it led changed leader
+    # (a new leader starts with the ISR it was elected with: no shrink of its own)
+    assert cluster_total(cluster, alive, "raftlog_isr_shrinks_total") >= shrinks_before + 2
+    assert cluster_total(cluster, alive, "raftlog_fenced_brokers") == 1
+    assert cluster_total(cluster, alive, "raftlog_under_min_isr_partitions") == 0  # 2 of 3 left
+    assert cluster_total(cluster, alive, "raftlog_offline_partitions") == 0
+
+    expands_before = cluster_total(cluster, alive, "raftlog_isr_expands_total")
+    cluster.start(victim)
+    wait_until(
+        lambda: cluster_total(cluster, everyone, "raftlog_under_replicated_partitions") == 0,
+        what="no under-replicated partition after the broker's return",
+    )
+    assert cluster_total(cluster, everyone, "raftlog_isr_expands_total") >= expands_before + 3
+    assert cluster_total(cluster, everyone, "raftlog_fenced_brokers") == 0
+
+
+def health_of(cluster: LocalCluster, broker_id: int, service: str = "") -> int:
+    with cluster.security.channel(cluster.nodes[broker_id].grpc) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        answer = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        return int(answer.status)
+
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_health_is_serving_only_when_registered_unfenced_and_caught_up(
+    make_cluster: ClusterFactory,
+) -> None:
+    cluster = make_cluster(3, **FAST)
+    for broker in cluster.nodes:
+        assert health_of(cluster, broker) == SERVING
+        assert health_of(cluster, broker, "raftlog.v1.Broker") == SERVING
+        assert health_of(cluster, broker, "raftlog.v1.GroupCoordinator") == SERVING
+    with pytest.raises(grpc.RpcError) as unknown:
+        health_of(cluster, 1, "no.such.Service")
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+    # a broker starting without a quorum to catch up with stays NOT_SERVING
+    for broker in sorted(cluster.nodes):
+        cluster.kill(broker)
+    cluster.start(1, wait=False)
+
+    def answers() -> int | None:
+        try:
+            return health_of(cluster, 1)
+        except grpc.RpcError:
+            return None  # not listening yet
+
+    assert wait_until(lambda: answers() is not None, what="broker 1 listening") is not None
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        assert answers() == NOT_SERVING
+        time.sleep(0.2)
+    # the quorum is back: it catches up, registers, is unfenced
+    cluster.start(2, wait=False)
+    cluster.start(3, wait=False)
+    wait_until(lambda: answers() == SERVING, timeout_s=60, what="broker 1 SERVING")
+    cluster.wait_ready(60)
+    assert all(health_of(cluster, b) == SERVING for b in cluster.nodes)
+
+
+def test_a_paused_broker_fenced_meanwhile_says_not_serving_until_unfenced(
+    make_cluster: ClusterFactory,
+) -> None:
+    cluster = make_cluster(3, **FAST)
+    admin = Admin(cluster.bootstrap, timeout_s=10, security=cluster.security)
+    with cluster.security.channel(cluster.nodes[3].grpc) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service=""), timeout=60
+        )
+        assert next(watch).status == SERVING
+        process = cluster._process(3)
+        assert process is not None
+        process.pause()
+        try:
+            wait_until(
+                lambda: any(
+                    b.broker_id == 3 and b.fenced for b in admin.describe_cluster().brokers
+                ),
+                what="broker 3 fenced",
+            )
+        finally:
+            process.resume()
+        seen = []
+        for answer in watch:
+            seen.append(answer.status)
+            if answer.status == SERVING:
+                break
+        watch.cancel()
+    assert seen == [NOT_SERVING, SERVING]
+
+
+def test_reflection_lists_every_service_and_describes_them(
+    make_cluster: ClusterFactory,
+) -> None:
+    cluster = make_cluster(1)
+    with cluster.security.channel(cluster.nodes[1].grpc) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        (listed,) = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+        )
+        names = {s.name for s in listed.list_services_response.service}
+        assert names == {
+            "raftlog.v1.Broker",
+            "raftlog.v1.Controller",
+            "raftlog.v1.GroupCoordinator",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1alpha.ServerReflection",
+        }
+        (described,) = stub.ServerReflectionInfo(
+            iter(
+                [reflection_pb2.ServerReflectionRequest(file_containing_symbol="raftlog.v1.Broker")]
+            ),
+            timeout=10,
+        )
+        files = described.file_descriptor_response.file_descriptor_proto
+        assert files and any(b"Produce" in f for f in files)
