@@ -84,6 +84,7 @@ from .common import (
     measure_and_report,
 )
 from .machine import RAW_DISK_BYTES, CpuMeter, cpu_ceiling_rps, cpu_us_per_record, raw_disk_mbps
+from .scrape import SCRAPE_INTERVAL_S, Scraper
 
 __all__ = ["REFERENCE", "TARGETS", "Report", "main", "render"]
 
@@ -229,13 +230,13 @@ def render(report: Report) -> Table:
 # ---- the cluster and a produce round -------------------------------------------------------------
 
 
-def _start_cluster(console: Console, root: str, *, plaintext: bool) -> Any:
+def _start_cluster(console: Console, root: str, *, plaintext: bool, metrics: bool) -> Any:
     last: Exception | None = None
     for attempt in range(_CLUSTER_START_ATTEMPTS):
         cluster = LocalCluster(os.path.join(root, f"cluster-{attempt}"))
         base = free_base_port()
         try:
-            cluster.up(3, base, timeout_s=60.0, plaintext=plaintext)
+            cluster.up(3, base, timeout_s=60.0, plaintext=plaintext, metrics=metrics)
             return cluster
         except LocalClusterError as exc:  # most likely a port taken since we probed it
             last = exc
@@ -299,6 +300,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="no TLS (default: mutual TLS, as deployed): to measure what TLS costs",
     )
+    parser.add_argument(
+        "--no-metrics",
+        action="store_true",
+        help="brokers without /metrics and the request meter (default: on, scraped every 5 s): "
+        "to measure what metrics cost",
+    )
     parser.add_argument("--dir", default=".bench-tmp", help="parent of the temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the cluster's directory")
     parser.add_argument(
@@ -347,6 +354,7 @@ def run(args: argparse.Namespace, console: Console) -> Report:
         "latency_linger_ms": args.latency_linger_ms,
         "batch_bytes": args.batch_bytes,
         "security": "plaintext" if args.plaintext else "tls",
+        "metrics": not args.no_metrics,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
@@ -356,15 +364,25 @@ def run(args: argparse.Namespace, console: Console) -> Report:
         "cpu_cores": {},
     }
     cluster = None
+    scraper: Scraper | None = None
+    stack = contextlib.ExitStack()
     try:
         console.print("[bold]raw disk[/bold]: 256 MiB of 1 MiB writes + fsync …")
         figures["raw_disk_mbps"] = round(raw_disk_mbps(root), 1)
         console.print(f"  {figures['raw_disk_mbps']:,.0f} MB/s")
         mode = "plaintext" if args.plaintext else "mutual TLS"
         console.print(f"[bold]cluster[/bold]: starting 3 brokers ({mode}) …")
-        cluster = _start_cluster(console, root, plaintext=args.plaintext)
+        cluster = _start_cluster(
+            console, root, plaintext=args.plaintext, metrics=not args.no_metrics
+        )
         pids = {i: n.pid for i, n in cluster.nodes.items()}
         console.print(f"  bootstrap {cluster.bootstrap} · pids {pids}")
+        urls = [f"http://{n.metrics}/metrics" for n in cluster.nodes.values() if n.metrics]
+        scraper = stack.enter_context(Scraper(urls)) if urls else None
+        if scraper is not None:
+            console.print(
+                f"  metrics on: scraping {len(urls)} brokers every {SCRAPE_INTERVAL_S:g} s"
+            )
         meta["broker_pids"] = pids
         meta["topic_configs"] = args.topic_configs
         time.sleep(1.0)  # let start-up settle, then what an idle cluster costs
@@ -503,6 +521,9 @@ def run(args: argparse.Namespace, console: Console) -> Report:
                 console.print(f"[dim]broker {node_id} log tail:\n{cluster.tail(node_id, 8)}[/dim]")
         raise
     finally:
+        stack.close()  # the scraper first: the brokers are about to go
+        if scraper is not None:
+            meta["metrics_scrapes"] = scraper.summary()
         if cluster is not None:
             cluster.down()
         if not args.keep:

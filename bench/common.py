@@ -259,13 +259,13 @@ def free_port() -> int:
 
 
 def free_base_port(nodes: int = 3, rng: random.Random | None = None) -> int:
-    """A base port of ``raftlog cluster up`` whose gRPC (base..) and Raft (base+100..) ports are
-    all free now."""
+    """A base port of ``raftlog cluster up`` whose gRPC (base..), Raft (base+100..) and metrics
+    (base+300..) ports are all free now."""
     rng = rng or random.Random()
     low, high = _PORT_RANGE
     for _ in range(200):
-        base = rng.randrange(low, high - 200)
-        ports = [base + i for i in range(nodes)] + [base + 100 + i for i in range(nodes)]
+        base = rng.randrange(low, high - 400)
+        ports = [base + offset + i for offset in (0, 100, 300) for i in range(nodes)]
         if all(port_free(p) for p in ports):
             return base
     raise BenchError(f"no free block of ports in {low}-{high}")

@@ -201,12 +201,14 @@ class LocalCluster:
         settings: dict[str, dict[str, object]] | None = None,
         plaintext: bool = False,
         password_listener: bool = False,
+        metrics: bool = True,
     ) -> None:
         """Write configs and start ``nodes`` brokers; wait until all are registered and live.
 
         Secure by default: mutual TLS with a CA made here; ``plaintext`` only when asked.
         ``password_listener`` also opens each broker's password listener (TLS without client
-        certificates, for SCRAM users) on ``base_port + 200 + i - 1``."""
+        certificates, for SCRAM users) on ``base_port + 200 + i - 1``; ``metrics`` (the default)
+        serves each broker's Prometheus ``/metrics`` on ``base_port + 300 + i - 1``."""
         if password_listener and plaintext:
             raise LocalClusterError("a password listener needs TLS")
         if not 1 <= nodes <= 5:
@@ -230,7 +232,7 @@ class LocalCluster:
                 f"127.0.0.1:{base_port + i - 1}",
                 f"127.0.0.1:{base_port + 99 + i}",
                 grpc_password=f"127.0.0.1:{base_port + 199 + i}" if password_listener else "",
-                metrics=f"127.0.0.1:{base_port + 299 + i}",
+                metrics=f"127.0.0.1:{base_port + 299 + i}" if metrics else "",
             )
             for i in range(1, nodes + 1)
         }
