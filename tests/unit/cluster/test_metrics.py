@@ -5,11 +5,13 @@ meter's codes, and the health rule."""
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from raftlog.cluster.broker_metrics import BrokerMetrics
 from raftlog.cluster.health import BrokerHealth, serving
 from raftlog.cluster.metrics import (
     METRIC_NAMES,
@@ -23,8 +25,15 @@ from raftlog.cluster.metrics import (
 from raftlog.cluster.request_metrics import RequestMeter, answer_codes
 from raftlog.proto import broker_pb2
 from raftlog.proto.codes import ErrorCode
-from raftlog.raft.commands import CreateTopic, FenceBroker, RegisterBroker, UnfenceBroker
+from raftlog.raft.commands import (
+    CreateTopic,
+    FenceBroker,
+    RegisterBroker,
+    UnfenceBroker,
+    encode_command,
+)
 from raftlog.raft.metadata import MetadataState
+from raftlog.raft.store import MetadataStore
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -200,3 +209,34 @@ def test_a_snapshot_is_plain_data() -> None:
     got = exposed(registry)
     assert got[("raftlog_raft_role", (("role", "leader"),))] == 1
     assert got[("raftlog_active_controller", ())] == 1
+
+
+def test_the_broker_is_serving_once_its_own_incarnation_is_registered_and_unfenced() -> None:
+    """``BrokerMetrics.is_serving`` over a real metadata store: a previous incarnation's
+    registration does not count, a fenced one does not serve, nor one not caught up or cut off."""
+    store = MetadataStore()
+    replicas = SimpleNamespace(ready=True, cut_off=None)
+    broker = SimpleNamespace(
+        config=SimpleNamespace(node_id=1, metrics_address=None),
+        incarnation=20,
+        store=store,
+        replicas=replicas,
+    )
+    metrics = BrokerMetrics(broker)  # type: ignore[arg-type]
+    assert not metrics.is_serving(stopping=False)  # not registered at all
+    store.apply(encode_command(RegisterBroker(1, "h:1", incarnation=10)))
+    store.apply(encode_command(UnfenceBroker(1, 10)))
+    assert not metrics.is_serving(stopping=False)  # the previous process's registration
+    store.apply(encode_command(RegisterBroker(1, "h:1", incarnation=20)))
+    assert not metrics.is_serving(stopping=False)  # registered, still fenced
+    store.apply(encode_command(UnfenceBroker(1, 20)))
+    assert metrics.is_serving(stopping=False)
+    assert not metrics.is_serving(stopping=True)
+    replicas.cut_off = "no controller for 3 s"
+    assert not metrics.is_serving(stopping=False)
+    replicas.cut_off = None
+    replicas.ready = False
+    assert not metrics.is_serving(stopping=False)
+    replicas.ready = True
+    store.apply(encode_command(FenceBroker(1, 20)))
+    assert not metrics.is_serving(stopping=False)  # fenced after a missed session
