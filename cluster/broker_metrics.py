@@ -5,15 +5,21 @@ meter, the election counters, the health service's rule applied to the broker's 
 runs on prometheus-client's HTTP thread: ``_scrape`` hands ``snapshot`` to the broker loop (which
 owns the replicas, the purgatories and the groups) and waits at most ``SCRAPE_TIMEOUT_S`` — a
 loop that cannot answer that fast fails the scrape (Prometheus records ``up`` 0 for it), which
-is itself the alert. The election counters are bumped on the Raft thread as commands apply,
-only while this broker is the active controller (Kafka's controller metrics), so a sum over the
-brokers counts each election once.
+is itself the alert. Scrapes are served one at a time and a snapshot younger than
+``SNAPSHOT_REUSE_S`` is answered again: a caller hammering the endpoint costs the loop at most
+one snapshot a second, whatever it sends.
+
+The election counters are bumped on the Raft thread as commands apply, only while this broker
+is the active controller (Kafka's controller metrics), so a sum over the brokers counts each
+election once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -27,11 +33,12 @@ from .request_metrics import RequestMeter
 if TYPE_CHECKING:
     from .broker import Broker
 
-__all__ = ["SCRAPE_TIMEOUT_S", "BrokerMetrics"]
+__all__ = ["SCRAPE_TIMEOUT_S", "SNAPSHOT_REUSE_S", "BrokerMetrics"]
 
 logger = logging.getLogger(__name__)
 
 SCRAPE_TIMEOUT_S = 5.0
+SNAPSHOT_REUSE_S = 1.0
 
 
 class BrokerMetrics:
@@ -44,6 +51,8 @@ class BrokerMetrics:
         self.unclean_leader_elections = 0
         self.counting_elections = False  # set once the quorum exists (run())
         self._server: Any = None
+        self._scrape_lock = threading.Lock()
+        self._last: tuple[float, MetricsSnapshot] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- the endpoint ------------------------------------------------------------------------
@@ -71,7 +80,13 @@ class BrokerMetrics:
         async def on_loop() -> MetricsSnapshot:
             return self.snapshot()
 
-        return asyncio.run_coroutine_threadsafe(on_loop(), loop).result(SCRAPE_TIMEOUT_S)
+        with self._scrape_lock:
+            now = time.monotonic()
+            if self._last is not None and now - self._last[0] < SNAPSHOT_REUSE_S:
+                return self._last[1]
+            taken = asyncio.run_coroutine_threadsafe(on_loop(), loop).result(SCRAPE_TIMEOUT_S)
+            self._last = (now, taken)
+            return taken
 
     # ---- the values --------------------------------------------------------------------------
 
