@@ -359,6 +359,8 @@ def _cmd_cluster(args: argparse.Namespace, console: Console) -> int:
                 _print_json(console, cluster.to_json())
             else:
                 console.print(f"[green]ready[/green]: bootstrap {cluster.bootstrap}")
+                metrics = [f"http://{n.metrics}/metrics" for n in cluster.nodes.values()]
+                console.print(f"metrics: {' '.join(metrics)}", highlight=False)
         case "down":
             stopped = cluster.down()
             console.print(f"stopped {len(stopped)} broker(s)" if stopped else "nothing running")
@@ -375,7 +377,8 @@ def _cmd_cluster(args: argparse.Namespace, console: Console) -> int:
             else:
                 for b in body["brokers"]:  # type: ignore[attr-defined]
                     state = f"pid {b['pid']}" if b["pid"] else "[red]stopped[/red]"
-                    console.print(f"broker {b['id']}  {b['address']}  {state}")
+                    metrics = f"  {b['metrics_url']}" if b["metrics_url"] else ""
+                    console.print(f"broker {b['id']}  {b['address']}  {state}{metrics}")
     return 0
 
 
