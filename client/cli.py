@@ -377,8 +377,8 @@ def _cmd_cluster(args: argparse.Namespace, console: Console) -> int:
             else:
                 for b in body["brokers"]:  # type: ignore[attr-defined]
                     state = f"pid {b['pid']}" if b["pid"] else "[red]stopped[/red]"
-                    metrics = f"  {b['metrics_url']}" if b["metrics_url"] else ""
-                    console.print(f"broker {b['id']}  {b['address']}  {state}{metrics}")
+                    url = f"  {b['metrics_url']}" if b["metrics_url"] else ""
+                    console.print(f"broker {b['id']}  {b['address']}  {state}{url}")
     return 0
 
 

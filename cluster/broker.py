@@ -729,8 +729,6 @@ class Broker:
                 ("grpc.max_concurrent_streams", config.limits.streams_per_connection_max),
             ],
             maximum_concurrent_rpcs=config.limits.requests_in_flight_max,
-            # the request meter only where /metrics can show it (nothing to pay for otherwise)
-            interceptors=[self.metrics.requests] if config.metrics_address else [],
         )
         broker_pb2_grpc.add_BrokerServicer_to_server(BrokerServicer(self), server)
         controller_pb2_grpc.add_ControllerServicer_to_server(ControllerServicer(self), server)

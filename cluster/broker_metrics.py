@@ -1,5 +1,6 @@
 """The broker's observability shell: its metrics registry and ``/metrics`` endpoint, the request
-meter, the election counters, the health service's rule applied to the broker's state.
+meter (used by ``rpc_errors.typed_errors``), the election counters, the health service's rule
+applied to the broker's state.
 
 ``metrics.py`` says what is exported and why; this module only fetches the values. A scrape
 runs on prometheus-client's HTTP thread: ``_scrape`` hands ``snapshot`` to the broker loop (which
@@ -45,7 +46,10 @@ class BrokerMetrics:
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
         self.registry = CollectorRegistry(auto_describe=False)
-        self.requests = RequestMeter(self.registry)
+        # metered only where /metrics can show it: without an endpoint there is nothing to pay
+        self.requests = (
+            RequestMeter(self.registry) if broker.config.metrics_address is not None else None
+        )
         self.registry.register(BrokerCollector(self._scrape))
         self.leader_elections = 0
         self.unclean_leader_elections = 0

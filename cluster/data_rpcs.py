@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -125,7 +126,9 @@ class DataRpcs(broker_pb2_grpc.BrokerServicer):
             principal = self.broker.authorizer.principal(context)
         except AuthenticationFailed as exc:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        meter = self.broker.metrics.requests
         async for request in requests:
+            started = time.perf_counter()
             try:
                 response = await self._fetch(request, principal)
             except Exception as exc:  # a stream has no wrapper: the same rule, per message
@@ -133,6 +136,8 @@ class DataRpcs(broker_pb2_grpc.BrokerServicer):
                 response = broker_pb2.FetchResponse(
                     error=error(ErrorCode.UNKNOWN_SERVER_ERROR, f"{type(exc).__name__}: {exc}")
                 )
+            if meter is not None:
+                meter.observe("ReplicaFetch", time.perf_counter() - started, response)
             yield response
 
     def _throttle(self, principal: Principal, produce: bool, size_bytes: int) -> int:

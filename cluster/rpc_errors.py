@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ from raftlog.proto import common_pb2
 from raftlog.proto.codes import ErrorCode
 
 from .auth import AuthenticationFailed, Principal
+from .request_metrics import RequestMeter, status_of
 
 __all__ = ["Handler", "denied", "error", "result_error", "typed_errors"]
 
@@ -37,22 +39,32 @@ Handler = Callable[[Any, Any, Any], Awaitable[Any]]
 
 
 def typed_errors(response: type[Any]) -> Callable[[Handler], Handler]:
-    """Answer ``response(error=UNKNOWN_SERVER_ERROR)`` for anything a handler did not expect."""
+    """Answer ``response(error=UNKNOWN_SERVER_ERROR)`` for anything a handler did not expect;
+    meter the call (``request_metrics.py``) when the broker has a request meter."""
 
     def wrap(handler: Handler) -> Handler:
+        rpc = handler.__name__
+
         @functools.wraps(handler)
         async def guarded(self: Any, request: Any, context: Any) -> Any:
+            meter: RequestMeter | None = self.broker.metrics.requests
+            started = time.perf_counter()
             try:
-                return await handler(self, request, context)
-            except (asyncio.CancelledError, grpc.aio.AbortError):
+                answer = await handler(self, request, context)
+            except (asyncio.CancelledError, grpc.aio.AbortError) as exc:
+                if meter is not None:
+                    meter.failed(rpc, time.perf_counter() - started, status_of(exc, context))
                 raise  # the call was cancelled, or the handler chose a gRPC status itself
             except AuthenticationFailed as exc:
-                return response(error=error(ErrorCode.SASL_AUTHENTICATION_FAILED, str(exc)))
+                answer = response(error=error(ErrorCode.SASL_AUTHENTICATION_FAILED, str(exc)))
             except Exception as exc:
-                logger.exception("%s failed unexpectedly", handler.__name__)
-                return response(
+                logger.exception("%s failed unexpectedly", rpc)
+                answer = response(
                     error=error(ErrorCode.UNKNOWN_SERVER_ERROR, f"{type(exc).__name__}: {exc}")
                 )
+            if meter is not None:
+                meter.observe(rpc, time.perf_counter() - started, answer)
+            return answer
 
         return guarded
 

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from raftlog.cluster import controller_service
 from raftlog.cluster.auth import Authorizer
@@ -27,6 +28,7 @@ from raftlog.cluster.controller_service import (
     fd_replica_budget,
 )
 from raftlog.cluster.controller_servicer import ControllerServicer
+from raftlog.cluster.request_metrics import RequestMeter
 from raftlog.proto import broker_pb2, common_pb2
 from raftlog.proto.codes import ErrorCode
 from raftlog.raft.acl import AclIndex
@@ -139,6 +141,7 @@ def test_partitions_per_request_add_up_over_its_topics() -> None:
         controller=ctrl,
         config=SimpleNamespace(limits=ctrl.limits),
         authorizer=PLAINTEXT_AUTHORIZER,
+        metrics=SimpleNamespace(requests=None),  # no /metrics: nothing metered
     )
     servicer = ControllerServicer(broker)  # type: ignore[arg-type]
     request = broker_pb2.CreateTopicsRequest(
@@ -275,10 +278,12 @@ def test_an_unexpected_exception_in_a_servicer_becomes_a_typed_error() -> None:
         async def create_topic(self, request: Any, *, validate_only: bool) -> Any:
             raise RuntimeError("boom")
 
+    registry = CollectorRegistry(auto_describe=False)
     broker = SimpleNamespace(
         controller=Exploding(),
         config=SimpleNamespace(limits=Limits()),
         authorizer=PLAINTEXT_AUTHORIZER,
+        metrics=SimpleNamespace(requests=RequestMeter(registry)),
     )
     servicer = ControllerServicer(broker)  # type: ignore[arg-type]
     request = broker_pb2.CreateTopicsRequest(
@@ -287,6 +292,14 @@ def test_an_unexpected_exception_in_a_servicer_becomes_a_typed_error() -> None:
     response = asyncio.run(servicer.CreateTopics(request, None))  # type: ignore[arg-type]
     assert response.error.code == common_pb2.UNKNOWN_SERVER_ERROR
     assert "RuntimeError: boom" in response.error.message
+    # the typed answer is what the request meter counts
+    labels = {"rpc": "CreateTopics", "code": "UNKNOWN_SERVER_ERROR"}
+    assert registry.get_sample_value("raftlog_requests_total", labels) == 1
+    assert registry.get_sample_value("raftlog_request_errors_total", labels) == 1
+    assert (
+        registry.get_sample_value("raftlog_request_duration_seconds_count", {"rpc": "CreateTopics"})
+        == 1
+    )
 
     class BrokenStore:
         def read(self) -> Any:
@@ -294,7 +307,10 @@ def test_an_unexpected_exception_in_a_servicer_becomes_a_typed_error() -> None:
 
     data = BrokerServicer(
         SimpleNamespace(  # type: ignore[arg-type]
-            store=BrokenStore(), controller_id=lambda: 1, authorizer=PLAINTEXT_AUTHORIZER
+            store=BrokenStore(),
+            controller_id=lambda: 1,
+            authorizer=PLAINTEXT_AUTHORIZER,
+            metrics=SimpleNamespace(requests=None),
         )
     )
     answer = asyncio.run(data.Metadata(broker_pb2.MetadataRequest(), None))  # type: ignore[arg-type]
