@@ -52,9 +52,11 @@ BUCKETS = (
 
 
 def answer_codes(response: Any) -> tuple[ErrorCode, list[ErrorCode]]:
-    """(the request-level code, every error code ``response`` carries)."""
-    top = ErrorCode(response.error.code) if response.HasField("error") else ErrorCode.NONE
-    errors: list[ErrorCode] = [top] if top != ErrorCode.NONE else []
+    """(the request-level code, every error code ``response`` carries). Plain ints are compared
+    first: an answer without errors builds no enum member (this runs for every request)."""
+    code = response.error.code
+    top = ErrorCode(code) if code else ErrorCode.NONE
+    errors: list[ErrorCode] = [top] if code else []
     for item in getattr(response, "partitions", ()):
         found = getattr(item, "error", None)
         if found is not None and found.code:
