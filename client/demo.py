@@ -6,8 +6,9 @@ that a principal without ACLs is refused), creates a topic with replication fact
 2, produces 10,000 records with acks=all, kills the leader of a partition with SIGKILL, produces
 10,000 more while the cluster fails over, consumes everything and checks that all 20,000 records
 are there exactly once and in send order per partition, restarts the killed broker and waits for
-it to rejoin every ISR, shows the status view, and stops the cluster. Exit code 0 only when
-every check passed.
+it to rejoin every ISR, checks every broker's health service and ``/metrics`` (the failover's
+leader election counted, nothing under-replicated), shows the status view, and stops the
+cluster. Exit code 0 only when every check passed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .admin import Admin
 from .consumer import Consumer, ConsumerRecord
 from .errors import TopicAuthorizationFailedError
 from .local_cluster import LocalCluster
+from .observability import health_status, scrape, sum_of
 from .producer import Producer, SendFuture
 
 __all__ = ["run_demo"]
@@ -168,6 +170,22 @@ def run_demo(
                 "the restarted broker is back in sync",
                 rejoined,
                 f"ISRs {[list(p.isr) for p in topic.partitions]}",
+            )
+            urls = [f"http://{n.metrics}/metrics" for n in cluster.nodes.values()]
+            deadline = time.monotonic() + 10  # every leader applies the full ISRs in its time
+            while True:
+                pages = [scrape(url) for url in urls]
+                lagging = sum(sum_of(p, "raftlog_under_replicated_partitions") for p in pages)
+                if lagging == 0 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            health = [health_status(n.grpc, cluster.security) for n in cluster.nodes.values()]
+            elections = sum(sum_of(p, "raftlog_leader_elections_total") for p in pages)
+            check(
+                "metrics and health tell the story",
+                health == ["SERVING"] * 3 and elections >= 1 and lagging == 0,
+                f"health {health}; /metrics: {elections:.0f} leader election(s), "
+                f"{lagging:.0f} under-replicated (curl {urls[0]})",
             )
             console.print("8. the cluster now (`raftlog status`):")
             from .status import render
