@@ -32,11 +32,13 @@ from .group_admin import GroupAdmin, GroupDescription, GroupOffset
 from .metadata import ClusterMetadata
 from .security import ClientSecurity
 from .snapshot import (
+    BrokerRates,
     BrokerView,
     PartitionView,
     QuorumView,
     ReplicaView,
     StatusSnapshot,
+    TopicRates,
     VoterView,
 )
 
@@ -376,6 +378,7 @@ class Admin(GroupAdmin, AclAdmin):
                 else -1,
                 raft_role=quorum_roles.get(b.broker_id, "unknown"),
                 is_controller=b.broker_id == controller_id,
+                rates=_rates_of(described.get(b.broker_id)),
             )
             for b in metadata.brokers
         )
@@ -418,3 +421,28 @@ class Admin(GroupAdmin, AclAdmin):
             partitions=tuple(partitions),
             errors=tuple(errors),
         )
+
+
+def _rates_of(answer: Any) -> BrokerRates | None:
+    """The rates of a DescribeReplicas answer (None: no answer, or a broker without rates)."""
+    if answer is None or isinstance(answer, Exception) or not answer.HasField("rates"):
+        return None
+    r = answer.rates
+    return BrokerRates(
+        window_s=r.window_s,
+        topics=tuple(
+            TopicRates(
+                topic=t.topic,
+                records_in_per_s=t.records_in_per_s,
+                bytes_in_per_s=t.bytes_in_per_s,
+                records_out_per_s=t.records_out_per_s,
+                bytes_out_per_s=t.bytes_out_per_s,
+            )
+            for t in r.topics
+        ),
+        replication_bytes_in_per_s=r.replication_bytes_in_per_s,
+        replication_bytes_out_per_s=r.replication_bytes_out_per_s,
+        isr_shrinks_last_minute=r.isr_shrinks_last_minute,
+        isr_expands_last_minute=r.isr_expands_last_minute,
+        raft_commits_per_s=r.raft_commits_per_s,
+    )

@@ -12,13 +12,58 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = [
+    "BrokerRates",
     "BrokerView",
     "PartitionView",
     "QuorumView",
     "ReplicaView",
     "StatusSnapshot",
+    "TopicRates",
     "VoterView",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRates:
+    topic: str
+    records_in_per_s: float
+    bytes_in_per_s: float
+    records_out_per_s: float
+    bytes_out_per_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerRates:
+    """One broker's windowed rates (DescribeReplicas): per second over the last ``window_s``,
+    ISR changes over the last minute. ``in``: appended as leader; ``out``: sent to consumers."""
+
+    window_s: float
+    topics: tuple[TopicRates, ...]
+    replication_bytes_in_per_s: float
+    replication_bytes_out_per_s: float
+    isr_shrinks_last_minute: int
+    isr_expands_last_minute: int
+    raft_commits_per_s: float
+
+    @property
+    def records_in_per_s(self) -> float:
+        return sum(t.records_in_per_s for t in self.topics)
+
+    @property
+    def bytes_in_per_s(self) -> float:
+        return sum(t.bytes_in_per_s for t in self.topics)
+
+    @property
+    def records_out_per_s(self) -> float:
+        return sum(t.records_out_per_s for t in self.topics)
+
+    @property
+    def bytes_out_per_s(self) -> float:
+        return sum(t.bytes_out_per_s for t in self.topics)
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> BrokerRates:
+        return cls(**{**body, "topics": tuple(TopicRates(**t) for t in body["topics"])})
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +77,7 @@ class BrokerView:
     last_heartbeat_ms_ago: int  # -1: unknown
     raft_role: str  # "leader", "follower", "candidate" or "unknown"
     is_controller: bool
+    rates: BrokerRates | None = None  # None: not reachable, or a broker without rates
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +156,20 @@ class StatusSnapshot:
     def under_min_isr_count(self) -> int:
         return sum(p.under_min_isr for p in self.partitions)
 
+    def topic_rates(self) -> tuple[TopicRates, ...]:
+        """Each topic's rates summed over the brokers that answered, busiest (bytes) first."""
+        sums: dict[str, list[float]] = {}
+        for broker in self.brokers:
+            for t in broker.rates.topics if broker.rates is not None else ():
+                row = sums.setdefault(t.topic, [0.0, 0.0, 0.0, 0.0])
+                row[0] += t.records_in_per_s
+                row[1] += t.bytes_in_per_s
+                row[2] += t.records_out_per_s
+                row[3] += t.bytes_out_per_s
+        rows = [TopicRates(topic, *values) for topic, values in sums.items()]
+        rows.sort(key=lambda t: (-(t.bytes_in_per_s + t.bytes_out_per_s), t.topic))
+        return tuple(rows)
+
     def to_json(self) -> dict[str, Any]:
         body = asdict(self)
         body["totals"] = {
@@ -118,6 +178,7 @@ class StatusSnapshot:
             "under_replicated": self.under_replicated_count,
             "under_min_isr": self.under_min_isr_count,
         }
+        body["topic_rates"] = [asdict(t) for t in self.topic_rates()]
         return body
 
     @classmethod
@@ -128,7 +189,11 @@ class StatusSnapshot:
             bootstrap=body["bootstrap"],
             controller_id=body["controller_id"],
             metadata_version=body["metadata_version"],
-            brokers=tuple(BrokerView(**b) for b in body["brokers"]),
+            brokers=tuple(
+                BrokerView(**{**b, "rates": rates and BrokerRates.from_json(rates)})
+                for b in body["brokers"]
+                for rates in (b.get("rates"),)
+            ),
             quorum=None
             if quorum is None
             else QuorumView(

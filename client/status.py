@@ -6,6 +6,9 @@ One screen that is ``kafka-topics --describe`` and ``rpk cluster health`` togeth
   (red ``NO CONTROLLER`` when none), metadata version, Raft term / commit index;
 - the brokers: state, Raft role, the ★ controller marker, heartbeat age, and the Raft match
   index and lag of the voter with the same node id;
+- the traffic (``status_traffic.py``): per broker and per topic, records and bytes per second in
+  and out over the last few seconds, replication bytes, ISR shrinks and expands in the last
+  minute and the Raft commit rate;
 - the partitions, sorted by (topic, partition): leader, epoch, replicas with the out-of-sync ones
   marked ``✗``, ISR, high watermark, log end offset, each follower's LEO delta, size and a health
   label; offline rows red, under-min-ISR bold red, under-replicated yellow;
@@ -45,6 +48,7 @@ from raftlog.client.snapshot import (
     StatusSnapshot,
     VoterView,
 )
+from raftlog.client.status_traffic import traffic
 
 __all__ = [
     "BROKER_ROWS_MAX",
@@ -127,6 +131,9 @@ def render(
         Text(),
         _totals(snapshot),
     ]
+    moving = traffic(snapshot, compact=compact)
+    if moving is not None:
+        parts[4:4] = [moving, Text()]  # after the brokers: who carries the load
     if snapshot.errors:
         parts += [Text(), _errors(snapshot.errors)]
     title = Text.assemble(

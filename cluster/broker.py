@@ -83,7 +83,7 @@ from raftlog.segments.clock import SYSTEM_CLOCK, Clock
 
 from . import restart
 from .auth import Authorizer, PasswordCheck
-from .broker_metrics import BrokerMetrics
+from .broker_metrics import RATE_SAMPLE_INTERVAL_MS, BrokerMetrics
 from .broker_servicer import BrokerServicer
 from .config import BrokerConfig, Security
 from .controller_link import ControllerLink, ControllerUnreachable
@@ -780,6 +780,7 @@ class Broker:
             loop.create_task(self._every(RELAYED_STATES_INTERVAL_MS, self._states_through_relay)),
             loop.create_task(self._every(1000, self.replicas.scrub)),
             loop.create_task(self._every(HEALTH_INTERVAL_MS, self._publish_health)),
+            loop.create_task(self._every(RATE_SAMPLE_INTERVAL_MS, self.metrics.sample_rates)),
         ]
         try:
             await self._stopping.wait()

@@ -1,6 +1,8 @@
 """The broker's observability shell: its metrics registry and ``/metrics`` endpoint, the request
-meter (used by ``rpc_errors.typed_errors``), the election counters, the health service's rule
-applied to the broker's state.
+meter (used by ``rpc_errors.typed_errors``), the election counters, the windowed rates of
+``raftlog status`` (the traffic counters and the Raft commit index sampled every second into a
+``CounterHistory``, answered in DescribeReplicas), the health service's rule applied to the
+broker's state.
 
 ``metrics.py`` says what is exported and why; this module only fetches the values. A scrape
 runs on prometheus-client's HTTP thread: ``_scrape`` hands ``snapshot`` to the broker loop (which
@@ -25,10 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from raftlog.proto import broker_pb2
 from raftlog.raft.metadata_records import Applied
 
 from .health import serving
 from .metrics import BrokerCollector, GroupLag, LogSize, MetricsSnapshot, partition_gauges
+from .rates import CounterHistory
 from .request_metrics import RequestMeter
 
 if TYPE_CHECKING:
@@ -40,6 +44,9 @@ logger = logging.getLogger(__name__)
 
 SCRAPE_TIMEOUT_S = 5.0
 SNAPSHOT_REUSE_S = 1.0
+RATE_SAMPLE_INTERVAL_MS = 1000
+RATE_WINDOW_MS = 5000  # "lately" for throughput and the commit rate
+ISR_WINDOW_MS = 60_000  # ISR changes are counted over the last minute
 
 
 class BrokerMetrics:
@@ -54,6 +61,7 @@ class BrokerMetrics:
         self.leader_elections = 0
         self.unclean_leader_elections = 0
         self.counting_elections = False  # set once the quorum exists (run())
+        self.history = CounterHistory()
         self._server: Any = None
         self._scrape_lock = threading.Lock()
         self._last: tuple[float, MetricsSnapshot] | None = None
@@ -155,6 +163,43 @@ class BrokerMetrics:
             group_members=tuple(members),
             group_lags=tuple(lags),
         )
+
+    # ---- windowed rates (raftlog status) -------------------------------------------------------
+
+    def sample_rates(self) -> None:
+        """Every RATE_SAMPLE_INTERVAL_MS on the loop: the counters into the history."""
+        broker = self._broker
+        values = broker.replicas.traffic.counters()
+        values["raft_commits", ""] = broker.quorum.status().commit_index
+        self.history.sample(broker.clock.mono_ms(), values)
+
+    def rates(self) -> broker_pb2.BrokerRates:
+        """This broker's rates now, for DescribeReplicas."""
+        history = self.history
+        now = self._broker.clock.mono_ms()
+
+        def rate(name: str, topic: str = "") -> float:
+            return round(history.rate((name, topic), RATE_WINDOW_MS, now), 1)
+
+        answer = broker_pb2.BrokerRates(
+            window_s=RATE_WINDOW_MS / 1000,
+            replication_bytes_in_per_s=rate("replication_bytes_in"),
+            replication_bytes_out_per_s=rate("replication_bytes_out"),
+            isr_shrinks_last_minute=history.increase(("isr_shrinks", ""), ISR_WINDOW_MS, now),
+            isr_expands_last_minute=history.increase(("isr_expands", ""), ISR_WINDOW_MS, now),
+            raft_commits_per_s=rate("raft_commits"),
+        )
+        for topic in sorted(self._broker.replicas.traffic.topics):
+            answer.topics.append(
+                broker_pb2.TopicRates(
+                    topic=topic,
+                    records_in_per_s=rate("records_in", topic),
+                    bytes_in_per_s=rate("bytes_in", topic),
+                    records_out_per_s=rate("records_out", topic),
+                    bytes_out_per_s=rate("bytes_out", topic),
+                )
+            )
+        return answer
 
     def is_serving(self, stopping: bool) -> bool:
         """The health rule (``health.serving``) over the broker's state now."""

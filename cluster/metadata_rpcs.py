@@ -133,7 +133,9 @@ class MetadataRpcs(broker_pb2_grpc.BrokerServicer):
             )
         now = broker.clock_ms()
         response = broker_pb2.DescribeReplicasResponse(
-            broker_id=broker.config.node_id, metadata_version=broker.store.version
+            broker_id=broker.config.node_id,
+            metadata_version=broker.store.version,
+            rates=broker.metrics.rates(),
         )
         for key in sorted(broker.replicas.partitions):
             partition = broker.replicas.partitions[key]

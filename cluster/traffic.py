@@ -38,6 +38,21 @@ class Traffic:
     isr_shrinks: int = 0  # ISR changes of partitions this broker leads (Kafka: IsrShrinksPerSec)
     isr_expands: int = 0
 
+    def counters(self) -> dict[tuple[str, str], int]:
+        """Every counter by (name, topic or ""), for the windowed rates (``rates.py``)."""
+        out = {
+            ("replication_bytes_in", ""): self.replication_bytes_in,
+            ("replication_bytes_out", ""): self.replication_bytes_out,
+            ("isr_shrinks", ""): self.isr_shrinks,
+            ("isr_expands", ""): self.isr_expands,
+        }
+        for name, row in self.topics.items():
+            out["records_in", name] = row.records_in
+            out["bytes_in", name] = row.bytes_in
+            out["records_out", name] = row.records_out
+            out["bytes_out", name] = row.bytes_out
+        return out
+
     def topic(self, name: str) -> TopicTraffic:
         found = self.topics.get(name)
         if found is None:

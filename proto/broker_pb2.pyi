@@ -459,16 +459,50 @@ class ReplicaStatus(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., role: _Optional[str] = ..., leader_epoch: _Optional[int] = ..., high_watermark: _Optional[int] = ..., log_start_offset: _Optional[int] = ..., log_end_offset: _Optional[int] = ..., size_bytes: _Optional[int] = ..., followers: _Optional[_Iterable[_Union[ReplicaProgress, _Mapping]]] = ..., isr: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class DescribeReplicasResponse(_message.Message):
-    __slots__ = ("error", "broker_id", "replicas", "metadata_version")
+    __slots__ = ("error", "broker_id", "replicas", "metadata_version", "rates")
     ERROR_FIELD_NUMBER: _ClassVar[int]
     BROKER_ID_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     METADATA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RATES_FIELD_NUMBER: _ClassVar[int]
     error: _common_pb2.Error
     broker_id: int
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaStatus]
     metadata_version: int
-    def __init__(self, error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., broker_id: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., metadata_version: _Optional[int] = ...) -> None: ...
+    rates: BrokerRates
+    def __init__(self, error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., broker_id: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., metadata_version: _Optional[int] = ..., rates: _Optional[_Union[BrokerRates, _Mapping]] = ...) -> None: ...
+
+class BrokerRates(_message.Message):
+    __slots__ = ("window_s", "topics", "replication_bytes_in_per_s", "replication_bytes_out_per_s", "isr_shrinks_last_minute", "isr_expands_last_minute", "raft_commits_per_s")
+    WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    TOPICS_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_BYTES_IN_PER_S_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_BYTES_OUT_PER_S_FIELD_NUMBER: _ClassVar[int]
+    ISR_SHRINKS_LAST_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    ISR_EXPANDS_LAST_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    RAFT_COMMITS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    window_s: float
+    topics: _containers.RepeatedCompositeFieldContainer[TopicRates]
+    replication_bytes_in_per_s: float
+    replication_bytes_out_per_s: float
+    isr_shrinks_last_minute: int
+    isr_expands_last_minute: int
+    raft_commits_per_s: float
+    def __init__(self, window_s: _Optional[float] = ..., topics: _Optional[_Iterable[_Union[TopicRates, _Mapping]]] = ..., replication_bytes_in_per_s: _Optional[float] = ..., replication_bytes_out_per_s: _Optional[float] = ..., isr_shrinks_last_minute: _Optional[int] = ..., isr_expands_last_minute: _Optional[int] = ..., raft_commits_per_s: _Optional[float] = ...) -> None: ...
+
+class TopicRates(_message.Message):
+    __slots__ = ("topic", "records_in_per_s", "bytes_in_per_s", "records_out_per_s", "bytes_out_per_s")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_IN_PER_S_FIELD_NUMBER: _ClassVar[int]
+    BYTES_IN_PER_S_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_OUT_PER_S_FIELD_NUMBER: _ClassVar[int]
+    BYTES_OUT_PER_S_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    records_in_per_s: float
+    bytes_in_per_s: float
+    records_out_per_s: float
+    bytes_out_per_s: float
+    def __init__(self, topic: _Optional[str] = ..., records_in_per_s: _Optional[float] = ..., bytes_in_per_s: _Optional[float] = ..., records_out_per_s: _Optional[float] = ..., bytes_out_per_s: _Optional[float] = ...) -> None: ...
 
 class CreateTopicsRequest(_message.Message):
     __slots__ = ("topics", "timeout_ms", "validate_only")

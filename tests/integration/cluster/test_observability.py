@@ -260,3 +260,35 @@ def test_reflection_lists_every_service_and_describes_them(
         )
         files = described.file_descriptor_response.file_descriptor_proto
         assert files and any(b"Produce" in f for f in files)
+
+
+def test_status_shows_windowed_rates_that_fall_back_to_zero(make_cluster: ClusterFactory) -> None:
+    cluster = make_cluster(3, **FAST)
+    admin = Admin(cluster.bootstrap, timeout_s=10, security=cluster.security)
+    admin.create_topic("r", 3, 3, min_insync_replicas=2)
+    with Producer(cluster.bootstrap, security=cluster.security) as producer:
+        deadline = time.monotonic() + 3  # keep sending: the window is a few seconds
+        created = 0
+        while time.monotonic() < deadline:
+            for future in [producer.send("r", b"x" * 100) for _ in range(200)]:
+                future.result(20)
+            if created < 4:  # metadata commands, for the Raft commit rate
+                admin.create_topic(f"more-{created}", 1, 1)
+                created += 1
+        snapshot = admin.status_snapshot()
+    rates = {t.topic: t for t in snapshot.topic_rates()}
+    assert (
+        rates["r"].records_in_per_s > 0
+        and rates["r"].bytes_in_per_s > 100 * rates["r"].records_in_per_s * 0.9
+    )
+    assert all(b.rates is not None for b in snapshot.brokers)
+    assert all(b.rates.raft_commits_per_s > 0 for b in snapshot.brokers if b.rates)
+    assert sum(b.rates.replication_bytes_in_per_s for b in snapshot.brokers if b.rates) > 0
+    body = snapshot.to_json()
+    assert body["topic_rates"][0]["topic"] == "r"
+    # nothing sent for longer than the window: back to 0
+    wait_until(
+        lambda: all(t.records_in_per_s == 0 for t in admin.status_snapshot().topic_rates()),
+        timeout_s=15,
+        what="the rates to fall back to 0",
+    )
