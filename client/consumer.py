@@ -53,6 +53,7 @@ from raftlog.segments.batch import (
 from .errors import CorruptBatchError, LogTruncationError, NetworkError, OffsetOutOfRangeError
 from .group import GroupMembership
 from .metadata import ClusterMetadata
+from .metrics import ClientMetrics
 from .security import ClientSecurity
 
 __all__ = ["Consumer", "ConsumerRecord"]
@@ -108,6 +109,7 @@ class Consumer:
         metadata: ClusterMetadata | None = None,
         security: ClientSecurity | None = None,
         batch_uncompressed_bytes_max: int | None = None,
+        metrics: ClientMetrics | None = None,
     ) -> None:
         if auto_offset_reset not in ("earliest", "latest", "none"):
             raise ValueError("auto_offset_reset is earliest, latest or none")
@@ -131,10 +133,13 @@ class Consumer:
         # until a seek (or a new assignment) forgets the entry
         self._corrupt: dict[TopicPartition, CorruptBatchError] = {}
         self._closed = False
-        # leader address → (its fetch in flight, the offset each partition was fetched from)
-        self._inflight: dict[str, tuple[Any, dict[TopicPartition, int]]] = {}
+        # leader address → (its fetch in flight, the offset each partition was fetched from,
+        # when it was sent)
+        self._inflight: dict[str, tuple[Any, dict[TopicPartition, int], float]] = {}
         self._fetched = threading.Event()  # set by a fetch's completion (a gRPC thread)
         self.stats = {"fetches": 0, "records": 0, "truncations": 0, "errors": 0, "refreshes": 0}
+        self.client_id = client_id
+        self._metrics = metrics  # None: nothing recorded (client/metrics.py)
         self.last_errors: list[str] = []
         self.group: GroupMembership | None = None
         if group_id is not None:
@@ -365,7 +370,7 @@ class Consumer:
             return
         # one long-poll per leader, kept across polls: answer as soon as *any* leader has data
         # (waiting for every leader's long poll would add its max wait to every poll)
-        busy = {tp for _, offsets in self._inflight.values() for tp in offsets}
+        busy = {tp for _, offsets, _ in self._inflight.values() for tp in offsets}
         for address, tps in by_leader.items():
             if address in self._inflight:
                 continue
@@ -388,14 +393,17 @@ class Consumer:
             self._inflight[address] = (
                 call,
                 {(p.topic, p.partition): p.fetch_offset for p in parts},
+                time.perf_counter(),
             )
         self._fetched.wait(max_wait_ms / 1000 + 0.05)
         self._fetched.clear()
         stale = False
-        for address, (call, offsets) in list(self._inflight.items()):
+        for address, (call, offsets, sent) in list(self._inflight.items()):
             if not call.done():
                 continue
             del self._inflight[address]
+            if self._metrics is not None:  # seen done now: includes up to one poll's wait
+                self._metrics.request(self.client_id, "Fetch", time.perf_counter() - sent)
             try:
                 response = call.result()
             except grpc.RpcError as exc:
@@ -464,6 +472,8 @@ class Consumer:
                 next_offset = None
                 self._buffer.extend(records)
                 self.stats["records"] += len(records)
+                if self._metrics is not None:
+                    self._metrics.consumed(self.client_id, topic, len(records), len(batch))
                 state.offset = max(position, header.next_offset)
                 position = state.offset
                 state.last_fetched_epoch = epoch

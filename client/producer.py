@@ -41,6 +41,7 @@ from .errors import (
     ProducerFencedError,
 )
 from .metadata import ClusterMetadata
+from .metrics import ClientMetrics
 from .partitioner import StickyPartitioner, key_partition
 from .security import ClientSecurity
 
@@ -112,6 +113,8 @@ class Producer:
         metadata_wait_ms: int = 5000,
         metadata: ClusterMetadata | None = None,
         security: ClientSecurity | None = None,
+        client_id: str = "raftlog-producer",
+        metrics: ClientMetrics | None = None,
     ) -> None:
         if acks not in _ACKS:
             raise ValueError(f"acks must be 'all', 1 or 0, not {acks!r}")
@@ -158,6 +161,8 @@ class Producer:
         self._closed = False
         self._refresh_wanted = False
         self.stats = {"requests": 0, "retries": 0, "batches": 0, "records": 0, "errors": 0}
+        self.client_id = client_id
+        self._metrics = metrics  # None: nothing recorded (client/metrics.py)
         self._sender = threading.Thread(target=self._run, name="raftlog-producer", daemon=True)
         self._sender.start()
 
@@ -418,6 +423,7 @@ class Producer:
         for batch in batches:
             batch.attempts += 1
         self.stats["requests"] += 1
+        started = time.perf_counter()
         try:
             call = self.metadata.stub(address).Produce.future(
                 request, timeout=self.request_timeout_ms / 1000 + 1
@@ -432,6 +438,8 @@ class Producer:
                 result: Any = fut.result()
             except grpc.RpcError as exc:
                 result = exc
+            if self._metrics is not None:
+                self._metrics.request(self.client_id, "Produce", time.perf_counter() - started)
             self._responses.put((batches, leader_id, result))
             self._notify()
 
@@ -481,6 +489,10 @@ class Producer:
                 self._acked_seq[batch.key] = end
             self._accumulator.done(batch)
             self.stats["batches"] += 1
+            if self._metrics is not None:
+                self._metrics.acknowledged(
+                    self.client_id, batch.key[0], batch.record_count, len(batch.bytes())
+                )
             future = _batch_future(batch)
             if not future.done():
                 future.set_result(answer.base_offset if self.acks != 0 else -1)
@@ -495,6 +507,8 @@ class Producer:
             # an earlier batch of this partition is not acknowledged yet (it failed and is being
             # retried): this one must wait for it and go again
             self.stats["retries"] += 1
+            if self._metrics is not None:
+                self._metrics.retried(self.client_id)
             self._accumulator.requeue(batch, self._now_ms() + self.retry_backoff_ms)
             return
         if error.retriable:
@@ -513,6 +527,8 @@ class Producer:
             )
             backoff = int(backoff * random.uniform(0.8, 1.2))
             self.stats["retries"] += 1
+            if self._metrics is not None:
+                self._metrics.retried(self.client_id)
             self._accumulator.requeue(batch, now + backoff)
             return
         self._accumulator.done(batch)
@@ -531,6 +547,8 @@ class Producer:
 
     def _fail(self, batch: ProducerBatch, error: BaseException, *, bump: bool = True) -> None:
         self.stats["errors"] += 1
+        if self._metrics is not None:
+            self._metrics.failed(self.client_id, batch.key[0], batch.record_count)
         if self.idempotent and bump and batch.base_sequence >= 0 and self._fatal is None:
             self._epoch_bump_needed = True  # its sequence range is a gap now
         future = _batch_future(batch)

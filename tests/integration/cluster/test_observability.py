@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from raftlog.client import Admin, Consumer, Producer
 from raftlog.client.local_cluster import LocalCluster
+from raftlog.client.metrics import ClientMetrics
 from raftlog.cluster.broker_metrics import SNAPSHOT_REUSE_S
 
 from ..conftest import ClusterFactory
@@ -292,3 +293,49 @@ def test_status_shows_windowed_rates_that_fall_back_to_zero(make_cluster: Cluste
         timeout_s=15,
         what="the rates to fall back to 0",
     )
+
+
+def test_the_clients_own_metrics_count_what_they_sent_retried_and_consumed(
+    make_cluster: ClusterFactory,
+) -> None:
+    # a third of the Produce answers are dropped: the idempotent producer retries those batches
+    cluster = make_cluster(3, **FAST, testing={"drop_produce_responses": 0.3})
+    metrics = ClientMetrics()
+    Admin(cluster.bootstrap, timeout_s=10, security=cluster.security).create_topic("c", 3, 3)
+    values = [f"v{i}".encode() for i in range(400)]
+    with Producer(
+        cluster.bootstrap,
+        security=cluster.security,
+        client_id="writer",
+        metrics=metrics,
+        request_timeout_ms=1000,
+        delivery_timeout_ms=60_000,
+        linger_ms=1,
+    ) as producer:
+        for chunk in range(0, len(values), 50):
+            for future in [producer.send("c", v) for v in values[chunk : chunk + 50]]:
+                future.result(60)
+    with Consumer(
+        cluster.bootstrap, security=cluster.security, client_id="reader", metrics=metrics
+    ) as consumer:
+        consumer.assign_topic("c")
+        got: list[Any] = []
+        deadline = time.monotonic() + 30
+        while len(got) < len(values) and time.monotonic() < deadline:
+            got += consumer.poll(timeout_ms=500)
+    assert sorted(r.value for r in got) == sorted(values)  # each stored once despite retries
+    value = metrics.registry.get_sample_value
+    assert value("raftlog_client_records_sent_total", {"client_id": "writer", "topic": "c"}) == 400
+    assert value("raftlog_client_retries_total", {"client_id": "writer"}) >= 1
+    assert (
+        value("raftlog_client_record_errors_total", {"client_id": "writer", "topic": "c"}) is None
+    )
+    assert value("raftlog_client_batch_size_bytes_count", {"client_id": "writer"}) >= 8
+    produce = {"client_id": "writer", "rpc": "Produce"}
+    assert value("raftlog_client_request_duration_seconds_count", produce) >= 8
+    assert (
+        value("raftlog_client_records_consumed_total", {"client_id": "reader", "topic": "c"}) == 400
+    )
+    assert value("raftlog_client_bytes_consumed_total", {"client_id": "reader", "topic": "c"}) > 400
+    fetch = {"client_id": "reader", "rpc": "Fetch"}
+    assert value("raftlog_client_request_duration_seconds_count", fetch) >= 1
