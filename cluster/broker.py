@@ -753,9 +753,9 @@ class Broker:
                 config.grpc_password_listen, grpc.ssl_server_credentials([(key, cert)])
             ):
                 raise OSError(f"cannot listen on {config.grpc_password_listen}")
+        self.metrics.start(self._loop)  # a metrics_address in use stops us before we serve
         await server.start()
         logger.info("broker %s serving on %s", config.node_id, config.grpc_listen)
-        self.metrics.start(self._loop)
         loop = self._loop
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):

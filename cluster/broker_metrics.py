@@ -75,7 +75,10 @@ class BrokerMetrics:
         if address is None:
             return
         host, _, port = address.rpartition(":")
-        self._server, _ = start_http_server(int(port), host, registry=self.registry)
+        try:
+            self._server, _ = start_http_server(int(port), host, registry=self.registry)
+        except OSError as exc:  # as for the gRPC listeners: the broker does not start
+            raise OSError(f"cannot listen on metrics_address {address}: {exc}") from exc
         logger.info("metrics on http://%s/metrics", address)
 
     def stop(self) -> None:

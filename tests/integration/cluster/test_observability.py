@@ -4,6 +4,7 @@ service of a starting, a serving and a restarted broker; the services listed by 
 
 from __future__ import annotations
 
+import signal
 import time
 import urllib.request
 from collections.abc import Callable
@@ -174,7 +175,8 @@ def test_health_is_serving_only_when_registered_unfenced_and_caught_up(
 ) -> None:
     cluster = make_cluster(3, **FAST)
     for broker in cluster.nodes:
-        assert health_of(cluster, broker) == SERVING
+        # the controller says all are unfenced; each broker's own metadata follows within moments
+        wait_until(lambda b=broker: health_of(cluster, b) == SERVING, 10, f"{broker} SERVING")
         assert health_of(cluster, broker, "raftlog.v1.Broker") == SERVING
         assert health_of(cluster, broker, "raftlog.v1.GroupCoordinator") == SERVING
     with pytest.raises(grpc.RpcError) as unknown:
@@ -210,6 +212,8 @@ def test_a_paused_broker_fenced_meanwhile_says_not_serving_until_unfenced(
 ) -> None:
     cluster = make_cluster(3, **FAST)
     admin = Admin(cluster.bootstrap, timeout_s=10, security=cluster.security)
+    for broker in (2, 3):
+        wait_until(lambda b=broker: health_of(cluster, b) == SERVING, 10, f"{broker} SERVING")
     with cluster.security.channel(cluster.nodes[3].grpc) as channel:
         watch = health_pb2_grpc.HealthStub(channel).Watch(
             health_pb2.HealthCheckRequest(service=""), timeout=60
@@ -234,6 +238,17 @@ def test_a_paused_broker_fenced_meanwhile_says_not_serving_until_unfenced(
                 break
         watch.cancel()
     assert seen == [NOT_SERVING, SERVING]
+
+    # a broker told to stop says NOT_SERVING before it stops answering
+    with cluster.security.channel(cluster.nodes[2].grpc) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service="raftlog.v1.Broker"), timeout=30
+        )
+        assert next(watch).status == SERVING
+        stopping = cluster._process(2)
+        assert stopping is not None
+        stopping.signal(signal.SIGTERM)
+        assert next(watch).status == NOT_SERVING
 
 
 def test_reflection_lists_every_service_and_describes_them(
