@@ -52,26 +52,24 @@ class CounterHistory:
             return None
         return oldest_ms, oldest, newest_ms, newest
 
-    def increase(self, key: Key, window_ms: int, now_ms: int) -> int:
-        """How much ``key`` grew within the last ``window_ms`` (0 when unknown)."""
+    def _grown(self, key: Key, window_ms: int, now_ms: int) -> tuple[int, int]:
+        """(how much ``key`` grew within the window, over how many ms); (0, 0) when unknown."""
         found = self._window(window_ms, now_ms)
         if found is None:
-            return 0
-        _, oldest, _, newest = found
-        end = newest.get(key, 0)
-        start = oldest.get(key, 0)
-        return end - start if end >= start else end
-
-    def rate(self, key: Key, window_ms: int, now_ms: int) -> float:
-        """``key``'s growth per second over the last ``window_ms`` (0.0 when unknown)."""
-        found = self._window(window_ms, now_ms)
-        if found is None:
-            return 0.0
+            return 0, 0
         oldest_ms, oldest, newest_ms, newest = found
         end = newest.get(key, 0)
         start = oldest.get(key, 0)
-        grown = end - start if end >= start else end
-        return grown * 1000 / (newest_ms - oldest_ms)
+        return (end - start if end >= start else end), newest_ms - oldest_ms
+
+    def increase(self, key: Key, window_ms: int, now_ms: int) -> int:
+        """How much ``key`` grew within the last ``window_ms`` (0 when unknown)."""
+        return self._grown(key, window_ms, now_ms)[0]
+
+    def rate(self, key: Key, window_ms: int, now_ms: int) -> float:
+        """``key``'s growth per second over the last ``window_ms`` (0.0 when unknown)."""
+        grown, span_ms = self._grown(key, window_ms, now_ms)
+        return grown * 1000 / span_ms if span_ms else 0.0
 
     def keys(self) -> set[Key]:
         """Every counter of the newest sample."""

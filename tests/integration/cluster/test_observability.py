@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 import time
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -14,11 +13,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
 
 from raftlog.client import Admin, Consumer, Producer
 from raftlog.client.local_cluster import LocalCluster
 from raftlog.client.metrics import ClientMetrics
+from raftlog.client.observability import Samples, sum_of
+from raftlog.client.observability import scrape as scrape_url
 from raftlog.cluster.broker_metrics import SNAPSHOT_REUSE_S
 
 from ..conftest import ClusterFactory
@@ -33,33 +33,14 @@ FAST = {
     }
 }
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
 
 def scrape(cluster: LocalCluster, broker_id: int) -> Samples:
     """Every sample of one broker's /metrics, parsed by prometheus-client's parser."""
-    url = f"http://{cluster.nodes[broker_id].metrics}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as answer:
-        assert answer.headers["Content-Type"].startswith("text/plain")
-        text = answer.read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def total(samples: Samples, name: str, **labels: str) -> float:
-    """The sum of ``name``'s samples whose labels include ``labels``."""
-    return sum(
-        value
-        for (sample, have), value in samples.items()
-        if sample == name and set(labels.items()) <= set(have)
-    )
+    return scrape_url(f"http://{cluster.nodes[broker_id].metrics}/metrics")
 
 
 def cluster_total(cluster: LocalCluster, brokers: list[int], name: str, **labels: str) -> float:
-    return sum(total(scrape(cluster, b), name, **labels) for b in brokers)
+    return sum(sum_of(scrape(cluster, b), name, **labels) for b in brokers)
 
 
 def wait_until(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = "") -> Any:
@@ -101,35 +82,30 @@ def test_metrics_follow_traffic_a_dying_broker_and_its_return(
 
     time.sleep(SNAPSHOT_REUSE_S)  # no scrape answers from a snapshot older than the traffic
     before = {b: scrape(cluster, b) for b in everyone}
-    appended = sum(total(s, "raftlog_records_in_total", topic="m") for s in before.values())
+
+    def everywhere(name: str, **labels: str) -> float:
+        return sum(sum_of(page, name, **labels) for page in before.values())
+
+    appended = everywhere("raftlog_records_in_total", topic="m")
     assert appended == len(values)  # each record counted once, by the leader that took it
-    assert sum(total(s, "raftlog_bytes_in_total", topic="m") for s in before.values()) > 300 * 11
-    assert sum(total(s, "raftlog_records_out_total", topic="m") for s in before.values()) >= 300
-    assert sum(total(s, "raftlog_bytes_out_total", topic="m") for s in before.values()) > 0
+    assert everywhere("raftlog_bytes_in_total", topic="m") > 300 * 11
+    assert everywhere("raftlog_records_out_total", topic="m") >= 300
+    assert everywhere("raftlog_bytes_out_total", topic="m") > 0
     # every byte a leader appended went to two followers: each side counts it
-    out = sum(total(s, "raftlog_replication_bytes_total", direction="out") for s in before.values())
-    into = sum(total(s, "raftlog_replication_bytes_total", direction="in") for s in before.values())
+    out = everywhere("raftlog_replication_bytes_total", direction="out")
+    into = everywhere("raftlog_replication_bytes_total", direction="in")
     assert out == into > 0
-    assert (
-        sum(total(s, "raftlog_requests_total", rpc="Produce", code="NONE") for s in before.values())
-        > 0
-    )
-    assert (
-        sum(
-            total(s, "raftlog_request_duration_seconds_count", rpc="Produce")
-            for s in before.values()
-        )
-        > 0
-    )
+    assert everywhere("raftlog_requests_total", rpc="Produce", code="NONE") > 0
+    assert everywhere("raftlog_request_duration_seconds_count", rpc="Produce") > 0
     assert all(
-        total(s, "raftlog_log_size_bytes", topic="m") > 0 for s in before.values()
+        sum_of(s, "raftlog_log_size_bytes", topic="m") > 0 for s in before.values()
     )  # every broker holds a replica of every partition
-    assert sum(total(s, "raftlog_log_segments", topic="m") for s in before.values()) == 9
+    assert everywhere("raftlog_log_segments", topic="m") == 9
 
     # a broker that leads a partition and is not the controller dies
-    controller = next(b for b, s in before.items() if total(s, "raftlog_active_controller") == 1)
+    controller = next(b for b, s in before.items() if sum_of(s, "raftlog_active_controller") == 1)
     victim = next(
-        b for b in everyone if b != controller and total(before[b], "raftlog_leader_partitions")
+        b for b in everyone if b != controller and sum_of(before[b], "raftlog_leader_partitions")
     )
     alive = [b for b in everyone if b != victim]
     elections_before = cluster_total(cluster, alive, "raftlog_leader_elections_total")
