@@ -99,7 +99,7 @@ from .quota import Quotas
 from .relay_proof import OriginSigner
 from .replica_manager import ReplicaManager, ReplicaManagerConfig
 from .replication import IsrProposal, alter_partition_outcome
-from .tasks import TaskSet
+from .tasks import DeadlineTimer, TaskSet
 
 __all__ = [
     "MESSAGE_BYTES_MAX",
@@ -178,6 +178,8 @@ class Broker:
         self._metadata_dirty = False
         self._stopping = asyncio.Event()
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._broker_stubs: dict[str, broker_pb2_grpc.BrokerStub] = {}
+        self._controller_stubs: dict[str, controller_pb2_grpc.ControllerStub] = {}
         self._background_tasks = TaskSet("broker")  # AlterPartition sends and the like
         self._channel_credentials = (
             channel_credentials(config.security) if config.security.is_tls else None
@@ -271,7 +273,20 @@ class Broker:
         voter = self.config.voter_by_id(node_id)
         if voter is None:
             return None
-        return controller_pb2_grpc.ControllerStub(self.channel(voter.grpc_address))
+        address = voter.grpc_address
+        stub = self._controller_stubs.get(address)
+        if stub is None:  # a stub builds a callable per method: once per address, not per call
+            stub = self._controller_stubs[address] = controller_pb2_grpc.ControllerStub(
+                self.channel(address)
+            )
+        return stub
+
+    def broker_stub(self, address: str) -> broker_pb2_grpc.BrokerStub:
+        """The Broker service at ``address``, over our one (cached) channel to it."""
+        stub = self._broker_stubs.get(address)
+        if stub is None:
+            stub = self._broker_stubs[address] = broker_pb2_grpc.BrokerStub(self.channel(address))
+        return stub
 
     def replica_known(self, broker_id: int, incarnation: int) -> bool:
         """A follower's fetch must come from the incarnation the metadata knows (or a newer
@@ -586,7 +601,7 @@ class Broker:
 
     async def _ping(self, peer: int, address: str) -> None:
         try:
-            await broker_pb2_grpc.BrokerStub(self.channel(address)).WhoAmI(
+            await self.broker_stub(address).WhoAmI(
                 broker_pb2.WhoAmIRequest(), timeout=PING_TIMEOUT_MS / 1000
             )
             self.peers.answered(peer, self.clock_ms())
@@ -760,12 +775,15 @@ class Broker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._stopping.set)
+        # delayed produces and fetches expire on a timer armed for the next deadline (the 100 ms
+        # ``periodic`` advances the purgatories too: a backstop, never the only way)
+        expiry = DeadlineTimer(self.replicas.expire, self.replicas.next_expiry_ms, self.clock_ms)
+        self.replicas.on_watch = expiry.rearm
         tasks = [
             loop.create_task(self._wait_for_metadata()),
             loop.create_task(self._lifecycle()),
             loop.create_task(self._every(20, self.controller.tick)),
             loop.create_task(self._every(100, self.replicas.periodic)),
-            loop.create_task(self._every(5, self.replicas.expire)),
             loop.create_task(
                 self._every(config.hw_checkpoint_interval_ms, self.replicas.checkpoint)
             ),
@@ -790,6 +808,8 @@ class Broker:
             self.replicas.ready = False  # new requests are refused from here on
             self.replicas.release_waiters()
             await server.stop(grace=1.0)
+            self.replicas.on_watch = None
+            expiry.close()
             for task in tasks:
                 task.cancel()
             for task in tasks:

@@ -112,9 +112,11 @@ class _Fetcher:
             self._stream = self.manager.stub(address).ReplicaFetch()
             self._stream_address = address
         stream = self._stream
-        timeout_s = self.manager.config.rpc_timeout_ms / 1000
-        await asyncio.wait_for(stream.write(request), timeout_s)
-        response = await asyncio.wait_for(stream.read(), timeout_s)
+        # one timeout over the write and the read (asyncio.timeout arms one timer handle; two
+        # wait_for made two tasks and two timers per fetch, on every follower's hot path)
+        async with asyncio.timeout(self.manager.config.rpc_timeout_ms / 1000):
+            await stream.write(request)
+            response = await stream.read()
         if response is grpc.aio.EOF or not isinstance(response, broker_pb2.FetchResponse):
             raise ConnectionError("the leader closed the replication stream")
         return response

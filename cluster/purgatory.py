@@ -128,6 +128,18 @@ class TimingWheel(Generic[T]):
     def __contains__(self, task: T) -> bool:
         return task in self._where
 
+    def next_expiration_ms(self) -> int | None:
+        """When the next ``advance`` may return a task (the earliest bucket that holds one), or
+        None when nothing is scheduled: what a caller sleeps until instead of ticking.
+
+        Buckets emptied by ``cancel`` are dropped from the top of the heap here, so an idle
+        wheel wakes nobody. Amortised O(log buckets)."""
+        heap = self._heap
+        while heap and not heap[0][2].tasks:
+            _, _, bucket = heapq.heappop(heap)
+            bucket.expiration_ms = None
+        return heap[0][0] if heap else None
+
     def add(self, task: T, expiration_ms: int) -> bool:
         """Schedule ``task``; False (and nothing scheduled) if ``expiration_ms <= now_ms``."""
         if expiration_ms <= self._now_ms:
@@ -384,6 +396,10 @@ class Purgatory(Generic[K]):
         self._watch_entries += len(survivors)
         self._maybe_purge()
         return completed
+
+    def next_expiration_ms(self) -> int | None:
+        """The earliest time ``advance_clock`` may expire an operation; None when none waits."""
+        return self._timer.next_expiration_ms()
 
     def advance_clock(self, now_ms: MonoMs) -> int:
         """Expire operations whose deadline has come; return how many expired."""

@@ -108,6 +108,9 @@ class ReplicaManager:
     ready: bool = False  # metadata caught up: until then we serve nothing
     cut_off: str | None = None  # why produces are refused: see ``set_cut_off``
     traffic: Traffic = field(default_factory=Traffic)  # read by /metrics and the status rates
+    # called after an operation starts waiting in a purgatory: the broker's expiry timer
+    # (``ExpiryTimer``) re-arms for its deadline instead of polling the purgatories
+    on_watch: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         now = self.clock.mono_ms()
@@ -414,6 +417,8 @@ class ReplicaManager:
             self.produce_purgatory.try_complete_else_watch(op, keys, now)
         except PurgatoryFullError:
             op.force_complete()  # answers REQUEST_TIMED_OUT for what is not yet replicated
+        if not op.completed and self.on_watch is not None:
+            self.on_watch()
         for place, result in zip(waiting_at, await op.future, strict=True):
             outcomes[place] = result
         return outcomes
@@ -534,6 +539,8 @@ class ReplicaManager:
             self.fetch_purgatory.try_complete_else_watch(op, set(marks), now)
         except PurgatoryFullError:
             return self._counted(replica_id, outcomes)
+        if not op.completed and self.on_watch is not None:
+            self.on_watch()
         await op.future
         outcomes = self._read_all(replica_id, specs, max_bytes, -1, record_progress=False)
         return self._counted(replica_id, outcomes)
@@ -636,6 +643,18 @@ class ReplicaManager:
         now = self.clock.mono_ms()
         self.produce_purgatory.advance_clock(now)
         self.fetch_purgatory.advance_clock(now)
+
+    def next_expiry_ms(self) -> int | None:
+        """When ``expire`` next has work (monotonic ms), or None while nothing waits."""
+        due = [
+            at
+            for at in (
+                self.produce_purgatory.next_expiration_ms(),
+                self.fetch_purgatory.next_expiration_ms(),
+            )
+            if at is not None
+        ]
+        return min(due) if due else None
 
     def checkpoint(self) -> None:
         """Periodic: high watermarks and changed producer states to LMDB."""

@@ -193,6 +193,7 @@ class RaftQuorum:
             make_durable=self._make_durable,
             hold_ack=self._hold_ack,
             prevote_won=self._prevote_won,
+            next_timer_s=self._next_timer_s,
         )
         node: Any = RaftNode(
             hooks, self._counters, config.self_address, self._other_addresses(), self._conf()
@@ -348,7 +349,7 @@ class RaftQuorum:
                 return leader
             if _pso_monotonic() >= deadline:
                 return None
-            time.sleep(self._config.tick_period_s)
+            time.sleep(0.01)
 
     def status(self) -> QuorumStatus:
         view = self._view
@@ -562,6 +563,16 @@ class RaftQuorum:
         if not tick.started and not node._SyncObj__needLoadDumpFile:
             tick.started = True
             self._started.set()
+
+    def _next_timer_s(self) -> float:
+        """When ``_tick_once`` next has timed work (Raft thread): the keeper's round, and on
+        the leader the lease ping. Stalled handshakes and redials are checked at least every
+        ``tick_period_s`` (the Raft thread's longest sleep)."""
+        tick = self._tick
+        node = self._node
+        if node is not None and node._isLeader():
+            return min(tick.next_keeper_at, tick.next_lease_ping_at)
+        return tick.next_keeper_at
 
     def _keep_connections(self, now: float) -> None:
         """Hazard 8's keeper: close links that went silent (handshakes that never finish are

@@ -169,7 +169,10 @@ class QuorumConfig:
     election_timeout_min_s: float = 0.15  # > 3 x append_entries_period_s
     election_timeout_max_s: float = 0.3
     append_entries_period_s: float = 0.03  # leader heartbeat / batch period
-    tick_period_s: float = 0.01  # Raft thread poll period, <= append_entries_period_s
+    # The Raft thread's longest sleep: its timers (heartbeat, election deadline, pings) wake it
+    # on time and messages and submitted commands at once; this bounds the checks that have no
+    # timer of their own (redials, stalled handshakes). < election_timeout_min_s / 2.
+    tick_period_s: float = 0.05
     # No byte read for this long -> the connection is dead (closed eagerly, see the keeper).
     # (2 s: a link cut silently is closed and redialled instead of waiting on TCP's backoff)
     connection_timeout_s: float = 2.0  # >= election_timeout_max_s, > 2 x peer_ping_period_s
@@ -221,8 +224,8 @@ class QuorumConfig:
             _check_timer(name, getattr(self, name))
         if self.leader_lease_s is not None:
             _check_timer("leader_lease_s", self.leader_lease_s)
-        if self.tick_period_s > self.append_entries_period_s:
-            raise ValueError("tick_period_s must be <= append_entries_period_s")
+        if self.tick_period_s >= self.election_timeout_min_s / 2:
+            raise ValueError("tick_period_s must be < election_timeout_min_s / 2")
         if self.election_timeout_min_s <= 3 * self.append_entries_period_s:
             raise ValueError("election_timeout_min_s must be > 3 x append_entries_period_s")
         if self.election_timeout_max_s <= self.election_timeout_min_s:

@@ -18,18 +18,24 @@ pinned and checked by :func:`~raftlog.raft.pysyncobj_guards.install_pysyncobj_gu
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from pysyncobj import SyncObj, replicated
 from pysyncobj.config import FAIL_REASON
+from pysyncobj.monotonic import monotonic as _pso_monotonic
+from pysyncobj.pipe_notifier import PipeNotifier
 
 from .quorum_types import QuorumCounters
 
 __all__ = ["NodeHooks", "RaftNode"]
 
 _DRAIN_PER_TICK_MAX: Final = 10_000
+# while the election timer has fired (a pre-vote round runs, or we may not stand), pysyncobj
+# re-asks every tick: tick at this period then, as pysyncobj's own fixed tick did
+_EXPIRED_TIMER_TICK_S: Final = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +48,7 @@ class NodeHooks:
     make_durable: Callable[[], None]  # fdatasync the journal, then send the held answers
     hold_ack: Callable[[Any, dict[str, Any]], None]  # (peer, next_node_idx message)
     prevote_won: Callable[[], bool]  # the election timer fired: may we stand now?
+    next_timer_s: Callable[[], float]  # when the owner's own tick work is next due (monotonic)
 
 
 class RaftNode(SyncObj):  # type: ignore[misc]
@@ -72,13 +79,42 @@ class RaftNode(SyncObj):  # type: ignore[misc]
 
     def raftlog_submit(self, command: bytes, callback: Callable[[Any, int], None]) -> None:
         self._raftlog_apply(command, callback=callback)
+        wakeup = getattr(self, "_raftlog_wakeup", None)
+        if wakeup is not None:  # end the Raft thread's sleep: the command goes out now
+            with contextlib.suppress(OSError):  # a full pipe: the thread is being woken already
+                wakeup.notify()
 
     def _onTick(self, timeToWait: float = 0.0) -> None:
         # Hazard 7: every tick starts with the journal durable (one fdatasync for all that the
         # last tick appended) and only then releases the acknowledgements held meanwhile; the
         # leader's commit rule, which counts its own log, runs after this in the same tick.
         self._raftlog_hooks.make_durable()
-        super()._onTick(timeToWait)
+        if not timeToWait:  # a tick that does not wait (doTick): pysyncobj's own
+            super()._onTick(0.0)
+            return
+        if getattr(self, "_raftlog_wakeup", None) is None:  # made here: on the Raft thread
+            self._raftlog_wakeup = PipeNotifier(self._poller)
+        # A whole tick whose poll does not wait, then a poll that sleeps only until the next
+        # timer is due (``_raftlog_sleep_s``) instead of pysyncobj's fixed period: an idle
+        # follower wakes for the leader's messages, an idle leader for its heartbeats. Events
+        # that arrive while sleeping are handled in that poll, and the next tick starts with
+        # make_durable as before, so hazard 7's order is kept.
+        super()._onTick(0.0)
+        self._poller.poll(self._raftlog_sleep_s(timeToWait))
+
+    def _raftlog_sleep_s(self, longest_s: float) -> float:
+        """How long the Raft thread may sleep: until its next timer (the leader's heartbeat, a
+        follower's election deadline, the owner's pings), at most ``longest_s``."""
+        now = float(_pso_monotonic())
+        due = self._raftlog_hooks.next_timer_s()
+        if self._isLeader():
+            due = min(due, float(self._SyncObj__newAppendEntriesTime))
+        else:
+            deadline = float(self._SyncObj__raftElectionDeadline)
+            if deadline <= now:
+                return min(longest_s, _EXPIRED_TIMER_TICK_S)
+            due = min(due, deadline)
+        return min(longest_s, max(0.0, due - now))
 
     def _SyncObj__sendNextNodeIdx(
         self,

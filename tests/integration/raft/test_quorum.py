@@ -291,7 +291,7 @@ def _config(tmp_path: Path, **overrides: Any) -> QuorumConfig:
         ({"append_entries_period_s": 0.06}, "> 3 x append_entries_period_s"),
         ({"election_timeout_max_s": 0.15}, "election_timeout_max_s must be >"),
         ({"connection_timeout_s": 0.2}, "connection_timeout_s must be >="),
-        ({"tick_period_s": 0.05}, "tick_period_s"),
+        ({"tick_period_s": 0.1}, "tick_period_s"),
         ({"leader_fallback_timeout_s": float("nan")}, "positive finite"),
         ({"max_command_bytes": 9 * 1024 * 1024}, "max_command_bytes must be <="),  # hazard 16
     ],

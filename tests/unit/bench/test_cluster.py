@@ -23,7 +23,13 @@ def test_targets_and_their_bounds() -> None:
     assert Target("a", 400_000, Bound.AT_LEAST).met(400_000)
     assert Target("a", 400_000, Bound.AT_LEAST).describe() == "≥ 400,000"
     keys = {t.key for t in TARGETS}
-    assert keys == {"produce_rps_100b", "produce_mbps_16k", "p99_ms_at_10k", "failover_s"}
+    assert keys == {
+        "produce_rps_100b",
+        "produce_mbps_16k",
+        "p99_ms_at_10k",
+        "failover_s",
+        "idle_cores",
+    }
 
 
 def test_report_json_has_the_issue_keys_and_verdicts() -> None:

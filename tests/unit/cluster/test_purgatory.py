@@ -500,6 +500,46 @@ class PurgatoryMachine(RuleBasedStateMachine):
             stale += self.purgatory.watched(key) - live
         assert stale <= PURGE_INTERVAL + self.unpurged_entries  # the purge bounds stale entries
 
+    @invariant()
+    def next_expiration_is_never_late(self) -> None:
+        """What the broker's expiry timer sleeps until: nothing while nothing waits, and never
+        after the earliest pending deadline (rounded up to the tick), never in the past."""
+        next_ms = self.purgatory.next_expiration_ms()
+        pending = self.pending()
+        if not pending:
+            assert next_ms is None
+        else:
+            earliest = min(rounded_up(self.by_name[n].deadline_ms) for n in pending)
+            assert next_ms is not None and self.model.now_ms < next_ms <= earliest
+
+
+def test_advancing_only_when_next_expiration_says_expires_every_operation_on_time() -> None:
+    """The broker's expiry timer wakes only at ``next_expiration_ms``: every deadline is still
+    met within one tick, through the cascade of the coarser wheels, and an idle purgatory
+    asks for no wake-up at all (cancelled operations leave no empty bucket to wake for)."""
+    purgatory: Purgatory[str] = Purgatory(tick_ms=TICK_MS, wheel_size=WHEEL_SIZE)
+    log: list[tuple[str, str]] = []
+    deadlines = {f"op{i}": d for i, d in enumerate([7, 33, 160, 161, 900, 2_345])}
+    ops = {name: Op(name, d, log) for name, d in deadlines.items()}
+    for op in ops.values():
+        purgatory.try_complete_else_watch(op, ["k"], 0)
+    cancelled = Op("cancelled", 50, log)
+    purgatory.try_complete_else_watch(cancelled, ["k"], 0)
+    cancelled.ready = True
+    purgatory.check_and_complete("k", 0)  # completes (and leaves the timer)
+    wakeups = 0
+    while (next_ms := purgatory.next_expiration_ms()) is not None:
+        wakeups += 1
+        purgatory.advance_clock(next_ms)
+        for name, op in ops.items():
+            if op.expirations:
+                assert op.completions == 1
+            else:
+                assert next_ms < rounded_up(deadlines[name])  # not expired yet: not due yet
+    assert all(op.expirations == 1 for op in ops.values())
+    assert wakeups <= 3 * len(ops)  # a few cascade steps per operation, not one per tick
+    assert ("expire", "cancelled") not in log
+
 
 TestPurgatoryMachine = PurgatoryMachine.TestCase
 TestPurgatoryMachine.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
