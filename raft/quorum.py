@@ -542,6 +542,7 @@ class RaftQuorum:
             logger.exception("the quorum's tick callback raised")
 
     def _tick_once(self) -> None:
+        self._counters.ticks += 1
         now = _pso_monotonic()
         node = self._node
         tick = self._tick

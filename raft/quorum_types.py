@@ -319,6 +319,7 @@ class QuorumStatus:
     handshake_timeouts: int = 0  # ... no completed handshake within connect_timeout_s
     handshakes_evicted: int = 0  # ... being the oldest of too many in the handshake
     handshakes_refused: int = 0  # ... a handshake naming no voter
+    ticks: int = 0  # Raft-thread ticks: timers and messages wake it, not a fixed period
 
 
 @dataclass(slots=True, weakref_slot=True)
@@ -343,3 +344,4 @@ class QuorumCounters:
     handshake_timeouts: int = 0
     handshakes_evicted: int = 0  # counted by the guards
     handshakes_refused: int = 0  # counted by the guards
+    ticks: int = 0

@@ -156,4 +156,5 @@ def quorum_status(
         handshake_timeouts=counters.handshake_timeouts,
         handshakes_evicted=counters.handshakes_evicted,
         handshakes_refused=counters.handshakes_refused,
+        ticks=counters.ticks,
     )

@@ -51,6 +51,20 @@ class NodeHooks:
     next_timer_s: Callable[[], float]  # when the owner's own tick work is next due (monotonic)
 
 
+class _TimerPoller:
+    """pysyncobj's poller, whose waiting poll (the end of a tick) sleeps for ``sleep_s(period)``
+    instead of the fixed period; registering sockets goes straight through."""
+
+    def __init__(self, poller: Any, sleep_s: Callable[[float], float]) -> None:
+        self._poller = poller
+        self._sleep_s = sleep_s
+        self.subscribe = poller.subscribe
+        self.unsubscribe = poller.unsubscribe
+
+    def poll(self, timeout: float) -> None:
+        self._poller.poll(self._sleep_s(timeout) if timeout else timeout)
+
+
 class RaftNode(SyncObj):  # type: ignore[misc]
     """The pysyncobj object. Owned by one :class:`~raftlog.raft.quorum.RaftQuorum`; everything
     here runs on the Raft thread except ``raftlog_submit`` (thread-safe queue put).
@@ -89,18 +103,18 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         # last tick appended) and only then releases the acknowledgements held meanwhile; the
         # leader's commit rule, which counts its own log, runs after this in the same tick.
         self._raftlog_hooks.make_durable()
-        if not timeToWait:  # a tick that does not wait (doTick): pysyncobj's own
-            super()._onTick(0.0)
-            return
-        if getattr(self, "_raftlog_wakeup", None) is None:  # made here: on the Raft thread
-            self._raftlog_wakeup = PipeNotifier(self._poller)
-        # A whole tick whose poll does not wait, then a poll that sleeps only until the next
-        # timer is due (``_raftlog_sleep_s``) instead of pysyncobj's fixed period: an idle
-        # follower wakes for the leader's messages, an idle leader for its heartbeats. Events
-        # that arrive while sleeping are handled in that poll, and the next tick starts with
-        # make_durable as before, so hazard 7's order is kept.
-        super()._onTick(0.0)
-        self._poller.poll(self._raftlog_sleep_s(timeToWait))
+        poller: Any = getattr(self, "_poller")  # noqa: B009  (set by SyncObj.__init__, untyped)
+        if timeToWait and not isinstance(poller, _TimerPoller):
+            # made here, on the Raft thread: the wake-up pipe for submitted commands, and the
+            # poll that ends each tick sleeping only until the next timer is due
+            # (``_raftlog_sleep_s``) instead of pysyncobj's fixed period. An idle follower
+            # wakes for the leader's messages, an idle leader for its heartbeats; whatever
+            # arrives is handled in that poll and the next tick starts at once, with
+            # make_durable first, so hazard 7's order and the one-tick lag of the published
+            # view are as before.
+            self._raftlog_wakeup = PipeNotifier(poller)
+            self._poller = _TimerPoller(poller, self._raftlog_sleep_s)
+        super()._onTick(timeToWait)
 
     def _raftlog_sleep_s(self, longest_s: float) -> float:
         """How long the Raft thread may sleep: until its next timer (the leader's heartbeat, a
@@ -156,7 +170,13 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         # Only a leader appends. pysyncobj would forward a follower's commands to the leader,
         # a path whose callbacks were seen never to fire; fail them here instead.
         if self._isLeader():
+            last_index = self._SyncObj__getCurrentLogIndex()
             super()._checkCommandsToApply()
+            if self._SyncObj__getCurrentLogIndex() != last_index:
+                # The new commands go out now: pysyncobj's batching would hold them until the
+                # next heartbeat (append_entries_period_s, 15 ms on average), and every
+                # metadata change (a leader elected after a broker died) waited for it.
+                self._SyncObj__sendAppendEntries()
             return
         queue = self._SyncObj__commandsQueue
         for _ in range(_DRAIN_PER_TICK_MAX):
