@@ -109,7 +109,7 @@ class ReplicaManager:
     cut_off: str | None = None  # why produces are refused: see ``set_cut_off``
     traffic: Traffic = field(default_factory=Traffic)  # read by /metrics and the status rates
     # called after an operation starts waiting in a purgatory: the broker's expiry timer
-    # (``ExpiryTimer``) re-arms for its deadline instead of polling the purgatories
+    # (``tasks.DeadlineTimer``) re-arms for its deadline instead of polling the purgatories
     on_watch: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
@@ -648,13 +648,10 @@ class ReplicaManager:
         """When ``expire`` next has work (monotonic ms), or None while nothing waits."""
         due = [
             at
-            for at in (
-                self.produce_purgatory.next_expiration_ms(),
-                self.fetch_purgatory.next_expiration_ms(),
-            )
-            if at is not None
+            for purgatory in (self.produce_purgatory, self.fetch_purgatory)
+            if (at := purgatory.next_expiration_ms()) is not None
         ]
-        return min(due) if due else None
+        return min(due, default=None)
 
     def checkpoint(self) -> None:
         """Periodic: high watermarks and changed producer states to LMDB."""

@@ -82,6 +82,7 @@ from .snapshot_file import Entry, SnapshotFile, decode_snapshot_file, encode_sna
 __all__ = ["RaftQuorum"]
 
 logger = logging.getLogger(__name__)
+_LEADER_POLL_S = 0.01  # wait_for_leader re-reads the published view this often
 
 # Our own peer messages, handled before pysyncobj sees them (it ignores unknown types anyway):
 # {"type": "raftlog_ping", "sent": <sender's monotonic s>, "term": n} is answered with
@@ -349,7 +350,7 @@ class RaftQuorum:
                 return leader
             if _pso_monotonic() >= deadline:
                 return None
-            time.sleep(0.01)
+            time.sleep(_LEADER_POLL_S)
 
     def status(self) -> QuorumStatus:
         view = self._view
