@@ -183,7 +183,7 @@ def walk_batches(
         rel = 0
         chunk_start = cursor.position
         while len(chunk) - rel >= HEADER_BYTES:
-            header = BatchHeader(*unpack_header(chunk, rel))
+            header = BatchHeader._make(unpack_header(chunk, rel))
             problem = _header_problem(header, cursor)
             if problem is None and epoch_for is not None and header.next_offset > log_start_offset:
                 cached = epoch_for(max(header.base_offset, log_start_offset))
@@ -228,7 +228,7 @@ def walk_batches(
                     incomplete=True,
                 )
             if len(chunk) >= HEADER_BYTES:  # a batch larger than this read: CRC it in pieces
-                header = BatchHeader(*_HEADER.unpack_from(chunk, 0))
+                header = BatchHeader._make(_HEADER.unpack_from(chunk, 0))
                 cursor.partial = _Partial(
                     header, _crc32c.crc32c(view[CRC_START:]), checked_bytes=len(chunk)
                 )
@@ -283,7 +283,7 @@ def data_follows(pread: Pread, size_bytes: int, position: int, header: BatchHead
     at = data.find(needle)
     while at >= 0:
         if len(data) - at >= HEADER_BYTES:
-            candidate = BatchHeader(*_HEADER.unpack_from(data, at))
+            candidate = BatchHeader._make(_HEADER.unpack_from(data, at))
             end = at + candidate.size_bytes
             if (
                 candidate.magic == MAGIC
