@@ -523,7 +523,12 @@ def _cmd_consume(args: argparse.Namespace, console: Console) -> int:
         idle_since = time.monotonic()
         while args.max_messages is None or count < args.max_messages:
             limit = 500 if args.max_messages is None else min(500, args.max_messages - count)
+            joined = bool(consumer.assignment())
             records = consumer.poll(timeout_ms=500, max_records=limit)
+            if args.group and not joined:
+                # this poll joined the group (a new group's first round waits for more members,
+                # Kafka's group.initial.rebalance.delay.ms): that was not idleness
+                idle_since = time.monotonic()
             if not records:
                 if not args.follow and time.monotonic() - idle_since > args.timeout:
                     break

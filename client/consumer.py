@@ -20,6 +20,16 @@ silently: ``poll`` first returns every record before it, then raises ``CorruptBa
 stays at the bad batch) and ``next_offset`` (where the batch ends). Every poll raises it again
 until the application seeks that partition: ``seek(tp, error.next_offset)`` skips the batch,
 ``seek(tp, error.offset)`` fetches it again. Other partitions' records fetched with it are kept.
+
+In a group (``group_id`` and ``subscribe``), partitions are given up in one of two ways, and the
+consumer's contract is Kafka's: ``on_revoke(partitions)`` when a rebalance takes them and this
+member is still in the group (a commit there succeeds), ``on_lost(partitions)`` when the
+membership is gone (session expired, fenced generation: another member may own them already, so
+do not commit). Either way the partitions' positions and every buffered record of them are dropped
+before ``poll`` returns again: no record of a revoked or lost partition is ever returned after
+its callback, and each partition gets one callback per change. ``group_instance_id`` makes the
+member static (KIP-345: a restart within the session timeout takes the same partitions back with
+no rebalance; see ``client/group.py``).
 """
 
 from __future__ import annotations
@@ -106,6 +116,7 @@ class Consumer:
         heartbeat_interval_ms: int = 1_000,
         assignors: Sequence[str] = ("sticky", "range", "roundrobin"),
         client_id: str = "raftlog-consumer",
+        group_instance_id: str | None = None,
         metadata: ClusterMetadata | None = None,
         security: ClientSecurity | None = None,
         batch_uncompressed_bytes_max: int | None = None,
@@ -150,12 +161,15 @@ class Consumer:
                 session_timeout_ms=session_timeout_ms,
                 heartbeat_interval_ms=heartbeat_interval_ms,
                 assignors=assignors,
+                group_instance_id=group_instance_id,
             )
         self.enable_auto_commit = enable_auto_commit and group_id is not None
         self.auto_commit_interval_ms = auto_commit_interval_ms
         self._last_auto_commit = time.monotonic()
         self._on_assign: Callable[[list[TopicPartition]], None] | None = None
         self._on_revoke: Callable[[list[TopicPartition]], None] | None = None
+        self._on_lost: Callable[[list[TopicPartition]], None] | None = None
+        self._owned: set[TopicPartition] = set()  # what the group gave this member
         self._committer: ThreadPoolExecutor | None = None
 
     # ---- assignment and positions --------------------------------------------------------------
@@ -236,30 +250,56 @@ class Consumer:
         topics: Sequence[str],
         on_assign: Callable[[list[TopicPartition]], None] | None = None,
         on_revoke: Callable[[list[TopicPartition]], None] | None = None,
+        on_lost: Callable[[list[TopicPartition]], None] | None = None,
     ) -> None:
         """Share ``topics``' partitions with the group's other members (needs ``group_id``).
 
-        ``on_revoke(partitions)`` runs before a rebalance takes partitions away (commit there
-        for at-least-once); ``on_assign(partitions)`` after the new ones are set up. Positions
-        start at the group's committed offsets, else per ``auto_offset_reset``.
+        ``on_revoke(partitions)`` runs before a rebalance takes partitions away while this member
+        is still in the group (commit there for at-least-once: it succeeds); ``on_lost`` when the
+        membership is gone (do not commit: the partitions may have a new owner already);
+        ``on_assign(partitions)`` after the new ones are set up. Positions start at the group's
+        committed offsets, else per ``auto_offset_reset``. Callbacks run in ``poll``, on the
+        consumer's thread; nothing of a partition is returned after its revoke or loss.
         """
         if self.group is None:
             raise ValueError("subscribe needs a group_id; use assign() without a group")
-        self._on_assign, self._on_revoke = on_assign, on_revoke
+        self._on_assign, self._on_revoke, self._on_lost = on_assign, on_revoke, on_lost
         self.group.subscribe(topics)
+
+    def _give_up(self, callback: Callable[[list[TopicPartition]], None] | None) -> None:
+        """Hand every owned partition back: the callback first (a revoke may commit the
+        positions), then forget positions, buffered records and bad batches of them."""
+        owned = sorted(self._owned)
+        self._owned = set()
+        try:
+            if callback is not None and owned:
+                callback(owned)
+        finally:
+            gone = set(owned)
+            self._positions = {tp: s for tp, s in self._positions.items() if tp not in gone}
+            self._buffer = deque(r for r in self._buffer if (r.topic, r.partition) not in gone)
+            self._corrupt = {tp: e for tp, e in self._corrupt.items() if tp not in gone}
 
     def _maintain_group(self) -> None:
         group = self.group
-        if group is None or not group.topics or not group.rejoin_needed:
+        if group is None or not group.topics:
             return
-        owned = list(group.assignment)
-        if owned:
+        if group.fenced is not None:
+            raise group.fenced
+        if group.take_lost():
+            self._give_up(self._on_lost)
+        if not group.rejoin_needed:
+            return
+        if self._owned:
             if self.enable_auto_commit:
                 with contextlib.suppress(RaftlogError):  # the group moved on: redelivery is fine
                     self.commit()
-            if self._on_revoke is not None:
-                self._on_revoke(owned)
+            if group.take_lost():  # the commit found the membership gone: nothing to revoke
+                self._give_up(self._on_lost)
+            else:
+                self._give_up(self._on_revoke)
         changed = group.ensure_active()
+        group.take_lost()  # a failed rejoin: nothing is owned now, there is nothing to lose
         if changed is None:
             return
         _, assigned = changed
@@ -273,6 +313,7 @@ class Consumer:
         }
         self._buffer = deque()
         self._corrupt = {}
+        self._owned = set(assigned)
         if self._on_assign is not None:
             self._on_assign(list(assigned))
 
@@ -584,7 +625,7 @@ class Consumer:
 
     def close(self) -> None:
         if self.group is not None and not self._closed:
-            if self.enable_auto_commit and self.group.assignment:
+            if self.enable_auto_commit and self._owned:
                 with contextlib.suppress(RaftlogError):
                     self.commit()
             self.group.leave()

@@ -3,8 +3,21 @@
 Used by ``Consumer`` when it has a ``group_id``. Thread model: the consumer's thread calls
 ``ensure_active`` / ``commit`` / ``fetch_committed`` / ``leave``; one background thread sends
 heartbeats every ``heartbeat_interval_ms`` and only ever sets flags (``rejoin_needed``,
-``coordinator`` lost) under the lock, so a member stays alive while the application processes
-records between polls. The assignors are the pure ``assignors.py``.
+``lost``, ``fenced``, ``coordinator`` lost) under the lock, so a member stays alive while the
+application processes records between polls. The assignors are the pure ``assignors.py``.
+
+Two ways to give partitions up, as Kafka distinguishes them: a rebalance the member takes part in
+(REBALANCE_IN_PROGRESS: ``rejoin_needed``; it is still a member of the current generation, so a
+commit before giving up succeeds) and a membership that is gone (UNKNOWN_MEMBER_ID,
+ILLEGAL_GENERATION: ``lost``; another member may own the partitions already, a commit would fail).
+A coordinator that moved (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS, no answer) is neither:
+the next coordinator loads the group's membership, and requests are retried there.
+
+``group_instance_id`` makes the member static (KIP-345): a restarted consumer with the same id takes
+its old place and partitions back without a rebalance, provided it returns within the session
+timeout; ``leave`` then sends no LeaveGroup (the session timeout removes a static member that is
+gone for good). FENCED_INSTANCE_ID means a newer instance with the same id replaced this one:
+``fenced`` holds that error and the member stops.
 """
 
 from __future__ import annotations
@@ -24,7 +37,12 @@ from tenacity import (
 )
 
 from raftlog.proto import group_pb2, group_pb2_grpc
-from raftlog.proto.errors import CoordinatorNotAvailableError, RaftlogError, error_for
+from raftlog.proto.errors import (
+    CoordinatorNotAvailableError,
+    FencedInstanceIdError,
+    RaftlogError,
+    error_for,
+)
 
 from .assignors import (
     ASSIGNORS,
@@ -42,6 +60,7 @@ __all__ = ["GroupMembership", "find_coordinator"]
 logger = logging.getLogger(__name__)
 TopicPartition = tuple[str, int]
 _REJOIN = ("REBALANCE_IN_PROGRESS", "ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID")
+_LOST = ("ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID")  # membership gone: partitions are lost
 _NEW_COORDINATOR = ("NOT_COORDINATOR", "COORDINATOR_NOT_AVAILABLE", "COORDINATOR_LOAD_IN_PROGRESS")
 
 
@@ -100,6 +119,7 @@ class GroupMembership:
         rebalance_timeout_ms: int = 30_000,
         assignors: Sequence[str] = ("sticky", "range", "roundrobin"),
         request_timeout_s: float = 30.0,
+        group_instance_id: str | None = None,
     ) -> None:
         unknown = [a for a in assignors if a not in ASSIGNORS]
         if unknown or not assignors:
@@ -112,6 +132,9 @@ class GroupMembership:
         self.rebalance_timeout_ms = rebalance_timeout_ms
         self.assignors = tuple(assignors)
         self.request_timeout_s = request_timeout_s
+        if group_instance_id is not None and not group_instance_id:
+            raise ValueError("group_instance_id must be non-empty (or None for a dynamic member)")
+        self.instance_id = group_instance_id or ""
         self.member_id = ""
         self.generation = -1
         self.assignment: list[TopicPartition] = []
@@ -119,6 +142,11 @@ class GroupMembership:
         self._coordinator: str | None = None
         self._lock = threading.Lock()
         self._rejoin = True
+        self._lost = False  # membership gone since the consumer last asked (take_lost)
+        # waiting for a JoinGroup answer: no heartbeats (the group is rebalancing because of this
+        # very join; REBALANCE_IN_PROGRESS would only ask for another round)
+        self._joining = False
+        self.fenced: FencedInstanceIdError | None = None
         self._stop = threading.Event()
         self._heartbeats: threading.Thread | None = None
 
@@ -174,6 +202,31 @@ class GroupMembership:
         with self._lock:
             return self._rejoin
 
+    def take_lost(self) -> bool:
+        """Was the membership lost since the last call? (The consumer's partitions with it.)"""
+        with self._lock:
+            lost, self._lost = self._lost, False
+            return lost
+
+    def _answered(self, error: RaftlogError, sent: tuple[str, int] | None = None) -> None:
+        """What an error answer says about the membership: flags, under the lock. ``sent``: the
+        (member id, generation) the request carried — an answer about a membership this member
+        has since replaced (a join completed meanwhile) says nothing about the current one."""
+        with self._lock:
+            if sent is not None and sent != (self.member_id, self.generation):
+                return
+            if isinstance(error, FencedInstanceIdError):
+                self.fenced = error
+                self._stop.set()
+            if error.name in _REJOIN:
+                self._rejoin = True
+            if error.name in _LOST:
+                self._lost = True
+                self.generation = -1
+                self.assignment = []  # a lost member owns nothing (its next join says so)
+                if error.name == "UNKNOWN_MEMBER_ID":
+                    self.member_id = ""
+
     def subscribe(self, topics: Sequence[str]) -> None:
         self.topics = tuple(sorted(set(topics)))
         with self._lock:
@@ -193,19 +246,20 @@ class GroupMembership:
         except RaftlogError as exc:
             if exc.retriable or exc.name in _REJOIN:
                 logger.info("group %s: rejoin failed (%s), will retry", self.group_id, exc)
-                if exc.name == "UNKNOWN_MEMBER_ID":
-                    self.member_id = ""
+                with self._lock:
+                    self._rejoin = True
+                    if exc.name == "UNKNOWN_MEMBER_ID":
+                        self.member_id = ""
                 return None
+            if isinstance(exc, FencedInstanceIdError):
+                self._answered(exc)
             raise
         self.assignment = assigned
         self._start_heartbeats()
         return old, assigned
 
-    def _join_and_sync(self) -> list[TopicPartition]:
-        with self._lock:
-            self._rejoin = False
-        subscription = encode_subscription(Subscription(self.topics, tuple(self.assignment)))
-        joined = self._call(
+    def _join_call(self, subscription: bytes) -> object:
+        return self._call(
             "JoinGroup",
             group_pb2.JoinGroupRequest(
                 group_id=self.group_id,
@@ -216,18 +270,33 @@ class GroupMembership:
                 protocols=[
                     group_pb2.Protocol(name=a, metadata=subscription) for a in self.assignors
                 ],
+                group_instance_id=self.instance_id,
             ),
             self.rebalance_timeout_ms / 1000 + 10,
         )
+
+    def _join_and_sync(self) -> list[TopicPartition]:
+        with self._lock:
+            self._rejoin = False
+            self._joining = True
+        subscription = encode_subscription(Subscription(self.topics, tuple(self.assignment)))
+        try:
+            joined = self._join_call(subscription)
+        finally:
+            with self._lock:
+                self._joining = False
         assert isinstance(joined, group_pb2.JoinGroupResponse)
         if joined.error.code:
             with self._lock:
                 self._rejoin = True
             raise error_for(joined.error.code, joined.error.message)
-        self.member_id = joined.member_id
-        self.generation = joined.generation
+        with self._lock:
+            self.member_id = joined.member_id
+            self.generation = joined.generation
         assignments: list[group_pb2.GroupMember] = []
-        if joined.leader_id == joined.member_id:
+        # a leader without members' subscriptions is a static leader back in a stable group:
+        # the assignment stands, there is nothing to compute
+        if joined.leader_id == joined.member_id and joined.members:
             plan = self._assign(joined.protocol, {m.member_id: m.metadata for m in joined.members})
             assignments = [
                 group_pb2.GroupMember(member_id=m, metadata=encode_assignment(tps))
@@ -240,6 +309,7 @@ class GroupMembership:
                 member_id=self.member_id,
                 generation=self.generation,
                 assignments=assignments,
+                group_instance_id=self.instance_id,
             ),
             70,
         )
@@ -279,14 +349,17 @@ class GroupMembership:
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_interval_ms / 1000):
-            if self.rejoin_needed or not self.member_id:
-                continue
+            with self._lock:
+                if self._rejoin or self._joining or not self.member_id:
+                    continue
+                sent = (self.member_id, self.generation)
             try:
                 answer = self._stub().Heartbeat(
                     group_pb2.HeartbeatRequest(
                         group_id=self.group_id,
-                        member_id=self.member_id,
-                        generation=self.generation,
+                        member_id=sent[0],
+                        generation=sent[1],
+                        group_instance_id=self.instance_id,
                     ),
                     timeout=self.heartbeat_interval_ms / 1000 * 2,
                 )
@@ -295,14 +368,10 @@ class GroupMembership:
                 continue
             if not answer.error.code:
                 continue
-            name = error_for(answer.error.code).name
-            if name in _NEW_COORDINATOR:
+            error = error_for(answer.error.code, answer.error.message)
+            if error.name in _NEW_COORDINATOR:
                 self._lost_coordinator()
-            if name in _REJOIN:
-                with self._lock:
-                    self._rejoin = True
-                    if name == "UNKNOWN_MEMBER_ID":
-                        self.member_id = ""
+            self._answered(error, sent)
 
     # ---- offsets ---------------------------------------------------------------------------------
 
@@ -320,15 +389,14 @@ class GroupMembership:
                     group_pb2.CommittedOffset(topic=t, partition=p, offset=o)
                     for (t, p), o in sorted(offsets.items())
                 ],
+                group_instance_id=self.instance_id,
             ),
             self.request_timeout_s,
         )
         assert isinstance(answer, group_pb2.OffsetCommitResponse)
         if answer.error.code:
             error = error_for(answer.error.code, answer.error.message)
-            if error.name in _REJOIN:
-                with self._lock:
-                    self._rejoin = True
+            self._answered(error)
             raise error
 
     def fetch_committed(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
@@ -347,8 +415,10 @@ class GroupMembership:
         return {(o.topic, o.partition): o.offset for o in answer.offsets}
 
     def leave(self) -> None:
+        """Leave the group (a dynamic member); a static member only stops heartbeating, so that
+        its next instance finds its place within the session timeout (Kafka does the same)."""
         self._stop.set()
-        if self.member_id:
+        if self.member_id and not self.instance_id:
             with contextlib.suppress(grpc.RpcError, RaftlogError):  # the session timeout does it
                 self._stub().LeaveGroup(
                     group_pb2.LeaveGroupRequest(group_id=self.group_id, member_id=self.member_id),

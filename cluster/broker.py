@@ -215,7 +215,10 @@ class Broker:
             background=self._in_background,
         )
         self.coordinator = GroupCoordinator(
-            self.replicas, self.clock_ms, self._create_offsets_topic
+            self.replicas,
+            self.clock_ms,
+            self._create_offsets_topic,
+            initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
         )
         self.quorum: RaftQuorum  # started in run()
         self.controller: ActiveController

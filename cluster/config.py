@@ -185,6 +185,9 @@ class BrokerConfig:
     flush_ms: int = -1
     hw_checkpoint_interval_ms: int = 2000
     retention_check_interval_ms: int = 30_000
+    # [groups] initial_rebalance_delay_ms: Kafka's group.initial.rebalance.delay.ms — the first
+    # round of an empty group waits this long for more members (each arrival extends it again)
+    group_initial_rebalance_delay_ms: int = 3000
     topic_defaults: Mapping[str, int] = field(
         default_factory=lambda: {"partitions": 3, "replication_factor": 3, "min_insync_replicas": 2}
     )
@@ -339,6 +342,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
         "security",
         "quotas",
         "metrics_address",
+        "groups",
     }
     unknown = set(data) - known
     if unknown:
@@ -402,6 +406,12 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
     limits = _limits(data.get("limits", {}))
     security = _security(data.get("security"), base)
     quotas = _quotas(data.get("quotas", {}))
+    groups = data.get("groups", {})
+    if not isinstance(groups, dict) or set(groups) - {"initial_rebalance_delay_ms"}:
+        raise ConfigFileError("[groups] takes initial_rebalance_delay_ms only")
+    initial_delay_ms = _int(groups, "initial_rebalance_delay_ms", 3000, "groups")
+    if not 0 <= initial_delay_ms <= 300_000:
+        raise ConfigFileError("groups.initial_rebalance_delay_ms must be 0-300000")
     config = BrokerConfig(
         node_id=node_id,
         data_dir=str(base / data_dir),
@@ -425,6 +435,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
         flush_ms=_int(storage, "flush_ms", -1, "storage"),
         hw_checkpoint_interval_ms=_int(storage, "hw_checkpoint_interval_ms", 2000, "storage"),
         retention_check_interval_ms=_int(storage, "retention_check_interval_ms", 30_000, "storage"),
+        group_initial_rebalance_delay_ms=initial_delay_ms,
         topic_defaults={
             "partitions": _int(defaults, "partitions", 3, "topic_defaults"),
             "replication_factor": _int(defaults, "replication_factor", 3, "topic_defaults"),

@@ -11,11 +11,20 @@ done), and gives up its groups the moment it stops leading (``NOT_COORDINATOR``)
 Records of the offsets topic (cbor2 keys and values, the key says which)::
 
     key ["o", group, topic, partition]   value [next offset, metadata, commit time ms]
-    key ["g", group]                     value [generation]   — so generations only grow
+    key ["g", group]                     value [generation]   — a round completed: generations
+                                                                 only grow
+    key ["g", group]                     value [generation, assignor, leader, members]
+                                           — the membership (``Group.snapshot``) of a completed
+                                             sync, or of a group that became empty
 
-Group membership itself is not persisted: after a coordinator move, members get
-UNKNOWN_MEMBER_ID on their next heartbeat and rejoin (a rebalance), which is what Kafka members
-do after a coordinator failure as well. The membership rules are the pure ``group.py``.
+Group membership is persisted as Kafka persists it: the leader's sync is answered only once the
+group's members and assignments are replicated (acks=all on the offsets partition), and so is a
+static member taking its place back. A new coordinator (the old one died, or the offsets
+partition's leadership moved) loads the last membership and goes on with the same generation,
+member ids and assignments: nobody rebalances and in-flight commits succeed when the client retries
+them there. If a later round had completed (a generation record after the last membership), the
+loaded members keep their ids and are asked to rejoin. The membership rules are the pure
+``group.py``.
 """
 
 from __future__ import annotations
@@ -64,6 +73,8 @@ class _GroupEntry:
     joins: dict[str, asyncio.Future[JoinAnswer]] = field(default_factory=dict)
     syncs: dict[str, asyncio.Future[SyncAnswer]] = field(default_factory=dict)
     persisted_generation: int = 0
+    snapshot: list[Any] | None = None  # while loading: the last membership record
+    storing: asyncio.Future[None] | None = None  # the membership being replicated
 
 
 @dataclass(slots=True)
@@ -80,9 +91,12 @@ class GroupCoordinator:
         replicas: ReplicaManager,
         clock_ms: Callable[[], int],
         create_offsets_topic: Callable[[], Coroutine[Any, Any, None]],
+        *,
+        initial_rebalance_delay_ms: int = 0,
     ) -> None:
         self.replicas = replicas
         self.clock_ms = clock_ms
+        self.initial_rebalance_delay_ms = initial_rebalance_delay_ms
         self.tasks = TaskSet("coordinator")  # generation writes in flight
         self._create_offsets_topic = create_offsets_topic
         self._loaded: dict[int, _Loaded] = {}
@@ -129,12 +143,20 @@ class GroupCoordinator:
                 offset = result.next_offset
         except StorageError as exc:
             logger.error("offsets partition %s: load stopped at %s: %s", index, offset, exc)
+        now = self.clock_ms()
+        for entry in loaded.groups.values():
+            if entry.snapshot is not None:
+                stable = int(entry.snapshot[0]) == entry.group.generation
+                entry.group.restore(entry.snapshot, now, stable=stable)
+                entry.snapshot = None
         self._loaded[index] = loaded
         self.loads += 1
         logger.info("coordinating %d group(s) of offsets partition %s", len(loaded.groups), index)
 
-    @staticmethod
-    def _replay(loaded: _Loaded, key: bytes | None, value: bytes | None) -> None:
+    def _new_entry(self, group_id: str) -> _GroupEntry:
+        return _GroupEntry(Group(group_id, initial_delay_ms=self.initial_rebalance_delay_ms))
+
+    def _replay(self, loaded: _Loaded, key: bytes | None, value: bytes | None) -> None:
         if key is None:
             return
         try:
@@ -144,7 +166,9 @@ class GroupCoordinator:
             return
         if not isinstance(k, list) or not k:
             return
-        entry = loaded.groups.setdefault(str(k[1]), _GroupEntry(Group(str(k[1]))))
+        entry = loaded.groups.get(str(k[1]))
+        if entry is None:
+            entry = loaded.groups[str(k[1])] = self._new_entry(str(k[1]))
         if k[0] == "o" and len(k) == 4:
             tp = (str(k[2]), int(k[3]))
             if v is None:
@@ -155,6 +179,8 @@ class GroupCoordinator:
             generation = int(v[0])
             entry.group.generation = max(entry.group.generation, generation)
             entry.persisted_generation = entry.group.generation
+            if len(v) == 4:  # a membership; [generation] alone only moves the generation on
+                entry.snapshot = v
 
     def _unload(self, index: int) -> None:
         loaded = self._loaded.pop(index)
@@ -184,7 +210,7 @@ class GroupCoordinator:
         if entry is None:
             if not create:
                 raise CoordinatorError(ErrorCode.GROUP_ID_NOT_FOUND, f"no group {group_id!r}")
-            entry = loaded.groups[group_id] = _GroupEntry(Group(group_id))
+            entry = loaded.groups[group_id] = self._new_entry(group_id)
         return entry
 
     async def find(self, group_id: str) -> int:
@@ -221,7 +247,9 @@ class GroupCoordinator:
                 )
         if group.generation > entry.persisted_generation:
             entry.persisted_generation = group.generation
-            self.tasks.spawn(self._persist_generation(group))
+            # an empty group's record is its (empty) membership: nobody to bring back
+            value = group.snapshot() if not group.members else [group.generation]
+            self.tasks.spawn(self._persist_quietly(group.group_id, value))
 
     def _fail_syncs(self, entry: _GroupEntry) -> None:
         for member_id, future in list(entry.syncs.items()):
@@ -241,6 +269,7 @@ class GroupCoordinator:
         session_timeout_ms: int,
         rebalance_timeout_ms: int,
         protocols: list[tuple[str, bytes]],
+        instance_id: str = "",
     ) -> JoinAnswer:
         entry = self._entry(group_id)
         group = entry.group
@@ -253,6 +282,7 @@ class GroupCoordinator:
                 rebalance_timeout_ms,
                 protocols,
                 self.clock_ms(),
+                instance_id,
             )
         except GroupError as exc:
             raise CoordinatorError(exc.code, exc.message) from exc
@@ -264,6 +294,10 @@ class GroupCoordinator:
         future: asyncio.Future[JoinAnswer] = asyncio.get_running_loop().create_future()
         entry.joins[member_id] = future
         self._poll(entry, self.clock_ms())
+        if future.done() and not future.exception() and group.state is GroupState.STABLE:
+            # a static member took its place back without a round: its new member id must
+            # survive a coordinator move before it may use it
+            await self._persist_membership(entry, "the static member's new id")
         wait_s = min(rebalance_timeout_ms, 300_000) / 1000 + 5
         try:
             return await asyncio.wait_for(future, wait_s)
@@ -273,13 +307,30 @@ class GroupCoordinator:
             ) from exc
 
     async def sync(
-        self, group_id: str, member_id: str, generation: int, assignments: list[tuple[str, bytes]]
+        self,
+        group_id: str,
+        member_id: str,
+        generation: int,
+        assignments: list[tuple[str, bytes]],
+        instance_id: str = "",
     ) -> bytes:
         entry = self._entry(group_id, create=False)
+        if entry.storing is not None:  # a sync arriving while the assignment is being stored
+            await asyncio.shield(entry.storing)
+        before = entry.group.state
         try:
-            due = entry.group.sync(member_id, generation, assignments, self.clock_ms())
+            due = entry.group.sync(member_id, generation, assignments, self.clock_ms(), instance_id)
         except GroupError as exc:
             raise CoordinatorError(exc.code, exc.message) from exc
+        if before is GroupState.COMPLETING_REBALANCE and entry.group.state is GroupState.STABLE:
+            try:  # nobody learns the assignment before it would survive a coordinator move
+                await self._persist_membership(entry, "the assignment")
+            except CoordinatorError as exc:
+                for answer in due:
+                    future = entry.syncs.pop(answer.member_id, None)
+                    if future is not None and not future.done():
+                        future.set_exception(exc)
+                raise
         mine: bytes | None = None
         for answer in due:
             if answer.member_id == member_id:
@@ -300,17 +351,19 @@ class GroupCoordinator:
             ) from exc
         return answer.assignment
 
-    def heartbeat(self, group_id: str, member_id: str, generation: int) -> None:
+    def heartbeat(
+        self, group_id: str, member_id: str, generation: int, instance_id: str = ""
+    ) -> None:
         entry = self._entry(group_id, create=False)
         try:
-            entry.group.heartbeat(member_id, generation, self.clock_ms())
+            entry.group.heartbeat(member_id, generation, self.clock_ms(), instance_id)
         except GroupError as exc:
             raise CoordinatorError(exc.code, exc.message) from exc
 
-    def leave(self, group_id: str, member_id: str) -> None:
+    def leave(self, group_id: str, member_id: str, instance_id: str = "") -> None:
         entry = self._entry(group_id, create=False)
         try:
-            entry.group.leave(member_id, self.clock_ms())
+            entry.group.leave(member_id, self.clock_ms(), instance_id)
         except GroupError as exc:
             raise CoordinatorError(exc.code, exc.message) from exc
         self._fail_syncs(entry)
@@ -324,11 +377,12 @@ class GroupCoordinator:
         member_id: str,
         generation: int,
         offsets: list[tuple[str, int, int, str]],
+        instance_id: str = "",
     ) -> None:
         """Replicate the commit (acks=all on the offsets partition), then remember it."""
         entry = self._entry(group_id)
         try:
-            entry.group.check_commit(member_id, generation)
+            entry.group.check_commit(member_id, generation, instance_id)
         except GroupError as exc:
             raise CoordinatorError(exc.code, exc.message) from exc
         if not offsets:
@@ -360,15 +414,41 @@ class GroupCoordinator:
                 code = ErrorCode.NOT_COORDINATOR
             raise CoordinatorError(code, f"the commit was not replicated: {outcome.message}")
 
-    async def _persist_generation(self, group: Group) -> None:
+    async def _persist(self, group_id: str, value: list[Any]) -> None:
         builder = BatchBuilder()
         builder.append(
-            cbor2.dumps([group.generation]),
-            key=cbor2.dumps(["g", group.group_id]),
-            timestamp_ms=self.clock_ms(),
+            cbor2.dumps(value), key=cbor2.dumps(["g", group_id]), timestamp_ms=self.clock_ms()
         )
+        await self._append(group_id, builder.build())
+
+    async def _persist_quietly(self, group_id: str, value: list[Any]) -> None:
         with contextlib.suppress(CoordinatorError):  # the next generation writes it again
-            await self._append(group.group_id, builder.build())
+            await self._persist(group_id, value)
+
+    async def _persist_membership(self, entry: _GroupEntry, what: str) -> None:
+        """Replicate the group's membership now; if that fails, or the group moved on while it
+        was written, the members are told to rejoin (CoordinatorError says why)."""
+        group = entry.group
+        generation = group.generation
+        storing = entry.storing = asyncio.get_running_loop().create_future()
+        try:
+            await self._persist(group.group_id, group.snapshot())
+        except CoordinatorError as exc:
+            if group.generation == generation and group.state is GroupState.STABLE:
+                group.rebalance(self.clock_ms())
+            code = exc.code
+            if code not in (ErrorCode.NOT_COORDINATOR, ErrorCode.REBALANCE_IN_PROGRESS):
+                code = ErrorCode.COORDINATOR_NOT_AVAILABLE  # e.g. the offsets partition's ISR
+            raise CoordinatorError(code, f"{what} was not stored: {exc.message}") from exc
+        finally:
+            storing.set_result(None)
+            if entry.storing is storing:
+                entry.storing = None
+        if group.generation != generation or group.state is not GroupState.STABLE:
+            raise CoordinatorError(
+                ErrorCode.REBALANCE_IN_PROGRESS, "a new round started: join again"
+            )
+        entry.persisted_generation = max(entry.persisted_generation, generation)
 
     def fetch(
         self, group_id: str, partitions: list[OffsetKey] | None
@@ -409,7 +489,7 @@ class GroupCoordinator:
             "protocol": group.protocol,
             "leader_id": group.leader_id,
             "members": [
-                (m.member_id, m.client_id, m.assignment, now - m.last_heartbeat_ms)
+                (m.member_id, m.client_id, m.assignment, now - m.last_heartbeat_ms, m.instance_id)
                 for m in group.members.values()
             ],
         }

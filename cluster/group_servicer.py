@@ -84,6 +84,7 @@ class GroupServicer(group_pb2_grpc.GroupCoordinatorServicer):
                 request.session_timeout_ms or 10_000,
                 request.rebalance_timeout_ms or 30_000,
                 [(p.name, p.metadata) for p in request.protocols],
+                request.group_instance_id,
             )
         except CoordinatorError as exc:
             return group_pb2.JoinGroupResponse(error=error(exc.code, exc.message))
@@ -108,6 +109,7 @@ class GroupServicer(group_pb2_grpc.GroupCoordinatorServicer):
                 request.member_id,
                 request.generation,
                 [(a.member_id, a.metadata) for a in request.assignments],
+                request.group_instance_id,
             )
         except CoordinatorError as exc:
             return group_pb2.SyncGroupResponse(error=error(exc.code, exc.message))
@@ -121,7 +123,9 @@ class GroupServicer(group_pb2_grpc.GroupCoordinatorServicer):
         if denied is not None:
             return group_pb2.HeartbeatResponse(error=denied)
         try:
-            self.coordinator.heartbeat(request.group_id, request.member_id, request.generation)
+            self.coordinator.heartbeat(
+                request.group_id, request.member_id, request.generation, request.group_instance_id
+            )
         except CoordinatorError as exc:
             return group_pb2.HeartbeatResponse(error=error(exc.code, exc.message))
         return group_pb2.HeartbeatResponse()
@@ -134,7 +138,7 @@ class GroupServicer(group_pb2_grpc.GroupCoordinatorServicer):
         if denied is not None:
             return group_pb2.LeaveGroupResponse(error=denied)
         try:
-            self.coordinator.leave(request.group_id, request.member_id)
+            self.coordinator.leave(request.group_id, request.member_id, request.group_instance_id)
         except CoordinatorError as exc:
             return group_pb2.LeaveGroupResponse(error=error(exc.code, exc.message))
         return group_pb2.LeaveGroupResponse()
@@ -157,7 +161,11 @@ class GroupServicer(group_pb2_grpc.GroupCoordinatorServicer):
                 )
         try:
             await self.coordinator.commit(
-                request.group_id, request.member_id, request.generation, offsets
+                request.group_id,
+                request.member_id,
+                request.generation,
+                offsets,
+                request.group_instance_id,
             )
         except CoordinatorError as exc:
             return group_pb2.OffsetCommitResponse(error=error(exc.code, exc.message))
@@ -226,8 +234,12 @@ class GroupServicer(group_pb2_grpc.GroupCoordinatorServicer):
             leader_id=found["leader_id"],
             members=[
                 group_pb2.MemberDescription(
-                    member_id=m, client_id=c, assignment=a, last_heartbeat_ms_ago=ago
+                    member_id=m,
+                    client_id=c,
+                    assignment=a,
+                    last_heartbeat_ms_ago=ago,
+                    group_instance_id=instance,
                 )
-                for m, c, a, ago in found["members"]
+                for m, c, a, ago, instance in found["members"]
             ],
         )

@@ -22,6 +22,7 @@ __all__ = [
     "DuplicateSequenceNumberError",
     "ElectionNotNeededError",
     "EligibleLeadersNotAvailableError",
+    "FencedInstanceIdError",
     "FencedLeaderEpochError",
     "GroupAuthorizationFailedError",
     "GroupIdNotFoundError",
@@ -458,6 +459,13 @@ class InconsistentGroupProtocolError(RaftlogError):
 class GroupMaxSizeReachedError(RaftlogError):
     code = 81
     name = "GROUP_MAX_SIZE_REACHED"
+
+
+class FencedInstanceIdError(RaftlogError):
+    """A static member (``group_instance_id``) was replaced by a newer instance of itself."""
+
+    code = 82
+    name = "FENCED_INSTANCE_ID"
 
 
 class IneligibleReplicaError(RaftlogError):

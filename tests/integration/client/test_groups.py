@@ -4,11 +4,6 @@ partitions move; committed offsets survive kill -9 of the coordinator; nothing i
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import threading
-import time
-from typing import Any
 
 import pytest
 
@@ -17,6 +12,7 @@ from raftlog.client.local_cluster import LocalCluster
 from raftlog.proto import group_pb2, group_pb2_grpc
 
 from ..conftest import ClusterFactory
+from .members import ConsumerProcess, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -41,45 +37,11 @@ while True:
 """
 
 
-class Member:
-    """A consumer process of group ``workers``; it reads the cluster's certificates itself."""
+class Member(ConsumerProcess):
+    """A consumer process of group ``workers``."""
 
     def __init__(self, cluster: LocalCluster) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", MEMBER, cluster.bootstrap, str(cluster.dir)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.events: list[dict[str, Any]] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.events.append(json.loads(line))
-
-    @property
-    def assignment(self) -> list[tuple[str, int]]:
-        assigns = [e for e in self.events if e["event"] == "assign"]
-        return [tuple(p) for p in assigns[-1]["partitions"]] if assigns else []  # type: ignore[misc]
-
-    def values(self) -> set[str]:
-        return {e["v"] for e in self.events if e["event"] == "record"}
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(10)
-
-
-def wait_until(condition: Any, timeout_s: float, what: str) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        if condition():
-            return time.monotonic() - start
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+        super().__init__(MEMBER, cluster)
 
 
 def produce(cluster: LocalCluster, start: int, count: int) -> None:
