@@ -1,11 +1,13 @@
-"""Partition assignors, run by the group leader: range, round-robin and sticky. Pure.
+"""Partition assignors, run by the group leader: range, round-robin, sticky and cooperative-sticky.
+Pure.
 
 A member's subscription and assignment travel through the coordinator as opaque bytes (cbor2)::
 
     subscription  {"topics": ["orders", ...], "owned": [["orders", 0], ...]}
     assignment    {"partitions": [["orders", 0], ...]}
 
-``owned`` is what the member held before the rebalance (the sticky assignor keeps it where it can).
+``owned`` is what the member held before the rebalance (the sticky assignor keeps it where it can;
+for a cooperative member it is what it still holds, and keeps consuming, during the rebalance).
 Worked example, range: members a, b subscribed to t with 5 partitions → a: t-0, t-1, t-2;
 b: t-3, t-4 (the first members get one extra). Round-robin over the same → a: 0, 2, 4; b: 1, 3.
 """
@@ -20,6 +22,7 @@ import cbor2
 __all__ = [
     "ASSIGNORS",
     "Subscription",
+    "cooperative_sticky_assign",
     "decode_assignment",
     "decode_subscription",
     "encode_assignment",
@@ -119,23 +122,35 @@ def roundrobin_assign(
 def sticky_assign(
     subscriptions: Mapping[str, Subscription], counts: Mapping[str, int]
 ) -> Assignment:
-    """Balanced like round-robin, but every member keeps what it owned where balance allows."""
+    """Balanced like round-robin, but every member keeps what it owned where balance allows.
+
+    Stable: a balanced assignment given back as ``owned`` comes out unchanged (so a cooperative
+    rebalance converges instead of moving a partition every round).
+    """
     result: Assignment = {m: [] for m in subscriptions}
     subscribers = _subscribers(subscriptions, counts)
     everything = [(t, p) for t in sorted(subscribers) for p in range(counts[t])]
     if not result:
         return result
-    # keep owned partitions up to the floor share (at least 1), then deal the rest to the least
-    # loaded: sizes then differ by at most one, like round-robin
-    quota = max(1, len(everything) // len(result))
+    # sizes end up floor or floor + 1, with exactly `extra` members at floor + 1: keep owned
+    # partitions up to floor, then let the members with more owned ones keep one extra each
+    floor, extra = divmod(len(everything), len(result))
     taken: set[TopicPartition] = set()
+    keepable: dict[str, list[TopicPartition]] = {}
     for member in sorted(result):
+        keepable[member] = []
         for tp in subscriptions[member].owned:
             valid = tp[0] in subscribers and tp[1] < counts.get(tp[0], 0)
-            keep = valid and member in subscribers[tp[0]] and tp not in taken
-            if keep and len(result[member]) < quota:
-                result[member].append(tp)
+            if valid and member in subscribers[tp[0]] and tp not in taken:
+                keepable[member].append(tp)
                 taken.add(tp)
+    for member in sorted(result):
+        result[member] = keepable[member][:floor]
+    for member in sorted(result, key=lambda m: (-len(keepable[m]), m)):
+        if extra and len(keepable[member]) > floor:
+            result[member].append(keepable[member][floor])
+            extra -= 1
+    taken = {tp for parts in result.values() for tp in parts}
     for tp in everything:
         if tp in taken:
             continue
@@ -145,8 +160,35 @@ def sticky_assign(
     return result
 
 
+def cooperative_sticky_assign(
+    subscriptions: Mapping[str, Subscription], counts: Mapping[str, int]
+) -> Assignment:
+    """Kafka's incremental cooperative rebalancing (KIP-429): sticky's target, except that a
+    partition still owned by another member is given to nobody this round. Its owner is not
+    assigned it either, so it revokes it and asks for another round; that round hands it over.
+    Partitions that stay put are never revoked, so they never stop.
+
+    Worked example: a owns t-0..t-5, b joins. Sticky's target: a t-0..t-2, b t-3..t-5. Round 1
+    gives a t-0..t-2 (it revokes t-3..t-5, keeps consuming t-0..t-2) and b nothing; round 2 (a no
+    longer claims t-3..t-5) gives b t-3..t-5.
+    """
+    target = sticky_assign(subscriptions, counts)
+    claimed: dict[TopicPartition, set[str]] = {}
+    for member, subscription in subscriptions.items():
+        for tp in subscription.owned:
+            claimed.setdefault(tp, set()).add(member)
+    return {
+        member: [tp for tp in tps if tp not in claimed or member in claimed[tp]]
+        for member, tps in target.items()
+    }
+
+
 ASSIGNORS: dict[str, Callable[[Mapping[str, Subscription], Mapping[str, int]], Assignment]] = {
     "sticky": sticky_assign,
     "range": range_assign,
     "roundrobin": roundrobin_assign,
+    "cooperative-sticky": cooperative_sticky_assign,
 }
+# assignors whose members keep their partitions through a rebalance (KIP-429); a consumer is
+# cooperative when every assignor it names is, as Kafka's is
+COOPERATIVE = frozenset({"cooperative-sticky"})

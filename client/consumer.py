@@ -70,6 +70,7 @@ __all__ = ["Consumer", "ConsumerRecord"]
 
 TopicPartition = tuple[str, int]
 EARLIEST, LATEST, NO_RESET = -2, -1, 0
+COMMITTED = -3  # a partition the group just gave us: its committed offset, else the reset policy
 
 
 class ConsumerRecord(NamedTuple):
@@ -266,19 +267,35 @@ class Consumer:
         self._on_assign, self._on_revoke, self._on_lost = on_assign, on_revoke, on_lost
         self.group.subscribe(topics)
 
-    def _give_up(self, callback: Callable[[list[TopicPartition]], None] | None) -> None:
-        """Hand every owned partition back: the callback first (a revoke may commit the
-        positions), then forget positions, buffered records and bad batches of them."""
-        owned = sorted(self._owned)
-        self._owned = set()
+    def _give_up(
+        self,
+        callback: Callable[[list[TopicPartition]], None] | None,
+        partitions: Iterable[TopicPartition] | None = None,
+    ) -> None:
+        """Hand owned partitions back (default: all of them): the callback first (a revoke may
+        commit the positions), then forget positions, buffered records and bad batches of them."""
+        gone = set(self._owned if partitions is None else partitions) & self._owned
+        self._owned -= gone
         try:
-            if callback is not None and owned:
-                callback(owned)
+            if callback is not None and gone:
+                callback(sorted(gone))
         finally:
-            gone = set(owned)
             self._positions = {tp: s for tp, s in self._positions.items() if tp not in gone}
             self._buffer = deque(r for r in self._buffer if (r.topic, r.partition) not in gone)
             self._corrupt = {tp: e for tp, e in self._corrupt.items() if tp not in gone}
+
+    def _revoke(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        """Give partitions up in a rebalance: commit what was returned (auto-commit), on_revoke
+        — or on_lost, when that commit finds the membership gone."""
+        group = self.group
+        assert group is not None
+        if self.enable_auto_commit:
+            with contextlib.suppress(RaftlogError):  # the group moved on: redelivery is fine
+                self.commit()
+        if group.take_lost():  # nothing to revoke: the membership is gone, all is lost
+            self._give_up(self._on_lost)
+        else:
+            self._give_up(self._on_revoke, partitions)
 
     def _maintain_group(self) -> None:
         group = self.group
@@ -288,34 +305,44 @@ class Consumer:
             raise group.fenced
         if group.take_lost():
             self._give_up(self._on_lost)
+        if group.cooperative:
+            outcome = group.round_outcome()
+            if outcome is not None:
+                self._take_cooperative(outcome[1])
+            group.rejoin_in_background()  # if one is due: keep consuming meanwhile
+            return
         if not group.rejoin_needed:
             return
-        if self._owned:
-            if self.enable_auto_commit:
-                with contextlib.suppress(RaftlogError):  # the group moved on: redelivery is fine
-                    self.commit()
-            if group.take_lost():  # the commit found the membership gone: nothing to revoke
-                self._give_up(self._on_lost)
-            else:
-                self._give_up(self._on_revoke)
+        if self._owned:  # eager: everything goes back before the round
+            self._revoke()
         changed = group.ensure_active()
         group.take_lost()  # a failed rejoin: nothing is owned now, there is nothing to lose
-        if changed is None:
+        if changed is not None:
+            self._take_assigned(changed[1])
+
+    def _take_cooperative(self, assigned: list[TopicPartition]) -> None:
+        """A cooperative round's outcome: revoke only what moves away (and ask for the round that
+        hands it over), start what is new; what stays never stops."""
+        group = self.group
+        assert group is not None
+        revoked = self._owned - set(assigned)
+        if revoked:
+            self._revoke(revoked)
+            group.assignment = sorted(self._owned)  # the next round's subscription says so
+            group.request_rejoin()
+        self._take_assigned([tp for tp in assigned if tp not in self._owned])
+
+    def _take_assigned(self, added: list[TopicPartition]) -> None:
+        """Start consuming ``added`` at the group's committed offsets (fetched before the next
+        fetch, retried on every poll until the coordinator answers), then on_assign."""
+        if not added:
             return
-        _, assigned = changed
-        committed = group.fetch_committed(assigned) if assigned else {}
-        default = {"latest": LATEST, "earliest": EARLIEST}.get(self.auto_offset_reset, NO_RESET)
-        self._positions = {
-            tp: _Position(committed[tp])
-            if committed.get(tp, -1) >= 0
-            else _Position(None, reset_to=default)
-            for tp in assigned
-        }
-        self._buffer = deque()
-        self._corrupt = {}
-        self._owned = set(assigned)
+        for tp in added:
+            self._positions[tp] = _Position(None, reset_to=COMMITTED)
+            self._drop_buffered(tp)
+        self._owned |= set(added)
         if self._on_assign is not None:
-            self._on_assign(list(assigned))
+            self._on_assign(list(added))
 
     def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
         """Commit the next offsets to consume (default: the positions of everything returned
@@ -552,6 +579,17 @@ class Consumer:
     # ---- offsets ---------------------------------------------------------------------------------
 
     def _reset_positions(self, partitions: list[TopicPartition]) -> None:
+        assigned = [tp for tp in partitions if self._positions[tp].reset_to == COMMITTED]
+        if assigned:  # fetched here, on the next poll too if the coordinator does not answer
+            assert self.group is not None
+            committed = self.group.fetch_committed(assigned)
+            default = {"latest": LATEST, "earliest": EARLIEST}.get(self.auto_offset_reset, NO_RESET)
+            for tp in assigned:
+                offset = committed.get(tp, -1)
+                self._positions[tp] = (
+                    _Position(offset) if offset >= 0 else _Position(None, reset_to=default)
+                )
+        partitions = [tp for tp in partitions if self._positions[tp].offset is None]
         unset = [tp for tp in partitions if self._positions[tp].reset_to == NO_RESET]
         if unset:
             raise error_for(

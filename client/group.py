@@ -26,6 +26,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 
 import grpc
 from tenacity import (
@@ -46,6 +47,7 @@ from raftlog.proto.errors import (
 
 from .assignors import (
     ASSIGNORS,
+    COOPERATIVE,
     Subscription,
     decode_assignment,
     decode_subscription,
@@ -146,8 +148,13 @@ class GroupMembership:
         # waiting for a JoinGroup answer: no heartbeats (the group is rebalancing because of this
         # very join; REBALANCE_IN_PROGRESS would only ask for another round)
         self._joining = False
+        self._in_round = False  # between asking to join and having the new assignment
+        # a cooperative member keeps consuming while it rejoins: the round runs on this thread
+        self.cooperative = set(self.assignors) <= COOPERATIVE
+        self._round: Future[tuple[list[TopicPartition], list[TopicPartition]] | None] | None = None
         self.fenced: FencedInstanceIdError | None = None
         self._stop = threading.Event()
+        self._closed = False
         self._heartbeats: threading.Thread | None = None
 
     # ---- the coordinator ---------------------------------------------------------------------
@@ -220,6 +227,10 @@ class GroupMembership:
                 self._stop.set()
             if error.name in _REJOIN:
                 self._rejoin = True
+            if error.name == "ILLEGAL_GENERATION" and self._in_round:
+                # a commit that crossed this member's own join round: the round decides (Kafka
+                # answers such a commit RebalanceInProgress), the membership is not lost
+                return
             if error.name in _LOST:
                 self._lost = True
                 self.generation = -1
@@ -241,6 +252,8 @@ class GroupMembership:
         if not self.rejoin_needed:
             return None
         old = list(self.assignment)
+        with self._lock:
+            self._in_round = True
         try:
             assigned = self._join_and_sync()
         except RaftlogError as exc:
@@ -248,15 +261,50 @@ class GroupMembership:
                 logger.info("group %s: rejoin failed (%s), will retry", self.group_id, exc)
                 with self._lock:
                     self._rejoin = True
+                    if exc.name in _LOST:  # whatever this member still holds is not its own
+                        self._lost = True
                     if exc.name == "UNKNOWN_MEMBER_ID":
                         self.member_id = ""
                 return None
             if isinstance(exc, FencedInstanceIdError):
                 self._answered(exc)
             raise
+        finally:
+            with self._lock:
+                self._in_round = False
         self.assignment = assigned
         self._start_heartbeats()
         return old, assigned
+
+    def rejoin_in_background(self) -> None:
+        """``ensure_active`` on this member's round thread, if a rejoin is due and none runs;
+        ``round_outcome`` gives its result. The caller keeps consuming what it owns meanwhile."""
+        if self._round is not None or not self.rejoin_needed:
+            return
+        round_: Future[tuple[list[TopicPartition], list[TopicPartition]] | None] = Future()
+
+        def run() -> None:
+            try:
+                round_.set_result(self.ensure_active())
+            except BaseException as exc:  # handed to the consumer's thread by round_outcome
+                round_.set_exception(exc)
+
+        self._round = round_
+        # a daemon: a consumer closing mid-round must not wait out a long JoinGroup at exit
+        threading.Thread(target=run, name=f"raftlog-join-{self.group_id}", daemon=True).start()
+
+    def round_outcome(self) -> tuple[list[TopicPartition], list[TopicPartition]] | None:
+        """(old, assigned) of a finished background round, once; None while it runs or when it
+        changed nothing. Errors ``ensure_active`` raises are raised here."""
+        if self._round is None or not self._round.done():
+            return None
+        round_, self._round = self._round, None
+        return round_.result()
+
+    def request_rejoin(self) -> None:
+        """Ask for another round (a cooperative member that just revoked partitions does)."""
+        with self._lock:
+            self._rejoin = True
 
     def _join_call(self, subscription: bytes) -> object:
         return self._call(
@@ -339,7 +387,7 @@ class GroupMembership:
     # ---- heartbeats ------------------------------------------------------------------------------
 
     def _start_heartbeats(self) -> None:
-        if self._heartbeats is not None and self._heartbeats.is_alive():
+        if self._closed or (self._heartbeats is not None and self._heartbeats.is_alive()):
             return
         self._stop.clear()
         self._heartbeats = threading.Thread(
@@ -379,12 +427,14 @@ class GroupMembership:
         """Commit (synchronously: answered once replicated) the next offsets to consume."""
         if not offsets:
             return
+        with self._lock:
+            sent = (self.member_id, self.generation)
         answer = self._call(
             "OffsetCommit",
             group_pb2.OffsetCommitRequest(
                 group_id=self.group_id,
-                member_id=self.member_id,
-                generation=self.generation,
+                member_id=sent[0],
+                generation=sent[1],
                 offsets=[
                     group_pb2.CommittedOffset(topic=t, partition=p, offset=o)
                     for (t, p), o in sorted(offsets.items())
@@ -396,7 +446,7 @@ class GroupMembership:
         assert isinstance(answer, group_pb2.OffsetCommitResponse)
         if answer.error.code:
             error = error_for(answer.error.code, answer.error.message)
-            self._answered(error)
+            self._answered(error, sent)
             raise error
 
     def fetch_committed(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
@@ -417,6 +467,7 @@ class GroupMembership:
     def leave(self) -> None:
         """Leave the group (a dynamic member); a static member only stops heartbeating, so that
         its next instance finds its place within the session timeout (Kafka does the same)."""
+        self._closed = True  # a background round finishing now starts no heartbeats
         self._stop.set()
         if self.member_id and not self.instance_id:
             with contextlib.suppress(grpc.RpcError, RaftlogError):  # the session timeout does it

@@ -11,11 +11,14 @@ it processed, so the checks read one member's own timeline:
 - a member paused past its session timeout gets ``on_lost`` (never ``on_revoke``: a commit would
   fail), and a revoke's commit always succeeds;
 - a static member (``group_instance_id``) killed and restarted within its session timeout takes
-  the same partitions back with no rebalance.
+  the same partitions back with no rebalance;
+- a member joining a cooperative group (KIP-429) moves one partition per old member, and the
+  partitions that stay never pause for as long as a second.
 """
 
 from __future__ import annotations
 
+import itertools
 import signal
 import threading
 import time
@@ -34,16 +37,18 @@ pytestmark = pytest.mark.integration
 
 GROUP = "contract"
 CALLBACKS = ("assign", "revoke", "lost")
+EAGER = "sticky,range,roundrobin"  # the consumer's default assignors: an eager member
 TOPIC = "work"
 PARTITIONS = 6
 
 MEMBER = r"""
 import json, sys
 from raftlog.client import ClientSecurity, Consumer
+import time
 instance = sys.argv[3] or None
 c = Consumer(sys.argv[1], group_id="contract", session_timeout_ms=3000, heartbeat_interval_ms=300,
              enable_auto_commit=False, auto_offset_reset="earliest", group_instance_id=instance,
-             security=ClientSecurity.from_dir(sys.argv[2]))
+             assignors=sys.argv[4].split(","), security=ClientSecurity.from_dir(sys.argv[2]))
 def say(**event):
     print(json.dumps(event), flush=True)
 def on_assign(parts):
@@ -61,7 +66,7 @@ c.subscribe(["work"], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
 while True:
     records = c.poll(timeout_ms=200)
     for r in records:  # "process" each record, then commit: at-least-once
-        say(event="record", p=r.partition, o=r.offset, v=r.value.decode())
+        say(event="record", p=r.partition, o=r.offset, v=r.value.decode(), t=time.time())
     if records:
         try:
             c.commit()
@@ -73,8 +78,8 @@ while True:
 class Member(ConsumerProcess):
     """A consumer process of group ``contract``; ``instance``: its group.instance.id."""
 
-    def __init__(self, cluster: LocalCluster, instance: str = "") -> None:
-        super().__init__(MEMBER, cluster, instance)
+    def __init__(self, cluster: LocalCluster, instance: str = "", assignors: str = EAGER) -> None:
+        super().__init__(MEMBER, cluster, instance, assignors)
 
 
 def records_outside_ownership(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -250,6 +255,52 @@ def test_a_static_member_restarted_within_its_session_takes_its_partitions_back(
         assert generation(cluster) == before  # no rebalance
         for m in members[1:]:  # the others noticed nothing
             assert [e["event"] for e in m.events if e["event"] in CALLBACKS] == ["assign"]
+    finally:
+        feed.stop()
+        for m in members:
+            m.stop()
+
+
+def longest_pause(member: Member, partition: int, start: float, end: float) -> float:
+    """The longest time between two records of ``partition`` this member processed around
+    [start, end] (from its last record before ``start`` to its first after ``end``)."""
+    times = sorted(e["t"] for e in member.of("record") if e["p"] == partition)
+    before = [t for t in times if t < start][-1:]
+    after = [t for t in times if t > end][:1]
+    window = before + [t for t in times if start <= t <= end] + after
+    return max((b - a for a, b in itertools.pairwise(window)), default=end - start)
+
+
+def test_a_join_to_a_cooperative_group_never_stops_the_partitions_that_stay(
+    make_cluster: ClusterFactory,
+) -> None:
+    cluster = start_group(make_cluster)
+    feed = Feed(cluster)
+    members = [Member(cluster, assignors="cooperative-sticky") for _ in range(2)]
+    try:
+        wait_until(lambda: split(members) == [3, 3], 40, "a 3/3 split")
+        wait_until(lambda: all(m.of("record") for m in members), 30, "records flowing")
+        time.sleep(1)
+        start = time.time()
+        members.append(Member(cluster, assignors="cooperative-sticky"))
+        wait_until(lambda: split(members) == [2, 2, 2], 40, "a 2/2/2 split")
+        end = time.time()
+        time.sleep(2)
+        wanted = feed.stop()
+        wait_until(lambda: wanted <= {v for m in members for v in m.values()}, 60, "every record")
+        pauses = {}
+        for m in members[:2]:
+            revoked = {p for e in m.of("revoke") for _, p in e["partitions"]}
+            assert len(revoked) == 1  # 3 → 2: one partition moves, the others stay
+            for _, p in m.assignment:
+                pauses[p] = longest_pause(m, p, start, end)
+        print(f"longest pause of a partition that stayed: {max(pauses.values()):.3f} s")
+        assert max(pauses.values()) < 1.0, pauses
+        for m in members:
+            assert records_outside_ownership(m.events) == []
+            assert all(e["commit"] is True for e in m.of("revoke"))
+        processed = [v for m in members for v in m.values()]
+        assert len(processed) == len(set(processed)), "a record was processed twice"
     finally:
         feed.stop()
         for m in members:
