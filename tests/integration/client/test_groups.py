@@ -7,12 +7,12 @@ import json
 
 import pytest
 
+from bench.group_members import ConsumerProcess, wait_until
 from raftlog.client import Admin, Consumer, Producer
 from raftlog.client.local_cluster import LocalCluster
 from raftlog.proto import group_pb2, group_pb2_grpc
 
 from ..conftest import ClusterFactory
-from .members import ConsumerProcess, wait_until
 
 pytestmark = pytest.mark.integration
 
