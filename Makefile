@@ -9,7 +9,7 @@ PACKAGES := proto cluster raft segments client chaos
 # the benchmark drivers: a top-level package run from the repository root, not installed
 BENCH := bench
 
-.PHONY: install test test-all lint typecheck proto demo demo-storage bench-storage bench-quorum bench-quorum-scale bench bench-plaintext clean
+.PHONY: install test test-all lint typecheck proto demo demo-storage bench-storage bench-groups bench-quorum bench-quorum-scale bench bench-plaintext clean
 
 install: $(STAMP)
 
@@ -58,6 +58,11 @@ demo-storage: $(STAMP)
 
 bench-storage: $(STAMP)
 	$(PY) -m bench.storage
+
+## Consumer groups: what a join, a leave, a consumer kill and a coordinator kill cost three
+## consumers (rebalances, partitions moved, the longest pause of a partition), eager and cooperative.
+bench-groups: $(STAMP)
+	$(PY) -m bench.groups
 
 ## Metadata quorum: failover time of 3 and 5 voters (kill -9 of the Raft leader).
 bench-quorum: $(STAMP)
