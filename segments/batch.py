@@ -28,15 +28,20 @@ On-disk and on-wire format (big-endian; this is the one place it is written down
 The CRC starts after itself, so stamping base_offset and leader_epoch never changes it, and a
 follower can check the bytes it fetched against the CRC the producer computed.
 
-Each record inside the (decompressed) payload::
+Each record inside the (decompressed) payload is Kafka's v2 record, so a batch is byte for byte
+what a Kafka client produces and reads (varint = zigzag-encoded variable-length integer, as in
+protobuf's sint64; -1 encodes as the single byte 0x01)::
 
-    length:int32  timestamp_delta:int32  offset_delta:int32
-    key_length:int32 (-1 = null)  key  value_length:int32 (-1 = null)  value
-    header_count:int32  then per header: key_length:int32 key  value_length:int32 value
+    length:varint  attributes:int8 (0)  timestamp_delta:varint  offset_delta:varint
+    key_length:varint (-1 = null)  key  value_length:varint (-1 = null)  value
+    header_count:varint  then per header: key_length:varint key(UTF-8)  value_length:varint value
 
-``length`` counts the bytes after itself. Worked example: a batch of 3 records appended when the
-log end offset is 50 gets ``base_offset=50``, ``last_offset_delta=2``; its records hold
-offset_delta 0, 1, 2 and are read back at offsets 50, 51, 52; the next batch starts at 53.
+``length`` counts the bytes after itself. Worked example: value ``b"hi"``, no key, no headers,
+offset delta 1, timestamp delta 0 is ``10 00 00 02 01 04 68 69 00`` — length 8 (zigzag 16 =
+0x10), attributes 0, timestamp delta 0, offset delta 1 (0x02), null key (0x01), value length 2
+(0x04), "hi", no headers. A batch of 3 records appended when the log end offset is 50 gets
+``base_offset=50``, ``last_offset_delta=2``; its records hold offset_delta 0, 1, 2 and are read
+back at offsets 50, 51, 52; the next batch starts at 53.
 
 Readers trust nothing but the CRC, and the CRC only says the producer meant these bytes: a
 producer may store a header that lies about its records, or garbage under a valid CRC. So
@@ -53,7 +58,6 @@ import gzip
 import struct
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import crc32c as _crc32c
@@ -95,9 +99,6 @@ CRC_START = 21
 _HEADER = struct.Struct(">qiibIhiqqqhii")
 _PREFIX = struct.Struct(">qi")  # base_offset, batch_length
 _INT64 = struct.Struct(">q")
-_RECORD_HEAD = struct.Struct(">iiii")  # length, timestamp_delta, offset_delta, key_length
-_HEAD_NO_KEY = struct.Struct(">iiiii")  # ... key_length = -1, value_length
-_NO_HEADERS = b"\x00\x00\x00\x00"  # header_count = 0
 _INT32 = struct.Struct(">i")
 assert _HEADER.size == HEADER_BYTES
 
@@ -242,7 +243,30 @@ def _snappy_length(data: bytes) -> int:
     raise CorruptRecordError("snappy payload has no length preamble")
 
 
+_XERIAL_MAGIC = b"\x82SNAPPY\x00"  # snappy-java's stream framing, which Kafka's Java client writes
+_XERIAL_HEADER = 16  # the magic, then two int32 versions
+
+
 def _inflate_snappy(data: bytes, limit: int) -> bytes:
+    """Raw snappy (what we write) or xerial-framed blocks (what Kafka's Java client and
+    kafka-python write: the magic, versions, then int32-length-prefixed raw blocks)."""
+    if not data.startswith(_XERIAL_MAGIC):
+        return _inflate_snappy_block(data, limit)
+    out = bytearray()
+    position = _XERIAL_HEADER
+    while position < len(data):
+        if position + 4 > len(data):
+            raise CorruptRecordError("xerial snappy block length cut short")
+        (size,) = _INT32.unpack_from(data, position)
+        block = data[position + 4 : position + 4 + size]
+        if size < 0 or len(block) != size:
+            raise CorruptRecordError(f"xerial snappy block of {size} bytes cut short")
+        out += _inflate_snappy_block(block, limit - len(out))
+        position += 4 + size
+    return bytes(out)
+
+
+def _inflate_snappy_block(data: bytes, limit: int) -> bytes:
     # raw snappy allocates exactly the length its preamble declares and fails if the stream
     # disagrees, so checking the preamble first bounds the output
     if _snappy_length(data) > limit:
@@ -432,9 +456,48 @@ def iter_batches(
         position += size
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One record as a consumer sees it."""
+class _VarintError(ValueError):
+    pass
+
+
+def _zigzag(n: int) -> bytes:
+    """``n`` as Kafka's (and protobuf's sint64) zigzag varint."""
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+_ZIGZAG_TABLE = 1 << 14  # the encodings of 0 .. 16383, looked up on the builder's hot path
+_ZIGZAG = [_zigzag(n) for n in range(_ZIGZAG_TABLE)]
+_NULL = _zigzag(-1)  # b"\x01": a null key, value or header value
+
+
+def _read_varint(data: bytes, p: int) -> tuple[int, int]:
+    """The zigzag varint at ``p`` and the position after it (IndexError past the end)."""
+    b = data[p]
+    if b < 0x80:
+        return (b >> 1) ^ -(b & 1), p + 1
+    z = b & 0x7F
+    shift = 7
+    p += 1
+    while True:
+        b = data[p]
+        p += 1
+        z |= (b & 0x7F) << shift
+        if b < 0x80:
+            return (z >> 1) ^ -(z & 1), p
+        shift += 7
+        if shift > 63:
+            raise _VarintError("a varint longer than 10 bytes")
+
+
+class Record(NamedTuple):
+    """One record as a consumer sees it (a named tuple: one is built per record read, at half a
+    frozen dataclass's cost)."""
 
     offset: int
     timestamp_ms: int
@@ -475,61 +538,103 @@ def iter_records(
     position = 0
     end = len(data)
     first_timestamp = header.first_timestamp
-    unpack_head = _RECORD_HEAD.unpack_from
-    unpack_int = _INT32.unpack_from
-    # Every read below is bounded by ``data`` (struct.error past its end); the checks keep each
-    # loop moving forward and stop a lying count before it builds objects out of garbage.
+    varint = _read_varint
+    # Every read below is bounded by ``data`` (IndexError past its end) and every slice by the
+    # record's own end; the checks keep each loop moving forward and stop a lying count before it
+    # builds objects out of garbage.
+    index = 0
     try:
         for index in range(header.record_count):
-            length, ts_delta, offset_delta, key_len = unpack_head(data, position)
-            record_end = position + 4 + length
-            if length < 16 or record_end > end:
+            # each varint below is read inline when it takes one or two bytes (lengths under
+            # 8 KiB), through ``varint`` otherwise: the calls were half of a 100-byte record's cost
+            b = data[position]
+            if b < 0x80:
+                length, p = (b >> 1) ^ -(b & 1), position + 1
+            elif data[position + 1] < 0x80:
+                z = (b & 0x7F) | (data[position + 1] << 7)
+                length, p = (z >> 1) ^ -(z & 1), position + 2
+            else:
+                length, p = varint(data, position)
+            record_end = p + length
+            if length < 6 or record_end > end:  # 6: attributes + five one-byte varints
                 raise _bad_record(base, position, f"length {length} overruns the payload")
+            b = data[p + 1]
+            if b < 0x80:
+                ts_delta, p = (b >> 1) ^ -(b & 1), p + 2
+            elif data[p + 2] < 0x80:
+                z = (b & 0x7F) | (data[p + 2] << 7)
+                ts_delta, p = (z >> 1) ^ -(z & 1), p + 3
+            else:
+                ts_delta, p = varint(data, p + 1)
+            b = data[p]
+            if b < 0x80:
+                offset_delta, p = (b >> 1) ^ -(b & 1), p + 1
+            elif data[p + 1] < 0x80:
+                z = (b & 0x7F) | (data[p + 1] << 7)
+                offset_delta, p = (z >> 1) ^ -(z & 1), p + 2
+            else:
+                offset_delta, p = varint(data, p)
             if offset_delta != index:  # last_offset_delta == record_count - 1: no gaps
                 raise _bad_record(base, position, f"offset_delta {offset_delta} != {index}")
-            p = position + 16
-            if key_len < 0:
-                if key_len != -1:
-                    raise _bad_record(base, position, f"key length {key_len}")
+            b = data[p]
+            if b == 1:  # the null key: the common case
                 key = None
+                p += 1
             else:
+                key_len, p = varint(data, p)
+                if key_len < 0:
+                    raise _bad_record(base, position, f"key length {key_len}")
+                if p + key_len > record_end:
+                    raise _bad_record(base, position, f"key length {key_len} overruns the record")
                 key = data[p : p + key_len]
                 p += key_len
-            (value_len,) = unpack_int(data, p)
-            p += 4
+            b = data[p]
+            if b < 0x80:
+                value_len, p = (b >> 1) ^ -(b & 1), p + 1
+            elif data[p + 1] < 0x80:
+                z = (b & 0x7F) | (data[p + 1] << 7)
+                value_len, p = (z >> 1) ^ -(z & 1), p + 2
+            else:
+                value_len, p = varint(data, p)
             if value_len < 0:
                 if value_len != -1:
                     raise _bad_record(base, position, f"value length {value_len}")
                 value = None
             else:
+                if p + value_len > record_end:
+                    raise _bad_record(
+                        base, position, f"value length {value_len} overruns the record"
+                    )
                 value = data[p : p + value_len]
                 p += value_len
-            (header_count,) = unpack_int(data, p)
-            p += 4
             headers: tuple[tuple[str, bytes | None], ...] = ()
+            if data[p] == 0:  # no headers: the common case
+                header_count = 0
+                p += 1
+            else:
+                header_count, p = varint(data, p)
             if header_count:
-                # each header takes >= 8 bytes: a count the record cannot hold is a lie
-                if not 0 < header_count <= (record_end - p) >> 3:
+                # each header takes >= 2 bytes: a count the record cannot hold is a lie
+                if not 0 < header_count <= (record_end - p) >> 1:
                     raise _bad_record(base, position, f"header count {header_count}")
                 found: list[tuple[str, bytes | None]] = []
                 for _h in range(header_count):
-                    (hk_len,) = unpack_int(data, p)
-                    if hk_len < 0:
+                    hk_len, p = varint(data, p)
+                    if hk_len < 0 or p + hk_len > record_end:
                         raise _bad_record(base, position, f"header key length {hk_len}")
-                    hk = data[p + 4 : p + 4 + hk_len].decode("utf-8")
-                    p += 4 + hk_len
-                    (hv_len,) = unpack_int(data, p)
-                    if hv_len < -1:
+                    hk = data[p : p + hk_len].decode("utf-8")
+                    hv_len, p = varint(data, p + hk_len)
+                    if hv_len < -1 or p + hv_len > record_end:
                         raise _bad_record(base, position, f"header value length {hv_len}")
-                    hv = None if hv_len < 0 else data[p + 4 : p + 4 + hv_len]
-                    p += 4 + max(hv_len, 0)
+                    hv = None if hv_len < 0 else data[p : p + hv_len]
+                    p += max(hv_len, 0)
                     found.append((hk, hv))
                 headers = tuple(found)
             if p != record_end:
                 raise _bad_record(base, position, f"fields end at {p}, length says {record_end}")
             yield Record(base + offset_delta, first_timestamp + ts_delta, key, value, headers)
             position = record_end
-    except (struct.error, UnicodeDecodeError) as exc:
+    except (IndexError, UnicodeDecodeError, _VarintError) as exc:
         what = (
             f"record_count {header.record_count} but the payload ends after {index} records"
             if position == end
@@ -616,46 +721,43 @@ class BatchBuilder:
             raise InvalidRecordError("record timestamps in one batch must lie within 24 days")
         count = self._count
         if not headers and value is not None:
-            # the common case in one or two struct packs, no per-record join (a producer's
-            # per-record cost is most of what limits small-record throughput)
+            # the common case: table lookups and one concatenation, no per-record join (a
+            # producer's per-record cost is most of what limits small-record throughput)
             value_len = len(value)
+            zz = _ZIGZAG
+            ts = zz[ts_delta] if 0 <= ts_delta < _ZIGZAG_TABLE else _zigzag(ts_delta)
+            off = zz[count] if count < _ZIGZAG_TABLE else _zigzag(count)
+            vlen = zz[value_len] if value_len < _ZIGZAG_TABLE else _zigzag(value_len)
             if key is None:
-                body_len = 20 + value_len
-                self._chunks.append(_HEAD_NO_KEY.pack(body_len, ts_delta, count, -1, value_len))
+                body_len = len(ts) + len(off) + len(vlen) + value_len + 3
+                size = zz[body_len] if body_len < _ZIGZAG_TABLE else _zigzag(body_len)
+                head = size + b"\x00" + ts + off + b"\x01" + vlen
             else:
-                body_len = 20 + len(key) + value_len
-                chunks = self._chunks
-                chunks.append(_RECORD_HEAD.pack(body_len, ts_delta, count, len(key)))
-                chunks.append(key)
-                chunks.append(_INT32.pack(value_len))
-            self._chunks.append(value)
-            self._chunks.append(_NO_HEADERS)
+                klen = _zigzag(len(key))
+                body_len = len(ts) + len(off) + len(klen) + len(key) + len(vlen) + value_len + 2
+                size = zz[body_len] if body_len < _ZIGZAG_TABLE else _zigzag(body_len)
+                head = size + b"\x00" + ts + off + klen + key + vlen
+            chunks = self._chunks
+            chunks.append(head)
+            chunks.append(value)
+            chunks.append(b"\x00")  # no headers
             self._count = count + 1
-            self._size += body_len + 4
+            self._size += len(head) + value_len + 1
             return count
-        key_len = -1 if key is None else len(key)
-        value_len = -1 if value is None else len(value)
-        parts = [b""]  # placeholder for the record head
-        if key is not None:
-            parts.append(key)
-        parts.append(_INT32.pack(value_len))
-        if value is not None:
-            parts.append(value)
-        parts.append(_INT32.pack(len(headers)))
+        parts = [b"\x00", _zigzag(ts_delta), _zigzag(count)]
+        parts.append(_NULL if key is None else _zigzag(len(key)) + key)
+        parts.append(_NULL if value is None else _zigzag(len(value)) + value)
+        parts.append(_zigzag(len(headers)))
         for hk, hv in headers:
             hk_bytes = hk.encode("utf-8")
-            parts.append(_INT32.pack(len(hk_bytes)))
-            parts.append(hk_bytes)
-            parts.append(_INT32.pack(-1 if hv is None else len(hv)))
-            if hv is not None:
-                parts.append(hv)
-        body_len = 12 + sum(len(p) for p in parts[1:])
-        parts[0] = _RECORD_HEAD.pack(body_len, ts_delta, self._count, key_len)
-        record = b"".join(parts)
+            parts.append(_zigzag(len(hk_bytes)) + hk_bytes)
+            parts.append(_NULL if hv is None else _zigzag(len(hv)) + hv)
+        body = b"".join(parts)
+        record = _zigzag(len(body)) + body
         self._chunks.append(record)
-        self._count += 1
+        self._count = count + 1
         self._size += len(record)
-        return self._count - 1
+        return count
 
     def build(self) -> bytes:
         if self._count == 0:

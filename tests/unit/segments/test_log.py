@@ -57,7 +57,8 @@ def test_offsets_are_assigned_densely_and_read_back(
     infos = [log.append(make_batch(3, start=3 * i), leader_epoch=0, now_ms=0) for i in range(40)]
     assert [(i.base_offset, i.last_offset) for i in infos[:2]] == [(0, 2), (3, 5)]
     assert log.log_end_offset == 120
-    assert log.segment_count == 3  # 40 batches of 82 bytes, rolled at 2,048 bytes
+    per_segment = 2048 // len(make_batch(3, start=117))  # rolled at 2,048 bytes
+    assert log.segment_count == -(-40 // per_segment) > 1
     assert values(log) == [(i, f"v{i}".encode()) for i in range(120)]
     assert values(log, 61)[0] == (61, b"v61")  # from the middle of a batch
     log.close()

@@ -27,7 +27,8 @@ DAMAGES = ["flip", "cut_mid", "cut_boundary", "delete_middle", "flip_active"]
 
 def fill(log: Log, make_batch: BatchFactory, batches: int = BATCHES) -> None:
     for i in range(batches):
-        log.append(make_batch(2, start=2 * i, pad=30), leader_epoch=i // 10)
+        # 175-byte batches (two records of ~50 bytes): the geometry the scenarios below count on
+        log.append(make_batch(2, start=2 * i, pad=47), leader_epoch=i // 10)
 
 
 def segment_files(directory: Path) -> list[Path]:
