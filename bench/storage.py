@@ -74,7 +74,7 @@ SIZES: tuple[tuple[str, int], ...] = (("1k", 1 << 10), ("16k", 16 << 10), ("1m",
 RECOVERY_BATCH_BYTES = 16 << 10
 
 _RECORD_BYTES = 1024  # records of about 1 KiB: a batch of n KiB holds n records
-_RECORD_OVERHEAD_BYTES = 24  # length, timestamp/offset delta, key/value length, header count
+_RECORD_OVERHEAD_BYTES = 8  # about: Kafka's varint framing of a ~1 KiB record (make_batch fits)
 _TIMESTAMP_MS = 1_700_000_000_000  # fixed, so batches are reproducible from their seed
 _POOL_BYTES_MAX = 64 * MIB  # distinct batches per size; larger runs cycle through them
 _REPORT_EVERY_BATCHES = 64  # the writer child reports its progress this often
@@ -165,12 +165,21 @@ def make_batch(size_bytes: int, seed: int) -> bytes:
     body_bytes = size_bytes - HEADER_BYTES
     record_count = max(1, body_bytes // _RECORD_BYTES)
     value_bytes = body_bytes // record_count - _RECORD_OVERHEAD_BYTES
-    remainder = body_bytes - record_count * (value_bytes + _RECORD_OVERHEAD_BYTES)
     rng = random.Random(size_bytes * 1_000_003 + seed)
-    values = [
-        rng.randbytes(value_bytes + (remainder if i == 0 else 0)) for i in range(record_count)
-    ]
+    values = [rng.randbytes(value_bytes) for _ in range(record_count)]
+    # records are framed with varints, so the framing's size is found, not computed: a byte more
+    # (or less) for each value in turn until the batch is exact (a few rounds: a longer value may
+    # take a longer varint)
     batch = build_batch(values, timestamp_ms=_TIMESTAMP_MS)
+    for _ in range(6):
+        missing = size_bytes - len(batch)
+        if missing == 0:
+            break
+        step = 1 if missing > 0 else -1
+        for i in range(abs(missing)):  # a byte more (or less) for each value in turn
+            v = values[i % record_count]
+            values[i % record_count] = v + rng.randbytes(1) if step > 0 else v[:-1]
+        batch = build_batch(values, timestamp_ms=_TIMESTAMP_MS)
     require(len(batch) == size_bytes, f"built {len(batch)} bytes, wanted {size_bytes}")
     return batch
 

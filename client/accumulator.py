@@ -28,7 +28,9 @@ from raftlog.segments.batch import BatchBuilder, Compression
 __all__ = ["ProducerBatch", "RecordAccumulator"]
 
 TopicPartition = tuple[str, int]
-_RECORD_OVERHEAD = 24  # bytes of framing per record in the batch (length fields, deltas)
+# bytes of framing per record, an upper bound for buffer accounting: Kafka's varint framing (length,
+# attributes, deltas, key/value lengths, header count) is 7-12 bytes for records under 8 KiB
+_RECORD_OVERHEAD = 24
 
 
 @dataclass(slots=True, eq=False)
