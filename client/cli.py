@@ -233,6 +233,15 @@ def _parser() -> argparse.ArgumentParser:
     consume.add_argument(
         "--group", help="consume as a member of this group: share partitions, resume and commit"
     )
+    consume.add_argument(
+        "--group-instance-id",
+        help="a static member (KIP-345): restarted with the same id, it takes its partitions back",
+    )
+    consume.add_argument(
+        "--cooperative",
+        action="store_true",
+        help="cooperative rebalancing (KIP-429): keep consuming through rebalances",
+    )
     _add_bootstrap(consume)
 
     group = commands.add_parser("group", help="consumer groups: list, describe, reset offsets")
@@ -509,8 +518,18 @@ def _cmd_consume(args: argparse.Namespace, console: Console) -> int:
     reset = "earliest" if args.from_beginning or args.offset is not None else "latest"
     if args.group and (args.partition is not None or args.offset is not None):
         raise CliError("--group shares partitions itself: drop --partition/--offset", 2)
+    if not args.group and (args.group_instance_id or args.cooperative):
+        raise CliError("--group-instance-id and --cooperative need --group", 2)
+    extra: dict[str, Any] = {}
+    if args.cooperative:
+        extra["assignors"] = ("cooperative-sticky",)
     with Consumer(
-        _bootstrap(args), auto_offset_reset=reset, group_id=args.group, security=_security(args)
+        _bootstrap(args),
+        auto_offset_reset=reset,
+        group_id=args.group,
+        group_instance_id=args.group_instance_id,
+        security=_security(args),
+        **extra,
     ) as consumer:
         if args.group:
             consumer.subscribe([args.topic])

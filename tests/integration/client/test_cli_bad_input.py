@@ -111,7 +111,14 @@ def test_missing_tls_material_is_one_error_naming_the_file_and_exit_2(
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["nonsense"], ["topic", "create"], ["topic", "create", "t", "--partitions", "many"]],
+    [
+        [],
+        ["nonsense"],
+        ["topic", "create"],
+        ["topic", "create", "t", "--partitions", "many"],
+        ["consume", "t", "--cooperative", "--bootstrap", "127.0.0.1:1"],  # needs --group
+        ["consume", "t", "--group-instance-id", "w1", "--bootstrap", "127.0.0.1:1"],
+    ],
 )
 def test_bad_usage_returns_2_instead_of_raising(
     capsys: pytest.CaptureFixture[str], argv: list[str]
