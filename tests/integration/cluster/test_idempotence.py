@@ -151,9 +151,16 @@ def test_dedupe_survives_a_restart_of_every_broker(make_cluster: ClusterFactory)
         assert time.monotonic() < deadline, "the ISR did not recover after the restart"
         time.sleep(0.1)
     after = send()
-    while after.error.code in (common_pb2.NOT_LEADER_OR_FOLLOWER, common_pb2.LEADER_NOT_AVAILABLE):
+    retriable = (
+        common_pb2.NOT_LEADER_OR_FOLLOWER,
+        common_pb2.LEADER_NOT_AVAILABLE,
+        common_pb2.NOT_ENOUGH_REPLICAS,
+    )
+    while after.error.code in retriable:
         # the ISR in the metadata may predate the restart: the leader may still be loading its
-        # replicas (a retriable answer, as a client would retry it)
+        # replicas, or not have heard from its followers yet (its own ISR is then itself alone:
+        # NOT_ENOUGH_REPLICAS, checked before the duplicate as Kafka does) — retriable answers,
+        # as a client would retry them
         assert time.monotonic() < deadline, f"no leader took the retry: {after}"
         time.sleep(0.1)
         after = send()
