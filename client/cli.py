@@ -604,6 +604,7 @@ def _cmd_group(args: argparse.Namespace, console: Console) -> int:
                                 {
                                     "member_id": m,
                                     "client_id": c,
+                                    "group_instance_id": d.instances.get(m),
                                     "partitions": [list(tp) for tp in parts],
                                 }
                                 for m, c, parts in d.members
@@ -654,7 +655,10 @@ def _print_group(console: Console, d: Any) -> None:
         lag = "?" if o.lag < 0 else (f"[yellow]{o.lag:,}[/yellow]" if o.lag else "0")
         committed = "-" if o.committed < 0 else f"{o.committed:,}"
         end = "?" if o.end_offset < 0 else f"{o.end_offset:,}"
-        table.add_row(o.topic, str(o.partition), committed, end, lag, o.member_id or "-")
+        member = o.member_id or "-"
+        if o.member_id in d.instances:  # a static member: its instance id is what operators know
+            member = f"{d.instances[o.member_id]} ({o.member_id})"
+        table.add_row(o.topic, str(o.partition), committed, end, lag, member)
     console.print(table)
 
 

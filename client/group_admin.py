@@ -3,8 +3,8 @@ offsets, lag), and reset an empty group's offsets — kafka-consumer-groups' job
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -39,6 +39,7 @@ class GroupDescription:
     coordinator_id: int
     members: tuple[tuple[str, str, tuple[tuple[str, int], ...]], ...]  # id, client, partitions
     offsets: tuple[GroupOffset, ...]
+    instances: Mapping[str, str] = field(default_factory=dict)  # static member id → instance id
 
 
 class GroupAdmin:
@@ -73,6 +74,7 @@ class GroupAdmin:
         )
         state, generation, protocol, leader = "Dead", -1, "", ""
         members: list[tuple[str, str, tuple[tuple[str, int], ...]]] = []
+        instances: dict[str, str] = {}
         owners: dict[tuple[str, int], str] = {}
         if described.error.code == 0:
             state, generation = described.state, described.generation
@@ -80,6 +82,8 @@ class GroupAdmin:
             for m in described.members:
                 parts = tuple(decode_assignment(m.assignment)) if m.assignment else ()
                 members.append((m.member_id, m.client_id, parts))
+                if m.group_instance_id:
+                    instances[m.member_id] = m.group_instance_id
                 for tp in parts:
                     owners[tp] = m.member_id
         fetched = stub.OffsetFetch(group_pb2.OffsetFetchRequest(group_id=group_id), timeout=10)
@@ -101,7 +105,15 @@ class GroupAdmin:
             for t, p in keys
         )
         return GroupDescription(
-            group_id, state, generation, protocol, leader, coordinator_id, tuple(members), offsets
+            group_id,
+            state,
+            generation,
+            protocol,
+            leader,
+            coordinator_id,
+            tuple(members),
+            offsets,
+            instances,
         )
 
     def _end_offsets(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:

@@ -178,6 +178,10 @@ def test_a_static_member_restarted_within_its_session_takes_its_partitions_back(
         every = [*members, killed]  # what the killed instance processed counts too
         wait_until(lambda: wanted <= {v for m in every for v in m.values()}, 60, "every record")
         assert generation(cluster) == before  # no rebalance
+        alive = ",".join(n.grpc for i, n in cluster.nodes.items() if cluster.is_running(i))
+        with Admin(alive, timeout_s=10, security=cluster.security) as admin:
+            described = admin.describe_group(GROUP)  # static members show their instance ids
+        assert sorted(described.instances.values()) == ["worker-0", "worker-1", "worker-2"]
         for m in members[1:]:  # the others noticed nothing
             assert [e["event"] for e in m.events if e["event"] in CALLBACKS] == ["assign"]
     finally:
