@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 import zlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -154,7 +155,12 @@ class GroupCoordinator:
         logger.info("coordinating %d group(s) of offsets partition %s", len(loaded.groups), index)
 
     def _new_entry(self, group_id: str) -> _GroupEntry:
-        return _GroupEntry(Group(group_id, initial_delay_ms=self.initial_rebalance_delay_ms))
+        group = Group(
+            group_id,
+            initial_delay_ms=self.initial_rebalance_delay_ms,
+            unique=lambda: str(uuid.uuid4()),
+        )
+        return _GroupEntry(group)
 
     def _replay(self, loaded: _Loaded, key: bytes | None, value: bytes | None) -> None:
         if key is None:

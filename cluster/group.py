@@ -38,8 +38,8 @@ States and rules::
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -114,6 +114,13 @@ class Group:
     initial_until_ms: int = 0  # the first round of an empty group completes no earlier
     static: dict[str, str] = field(default_factory=dict)  # instance id -> its member id
     _ready: list[JoinAnswer] = field(default_factory=list)  # answers due without a round
+    # the member ids' unique part, passed in (randomness is IO). It must be unique across
+    # coordinators — this default counter would restart at a coordinator that loaded the group
+    # and could hand out the id of a member the old coordinator had just admitted — so the
+    # coordinator passes uuid4
+    unique: Callable[[], str] = field(
+        default_factory=lambda: map(str, itertools.count(1)).__next__, repr=False
+    )
     _join_counter: int = 0
 
     # ---- joining ---------------------------------------------------------------------------
@@ -202,11 +209,8 @@ class Group:
             member.joined = True
             member.join_order = self._join_counter
 
-    @staticmethod
-    def _new_member_id(client_id: str) -> str:
-        # unique across coordinators: a counter would restart at a coordinator that loaded the
-        # group and could hand out the id of a member the old coordinator had just admitted
-        return f"{client_id or 'member'}-{uuid.uuid4()}"
+    def _new_member_id(self, client_id: str) -> str:
+        return f"{client_id or 'member'}-{self.unique()}"
 
     def _check_instance(self, member_id: str, instance_id: str) -> None:
         current = self.static.get(instance_id)
