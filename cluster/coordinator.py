@@ -147,8 +147,11 @@ class GroupCoordinator:
         now = self.clock_ms()
         for entry in loaded.groups.values():
             if entry.snapshot is not None:
-                stable = int(entry.snapshot[0]) == entry.group.generation
-                entry.group.restore(entry.snapshot, now, stable=stable)
+                stable = entry.snapshot[0] == entry.group.generation
+                try:
+                    entry.group.restore(entry.snapshot, now, stable=stable)
+                except GroupError as exc:  # the members rejoin: UNKNOWN_MEMBER_ID, a new round
+                    logger.error("offsets partition %s: %s", index, exc.message)
                 entry.snapshot = None
         self._loaded[index] = loaded
         self.loads += 1
@@ -170,8 +173,14 @@ class GroupCoordinator:
             v = cbor2.loads(value) if value is not None else None
         except Exception:  # a record we cannot read is skipped, never fatal
             return
-        if not isinstance(k, list) or not k:
+        if not isinstance(k, list) or len(k) < 2:
             return
+        try:
+            self._apply(loaded, k, v)
+        except (TypeError, ValueError, IndexError, KeyError):  # a malformed record: skipped
+            logger.warning("offsets topic: a record of unexpected shape skipped: %r", k)
+
+    def _apply(self, loaded: _Loaded, k: list[Any], v: Any) -> None:
         entry = loaded.groups.get(str(k[1]))
         if entry is None:
             entry = loaded.groups[str(k[1])] = self._new_entry(str(k[1]))
@@ -181,9 +190,8 @@ class GroupCoordinator:
                 entry.offsets.pop(tp, None)
             else:
                 entry.offsets[tp] = (int(v[0]), str(v[1]))
-        elif k[0] == "g" and v is not None:
-            generation = int(v[0])
-            entry.group.generation = max(entry.group.generation, generation)
+        elif k[0] == "g" and isinstance(v, list) and v and isinstance(v[0], int):
+            entry.group.generation = max(entry.group.generation, v[0])
             entry.persisted_generation = entry.group.generation
             if len(v) == 4:  # a membership; [generation] alone only moves the generation on
                 entry.snapshot = v

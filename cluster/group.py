@@ -453,35 +453,40 @@ class Group:
         generation; otherwise a later round was under way when the old coordinator went, and the
         known members rejoin (their ids stay valid: no UNKNOWN_MEMBER_ID, no lost partitions).
         """
-        generation, protocol, leader_id, members = snapshot
-        self.generation = max(self.generation, int(generation))
+        try:  # all parsed before anything changes: a bad snapshot leaves the group as it was
+            generation, protocol, leader_id, members = snapshot
+            loaded = [
+                Member(
+                    str(member_id),
+                    str(client_id),
+                    int(session),
+                    int(rebalance),
+                    tuple((str(name), bytes(data)) for name, data in protocols),
+                    now_ms,
+                    assignment=bytes(given),
+                    join_order=order,
+                    instance_id=str(instance_id),
+                )
+                for order, (
+                    member_id,
+                    instance_id,
+                    client_id,
+                    session,
+                    rebalance,
+                    protocols,
+                    given,
+                ) in enumerate(members, 1)
+            ]
+            generation = int(generation)
+        except (TypeError, ValueError) as exc:
+            raise GroupError(
+                ErrorCode.CORRUPT_MESSAGE, f"{self.group_id}: unreadable membership: {exc}"
+            ) from exc
+        self.generation = max(self.generation, generation)
         self.protocol = str(protocol)
         self.leader_id = str(leader_id)
-        self.members.clear()
-        self.static.clear()
-        for order, (
-            member_id,
-            instance_id,
-            client_id,
-            session,
-            rebalance,
-            protocols,
-            given,
-        ) in enumerate(members, 1):
-            member = Member(
-                str(member_id),
-                str(client_id),
-                int(session),
-                int(rebalance),
-                tuple((str(name), bytes(data)) for name, data in protocols),
-                now_ms,
-                assignment=bytes(given),
-                join_order=order,
-                instance_id=str(instance_id),
-            )
-            self.members[member.member_id] = member
-            if member.instance_id:
-                self.static[member.instance_id] = member.member_id
+        self.members = {m.member_id: m for m in loaded}
+        self.static = {m.instance_id: m.member_id for m in loaded if m.instance_id}
         self._join_counter = len(self.members)
         if not self.members:
             self.state, self.leader_id = GroupState.EMPTY, ""

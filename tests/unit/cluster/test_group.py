@@ -224,3 +224,20 @@ def test_an_empty_snapshot_restores_an_empty_group() -> None:
     loaded = Group("g")
     loaded.restore(g.snapshot(), 12, stable=True)
     assert loaded.state is GroupState.EMPTY and not loaded.members and loaded.generation == 2
+
+
+@pytest.mark.parametrize(
+    "snapshot",
+    [
+        [1, "range"],
+        "garbage",
+        [1, "range", "a", [["m", "", "c", "x", 1, [], b""]]],
+        [1, "r", "a", 5],
+    ],
+)
+def test_an_unreadable_snapshot_changes_nothing(snapshot: object) -> None:
+    g, a, b = stable_pair()
+    with pytest.raises(GroupError) as caught:
+        g.restore(snapshot, 50, stable=True)  # type: ignore[arg-type]
+    assert caught.value.code == ErrorCode.CORRUPT_MESSAGE
+    assert set(g.members) == {a, b} and g.state is GroupState.STABLE and g.generation == 1
