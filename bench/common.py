@@ -70,7 +70,9 @@ REPLY_TIMEOUT_S = 30.0  # a quick op of a child (ready, status)
 PROBE_DEADLINE_S = 10.0  # a survivor gives up probing for leadership after this
 _PROBE_PAUSE_S = 0.002
 _PROBE_SUBMIT_TIMEOUT_S = 0.5
-_PORT_RANGE = (30_000, 60_000)
+# below Linux's ephemeral range (32768-60999), where an outgoing connection may take a port
+# between the check and the bind; free_base_port keeps base + 400 inside
+_PORT_RANGE = (20_000, 32_700)
 _LOG_TAIL_LINES = 20
 
 
