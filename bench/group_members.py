@@ -19,8 +19,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from raftlog.client import Producer
+from raftlog.client import Admin, Producer
+from raftlog.client.group_admin import GroupDescription
 from raftlog.client.local_cluster import LocalCluster
+from raftlog.proto import group_pb2, group_pb2_grpc
 
 __all__ = [
     "CALLBACKS",
@@ -28,6 +30,8 @@ __all__ = [
     "MEMBER",
     "ConsumerProcess",
     "Feed",
+    "coordinator_of",
+    "describe_group",
     "longest_pause",
     "owned_after",
     "records_outside_ownership",
@@ -174,6 +178,24 @@ def longest_pause(times: Iterable[float], start: float, end: float) -> float:
     if len(window) < 2:
         return end - start
     return max(b - a for a, b in itertools.pairwise(window))
+
+
+# ---- asking the cluster about a group ----------------------------------------------------------
+
+
+def describe_group(cluster: LocalCluster, group: str) -> GroupDescription:
+    """DescribeGroup through the brokers that run now."""
+    alive = ",".join(n.grpc for i, n in cluster.nodes.items() if cluster.is_running(i))
+    with Admin(alive, timeout_s=10, security=cluster.security) as admin:
+        return admin.describe_group(group)
+
+
+def coordinator_of(cluster: LocalCluster, group: str) -> int:
+    """The group coordinator's broker id, -1 while none is named."""
+    alive = next(n for i, n in cluster.nodes.items() if cluster.is_running(i))
+    stub = group_pb2_grpc.GroupCoordinatorStub(cluster.security.channel(alive.grpc))
+    answer = stub.FindCoordinator(group_pb2.FindCoordinatorRequest(group_id=group), timeout=10)
+    return int(answer.coordinator_id) if not answer.error.code else -1
 
 
 # ---- waiting and feeding ------------------------------------------------------------------------

@@ -43,10 +43,17 @@ from rich.table import Table
 
 from raftlog.client import Admin
 from raftlog.client.local_cluster import LocalCluster
-from raftlog.proto import group_pb2, group_pb2_grpc
 
 from .common import BenchError, bench_shell, free_base_port, write_json
-from .group_members import EAGER, ConsumerProcess, Feed, longest_pause, wait_until
+from .group_members import (
+    EAGER,
+    ConsumerProcess,
+    Feed,
+    coordinator_of,
+    describe_group,
+    longest_pause,
+    wait_until,
+)
 
 __all__ = ["PROTOCOLS", "SCENARIOS", "ScenarioResult", "main", "render", "summarize"]
 
@@ -136,19 +143,6 @@ def _balanced(members: Sequence[ConsumerProcess]) -> bool:
     return sum(sizes) == PARTITIONS and max(sizes) - min(sizes) <= 1
 
 
-def _generation(cluster: LocalCluster, group: str) -> int:
-    alive = ",".join(n.grpc for i, n in cluster.nodes.items() if cluster.is_running(i))
-    with Admin(alive, timeout_s=10, security=cluster.security) as admin:
-        return admin.describe_group(group).generation
-
-
-def _coordinator(cluster: LocalCluster, group: str) -> int:
-    alive = next(n for i, n in cluster.nodes.items() if cluster.is_running(i))
-    stub = group_pb2_grpc.GroupCoordinatorStub(cluster.security.channel(alive.grpc))
-    answer = stub.FindCoordinator(group_pb2.FindCoordinatorRequest(group_id=group), timeout=10)
-    return int(answer.coordinator_id) if not answer.error.code else -1
-
-
 def _stable_for(condition: Callable[[], bool], seconds: float, timeout_s: float, what: str) -> None:
     """Wait until ``condition`` has held for ``seconds`` in a row."""
     since: list[float] = []
@@ -180,7 +174,7 @@ def run_scenario(
     try:
         _stable_for(lambda: _balanced(members), 2.0, _BALANCE_TIMEOUT_S, "a balanced group")
         wait_until(lambda: all(m.of("record") for m in members), 30, "records flowing")
-        before, generation = _owners(members), _generation(cluster, group)
+        before, generation = _owners(members), describe_group(cluster, group).generation
         fault_t = time.time()
         if scenario == "join":
             members.append(
@@ -193,7 +187,7 @@ def run_scenario(
         elif scenario == "consumer-kill":
             members.pop().stop()
         else:
-            killed = _coordinator(cluster, group)
+            killed = coordinator_of(cluster, group)
             cluster.kill(killed)
         _stable_for(lambda: _balanced(members), args.settle_s, _BALANCE_TIMEOUT_S, "rebalanced")
         end_t = time.time() - args.settle_s  # balanced since then
@@ -212,7 +206,7 @@ def run_scenario(
             stayed,
             fault_t,
             end_t,
-            _generation(cluster, group) - generation,
+            describe_group(cluster, group).generation - generation,
         )
         return ScenarioResult(protocol, scenario, figures)
     finally:

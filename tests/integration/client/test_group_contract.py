@@ -28,13 +28,14 @@ from bench.group_members import (
     EAGER,
     ConsumerProcess,
     Feed,
+    coordinator_of,
+    describe_group,
     longest_pause,
     records_outside_ownership,
     wait_until,
 )
 from raftlog.client import Admin
 from raftlog.client.local_cluster import LocalCluster
-from raftlog.proto import group_pb2, group_pb2_grpc
 
 from ..conftest import ClusterFactory
 
@@ -60,18 +61,12 @@ def test_the_ownership_checker_catches_a_record_after_a_revoke() -> None:
     assert records_outside_ownership(timeline, TOPIC) == [timeline[-1]]
 
 
-def coordinator_of(cluster: LocalCluster) -> int:
-    """The coordinator's broker id, -1 while none is named."""
-    alive = next(n for i, n in cluster.nodes.items() if cluster.is_running(i))
-    stub = group_pb2_grpc.GroupCoordinatorStub(cluster.security.channel(alive.grpc))
-    answer = stub.FindCoordinator(group_pb2.FindCoordinatorRequest(group_id=GROUP), timeout=10)
-    return int(answer.coordinator_id) if not answer.error.code else -1
+def coordinator(cluster: LocalCluster) -> int:
+    return coordinator_of(cluster, GROUP)
 
 
 def generation(cluster: LocalCluster) -> int:
-    alive = ",".join(n.grpc for i, n in cluster.nodes.items() if cluster.is_running(i))
-    with Admin(alive, timeout_s=10, security=cluster.security) as admin:
-        return admin.describe_group(GROUP).generation
+    return describe_group(cluster, GROUP).generation
 
 
 def split(members: list[ConsumerProcess]) -> list[int]:
@@ -98,14 +93,14 @@ def test_a_coordinator_kill_or_move_changes_no_partition_and_nothing_is_processe
         before = generation(cluster)
         owned = [m.assignment for m in members]
         wait_until(lambda: all(m.of("record") for m in members), 30, "records flowing")
-        killed = coordinator_of(cluster)
+        killed = coordinator(cluster)
         cluster.kill(killed)
-        wait_until(lambda: coordinator_of(cluster) != killed, 30, "a new coordinator")
+        wait_until(lambda: coordinator(cluster) != killed, 30, "a new coordinator")
         time.sleep(5)  # well past the members' session timeout (3 s): records keep flowing
         # back again: the preferred-leader election (every 30 s) moves the offsets partition's
         # leadership, and with it the coordinator, back to the restarted broker — no fault at all
         cluster.start(killed)
-        wait_until(lambda: coordinator_of(cluster) == killed, 90, "the coordinator moved back")
+        wait_until(lambda: coordinator(cluster) == killed, 90, "the coordinator moved back")
         time.sleep(2)
         wanted = feed.stop()
         seen = lambda: [v for m in members for v in m.values()]  # noqa: E731
@@ -139,7 +134,7 @@ def test_revoked_and_lost_partitions_return_nothing_and_a_revoke_can_commit(
         paused.signal(signal.SIGCONT)  # it learns its membership is gone: on_lost, no commit
         wait_until(lambda: bool(paused.of("lost")), 30, "on_lost in the paused member")
         wait_until(lambda: split(members) == [2, 2, 2], 40, "the member back in the group")
-        cluster.kill(coordinator_of(cluster))
+        cluster.kill(coordinator(cluster))
         time.sleep(5)
         wanted = feed.stop()
         wait_until(lambda: wanted <= {v for m in members for v in m.values()}, 60, "every record")
@@ -178,9 +173,7 @@ def test_a_static_member_restarted_within_its_session_takes_its_partitions_back(
         every = [*members, killed]  # what the killed instance processed counts too
         wait_until(lambda: wanted <= {v for m in every for v in m.values()}, 60, "every record")
         assert generation(cluster) == before  # no rebalance
-        alive = ",".join(n.grpc for i, n in cluster.nodes.items() if cluster.is_running(i))
-        with Admin(alive, timeout_s=10, security=cluster.security) as admin:
-            described = admin.describe_group(GROUP)  # static members show their instance ids
+        described = describe_group(cluster, GROUP)  # static members show their instance ids
         assert sorted(described.instances.values()) == ["worker-0", "worker-1", "worker-2"]
         for m in members[1:]:  # the others noticed nothing
             assert [e["event"] for e in m.events if e["event"] in CALLBACKS] == ["assign"]
