@@ -277,6 +277,8 @@ def test_bad_input_gets_typed_errors_and_changes_nothing(make_cluster: ClusterFa
 
     # the topic is committed before the leader has applied it and opened its replica
     wait_until(lambda: _leo_of(stub) >= 0, 10.0, "the leader to open its replica")
+    # a follower that has not applied the topic yet does not know it (UNKNOWN_TOPIC_OR_PARTITION)
+    wait_until(lambda: _leo_of(stub_for(cluster, follower)) >= 0, 10.0, "the follower to open it")
     before = _leo_of(stub)
     assert produce(b"\x00" * 10) == common_pb2.CORRUPT_MESSAGE  # malformed
     assert produce(bytes(corrupt)) == common_pb2.CORRUPT_MESSAGE  # CRC mismatch
