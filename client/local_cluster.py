@@ -14,12 +14,12 @@
     node<i>.log         each broker's stdout/stderr
     node<i>/            each broker's data (logs, LMDB state, Raft journal)
 
-Node i listens for gRPC on ``base_port + i - 1`` and for Raft on ``base_port + 100 + i - 1``,
-both on 127.0.0.1. Processes are started in their own session so a terminal's Ctrl-C does not
-reach them; they are stopped by PID, and only after checking that the PID still runs *our*
-config (a recycled PID of some other program is never signalled). Starting, signalling and
-waiting are ``processes.py``'s, shared with the chaos harness; the config text is
-``broker_config.py``'s.
+Node i listens for gRPC on ``base_port + i - 1``, for Raft on ``base_port + 100 + i - 1`` and for
+the Kafka protocol on ``base_port + 400 + i - 1``, all on 127.0.0.1. Processes are started in their
+own session so a terminal's Ctrl-C does not reach them; they are stopped by PID, and only after
+checking that the PID still runs *our* config (a recycled PID of some other program is never
+signalled). Starting, signalling and waiting are ``processes.py``'s, shared with the chaos harness;
+the config text is ``broker_config.py``'s.
 
 ``up`` records each broker in ``cluster.json`` as soon as it is started, and if anything fails
 part-way (a broker that exits at start, a full disk refusing a log or the state file, a timeout)
@@ -68,6 +68,7 @@ class LocalNode:
     pid: int = -1
     grpc_password: str = ""  # the password listener (base_port + 200 + i - 1), when asked for
     metrics: str = ""  # Prometheus /metrics over HTTP (base_port + 300 + i - 1)
+    kafka: str = ""  # the Kafka-protocol listener (base_port + 400 + i - 1)
 
 
 class LocalCluster:
@@ -136,20 +137,54 @@ class LocalCluster:
         """The security of client ``name`` (its certificate is made on first use)."""
         if self.plaintext:
             return ClientSecurity.plaintext()
+        ca_file, cert_file, key_file = self._client_files(name)
+        return ClientSecurity.from_files(ca_file, cert_file, key_file)
+
+    def _client_files(self, name: str) -> tuple[Path, Path, Path]:
+        """(CA, certificate, key) files of client ``name``, its certificate made on first use."""
         ca = CertificateAuthority(self.tls_dir)
         pair = ca.client_pair(name)
         if not pair.cert_file.exists():
             pair = ca.issue_client(name)
-        return ClientSecurity.from_files(ca.ca_file, pair.cert_file, pair.key_file)
+        return ca.ca_file, pair.cert_file, pair.key_file
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """The Kafka-protocol listeners, for Kafka clients (``bootstrap.servers``)."""
+        return ",".join(n.kafka for n in self.nodes.values() if n.kafka)
+
+    def kafka_client_config(self, name: str = "admin") -> dict[str, str]:
+        """librdkafka-style properties a Kafka client needs to reach this cluster as client
+        ``name`` (its certificate is made on first use): ``bootstrap.servers`` and, unless the
+        cluster is plaintext, TLS with the cluster CA and the client's certificate (a SCRAM user
+        uses ``security.protocol = SASL_SSL`` with ``sasl.mechanism`` and its credentials
+        instead of the certificate)."""
+        config = {"bootstrap.servers": self.kafka_bootstrap}
+        if self.plaintext:
+            config["security.protocol"] = "PLAINTEXT"
+            return config
+        ca_file, cert_file, key_file = self._client_files(name)
+        config.update(
+            {
+                "security.protocol": "SSL",
+                "ssl.ca.location": str(ca_file),
+                "ssl.certificate.location": str(cert_file),
+                "ssl.key.location": str(key_file),
+            }
+        )
+        return config
 
     def to_json(self) -> dict[str, object]:
         return {
             "bootstrap": self.bootstrap,
+            "kafka_bootstrap": self.kafka_bootstrap,
+            "kafka_client_config": self.kafka_client_config() if self.kafka_bootstrap else None,
             "dir": str(self.dir),
             "brokers": [
                 {
                     "id": n.node_id,
                     "address": n.grpc,
+                    "kafka_address": n.kafka or None,
                     "pid": n.pid if self.is_running(n.node_id) else None,
                     "metrics_url": f"http://{n.metrics}/metrics" if n.metrics else None,
                 }
@@ -202,13 +237,15 @@ class LocalCluster:
         plaintext: bool = False,
         password_listener: bool = False,
         metrics: bool = True,
+        kafka: bool = True,
     ) -> None:
         """Write configs and start ``nodes`` brokers; wait until all are registered and live.
 
         Secure by default: mutual TLS with a CA made here; ``plaintext`` only when asked.
         ``password_listener`` also opens each broker's password listener (TLS without client
         certificates, for SCRAM users) on ``base_port + 200 + i - 1``; ``metrics`` (the default)
-        serves each broker's Prometheus ``/metrics`` on ``base_port + 300 + i - 1``."""
+        serves each broker's Prometheus ``/metrics`` on ``base_port + 300 + i - 1``; ``kafka``
+        (the default) opens each broker's Kafka-protocol listener on ``base_port + 400 + i - 1``."""
         if password_listener and plaintext:
             raise LocalClusterError("a password listener needs TLS")
         if not 1 <= nodes <= 5:
@@ -233,13 +270,14 @@ class LocalCluster:
                 f"127.0.0.1:{base_port + 99 + i}",
                 grpc_password=f"127.0.0.1:{base_port + 199 + i}" if password_listener else "",
                 metrics=f"127.0.0.1:{base_port + 299 + i}" if metrics else "",
+                kafka=f"127.0.0.1:{base_port + 399 + i}" if kafka else "",
             )
             for i in range(1, nodes + 1)
         }
         busy = [
             port
             for n in self.nodes.values()
-            for address in (n.grpc, n.raft, n.grpc_password, n.metrics)
+            for address in (n.grpc, n.raft, n.grpc_password, n.metrics, n.kafka)
             if address
             for port in (int(address.rsplit(":", 1)[1]),)
             if not port_free(port)
@@ -317,6 +355,8 @@ class LocalCluster:
         listen = {"grpc": node.grpc, "raft": node.raft}
         if node.grpc_password:
             listen["grpc_password"] = node.grpc_password
+        if node.kafka:
+            listen["kafka"] = node.kafka
         return broker_config_text(
             comment="written by `raftlog cluster up`; see raftlog.cluster.config for every setting",
             top={

@@ -66,6 +66,7 @@ __all__ = [
     "USER_HEADER",
     "AuthenticationFailed",
     "Authorizer",
+    "ConnectionCall",
     "PasswordCheck",
     "Principal",
     "principal_from_auth_context",
@@ -149,6 +150,14 @@ class PasswordCheck:
         self._budget = failures_per_s
         self._budget_at = now_s()
 
+    def may_fail_now(self) -> bool:
+        """Take one failure from the budget up front (a SCRAM proof check, which the caller
+        ``refund_failure``s when it succeeds); False: over the limit, refuse without checking."""
+        return self._may_fail()
+
+    def refund_failure(self) -> None:
+        self._budget += 1
+
     def _may_fail(self) -> bool:
         now = self._now_s()
         self._budget = min(
@@ -175,6 +184,20 @@ class PasswordCheck:
         if len(self._verified) > _PASSWORD_CACHE_MAX:
             self._verified.popitem(last=False)
         return Principal(f"User:{user}")
+
+
+class ConnectionCall:
+    """What a servicer receives in place of a gRPC context when another shell (the Kafka
+    listener) calls it: the principal that connection authenticated, and which of a broker's
+    addresses its clients dial. The servicers read a context only through the ``Authorizer``."""
+
+    __slots__ = ("principal",)
+
+    def __init__(self, principal: Principal) -> None:
+        self.principal = principal
+
+    def address_of(self, record: BrokerRecord) -> str:
+        return record.kafka_address or ""
 
 
 def peer_host(peer: str) -> str:
@@ -211,7 +234,10 @@ class Authorizer:
 
     def principal(self, context: Any) -> Principal:
         """The caller of a gRPC call: from its certificate (mutual-TLS listener) or its user
-        name and password (password listener). Raises AuthenticationFailed."""
+        name and password (password listener); a Kafka-listener call carries the principal its
+        connection authenticated. Raises AuthenticationFailed."""
+        if isinstance(context, ConnectionCall):
+            return context.principal
         if not self.enabled:
             return ANONYMOUS
         auth = context.auth_context()
@@ -238,6 +264,8 @@ class Authorizer:
         """The address of ``record`` on the listener this call came in on: a client of the password
         listener has no certificate and must be sent to the other brokers' password listeners
         (empty when that broker has none)."""
+        if isinstance(context, ConnectionCall):
+            return context.address_of(record)
         if not self.enabled or self.by_certificate(context):
             return record.address
         return record.password_address or ""

@@ -29,15 +29,15 @@ in flight per peer.
 
 Start-up order: open state and decide whether the last stop may have lost unsynced writes
 (``restart.py``: a new boot id without a clean shutdown), start the quorum (journal + dump are
-replayed), serve gRPC, wait until the local metadata has caught up with the quorum's commit
-index, register with the controller (``unclean`` when writes may be lost) and heartbeat. Roles
-are acted on only once the metadata holds *this* incarnation's registration: before it, the
-metadata may still name the previous process as a leader, and a log that lost its tail in a power
-loss must never lead (followers would truncate their intact copies to it). The controller
-unfences us once we have applied our own registration. Damage found in a log (at open, on a read,
-by the background scrub) is reported to the controller, which moves leadership to an intact
-replica. SIGTERM: stop serving, cancel the tasks, stop fetchers, wait for pending fsyncs,
-checkpoint, close logs and the quorum, and record the clean shutdown.
+replayed), serve gRPC (and the Kafka protocol, ``kafka_listener.py``, when configured), wait until
+the local metadata has caught up with the quorum's commit index, register with the controller
+(``unclean`` when writes may be lost) and heartbeat. Roles are acted on only once the metadata holds
+*this* incarnation's registration: before it, the metadata may still name the previous process as a
+leader, and a log that lost its tail in a power loss must never lead (followers would truncate their
+intact copies to it). The controller unfences us once we have applied our own registration. Damage
+found in a log (at open, on a read, by the background scrub) is reported to the controller, which
+moves leadership to an intact replica. SIGTERM: stop serving, cancel the tasks, stop fetchers, wait
+for pending fsyncs, checkpoint, close logs and the quorum, and record the clean shutdown.
 """
 
 from __future__ import annotations
@@ -93,6 +93,8 @@ from .coordinator import OFFSETS_PARTITIONS, OFFSETS_TOPIC, GroupCoordinator
 from .fetcher import FetcherManager
 from .group_servicer import GroupServicer
 from .health import BrokerHealth
+from .kafka_apis import KafkaApis
+from .kafka_listener import KafkaListener
 from .partition import Partition
 from .peers import PING_INTERVAL_MS, PING_TIMEOUT_MS, PeerReach
 from .quota import Quotas
@@ -185,11 +187,9 @@ class Broker:
             channel_credentials(config.security) if config.security.is_tls else None
         )
         self.quotas = Quotas(config.quotas)
+        self.passwords = PasswordCheck(self.scram_credential, time.monotonic)
         self.authorizer = Authorizer(
-            config.security.is_tls,
-            config.security.super_users,
-            self._acl_index,
-            PasswordCheck(self._scram_credential, time.monotonic),
+            config.security.is_tls, config.security.super_users, self._acl_index, self.passwords
         )
         self._disk = ThreadPoolExecutor(1, thread_name_prefix="raftlog-fsync")
         self._pid_lock = asyncio.Lock()
@@ -236,7 +236,7 @@ class Broker:
         with self.store.read() as state:
             return state.topics.get(name)
 
-    def _scram_credential(self, user: str) -> ScramCredential | None:
+    def scram_credential(self, user: str) -> ScramCredential | None:
         with self.store.read() as state:
             return state.users.get(user)
 
@@ -527,6 +527,7 @@ class Broker:
                             rack=self.config.rack or "",
                             unclean=self.unclean,
                             password_address=self.config.grpc_password_advertised or "",
+                            kafka_address=self.config.kafka_advertised or "",
                         ),
                         5,
                     )
@@ -748,9 +749,10 @@ class Broker:
             ],
             maximum_concurrent_rpcs=config.limits.requests_in_flight_max,
         )
-        broker_pb2_grpc.add_BrokerServicer_to_server(BrokerServicer(self), server)
+        broker_rpcs, group_rpcs = BrokerServicer(self), GroupServicer(self)
+        broker_pb2_grpc.add_BrokerServicer_to_server(broker_rpcs, server)
         controller_pb2_grpc.add_ControllerServicer_to_server(ControllerServicer(self), server)
-        group_pb2_grpc.add_GroupCoordinatorServicer_to_server(GroupServicer(self), server)
+        group_pb2_grpc.add_GroupCoordinatorServicer_to_server(group_rpcs, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
         reflection.enable_server_reflection(
             (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -774,6 +776,11 @@ class Broker:
         self.metrics.start(self._loop)  # a metrics_address in use stops us before we serve
         await server.start()
         logger.info("broker %s serving on %s", config.node_id, config.grpc_listen)
+        kafka = None
+        if config.kafka_listen is not None:
+            # the same servicers behind a second protocol (kafka_listener.py)
+            kafka = KafkaListener(self, KafkaApis(broker_rpcs, group_rpcs))
+            await kafka.start(config.kafka_listen)
         loop = self._loop
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -810,6 +817,8 @@ class Broker:
             await self.health.shut_down()
             self.replicas.ready = False  # new requests are refused from here on
             self.replicas.release_waiters()
+            if kafka is not None:
+                await kafka.close()
             await server.stop(grace=1.0)
             self.replicas.on_watch = None
             expiry.close()

@@ -17,10 +17,14 @@ A documented example (``raftlog broker --config node.toml``)::
 
     grpc_password = "10.0.0.1:9093"          # optional: TLS without client certificates, for
                                              # clients with a SCRAM user (`raftlog user add`)
+    kafka = "10.0.0.1:9094"                  # optional: the Kafka wire protocol (Kafka clients,
+                                             # kcat); TLS with an optional client certificate,
+                                             # else SASL PLAIN / SCRAM (cluster/kafka_listener.py)
 
     [advertised]                             # what others dial (defaults to [listen])
     grpc = "10.0.0.1:9092"
     grpc_password = "10.0.0.1:9093"
+    kafka = "10.0.0.1:9094"
 
     [[voters]]                               # every member of the metadata quorum (3 or 5)
     id = 1
@@ -166,6 +170,9 @@ class BrokerConfig:
     # the password listener (TLS, no client certificate; SCRAM users): off unless configured
     grpc_password_listen: str | None = None
     grpc_password_advertised: str | None = None
+    # the Kafka-protocol listener: off unless configured
+    kafka_listen: str | None = None
+    kafka_advertised: str | None = None
     metrics_address: str | None = None  # Prometheus /metrics (HTTP); off unless configured
     rack: str | None = None
     # a file whose content changes on every boot of the machine: a restart that finds a new
@@ -374,6 +381,11 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
         password_advertised = _host_port(
             advertised.get("grpc_password", password_listen), "advertised.grpc_password"
         )
+    kafka_listen = listen.get("kafka")
+    kafka_advertised = None
+    if kafka_listen is not None:
+        kafka_listen = _host_port(kafka_listen, "listen.kafka")
+        kafka_advertised = _host_port(advertised.get("kafka", kafka_listen), "advertised.kafka")
     metrics_address = data.get("metrics_address")
     if metrics_address is not None:
         metrics_address = _host_port(metrics_address, "metrics_address")
@@ -422,6 +434,8 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
         voters=tuple(voters),
         grpc_password_listen=password_listen,
         grpc_password_advertised=password_advertised,
+        kafka_listen=kafka_listen,
+        kafka_advertised=kafka_advertised,
         metrics_address=metrics_address,
         rack=data.get("rack") or None,
         boot_id_path=str(base / boot_id_file),

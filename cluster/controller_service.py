@@ -241,10 +241,13 @@ class ActiveController:
         *,
         unclean: bool = False,
         password_address: str | None = None,
+        kafka_address: str | None = None,
     ) -> int:
         self.active()
         result = await self.submit(
-            RegisterBroker(broker_id, address, incarnation, rack, unclean, password_address)
+            RegisterBroker(
+                broker_id, address, incarnation, rack, unclean, password_address, kafka_address
+            )
         )
         self._raise_for(result)
         return int(result["broker_epoch"])

@@ -183,6 +183,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
                 request.rack or None,
                 unclean=request.unclean,
                 password_address=request.password_address or None,
+                kafka_address=request.kafka_address or None,
             )
         except ControllerError as exc:
             return controller_pb2.RegisterBrokerResponse(

@@ -26,7 +26,7 @@ from raftlog.proto import broker_pb2 as raftlog_dot_proto_dot_broker__pb2
 from raftlog.proto import common_pb2 as raftlog_dot_proto_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eraftlog/proto/controller.proto\x12\nraftlog.v1\x1a\x1araftlog/proto/broker.proto\x1a\x1araftlog/proto/common.proto\"8\n\x0e\x43ontrollerHint\x12\x15\n\rcontroller_id\x18\x01 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\x89\x01\n\x15RegisterBrokerRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x13\n\x0bincarnation\x18\x02 \x01(\x03\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0c\n\x04rack\x18\x04 \x01(\t\x12\x0f\n\x07unclean\x18\x05 \x01(\x08\x12\x18\n\x10password_address\x18\x06 \x01(\t\"\x80\x01\n\x16RegisterBrokerResponse\x12 \n\x05\x65rror\x18\x01 \x01(\x0b\x32\x11.raftlog.v1.Error\x12.\n\ncontroller\x18\x02 \x01(\x0b\x32\x1a.raftlog.v1.ControllerHint\x12\x14\n\x0c\x62roker_epoch\x18\x03 \x01(\x03\"s\n\x16\x42rokerHeartbeatRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x13\n\x0bincarnation\x18\x02 \x01(\x03\x12\x18\n\x10metadata_version\x18\x03 \x01(\x03\x12\x17\n\x0freachable_peers\x18\x04 \x03(\x05\"\xb3\x01\n\x17\x42rokerHeartbeatResponse\x12 \n\x05\x65rror\x18\x01 \x01(\x0b\x32\x11.raftlog.v1.Error\x12.\n\ncontroller\x18\x02 \x01(\x0b\x32\x1a.raftlog.v1.ControllerHint\x12\x17\n\x0fshould_register\x18\x03 \x01(\x08\x12\x0e\n\x06\x66\x65nced\x18\x04 \x01(\x08\x12\x1d\n\x15heartbeat_interval_ms\x18\x05 \x01(\x05\"\xb7\x01\n\x15\x41lterPartitionRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x11\n\tbroker_id\x18\x03 \x01(\x05\x12\x13\n\x0bincarnation\x18\x04 \x01(\x03\x12\x14\n\x0cleader_epoch\x18\x05 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x06 \x01(\x05\x12\x0b\n\x03isr\x18\x07 \x03(\x05\x12\x18\n\x10isr_incarnations\x18\x08 \x03(\x03\"\xc0\x01\n\x16\x41lterPartitionResponse\x12 \n\x05\x65rror\x18\x01 \x01(\x0b\x32\x11.raftlog.v1.Error\x12.\n\ncontroller\x18\x02 \x01(\x0b\x32\x1a.raftlog.v1.ControllerHint\x12\x14\n\x0cleader_epoch\x18\x03 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x04 \x01(\x05\x12\x0b\n\x03isr\x18\x05 \x03(\x05\x12\x18\n\x10metadata_version\x18\x06 \x01(\x03\"y\n\x1cReportDamagedReplicasRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x13\n\x0bincarnation\x18\x02 \x01(\x03\x12\x31\n\npartitions\x18\x03 \x03(\x0b\x32\x1d.raftlog.v1.TopicPartitionRef\"5\n\x11TopicPartitionRef\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\"\x8b\x01\n\x1dReportDamagedReplicasResponse\x12 \n\x05\x65rror\x18\x01 \x01(\x0b\x32\x11.raftlog.v1.Error\x12.\n\ncontroller\x18\x02 \x01(\x0b\x32\x1a.raftlog.v1.ControllerHint\x12\x18\n\x10metadata_version\x18\x03 \x01(\x03\"S\n\x1a\x41llocateProducerIdsRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x13\n\x0bincarnation\x18\x02 \x01(\x03\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\"@\n\x16PartitionStatesRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x13\n\x0bincarnation\x18\x02 \x01(\x03\"\x99\x01\n\x17PartitionStatesResponse\x12 \n\x05\x65rror\x18\x01 \x01(\x0b\x32\x11.raftlog.v1.Error\x12.\n\ncontroller\x18\x02 \x01(\x0b\x32\x1a.raftlog.v1.ControllerHint\x12\x18\n\x10metadata_version\x18\x03 \x01(\x03\x12\x12\n\npartitions\x18\x04 \x01(\x0c\"\x8d\x01\n\x1b\x41llocateProducerIdsResponse\x12 \n\x05\x65rror\x18\x01 \x01(\x0b\x32\x11.raftlog.v1.Error\x12.\n\ncontroller\x18\x02 \x01(\x0b\x32\x1a.raftlog.v1.ControllerHint\x12\r\n\x05start\x18\x03 \x01(\x03\x12\r\n\x05\x63ount\x18\x04 \x01(\x05\x32\xd5\t\n\nController\x12W\n\x0eRegisterBroker\x12!.raftlog.v1.RegisterBrokerRequest\x1a\".raftlog.v1.RegisterBrokerResponse\x12Z\n\x0f\x42rokerHeartbeat\x12\".raftlog.v1.BrokerHeartbeatRequest\x1a#.raftlog.v1.BrokerHeartbeatResponse\x12W\n\x0e\x41lterPartition\x12!.raftlog.v1.AlterPartitionRequest\x1a\".raftlog.v1.AlterPartitionResponse\x12l\n\x15ReportDamagedReplicas\x12(.raftlog.v1.ReportDamagedReplicasRequest\x1a).raftlog.v1.ReportDamagedReplicasResponse\x12\x66\n\x13\x41llocateProducerIds\x12&.raftlog.v1.AllocateProducerIdsRequest\x1a\'.raftlog.v1.AllocateProducerIdsResponse\x12Z\n\x0fPartitionStates\x12\".raftlog.v1.PartitionStatesRequest\x1a#.raftlog.v1.PartitionStatesResponse\x12Q\n\x0c\x43reateTopics\x12\x1f.raftlog.v1.CreateTopicsRequest\x1a .raftlog.v1.CreateTopicsResponse\x12Q\n\x0c\x44\x65leteTopics\x12\x1f.raftlog.v1.DeleteTopicsRequest\x1a .raftlog.v1.DeleteTopicsResponse\x12Q\n\x0c\x41lterConfigs\x12\x1f.raftlog.v1.AlterConfigsRequest\x1a .raftlog.v1.AlterConfigsResponse\x12Z\n\x0f\x44\x65scribeCluster\x12\".raftlog.v1.DescribeClusterRequest\x1a#.raftlog.v1.DescribeClusterResponse\x12K\n\nCreateAcls\x12\x1d.raftlog.v1.CreateAclsRequest\x1a\x1e.raftlog.v1.CreateAclsResponse\x12K\n\nDeleteAcls\x12\x1d.raftlog.v1.DeleteAclsRequest\x1a\x1e.raftlog.v1.DeleteAclsResponse\x12K\n\nUpsertUser\x12\x1d.raftlog.v1.UpsertUserRequest\x1a\x1e.raftlog.v1.UpsertUserResponse\x12K\n\nDeleteUser\x12\x1d.raftlog.v1.DeleteUserRequest\x1a\x1e.raftlog.v1.DeleteUserResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eraftlog/proto/controller.proto\x12\nraftlog.v1\x1a\x1araftlog/proto/broker.proto\x1a\x1araftlog/proto/common.proto\"8\n\x0e\x43ontrollerHint\x12\x15\n\rcontroller_id\x18\x01 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\xa0\x01\n\x15RegisterBrokerRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x13\n\x0bincarnation\x18\x02 \x01(\x03\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0c\n\x04rack\x18\x04 \x01(\t\x12\x0f\n\x07unclean\x18\x05 \x01(\x08\x12\x18\n\x10password_address\x18\x06 \x01(\t\x12\x15\n\rkafka_address\x18\x07 \x01(\t\"\x80\x01\n\x16RegisterBrokerResponse\x12 \n\x05\x65rror\x18\x01 \x01(\x0b\x32\x11.raftlog.v1.Error\x12.\n\ncontroller\x18\x02 \x01(\x0b\x32\x1a.raftlog.v1.ControllerHint\x12\x14\n\x0c\x62roker_epoch\x18\x03 \x01(\x03\"s\n\x16\x42rokerHeartbeatRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x13\n\x0bincarnation\x18\x02 \x01(\x03\x12\x18\n\x10metadata_version\x18\x03 \x01(\x03\x12\x17\n\x0freachable_peers\x18\x04 \x03(\x05\"\xb3\x01\n\x17\x42rokerHeartbeatResponse\x12 \n\x05\x65rror\x18\x01 \x01(\x0b\x32\x11.raftlog.v1.Error\x12.\n\ncontroller\x18\x02 \x01(\x0b\x32\x1a.raftlog.v1.ControllerHint\x12\x17\n\x0fshould_register\x18\x03 \x01(\x08\x12\x0e\n\x06\x66\x65nced\x18\x04 \x01(\x08\x12\x1d\n\x15heartbeat_interval_ms\x18\x05 \x01(\x05\"\xb7\x01\n\x15\x41lterPartitionRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x11\n\tbroker_id\x18\x03 \x01(\x05\x12\x13\n\x0bincarnation\x18\x04 \x01(\x03\x12\x14\n\x0cleader_epoch\x18\x05 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x06 \x01(\x05\x12\x0b\n\x03isr\x18\x07 \x03(\x05\x12\x18\n\x10isr_incarnations\x18\x08 \x03(\x03\"\xc0\x01\n\x16\x41lterPartitionResponse\x12 \n\x05\x65rror\x18\x01 \x01(\x0b\x32\x11.raftlog.v1.Error\x12.\n\ncontroller\x18\x02 \x01(\x0b\x32\x1a.raftlog.v1.ControllerHint\x12\x14\n\x0cleader_epoch\x18\x03 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x04 \x01(\x05\x12\x0b\n\x03isr\x18\x05 \x03(\x05\x12\x18\n\x10metadata_version\x18\x06 \x01(\x03\"y\n\x1cReportDamagedReplicasRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x13\n\x0bincarnation\x18\x02 \x01(\x03\x12\x31\n\npartitions\x18\x03 \x03(\x0b\x32\x1d.raftlog.v1.TopicPartitionRef\"5\n\x11TopicPartitionRef\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\"\x8b\x01\n\x1dReportDamagedReplicasResponse\x12 \n\x05\x65rror\x18\x01 \x01(\x0b\x32\x11.raftlog.v1.Error\x12.\n\ncontroller\x18\x02 \x01(\x0b\x32\x1a.raftlog.v1.ControllerHint\x12\x18\n\x10metadata_version\x18\x03 \x01(\x03\"S\n\x1a\x41llocateProducerIdsRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x13\n\x0bincarnation\x18\x02 \x01(\x03\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\"@\n\x16PartitionStatesRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x13\n\x0bincarnation\x18\x02 \x01(\x03\"\x99\x01\n\x17PartitionStatesResponse\x12 \n\x05\x65rror\x18\x01 \x01(\x0b\x32\x11.raftlog.v1.Error\x12.\n\ncontroller\x18\x02 \x01(\x0b\x32\x1a.raftlog.v1.ControllerHint\x12\x18\n\x10metadata_version\x18\x03 \x01(\x03\x12\x12\n\npartitions\x18\x04 \x01(\x0c\"\x8d\x01\n\x1b\x41llocateProducerIdsResponse\x12 \n\x05\x65rror\x18\x01 \x01(\x0b\x32\x11.raftlog.v1.Error\x12.\n\ncontroller\x18\x02 \x01(\x0b\x32\x1a.raftlog.v1.ControllerHint\x12\r\n\x05start\x18\x03 \x01(\x03\x12\r\n\x05\x63ount\x18\x04 \x01(\x05\x32\xd5\t\n\nController\x12W\n\x0eRegisterBroker\x12!.raftlog.v1.RegisterBrokerRequest\x1a\".raftlog.v1.RegisterBrokerResponse\x12Z\n\x0f\x42rokerHeartbeat\x12\".raftlog.v1.BrokerHeartbeatRequest\x1a#.raftlog.v1.BrokerHeartbeatResponse\x12W\n\x0e\x41lterPartition\x12!.raftlog.v1.AlterPartitionRequest\x1a\".raftlog.v1.AlterPartitionResponse\x12l\n\x15ReportDamagedReplicas\x12(.raftlog.v1.ReportDamagedReplicasRequest\x1a).raftlog.v1.ReportDamagedReplicasResponse\x12\x66\n\x13\x41llocateProducerIds\x12&.raftlog.v1.AllocateProducerIdsRequest\x1a\'.raftlog.v1.AllocateProducerIdsResponse\x12Z\n\x0fPartitionStates\x12\".raftlog.v1.PartitionStatesRequest\x1a#.raftlog.v1.PartitionStatesResponse\x12Q\n\x0c\x43reateTopics\x12\x1f.raftlog.v1.CreateTopicsRequest\x1a .raftlog.v1.CreateTopicsResponse\x12Q\n\x0c\x44\x65leteTopics\x12\x1f.raftlog.v1.DeleteTopicsRequest\x1a .raftlog.v1.DeleteTopicsResponse\x12Q\n\x0c\x41lterConfigs\x12\x1f.raftlog.v1.AlterConfigsRequest\x1a .raftlog.v1.AlterConfigsResponse\x12Z\n\x0f\x44\x65scribeCluster\x12\".raftlog.v1.DescribeClusterRequest\x1a#.raftlog.v1.DescribeClusterResponse\x12K\n\nCreateAcls\x12\x1d.raftlog.v1.CreateAclsRequest\x1a\x1e.raftlog.v1.CreateAclsResponse\x12K\n\nDeleteAcls\x12\x1d.raftlog.v1.DeleteAclsRequest\x1a\x1e.raftlog.v1.DeleteAclsResponse\x12K\n\nUpsertUser\x12\x1d.raftlog.v1.UpsertUserRequest\x1a\x1e.raftlog.v1.UpsertUserResponse\x12K\n\nDeleteUser\x12\x1d.raftlog.v1.DeleteUserRequest\x1a\x1e.raftlog.v1.DeleteUserResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,31 +36,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONTROLLERHINT']._serialized_start=102
   _globals['_CONTROLLERHINT']._serialized_end=158
   _globals['_REGISTERBROKERREQUEST']._serialized_start=161
-  _globals['_REGISTERBROKERREQUEST']._serialized_end=298
-  _globals['_REGISTERBROKERRESPONSE']._serialized_start=301
-  _globals['_REGISTERBROKERRESPONSE']._serialized_end=429
-  _globals['_BROKERHEARTBEATREQUEST']._serialized_start=431
-  _globals['_BROKERHEARTBEATREQUEST']._serialized_end=546
-  _globals['_BROKERHEARTBEATRESPONSE']._serialized_start=549
-  _globals['_BROKERHEARTBEATRESPONSE']._serialized_end=728
-  _globals['_ALTERPARTITIONREQUEST']._serialized_start=731
-  _globals['_ALTERPARTITIONREQUEST']._serialized_end=914
-  _globals['_ALTERPARTITIONRESPONSE']._serialized_start=917
-  _globals['_ALTERPARTITIONRESPONSE']._serialized_end=1109
-  _globals['_REPORTDAMAGEDREPLICASREQUEST']._serialized_start=1111
-  _globals['_REPORTDAMAGEDREPLICASREQUEST']._serialized_end=1232
-  _globals['_TOPICPARTITIONREF']._serialized_start=1234
-  _globals['_TOPICPARTITIONREF']._serialized_end=1287
-  _globals['_REPORTDAMAGEDREPLICASRESPONSE']._serialized_start=1290
-  _globals['_REPORTDAMAGEDREPLICASRESPONSE']._serialized_end=1429
-  _globals['_ALLOCATEPRODUCERIDSREQUEST']._serialized_start=1431
-  _globals['_ALLOCATEPRODUCERIDSREQUEST']._serialized_end=1514
-  _globals['_PARTITIONSTATESREQUEST']._serialized_start=1516
-  _globals['_PARTITIONSTATESREQUEST']._serialized_end=1580
-  _globals['_PARTITIONSTATESRESPONSE']._serialized_start=1583
-  _globals['_PARTITIONSTATESRESPONSE']._serialized_end=1736
-  _globals['_ALLOCATEPRODUCERIDSRESPONSE']._serialized_start=1739
-  _globals['_ALLOCATEPRODUCERIDSRESPONSE']._serialized_end=1880
-  _globals['_CONTROLLER']._serialized_start=1883
-  _globals['_CONTROLLER']._serialized_end=3120
+  _globals['_REGISTERBROKERREQUEST']._serialized_end=321
+  _globals['_REGISTERBROKERRESPONSE']._serialized_start=324
+  _globals['_REGISTERBROKERRESPONSE']._serialized_end=452
+  _globals['_BROKERHEARTBEATREQUEST']._serialized_start=454
+  _globals['_BROKERHEARTBEATREQUEST']._serialized_end=569
+  _globals['_BROKERHEARTBEATRESPONSE']._serialized_start=572
+  _globals['_BROKERHEARTBEATRESPONSE']._serialized_end=751
+  _globals['_ALTERPARTITIONREQUEST']._serialized_start=754
+  _globals['_ALTERPARTITIONREQUEST']._serialized_end=937
+  _globals['_ALTERPARTITIONRESPONSE']._serialized_start=940
+  _globals['_ALTERPARTITIONRESPONSE']._serialized_end=1132
+  _globals['_REPORTDAMAGEDREPLICASREQUEST']._serialized_start=1134
+  _globals['_REPORTDAMAGEDREPLICASREQUEST']._serialized_end=1255
+  _globals['_TOPICPARTITIONREF']._serialized_start=1257
+  _globals['_TOPICPARTITIONREF']._serialized_end=1310
+  _globals['_REPORTDAMAGEDREPLICASRESPONSE']._serialized_start=1313
+  _globals['_REPORTDAMAGEDREPLICASRESPONSE']._serialized_end=1452
+  _globals['_ALLOCATEPRODUCERIDSREQUEST']._serialized_start=1454
+  _globals['_ALLOCATEPRODUCERIDSREQUEST']._serialized_end=1537
+  _globals['_PARTITIONSTATESREQUEST']._serialized_start=1539
+  _globals['_PARTITIONSTATESREQUEST']._serialized_end=1603
+  _globals['_PARTITIONSTATESRESPONSE']._serialized_start=1606
+  _globals['_PARTITIONSTATESRESPONSE']._serialized_end=1759
+  _globals['_ALLOCATEPRODUCERIDSRESPONSE']._serialized_start=1762
+  _globals['_ALLOCATEPRODUCERIDSRESPONSE']._serialized_end=1903
+  _globals['_CONTROLLER']._serialized_start=1906
+  _globals['_CONTROLLER']._serialized_end=3143
 # @@protoc_insertion_point(module_scope)

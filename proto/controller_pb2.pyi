@@ -17,20 +17,22 @@ class ControllerHint(_message.Message):
     def __init__(self, controller_id: _Optional[int] = ..., address: _Optional[str] = ...) -> None: ...
 
 class RegisterBrokerRequest(_message.Message):
-    __slots__ = ("broker_id", "incarnation", "address", "rack", "unclean", "password_address")
+    __slots__ = ("broker_id", "incarnation", "address", "rack", "unclean", "password_address", "kafka_address")
     BROKER_ID_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     RACK_FIELD_NUMBER: _ClassVar[int]
     UNCLEAN_FIELD_NUMBER: _ClassVar[int]
     PASSWORD_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    KAFKA_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     broker_id: int
     incarnation: int
     address: str
     rack: str
     unclean: bool
     password_address: str
-    def __init__(self, broker_id: _Optional[int] = ..., incarnation: _Optional[int] = ..., address: _Optional[str] = ..., rack: _Optional[str] = ..., unclean: _Optional[bool] = ..., password_address: _Optional[str] = ...) -> None: ...
+    kafka_address: str
+    def __init__(self, broker_id: _Optional[int] = ..., incarnation: _Optional[int] = ..., address: _Optional[str] = ..., rack: _Optional[str] = ..., unclean: _Optional[bool] = ..., password_address: _Optional[str] = ..., kafka_address: _Optional[str] = ...) -> None: ...
 
 class RegisterBrokerResponse(_message.Message):
     __slots__ = ("error", "controller", "broker_epoch")

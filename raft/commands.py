@@ -81,6 +81,8 @@ class RegisterBroker:
     unclean: bool = False
     # advertised host:port of its password listener (TLS, no client certificate), if it has one
     password_address: str | None = None
+    # advertised host:port of its Kafka-protocol listener, if it has one
+    kafka_address: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

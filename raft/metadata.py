@@ -259,10 +259,11 @@ class MetadataState:
             raise MetadataError(ErrorCode.INVALID_REQUEST, "broker ids are >= 0")
         old = self.brokers.get(cmd.broker_id)
         if old is not None and old.incarnation == cmd.incarnation:
-            if (old.address, old.rack, old.password_address) != (
+            if (old.address, old.rack, old.password_address, old.kafka_address) != (
                 cmd.address,
                 cmd.rack,
                 cmd.password_address,
+                cmd.kafka_address,
             ):
                 raise MetadataError(
                     ErrorCode.INVALID_REQUEST,
@@ -282,6 +283,7 @@ class MetadataState:
             True,
             self.version,
             cmd.password_address,
+            cmd.kafka_address,
         )
         changes.brokers.add(cmd.broker_id)
         if cmd.unclean:

@@ -36,6 +36,7 @@ class BrokerRecord:
     fenced: bool
     registered_version: int  # the metadata version that applied the registration (broker epoch)
     password_address: str | None = None  # its password listener, when it has one
+    kafka_address: str | None = None  # its Kafka-protocol listener, when it has one
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,8 @@ A snapshot is one cbor2 map (version 3; versions 1 and 2 are still read)::
      "version": int,               # commands applied
      "next_producer_id": int, "next_topic_id": int,
      "brokers": [[broker_id, address, incarnation, rack, fenced, registered_version,
-                  password_address], ...],          # password_address: v3 onwards
+                  password_address, kafka_address], ...],  # password_address: v3 onwards;
+                                                    # kafka_address: optional (None if absent)
      "topics": [[name, topic_id, partitions, replication_factor, [[key, value], ...]], ...],
      "partitions": [<partition row>, ...],
      "epoch_floor": [[topic, partition, leader_epoch, partition_epoch], ...],  # deleted ones
@@ -24,8 +25,8 @@ partition_epoch, elr, last_known_elr]`` (``elr`` and ``last_known_elr``: v2 onwa
 
 Worked example: broker 1 (``10.0.0.1:9092``, incarnation 7, rack ``r1``) registered by command
 1 and unfenced by command 2, then topic ``orders`` (1 partition, replica 1) created by command
-3, snapshot in 155 bytes: ``{"v": 3, "version": 3, "next_producer_id": 0, "next_topic_id": 2,
-"brokers": [[1, "10.0.0.1:9092", 7, "r1", false, 1, null]], "topics": [["orders", 1, 1, 1,
+3, snapshot in 156 bytes: ``{"v": 3, "version": 3, "next_producer_id": 0, "next_topic_id": 2,
+"brokers": [[1, "10.0.0.1:9092", 7, "r1", false, 1, null, null]], "topics": [["orders", 1, 1, 1,
 []]], "partitions": [["orders", 0, 1, [1], [1], 1, 0, 0, [], []]], "epoch_floor": [], "acls":
 [], "users": []}``.
 """
@@ -84,6 +85,7 @@ def encode_snapshot(contents: SnapshotContents) -> bytes:
                 b.fenced,
                 b.registered_version,
                 b.password_address,
+                b.kafka_address,
             ]
             for b in contents.brokers
         ],
@@ -116,8 +118,17 @@ def decode_snapshot(data: bytes) -> SnapshotContents:
     if not isinstance(body, dict) or body.get("v") not in range(1, SNAPSHOT_VERSION + 1):
         raise ValueError(f"not a metadata snapshot of version 1 to {SNAPSHOT_VERSION}")
     brokers = [
-        # password_address: v3 onwards
-        BrokerRecord(b[0], b[1], b[2], b[3], b[4], b[5], b[6] if len(b) > 6 else None)
+        # password_address: v3 onwards; kafka_address: written since the Kafka listener
+        BrokerRecord(
+            b[0],
+            b[1],
+            b[2],
+            b[3],
+            b[4],
+            b[5],
+            b[6] if len(b) > 6 else None,
+            b[7] if len(b) > 7 else None,
+        )
         for b in body["brokers"]
     ]
     topics = [
