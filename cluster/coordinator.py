@@ -76,6 +76,10 @@ class _GroupEntry:
     persisted_generation: int = 0
     snapshot: list[Any] | None = None  # while loading: the last membership record
     storing: asyncio.Future[None] | None = None  # the membership being replicated
+    # commits accepted (their member and generation checked) and still replicating: an offset
+    # fetch waits for them, so a member handed a partition in the next generation starts after
+    # every commit its previous owner was allowed to make
+    committing: set[asyncio.Future[None]] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -413,9 +417,26 @@ class GroupCoordinator:
                 key=cbor2.dumps(["o", group_id, topic, partition]),
                 timestamp_ms=now,
             )
-        await self._append(group_id, builder.build())
-        for topic, partition, offset, metadata in offsets:
-            entry.offsets[(topic, partition)] = (offset, metadata)
+        done = asyncio.get_running_loop().create_future()
+        entry.committing.add(done)
+        try:
+            await self._append(group_id, builder.build())
+            for topic, partition, offset, metadata in offsets:
+                entry.offsets[(topic, partition)] = (offset, metadata)
+        finally:
+            entry.committing.discard(done)
+            done.set_result(None)
+
+    async def fetch_settled(
+        self, group_id: str, partitions: list[OffsetKey] | None
+    ) -> dict[OffsetKey, tuple[int, str]]:
+        """``fetch`` once the commits already accepted for the group have finished (bounded by
+        the commit timeout): the race it closes is a member committing during a rebalance while
+        the partition's next owner asks where to start."""
+        entry = self._entry(group_id)
+        if entry.committing:
+            await asyncio.wait(set(entry.committing), timeout=COMMIT_TIMEOUT_MS / 1000)
+        return self.fetch(group_id, partitions)
 
     async def _append(self, group_id: str, batch: bytes) -> None:
         index = offsets_partition(group_id)

@@ -187,7 +187,7 @@ class GroupServicer(group_pb2_grpc.GroupCoordinatorServicer):
             return group_pb2.OffsetFetchResponse(error=denied)
         wanted = [(p.topic, p.partition) for p in request.partitions] or None
         try:
-            found = self.coordinator.fetch(request.group_id, wanted)
+            found = await self.coordinator.fetch_settled(request.group_id, wanted)
         except CoordinatorError as exc:
             return group_pb2.OffsetFetchResponse(error=error(exc.code, exc.message))
         return group_pb2.OffsetFetchResponse(

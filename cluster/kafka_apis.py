@@ -213,6 +213,10 @@ class KafkaApis:
         by_topic: dict[str, list[Response]] = {}
         for r in answer.partitions:
             code = _code(r.error) or _code(answer.error)
+            if code == ErrorCode.DUPLICATE_SEQUENCE_NUMBER and r.base_offset >= 0:
+                # a retry of a stored batch: Kafka answers it as a success with the stored
+                # offsets (librdkafka reports DUPLICATE_SEQUENCE_NUMBER with no offset at all)
+                code = NONE
             by_topic.setdefault(r.topic, []).append(
                 {
                     "index": r.partition,

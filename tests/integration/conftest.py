@@ -13,13 +13,13 @@ from raftlog.client.processes import port_free
 
 
 def free_base_port(nodes: int) -> int:
-    """A base port whose gRPC (base..), Raft (base+100..) and metrics (base+300..) ports are
-    all free."""
+    """A base port whose gRPC (base..), Raft (base+100..), metrics (base+300..) and Kafka
+    (base+400..) ports are all free."""
     for _ in range(200):
         # below Linux's ephemeral range (32768-60999): a port there can be taken by any outgoing
         # connection between this check and the broker's bind (it failed CI once that way)
         base = random.randrange(20_000, 32_300, 10)
-        ports = [base + offset + i for offset in (0, 100, 300) for i in range(nodes)]
+        ports = [base + offset + i for offset in (0, 100, 300, 400) for i in range(nodes)]
         if all(port_free(p) for p in ports):
             return base
     raise RuntimeError("no free port range on 127.0.0.1")
