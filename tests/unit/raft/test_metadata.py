@@ -677,3 +677,19 @@ def test_a_brokers_partition_states_round_trip_and_garbage_is_refused() -> None:
     for garbage in (b"", b"\xff", cbor2.dumps({"a": 1}), cbor2.dumps([[1, 2]])):
         with pytest.raises(ValueError):
             decode_partition_rows(garbage)
+
+
+def test_a_brokers_kafka_address_is_registered_snapshotted_and_read_from_older_snapshots() -> None:
+    state = MetadataState()
+    assert run(state, RegisterBroker(1, "h:9092", 7, kafka_address="h:9094"))["ok"]
+    # the same incarnation cannot move its Kafka listener
+    again = run(state, RegisterBroker(1, "h:9092", 7, kafka_address="h:9999"))
+    assert again["error"] == ErrorCode.INVALID_REQUEST
+    copy = MetadataState.from_snapshot(state.snapshot())
+    assert copy.brokers[1].kafka_address == "h:9094"
+    # a snapshot written before the Kafka listener has 7 broker columns: no Kafka address
+    body = cbor2.loads(state.snapshot())
+    body["brokers"] = [row[:7] for row in body["brokers"]]
+    older = MetadataState.from_snapshot(cbor2.dumps(body))
+    assert older.brokers[1].kafka_address is None
+    assert older.brokers[1].address == "h:9092"
