@@ -94,7 +94,8 @@ bench-lazyfs: $(STAMP)
 	$(PY) -m raftlog.chaos.lazyfs bench .bench-lazyfs --seconds 3; status=$$?; rm -rf .bench-lazyfs; exit $$status
 
 ## The cluster: acks=all throughput (100 B, 1 KiB, 16 KiB), p99 at 10k records/s, consumer
-## throughput, failover after kill -9 of a leader, raw disk speed; bench-results/cluster.json.
+## throughput, librdkafka's producer through the Kafka listeners (100 B, 16 KiB), failover after
+## kill -9 of a leader, raw disk speed; bench-results/cluster.json.
 ## With mutual TLS, as deployed; bench-plaintext runs the same without TLS (what TLS costs).
 bench: $(STAMP)
 	$(PY) -m bench.cluster

@@ -8,7 +8,7 @@ Makefile's targets do:
   quorum (its voters: ``quorum_scale_voter``; its commands: ``quorum_scale_commands``);
 - ``quorum_commit`` — the commit rate of a quorum over a counter (no make target);
 - ``cluster`` — ``make bench`` / ``make bench-plaintext``: a local 3-broker cluster end to end
-  (with ``cluster_failover``, ``cluster_profile`` and ``machine``).
+  (with ``cluster_failover``, ``cluster_profile``, ``kafka_producer`` and ``machine``).
 
 Figures go to ``bench-results/*.json``. bench/ may import anything (DESIGN.md); nothing imports
 bench/ but its tests.

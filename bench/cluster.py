@@ -30,17 +30,23 @@ The run, in order (each step bounded; the cluster is stopped by PID on every way
    at 2 — and a 2 ms linger is part of every latency reported): p50 / p99 / p99.9 of send →
    acknowledgement.
 5. **consume** — the 1 KiB topic from the beginning with one consumer: MB/s of record bytes.
-6. **failover** — a producer at 2,000 records/s, acks=all, spreading records over the partitions
+6. **Kafka producer** — librdkafka (confluent-kafka, in a child process) through the brokers'
+   Kafka listeners at 100 B and 16 KiB, acks=all, idempotence, the Python rounds' linger and
+   batch size, no compression; best of ``--repeat`` rounds of ``--seconds``, each checked
+   against what the topic holds, and its ratio to the Python producer's figure above: what the
+   brokers take when the client is not the limit (``bench/kafka_producer.py``; ``--no-kafka``
+   skips it). A delivery error or a count that does not match fails that size (exit 1).
+7. **failover** — a producer at 2,000 records/s, acks=all, spreading records over the partitions
    explicitly; after 3 s the leader of partition 0 is killed with SIGKILL. ``failover_s`` is the
    longest gap between consecutive acknowledgements of any partition that broker led (the
    produce outage as a client sees it); the time from the kill to the end of that gap, and the
    longest gap on the *other* partitions (which lose a follower), are reported too
    (``bench/cluster_failover.py``).
 
-CPU: for each produce round the CPU seconds of each broker and of this process are read from
-``/proc`` and reported as cores (CPU s / wall s), together with the whole machine's busy cores —
-the machine is shared, and "other" is what neither the brokers nor the client used
-(``bench/machine.py``).
+CPU: for each produce round the CPU seconds of each broker and of the client (this process, or
+the Kafka producer's child) are read from ``/proc`` and reported as cores (CPU s / wall s),
+together with the whole machine's busy cores — the machine is shared, and "other" is what
+neither the brokers nor the client used (``bench/machine.py``).
 
 ``--profile DIR`` runs ``py-spy record --gil`` (raw collapsed stacks, by function) on every broker
 and on this process during the first round of ``--profile-run`` (100 B by default) and prints the
@@ -52,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import platform
 import shutil
@@ -60,16 +67,18 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.console import Console
 from rich.table import Table
 
 from raftlog.client.admin import Admin
+from raftlog.client.consumer import Consumer
 from raftlog.client.local_cluster import LocalCluster, LocalClusterError
 from raftlog.client.perf import run_produce
 from raftlog.client.perf_engines import run_consume
-from raftlog.client.perf_results import ConsumeSpec, ProduceResult, ProduceSpec
+from raftlog.client.perf_results import RECORDS_MAX, ConsumeSpec, ProduceResult, ProduceSpec
 from raftlog.client.stats import LatencySummary
 
 from .cluster_failover import FAILOVER_BEFORE_S, FAILOVER_RPS, FailoverFigures, run_failover
@@ -83,6 +92,7 @@ from .common import (
     free_base_port,
     measure_and_report,
 )
+from .kafka_producer import KAFKA_SIZES, kafka_settings, kafka_topic, measure_kafka_producer
 from .machine import RAW_DISK_BYTES, CpuMeter, cpu_ceiling_rps, cpu_us_per_record, raw_disk_mbps
 from .scrape import SCRAPE_INTERVAL_S, Scraper
 
@@ -142,6 +152,17 @@ _ROW_ORDER = (
     "broker_cpu_us_per_record_16k",
     "client_cpu_us_per_record_16k",
     "cpu_ceiling_rps_16k",
+    *(
+        f"kafka_{figure}_{label}"
+        for label, _ in KAFKA_SIZES
+        for figure in (
+            "produce_rps",
+            "produce_mbps",
+            "to_python_ratio",
+            "broker_cpu_us_per_record",
+            "client_cpu_us_per_record",
+        )
+    ),
     "p50_ms_at_10k",
     "p99_ms_at_10k",
     "p999_ms_at_10k",
@@ -177,11 +198,19 @@ class Report(FigureReport):
             },
             "all_targets_met": bool(met) and all(met.values()),
             "reference_nats_r3": REFERENCE,
+            **(
+                {"kafka_producer_settings": self.meta["kafka_producer"]["settings"]}
+                if "kafka_producer" in self.meta
+                else {}
+            ),
+            **({"failures": list(self.failures)} if self.failures else {}),
             "meta": self.meta,
         }
 
 
 def _format(key: str, value: float) -> str:
+    if "_ratio" in key:
+        return f"{value:,.2f}×"
     if "_us_per_record" in key:
         return f"{value:,.1f} µs"
     if key.endswith("_cores"):
@@ -207,6 +236,17 @@ def render(report: Report) -> Table:
         for label, c in cpu.items()
     ]
     mode = "mutual TLS" if report.security == "tls" else "plaintext"
+    kafka = meta.get("kafka_producer")
+    kafka_lines = []
+    if kafka is not None:
+        settings = kafka["settings"]
+        kafka_lines.append(
+            f"kafka_*: librdkafka {kafka.get('librdkafka', '?')} (confluent-kafka, own process) "
+            f"via the Kafka listeners, acks=all, idempotence, linger.ms {settings['linger.ms']}, "
+            f"batch.size {settings['batch.size'] // 1024} KiB, compression "
+            f"{settings['compression.type']}; best of {kafka['rounds']} × {kafka['seconds']} s; "
+            "ratio = its records/s ÷ our Python Producer's at that size"
+        )
     return figure_table(
         f"raftlog cluster benchmark (3 brokers + client on one machine, {mode})",
         "\n".join(
@@ -218,6 +258,7 @@ def render(report: Report) -> Table:
                 f"latency run: linger {meta.get('latency_linger_ms', '?')} ms · MB = 10^6 bytes",
                 "reference: NATS JetStream R3 file storage, one Python client, same machine "
                 "class (from the issue; its p99 was at 23,700 msgs/s)",
+                *kafka_lines,
                 *cpu_lines,
             ]
         ),
@@ -283,6 +324,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-bytes", type=int, default=256 << 10)
     parser.add_argument("--sizes", default="100b,1k,16k", help="some of 100b,1k,16k")
     parser.add_argument("--no-failover", action="store_true")
+    parser.add_argument(
+        "--no-kafka",
+        action="store_true",
+        help="skip the librdkafka producer (via the Kafka listener)",
+    )
     parser.add_argument("--profile", metavar="DIR", help="py-spy brokers and client into DIR")
     parser.add_argument(
         "--profile-run",
@@ -350,6 +396,80 @@ def _measure_idle(
     )
 
 
+def _topic_records(cluster: Any, topic: str) -> int:
+    """What ``topic`` holds, by the brokers' gRPC ListOffsets (high watermark − log start)."""
+    with Consumer(cluster.bootstrap, security=cluster.security) as consumer:
+        consumer.assign_topic(topic)
+        partitions = consumer.assignment()
+        ends = consumer.end_offsets(partitions)
+        starts = consumer.beginning_offsets(partitions)
+        return sum(ends[tp] - starts[tp] for tp in partitions)
+
+
+def _measure_kafka(
+    cluster: Any,
+    admin: Admin,
+    args: argparse.Namespace,
+    pids: dict[int, int],
+    figures: dict[str, Any],
+    meta: dict[str, Any],
+    console: Console,
+) -> tuple[str, ...]:
+    """librdkafka's producer at the sizes of ``KAFKA_SIZES`` this run measured, each to a topic
+    of its own made now (``bench/kafka_producer.py``); its failures."""
+    sizes = [(label, size) for label, size in KAFKA_SIZES if label in args.size_list]
+    if args.no_kafka or not sizes:
+        return ()
+    settings = kafka_settings(args.linger_ms, args.batch_bytes)
+    console.print(
+        f"[bold]kafka producer[/bold]: librdkafka at {', '.join(label for label, _ in sizes)}, "
+        f"acks=all, idempotence, linger {args.linger_ms} ms, batch {args.batch_bytes // 1024} "
+        f"KiB, via the Kafka listeners {cluster.kafka_bootstrap} …"
+    )
+    for label, _ in sizes:
+        admin.create_topic(
+            kafka_topic(label), PARTITIONS, 3, min_insync_replicas=2, configs=args.topic_configs
+        )
+    step = measure_kafka_producer(
+        cluster,
+        sizes,
+        settings=settings,
+        rounds=args.repeat,
+        seconds=args.seconds,
+        records_max=_records_max(args.seconds),
+        broker_pids=pids,
+        idle_broker_cores=figures.get("idle_cores", 0.0),
+        python_rps={label: figures[f"produce_rps_{label}"] for label, _ in sizes},
+        topic_records=functools.partial(_topic_records, cluster),
+        work_dir=Path(cluster.dir).parent,
+        console=console,
+    )
+    figures.update(step.figures)
+    meta["runs"].update(step.runs)
+    meta["cpu_cores"].update(step.cores)
+    meta["kafka_producer"] = {
+        "settings": settings,
+        "librdkafka": step.librdkafka,
+        "rounds": args.repeat,
+        "seconds": args.seconds,
+        "listener_log": step.listener_log,
+    }
+    log = step.listener_log
+    console.print(
+        f"  the brokers' logs meanwhile: {log['warnings']} Kafka listener warnings, "
+        f"{log['closed_connections']} connections it closed, {log['errors']} ERROR lines",
+        highlight=False,
+    )
+    for sample in log["samples"]:
+        console.print(f"    [dim]{sample}[/dim]", highlight=False)
+    return step.failures
+
+
+def _records_max(seconds: float) -> int:
+    """``num_records`` of a timed round: more than it can send; the clock stops it."""
+    return min(int(seconds * _RECORDS_PER_SECOND_MAX), RECORDS_MAX)
+
+
 def _profiler(args: argparse.Namespace, pids: dict[int, int]) -> Profiler | None:
     if not args.profile:
         return None
@@ -365,6 +485,7 @@ def run(args: argparse.Namespace, console: Console) -> Report:
         raise BenchError(f"{args.dir} has {free / MIB:,.0f} MiB free; need ≥ 2.3 GiB")
     root = tempfile.mkdtemp(prefix="cluster-", dir=args.dir)
     figures: dict[str, float] = {}
+    failures: tuple[str, ...] = ()
     meta: dict[str, Any] = {
         "seconds": args.seconds,
         "repeat": args.repeat,
@@ -417,7 +538,7 @@ def run(args: argparse.Namespace, console: Console) -> Report:
                 size = labels[label]
                 spec = ProduceSpec(
                     topic=f"bench-{label}",
-                    num_records=min(int(args.seconds * _RECORDS_PER_SECOND_MAX), 20_000_000),
+                    num_records=_records_max(args.seconds),
                     record_size=size,
                     acks="all",
                     batch_bytes=args.batch_bytes,
@@ -508,6 +629,8 @@ def run(args: argparse.Namespace, console: Console) -> Report:
                 meta["runs"]["consume_1k"] = consumed.to_json()
                 meta["cpu_cores"]["consume 1k"] = cores
 
+            failures = _measure_kafka(cluster, admin, args, pids, figures, meta, console)
+
             if not args.no_failover:
                 console.print(
                     f"[bold]failover[/bold]: {FAILOVER_RPS:,} records/s, SIGKILL the leader of "
@@ -541,7 +664,7 @@ def run(args: argparse.Namespace, console: Console) -> Report:
             with contextlib.suppress(OSError):  # only if empty: another run may be using it
                 os.rmdir(args.dir)
     meta["elapsed_s"] = int(time.time()) - meta["started_unix_s"]
-    return Report(figures, meta)
+    return Report(figures, meta, failures)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -71,8 +71,10 @@ PROBE_DEADLINE_S = 10.0  # a survivor gives up probing for leadership after this
 _PROBE_PAUSE_S = 0.002
 _PROBE_SUBMIT_TIMEOUT_S = 0.5
 # below Linux's ephemeral range (32768-60999), where an outgoing connection may take a port
-# between the check and the bind; free_base_port keeps base + 400 inside
+# between the check and the bind; free_base_port keeps every port of a cluster inside, its
+# highest the last broker's Kafka listener (base + 400 + nodes - 1)
 _PORT_RANGE = (20_000, 32_700)
+_KAFKA_PORT_OFFSET = 400
 _LOG_TAIL_LINES = 20
 
 
@@ -210,10 +212,13 @@ def bench_shell(console: Console, interrupted: str) -> Iterator[None]:
 @dataclass(frozen=True, slots=True)
 class FigureReport:
     """Every figure of one run, keyed as in its JSON file, plus how it was measured (``meta``).
-    A driver's report names the bounds its figures are held to in ``targets``."""
+    A driver's report names the bounds its figures are held to in ``targets``; ``failures``
+    says what the run could not measure trustworthily (its figure is left out, and the run
+    exits 1) while the rest of the run still counts."""
 
     figures: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)
+    failures: tuple[str, ...] = ()
     targets: ClassVar[tuple[Target, ...]] = ()
 
     def verdicts(self) -> dict[str, bool]:
@@ -221,7 +226,8 @@ class FigureReport:
         return verdicts(self.targets, self.figures)
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.figures, "meta": self.meta}
+        failures = {"failures": list(self.failures)} if self.failures else {}
+        return {**self.figures, **failures, "meta": self.meta}
 
 
 R = TypeVar("R", bound=FigureReport)
@@ -235,8 +241,8 @@ def measure_and_report(
     interrupted: str,
 ) -> int:
     """A driver's ``main`` once its arguments are parsed: measure (inside ``bench_shell``), print
-    the report, write its JSON to ``args.out``, name the missed targets; the exit status (1 when
-    one was missed and ``args.strict``)."""
+    the report, write its JSON to ``args.out``, name the missed targets and the failures; the
+    exit status (1 on a failure, or when a target was missed and ``args.strict``)."""
     console = Console()
     with bench_shell(console, interrupted):
         report = measure(args, console)
@@ -247,7 +253,9 @@ def measure_and_report(
         f"wrote {args.out}; "
         + (f"[red]missed targets: {', '.join(missed)}[/red]" if missed else "all targets met")
     )
-    return 1 if (missed and args.strict) else 0
+    for failure in report.failures:
+        console.print(f"[red]benchmark failed:[/red] {failure}", highlight=False)
+    return 1 if report.failures or (missed and args.strict) else 0
 
 
 # ---- free loopback ports -------------------------------------------------------------------------
@@ -261,13 +269,15 @@ def free_port() -> int:
 
 
 def free_base_port(nodes: int = 3, rng: random.Random | None = None) -> int:
-    """A base port of ``raftlog cluster up`` whose gRPC (base..), Raft (base+100..) and metrics
-    (base+300..) ports are all free now."""
+    """A base port of ``raftlog cluster up`` whose gRPC (base..), Raft (base+100..), metrics
+    (base+300..) and Kafka (base+400..) ports are all free now, every one inside
+    ``_PORT_RANGE``."""
     rng = rng or random.Random()
     low, high = _PORT_RANGE
     for _ in range(200):
-        base = rng.randrange(low, high - 400)
-        ports = [base + offset + i for offset in (0, 100, 300) for i in range(nodes)]
+        base = rng.randrange(low, high - _KAFKA_PORT_OFFSET - nodes + 1)
+        offsets = (0, 100, 300, _KAFKA_PORT_OFFSET)
+        ports = [base + offset + i for offset in offsets for i in range(nodes)]
         if all(port_free(p) for p in ports):
             return base
     raise BenchError(f"no free block of ports in {low}-{high}")

@@ -40,16 +40,19 @@ def _machine_busy_s() -> float:
 
 
 class CpuMeter:
-    """CPU seconds of the brokers, this process and the machine over one interval."""
+    """CPU seconds of the brokers, the client and the machine over one interval. The client is
+    this process, or ``client_pid`` (a client in a child process, read while it still runs:
+    a process that has exited reads 0)."""
 
-    def __init__(self, broker_pids: dict[int, int]) -> None:
+    def __init__(self, broker_pids: dict[int, int], client_pid: int | None = None) -> None:
         self.broker_pids = broker_pids
+        self.client_pid = os.getpid() if client_pid is None else client_pid
         self._start = self._read()
         self._wall = time.monotonic()
 
     def _read(self) -> dict[str, float]:
         out = {f"broker{i}": _process_cpu_s(pid) for i, pid in self.broker_pids.items()}
-        out["client"] = _process_cpu_s(os.getpid())
+        out["client"] = _process_cpu_s(self.client_pid)
         out["machine"] = _machine_busy_s()
         return out
 
