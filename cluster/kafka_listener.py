@@ -7,13 +7,15 @@ is an int32 size, the correlation id (plus tagged fields for a flexible version,
 ApiVersions, whose response header is always v0 so that any client can read it) and the body.
 The bodies are ``raftlog.proto.kafka_codec``'s, the handlers ``kafka_apis.py``'s.
 
-One request at a time per connection, answered in order — what a Kafka broker does (it mutes a
-connection until its answer is sent), so pipelining clients (an idempotent producer's five
-in-flight batches) are appended in the order they sent them. A Produce with ``acks = 0`` gets no
-answer. Bounds: a request larger than ``MESSAGE_BYTES_MAX`` closes its connection; at most
-``limits.requests_in_flight_max`` connections (each has at most one request in flight); a
-connection idle for ``IDLE_TIMEOUT_S`` is closed, and a request must arrive whole within
-``REQUEST_READ_TIMEOUT_S`` of its size.
+Answers go out in the order the requests came. Produce requests are pipelined (up to
+``PRODUCES_IN_FLIGHT_MAX`` at once per connection, appended in arrival order, so an idempotent
+producer's in-flight batches keep their sequence order); every other request is served alone, as a
+Kafka broker serves all of them (it mutes a connection until its answer is sent) — a commit never
+overtakes the join before it. A Produce with ``acks = 0`` gets no answer. Bounds: a request larger
+than ``MESSAGE_BYTES_MAX`` closes its connection; at most ``limits.requests_in_flight_max``
+connections (each has at most ``PRODUCES_IN_FLIGHT_MAX`` requests in flight); a connection idle for
+``IDLE_TIMEOUT_S`` is closed, and a request must arrive whole within ``REQUEST_READ_TIMEOUT_S`` of
+its size.
 
 Who is calling (``auth.py``'s rules, the same principals and ACLs as the gRPC listeners):
 
@@ -62,6 +64,10 @@ API_VERSIONS, SASL_HANDSHAKE, SASL_AUTHENTICATE, PRODUCE = 18, 17, 36, 0
 BEFORE_AUTH = frozenset((API_VERSIONS, SASL_HANDSHAKE, SASL_AUTHENTICATE))
 ILLEGAL_SASL_STATE, UNSUPPORTED_SASL_MECHANISM, SASL_AUTHENTICATION_FAILED = 34, 33, 58
 _HEAD = struct.Struct(">hhi")
+_API_KEY = struct.Struct(">h")
+# produce requests one connection may have in flight: what librdkafka and the Java client allow
+# an idempotent producer (max.in.flight.requests.per.connection <= 5)
+PRODUCES_IN_FLIGHT_MAX = 5
 _SIZE = struct.Struct(">i")
 
 
@@ -129,6 +135,8 @@ class KafkaListener:
             pass  # the client went away, or sat idle too long
         except _ConnectionClosed as exc:
             logger.info("Kafka listener: closing %s: %s", connection.peer, exc)
+        except asyncio.CancelledError:
+            pass  # the listener is closing; a cancelled task here upsets asyncio's streams
         finally:
             self._connections.discard(task)
             writer.close()
@@ -158,13 +166,67 @@ class _Connection:
                 self.principal = replace(principal_from_pem(pem), host=self.host)
 
     async def run(self) -> None:
+        """Read requests, start them, and let ``_answer_in_order`` send their answers.
+
+        Produce requests are pipelined: up to ``PRODUCES_IN_FLIGHT_MAX`` run at once, and since
+        a produce appends before its first await, they append in the order they arrived (what
+        an idempotent producer's five in-flight batches need); answers go out in that order.
+        Any other request waits until every earlier one is answered, and the next one waits
+        for it: everything but produce is served one at a time, as on a Kafka broker."""
+        answers: asyncio.Queue[asyncio.Task[bytes | None]] = asyncio.Queue()
+        room = asyncio.Semaphore(PRODUCES_IN_FLIGHT_MAX)
+        answering = asyncio.create_task(self._answer_in_order(answers, room))
+        alone = False  # the request started last must be answered before the next starts
+        try:
+            while True:
+                head = await self._beside(
+                    answering, asyncio.wait_for(self.reader.readexactly(4), IDLE_TIMEOUT_S)
+                )
+                (size,) = _SIZE.unpack(head)
+                if not 8 <= size <= MESSAGE_BYTES_MAX:
+                    raise _ConnectionClosed(f"request size {size} out of bounds")
+                data = await self._beside(
+                    answering,
+                    asyncio.wait_for(self.reader.readexactly(size), REQUEST_READ_TIMEOUT_S),
+                )
+                (api_key,) = _API_KEY.unpack_from(data)
+                if api_key != PRODUCE or alone:
+                    await self._beside(answering, answers.join())
+                alone = api_key != PRODUCE
+                await self._beside(answering, room.acquire())
+                answers.put_nowait(asyncio.create_task(self.handle(memoryview(data))))
+        finally:
+            answering.cancel()
+            started: list[asyncio.Task[Any]] = [answering]
+            while not answers.empty():
+                started.append(answers.get_nowait())
+                started[-1].cancel()
+            await asyncio.gather(*started, return_exceptions=True)
+
+    @staticmethod
+    async def _beside(answering: asyncio.Task[None], step: Any) -> Any:
+        """Await ``step`` unless answering fails first (then raise what it raised)."""
+        future = asyncio.ensure_future(step)
+        if not future.done():
+            await asyncio.wait((future, answering), return_when=asyncio.FIRST_COMPLETED)
+        if not future.done():
+            future.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await future
+            answering.result()  # raises its error
+            raise _ConnectionClosed("stopped answering")
+        return future.result()
+
+    async def _answer_in_order(
+        self, answers: asyncio.Queue[asyncio.Task[bytes | None]], room: asyncio.Semaphore
+    ) -> None:
         while True:
-            head = await asyncio.wait_for(self.reader.readexactly(4), IDLE_TIMEOUT_S)
-            (size,) = _SIZE.unpack(head)
-            if not 8 <= size <= MESSAGE_BYTES_MAX:
-                raise _ConnectionClosed(f"request size {size} out of bounds")
-            data = await asyncio.wait_for(self.reader.readexactly(size), REQUEST_READ_TIMEOUT_S)
-            answer = await self.handle(memoryview(data))
+            task = await answers.get()
+            try:
+                answer = await task
+            finally:
+                room.release()
+                answers.task_done()
             if answer is not None:
                 self.writer.write(_SIZE.pack(len(answer)) + answer)
                 await self.writer.drain()
