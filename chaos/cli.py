@@ -1,7 +1,7 @@
 """``raftlog chaos``: run a Jepsen-style test against a namespaced cluster, or re-check a run.
 
     raftlog chaos run [--nodes 3|5] [--nemesis partition,kill,pause,power-loss,disk]
-                      [--time-limit S]
+                      [--time-limit S] [--client grpc|kafka]
                       [--rate N] [--seed N] [--out DIR] [--unsafe] ...
     raftlog chaos check DIR
 
@@ -32,7 +32,7 @@ from .checker import check
 from .history import HistoryFormatError, Op, load_jsonl
 from .network import NetnsError, NetnsUnavailableError
 from .report import availability_line
-from .run_config import RunConfig
+from .run_config import CLIENTS, RunConfig
 from .runner import EXIT_ANOMALIES, EXIT_INCOMPLETE, EXIT_VALID, run
 from .scenario import NO_FAULTS, UNCLEAN_SCENARIO, parse_nemeses
 from .workload import PRODUCER_MODES
@@ -110,6 +110,14 @@ def _parser() -> argparse.ArgumentParser:
         help="brokers drop this share of Produce answers after appending (a testing hook: "
         "the lost-answer case that retries must not turn into duplicates)",
     )
+    run_cmd.add_argument(
+        "--client",
+        choices=CLIENTS,
+        default="grpc",
+        help="how the workload reaches the brokers: grpc, raftlog's own client (default); kafka, "
+        "confluent-kafka (librdkafka: idempotent producer, acks=all; an assigning consumer) "
+        "through a Kafka listener every broker gets in its namespace",
+    )
     run_cmd.add_argument("--partitions", type=int, default=3)
     run_cmd.add_argument("--producers", type=int, default=4)
     run_cmd.add_argument("--consumers", type=int, default=2)
@@ -170,6 +178,7 @@ def main(argv: Sequence[str], console: Console | None = None) -> int:
             fault_duration_s=args.fault_duration,
             live=not args.no_live,
             producer_mode=args.producer,
+            client=args.client,
             drop_produce_responses=args.drop_produce_responses,
             max_recovery_s=args.max_recovery_s,
         )

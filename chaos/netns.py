@@ -16,6 +16,11 @@ broker's namespace address (10.213.<r>.<i>: the address clients and the other br
 the harness's client certificate ``chaos``, the super user of the configs. Every client and probe
 of the harness connects with ``cluster.security``; ``plaintext=True`` turns all of it off.
 
+**Kafka listener.** ``kafka=True`` gives every broker a Kafka-protocol listener too, on
+``KAFKA_PORT`` at its namespace address (``kafka_address``, ``kafka_bootstrap``): TLS with the
+same broker certificate; a Kafka client presenting the ``chaos`` certificate is ``User:chaos``
+(cluster/kafka_listener.py). The harness's own probes, admin calls and drains stay on gRPC.
+
 **Partitions.** ``partition(groups)`` cuts both directions between every pair in different
 groups; ``apply_grudge`` takes Jepsen's grudge (node → nodes whose packets it drops) for one-way
 cuts such as the majorities ring; ``heal()`` removes every peer route.
@@ -89,6 +94,7 @@ from .diskfault import Damage
 from .disks import NodeDisks
 from .network import (
     GRPC_PORT,
+    KAFKA_PORT,
     NODES_MAX,
     RAFT_PORT,
     NetnsError,
@@ -156,6 +162,7 @@ class NetnsCluster:
         stop_timeout_s: float = 10.0,
         lazyfs: bool = False,
         plaintext: bool = False,
+        kafka: bool = False,
     ) -> None:
         if not 1 <= nodes <= NODES_MAX:
             raise ValueError(f"a namespaced cluster has 1 to {NODES_MAX} nodes, not {nodes}")
@@ -168,6 +175,7 @@ class NetnsCluster:
         self.log_level = log_level
         self.lazyfs = lazyfs
         self.plaintext = plaintext
+        self.kafka = kafka  # every broker also serves the Kafka protocol (module docstring)
         self._security: ClientSecurity | None = None  # set by open(): the harness's TLS
         self._requested_run_dir = Path(run_dir) if run_dir is not None else None
         self._tables: dict[str, dict[str, object]] = {
@@ -245,6 +253,10 @@ class NetnsCluster:
     def raft_address(self, node: int) -> str:
         return f"{self.ip(node)}:{RAFT_PORT}"
 
+    def kafka_address(self, node: int) -> str:
+        """The broker's Kafka-protocol ``host:port`` (served only when ``kafka=True``)."""
+        return f"{self.ip(node)}:{KAFKA_PORT}"
+
     def namespace(self, node: int) -> str:
         self._require(node)
         return self._net.namespace(node)
@@ -253,6 +265,13 @@ class NetnsCluster:
     def bootstrap(self) -> str:
         """Every broker's gRPC address, comma-separated (``raftlog.client`` bootstrap)."""
         return ",".join(self.address(i) for i in self.node_ids)
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """Every broker's Kafka address, comma-separated (a Kafka client's bootstrap.servers)."""
+        if not self.kafka:
+            raise NetnsError("this cluster has no Kafka listeners (kafka=False)")
+        return ",".join(self.kafka_address(i) for i in self.node_ids)
 
     def config_path(self, node: int) -> Path:
         return self.run_dir / f"node{node}.toml"
@@ -399,6 +418,9 @@ class NetnsCluster:
         }
 
     def _write_config(self, node: int) -> None:
+        listen = {"grpc": self.address(node), "raft": self.raft_address(node)}
+        if self.kafka:
+            listen["kafka"] = self.kafka_address(node)
         text = broker_config_text(
             comment=f"written by raftlog.chaos.netns for run {self.run_id}",
             top={
@@ -407,7 +429,7 @@ class NetnsCluster:
                 "boot_id_file": self.boot_id_path(node).name,
                 "cluster_secret": self.secret,
             },
-            listen={"grpc": self.address(node), "raft": self.raft_address(node)},
+            listen=listen,
             voters=[Voter(i, self.raft_address(i), self.address(i)) for i in self.node_ids],
             tables={**self._tables, "security": self._security_table(node)},
         )

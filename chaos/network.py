@@ -7,7 +7,8 @@ Layout of run ``r`` (its id, claimed in runs.py)::
     ──────────────                       ──────────────────────────────────────
     bridge rlbr<r>  10.213.<r>.254/24    eth0  10.213.<r>.<i>/24  (veth peer of rl<r>v<i>)
       ├── rl<r>v1 ─────────────────────  lo up
-      ├── rl<r>v2 ...                    broker i: gRPC 10.213.<r>.<i>:9092, Raft ...:9192
+      ├── rl<r>v2 ...                    broker i: gRPC 10.213.<r>.<i>:9092, Raft ...:9192,
+      │                                    Kafka ...:9094 (runs with ``--client kafka`` only)
       └── rl<r>v<n>                      neighbour 10.213.<r>.253 → 02:72:6c:00:00:fd (nobody)
 
 The harness stays in the root namespace and reaches every node through the bridge, so clients
@@ -43,6 +44,7 @@ from typing import Any
 
 __all__ = [
     "GRPC_PORT",
+    "KAFKA_PORT",
     "NODES_MAX",
     "RAFT_PORT",
     "NetnsError",
@@ -60,6 +62,7 @@ __all__ = [
 
 GRPC_PORT = 9092
 RAFT_PORT = 9192
+KAFKA_PORT = 9094  # the Kafka-protocol listener (cluster/config.py's example uses the same port)
 SUBNET_PREFIX = "10.213"  # run r owns 10.213.<r>.0/24
 HOST_SUFFIX = 254  # the bridge's (harness's) address
 DROP_HOP_SUFFIX = 253  # the next hop nobody answers for (PartitionMode.DROP)

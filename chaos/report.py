@@ -28,6 +28,7 @@ __all__ = [
     "Timeline",
     "acked_not_in_final_log",
     "availability_line",
+    "client_line",
     "fault_counts",
     "faults_json",
     "render_live",
@@ -293,12 +294,30 @@ def availability_line(avail: Mapping[str, Any]) -> Text:
     return text
 
 
+def client_line(results: Mapping[str, Any]) -> str:
+    """How the workload reached the brokers, from results.json's ``client`` ("" if absent)."""
+    client = results.get("client")
+    if not isinstance(client, Mapping):
+        return ""
+    name = str(client.get("name", "?"))
+    library = client.get("library")
+    if isinstance(library, Mapping):
+        library = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in library.items())
+    parts = [name, str(library) if library else "", str(client.get("producer") or "")]
+    if client.get("listener_port"):
+        parts.append(f"Kafka listeners on :{client['listener_port']}")
+    return " · ".join(p for p in parts if p)
+
+
 def render_report(result: CheckResult, results: Mapping[str, Any]) -> RenderableType:
     """The end of a run: the checker's table, the figures, the notes, the verdict."""
     w = results["workload"]
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column()
+    client = client_line(results)
+    if client:
+        facts.add_row("client", client)
     latency = w["ack_latency_ms"]
     facts.add_row(
         "sends",

@@ -17,7 +17,11 @@ from .scenario import UNCLEAN_SCENARIO, schedule_names, unclean_script
 from .schedule import Schedule, ScheduledFault
 from .workload import PRODUCER_MODES
 
-__all__ = ["RunConfig", "default_out_dir", "plan_faults"]
+__all__ = ["CLIENTS", "RunConfig", "default_out_dir", "plan_faults"]
+
+# How the workload reaches the brokers: raftlog's own gRPC client (workload.py), or a Kafka
+# client (confluent-kafka, kafka_workload.py) through every broker's Kafka listener.
+CLIENTS: tuple[str, ...] = ("grpc", "kafka")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,7 @@ class RunConfig:
     prefix: str = "rl"  # namespace / interface prefix (tests use their own)
     live: bool = True
     producer_mode: str = "once"  # once | idempotent | retry (workload.py's module docstring)
+    client: str = "grpc"  # grpc | kafka (CLIENTS)
     delivery_timeout_ms: int = 10_000  # retrying modes: how long one op keeps retrying
     drop_produce_responses: float = 0.0  # brokers drop this share of Produce answers (testing)
     # fail the run (EXIT_UNAVAILABLE) when a partition takes longer than this to acknowledge again
@@ -66,6 +71,13 @@ class RunConfig:
             raise ValueError(f"--producer is one of {', '.join(PRODUCER_MODES)}")
         if not 0.0 <= self.drop_produce_responses < 1.0:
             raise ValueError("--drop-produce-responses must be in [0, 1)")
+        if self.client not in CLIENTS:
+            raise ValueError(f"--client is one of {', '.join(CLIENTS)}")
+        if self.client == "kafka" and self.producer_mode != "once":
+            raise ValueError(
+                "--producer is the gRPC client's; with --client kafka every send goes through "
+                "librdkafka's idempotent producer"
+            )
 
     @property
     def scenario(self) -> bool:
@@ -75,6 +87,11 @@ class RunConfig:
     def lazyfs(self) -> bool:
         """Data dirs on lazyfs mounts: needed when a power loss may be scheduled."""
         return not self.scenario and "power-loss" in schedule_names(self.nemeses, self.nodes)
+
+    @property
+    def producer_label(self) -> str:
+        """What sends: the gRPC workload's mode, or the Kafka client's producer."""
+        return "librdkafka-idempotent" if self.client == "kafka" else self.producer_mode
 
     @property
     def replication_factor(self) -> int:
@@ -123,6 +140,8 @@ class RunConfig:
         ]
         if self.unsafe:
             args.append("--unsafe")
+        if self.client != "grpc":
+            args += ["--client", self.client]
         if self.producer_mode != "once":
             args += ["--producer", self.producer_mode]
         if self.drop_produce_responses:
@@ -153,6 +172,7 @@ class RunConfig:
             "session_timeout_ms": self.session_timeout_ms,
             "request_timeout_ms": self.request_timeout_ms,
             "producer_mode": self.producer_mode,
+            "client": self.client,
             "lazyfs": self.lazyfs,
             "delivery_timeout_ms": self.delivery_timeout_ms,
             "drop_produce_responses": self.drop_produce_responses,

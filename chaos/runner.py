@@ -3,8 +3,10 @@ the run is (its options, its fault plan) is run_config.py's ``RunConfig``.
 
 The phases (Jepsen's: generator with faults, then the final generator)::
 
-    starting    N brokers in network namespaces (``NetnsCluster``), the topic created
-    running     producers + consumers record the history; the nemesis thread follows the
+    starting    N brokers in network namespaces (``NetnsCluster``; with ``--client kafka``
+                each also serves the Kafka protocol), the topic created
+    running     producers + consumers record the history — through raftlog's gRPC client
+                (workload.py) or a Kafka client (kafka_workload.py); the nemesis thread follows the
                 seeded schedule (or the scripted scenario) until --time-limit
     healing     producers stop; every nemesis's final heal (network whole, every broker
                 started, every broker resumed); wait until brokers are ready and ISRs full
@@ -48,10 +50,16 @@ from .availability import availability
 from .checker import check
 from .drain import LeaderDrain, NodeLog, drain_leader, drain_node
 from .history import Op
+from .kafka_workload import (
+    KafkaConsumerWorker,
+    KafkaProducerWorker,
+    kafka_client_available,
+    kafka_client_versions,
+)
 from .lazyfs import fuse_unavailable
 from .nemesis import Nemesis, NemesisContext, make_nemesis
 from .netns import NetnsCluster
-from .network import NetnsError, NetnsUnavailableError, check_available
+from .network import KAFKA_PORT, NetnsError, NetnsUnavailableError, check_available
 from .report import (
     LiveSnapshot,
     acked_not_in_final_log,
@@ -103,6 +111,9 @@ EXIT_ANOMALIES = 1  # the checker found anomalies
 EXIT_INCOMPLETE = 3  # no anomaly found, but the run could not read everything (see results)
 EXIT_UNAVAILABLE = 4  # safe, but a recovery after a heal exceeded --max-recovery-s
 EXIT_INTERRUPTED = 130
+
+Producer = ProducerWorker | KafkaProducerWorker
+Worker = ProducerWorker | ConsumerWorker | KafkaProducerWorker | KafkaConsumerWorker
 
 READY_TIMEOUT_S = 90.0
 ISR_FULL_TIMEOUT_S = 60.0
@@ -184,6 +195,8 @@ def run(config: RunConfig, console: Console | None = None) -> RunOutcome:
     check_available()
     if config.lazyfs and (reason := fuse_unavailable()) is not None:
         raise NetnsUnavailableError(f"--nemesis power-loss: {reason}")
+    if config.client == "kafka" and (reason := kafka_client_available()) is not None:
+        raise NetnsUnavailableError(reason)
     cleanup_stale(config.prefix)
     out = (config.out_dir or default_out_dir(config.seed)).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -231,8 +244,8 @@ class _Run:
         self.stop_producers = threading.Event()
         self.stop_consumers = threading.Event()
         self.stop_nemesis = threading.Event()
-        self.producers: list[ProducerWorker] = []
-        self.consumers: list[ConsumerWorker] = []
+        self.producers: list[Producer] = []
+        self.consumers: list[ConsumerWorker | KafkaConsumerWorker] = []
         self.nemesis_thread: NemesisThread | None = None
 
     def clock_ms(self) -> float:
@@ -246,7 +259,8 @@ class _Run:
     def execute(self) -> RunOutcome:
         config = self.config
         self.console.print(
-            f"[bold]raftlog chaos[/bold]: {config.nodes} nodes (mutual TLS), nemesis "
+            f"[bold]raftlog chaos[/bold]: {config.nodes} nodes (mutual TLS), client "
+            f"{config.client}, nemesis "
             f"{','.join(config.nemeses)}, {config.time_limit_s:g} s, seed {config.seed}"
             f"{' [red](unsafe topic)[/red]' if config.unsafe else ''} → {self.out}"
         )
@@ -261,6 +275,7 @@ class _Run:
                 replica_silence_ms_max=config.replica_silence_ms_max,
                 prefix=config.prefix,
                 lazyfs=config.lazyfs,
+                kafka=config.client == "kafka",
                 testing=(
                     {"drop_produce_responses": config.drop_produce_responses}
                     if config.drop_produce_responses
@@ -317,37 +332,10 @@ class _Run:
     def _workload(self, cluster: NetnsCluster) -> None:
         config = self.config
         values = ValueSource()
-        self.consumers = [
-            ConsumerWorker(
-                config.producers + i,
-                self.recorder,
-                cluster.bootstrap,
-                config.topic,
-                config.partitions,
-                self.stop_consumers,
-                security=cluster.security,
-            )
-            for i in range(config.consumers)
-        ]
-        self.producers = [
-            ProducerWorker(
-                i,
-                self.recorder,
-                cluster.bootstrap,
-                config.topic,
-                config.partitions,
-                values,
-                config.rate_per_s / config.producers,
-                self.stop_producers,
-                random.Random(f"raftlog-chaos-producer-{config.seed}-{i}"),
-                security=cluster.security,
-                request_timeout_ms=config.request_timeout_ms,
-                mode=config.producer_mode,
-                delivery_timeout_ms=config.delivery_timeout_ms,
-                own=partitions_of_worker(i, config.producers, config.partitions),
-            )
-            for i in range(config.producers)
-        ]
+        if config.client == "kafka":
+            self._kafka_workers(cluster, values)
+        else:
+            self._grpc_workers(cluster, values)
         self.nemeses = self._make_nemeses(cluster)
         self.nemesis_thread = NemesisThread(
             cluster,
@@ -379,6 +367,75 @@ class _Run:
         for producer in self.producers:
             producer.join(WORKER_JOIN_TIMEOUT_S)
         self.nemesis_thread.join(WORKER_JOIN_TIMEOUT_S + 30)
+
+    def _grpc_workers(self, cluster: NetnsCluster, values: ValueSource) -> None:
+        config = self.config
+        self.consumers = [
+            ConsumerWorker(
+                config.producers + i,
+                self.recorder,
+                cluster.bootstrap,
+                config.topic,
+                config.partitions,
+                self.stop_consumers,
+                security=cluster.security,
+            )
+            for i in range(config.consumers)
+        ]
+        self.producers = [
+            ProducerWorker(
+                i,
+                self.recorder,
+                cluster.bootstrap,
+                config.topic,
+                config.partitions,
+                values,
+                config.rate_per_s / config.producers,
+                self.stop_producers,
+                random.Random(f"raftlog-chaos-producer-{config.seed}-{i}"),
+                security=cluster.security,
+                request_timeout_ms=config.request_timeout_ms,
+                mode=config.producer_mode,
+                delivery_timeout_ms=config.delivery_timeout_ms,
+                own=partitions_of_worker(i, config.producers, config.partitions),
+            )
+            for i in range(config.producers)
+        ]
+
+    def _kafka_workers(self, cluster: NetnsCluster, values: ValueSource) -> None:
+        """The same processes, seeds and partitions as ``_grpc_workers``, through confluent-kafka
+        and the brokers' Kafka listeners (kafka_workload.py)."""
+        config = self.config
+        self.consumers = [
+            KafkaConsumerWorker(
+                config.producers + i,
+                self.recorder,
+                cluster.kafka_bootstrap,
+                config.topic,
+                config.partitions,
+                self.stop_consumers,
+                security=cluster.security,
+            )
+            for i in range(config.consumers)
+        ]
+        self.producers = [
+            KafkaProducerWorker(
+                i,
+                self.recorder,
+                cluster.kafka_bootstrap,
+                config.topic,
+                config.partitions,
+                values,
+                config.rate_per_s / config.producers,
+                self.stop_producers,
+                random.Random(f"raftlog-chaos-producer-{config.seed}-{i}"),
+                security=cluster.security,
+                request_timeout_ms=config.request_timeout_ms,
+                delivery_timeout_ms=config.delivery_timeout_ms,
+                own=partitions_of_worker(i, config.producers, config.partitions),
+            )
+            for i in range(config.producers)
+        ]
 
     def _heal(self, cluster: NetnsCluster) -> None:
         """Every nemesis's final heal, any broker that died on its own started again, then
@@ -460,7 +517,7 @@ class _Run:
                 thread.join(WORKER_JOIN_TIMEOUT_S)
         if self.nemesis_thread is not None and self.nemesis_thread.is_alive():
             self.nemesis_thread.join(WORKER_JOIN_TIMEOUT_S + 30)
-        workers: list[ProducerWorker | ConsumerWorker] = [*self.producers, *self.consumers]
+        workers: list[Worker] = [*self.producers, *self.consumers]
         for worker in workers:
             if worker.crash is not None:
                 self.notes.append(f"{worker.name} crashed: {worker.crash!r}")
@@ -557,7 +614,8 @@ class _Run:
             self.faults.done,
             self.out / "timeline.png",
             title=(
-                f"raftlog chaos · {self.config.nodes} nodes · {','.join(self.config.nemeses)}"
+                f"raftlog chaos · {self.config.nodes} nodes · client {self.config.client} · "
+                f"{','.join(self.config.nemeses)}"
                 f" · seed {self.config.seed}{' · UNSAFE topic' if self.config.unsafe else ''}"
             ),
             end_s=self.config.time_limit_s,
@@ -573,6 +631,12 @@ class _Run:
                 )
             if node_log.error:
                 self.notes.append(f"node {node_log.node} {node_log.key}: {node_log.error}")
+        library_log = self._client_json().get("library_log", {})
+        if library_log.get("PROTOERR"):
+            self.notes.append(
+                f"the Kafka client could not parse {library_log['PROTOERR']} broker answer(s) "
+                "(librdkafka PROTOERR; the first lines are in harness.log)"
+            )
         truncations = run_figures(ops)["consumer_truncations"]
         if truncations:
             self.notes.append(
@@ -591,11 +655,35 @@ class _Run:
         for worker in self.producers:
             total.add(worker.stats)
         return {
-            "mode": self.config.producer_mode,
+            "mode": self.config.producer_label,
             "attempts": total.attempts,
             "retried_ops": total.retried_ops,
             "dedupe_acks": total.dedupe_acks,
             "producer_ids": total.producer_ids,
+        }
+
+    def _client_json(self) -> dict[str, Any]:
+        """How the workload reached the brokers (the report's ``client`` line)."""
+        if self.config.client != "kafka":
+            return {"name": "grpc", "library": "raftlog.client", "producer": "chaos workload"}
+        consumer_errors: dict[str, int] = {}
+        library_log: dict[str, int] = {}
+        for worker in (*self.producers, *self.consumers):
+            if isinstance(worker, KafkaConsumerWorker):
+                for name, count in worker.event_errors.items():
+                    consumer_errors[name] = consumer_errors.get(name, 0) + count
+            if isinstance(worker, KafkaConsumerWorker | KafkaProducerWorker):
+                for facility, count in worker.library_log.counts.items():
+                    library_log[facility] = library_log.get(facility, 0) + count
+        return {
+            "name": "kafka",
+            "library": kafka_client_versions(),
+            "producer": self.config.producer_label,
+            "listener_port": KAFKA_PORT,
+            "consumer_error_events": consumer_errors,
+            # librdkafka's warnings and errors by facility (PROTOERR: answers it could not
+            # parse, FAIL: connections lost or refused); the first lines are in harness.log
+            "library_log": dict(sorted(library_log.items(), key=lambda kv: -kv[1])),
         }
 
     def _results(
@@ -629,6 +717,7 @@ class _Run:
             "wall_s": round((datetime.now(UTC) - self.started_wall).total_seconds(), 1),
             "config": self.config.to_json(),
             "security": "tls",  # mutual TLS everywhere; the run's CA is in cluster/tls
+            "client": self._client_json(),
             "workload": {**run_figures(ops), "producer": self._producer_figures()},
             "faults": {
                 "injected": len(self.faults.done),

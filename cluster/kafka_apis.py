@@ -283,7 +283,9 @@ class KafkaApis:
                 "log_start_offset": r.log_start_offset,
                 "aborted_transactions": None if version >= 4 else [],
                 "preferred_read_replica": -1,
-                "records": r.records if not code else None,
+                # an empty record set, never null: librdkafka drops a whole Fetch answer that
+                # carries a null one (and with it the error that would send it to the leader)
+                "records": r.records if not code else b"",
             }
             if r.HasField("diverging_epoch") and r.diverging_epoch.epoch >= 0:
                 part["diverging_epoch"] = {
@@ -302,7 +304,7 @@ class KafkaApis:
                         "high_watermark": -1,
                         "last_stable_offset": -1,
                         "log_start_offset": -1,
-                        "records": None,
+                        "records": b"",
                     }
                 )
         return {

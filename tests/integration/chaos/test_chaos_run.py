@@ -1,6 +1,6 @@
 """Whole chaos runs against real brokers in network namespaces (needs root and ``ip netns``).
 
-Six runs, about four and a half minutes together on 2 cores:
+Seven runs, about five minutes together on 2 cores:
 
 1. a short seeded run — 3 nodes, partitions and kills — must come out valid and complete;
 2. the proof that the harness can fail: the scripted unclean-leader scenario against a topic with
@@ -12,7 +12,9 @@ Six runs, about four and a half minutes together on 2 cores:
    although many retries were answered DUPLICATE_SEQUENCE_NUMBER;
 5. the same lost answers retried without a producer id must be reported as duplicates;
 6. availability: 5 nodes under majorities rings and bridges; every partition must acknowledge
-   again within 2 s of each heal (``--max-recovery-s 2``).
+   again within 2 s of each heal (``--max-recovery-s 2``);
+7. the Kafka client (``--client kafka``): a short run with partitions and kills through the
+   brokers' Kafka listeners and confluent-kafka must come out valid and complete (about 40 s).
 
 On failure each test prints the run folder and seed; ``raftlog chaos check <folder>`` re-checks
 the history, and the replay command is in ``results.json``.
@@ -85,6 +87,37 @@ def test_a_short_seeded_run_with_partitions_and_kills_is_valid(tmp_path: Path) -
         assert (out / name).is_file(), name
     ops = load_jsonl(out / "history.jsonl")
     assert len(ops) == results["checker"]["summary"]["ops"]
+
+
+def test_a_short_run_through_the_kafka_client_is_valid(tmp_path: Path) -> None:
+    """The same history through confluent-kafka (librdkafka's idempotent producer, an assigning
+    consumer) and every broker's Kafka listener: the same checker must find nothing."""
+    config = RunConfig(
+        nodes=3,
+        nemeses=("partition", "kill"),
+        time_limit_s=20,
+        rate_per_s=80,
+        seed=20260601,
+        out_dir=tmp_path / "kafka",
+        fault_interval_s=(2.0, 4.0),
+        fault_duration_s=(3.0, 6.0),
+        quiet_s=3.0,
+        client="kafka",
+        prefix=PREFIX,
+        live=False,
+    )
+    outcome = run_and_explain(config)
+    results = outcome.results
+    print(f"client {results['client']}")
+    assert outcome.exit_code == EXIT_VALID, (results["bad"], results["notes"])
+    assert results["complete"] and outcome.valid
+    assert results["client"]["name"] == "kafka" and "--client kafka" in results["config"]["command"]
+    assert results["workload"]["producer"]["mode"] == "librdkafka-idempotent"
+    assert results["faults"]["injected"] >= 2, results["faults"]
+    assert results["workload"]["sends_ok"] > 500
+    assert results["workload"]["polls_ok"] > 0
+    assert results["acked_not_in_final_log"]["count"] == 0
+    assert results["checker"]["anomalies"]["unseen"]["count"] == 0
 
 
 def test_every_partition_recovers_within_two_seconds_of_a_ring_or_bridge_heal(
