@@ -101,8 +101,10 @@ class Kind(enum.Enum):
             case Kind.LOST_ON_NODE:
                 return (
                     "a value acked, or read in a leader drain, at (key, offset o) and read "
-                    "somewhere, but missing or different in a drain of one node (or of the "
-                    "leader) that reached o: per-node loss or divergence."
+                    "somewhere, but missing or different in a drain of one node that reached o, "
+                    "or in a leader drain begun after it was acked (a leader drain reads to the "
+                    "high watermark, so it need not have reached o itself): per-node loss, "
+                    "divergence, or an acked tail truncated away."
                 )
             case _:
                 assert_never(self)

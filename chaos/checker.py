@@ -132,8 +132,8 @@ class _Analysis:
         # drains
         self.pending_drain: dict[tuple[int, int | None], int] = {}
         self.drained: dict[Key, tuple[int, int]] = {}  # key → (latest drain invoke, its ok op)
-        self.drain_views: list[tuple[int | None, Key, int, list[tuple[int, Value]], int]] = []
-        # (node or None for the leader, key, start, records, op index)
+        self.drain_views: list[tuple[int | None, Key, int, list[tuple[int, Value]], int, int]] = []
+        # (node or None for the leader, key, start, records, op index, invoke index)
         self.leader_at: dict[tuple[Key, int], tuple[Value, int]] = {}
         self.nodes_drained: set[int] = set()
 
@@ -262,7 +262,9 @@ class _Analysis:
                     if self.drained.get(key, (-1, -1))[0] < invoke:
                         self.drained[key] = (invoke, op.index)
                 for key, records in reads:
-                    self.drain_views.append((op.node, key, start.get(key, 0), records, op.index))
+                    self.drain_views.append(
+                        (op.node, key, start.get(key, 0), records, op.index, invoke)
+                    )
                     if op.node is None:
                         for offset, v in records:
                             self.leader_at.setdefault((key, offset), (v, op.index))
@@ -519,7 +521,8 @@ class _Analysis:
                 )
 
     def _check_nodes(self) -> None:
-        """lost-on-node: compare each drain with what must be at each offset it covers."""
+        """lost-on-node: compare each node's drain with what must be at each offset it covers,
+        and each leader drain with every write acknowledged before it began."""
         expected: dict[Key, dict[int, tuple[Value, int]]] = {}
         for v, ack in self.acked.items():
             if ack.key is not None and ack.offset is not None:
@@ -528,17 +531,26 @@ class _Analysis:
             expected.setdefault(key, {}).setdefault(offset, (v, index))
         found = self.found[Kind.LOST_ON_NODE]
         reported: set[tuple[int | None, Key, int]] = set()
-        for node, key, start, records, index in self.drain_views:
+        for node, key, start, records, index, invoke in self.drain_views:
             must = expected.get(key)
-            if not records or not must:
+            if not must:
                 continue
             got = dict(records)
-            top = max(got)
-            # Walk whichever is shorter: the offsets this drain covers, or the key's expectations.
-            if top - start + 1 < len(must):
-                offsets: Iterable[int] = (o for o in range(start, top + 1) if o in must)
+            offsets: Iterable[int]
+            if node is None:
+                # the leader drain reads up to the high watermark it learned after it began, and
+                # every write acknowledged before then sits below it: one missing past the last
+                # record read (a truncated tail nothing was written over) is lost too
+                offsets = (o for o, (_, source) in must.items() if o >= start and source < invoke)
+            elif not records:
+                continue
             else:
-                offsets = (o for o in must if start <= o <= top)
+                top = max(got)
+                # Walk whichever is shorter: the offsets this drain covers, or the expectations.
+                if top - start + 1 < len(must):
+                    offsets = (o for o in range(start, top + 1) if o in must)
+                else:
+                    offsets = (o for o in must if start <= o <= top)
             for offset in offsets:
                 v, source = must[offset]
                 there = got.get(offset, _MISSING)

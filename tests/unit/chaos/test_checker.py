@@ -942,3 +942,32 @@ def test_a_200k_op_history_is_checked_and_anomalies_still_found() -> None:
 def test_a_small_big_history_is_valid() -> None:
     """The fast cousin of the test above, so the default suite exercises big_history too."""
     assert check(big_history(2_000)).valid
+
+
+def test_an_acked_read_tail_missing_from_the_final_leader_drain_is_lost() -> None:
+    """Values acknowledged and read, then truncated away with nothing written over them: no
+    drain reaches their offsets, but the leader drain reads to the high watermark, which every
+    write acknowledged before it began sits below — they are lost on the leader."""
+    h = History()
+    _three_acked(h)
+    h.poll(10, {K0: [(0, 0), (1, 1), (2, 2)]})
+    drain = h.drain(20, {K0: [(0, 0)]})  # the tail, offsets 1 and 2, is gone
+    result = h.check()
+    assert found(result) == {Kind.LOST_ON_NODE}
+    assert [
+        (e["node"], e["offset"], e["value"], e["found"], e["drain_op"])
+        for e in examples(result, Kind.LOST_ON_NODE)
+    ] == [
+        (None, 1, 1, None, drain.index),
+        (None, 2, 2, None, drain.index),
+    ]
+
+
+def test_a_leader_drain_begun_before_an_ack_is_not_held_to_it() -> None:
+    h = History()
+    _three_acked(h)
+    late = h.invoke_send(0, K0, 3)
+    h.drain(20, {K0: [(0, 0), (1, 1), (2, 2)]})  # began (and ended) before the ack of 3
+    h.complete_send(late, 3)
+    h.poll(10, {K0: [(0, 0), (1, 1), (2, 2), (3, 3)]})
+    assert found(h.check()) == set()
