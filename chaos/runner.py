@@ -331,11 +331,7 @@ class _Run:
 
     def _workload(self, cluster: NetnsCluster) -> None:
         config = self.config
-        values = ValueSource()
-        if config.client == "kafka":
-            self._kafka_workers(cluster, values)
-        else:
-            self._grpc_workers(cluster, values)
+        self._workers(cluster, ValueSource())
         self.nemeses = self._make_nemeses(cluster)
         self.nemesis_thread = NemesisThread(
             cluster,
@@ -368,13 +364,21 @@ class _Run:
             producer.join(WORKER_JOIN_TIMEOUT_S)
         self.nemesis_thread.join(WORKER_JOIN_TIMEOUT_S + 30)
 
-    def _grpc_workers(self, cluster: NetnsCluster, values: ValueSource) -> None:
+    def _workers(self, cluster: NetnsCluster, values: ValueSource) -> None:
+        """The consumer and producer workers: the same processes, seeds and partitions through
+        our gRPC client, or through confluent-kafka and the brokers' Kafka listeners
+        (kafka_workload.py)."""
         config = self.config
+        kafka = config.client == "kafka"
+        consumer_type = KafkaConsumerWorker if kafka else ConsumerWorker
+        producer_type = KafkaProducerWorker if kafka else ProducerWorker
+        bootstrap = cluster.kafka_bootstrap if kafka else cluster.bootstrap
+        mode: dict[str, Any] = {} if kafka else {"mode": config.producer_mode}
         self.consumers = [
-            ConsumerWorker(
+            consumer_type(
                 config.producers + i,
                 self.recorder,
-                cluster.bootstrap,
+                bootstrap,
                 config.topic,
                 config.partitions,
                 self.stop_consumers,
@@ -383,46 +387,10 @@ class _Run:
             for i in range(config.consumers)
         ]
         self.producers = [
-            ProducerWorker(
+            producer_type(
                 i,
                 self.recorder,
-                cluster.bootstrap,
-                config.topic,
-                config.partitions,
-                values,
-                config.rate_per_s / config.producers,
-                self.stop_producers,
-                random.Random(f"raftlog-chaos-producer-{config.seed}-{i}"),
-                security=cluster.security,
-                request_timeout_ms=config.request_timeout_ms,
-                mode=config.producer_mode,
-                delivery_timeout_ms=config.delivery_timeout_ms,
-                own=partitions_of_worker(i, config.producers, config.partitions),
-            )
-            for i in range(config.producers)
-        ]
-
-    def _kafka_workers(self, cluster: NetnsCluster, values: ValueSource) -> None:
-        """The same processes, seeds and partitions as ``_grpc_workers``, through confluent-kafka
-        and the brokers' Kafka listeners (kafka_workload.py)."""
-        config = self.config
-        self.consumers = [
-            KafkaConsumerWorker(
-                config.producers + i,
-                self.recorder,
-                cluster.kafka_bootstrap,
-                config.topic,
-                config.partitions,
-                self.stop_consumers,
-                security=cluster.security,
-            )
-            for i in range(config.consumers)
-        ]
-        self.producers = [
-            KafkaProducerWorker(
-                i,
-                self.recorder,
-                cluster.kafka_bootstrap,
+                bootstrap,
                 config.topic,
                 config.partitions,
                 values,
@@ -433,6 +401,7 @@ class _Run:
                 request_timeout_ms=config.request_timeout_ms,
                 delivery_timeout_ms=config.delivery_timeout_ms,
                 own=partitions_of_worker(i, config.producers, config.partitions),
+                **mode,
             )
             for i in range(config.producers)
         ]

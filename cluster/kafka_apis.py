@@ -104,6 +104,20 @@ class KafkaCall(ConnectionCall):
         raise ResponseDropped(details)
 
 
+class _ByTopic:
+    """Partition answers grouped under their topics, in first-seen order: Kafka's responses
+    nest partitions in topics, the servicers' answers list them flat."""
+
+    def __init__(self) -> None:
+        self._topics: dict[str, list[Response]] = {}
+
+    def add(self, topic: str, partition: Response) -> None:
+        self._topics.setdefault(topic, []).append(partition)
+
+    def nested(self, name_key: str, parts_key: str = "partitions") -> list[Response]:
+        return [{name_key: name, parts_key: parts} for name, parts in self._topics.items()]
+
+
 def topic_uuid(topic_id: int) -> uuid.UUID:
     """Our positive integer topic id as the UUID Kafka carries (zero: no id)."""
     return uuid.UUID(int=max(topic_id, 0))
@@ -210,14 +224,15 @@ class KafkaApis:
             ],
         )
         answer = await self.rpcs.Produce(request, call)
-        by_topic: dict[str, list[Response]] = {}
+        by_topic = _ByTopic()
         for r in answer.partitions:
             code = _code(r.error) or _code(answer.error)
             if code == ErrorCode.DUPLICATE_SEQUENCE_NUMBER and r.base_offset >= 0:
                 # a retry of a stored batch: Kafka answers it as a success with the stored
                 # offsets (librdkafka reports DUPLICATE_SEQUENCE_NUMBER with no offset at all)
                 code = NONE
-            by_topic.setdefault(r.topic, []).append(
+            by_topic.add(
+                r.topic,
                 {
                     "index": r.partition,
                     "error_code": code,
@@ -225,22 +240,21 @@ class KafkaApis:
                     "log_append_time_ms": -1,
                     "log_start_offset": r.log_start_offset,
                     "error_message": _message(r.error),
-                }
+                },
             )
         if not answer.partitions and answer.error.code:
             for p in request.partitions:
-                by_topic.setdefault(p.topic, []).append(
+                by_topic.add(
+                    p.topic,
                     {
                         "index": p.partition,
                         "error_code": _code(answer.error),
                         "base_offset": -1,
                         "error_message": answer.error.message,
-                    }
+                    },
                 )
         return {
-            "responses": [
-                {"name": name, "partition_responses": parts} for name, parts in by_topic.items()
-            ],
+            "responses": by_topic.nested("name", "partition_responses"),
             "throttle_time_ms": answer.throttle_time_ms,
         }
 
@@ -271,7 +285,7 @@ class KafkaApis:
             ],
         )
         answer = await self.rpcs.Fetch(request, call)
-        by_topic: dict[str, list[Response]] = {}
+        by_topic = _ByTopic()
         for r in answer.partitions:
             code = _code(r.error) or _code(answer.error)
             part: Response = {
@@ -281,7 +295,7 @@ class KafkaApis:
                 # no transactions: everything below the high watermark is stable
                 "last_stable_offset": r.high_watermark,
                 "log_start_offset": r.log_start_offset,
-                "aborted_transactions": None if version >= 4 else [],
+                "aborted_transactions": None,  # no transactions
                 "preferred_read_replica": -1,
                 # an empty record set, never null: librdkafka drops a whole Fetch answer that
                 # carries a null one (and with it the error that would send it to the leader)
@@ -294,10 +308,11 @@ class KafkaApis:
                 }
             if code in (ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.FENCED_LEADER_EPOCH):
                 part["current_leader"] = {"leader_id": r.leader_id, "leader_epoch": r.leader_epoch}
-            by_topic.setdefault(r.topic, []).append(part)
+            by_topic.add(r.topic, part)
         if not answer.partitions and answer.error.code:
             for p in request.partitions:
-                by_topic.setdefault(p.topic, []).append(
+                by_topic.add(
+                    p.topic,
                     {
                         "partition_index": p.partition,
                         "error_code": _code(answer.error),
@@ -305,13 +320,13 @@ class KafkaApis:
                         "last_stable_offset": -1,
                         "log_start_offset": -1,
                         "records": b"",
-                    }
+                    },
                 )
         return {
             "throttle_time_ms": answer.throttle_time_ms,
             "error_code": NONE,
             "session_id": 0,  # no fetch sessions: the client sends every partition each time
-            "responses": [{"topic": name, "partitions": parts} for name, parts in by_topic.items()],
+            "responses": by_topic.nested("topic"),
         }
 
     async def list_offsets(self, call: KafkaCall, version: int, req: Request) -> Response:
@@ -328,21 +343,22 @@ class KafkaApis:
             ]
         )
         answer = await self.rpcs.ListOffsets(request, call)
-        by_topic: dict[str, list[Response]] = {}
+        by_topic = _ByTopic()
         for r in answer.partitions:
             code = _code(r.error) or _code(answer.error)
-            by_topic.setdefault(r.topic, []).append(
+            by_topic.add(
+                r.topic,
                 {
                     "partition_index": r.partition,
                     "error_code": code,
                     "timestamp": r.timestamp,
                     "offset": r.offset,
                     "leader_epoch": r.leader_epoch,
-                }
+                },
             )
         return {
             "throttle_time_ms": 0,
-            "topics": [{"name": n, "partitions": parts} for n, parts in by_topic.items()],
+            "topics": by_topic.nested("name"),
         }
 
     async def offset_for_leader_epoch(
@@ -362,19 +378,20 @@ class KafkaApis:
             ],
         )
         answer = await self.rpcs.OffsetForLeaderEpoch(request, call)
-        by_topic: dict[str, list[Response]] = {}
+        by_topic = _ByTopic()
         for r in answer.partitions:
-            by_topic.setdefault(r.topic, []).append(
+            by_topic.add(
+                r.topic,
                 {
                     "error_code": _code(r.error) or _code(answer.error),
                     "partition": r.partition,
                     "leader_epoch": r.leader_epoch,
                     "end_offset": r.end_offset,
-                }
+                },
             )
         return {
             "throttle_time_ms": 0,
-            "topics": [{"topic": n, "partitions": parts} for n, parts in by_topic.items()],
+            "topics": by_topic.nested("topic"),
         }
 
     async def init_producer_id(self, call: KafkaCall, version: int, req: Request) -> Response:
@@ -400,7 +417,7 @@ class KafkaApis:
         """The brokers a Kafka client can dial: registered with a Kafka address, not fenced."""
         out = []
         for b in answer:
-            if b.address and not getattr(b, "fenced", False):
+            if b.address and not b.fenced:
                 host, port = split_address(b.address)
                 out.append(
                     {
@@ -873,23 +890,28 @@ class KafkaApis:
             ),
             call,
         )
-        by_topic: dict[str, list[Response]] = {}
+        by_topic = _ByTopic()
         for o in answer.offsets:
-            by_topic.setdefault(o.topic, []).append(
+            by_topic.add(
+                o.topic,
                 {
                     "partition_index": o.partition,
                     "error_code": _code(o.error) or _code(answer.error),
-                }
+                },
             )
         if not answer.offsets:
             for t in req["topics"]:
-                by_topic[t["name"]] = [
-                    {"partition_index": p["partition_index"], "error_code": _code(answer.error)}
-                    for p in t["partitions"]
-                ]
+                for p in t["partitions"]:
+                    by_topic.add(
+                        t["name"],
+                        {
+                            "partition_index": p["partition_index"],
+                            "error_code": _code(answer.error),
+                        },
+                    )
         return {
             "throttle_time_ms": 0,
-            "topics": [{"name": n, "partitions": parts} for n, parts in by_topic.items()],
+            "topics": by_topic.nested("name"),
         }
 
     async def _offsets_of(
@@ -906,20 +928,19 @@ class KafkaApis:
             ),
             call,
         )
-        by_topic: dict[str, list[Response]] = {}
+        by_topic = _ByTopic()
         for o in answer.offsets:
-            by_topic.setdefault(o.topic, []).append(
+            by_topic.add(
+                o.topic,
                 {
                     "partition_index": o.partition,
                     "committed_offset": o.offset,
                     "committed_leader_epoch": -1,
                     "metadata": o.metadata,
                     "error_code": _code(o.error),
-                }
+                },
             )
-        return _code(answer.error), [
-            {"name": n, "partitions": parts} for n, parts in by_topic.items()
-        ]
+        return _code(answer.error), by_topic.nested("name")
 
     async def offset_fetch(self, call: KafkaCall, version: int, req: Request) -> Response:
         if version >= 8:

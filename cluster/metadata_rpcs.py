@@ -59,6 +59,7 @@ class MetadataRpcs(broker_pb2_grpc.BrokerServicer):
         principal = auth.principal(context)
         response = broker_pb2.MetadataResponse(controller_id=broker.controller_id())
         known = broker.listener.record  # newer than the store when heard through a relay
+        cut_off, me = broker.replicas.cut_off is not None, broker.config.node_id
         with broker.store.read() as state:
             response.metadata_version = state.version
             for b in sorted(state.brokers.values(), key=lambda b: b.broker_id):
@@ -101,13 +102,18 @@ class MetadataRpcs(broker_pb2_grpc.BrokerServicer):
                 )
                 for stored in state.partitions_of(name):
                     record = newest_known(stored, known)
+                    leader = record.leader
+                    if cut_off and leader == me:
+                        # cut off from the controller for a session: it has fenced us and moved
+                        # our leaderships, so send clients to ask a broker that knows
+                        leader = NO_LEADER
                     entry.partitions.append(
                         broker_pb2.PartitionMetadata(
                             partition=record.partition,
                             error=error()
-                            if record.leader != NO_LEADER
+                            if leader != NO_LEADER
                             else error(ErrorCode.LEADER_NOT_AVAILABLE, "no live in-sync replica"),
-                            leader=record.leader,
+                            leader=leader,
                             leader_epoch=record.leader_epoch,
                             partition_epoch=record.partition_epoch,
                             replicas=record.replicas,

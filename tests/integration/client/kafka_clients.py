@@ -64,7 +64,7 @@ class KafkaLibrary(Protocol):
 STEP = 100  # records sent before waiting for their acknowledgements
 STEP_PAUSE_S = 0.02  # so a leader kill lands in the middle of the stream
 POLL_RECORDS = 50  # records a member takes per poll ...
-PROCESS_S = 0.05  # ... and "processes" this long: a joining member finds work left
+PROCESS_S = 0.02  # ... and "processes" this long: a joining member finds work left
 
 
 def _pending_by_partition(pending: list[Record]) -> dict[int, tuple[int, int]]:

@@ -7,6 +7,8 @@ ACLs as the gRPC listeners, and what a malformed or unsupported request gets.
 - SASL PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 log in as the metadata's users; a wrong password
   is refused; the ACLs decide what a user may do, exactly as over gRPC; before authentication a
   TLS client without a certificate is served nothing but ApiVersions and SASL.
+- A broker cut off from the controller for a session names no leader for the partitions it
+  led (its leaderships have moved), so a client asks another broker instead of retrying it.
 - Raw protocol: ApiVersions of an unknown version answers UNSUPPORTED_VERSION (in v0) with the
   supported list; an unknown api key or a garbled body closes the connection; the listener keeps
   serving afterwards.
@@ -14,6 +16,8 @@ ACLs as the gRPC listeners, and what a malformed or unsupported request gets.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import ssl
 import struct
@@ -147,7 +151,7 @@ def test_sasl_users_and_acls_are_the_grpc_listeners(make_cluster: ClusterFactory
         _sasl(cluster, "SCRAM-SHA-256", "alice", "wrong"),
         _sasl(cluster, "PLAIN", "mallory", "x"),
     ):
-        failed = _produce(config, "ledger", timeout_s=4)
+        failed = _produce(config, "ledger", timeout_s=2)
         assert isinstance(failed, KafkaError), config["sasl.username"]
 
 
@@ -157,8 +161,8 @@ def test_sasl_users_and_acls_are_the_grpc_listeners(make_cluster: ClusterFactory
 class _Raw:
     """One Kafka connection spoken by hand (kafka_codec), TLS with the admin certificate."""
 
-    def __init__(self, cluster: LocalCluster, certificate: bool = True) -> None:
-        host, port = cluster.kafka_bootstrap.split(",")[0].rsplit(":", 1)
+    def __init__(self, cluster: LocalCluster, certificate: bool = True, node: int = 1) -> None:
+        host, port = cluster.nodes[node].kafka.rsplit(":", 1)
         context = ssl.create_default_context(cafile=str(cluster.tls_dir / "ca.pem"))
         if certificate:
             config = cluster.kafka_client_config()
@@ -256,3 +260,49 @@ def test_raw_protocol_errors_close_or_answer_as_a_kafka_broker_does(
     raw.send(3, 1, encode("MetadataRequest", 1, {"topics": None}))
     assert decode("MetadataResponse", 1, raw.receive())["brokers"]
     raw.close()
+
+
+def _leaders_seen_by(cluster: LocalCluster, node: int, topic: str) -> dict[int, tuple[int, int]]:
+    """partition -> (leader, error code) in broker ``node``'s Kafka Metadata answer."""
+    raw = _Raw(cluster, node=node)
+    try:
+        raw.send(3, 1, encode("MetadataRequest", 1, {"topics": [{"name": topic}]}))
+        answer = decode("MetadataResponse", 1, raw.receive())
+    finally:
+        raw.close()
+    (found,) = answer["topics"]
+    return {p["partition_index"]: (p["leader_id"], p["error_code"]) for p in found["partitions"]}
+
+
+def test_a_broker_cut_off_from_the_controller_names_no_leader_for_its_partitions(
+    make_cluster: ClusterFactory,
+) -> None:
+    cluster = make_cluster(3)
+    with Admin(cluster.bootstrap, security=cluster.security) as admin:
+        admin.create_topic("cut", 3, 3, min_insync_replicas=2)
+        admin.wait_for_topic("cut")
+        controller = admin.describe_cluster().controller_id
+        leaders = {p.partition: p.leader for p in admin.describe_topic("cut").partitions}
+    node = next(b for b in leaders.values() if b != controller)
+    mine = {p for p, b in leaders.items() if b == node}
+    assert all(_leaders_seen_by(cluster, node, "cut")[p] == (node, 0) for p in mine)
+    others = [b for b in cluster.nodes if b != node]
+    for b in others:
+        os.kill(cluster.nodes[b].pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 15  # a session (2 s) without the controller, and then some
+        seen = _leaders_seen_by(cluster, node, "cut")
+        while any(seen[p] != (-1, 5) for p in mine) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            seen = _leaders_seen_by(cluster, node, "cut")
+        assert all(seen[p] == (-1, 5) for p in mine), seen  # LEADER_NOT_AVAILABLE
+    finally:
+        for b in others:
+            os.kill(cluster.nodes[b].pid, signal.SIGCONT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        seen = _leaders_seen_by(cluster, node, "cut")
+        if all(leader >= 0 and code == 0 for leader, code in seen.values()):
+            break
+        time.sleep(0.2)
+    assert all(leader >= 0 and code == 0 for leader, code in seen.values()), seen
