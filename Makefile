@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 ## seeded simulation's smoke seeds, and the chaos tests in network namespaces (root; they skip
 ## without it). This is what CI runs (.ci/run); pytest-timeout fails a hung test after 300 s.
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=25
 
 ## Everything, including slow tests.
 test-all: $(STAMP)
