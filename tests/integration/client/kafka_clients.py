@@ -384,17 +384,17 @@ class AioKafka:
         from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
         from aiokafka.errors import KafkaError
 
-        # aiokafka rebalances in a background task, between a getmany and the commit after it:
-        # the positions are reset to the committed offsets when the partitions come back, so a
-        # batch fetched before the rebalance is read again. A commit therefore holds a lock the
-        # revocation waits for, and a batch from before a revocation is dropped uncommitted.
-        lock = asyncio.Lock()
+        # aiokafka rebalances in a background task, between a getmany and the commit after it,
+        # and resets the positions of the partitions it gets back to their committed offsets: a
+        # batch fetched before a revocation is dropped uncommitted, and after a commit that a
+        # rebalance overlapped, a partition still owned is moved past the batch just committed.
+        # (The revocation must not wait for the commit: a commit retries until the coordinator
+        # is known, which the rebalance task finds — waiting deadlocked 1 run in 5.)
         revocations = [0]
 
         class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             async def on_partitions_revoked(self, revoked: Any) -> None:
-                async with lock:
-                    revocations[0] += 1
+                revocations[0] += 1
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
                 member.assignments.append(sorted(tp.partition for tp in assigned))
@@ -422,22 +422,22 @@ class AioKafka:
                         continue
                     await asyncio.sleep(PROCESS_S)
                     spans = _pending_by_partition(pending)
-                    async with lock:
-                        if revocations[0] != seen_revocations:
-                            continue  # fetched before a rebalance: read again from the commits
-                        try:
-                            await consumer.commit(
-                                {
-                                    TopicPartition(topic, p): last + 1
-                                    for p, (_, last) in spans.items()
-                                }
-                            )
-                        except KafkaError:
-                            member.failed_commits += 1
-                            for p, (first, _) in spans.items():
-                                with contextlib.suppress(Exception):
-                                    consumer.seek(TopicPartition(topic, p), first)
-                            continue
+                    if revocations[0] != seen_revocations:
+                        continue  # fetched before a rebalance: read again from the commits
+                    offsets = {TopicPartition(topic, p): last + 1 for p, (_, last) in spans.items()}
+                    try:
+                        await consumer.commit(offsets)
+                    except KafkaError:
+                        member.failed_commits += 1
+                        for p, (first, _) in spans.items():
+                            with contextlib.suppress(Exception):
+                                consumer.seek(TopicPartition(topic, p), first)
+                        continue
+                    if revocations[0] != seen_revocations:
+                        owned = consumer.assignment()
+                        for tp, after in offsets.items():
+                            if tp in owned and await consumer.position(tp) < after:
+                                consumer.seek(tp, after)
                     member.done(pending)
             finally:
                 await consumer.stop()
