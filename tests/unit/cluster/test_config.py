@@ -54,6 +54,7 @@ def test_the_example_configs_parse(node: int, tmp_path: Path, example_tls: Path)
     assert config.node_id == node and len(config.voters) == 3
     assert config.voter.grpc_address == f"10.0.0.{node}:9092"
     assert config.metrics_address == f"10.0.0.{node}:9644"
+    assert config.kafka_listen == config.kafka_advertised == f"10.0.0.{node}:9094"
     assert config.security.is_tls
     assert config.security.super_users == ("User:admin",)
     # the certificate the config names is this broker's, valid for the address peers dial
