@@ -37,6 +37,7 @@ __all__ = ["DataRpcs", "fetch_result"]
 
 logger = logging.getLogger(__name__)
 EPOCH_MAX = 32767  # producer epochs are int16; past it a producer gets a new id
+FETCH_BYTES_MAX = 55 << 20  # the most one fetch answer carries (Kafka's fetch.max.bytes)
 
 
 def fetch_result(outcome: FetchOutcome) -> broker_pb2.FetchPartitionResult:
@@ -200,7 +201,9 @@ class DataRpcs(broker_pb2_grpc.BrokerServicer):
             specs,
             max_wait_ms=request.max_wait_ms,
             min_bytes=request.min_bytes,
-            max_bytes=request.max_bytes or (50 << 20),
+            # the caller's budget, never above Kafka's fetch.max.bytes default: one answer is
+            # read into memory whole (a Kafka client may ask for 2 GiB)
+            max_bytes=min(request.max_bytes or (50 << 20), FETCH_BYTES_MAX),
             replica_incarnation=request.replica_incarnation if replica_id != CONSUMER else -1,
         )
         results = [fetch_result(o) for o in outcomes]
