@@ -376,7 +376,8 @@ class Admin(GroupAdmin, AclAdmin):
                 last_heartbeat_ms_ago=liveness[b.broker_id].last_heartbeat_ms_ago
                 if b.broker_id in liveness
                 else -1,
-                raft_role=quorum_roles.get(b.broker_id, "unknown"),
+                # a broker that is not a voter follows the metadata as an observer
+                raft_role=quorum_roles.get(b.broker_id, "observer" if quorum_roles else "unknown"),
                 is_controller=b.broker_id == controller_id,
                 rates=_rates_of(described.get(b.broker_id)),
             )

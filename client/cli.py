@@ -162,10 +162,17 @@ def _parser() -> argparse.ArgumentParser:
     broker.add_argument("--config", required=True, help="the broker's TOML config")
     broker.add_argument("--log-level", default="INFO")
 
-    cluster = commands.add_parser("cluster", help="a local cluster of 1-5 brokers on loopback")
+    cluster = commands.add_parser("cluster", help="a local cluster of 1-9 brokers on loopback")
     cluster_commands = cluster.add_subparsers(dest="cluster_command", required=True)
     up = cluster_commands.add_parser("up", help="start a local cluster in the background")
-    up.add_argument("--nodes", type=int, default=3, help="1 to 5 (default 3)")
+    up.add_argument("--nodes", type=int, default=3, help="1 to 9 (default 3)")
+    up.add_argument(
+        "--voters",
+        type=int,
+        default=None,
+        help="how many of them form the metadata quorum (default 3, or all of a smaller "
+        "cluster); the others observe it",
+    )
     up.add_argument("--base-port", type=int, default=9092, help="gRPC port of node 1")
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait until ready")
     up.add_argument(
@@ -363,7 +370,13 @@ def _cmd_cluster(args: argparse.Namespace, console: Console) -> int:
         case "up":
             if not args.json:
                 console.print(f"starting {args.nodes} broker(s) in {cluster.dir} …")
-            cluster.up(args.nodes, args.base_port, timeout_s=args.timeout, plaintext=args.plaintext)
+            cluster.up(
+                args.nodes,
+                args.base_port,
+                timeout_s=args.timeout,
+                plaintext=args.plaintext,
+                voters=args.voters,
+            )
             if args.json:
                 _print_json(console, cluster.to_json())
             else:

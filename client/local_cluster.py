@@ -53,7 +53,9 @@ from .processes import (
 )
 from .security import ClientSecurity
 
-__all__ = ["LocalCluster", "LocalClusterError", "LocalNode"]
+__all__ = ["NODES_MAX", "LocalCluster", "LocalClusterError", "LocalNode"]
+
+NODES_MAX = 9  # loopback ports: base_port + 0..8, + 100.., + 200.., + 300.., + 400..
 
 
 class LocalClusterError(Exception):
@@ -69,6 +71,7 @@ class LocalNode:
     grpc_password: str = ""  # the password listener (base_port + 200 + i - 1), when asked for
     metrics: str = ""  # Prometheus /metrics over HTTP (base_port + 300 + i - 1)
     kafka: str = ""  # the Kafka-protocol listener (base_port + 400 + i - 1)
+    voter: bool = True  # a metadata-quorum voter; else an observer (no Raft listener)
 
 
 class LocalCluster:
@@ -185,6 +188,7 @@ class LocalCluster:
                     "id": n.node_id,
                     "address": n.grpc,
                     "kafka_address": n.kafka or None,
+                    "voter": n.voter,
                     "pid": n.pid if self.is_running(n.node_id) else None,
                     "metrics_url": f"http://{n.metrics}/metrics" if n.metrics else None,
                 }
@@ -238,8 +242,12 @@ class LocalCluster:
         password_listener: bool = False,
         metrics: bool = True,
         kafka: bool = True,
+        voters: int | None = None,
     ) -> None:
         """Write configs and start ``nodes`` brokers; wait until all are registered and live.
+
+        The first ``voters`` brokers (default: 3, or every broker of a smaller cluster) form the
+        metadata quorum; the others observe it (``raftlog.cluster.metadata_observer``).
 
         Secure by default: mutual TLS with a CA made here; ``plaintext`` only when asked.
         ``password_listener`` also opens each broker's password listener (TLS without client
@@ -248,18 +256,27 @@ class LocalCluster:
         (the default) opens each broker's Kafka-protocol listener on ``base_port + 400 + i - 1``."""
         if password_listener and plaintext:
             raise LocalClusterError("a password listener needs TLS")
-        if not 1 <= nodes <= 5:
-            raise LocalClusterError("a local cluster has 1 to 5 nodes")
+        if not 1 <= nodes <= NODES_MAX:
+            raise LocalClusterError(f"a local cluster has 1 to {NODES_MAX} nodes")
+        voter_count = min(nodes, 3) if voters is None else voters
+        if not 1 <= voter_count <= min(nodes, 5):
+            raise LocalClusterError(f"--voters must be 1 to {min(nodes, 5)} (3 or 5 in production)")
         if self.running():
             raise LocalClusterError(
                 f"a cluster is already running in {self.dir} (nodes {self.running()}); "
                 "run `raftlog cluster down` first"
             )
         self.dir.mkdir(parents=True, exist_ok=True)
-        if self.nodes and (len(self.nodes) != nodes or self.base_port != base_port):
+        if self.nodes and (
+            len(self.nodes) != nodes
+            or self.base_port != base_port
+            or sum(n.voter for n in self.nodes.values()) != voter_count
+        ):
             raise LocalClusterError(
-                f"{self.dir} holds a {len(self.nodes)}-node cluster on port {self.base_port}: "
-                "start it with the same --nodes/--base-port, or use another --dir"
+                f"{self.dir} holds a {len(self.nodes)}-node cluster "
+                f"({sum(n.voter for n in self.nodes.values())} voters) on port "
+                f"{self.base_port}: start it with the same --nodes/--voters/--base-port, or use "
+                "another --dir"
             )
         self.base_port = base_port
         self.plaintext = plaintext
@@ -267,10 +284,11 @@ class LocalCluster:
             i: LocalNode(
                 i,
                 f"127.0.0.1:{base_port + i - 1}",
-                f"127.0.0.1:{base_port + 99 + i}",
+                f"127.0.0.1:{base_port + 99 + i}" if i <= voter_count else "",
                 grpc_password=f"127.0.0.1:{base_port + 199 + i}" if password_listener else "",
                 metrics=f"127.0.0.1:{base_port + 299 + i}" if metrics else "",
                 kafka=f"127.0.0.1:{base_port + 399 + i}" if kafka else "",
+                voter=i <= voter_count,
             )
             for i in range(1, nodes + 1)
         }
@@ -352,7 +370,9 @@ class LocalCluster:
         }
         for table, values in settings.items():
             tables.setdefault(table, {}).update(values)
-        listen = {"grpc": node.grpc, "raft": node.raft}
+        listen = {"grpc": node.grpc}
+        if node.voter:
+            listen["raft"] = node.raft
         if node.grpc_password:
             listen["grpc_password"] = node.grpc_password
         if node.kafka:
@@ -366,7 +386,7 @@ class LocalCluster:
                 **({"metrics_address": node.metrics} if node.metrics else {}),
             },
             listen=listen,
-            voters=[Voter(n.node_id, n.raft, n.grpc) for n in self.nodes.values()],
+            voters=[Voter(n.node_id, n.raft, n.grpc) for n in self.nodes.values() if n.voter],
             tables=tables,
         )
 

@@ -75,7 +75,7 @@ class BrokerView:
     alive: bool  # heartbeating the controller (False when the controller could not be asked)
     reachable: bool  # answered our DescribeReplicas just now
     last_heartbeat_ms_ago: int  # -1: unknown
-    raft_role: str  # "leader", "follower", "candidate" or "unknown"
+    raft_role: str  # "leader", "follower", "candidate", "observer" or "unknown"
     is_controller: bool
     rates: BrokerRates | None = None  # None: not reachable, or a broker without rates
 

@@ -371,6 +371,8 @@ def _raft_role(role: str) -> Text:
             return Text(role)
         case "candidate":
             return Text("candidate", style="yellow")
+        case "observer":
+            return Text("observer", style="cyan")
         case _:
             return Text(role or "?", style="dim")
 

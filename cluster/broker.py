@@ -75,7 +75,7 @@ from raftlog.raft.listener import PartitionListener
 from raftlog.raft.metadata_records import Applied, TopicRecord
 from raftlog.raft.metadata_snapshot import decode_partition_rows
 from raftlog.raft.quorum import RaftQuorum
-from raftlog.raft.quorum_types import QuorumConfig
+from raftlog.raft.quorum_types import MetadataQuorum, QuorumConfig
 from raftlog.raft.scram import ScramCredential
 from raftlog.raft.store import MetadataStore
 from raftlog.segments import BrokerStateStore, makedirs_durable
@@ -95,6 +95,7 @@ from .group_servicer import GroupServicer
 from .health import BrokerHealth
 from .kafka_apis import KafkaApis
 from .kafka_listener import KafkaListener
+from .metadata_observer import MetadataFeed, MetadataObserver
 from .partition import Partition
 from .peers import PING_INTERVAL_MS, PING_TIMEOUT_MS, PeerReach
 from .quota import Quotas
@@ -220,7 +221,8 @@ class Broker:
             self._create_offsets_topic,
             initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
         )
-        self.quorum: RaftQuorum  # started in run()
+        self.quorum: MetadataQuorum  # started in run(): a Raft voter, or an observer of them
+        self.metadata_feed = MetadataFeed(self.store)  # FetchMetadata answers to observers
         self.controller: ActiveController
         self.fetchers: FetcherManager
         self.link: ControllerLink
@@ -439,6 +441,7 @@ class Broker:
         deleted and re-created meanwhile must still delete the old log: the topic id tells.
         """
         self._metadata_dirty = False
+        self.metadata_feed.changed()
         self._check_health()
         if not self.replicas.ready:
             return
@@ -698,17 +701,26 @@ class Broker:
         config = self.config
         self._loop = asyncio.get_running_loop()
         self.store.add_observer(self._on_applied)
-        raft_host = config.raft_listen.rpartition(":")[0]
-        self.quorum = RaftQuorum(
-            QuorumConfig(
-                node_id=config.node_id,
-                voters={v.node_id: v.raft_address for v in config.voters},
-                secret=config.cluster_secret,
-                data_dir=os.path.join(config.data_dir, "raft"),
-                bind_host=raft_host,
-            ),
-            self.store,
-        )
+        observer: MetadataObserver | None = None
+        if config.is_voter:
+            self.quorum = RaftQuorum(
+                QuorumConfig(
+                    node_id=config.node_id,
+                    voters={v.node_id: v.raft_address for v in config.voters},
+                    secret=config.cluster_secret,
+                    data_dir=os.path.join(config.data_dir, "raft"),
+                    bind_host=config.raft_listen.rpartition(":")[0],
+                ),
+                self.store,
+            )
+        else:  # not a voter: follow the voters' committed metadata (metadata_observer.py)
+            observer = MetadataObserver(
+                config.node_id,
+                self.store,
+                {v.node_id: v.raft_address for v in config.voters},
+                self.controller_stub_of,
+            )
+            self.quorum = observer
         self.controller = ActiveController(
             config.node_id,
             self.quorum,
@@ -791,6 +803,7 @@ class Broker:
         self.replicas.on_watch = expiry.rearm
         tasks = [
             loop.create_task(self._wait_for_metadata()),
+            *([loop.create_task(observer.run(self._stopping))] if observer is not None else []),
             loop.create_task(self._lifecycle()),
             loop.create_task(self._every(20, self.controller.tick)),
             loop.create_task(self._every(100, self.replicas.periodic)),

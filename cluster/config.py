@@ -30,7 +30,9 @@ A documented example (``raftlog broker --config node.toml``)::
     id = 1
     raft = "10.0.0.1:9192"
     grpc = "10.0.0.1:9092"
-    # ... one [[voters]] table per member
+    # ... one [[voters]] table per member. A broker whose node_id is not among them is an
+    # observer: it follows the metadata from the voters (cluster/metadata_observer.py), needs no
+    # listen.raft, and serves partitions like any broker
 
     [timeouts]
     session_timeout_ms = 2000                # the controller fences a broker silent this long
@@ -166,7 +168,7 @@ class BrokerConfig:
     grpc_listen: str
     raft_listen: str
     grpc_advertised: str
-    voters: tuple[Voter, ...]
+    voters: tuple[Voter, ...]  # the metadata quorum; a broker not among them observes it
     # the password listener (TLS, no client certificate; SCRAM users): off unless configured
     grpc_password_listen: str | None = None
     grpc_password_advertised: str | None = None
@@ -203,6 +205,10 @@ class BrokerConfig:
     quotas: QuotaConfig = field(default_factory=QuotaConfig)
     # testing hooks (chaos / idempotence tests); never set in production configs
     fault_drop_produce_responses: float = 0.0
+
+    @property
+    def is_voter(self) -> bool:
+        return any(v.node_id == self.node_id for v in self.voters)
 
     @property
     def voter(self) -> Voter:
@@ -371,7 +377,9 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
         raise ConfigFileError("cluster_secret (or cluster_secret_file) is required and non-empty")
     listen = data.get("listen", {})
     grpc_listen = _host_port(listen.get("grpc"), "listen.grpc")
-    raft_listen = _host_port(listen.get("raft"), "listen.raft")
+    # a broker that is not among the voters is an observer: it runs no Raft member
+    raft_raw = listen.get("raft")
+    raft_listen = "" if raft_raw is None else _host_port(raft_raw, "listen.raft")
     advertised = data.get("advertised", {})
     grpc_advertised = _host_port(advertised.get("grpc", grpc_listen), "advertised.grpc")
     password_listen = listen.get("grpc_password")
@@ -406,8 +414,8 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
     ids = [v.node_id for v in voters]
     if len(set(ids)) != len(ids):
         raise ConfigFileError(f"voter ids repeat: {ids}")
-    if node_id not in ids:
-        raise ConfigFileError(f"node_id {node_id} is not among the voters {ids}")
+    if node_id in ids and not raft_listen:
+        raise ConfigFileError(f"node {node_id} is a voter: listen.raft is required")
     boot_id_file = data.get("boot_id_file", BOOT_ID_PATH)
     if not isinstance(boot_id_file, str) or not boot_id_file:
         raise ConfigFileError("boot_id_file must be a path")

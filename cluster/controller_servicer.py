@@ -351,6 +351,26 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             )
         return controller_pb2.PartitionStatesResponse(metadata_version=version, partitions=rows)
 
+    @typed_errors(controller_pb2.FetchMetadataResponse)
+    async def FetchMetadata(
+        self,
+        request: controller_pb2.FetchMetadataRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> controller_pb2.FetchMetadataResponse:
+        """A broker that is not a voter follows the metadata (``metadata_observer.py``). Any
+        broker answers from its own applied state; the leader it names is itself only while it
+        holds the leader lease, so an observer leaves a deposed leader's frozen state."""
+        denied = self._not_a_broker(context, request.broker_id, "FetchMetadata", request)
+        if denied is not None:
+            return controller_pb2.FetchMetadataResponse(error=denied)
+        broker = self.broker
+        quorum = broker.controller.quorum
+        own = broker.config.node_id
+        leader = own if quorum.is_leader() else quorum.leader_id()
+        if leader is None or (leader == own and not quorum.is_leader()):
+            leader = -1
+        return await broker.metadata_feed.answer(request.version, request.max_wait_ms, leader)
+
     @typed_errors(broker_pb2.CreateTopicsResponse)
     async def CreateTopics(
         self, request: broker_pb2.CreateTopicsRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -50,7 +50,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ROLES = ("leader", "follower", "candidate")
+ROLES = ("leader", "follower", "candidate", "observer")
 
 # every sample family /metrics exports (counters with their _total); the examples' dashboard
 # and alerts are checked against it (tests/unit/test_observability_examples.py)

@@ -164,6 +164,32 @@ class PartitionStatesResponse(_message.Message):
     partitions: bytes
     def __init__(self, error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., controller: _Optional[_Union[ControllerHint, _Mapping]] = ..., metadata_version: _Optional[int] = ..., partitions: _Optional[bytes] = ...) -> None: ...
 
+class FetchMetadataRequest(_message.Message):
+    __slots__ = ("broker_id", "version", "max_wait_ms")
+    BROKER_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MAX_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    broker_id: int
+    version: int
+    max_wait_ms: int
+    def __init__(self, broker_id: _Optional[int] = ..., version: _Optional[int] = ..., max_wait_ms: _Optional[int] = ...) -> None: ...
+
+class FetchMetadataResponse(_message.Message):
+    __slots__ = ("error", "leader_id", "version", "from_version", "commands", "snapshot")
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
+    COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    error: _common_pb2.Error
+    leader_id: int
+    version: int
+    from_version: int
+    commands: _containers.RepeatedScalarFieldContainer[bytes]
+    snapshot: bytes
+    def __init__(self, error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., leader_id: _Optional[int] = ..., version: _Optional[int] = ..., from_version: _Optional[int] = ..., commands: _Optional[_Iterable[bytes]] = ..., snapshot: _Optional[bytes] = ...) -> None: ...
+
 class AllocateProducerIdsResponse(_message.Message):
     __slots__ = ("error", "controller", "start", "count")
     ERROR_FIELD_NUMBER: _ClassVar[int]

@@ -65,6 +65,11 @@ class ControllerStub:
                 request_serializer=raftlog_dot_proto_dot_controller__pb2.PartitionStatesRequest.SerializeToString,
                 response_deserializer=raftlog_dot_proto_dot_controller__pb2.PartitionStatesResponse.FromString,
                 _registered_method=True)
+        self.FetchMetadata = channel.unary_unary(
+                '/raftlog.v1.Controller/FetchMetadata',
+                request_serializer=raftlog_dot_proto_dot_controller__pb2.FetchMetadataRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_controller__pb2.FetchMetadataResponse.FromString,
+                _registered_method=True)
         self.CreateTopics = channel.unary_unary(
                 '/raftlog.v1.Controller/CreateTopics',
                 request_serializer=raftlog_dot_proto_dot_broker__pb2.CreateTopicsRequest.SerializeToString,
@@ -143,6 +148,14 @@ class ControllerServicer:
     def PartitionStates(self, request, context):
         """the committed state of a broker's partitions, for a broker that hears the controller only
         through a relay: its own metadata quorum member may be cut off and stale
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FetchMetadata(self, request, context):
+        """the committed metadata for a broker that is not a Raft voter (an observer): the commands
+        applied after its version, or the whole state when they are no longer kept (a long poll)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -229,6 +242,11 @@ def add_ControllerServicer_to_server(servicer, server):
                     servicer.PartitionStates,
                     request_deserializer=raftlog_dot_proto_dot_controller__pb2.PartitionStatesRequest.FromString,
                     response_serializer=raftlog_dot_proto_dot_controller__pb2.PartitionStatesResponse.SerializeToString,
+            ),
+            'FetchMetadata': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchMetadata,
+                    request_deserializer=raftlog_dot_proto_dot_controller__pb2.FetchMetadataRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_controller__pb2.FetchMetadataResponse.SerializeToString,
             ),
             'CreateTopics': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateTopics,
@@ -433,6 +451,33 @@ class Controller:
             '/raftlog.v1.Controller/PartitionStates',
             raftlog_dot_proto_dot_controller__pb2.PartitionStatesRequest.SerializeToString,
             raftlog_dot_proto_dot_controller__pb2.PartitionStatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchMetadata(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Controller/FetchMetadata',
+            raftlog_dot_proto_dot_controller__pb2.FetchMetadataRequest.SerializeToString,
+            raftlog_dot_proto_dot_controller__pb2.FetchMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import ClassVar, Final, NamedTuple, Protocol
@@ -36,6 +36,7 @@ __all__ = [
     "MAX_INFLATED_BYTES",
     "MAX_UNAUTHENTICATED_CONNECTIONS",
     "SNAPSHOT_FILE_NAME",
+    "MetadataQuorum",
     "NotLeaderError",
     "QuorumClosedError",
     "QuorumConfig",
@@ -141,6 +142,7 @@ class Role(enum.StrEnum):
     FOLLOWER = "follower"
     CANDIDATE = "candidate"
     LEADER = "leader"
+    OBSERVER = "observer"  # a broker that follows the metadata without voting
 
 
 def _check_timer(name: str, value: float) -> None:
@@ -320,6 +322,27 @@ class QuorumStatus:
     handshakes_evicted: int = 0  # ... being the oldest of too many in the handshake
     handshakes_refused: int = 0  # ... a handshake naming no voter
     ticks: int = 0  # Raft-thread ticks: timers and messages wake it, not a fixed period
+
+
+class MetadataQuorum(Protocol):
+    """What a broker uses of its metadata quorum member: a voter's ``RaftQuorum``, or the
+    observer of a broker that is not a voter (``raftlog.cluster.metadata_observer``), which never
+    leads and refuses every command with :class:`NotLeaderError`."""
+
+    def is_leader(self) -> bool: ...
+
+    def leader_id(self) -> int | None: ...
+
+    def status(self) -> QuorumStatus: ...
+
+    def submit_async(
+        self,
+        command: bytes,
+        timeout_s: float,
+        callback: Callable[[bytes | None, QuorumError | None], None],
+    ) -> None: ...
+
+    def close(self, timeout_s: float = 5.0) -> None: ...
 
 
 @dataclass(slots=True, weakref_slot=True)

@@ -1,14 +1,22 @@
 """The metadata state machine behind a lock, as the quorum's ``StateMachine``.
 
-Thread model: ``apply`` and ``restore`` run on the quorum's Raft thread; every other thread reads
+Thread model: ``apply`` and ``restore`` run on the quorum's Raft thread (on a broker that is not
+a voter, on the thread that applies what it fetched from the voters); every other thread reads
 through ``read()`` (a context manager holding the lock) or the copying helpers. Observers are
-called on the Raft thread after each apply, outside the lock, with what changed; they must be
+called on that thread after each apply, outside the lock, with what changed; they must be
 quick (the broker's observer queues replica events for its own thread).
+
+The store also keeps the last commands it applied (the *tail*, bounded by count and bytes), so a
+broker that is not a voter can follow the metadata by asking for the commands after its version
+(``commands_after``) and take the whole state only when they are gone. A version names the same
+command on every node: it counts applied commands, refused ones too, and a snapshot carries it.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -16,7 +24,12 @@ from .commands import encode_result
 from .metadata import MetadataState
 from .metadata_records import Applied
 
-__all__ = ["MetadataStore", "Observer"]
+__all__ = ["TAIL_BYTES_MAX", "TAIL_COMMANDS_MAX", "MetadataStore", "Observer"]
+
+# the applied commands kept for brokers that follow the metadata without voting: enough for a
+# broker that was away for minutes of ordinary churn; one that was away longer takes a snapshot
+TAIL_COMMANDS_MAX = 100_000
+TAIL_BYTES_MAX = 64 << 20
 
 # (applied, restored): ``applied`` is what one command changed; ``restored`` is True after a
 # snapshot replaced the whole state (then look at everything).
@@ -32,6 +45,9 @@ class MetadataStore:
         self._changed = threading.Condition(self._lock)
         self._observers: list[Observer] = []
         self.restores = 0
+        self._tail: deque[bytes] = deque()  # the commands of versions _tail_first, _tail_first+1…
+        self._tail_first = 1
+        self._tail_bytes = 0
 
     def add_observer(self, observer: Observer) -> None:
         self._observers.append(observer)
@@ -41,23 +57,73 @@ class MetadataStore:
     def apply(self, command: bytes) -> bytes:
         with self._lock:
             applied = self._state.apply(command)
+            self._keep(command)
             self._changed.notify_all()
         for observer in self._observers:
             observer(applied, False)
         return encode_result(applied.result)
+
+    def _keep(self, command: bytes) -> None:
+        """Add the command just applied (version ``state.version``) to the tail, within bounds."""
+        tail = self._tail
+        if not tail:
+            self._tail_first = self._state.version
+        tail.append(command)
+        self._tail_bytes += len(command)
+        while len(tail) > TAIL_COMMANDS_MAX or (
+            self._tail_bytes > TAIL_BYTES_MAX and len(tail) > 1
+        ):
+            self._tail_bytes -= len(tail.popleft())
+            self._tail_first += 1
 
     def snapshot(self) -> bytes:
         with self._lock:
             return self._state.snapshot()
 
     def restore(self, data: bytes) -> None:
+        self._restore(MetadataState.from_snapshot(data))
+
+    def restore_if_newer(self, data: bytes) -> bool:
+        """Take a snapshot fetched from a voter unless it is older than what we applied (a
+        follower never goes back: a lagging voter's state is a valid but older one)."""
         state = MetadataState.from_snapshot(data)
+        if state.version < self.version:
+            return False
+        self._restore(state)
+        return True
+
+    def _restore(self, state: MetadataState) -> None:
         with self._lock:
             self._state = state
             self.restores += 1
+            self._tail.clear()
+            self._tail_bytes = 0
+            self._tail_first = state.version + 1
             self._changed.notify_all()
         for observer in self._observers:
             observer(None, True)
+
+    # ---- following (brokers that are not voters) -------------------------------------------
+
+    def commands_after(self, version: int, bytes_max: int) -> tuple[int, list[bytes]] | None:
+        """(our version, the commands that follow ``version``, at most ``bytes_max`` of them but
+        at least one); None when the first of them is no longer kept (take a snapshot). A
+        ``version`` at or beyond ours gets no commands: we have nothing newer."""
+        with self._lock:
+            current = self._state.version
+            if version >= current:
+                return current, []
+            start = version + 1 - self._tail_first
+            if start < 0:
+                return None
+            out: list[bytes] = []
+            size = 0
+            for command in itertools.islice(self._tail, start, None):
+                if out and size + len(command) > bytes_max:
+                    break
+                out.append(command)
+                size += len(command)
+            return current, out
 
     # ---- reading ---------------------------------------------------------------------------
 

@@ -30,13 +30,17 @@ ClusterFactory = Callable[..., LocalCluster]
 
 @pytest.fixture
 def make_cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
-    """``make_cluster(nodes=3, **settings)`` starts a cluster; all are stopped at the end."""
+    """``make_cluster(nodes=3, voters=None, **settings)`` starts a cluster (``voters``: how many
+    of the brokers form the metadata quorum, LocalCluster's default 3); all are stopped at the
+    end."""
     started: list[LocalCluster] = []
 
-    def factory(nodes: int = 3, **settings: dict[str, object]) -> LocalCluster:
+    def factory(
+        nodes: int = 3, voters: int | None = None, **settings: dict[str, object]
+    ) -> LocalCluster:
         cluster = LocalCluster(tmp_path / f"cluster{len(started)}")
         started.append(cluster)
-        cluster.up(nodes, free_base_port(nodes), timeout_s=60, settings=settings)
+        cluster.up(nodes, free_base_port(nodes), timeout_s=60, settings=settings, voters=voters)
         return cluster
 
     yield factory

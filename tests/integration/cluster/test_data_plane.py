@@ -168,16 +168,22 @@ def test_kill_the_leader_under_load_keeps_every_acknowledged_record(
     assert len(acked) == 6000  # retries carried every record across the failover
     topic = admin.describe_topic("load")
     assert all(p.leader != victim and p.leader >= 0 for p in topic.partitions)
-    got = consume_all(cluster.bootstrap, "load", len(acked), security=cluster.security)
+    assert_acknowledged_in_place(cluster, "load", acked)
+    admin.close()
+
+
+def assert_acknowledged_in_place(cluster: LocalCluster, topic: str, acked: list) -> None:  # type: ignore[type-arg]
+    """Record i (value ``v{i}``) was acknowledged at ``acked[i]``: read the topic and find each
+    one, with its value, at its offset, and no offset twice."""
+    got = consume_all(cluster.bootstrap, topic, len(acked), security=cluster.security)
     where = {(r.partition, r.offset): r.value for r in got}
     wrong = [
         (m, f"v{i}")
         for i, m in enumerate(acked)
         if where.get((m.partition, m.offset)) != f"v{i}".encode()
     ]
-    assert not wrong, wrong[:5]  # each acknowledged record, with its value, at its offset
-    assert len(where) == len(got)  # no offset twice
-    admin.close()
+    assert not wrong, wrong[:5]
+    assert len(where) == len(got)
 
 
 def test_a_diverged_replica_truncates_and_converges(make_cluster: ClusterFactory) -> None:

@@ -788,6 +788,8 @@ def _broker_only_requests(incarnation: int) -> dict[str, Any]:
             broker_id=1, incarnation=incarnation, count=1000
         ),
         "PartitionStates": c.PartitionStatesRequest(broker_id=1, incarnation=incarnation),
+        # the whole metadata: SCRAM credentials, ACLs
+        "FetchMetadata": c.FetchMetadataRequest(broker_id=1, version=0, max_wait_ms=0),
         "CreateTopics": B.CreateTopicsRequest(
             topics=[B.NewTopic(name="matrix.smuggled", partitions=1, replication_factor=1)]
         ),

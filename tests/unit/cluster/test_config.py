@@ -72,7 +72,7 @@ def test_the_example_configs_parse(node: int, tmp_path: Path, example_tls: Path)
         ({"cluster_secret": ""}, "cluster_secret"),
         ({"listen": {"grpc": "nope", "raft": "127.0.0.1:2"}}, "listen.grpc"),
         ({"voters": []}, "voters"),
-        ({"node_id": 9}, "not among the voters"),
+        ({"listen": {"grpc": "127.0.0.1:1"}}, "listen.raft is required"),
         ({"surprise": 1}, "unknown setting"),
         ({"metrics_address": "9644"}, "metrics_address"),
         ({"timeouts": {"session_timeout_ms": 100, "heartbeat_interval_ms": 200}}, "session"),
@@ -165,3 +165,11 @@ def test_plaintext_with_tls_files_is_a_contradiction(example_tls: Path) -> None:
     table = {"protocol": "plaintext", "ca_file": "ca.pem"}
     with pytest.raises(ConfigFileError, match="ca_file is set but protocol is plaintext"):
         parse_config({**BASE, "security": table}, base_dir=example_tls)
+
+
+def test_a_broker_not_among_the_voters_is_an_observer_and_needs_no_raft_listener() -> None:
+    config = parse_config(
+        {**BASE, "node_id": 4, "listen": {"grpc": "127.0.0.1:5"}}, base_dir=Path("/tmp")
+    )
+    assert not config.is_voter and config.raft_listen == ""
+    assert parse_config(BASE, base_dir=Path("/tmp")).is_voter
