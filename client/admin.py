@@ -30,6 +30,7 @@ from .acl_admin import Acl, AclAdmin, UserDescription, WhoAmI
 from .errors import NetworkError, NoBrokersAvailableError
 from .group_admin import GroupAdmin, GroupDescription, GroupOffset
 from .metadata import ClusterMetadata
+from .partition_admin import PartitionAdmin
 from .security import ClientSecurity
 from .snapshot import (
     BrokerRates,
@@ -87,7 +88,7 @@ def _retriable(exc: BaseException) -> bool:
     return isinstance(exc, RaftlogError) and exc.retriable
 
 
-class Admin(GroupAdmin, AclAdmin):
+class Admin(GroupAdmin, AclAdmin, PartitionAdmin):
     """See the module docstring."""
 
     def __init__(

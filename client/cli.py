@@ -158,9 +158,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    broker = commands.add_parser("broker", help="run one broker in the foreground")
-    broker.add_argument("--config", required=True, help="the broker's TOML config")
+    broker = commands.add_parser(
+        "broker", help="run one broker in the foreground (--config), or drain one"
+    )
+    broker.add_argument("--config", help="the broker's TOML config: run it")
     broker.add_argument("--log-level", default="INFO")
+    broker_commands = broker.add_subparsers(dest="broker_command", metavar="drain")
+    from .cli_partitions import add_drain
+    from .cli_partitions import add_parsers as add_partition_parsers
+
+    add_drain(broker_commands, _add_bootstrap)
 
     cluster = commands.add_parser("cluster", help="a local cluster of 1-9 brokers on loopback")
     cluster_commands = cluster.add_subparsers(dest="cluster_command", required=True)
@@ -211,8 +218,12 @@ def _parser() -> argparse.ArgumentParser:
     alter.add_argument("name")
     alter.add_argument("--set", action="append", metavar="KEY=VALUE")
     alter.add_argument("--delete", action="append", metavar="KEY")
-    for sub in (create, listing, describe, delete, alter):
+    grow = topic_commands.add_parser("add-partitions", help="more partitions for a topic")
+    grow.add_argument("name")
+    grow.add_argument("--partitions", type=int, required=True, help="the new total")
+    for sub in (create, listing, describe, delete, alter, grow):
         _add_bootstrap(sub)
+    add_partition_parsers(commands, _add_bootstrap)
 
     produce = commands.add_parser(
         "produce", help="send stdin lines as records (bytes as they are, any encoding)"
@@ -357,9 +368,27 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_broker(args: argparse.Namespace, console: Console) -> int:
+    if args.broker_command == "drain":
+        from .admin import Admin
+        from .cli_partitions import run_drain
+
+        with Admin(_bootstrap(args), security=_security(args)) as admin:
+            return run_drain(args, console, admin)
+    if not args.config:
+        raise CliError("raftlog broker --config FILE runs a broker (or: raftlog broker drain N)", 2)
     from raftlog.cluster.__main__ import main as broker_main
 
     return broker_main(["--config", args.config, "--log-level", args.log_level])
+
+
+def _cmd_partitions(args: argparse.Namespace, console: Console) -> int:
+    from . import cli_partitions
+    from .admin import Admin
+
+    with Admin(_bootstrap(args), security=_security(args)) as admin:
+        if args.command == "leader":
+            return cli_partitions.run_leader(args, console, admin)
+        return cli_partitions.run_partition(args, console, admin)
 
 
 def _cmd_cluster(args: argparse.Namespace, console: Console) -> int:
@@ -454,6 +483,9 @@ def _cmd_topic(args: argparse.Namespace, console: Console) -> int:
             case "alter-config":
                 admin.alter_configs(args.name, _configs(args.set), args.delete or ())
                 console.print(f"altered configs of {args.name}")
+            case "add-partitions":
+                admin.add_partitions(args.name, args.partitions)
+                console.print(f"{args.name} has {args.partitions} partitions")
     return 0
 
 
@@ -760,6 +792,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "chaos": _cmd_chaos,
     "bench": _cmd_bench,
     "acl": _cmd_security,
+    "partition": _cmd_partitions,
+    "leader": _cmd_partitions,
     "user": _cmd_security,
     "whoami": _cmd_security,
     "tls": _cmd_security,

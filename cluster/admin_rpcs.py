@@ -12,7 +12,7 @@ runs on the broker loop.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["AdminRpcs"]
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class AdminRpcs(broker_pb2_grpc.BrokerServicer):
@@ -57,26 +58,38 @@ class AdminRpcs(broker_pb2_grpc.BrokerServicer):
                 error(ErrorCode.NOT_CONTROLLER, f"the controller is unreachable: {exc.code()}")
             )
 
+    def _topics_allowed(
+        self,
+        context: Any,
+        items: Iterable[T],
+        name_of: Callable[[T], str],
+        operation: Operation,
+    ) -> tuple[list[T], list[broker_pb2.TopicResult]]:
+        """(the items whose topic the caller may ``operation``, a refusal for each other)."""
+        auth = self.broker.authorizer
+        principal = auth.principal(context)
+        allowed, refused = [], []
+        for item in items:
+            name = name_of(item)
+            if (
+                auth.may_create_topic(principal, name)
+                if operation is Operation.CREATE
+                else auth.topic_write_allowed(principal, name, operation)
+            ):
+                allowed.append(item)
+            else:
+                error = denied(principal, operation.name, "topic", name)
+                refused.append(broker_pb2.TopicResult(name=name, error=error, topic_id=-1))
+        return allowed, refused
+
     @typed_errors(broker_pb2.CreateTopicsResponse)
     async def CreateTopics(
         self, request: broker_pb2.CreateTopicsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_pb2.CreateTopicsResponse:
-        auth = self.broker.authorizer
-        principal = auth.principal(context)
-        allowed = broker_pb2.CreateTopicsRequest(validate_only=request.validate_only)
-        refused = []
-        for topic in request.topics:
-            ok = auth.may_create_topic(principal, topic.name)
-            if ok:
-                allowed.topics.append(topic)
-            else:
-                refused.append(
-                    broker_pb2.TopicResult(
-                        name=topic.name,
-                        error=denied(principal, "CREATE", "topic", topic.name),
-                        topic_id=-1,
-                    )
-                )
+        topics, refused = self._topics_allowed(
+            context, request.topics, lambda t: t.name, Operation.CREATE
+        )
+        allowed = broker_pb2.CreateTopicsRequest(validate_only=request.validate_only, topics=topics)
         if not allowed.topics:
             return broker_pb2.CreateTopicsResponse(topics=refused)
         controller = ControllerServicer(self.broker)
@@ -92,19 +105,10 @@ class AdminRpcs(broker_pb2_grpc.BrokerServicer):
     async def DeleteTopics(
         self, request: broker_pb2.DeleteTopicsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_pb2.DeleteTopicsResponse:
-        auth = self.broker.authorizer
-        principal = auth.principal(context)
-        allowed = broker_pb2.DeleteTopicsRequest()
-        refused = []
-        for name in request.names:
-            if auth.topic_write_allowed(principal, name, Operation.DELETE):
-                allowed.names.append(name)
-            else:
-                refused.append(
-                    broker_pb2.TopicResult(
-                        name=name, error=denied(principal, "DELETE", "topic", name), topic_id=-1
-                    )
-                )
+        names, refused = self._topics_allowed(
+            context, request.names, lambda name: name, Operation.DELETE
+        )
+        allowed = broker_pb2.DeleteTopicsRequest(names=names)
         if not allowed.names:
             return broker_pb2.DeleteTopicsResponse(topics=refused)
         controller = ControllerServicer(self.broker)

@@ -328,7 +328,9 @@ class Broker:
                     )
                 )
                 accepted = alter_partition_outcome(result.get("error"))
-                if accepted:
+                if accepted and result.get("leader_epoch", proposal.leader_epoch) == (
+                    proposal.leader_epoch
+                ):
                     self.replicas.isr_committed(
                         key, proposal.leader_epoch, result["isr"], result["partition_epoch"]
                     )
@@ -349,7 +351,7 @@ class Broker:
                     ),
                     5,
                 )
-                accepted = alter_partition_outcome(common_pb2.ErrorCode.Name(response.error.code))
+                accepted = alter_partition_outcome(ErrorCode(response.error.code))
                 if not accepted:
                     logger.info("%s: AlterPartition not taken: %s", partition.name, response.error)
                 if response.isr and response.leader_epoch == proposal.leader_epoch:

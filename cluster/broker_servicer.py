@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .admin_rpcs import AdminRpcs
 from .data_rpcs import DataRpcs
 from .metadata_rpcs import MetadataRpcs
+from .partition_admin import PartitionAdminRpcs
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -27,6 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["BrokerServicer"]
 
 
-class BrokerServicer(DataRpcs, MetadataRpcs, AdminRpcs):
+class BrokerServicer(DataRpcs, MetadataRpcs, PartitionAdminRpcs):
     def __init__(self, broker: Broker) -> None:
         self.broker = broker

@@ -30,21 +30,24 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from raftlog.proto.codes import CodedError, ErrorCode
-from raftlog.raft.assignment import AssignmentError, assign_replicas
+from raftlog.raft.assignment import AssignmentError, assign_replicas, drain_plan
 from raftlog.raft.commands import (
+    AddPartitions,
     AllocateProducerIds,
     AlterPartition,
     AlterTopicConfig,
     Command,
     CreateTopic,
     DeleteTopic,
+    ElectLeader,
+    ReassignPartitions,
     RegisterBroker,
     ReplicasDamaged,
     decode_result,
     encode_command,
 )
 from raftlog.raft.controller import ControllerConfig, ControllerCore, Subject
-from raftlog.raft.metadata import PARTITIONS_PER_TOPIC_MAX
+from raftlog.raft.metadata import PARTITIONS_PER_TOPIC_MAX, REASSIGN_MOVES_MAX
 from raftlog.raft.quorum_types import NotLeaderError
 from raftlog.raft.store import MetadataStore
 from raftlog.raft.topic_config import ConfigError, validate_configs
@@ -434,6 +437,109 @@ class ActiveController:
         self.active()
         command = AlterTopicConfig(name, tuple(sorted(set_configs.items())), tuple(delete))
         return await self.submit(command, bytes_max=self.limits.command_bytes_max)
+
+    # ---- moving partitions -------------------------------------------------------------------
+
+    async def reassign(
+        self, moves: Sequence[tuple[str, int, tuple[int, ...]]], throttle: int
+    ) -> list[list[Any]]:
+        """Start (or cancel: an empty target) reassignments, in commands of at most
+        ``REASSIGN_MOVES_MAX`` partitions; each partition's [topic, partition, code, message]."""
+        self.active()
+        outcomes: list[list[Any]] = []
+        for i in range(0, len(moves), REASSIGN_MOVES_MAX):
+            chunk = tuple(moves[i : i + REASSIGN_MOVES_MAX])
+            result = await self.submit(ReassignPartitions(chunk, throttle))
+            self._raise_for(result)
+            outcomes += result["partitions"]
+        return outcomes
+
+    async def drain(self, broker_id: int, throttle: int) -> list[list[Any]]:
+        """Move every replica off ``broker_id`` (``assignment.drain_plan``), then its
+        leaderships to the new first replicas, which are in sync already."""
+        self.active()
+        with self.store.read() as state:
+            if broker_id not in state.brokers:
+                raise ControllerError(
+                    ErrorCode.BROKER_NOT_AVAILABLE, f"broker {broker_id} is not registered"
+                )
+            live = {b.broker_id: b.rack for b in state.brokers.values() if not b.fenced}
+            held: dict[int, int] = {}
+            lists = []
+            for record in state.partitions.values():
+                for b in record.replicas:
+                    held[b] = held.get(b, 0) + 1
+                lists.append((record.topic, record.partition, record.target))
+        moves, stuck = drain_plan(lists, live, broker_id, held)
+        outcomes = await self.reassign(moves, throttle)
+        outcomes += [
+            [topic, partition, ErrorCode.INVALID_REPLICA_ASSIGNMENT, "no other live broker"]
+            for topic, partition in stuck
+        ]
+        with self.store.read() as state:
+            led = [
+                (topic, partition)
+                for topic, partition, _ in moves
+                if (moved := state.partitions.get((topic, partition))) is not None
+                and moved.leader == broker_id
+            ]
+        await self.elect_leaders(led, preferred=True)
+        return outcomes
+
+    async def elect_leaders(
+        self, keys: Sequence[tuple[str, int]] | None, *, preferred: bool
+    ) -> list[list[Any]]:
+        """Elect leaders (``preferred``: the first replicas) for ``keys`` (None: every
+        partition), in commands of at most ``REASSIGN_MOVES_MAX`` partitions."""
+        self.active()
+        if keys is None:
+            with self.store.read() as state:
+                keys = sorted(state.partitions)
+        outcomes: list[list[Any]] = []
+        for i in range(0, len(keys), REASSIGN_MOVES_MAX):
+            result = await self.submit(
+                ElectLeader(tuple(keys[i : i + REASSIGN_MOVES_MAX]), preferred=preferred)
+            )
+            self._raise_for(result)
+            outcomes += [[t, p, code, ""] for t, p, code in result["partitions"]]
+        return outcomes
+
+    async def add_partitions(self, name: str, count: int, *, validate_only: bool) -> dict[str, Any]:
+        """Grow ``name`` to ``count`` partitions, the new ones assigned as CreateTopic's are."""
+        self.active()
+        with self.store.read() as state:
+            topic = state.topics.get(name)
+            if topic is None:
+                return {
+                    "error": ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                    "message": f"no topic {name!r}",
+                }
+            live = {b.broker_id: b.rack for b in state.brokers.values() if not b.fenced}
+            rf = len(state.partitions[(name, 0)].target)
+            counts = state.leader_counts()
+        topic_max = min(self.limits.partitions_per_topic_max, PARTITIONS_PER_TOPIC_MAX)
+        if not topic.partitions < count <= topic_max:
+            return {
+                "error": ErrorCode.INVALID_PARTITIONS,
+                "message": f"{name} has {topic.partitions} partitions: the new count must be "
+                f"more, and at most {topic_max}",
+            }
+        added = count - topic.partitions
+        if added > self.limits.partitions_per_request_max:
+            return {
+                "error": ErrorCode.POLICY_VIOLATION,
+                "message": f"{added} new partitions, above the limit of "
+                f"{self.limits.partitions_per_request_max} per request",
+            }
+        try:
+            assignment = assign_replicas(live, added, rf, leader_counts=counts)
+        except AssignmentError as exc:
+            return {"error": ErrorCode.INVALID_REPLICATION_FACTOR, "message": str(exc)}
+        if validate_only:
+            return {"ok": True, "partitions": count}
+        return await self.submit(
+            AddPartitions(name, tuple(assignment)), bytes_max=self.limits.command_bytes_max
+        )
 
     @staticmethod
     def _raise_for(result: dict[str, Any]) -> None:

@@ -259,7 +259,8 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         if "error" not in result:
             response.partition_epoch = int(result["partition_epoch"])
             response.isr.extend(result["isr"])
-            response.leader_epoch = request.leader_epoch
+            # a reassignment that this change completed may have moved the leadership away
+            response.leader_epoch = int(result.get("leader_epoch", request.leader_epoch))
         elif result["error"] is ErrorCode.INVALID_UPDATE_VERSION:
             # a resend of a change that committed, or a change that raced ours: tell the leader
             # what is committed now (it may not see our metadata until a partition heals)
@@ -462,6 +463,107 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             result = {"error": exc.code, "message": exc.message}
         return broker_pb2.AlterConfigsResponse(error=result_error(result))
 
+    # ---- moving partitions (partition_admin.py authorized the caller) -------------------------
+
+    @typed_errors(broker_pb2.AlterPartitionReassignmentsResponse)
+    async def AlterPartitionReassignments(
+        self,
+        request: broker_pb2.AlterPartitionReassignmentsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> broker_pb2.AlterPartitionReassignmentsResponse:
+        denied = self._not_a_broker(context)
+        if denied is not None:
+            return broker_pb2.AlterPartitionReassignmentsResponse(error=denied)
+        return await self.alter_partition_reassignments(request)
+
+    async def alter_partition_reassignments(
+        self, request: broker_pb2.AlterPartitionReassignmentsRequest
+    ) -> broker_pb2.AlterPartitionReassignmentsResponse:
+        if request.throttle_bytes_per_s < 0:
+            return broker_pb2.AlterPartitionReassignmentsResponse(
+                error=error(ErrorCode.INVALID_REQUEST, "throttle_bytes_per_s must be >= 0")
+            )
+        moves = [(r.topic, r.partition, tuple(r.replicas)) for r in request.reassignments]
+        try:
+            outcomes = await self.broker.controller.reassign(moves, request.throttle_bytes_per_s)
+        except ControllerError as exc:
+            return broker_pb2.AlterPartitionReassignmentsResponse(
+                error=error(exc.code, exc.message)
+            )
+        return broker_pb2.AlterPartitionReassignmentsResponse(
+            partitions=_partition_results(outcomes)
+        )
+
+    @typed_errors(broker_pb2.DrainBrokerResponse)
+    async def DrainBroker(
+        self, request: broker_pb2.DrainBrokerRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> broker_pb2.DrainBrokerResponse:
+        denied = self._not_a_broker(context)
+        if denied is not None:
+            return broker_pb2.DrainBrokerResponse(error=denied)
+        return await self.drain_broker(request)
+
+    async def drain_broker(
+        self, request: broker_pb2.DrainBrokerRequest
+    ) -> broker_pb2.DrainBrokerResponse:
+        if request.throttle_bytes_per_s < 0:
+            return broker_pb2.DrainBrokerResponse(
+                error=error(ErrorCode.INVALID_REQUEST, "throttle_bytes_per_s must be >= 0")
+            )
+        try:
+            outcomes = await self.broker.controller.drain(
+                request.broker_id, request.throttle_bytes_per_s
+            )
+        except ControllerError as exc:
+            return broker_pb2.DrainBrokerResponse(error=error(exc.code, exc.message))
+        return broker_pb2.DrainBrokerResponse(partitions=_partition_results(outcomes))
+
+    @typed_errors(broker_pb2.ElectLeadersResponse)
+    async def ElectLeaders(
+        self, request: broker_pb2.ElectLeadersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> broker_pb2.ElectLeadersResponse:
+        denied = self._not_a_broker(context)
+        if denied is not None:
+            return broker_pb2.ElectLeadersResponse(error=denied)
+        return await self.elect_leaders(request)
+
+    async def elect_leaders(
+        self, request: broker_pb2.ElectLeadersRequest
+    ) -> broker_pb2.ElectLeadersResponse:
+        keys = [(p.topic, p.partition) for p in request.partitions] or None
+        try:
+            outcomes = await self.broker.controller.elect_leaders(keys, preferred=request.preferred)
+        except ControllerError as exc:
+            return broker_pb2.ElectLeadersResponse(error=error(exc.code, exc.message))
+        return broker_pb2.ElectLeadersResponse(partitions=_partition_results(outcomes))
+
+    @typed_errors(broker_pb2.CreatePartitionsResponse)
+    async def CreatePartitions(
+        self,
+        request: broker_pb2.CreatePartitionsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> broker_pb2.CreatePartitionsResponse:
+        denied = self._not_a_broker(context)
+        if denied is not None:
+            return broker_pb2.CreatePartitionsResponse(error=denied)
+        return await self.create_partitions(request)
+
+    async def create_partitions(
+        self, request: broker_pb2.CreatePartitionsRequest
+    ) -> broker_pb2.CreatePartitionsResponse:
+        response = broker_pb2.CreatePartitionsResponse()
+        for topic in request.topics:
+            try:
+                result = await self.broker.controller.add_partitions(
+                    topic.topic, topic.count, validate_only=request.validate_only
+                )
+            except ControllerError as exc:
+                result = {"error": exc.code, "message": exc.message}
+            response.topics.append(
+                broker_pb2.TopicResult(name=topic.topic, error=result_error(result), topic_id=-1)
+            )
+        return response
+
     @typed_errors(broker_pb2.DescribeClusterResponse)
     async def DescribeCluster(
         self,
@@ -587,3 +689,15 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         if denied is not None:
             return broker_pb2.DeleteUserResponse(error=denied)
         return await self.delete_user(request)
+
+
+def _partition_results(outcomes: list[list[Any]]) -> list[broker_pb2.PartitionResult]:
+    """[topic, partition, code, message] rows (the state machine's) as PartitionResults."""
+    return [
+        broker_pb2.PartitionResult(
+            topic=topic,
+            partition=partition,
+            error=error(ErrorCode(code), message) if code else None,
+        )
+        for topic, partition, code, message in outcomes
+    ]

@@ -12,7 +12,7 @@ replace-everything semantics.
 
 Error codes are Kafka's numbers already (``raftlog.proto.codes``). What raftlog does not do is
 refused with a code, never faked: transactions (a ``transactional_id``: INVALID_REQUEST),
-manual replica assignments, adding partitions (UNSUPPORTED_VERSION), fetch sessions (KIP-227:
+manual replica assignments (INVALID_REPLICA_ASSIGNMENT), fetch sessions (KIP-227:
 every answer has session id 0, so clients send full fetches — allowed by the protocol), follower
 fetches (replication is the gRPC ``ReplicaFetch``'s; a Kafka fetch with a replica id is refused).
 
@@ -69,11 +69,12 @@ SUPPORTED: dict[int, tuple[str, int, int]] = {
     32: ("DescribeConfigs", 1, 4),
     33: ("AlterConfigs", 0, 2),
     36: ("SaslAuthenticate", 0, 2),
+    37: ("CreatePartitions", 0, 3),
     44: ("IncrementalAlterConfigs", 0, 1),
     60: ("DescribeCluster", 0, 1),
 }
 # known (their schemas are here) but not served: answered UNSUPPORTED_VERSION, never advertised
-REFUSED: dict[int, str] = {37: "CreatePartitions"}
+REFUSED: dict[int, str] = {}
 
 NONE = 0
 INVALID_REQUEST = int(ErrorCode.INVALID_REQUEST)
@@ -730,17 +731,26 @@ class KafkaApis:
         }
 
     async def create_partitions(self, call: KafkaCall, version: int, req: Request) -> Response:
-        return {
-            "throttle_time_ms": 0,
-            "results": [
-                {
-                    "name": t["name"],
-                    "error_code": UNSUPPORTED_VERSION,
-                    "error_message": "raftlog cannot add partitions to a topic yet",
-                }
-                for t in req["topics"]
-            ],
-        }
+        request = broker_pb2.CreatePartitionsRequest(validate_only=req["validate_only"])
+        results: list[Response] = []
+        for t in req["topics"]:
+            if t["assignments"] is not None:
+                results.append(
+                    {
+                        "name": t["name"],
+                        "error_code": int(ErrorCode.INVALID_REPLICA_ASSIGNMENT),
+                        "error_message": "raftlog assigns replicas itself",
+                    }
+                )
+            else:
+                request.topics.append(broker_pb2.NewPartitions(topic=t["name"], count=t["count"]))
+        if request.topics:
+            answer = await self.rpcs.CreatePartitions(request, call)
+            for r in answer.topics:
+                code = _code(r.error) or _code(answer.error)
+                message = _message(r.error) or _message(answer.error)
+                results.append({"name": r.name, "error_code": code, "error_message": message})
+        return {"throttle_time_ms": 0, "results": results}
 
     # ---- groups --------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from raftlog.segments.clock import Clock, MonoMs
 
 from .producer_state import ProducerStateManager
 from .replication import LeaderReplication
+from .throttle import ByteRateLimit
 
 __all__ = [
     "PARTITION_META",
@@ -66,6 +67,8 @@ class Partition:
         # has not yet taken us out of the ISR: until it has, we lead nothing (rule 7)
         self.damaged = False
         self.cut_off = False  # the broker lost the controller: waiting produces give up
+        # a reassignment's throttle per replica being added (throttle.py)
+        self.catch_up_limits: dict[int, ByteRateLimit] = {}
         self._follower_hw = min(high_watermark, log.log_end_offset)  # while we follow
 
     @property
@@ -228,12 +231,18 @@ def remove_partition_files(
     partition: Partition, data_dir: str, state: BrokerStateStore, *, delete: bool
 ) -> None:
     """Close the replica's log, or (``delete``) delete it with its directory and LMDB state."""
+    directory = partition_directory(data_dir, partition.key)
     try:
         if delete:
-            partition.log.delete()
-            with contextlib.suppress(OSError):
-                shutil.rmtree(partition_directory(data_dir, partition.key))
-            state.delete_partition(partition.name)
+            # the topic-id file first: the log removes its own files, then its directory
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, PARTITION_META))
+            try:
+                partition.log.delete()
+            finally:
+                with contextlib.suppress(OSError):
+                    shutil.rmtree(directory)
+                state.delete_partition(partition.name)
         else:
             partition.log.close()
     except StorageError as exc:

@@ -64,6 +64,7 @@ from .replica_rules import (
     readable_end,
 )
 from .replication import IsrProposal, LeaderReplication, diverging_epoch
+from .throttle import ByteRateLimit
 from .traffic import Traffic
 
 __all__ = ["ReplicaManager", "ReplicaManagerConfig"]
@@ -293,6 +294,8 @@ class ReplicaManager:
                     partition = self._open(record)
                     partition.record = record
                     if partition.leader is not None:
+                        # a reassignment adds and removes followers within our epoch
+                        partition.leader.update_replicas(record.replicas, now)
                         self._update_isr(partition.leader, record.isr, record.partition_epoch)
                         partition.leader.min_insync_replicas = self._min_isr(record.topic)
                         partition.leader.update_high_watermark(partition.log.log_end_offset)
@@ -306,9 +309,12 @@ class ReplicaManager:
                         self.follower_changed(partition)
                         self._wake(record.key)
                 case EventKind.STOP_REPLICA | EventKind.DELETE_REPLICA:
+                    # a topic deleted, or a replica moved off this broker by a reassignment
+                    # (which completes only with every target replica in the ISR): the log goes,
+                    # as in Kafka (a reassignment back here fetches it again)
                     found = self.partitions.get(event.key)
                     if found is not None:
-                        self._remove(found, delete=event.kind is EventKind.DELETE_REPLICA)
+                        self._remove(found, delete=True)
                         self.follower_changed(found)
 
     def _min_isr(self, topic: str) -> int:
@@ -496,8 +502,16 @@ class ReplicaManager:
         limit = read_bytes_limit(spec.fetch_offset, end, spec.max_bytes, max_bytes)
         if limit is None:
             return _with(base, **common)
+        throttle = self._catch_up_limit(partition, replica_id, now)
+        if throttle is not None:
+            allowed = throttle.allowance(now)
+            if allowed <= 0:
+                return _with(base, **common)
+            limit = min(limit, allowed)
         try:
             result = log_.read(spec.fetch_offset, limit, max_offset=end)
+            if throttle is not None:
+                throttle.spend(len(result.data))
         except CorruptRecordError as exc:
             # our copy is damaged: an intact replica must serve this (rule 7); clients retry
             # after refreshing metadata, followers back off until the new leader is known
@@ -506,6 +520,23 @@ class ReplicaManager:
         except StorageError as exc:
             return _with(base, exc.code, str(exc), **common)
         return _with(base, records=result.data, **common)
+
+    @staticmethod
+    def _catch_up_limit(
+        partition: Partition, replica_id: int, now_ms: MonoMs
+    ) -> ByteRateLimit | None:
+        """The throttle of a replica being added by a reassignment (throttle.py); None when it
+        is not one, or the reassignment set no throttle."""
+        record = partition.record
+        limits = partition.catch_up_limits
+        if record is None or not record.throttle or replica_id not in record.adding:
+            if limits and (record is None or not record.adding):
+                limits.clear()  # the move is over
+            return None
+        limit = limits.get(replica_id)
+        if limit is None or limit.rate != record.throttle:
+            limit = limits[replica_id] = ByteRateLimit.full(record.throttle, now_ms)
+        return limit
 
     async def fetch(
         self,

@@ -161,6 +161,24 @@ class LeaderReplication:
             return self.isr
         return tuple(b for b in self.replicas if b in self.isr or b in self.pending.isr)
 
+    def update_replicas(self, replicas: Iterable[int], now_ms: MonoMs) -> None:
+        """A reassignment changed the replica set within our epoch: a new follower starts with
+        no progress (it joins the ISR only by catching up); a removed one is forgotten (it has
+        left the ISR in the same metadata change)."""
+        replicas = tuple(replicas)
+        if replicas == self.replicas:
+            return
+        followers = {}
+        for b in replicas:
+            if b != self.broker_id:
+                known = self.followers.get(b)
+                followers[b] = known if known is not None else _fresh_progress(False, now_ms)
+        for b in self.isr:  # until the ISR that drops it is applied (the caller's next step)
+            if b in self.followers and b not in followers:
+                followers[b] = self.followers[b]
+        self.replicas = replicas
+        self.followers = followers
+
     def update_from_metadata(self, isr: Iterable[int], partition_epoch: int) -> None:
         """The committed ISR moved (our AlterPartition, or the controller fenced a member)."""
         if partition_epoch < self.partition_epoch:
@@ -217,6 +235,7 @@ class LeaderReplication:
             b
             for b, progress in self.followers.items()
             if b not in self.isr
+            and b in self.replicas
             and eligible(b)
             and progress.log_end_offset >= self.high_watermark
             and progress.log_end_offset >= self.epoch_start_offset

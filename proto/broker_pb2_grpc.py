@@ -99,6 +99,31 @@ class BrokerStub:
                 request_serializer=raftlog_dot_proto_dot_broker__pb2.DescribeQuorumRequest.SerializeToString,
                 response_deserializer=raftlog_dot_proto_dot_broker__pb2.DescribeQuorumResponse.FromString,
                 _registered_method=True)
+        self.AlterPartitionReassignments = channel.unary_unary(
+                '/raftlog.v1.Broker/AlterPartitionReassignments',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.AlterPartitionReassignmentsRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.AlterPartitionReassignmentsResponse.FromString,
+                _registered_method=True)
+        self.ListPartitionReassignments = channel.unary_unary(
+                '/raftlog.v1.Broker/ListPartitionReassignments',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.ListPartitionReassignmentsRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.ListPartitionReassignmentsResponse.FromString,
+                _registered_method=True)
+        self.DrainBroker = channel.unary_unary(
+                '/raftlog.v1.Broker/DrainBroker',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.DrainBrokerRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.DrainBrokerResponse.FromString,
+                _registered_method=True)
+        self.ElectLeaders = channel.unary_unary(
+                '/raftlog.v1.Broker/ElectLeaders',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.ElectLeadersRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.ElectLeadersResponse.FromString,
+                _registered_method=True)
+        self.CreatePartitions = channel.unary_unary(
+                '/raftlog.v1.Broker/CreatePartitions',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.CreatePartitionsRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.CreatePartitionsResponse.FromString,
+                _registered_method=True)
         self.InitProducerId = channel.unary_unary(
                 '/raftlog.v1.Broker/InitProducerId',
                 request_serializer=raftlog_dot_proto_dot_broker__pb2.InitProducerIdRequest.SerializeToString,
@@ -227,6 +252,39 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AlterPartitionReassignments(self, request, context):
+        """Moving partitions (KIP-455): reassign to new replica lists, list the moves in progress,
+        move every replica off a broker, leaders back to preferred replicas, more partitions.
+        Changes need ALTER on the cluster (CreatePartitions: ALTER on the topic), listing DESCRIBE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPartitionReassignments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainBroker(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ElectLeaders(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreatePartitions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def InitProducerId(self, request, context):
         """Idempotent producers: a producer id (from a block the controller allotted this broker)
         and an epoch; asking again with the id bumps the epoch, fencing the older one.
@@ -346,6 +404,31 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.DescribeQuorum,
                     request_deserializer=raftlog_dot_proto_dot_broker__pb2.DescribeQuorumRequest.FromString,
                     response_serializer=raftlog_dot_proto_dot_broker__pb2.DescribeQuorumResponse.SerializeToString,
+            ),
+            'AlterPartitionReassignments': grpc.unary_unary_rpc_method_handler(
+                    servicer.AlterPartitionReassignments,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.AlterPartitionReassignmentsRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.AlterPartitionReassignmentsResponse.SerializeToString,
+            ),
+            'ListPartitionReassignments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPartitionReassignments,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.ListPartitionReassignmentsRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.ListPartitionReassignmentsResponse.SerializeToString,
+            ),
+            'DrainBroker': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainBroker,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.DrainBrokerRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.DrainBrokerResponse.SerializeToString,
+            ),
+            'ElectLeaders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ElectLeaders,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.ElectLeadersRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.ElectLeadersResponse.SerializeToString,
+            ),
+            'CreatePartitions': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePartitions,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.CreatePartitionsRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.CreatePartitionsResponse.SerializeToString,
             ),
             'InitProducerId': grpc.unary_unary_rpc_method_handler(
                     servicer.InitProducerId,
@@ -739,6 +822,141 @@ class Broker:
             '/raftlog.v1.Broker/DescribeQuorum',
             raftlog_dot_proto_dot_broker__pb2.DescribeQuorumRequest.SerializeToString,
             raftlog_dot_proto_dot_broker__pb2.DescribeQuorumResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AlterPartitionReassignments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Broker/AlterPartitionReassignments',
+            raftlog_dot_proto_dot_broker__pb2.AlterPartitionReassignmentsRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.AlterPartitionReassignmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPartitionReassignments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Broker/ListPartitionReassignments',
+            raftlog_dot_proto_dot_broker__pb2.ListPartitionReassignmentsRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.ListPartitionReassignmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainBroker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Broker/DrainBroker',
+            raftlog_dot_proto_dot_broker__pb2.DrainBrokerRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.DrainBrokerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ElectLeaders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Broker/ElectLeaders',
+            raftlog_dot_proto_dot_broker__pb2.ElectLeadersRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.ElectLeadersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePartitions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Broker/CreatePartitions',
+            raftlog_dot_proto_dot_broker__pb2.CreatePartitionsRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.CreatePartitionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

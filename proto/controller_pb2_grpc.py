@@ -90,6 +90,26 @@ class ControllerStub:
                 request_serializer=raftlog_dot_proto_dot_broker__pb2.DescribeClusterRequest.SerializeToString,
                 response_deserializer=raftlog_dot_proto_dot_broker__pb2.DescribeClusterResponse.FromString,
                 _registered_method=True)
+        self.AlterPartitionReassignments = channel.unary_unary(
+                '/raftlog.v1.Controller/AlterPartitionReassignments',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.AlterPartitionReassignmentsRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.AlterPartitionReassignmentsResponse.FromString,
+                _registered_method=True)
+        self.DrainBroker = channel.unary_unary(
+                '/raftlog.v1.Controller/DrainBroker',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.DrainBrokerRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.DrainBrokerResponse.FromString,
+                _registered_method=True)
+        self.ElectLeaders = channel.unary_unary(
+                '/raftlog.v1.Controller/ElectLeaders',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.ElectLeadersRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.ElectLeadersResponse.FromString,
+                _registered_method=True)
+        self.CreatePartitions = channel.unary_unary(
+                '/raftlog.v1.Controller/CreatePartitions',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.CreatePartitionsRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.CreatePartitionsResponse.FromString,
+                _registered_method=True)
         self.CreateAcls = channel.unary_unary(
                 '/raftlog.v1.Controller/CreateAcls',
                 request_serializer=raftlog_dot_proto_dot_broker__pb2.CreateAclsRequest.SerializeToString,
@@ -185,6 +205,30 @@ class ControllerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AlterPartitionReassignments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainBroker(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ElectLeaders(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreatePartitions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateAcls(self, request, context):
         """security changes, authorized by the broker that forwards them
         """
@@ -267,6 +311,26 @@ def add_ControllerServicer_to_server(servicer, server):
                     servicer.DescribeCluster,
                     request_deserializer=raftlog_dot_proto_dot_broker__pb2.DescribeClusterRequest.FromString,
                     response_serializer=raftlog_dot_proto_dot_broker__pb2.DescribeClusterResponse.SerializeToString,
+            ),
+            'AlterPartitionReassignments': grpc.unary_unary_rpc_method_handler(
+                    servicer.AlterPartitionReassignments,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.AlterPartitionReassignmentsRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.AlterPartitionReassignmentsResponse.SerializeToString,
+            ),
+            'DrainBroker': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainBroker,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.DrainBrokerRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.DrainBrokerResponse.SerializeToString,
+            ),
+            'ElectLeaders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ElectLeaders,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.ElectLeadersRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.ElectLeadersResponse.SerializeToString,
+            ),
+            'CreatePartitions': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePartitions,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.CreatePartitionsRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.CreatePartitionsResponse.SerializeToString,
             ),
             'CreateAcls': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateAcls,
@@ -586,6 +650,114 @@ class Controller:
             '/raftlog.v1.Controller/DescribeCluster',
             raftlog_dot_proto_dot_broker__pb2.DescribeClusterRequest.SerializeToString,
             raftlog_dot_proto_dot_broker__pb2.DescribeClusterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AlterPartitionReassignments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Controller/AlterPartitionReassignments',
+            raftlog_dot_proto_dot_broker__pb2.AlterPartitionReassignmentsRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.AlterPartitionReassignmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainBroker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Controller/DrainBroker',
+            raftlog_dot_proto_dot_broker__pb2.DrainBrokerRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.DrainBrokerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ElectLeaders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Controller/ElectLeaders',
+            raftlog_dot_proto_dot_broker__pb2.ElectLeadersRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.ElectLeadersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePartitions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Controller/CreatePartitions',
+            raftlog_dot_proto_dot_broker__pb2.CreatePartitionsRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.CreatePartitionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

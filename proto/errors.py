@@ -49,6 +49,7 @@ __all__ = [
     "MessageTooLargeError",
     "NetworkError",
     "NewLeaderElectedError",
+    "NoReassignmentInProgressError",
     "NonEmptyGroupError",
     "NotControllerError",
     "NotCoordinatorError",
@@ -419,6 +420,11 @@ class EligibleLeadersNotAvailableError(RaftlogError):
 class ElectionNotNeededError(RaftlogError):
     code = 84
     name = "ELECTION_NOT_NEEDED"
+
+
+class NoReassignmentInProgressError(RaftlogError):
+    code = 85
+    name = "NO_REASSIGNMENT_IN_PROGRESS"
 
 
 class InvalidRecordError(RaftlogError):

@@ -14,9 +14,9 @@ sit in different racks.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-__all__ = ["AssignmentError", "assign_replicas", "rack_alternated"]
+__all__ = ["AssignmentError", "assign_replicas", "drain_plan", "rack_alternated"]
 
 
 class AssignmentError(ValueError):
@@ -86,3 +86,43 @@ def assign_replicas(
             used_racks.add(brokers[pick])
         result.append(tuple(replicas))
     return result
+
+
+def drain_plan(
+    replica_lists: Iterable[tuple[str, int, tuple[int, ...]]],
+    brokers: Mapping[int, str | None],
+    drained: int,
+    held: Mapping[int, int],
+) -> tuple[list[tuple[str, int, tuple[int, ...]]], list[tuple[str, int]]]:
+    """Target replica lists that take ``drained`` out of every list it is in.
+
+    ``replica_lists``: (topic, partition, replicas) of every partition (replicas as they will
+    be: a target in progress counts); ``brokers``: the live brokers that may take replicas (id →
+    rack), ``drained`` excluded by the caller or not; ``held``: replicas each broker holds now.
+    The drained broker's place goes to the broker holding the fewest replicas among those not
+    already in the list, preferring one in a rack the list does not use yet, and the lowest id
+    on a tie; it is appended, so the first replica (the next preferred leader) is one that is in
+    sync already. Returns (moves, partitions no broker could take).
+
+    Worked example: lists ``t-0: (1, 2)``, ``t-1: (2, 3)``, brokers 1-4 holding 1, 2, 1, 0,
+    drain 2 → ``t-0: (1, 4)`` (4 holds nothing), ``t-1: (3, 1)`` (4 holds one now, 1 holds one).
+    """
+    load = dict(held)
+    moves: list[tuple[str, int, tuple[int, ...]]] = []
+    stuck: list[tuple[str, int]] = []
+    for topic, partition, replicas in replica_lists:
+        if drained not in replicas:
+            continue
+        staying = tuple(b for b in replicas if b != drained)
+        racks = {brokers.get(b) for b in staying}
+        candidates = [b for b in brokers if b != drained and b not in replicas]
+        if not candidates:
+            stuck.append((topic, partition))
+            continue
+        pick = min(
+            candidates,
+            key=lambda b: (brokers[b] in racks and brokers[b] is not None, load.get(b, 0), b),
+        )
+        load[pick] = load.get(pick, 0) + 1
+        moves.append((topic, partition, (*staying, pick)))
+    return moves, stuck

@@ -38,6 +38,7 @@ from .scram import ScramCredential
 
 __all__ = [
     "COMMAND_VERSION",
+    "AddPartitions",
     "AllocateProducerIds",
     "AlterPartition",
     "AlterTopicConfig",
@@ -51,6 +52,7 @@ __all__ = [
     "ElectLeader",
     "FenceBroker",
     "MoveLeader",
+    "ReassignPartitions",
     "RegisterBroker",
     "ReplicasDamaged",
     "UnfenceBroker",
@@ -161,6 +163,27 @@ class ElectLeader:
 
 
 @dataclass(frozen=True, slots=True)
+class ReassignPartitions:
+    """Move partitions onto new replica lists (KIP-455): ``moves`` holds (topic, partition,
+    target replicas); an empty target cancels the reassignment in progress. The targets join
+    as followers, catch up (``throttle`` bytes/s from their leader, 0: no limit) and enter the
+    ISR; once every target replica is in the ISR the others leave, in the same command that
+    brings in the last one (``metadata.py``), and leadership moves off a leaving leader."""
+
+    moves: tuple[tuple[str, int, tuple[int, ...]], ...]
+    throttle: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AddPartitions:
+    """Grow a topic: ``assignment`` holds the replica lists of the new partitions, numbered from
+    the topic's current count (the controller computes it, as for CreateTopic)."""
+
+    name: str
+    assignment: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class MoveLeader:
     """Move a live partition's leadership to ``leader`` with the ISR ``isr``, both drawn from its
     current ISR and ELR (every member of which holds all committed records), if the partition is
@@ -217,6 +240,8 @@ Command = (
     | AlterPartition
     | ElectLeader
     | MoveLeader
+    | ReassignPartitions
+    | AddPartitions
     | AllocateProducerIds
     | ReplicasDamaged
     | CreateAcls
@@ -235,6 +260,8 @@ _TYPES: dict[str, type[Any]] = {
     "alter_partition": AlterPartition,
     "elect_leader": ElectLeader,
     "move_leader": MoveLeader,
+    "reassign_partitions": ReassignPartitions,
+    "add_partitions": AddPartitions,
     "allocate_producer_ids": AllocateProducerIds,
     "replicas_damaged": ReplicasDamaged,
     "create_acls": CreateAcls,

@@ -95,8 +95,11 @@ class PartitionListener:
             if old is not None and me in old.replicas:
                 return PartitionEvent(EventKind.STOP_REPLICA, record.key, record)
             return None
+        # new to us: a new topic id, a new leader epoch, or a replica we just became (added by a
+        # reassignment: the record was known, but without us)
         new_epoch = old is None or old.topic_id != record.topic_id
         new_epoch = new_epoch or record.leader_epoch != old.leader_epoch  # type: ignore[union-attr]
+        new_epoch = new_epoch or me not in old.replicas  # type: ignore[union-attr]
         if record.leader == me:
             kind = EventKind.BECOME_LEADER if new_epoch else EventKind.LEADER_UPDATE
         else:

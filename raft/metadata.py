@@ -65,6 +65,7 @@ from raftlog.proto.codes import CodedError, ErrorCode
 
 from .acl import AclBinding, AclError, AclIndex, validate_binding
 from .commands import (
+    AddPartitions,
     AllocateProducerIds,
     AlterPartition,
     AlterTopicConfig,
@@ -78,6 +79,7 @@ from .commands import (
     ElectLeader,
     FenceBroker,
     MoveLeader,
+    ReassignPartitions,
     RegisterBroker,
     ReplicasDamaged,
     UnfenceBroker,
@@ -107,6 +109,7 @@ __all__ = [
     "ACL_FILTERS_PER_COMMAND_MAX",
     "PARTITIONS_PER_TOPIC_MAX",
     "PRODUCER_ID_BLOCK_MAX",
+    "REASSIGN_MOVES_MAX",
     "SCRAM_USERS_MAX",
     "MetadataError",
     "MetadataState",
@@ -114,6 +117,8 @@ __all__ = [
 
 PARTITIONS_PER_TOPIC_MAX = 100_000
 PRODUCER_ID_BLOCK_MAX = 1_000_000
+REASSIGN_MOVES_MAX = 1000  # partitions per ReassignPartitions command (the controller chunks)
+REPLICATION_FACTOR_MAX = 16
 ACL_BINDINGS_MAX = 10_000
 SCRAM_USERS_MAX = 10_000
 # a DeleteAcls costs filters × bindings matches on the Raft thread (10k × 64: ~0.1 s)
@@ -237,6 +242,10 @@ class MetadataState:
                 return self._elect_leaders(command, changes)
             case MoveLeader():
                 return self._move_leader(command, changes)
+            case ReassignPartitions():
+                return self._reassign_partitions(command, changes)
+            case AddPartitions():
+                return self._add_partitions(command, changes)
             case AllocateProducerIds():
                 return self._allocate_producer_ids(command)
             case ReplicasDamaged():
@@ -367,8 +376,27 @@ class MetadataState:
                 f"partitions must be in [1, {PARTITIONS_PER_TOPIC_MAX}]",
             )
         rf = len(cmd.assignment[0])
-        for p, replicas in enumerate(cmd.assignment):
-            if len(replicas) != rf or rf < 1 or len(set(replicas)) != rf:
+        self._check_assignment(cmd.assignment, 0)
+        configs = tuple(sorted(dict(cmd.configs).items()))
+        try:
+            validate_configs(configs, rf)
+        except ConfigError as exc:
+            raise MetadataError(ErrorCode.INVALID_CONFIG, str(exc)) from exc
+        topic_id = self.next_topic_id
+        self.next_topic_id += 1
+        self.topics[cmd.name] = TopicRecord(cmd.name, topic_id, len(cmd.assignment), rf, configs)
+        self._new_partitions(cmd.name, topic_id, cmd.assignment, 0, changes)
+        return {"topic_id": topic_id}
+
+    def _check_assignment(self, assignment: tuple[tuple[int, ...], ...], first: int) -> None:
+        """Every partition: the same number (1-16) of distinct, registered brokers."""
+        rf = len(assignment[0])
+        for p, replicas in enumerate(assignment, first):
+            if (
+                len(replicas) != rf
+                or not 1 <= rf <= REPLICATION_FACTOR_MAX
+                or len(set(replicas)) != rf
+            ):
                 raise MetadataError(
                     ErrorCode.INVALID_REPLICA_ASSIGNMENT,
                     f"partition {p}: replicas {list(replicas)} must be {rf} distinct brokers",
@@ -379,22 +407,23 @@ class MetadataState:
                     ErrorCode.INVALID_REPLICA_ASSIGNMENT,
                     f"partition {p}: unknown broker(s) {unknown}",
                 )
-        configs = tuple(sorted(dict(cmd.configs).items()))
-        try:
-            validate_configs(configs, rf)
-        except ConfigError as exc:
-            raise MetadataError(ErrorCode.INVALID_CONFIG, str(exc)) from exc
-        topic_id = self.next_topic_id
-        self.next_topic_id += 1
-        self.topics[cmd.name] = TopicRecord(cmd.name, topic_id, len(cmd.assignment), rf, configs)
-        for p, replicas in enumerate(cmd.assignment):
-            key = (cmd.name, p)
+
+    def _new_partitions(
+        self,
+        name: str,
+        topic_id: int,
+        assignment: tuple[tuple[int, ...], ...],
+        first: int,
+        changes: _Changes,
+    ) -> None:
+        for p, replicas in enumerate(assignment, first):
+            key = (name, p)
             live = [b for b in replicas if self.is_live(b)]
             leader = live[0] if live else NO_LEADER
             floor_leader, floor_partition = self._epoch_floor.get(key, (-1, -1))
             # every replica is empty, so every replica is in sync
             record = PartitionRecord(
-                cmd.name,
+                name,
                 p,
                 topic_id,
                 tuple(replicas),
@@ -405,7 +434,6 @@ class MetadataState:
             )
             self._index(record)
             changes.partitions.add(key)
-        return {"topic_id": topic_id}
 
     def _delete_topic(self, cmd: DeleteTopic, changes: _Changes) -> dict[str, Any]:
         topic = self.topics.pop(cmd.name, None)
@@ -502,8 +530,14 @@ class MetadataState:
                 f"{restarted}",
             )
         isr = tuple(b for b in record.replicas if b in wanted)
-        new = self._set_partition(record, record.leader, isr, changes)
-        return {"partition_epoch": new.partition_epoch, "isr": list(new.isr)}
+        new = self._maybe_complete(
+            self._set_partition(record, record.leader, isr, changes), changes
+        )
+        return {
+            "partition_epoch": new.partition_epoch,
+            "isr": list(new.isr),
+            "leader_epoch": new.leader_epoch,
+        }
 
     def _elect_leaders(self, cmd: ElectLeader, changes: _Changes) -> dict[str, Any]:
         outcomes = []
@@ -561,6 +595,140 @@ class MetadataState:
         isr = tuple(b for b in record.replicas if b in wanted)
         new = self._transition(record, cmd.leader, isr, changes)
         return {"leader": new.leader, "leader_epoch": new.leader_epoch}
+
+    # ---- reassignment (KIP-455) ---------------------------------------------------------------
+
+    def _reassign_partitions(self, cmd: ReassignPartitions, changes: _Changes) -> dict[str, Any]:
+        if len(cmd.moves) > REASSIGN_MOVES_MAX:
+            raise MetadataError(
+                ErrorCode.INVALID_REQUEST,
+                f"{len(cmd.moves)} partitions in one reassignment, above {REASSIGN_MOVES_MAX}",
+            )
+        if not isinstance(cmd.throttle, int) or cmd.throttle < 0:
+            raise MetadataError(ErrorCode.INVALID_REQUEST, "throttle is bytes/s >= 0")
+        outcomes = []
+        for topic, partition, target in cmd.moves:
+            try:
+                self._reassign(
+                    self._partition(topic, partition), tuple(target), cmd.throttle, changes
+                )
+                outcomes.append([topic, partition, ErrorCode.NONE, ""])
+            except MetadataError as exc:  # this partition only: every check precedes its write
+                outcomes.append([topic, partition, exc.code, exc.message])
+        return {"partitions": outcomes}
+
+    def _reassign(
+        self, record: PartitionRecord, target: tuple[int, ...], throttle: int, changes: _Changes
+    ) -> None:
+        original = record.original
+        if not target:  # cancel: back to the replicas it had, the added ones leave
+            if not record.adding and not record.removing:
+                raise MetadataError(
+                    ErrorCode.NO_REASSIGNMENT_IN_PROGRESS,
+                    f"{record.topic}-{record.partition} is not being reassigned",
+                )
+            self._finish(record, original, changes)
+            return
+        if (
+            len(set(target)) != len(target)
+            or len(target) > REPLICATION_FACTOR_MAX
+            or not all(isinstance(b, int) for b in target)
+        ):
+            raise MetadataError(
+                ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                f"replicas {list(target)} must be 1-{REPLICATION_FACTOR_MAX} distinct brokers",
+            )
+        unknown = [b for b in target if b not in self.brokers]
+        if unknown:
+            raise MetadataError(
+                ErrorCode.INVALID_REPLICA_ASSIGNMENT, f"unknown broker(s) {unknown}"
+            )
+        replicas = target + tuple(b for b in original if b not in target)
+        new = replace(
+            record,
+            replicas=replicas,
+            adding=tuple(b for b in target if b not in original),
+            removing=tuple(b for b in original if b not in target),
+            throttle=throttle if set(target) != set(original) else 0,
+        )
+        if new == record:
+            return
+        # the ISR and ELR keep their members, in the new replica order
+        new = replace(
+            new,
+            isr=tuple(b for b in replicas if b in record.isr),
+            elr=tuple(b for b in replicas if b in record.elr),
+            last_known_elr=tuple(b for b in replicas if b in record.last_known_elr),
+            partition_epoch=record.partition_epoch + 1,
+        )
+        self._replace(record, new, changes)
+        self._maybe_complete(new, changes)
+
+    def _maybe_complete(self, record: PartitionRecord, changes: _Changes) -> PartitionRecord:
+        """A reassignment completes when every target replica is in the ISR."""
+        if not record.adding and not record.removing:
+            return record
+        target = record.target
+        if not all(b in record.isr for b in target):
+            return record
+        return self._finish(record, target, changes)
+
+    def _finish(
+        self, record: PartitionRecord, replicas: tuple[int, ...], changes: _Changes
+    ) -> PartitionRecord:
+        """Settle on ``replicas`` (the target, or the original on a cancel): the others leave
+        the ISR and the ELR, and a leader among them hands over to an ISR member that stays."""
+        isr = tuple(b for b in replicas if b in record.isr)
+        settled = replace(
+            record,
+            replicas=replicas,
+            adding=(),
+            removing=(),
+            throttle=0,
+            isr=isr,
+            elr=tuple(b for b in replicas if b in record.elr),
+            last_known_elr=tuple(b for b in replicas if b in record.last_known_elr),
+            partition_epoch=record.partition_epoch + 1,
+        )
+        self._replace(record, settled, changes)
+        if record.leader in replicas:
+            return settled
+        # the leader leaves: elect among the staying ISR (rule 3), preferring the first replica
+        leader = next((b for b in isr if self.is_live(b)), NO_LEADER)
+        if leader == NO_LEADER:
+            return self._transition(settled, NO_LEADER, isr, changes)
+        return self._set_partition(settled, leader, isr, changes)
+
+    def _replace(self, old: PartitionRecord, new: PartitionRecord, changes: _Changes) -> None:
+        """Swap a partition's record for one with other replicas (the lookups follow)."""
+        key = old.key
+        by_broker = self._by_broker
+        for b in old.replicas:
+            if b not in new.replicas:
+                by_broker[b].discard(key)
+        for b in new.replicas:
+            by_broker.setdefault(b, set()).add(key)
+        if old.replicas[0] != new.replicas[0]:
+            self._preferred[old.replicas[0]] -= 1
+            self._preferred[new.replicas[0]] = self._preferred.get(new.replicas[0], 0) + 1
+        self.partitions[key] = new
+        changes.partitions.add(key)
+
+    def _add_partitions(self, cmd: AddPartitions, changes: _Changes) -> dict[str, Any]:
+        topic = self.topics.get(cmd.name)
+        if topic is None:
+            raise MetadataError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {cmd.name!r}")
+        total = topic.partitions + len(cmd.assignment)
+        if not cmd.assignment or total > PARTITIONS_PER_TOPIC_MAX:
+            raise MetadataError(
+                ErrorCode.INVALID_PARTITIONS,
+                f"{cmd.name} has {topic.partitions} partitions: add 1 to "
+                f"{PARTITIONS_PER_TOPIC_MAX - topic.partitions} more",
+            )
+        self._check_assignment(cmd.assignment, topic.partitions)
+        self.topics[cmd.name] = replace(topic, partitions=total)
+        self._new_partitions(cmd.name, topic.topic_id, cmd.assignment, topic.partitions, changes)
+        return {"partitions": total}
 
     def electable(self, record: PartitionRecord) -> bool:
         """Would an election give this leaderless partition a leader now?"""
@@ -779,6 +947,9 @@ class MetadataState:
                 yield f"{name}: last known ELR {record.last_known_elr} beside a safe replica"
             if not set(record.isr) <= set(record.replicas):
                 yield f"{name}: ISR {record.isr} not within replicas {record.replicas}"
+            moving = set(record.adding) | set(record.removing)
+            if not moving <= set(record.replicas) or set(record.adding) & set(record.removing):
+                yield f"{name}: adding {record.adding} / removing {record.removing} are wrong"
             if record.leader != NO_LEADER:
                 if record.leader not in record.isr:
                     yield f"{name}: leader {record.leader} not in ISR {record.isr}"

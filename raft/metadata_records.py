@@ -71,6 +71,26 @@ class PartitionRecord:
     partition_epoch: int  # bumped on every leader, ISR or ELR change
     elr: tuple[int, ...] = ()  # eligible leader replicas: ∩ isr = ∅, in replica order (rule 3)
     last_known_elr: tuple[int, ...] = ()  # non-empty only while isr and elr are empty (rule 7)
+    # a reassignment in progress (KIP-455): ``replicas`` is the target followed by the replicas
+    # being removed; ``adding`` catch up (their leader sends them at most ``throttle`` bytes/s,
+    # 0: no limit) until every target replica is in the ISR, then ``removing`` leave
+    adding: tuple[int, ...] = ()
+    removing: tuple[int, ...] = ()
+    throttle: int = 0
+
+    @property
+    def target(self) -> tuple[int, ...]:
+        """The replicas it is moving to (its replicas when no reassignment is in progress)."""
+        if not self.removing:
+            return self.replicas
+        return tuple(b for b in self.replicas if b not in self.removing)
+
+    @property
+    def original(self) -> tuple[int, ...]:
+        """The replicas it had before the reassignment in progress (its replicas if none)."""
+        if not self.adding:
+            return self.replicas
+        return tuple(b for b in self.replicas if b not in self.adding)
 
     @property
     def key(self) -> TopicPartition:

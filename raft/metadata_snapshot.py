@@ -21,7 +21,9 @@ A snapshot is one cbor2 map (version 3; versions 1 and 2 are still read)::
      "users": [[name, <ScramCredential.to_dict()>], ...]}  # sorted by name; v3 onwards
 
 A partition row is ``[topic, partition, topic_id, replicas, isr, leader, leader_epoch,
-partition_epoch, elr, last_known_elr]`` (``elr`` and ``last_known_elr``: v2 onwards).
+partition_epoch, elr, last_known_elr]`` (``elr`` and ``last_known_elr``: v2 onwards), followed by
+``adding, removing, throttle`` only while a reassignment is in progress (older readers never meet
+them: a state with one is written only by a version that starts reassignments).
 
 Worked example: broker 1 (``10.0.0.1:9092``, incarnation 7, rack ``r1``) registered by command
 1 and unfenced by command 2, then topic ``orders`` (1 partition, replica 1) created by command
@@ -178,11 +180,16 @@ def _partition_row(p: PartitionRecord) -> tuple[Any, ...]:
         p.partition_epoch,
         p.elr,
         p.last_known_elr,
-    )
+    ) + ((p.adding, p.removing, p.throttle) if p.adding or p.removing else ())
 
 
 def _partition_from_row(p: Sequence[Any]) -> PartitionRecord:
     replicas = tuple(p[3])
     isr = replicas if p[4] == p[3] else tuple(p[4])
     elr, last_known = (tuple(p[8]), tuple(p[9])) if len(p) > 8 else ((), ())  # v1 had neither
+    if len(p) > 10:  # a reassignment in progress
+        return PartitionRecord(
+            p[0], p[1], p[2], replicas, isr, p[5], p[6], p[7], elr, last_known,
+            tuple(p[10]), tuple(p[11]), p[12],
+        )  # fmt: skip
     return PartitionRecord(p[0], p[1], p[2], replicas, isr, p[5], p[6], p[7], elr, last_known)

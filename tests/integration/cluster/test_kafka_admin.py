@@ -119,9 +119,19 @@ def test_a_kafka_admin_client_manages_topics_configs_offsets_and_groups(
     assert len(group.members) == 1
     consumer.close()
 
+    # more partitions (Kafka's CreatePartitions): the new ones get leaders and take records
+    _result(admin.create_partitions([NewPartitions("events", 4)])["events"])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        grown = admin.list_topics("events", timeout=10).topics["events"].partitions
+        if len(grown) == 4 and all(p.leader >= 0 for p in grown.values()):
+            break
+        time.sleep(0.2)
+    assert len(grown) == 4 and all(p.leader >= 0 for p in grown.values())
+    with pytest.raises(KafkaException):  # fewer partitions is no change
+        _result(admin.create_partitions([NewPartitions("events", 2)])["events"])
+
     # what raftlog does not do is refused with a code
-    with pytest.raises(KafkaException):
-        _result(admin.create_partitions([NewPartitions("events", 4)])["events"])
     with pytest.raises(KafkaException):
         _result(
             admin.create_topics([NewTopic("placed", 1, replica_assignment=[[1, 2, 3]])])["placed"]

@@ -545,6 +545,52 @@ OPS = [
         _rpc("broker", "DescribeUsers", lambda n: B.DescribeUsersRequest()),
     ),
     Op(
+        "list reassignments",
+        _cluster("describe"),
+        _rpc(
+            "broker", "ListPartitionReassignments", lambda n: B.ListPartitionReassignmentsRequest()
+        ),
+    ),
+    Op(
+        "reassign partitions",
+        _cluster("alter"),
+        _rpc(
+            "broker",
+            "AlterPartitionReassignments",
+            lambda n: B.AlterPartitionReassignmentsRequest(
+                reassignments=[B.PartitionReassignment(topic=NOBODY, partition=0, replicas=[1])]
+            ),
+        ),
+    ),
+    Op(
+        "drain broker",
+        _cluster("alter"),
+        _rpc("broker", "DrainBroker", lambda n: B.DrainBrokerRequest(broker_id=99)),
+        ok=frozenset({common_pb2.BROKER_NOT_AVAILABLE}),
+    ),
+    Op(
+        "elect leaders",
+        _cluster("alter"),
+        _rpc(
+            "broker",
+            "ElectLeaders",
+            lambda n: B.ElectLeadersRequest(
+                preferred=True, partitions=[B.PartitionReassignment(topic=NOBODY, partition=0)]
+            ),
+        ),
+    ),
+    Op(
+        "create partitions",
+        _topic("alter"),
+        _rpc(
+            "broker",
+            "CreatePartitions",
+            lambda n: B.CreatePartitionsRequest(topics=[B.NewPartitions(topic=n, count=1)]),
+            _first_topic,
+        ),
+        ok=frozenset({common_pb2.INVALID_PARTITIONS, common_pb2.UNKNOWN_TOPIC_OR_PARTITION}),
+    ),
+    Op(
         "init producer id",
         _cluster("idempotent_write"),
         _rpc("broker", "InitProducerId", lambda n: B.InitProducerIdRequest(producer_id=-1)),
@@ -806,4 +852,12 @@ def _broker_only_requests(incarnation: int) -> dict[str, Any]:
             salted_password=b"p" * 32,
         ),
         "DeleteUser": B.DeleteUserRequest(user="admin"),
+        "AlterPartitionReassignments": B.AlterPartitionReassignmentsRequest(
+            reassignments=[B.PartitionReassignment(topic=TOPIC, partition=0, replicas=[1])]
+        ),
+        "DrainBroker": B.DrainBrokerRequest(broker_id=1),
+        "ElectLeaders": B.ElectLeadersRequest(preferred=True),
+        "CreatePartitions": B.CreatePartitionsRequest(
+            topics=[B.NewPartitions(topic=TOPIC, count=5)]
+        ),
     }

@@ -56,3 +56,17 @@ def test_deletion_only_for_replicas_we_hold_and_stop_when_reassigned_away() -> N
     listener.changed([BASE])
     away = replace(BASE, replicas=(1, 2), isr=(1, 2), partition_epoch=1)
     assert kinds(listener, away) == [EventKind.STOP_REPLICA]
+
+
+def test_a_reassignment_starts_an_added_replica_and_stops_a_removed_one() -> None:
+    four, three = PartitionListener(4), PartitionListener(3)
+    assert kinds(four, BASE) == []  # not a replica: nothing to do, but the record is known
+    kinds(three, BASE)
+    moving = replace(BASE, replicas=(1, 2, 4, 3), adding=(4,), removing=(3,), partition_epoch=1)
+    assert kinds(four, moving) == [EventKind.BECOME_FOLLOWER]  # a follower from the start
+    assert kinds(three, moving) == [EventKind.FOLLOWER_UPDATE]
+    done = replace(
+        moving, replicas=(1, 2, 4), isr=(1, 2, 4), adding=(), removing=(), partition_epoch=2
+    )
+    assert kinds(three, done) == [EventKind.STOP_REPLICA]
+    assert kinds(four, done) == [EventKind.FOLLOWER_UPDATE]

@@ -16,6 +16,7 @@ from raftlog.raft import metadata
 from raftlog.raft.acl import AclBinding, AclFilter, Operation, PatternType, Permission, ResourceType
 from raftlog.raft.assignment import assign_replicas
 from raftlog.raft.commands import (
+    AddPartitions,
     AllocateProducerIds,
     AlterPartition,
     AlterTopicConfig,
@@ -27,6 +28,7 @@ from raftlog.raft.commands import (
     DeleteTopic,
     ElectLeader,
     FenceBroker,
+    ReassignPartitions,
     RegisterBroker,
     UnfenceBroker,
     UpsertScramCredential,
@@ -389,6 +391,21 @@ class MetadataMachine(RuleBasedStateMachine):
         key = data.draw(st.sampled_from(sorted(self.state.partitions)))
         run(self.state, ElectLeader((key,), preferred))
 
+    @rule(data=st.data(), throttle=st.sampled_from([0, 1000]))
+    def reassign(self, data: st.DataObject, throttle: int) -> None:
+        if not self.state.partitions:
+            return
+        key = data.draw(st.sampled_from(sorted(self.state.partitions)))
+        target = data.draw(st.lists(st.sampled_from(BROKERS), max_size=4, unique=True))
+        run(self.state, ReassignPartitions(((key[0], key[1], tuple(target)),), throttle))
+
+    @rule(name=st.sampled_from(["a", "b", "c"]), data=st.data())
+    def add_partitions(self, name: str, data: st.DataObject) -> None:
+        replicas = data.draw(
+            st.lists(st.sampled_from(BROKERS), min_size=1, max_size=3, unique=True)
+        )
+        run(self.state, AddPartitions(name, (tuple(replicas),)))
+
     @rule()
     def snapshot_restore(self) -> None:
         self.state = MetadataState.from_snapshot(self.state.snapshot())
@@ -401,6 +418,14 @@ class MetadataMachine(RuleBasedStateMachine):
             recount[p.replicas[0]] = recount.get(p.replicas[0], 0) + 1
         kept = {b: n for b, n in self.state.leader_counts().items() if n}
         assert kept == recount  # the maintained counts match a recount
+        for b in BROKERS:  # so does the by-broker index
+            assert {p.key for p in self.state.replicas_of(b)} == {
+                key for key, p in self.state.partitions.items() if b in p.replicas
+            }
+        for name, topic in self.state.topics.items():
+            assert sorted(p for t, p in self.state.partitions if t == name) == list(
+                range(topic.partitions)
+            )
         for key, p in self.state.partitions.items():
             # epochs never decrease (also across delete + re-create)
             epochs = (p.leader_epoch, p.partition_epoch)
@@ -693,3 +718,102 @@ def test_a_brokers_kafka_address_is_registered_snapshotted_and_read_from_older_s
     older = MetadataState.from_snapshot(cbor2.dumps(body))
     assert older.brokers[1].kafka_address is None
     assert older.brokers[1].address == "h:9092"
+
+
+# ---- reassignment (KIP-455) and added partitions -------------------------------------------
+
+
+def reassign(state: MetadataState, target: tuple[int, ...], **kw: Any) -> list[Any]:
+    result = run(state, ReassignPartitions((("t", 0, target),), **kw))
+    return list(result["partitions"][0][2:])
+
+
+def test_a_reassignment_adds_then_removes_when_the_targets_are_in_sync() -> None:
+    state = cluster(6)
+    create(state, "t", (1, 2, 3))
+    before = part(state)
+    assert reassign(state, (4, 5, 6), throttle=1000) == [ErrorCode.NONE, ""]
+    moving = part(state)
+    assert moving.replicas == (4, 5, 6, 1, 2, 3)  # the target first, then the leaving ones
+    assert (moving.adding, moving.removing, moving.throttle) == ((4, 5, 6), (1, 2, 3), 1000)
+    assert moving.isr == (1, 2, 3) and moving.leader == 1  # nothing else changes yet
+    assert moving.partition_epoch == before.partition_epoch + 1
+    assert moving.leader_epoch == before.leader_epoch
+    assert {p.key for p in state.replicas_of(5)} == {("t", 0)}
+    # the leader adds caught-up targets; the last one in completes the move in that command
+    epoch = moving.partition_epoch
+    result = run(state, AlterPartition("t", 0, 1, moving.leader_epoch, epoch, (4, 5, 1, 2, 3)))
+    assert result["ok"] and part(state).replicas == (4, 5, 6, 1, 2, 3)
+    p = part(state)
+    result = run(state, AlterPartition("t", 0, 1, p.leader_epoch, p.partition_epoch, (*p.isr, 6)))
+    done = part(state)
+    assert done.replicas == (4, 5, 6) and done.isr == (4, 5, 6)
+    assert (done.adding, done.removing, done.throttle) == ((), (), 0)
+    assert done.leader == 4 and done.leader_epoch == before.leader_epoch + 1  # moved off 1
+    assert result["leader_epoch"] == done.leader_epoch  # the old leader learns it lost it
+    assert {p.key for p in state.replicas_of(1)} == set()
+    assert state.leader_counts().get(4) == 1 and not state.leader_counts().get(1)
+    assert list(state.violations()) == []
+
+
+def test_a_reassignment_within_the_isr_completes_at_once_and_a_cancel_goes_back() -> None:
+    state = cluster(4)
+    create(state, "t", (1, 2, 3))
+    assert reassign(state, (2, 1)) == [ErrorCode.NONE, ""]  # shrink: 2 and 1 are in sync
+    assert part(state).replicas == (2, 1) and not part(state).removing
+    assert reassign(state, ()) == [ErrorCode.NO_REASSIGNMENT_IN_PROGRESS, reassign_msg(state)]
+    assert reassign(state, (2, 1, 4))[0] == ErrorCode.NONE
+    assert part(state).adding == (4,)
+    assert reassign(state, ())[0] == ErrorCode.NONE  # cancel: 4 leaves
+    p = part(state)
+    assert p.replicas == (2, 1) and not p.adding and p.isr == (2, 1)
+    # bad targets are refused, per partition, changing nothing
+    before = part(state)
+    assert reassign(state, (1, 1))[0] == ErrorCode.INVALID_REPLICA_ASSIGNMENT
+    assert reassign(state, (1, 9))[0] == ErrorCode.INVALID_REPLICA_ASSIGNMENT
+    result = run(state, ReassignPartitions((("nope", 0, (1,)),)))
+    assert result["partitions"][0][2] == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    assert part(state) == before
+
+
+def reassign_msg(state: MetadataState) -> str:
+    return "t-0 is not being reassigned"
+
+
+def test_cancelling_when_the_leader_is_a_replica_being_added_elects_an_original_one() -> None:
+    state = cluster(5)
+    create(state, "t", (1, 2, 3))
+    reassign(state, (4, 5, 2))
+    p = part(state)
+    run(state, AlterPartition("t", 0, 1, p.leader_epoch, p.partition_epoch, (4, 2, 1, 3)))
+    run(state, FenceBroker(1, 101))  # 1's leadership moves to the first live ISR member: 4
+    p = part(state)
+    assert p.leader == 4 and p.adding == (4, 5) and p.removing == (1, 3)
+    assert reassign(state, ())[0] == ErrorCode.NONE
+    p = part(state)
+    # Kafka's revert: the replicas less the added ones, in their current order
+    assert p.replicas == (2, 1, 3) and not p.adding and not p.removing
+    assert p.leader == 2 and p.isr == (2, 3) and list(state.violations()) == []
+
+
+def test_add_partitions_grows_a_topic_with_empty_in_sync_partitions() -> None:
+    state = cluster(3)
+    create(state, "t", (1, 2), (2, 3))
+    result = run(state, AddPartitions("t", ((3, 1), (1, 2))))
+    assert result["partitions"] == 4 and state.topics["t"].partitions == 4
+    assert part(state, "t", 3).replicas == (1, 2) and part(state, "t", 3).leader == 1
+    assert (
+        run(state, AddPartitions("t", ((1, 1),)))["error"] == ErrorCode.INVALID_REPLICA_ASSIGNMENT
+    )
+    assert run(state, AddPartitions("t", ()))["error"] == ErrorCode.INVALID_PARTITIONS
+    assert run(state, AddPartitions("x", ((1,),)))["error"] == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    assert state.topics["t"].partitions == 4
+
+
+def test_a_reassignment_in_progress_survives_a_snapshot_and_partition_rows() -> None:
+    state = cluster(6)
+    create(state, "t", (1, 2, 3))
+    reassign(state, (4, 5, 6), throttle=77)
+    restored = MetadataState.from_snapshot(state.snapshot())
+    assert part(restored) == part(state)
+    assert decode_partition_rows(state.encode_replicas_of(4)) == [part(state)]

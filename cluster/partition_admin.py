@@ -1,0 +1,134 @@
+"""Moving partitions, the Broker service's side: authorize, then hand to the controller.
+
+``raftlog partition reassign`` (AlterPartitionReassignments), ``raftlog broker drain``
+(DrainBroker), ``raftlog leader elect`` (ElectLeaders) and ``raftlog topic add-partitions``
+(CreatePartitions) change the cluster: ALTER on the cluster (CreatePartitions: ALTER on the topic,
+as Kafka), then the active controller carries them out (``controller_service.py``; forwarded like
+every admin call, ``admin_rpcs.py``). ListPartitionReassignments needs DESCRIBE on the cluster and
+is answered from this broker's metadata. On a plaintext cluster nobody is checked. Part of
+``BrokerServicer``; runs on the broker loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from raftlog.proto import broker_pb2, common_pb2
+from raftlog.raft.acl import Operation, ResourceType
+
+from .admin_rpcs import AdminRpcs
+from .auth import CLUSTER_RESOURCE
+from .controller_servicer import ControllerServicer
+from .rpc_errors import denied, typed_errors
+
+__all__ = ["PartitionAdminRpcs"]
+
+
+class PartitionAdminRpcs(AdminRpcs):
+    """The partition-moving methods of ``BrokerServicer``."""
+
+    def _may(self, context: Any, operation: Operation) -> common_pb2.Error | None:
+        auth = self.broker.authorizer
+        if not auth.enabled:
+            return None
+        principal = auth.principal(context)
+        if auth.allowed(principal, operation, ResourceType.CLUSTER, CLUSTER_RESOURCE):
+            return None
+        return denied(principal, operation.name, "cluster", CLUSTER_RESOURCE)
+
+    @typed_errors(broker_pb2.AlterPartitionReassignmentsResponse)
+    async def AlterPartitionReassignments(
+        self,
+        request: broker_pb2.AlterPartitionReassignmentsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> broker_pb2.AlterPartitionReassignmentsResponse:
+        refusal = self._may(context, Operation.ALTER)
+        if refusal is not None:
+            return broker_pb2.AlterPartitionReassignmentsResponse(error=refusal)
+        controller = ControllerServicer(self.broker)
+        return await self._forward(
+            lambda: controller.alter_partition_reassignments(request),
+            lambda stub: stub.AlterPartitionReassignments(request, timeout=60),
+            lambda e: broker_pb2.AlterPartitionReassignmentsResponse(error=e),
+        )
+
+    @typed_errors(broker_pb2.DrainBrokerResponse)
+    async def DrainBroker(
+        self, request: broker_pb2.DrainBrokerRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> broker_pb2.DrainBrokerResponse:
+        refusal = self._may(context, Operation.ALTER)
+        if refusal is not None:
+            return broker_pb2.DrainBrokerResponse(error=refusal)
+        controller = ControllerServicer(self.broker)
+        return await self._forward(
+            lambda: controller.drain_broker(request),
+            lambda stub: stub.DrainBroker(request, timeout=60),
+            lambda e: broker_pb2.DrainBrokerResponse(error=e),
+        )
+
+    @typed_errors(broker_pb2.ElectLeadersResponse)
+    async def ElectLeaders(
+        self, request: broker_pb2.ElectLeadersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> broker_pb2.ElectLeadersResponse:
+        refusal = self._may(context, Operation.ALTER)
+        if refusal is not None:
+            return broker_pb2.ElectLeadersResponse(error=refusal)
+        controller = ControllerServicer(self.broker)
+        return await self._forward(
+            lambda: controller.elect_leaders(request),
+            lambda stub: stub.ElectLeaders(request, timeout=60),
+            lambda e: broker_pb2.ElectLeadersResponse(error=e),
+        )
+
+    @typed_errors(broker_pb2.CreatePartitionsResponse)
+    async def CreatePartitions(
+        self,
+        request: broker_pb2.CreatePartitionsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> broker_pb2.CreatePartitionsResponse:
+        topics, refused = self._topics_allowed(
+            context, request.topics, lambda t: t.topic, Operation.ALTER
+        )
+        allowed = broker_pb2.CreatePartitionsRequest(
+            validate_only=request.validate_only, topics=topics
+        )
+        if not allowed.topics:
+            return broker_pb2.CreatePartitionsResponse(topics=refused)
+        controller = ControllerServicer(self.broker)
+        response: broker_pb2.CreatePartitionsResponse = await self._forward(
+            lambda: controller.create_partitions(allowed),
+            lambda stub: stub.CreatePartitions(allowed, timeout=30),
+            lambda e: broker_pb2.CreatePartitionsResponse(error=e),
+        )
+        response.topics.extend(refused)
+        return response
+
+    @typed_errors(broker_pb2.ListPartitionReassignmentsResponse)
+    async def ListPartitionReassignments(
+        self,
+        request: broker_pb2.ListPartitionReassignmentsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> broker_pb2.ListPartitionReassignmentsResponse:
+        refusal = self._may(context, Operation.DESCRIBE)
+        if refusal is not None:
+            return broker_pb2.ListPartitionReassignmentsResponse(error=refusal)
+        topics = set(request.topics)
+        response = broker_pb2.ListPartitionReassignmentsResponse()
+        with self.broker.store.read() as state:
+            for (topic, partition), record in sorted(state.partitions.items()):
+                if (record.adding or record.removing) and (not topics or topic in topics):
+                    response.reassignments.append(
+                        broker_pb2.OngoingReassignment(
+                            topic=topic,
+                            partition=partition,
+                            replicas=record.replicas,
+                            adding=record.adding,
+                            removing=record.removing,
+                            isr=record.isr,
+                            leader=record.leader,
+                            throttle_bytes_per_s=record.throttle,
+                        )
+                    )
+        return response
