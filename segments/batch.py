@@ -93,9 +93,9 @@ __all__ = [
     "BatchBuilder",
     "BatchHeader",
     "Compression",
-    "RawRecord",
     # the errors a reader of batches sees, re-exported so a client needs only this module
     "CorruptRecordError",
+    "RawRecord",
     "Record",
     "RecordTooLargeError",
     "batch_payload",
@@ -425,13 +425,9 @@ def _check_fields(header: BatchHeader, *, produced: bool = False) -> None:
         if produced:
             if count < 1:
                 raise InvalidRecordError(f"batch has record_count {count}; at least 1")
-            raise InvalidRecordError(
-                f"last_offset_delta {delta} != record_count - 1 ({count - 1})"
-            )
+            raise InvalidRecordError(f"last_offset_delta {delta} != record_count - 1 ({count - 1})")
         if count < 0 or delta < 0 or delta < count - 1:
-            raise InvalidRecordError(
-                f"record_count {count} does not fit last_offset_delta {delta}"
-            )
+            raise InvalidRecordError(f"record_count {count} does not fit last_offset_delta {delta}")
     if header.attributes & _CODEC_MASK > _CODEC_MAX:
         raise InvalidRecordError(f"unknown compression codec {header.attributes & _CODEC_MASK}")
     if header.attributes & DELETE_HORIZON_FLAG:
@@ -581,7 +577,7 @@ def iter_records(
     last_delta = header.last_offset_delta
     previous_delta = -1
     try:
-        for index in range(header.record_count):
+        for index in range(header.record_count):  # noqa: B007 (the error names it)
             # each varint below is read inline when it takes one or two bytes (lengths under
             # 8 KiB), through ``varint`` otherwise: the calls were half of a 100-byte record's cost
             b = data[position]

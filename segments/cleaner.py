@@ -268,10 +268,10 @@ class SegmentCleaner:
             run.max_timestamp = max(run.max_timestamp, header.max_timestamp)
             self.changed = True  # two batches become one
             return []
-        out = self._flush_run()
+        ready = self._flush_run()
         self._run = _EmptyRun(header, header.last_offset, first_ts, header.max_timestamp)
         self.changed |= rewritten
-        return out
+        return ready
 
     def _flush_run(self) -> list[bytes]:
         run = self._run

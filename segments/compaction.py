@@ -40,6 +40,7 @@ whose older records survived in a segment not yet swapped (the next pass redoes 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -140,13 +141,26 @@ class CleanJob:
     abort: threading.Event = field(default_factory=threading.Event)
     closed: bool = False
 
+    def close_sources(self) -> None:
+        """Close the source segments' descriptors (``run_job`` does it when it ends)."""
+        for source in self.sources:
+            _close_quietly(source.fd)
+        self.sources = tuple(SourceSegment(s.base_offset, s.next_offset, s.size_bytes, -1)
+                             for s in self.sources)  # fmt: skip
+
+    def discard(self, result: JobResult) -> None:
+        """Remove a result's files without swapping them in (through the job's directory
+        descriptor: the right directory even if the log's was deleted and made again)."""
+        for cleaned in result.cleaned:
+            _discard_quietly(self, cleaned.base_offset)
+
     def close(self) -> None:
-        """Close the descriptors the job owns (``run_job`` does it when it ends)."""
+        """Close every descriptor the job owns; its owner calls it once the result is swapped
+        in or discarded."""
         if self.closed:
             return
         self.closed = True
-        for source in self.sources:
-            _close_quietly(source.fd)
+        self.close_sources()
         _close_quietly(self.dir_fd)
 
 
@@ -174,7 +188,8 @@ class _Aborted(Exception):
 def run_job(job: CleanJob) -> JobResult:
     """Clean ``job``'s segments into ``*.cleaned`` files (see the module docstring); on another
     thread than the log's owner. Never raises: an error or an abort is in the result, and the
-    files it wrote are removed then."""
+    files it wrote are removed then. The owner then calls ``Log.finish_clean`` (or
+    ``job.discard``) and ``job.close``."""
     started = time.monotonic()
     stats = CleanStats()
     written: list[CleanedSegment] = []
@@ -195,7 +210,7 @@ def run_job(job: CleanJob) -> JobResult:
         reason = "aborted" if isinstance(exc, _Aborted) else f"{type(exc).__name__}: {exc}"
         result = JobResult([], 0, stats, error=reason)
     finally:
-        job.close()
+        job.close_sources()
     result.duration_ms = int((time.monotonic() - started) * 1000)
     return result
 
@@ -366,25 +381,21 @@ def _add_stats(total: CleanStats, part: CleanStats) -> None:
 
 
 def _discard_quietly(job: CleanJob, base_offset: int) -> None:
-    try:
+    with contextlib.suppress(OSError):  # the next open removes what is left (uncommitted)
         _discard_at(job.dir_fd, base_offset)
-    except OSError:
-        pass  # the next open removes what is left (the uncommitted case)
 
 
 def _discard_at(dir_fd: int, base_offset: int) -> None:
     for suffix in (".index", ".timeindex", ".log"):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(segment_file_name(base_offset, suffix + CLEANED), dir_fd=dir_fd)
-        except FileNotFoundError:
-            pass
 
 
 def _close_quietly(fd: int) -> None:
-    try:
+    if fd < 0:
+        return
+    with contextlib.suppress(OSError):
         os.close(fd)
-    except OSError:
-        pass
 
 
 # ---- on the owner's thread: swap, discard, and finishing at open ---------------------------
@@ -398,7 +409,9 @@ def swap_log(directory: str, base_offset: int) -> None:
     """Steps 1-3 of the module docstring for one segment: the cleaned log replaces the old one
     (durably: the directory is fsynced), then its indexes replace the old ones."""
     try:
-        os.rename(_path(directory, base_offset, ".log" + CLEANED), _path(directory, base_offset, ".log"))
+        os.rename(
+            _path(directory, base_offset, ".log" + CLEANED), _path(directory, base_offset, ".log")
+        )
         fsync_directory(directory)  # the commit point
         for suffix in (".index", ".timeindex"):
             source = _path(directory, base_offset, suffix + CLEANED)
@@ -411,15 +424,11 @@ def swap_log(directory: str, base_offset: int) -> None:
 def discard_cleaned(directory: str, base_offset: int) -> None:
     """Remove a cleaned segment not swapped in (its indexes first: the open rules)."""
     for suffix in (".index", ".timeindex"):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(_path(directory, base_offset, suffix + CLEANED))
-        except FileNotFoundError:
-            pass
     fsync_directory(directory)
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(_path(directory, base_offset, ".log" + CLEANED))
-    except FileNotFoundError:
-        pass
 
 
 def finish_interrupted(directory: str) -> list[str]:

@@ -74,6 +74,7 @@ from .state import BrokerStateStore
 __all__ = ["AppendInfo", "Log", "LogConfig", "ReadResult", "RecoveryReport", "ScrubResult"]
 
 _RELATIVE_OFFSET_MAX = 0xFFFFFFFF
+_DEFAULT_COMPACTION = CompactionPolicy()
 _SEGMENT_BYTES_MAX = 0x7FFFFFFF  # positions in the index are uint32; stay well inside
 
 
@@ -94,7 +95,7 @@ class LogConfig:
     # latest record per key: ``cleaner.py``), or both
     cleanup_delete: bool = True
     cleanup_compact: bool = False
-    compaction: CompactionPolicy = CompactionPolicy()
+    compaction: CompactionPolicy = _DEFAULT_COMPACTION
 
     def __post_init__(self) -> None:
         if not 1024 <= self.segment_bytes <= _SEGMENT_BYTES_MAX:
@@ -171,7 +172,9 @@ class Log:
         try:  # a clean a crash interrupted: finished or discarded before anything reads a file
             self.cleaning_recovered = finish_interrupted(directory)
         except OSError as exc:
-            raise StorageIOError(f"cannot finish an interrupted clean in {directory}: {exc}") from exc
+            raise StorageIOError(
+                f"cannot finish an interrupted clean in {directory}: {exc}"
+            ) from exc
         loaded = load_segments(
             directory,
             lambda base: self._new_segment(base, now),
@@ -705,9 +708,7 @@ class Log:
         if result.error is not None:
             return 0
         if job.layout_version != self._layout_version or not self._segments:
-            for cleaned in result.cleaned:
-                with contextlib.suppress(StorageIOError, OSError):
-                    discard_cleaned(self.directory, cleaned.base_offset)
+            job.discard(result)
             return 0
         swapped = 0
         try:
