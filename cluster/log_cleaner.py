@@ -6,7 +6,7 @@ runs on the cleaner's own thread, at most ``io_bytes_per_s`` of reads and writes
 token bucket shared by every job; Kafka's ``log.cleaner.io.max.bytes.per.second``).
 
 One round cleans at most one log, the dirtiest whose dirty ratio reached its
-``min.cleanable.dirty.ratio``:
+``min.cleanable.dirty.ratio`` (or whose earliest tombstone delete horizon has passed):
 
 1. on the loop, ``Log.begin_clean`` takes a snapshot of what the pass covers: the closed
    segments below the high watermark and the recovery point (duplicated descriptors, nothing
@@ -84,9 +84,8 @@ class LogCleaner:
             log_ = partition.log
             if not log_.config.cleanup_compact or self._retry_at.get(key, 0) > mono:
                 continue
-            ratio = log_.dirty_ratio(now, max_offset=partition.high_watermark)
-            wanted = log_.config.compaction.min_cleanable_dirty_ratio
-            if ratio > 0 and ratio >= wanted and (best is None or ratio > best[0]):
+            ratio = log_.clean_due(now, max_offset=partition.high_watermark)
+            if ratio is not None and (best is None or ratio > best[0]):
                 best = (ratio, partition)
         return best[1] if best is not None else None
 
@@ -96,7 +95,7 @@ class LogCleaner:
         if partition is None:
             return 0
         log_ = partition.log
-        ratio = log_.dirty_ratio(max_offset=partition.high_watermark)
+        ratio = log_.clean_due(max_offset=partition.high_watermark) or 0.0
         try:
             job = log_.begin_clean(
                 max_offset=partition.high_watermark,

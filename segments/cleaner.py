@@ -147,6 +147,7 @@ class CleanStats:
     batches_uncleanable: int = 0  # kept whole: undecodable, control or transactional
     bytes_read: int = 0
     bytes_written: int = 0
+    next_delete_horizon_ms: int | None = None  # the earliest horizon of a batch kept
 
 
 @dataclass(slots=True)
@@ -221,6 +222,8 @@ class SegmentCleaner:
                 header.first_timestamp if had_horizon else self.now_ms + self.delete_retention_ms
             )
             first_timestamp, attributes = horizon, header.attributes | DELETE_HORIZON_FLAG
+            due = stats.next_delete_horizon_ms
+            stats.next_delete_horizon_ms = horizon if due is None else min(due, horizon)
         elif had_horizon:
             first_timestamp = min(header.first_timestamp + r.timestamp_delta for r in kept)
             attributes = header.attributes & ~DELETE_HORIZON_FLAG
@@ -319,7 +322,7 @@ class CleanPlan:
     ``segments[dirty_from:]``, from ``first_dirty_offset`` on."""
 
     segments: tuple[SegmentSpan, ...]
-    dirty_from: int  # index of the first dirty segment
+    dirty_from: int  # index of the first dirty segment (len(segments): none is dirty)
     first_dirty_offset: int
     dirty_ratio: float
 
@@ -331,6 +334,7 @@ def plan_clean(
     limit_offset: int,
     now_ms: int,
     policy: CompactionPolicy,
+    delete_horizon_ms: int | None = None,
 ) -> CleanPlan | None:
     """The pass to run over ``closed`` (the log's closed segments, oldest first), or None when
     there is none worth running.
@@ -339,7 +343,9 @@ def plan_clean(
     ``limit_offset`` (the high watermark or the recovery point, whichever is lower) or holds a
     record newer than ``now_ms - min.compaction.lag.ms``. Dirty: the cleanable segments ending
     after ``first_dirty_offset`` (the cleaner checkpoint). Run when dirty bytes / cleanable bytes
-    >= ``min.cleanable.dirty.ratio``.
+    >= ``min.cleanable.dirty.ratio`` — or, dirty or not, once ``now_ms`` reaches
+    ``delete_horizon_ms``, the earliest delete horizon the last pass left (Kafka's KIP-534: a
+    tombstone goes soon after its horizon, not whenever enough new data comes to trigger a pass).
     """
     cleanable: list[SegmentSpan] = []
     for span in closed:
@@ -351,16 +357,16 @@ def plan_clean(
             break
         cleanable.append(span)
     dirty_from = next(
-        (i for i, s in enumerate(cleanable) if s.next_offset > first_dirty_offset), None
+        (i for i, s in enumerate(cleanable) if s.next_offset > first_dirty_offset), len(cleanable)
     )
-    if dirty_from is None:
-        return None
     total = sum(s.size_bytes for s in cleanable)
     dirty = sum(s.size_bytes for s in cleanable[dirty_from:])
-    if total <= 0 or dirty <= 0:
+    if total <= 0:
         return None
     ratio = dirty / total
-    if ratio < policy.min_cleanable_dirty_ratio:
+    horizon_due = delete_horizon_ms is not None and now_ms >= delete_horizon_ms
+    if not horizon_due and (dirty <= 0 or ratio < policy.min_cleanable_dirty_ratio):
         return None
     # the map covers whole segments: from the start of the one holding the checkpoint
-    return CleanPlan(tuple(cleanable), dirty_from, cleanable[dirty_from].base_offset, ratio)
+    first_dirty = cleanable[dirty_from].base_offset if dirty_from < len(cleanable) else 0
+    return CleanPlan(tuple(cleanable), dirty_from, first_dirty, ratio)

@@ -378,6 +378,11 @@ def _add_stats(total: CleanStats, part: CleanStats) -> None:
     total.records_removed += part.records_removed
     total.tombstones_removed += part.tombstones_removed
     total.batches_uncleanable += part.batches_uncleanable
+    if part.next_delete_horizon_ms is not None:
+        due = total.next_delete_horizon_ms
+        total.next_delete_horizon_ms = (
+            part.next_delete_horizon_ms if due is None else min(due, part.next_delete_horizon_ms)
+        )
 
 
 def _discard_quietly(job: CleanJob, base_offset: int) -> None:

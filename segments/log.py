@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from .batch import BatchHeader, iter_batches, stamped_prefix, validate_batch
-from .cleaner import CompactionPolicy, SegmentSpan, plan_clean
+from .cleaner import CleanPlan, CompactionPolicy, SegmentSpan, plan_clean
 from .clock import Clock, WallMs
 from .compaction import (
     CleanJob,
@@ -200,6 +200,9 @@ class Log:
         # where the cleaner's dirty section starts; 0 (all dirty) when unknown, which is safe
         saved_dirty = state.get_offset("cleaner", self.name) if state is not None else None
         self._cleaner_checkpoint = min(saved_dirty or 0, self._next_offset)
+        # the earliest delete horizon the last pass kept: a pass is due then (not persisted: a
+        # restart waits for the dirty ratio, as Kafka's latestDeleteHorizon does)
+        self._delete_horizon_ms: int | None = None
         if changed:
             self._save_epochs(self.epochs)
         if last.size_bytes:  # a reopened active segment is as old as its first batch
@@ -623,21 +626,25 @@ class Log:
             for s in self._segments[:-1]
         ]
 
-    def dirty_ratio(self, now_ms: WallMs | None = None, *, max_offset: int | None = None) -> float:
-        """Dirty bytes / cleanable bytes now (0.0 when nothing is cleanable), as the cleaner
-        would compute it; for choosing the dirtiest log and for metrics."""
-        now = self._clock.wall_ms() if now_ms is None else now_ms
-        plan = plan_clean(
+    def _plan_clean(self, now_ms: WallMs | None, max_offset: int | None) -> CleanPlan | None:
+        if not self.config.cleanup_compact or len(self._segments) < 2:
+            return None
+        return plan_clean(
             self._closed_spans(),
             first_dirty_offset=max(self._cleaner_checkpoint, self._log_start_offset),
             limit_offset=self._clean_limit(max_offset),
-            now_ms=now,
-            policy=CompactionPolicy(
-                self.config.compaction.delete_retention_ms, 0.0,
-                self.config.compaction.min_compaction_lag_ms,
-            ),
-        )  # fmt: skip
-        return 0.0 if plan is None else plan.dirty_ratio
+            now_ms=self._clock.wall_ms() if now_ms is None else now_ms,
+            policy=self.config.compaction,
+            delete_horizon_ms=self._delete_horizon_ms,
+        )
+
+    def clean_due(
+        self, now_ms: WallMs | None = None, *, max_offset: int | None = None
+    ) -> float | None:
+        """The dirty ratio (dirty bytes / cleanable bytes) when a cleaning pass is due now
+        (``cleaner.plan_clean``), else None; the cleaner cleans the dirtiest log first."""
+        plan = self._plan_clean(now_ms, max_offset)
+        return None if plan is None else plan.dirty_ratio
 
     def _clean_limit(self, max_offset: int | None) -> int:
         limit = min(self._next_offset, self._durability.value)  # fsynced: a file to rewrite
@@ -656,16 +663,8 @@ class Log:
         log is not compacted or not dirty enough (``cleaner.plan_clean``). Only closed segments
         below ``max_offset`` (the high watermark) and the recovery point are cleaned.
         ``retain_batches``: base offsets of batches whose headers producer state needs."""
-        if not self.config.cleanup_compact or len(self._segments) < 2:
-            return None
         now = self._clock.wall_ms() if now_ms is None else now_ms
-        plan = plan_clean(
-            self._closed_spans(),
-            first_dirty_offset=max(self._cleaner_checkpoint, self._log_start_offset),
-            limit_offset=self._clean_limit(max_offset),
-            now_ms=now,
-            policy=self.config.compaction,
-        )
+        plan = self._plan_clean(now, max_offset)
         if plan is None:
             return None
         fds: list[int] = []
@@ -743,6 +742,7 @@ class Log:
                 fsync_directory(self.directory)  # the last swap's index renames
         if result.checkpoint > self._cleaner_checkpoint:
             self._set_cleaner_checkpoint(result.checkpoint)
+        self._delete_horizon_ms = result.stats.next_delete_horizon_ms
         return swapped
 
     # ---- lifecycle -------------------------------------------------------------------------------
