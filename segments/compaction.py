@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -391,9 +392,17 @@ def _discard_quietly(job: CleanJob, base_offset: int) -> None:
 
 
 def _discard_at(dir_fd: int, base_offset: int) -> None:
-    for suffix in (".index", ".timeindex", ".log"):
+    """The uncommitted case's removal, through the directory's descriptor: the indexes, a
+    directory fsync, then the log (index files left without their log would look committed)."""
+    removed = False
+    for suffix in (".index", ".timeindex"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(segment_file_name(base_offset, suffix + CLEANED), dir_fd=dir_fd)
+            removed = True
+    if removed:
+        os.fsync(dir_fd)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(segment_file_name(base_offset, ".log" + CLEANED), dir_fd=dir_fd)
 
 
 def _close_quietly(fd: int) -> None:
@@ -436,6 +445,26 @@ def discard_cleaned(directory: str, base_offset: int) -> None:
         os.unlink(_path(directory, base_offset, ".log" + CLEANED))
 
 
+def _index_fits(directory: str, base_offset: int) -> bool:
+    """Whether the offset index's last entry points at a batch of the log with its offset (what
+    ``Segment.load_closed`` trusts); a missing log or index fits trivially."""
+    try:
+        with open(_path(directory, base_offset, ".index"), "rb") as f:
+            data = f.read()
+        whole = len(data) - len(data) % 8
+        if whole < 8:
+            return True
+        relative, position = struct.unpack_from(">II", data, whole - 8)
+        with open(_path(directory, base_offset, ".log"), "rb") as f:
+            f.seek(position)
+            header = f.read(HEADER_BYTES)
+        return len(header) == HEADER_BYTES and (
+            read_header(header).base_offset == base_offset + relative
+        )
+    except FileNotFoundError:
+        return True
+
+
 def finish_interrupted(directory: str) -> list[str]:
     """At open, before the segments are listed: discard each uncommitted swap and complete each
     committed one (the module docstring's rules). Returns what it did, one line each."""
@@ -454,6 +483,10 @@ def finish_interrupted(directory: str) -> list[str]:
             os.rename(
                 _path(directory, base, f".{kind}{CLEANED}"), _path(directory, base, f".{kind}")
             )
+        if not _index_fits(directory, base):  # damaged: both are rebuildable, so drop them
+            for suffix in (".index", ".timeindex"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(_path(directory, base, suffix))
         done.append(f"{segment_file_name(base, '.log')}: a committed clean's indexes put in place")
     if done:
         fsync_directory(directory)
