@@ -206,6 +206,7 @@ class Broker:
                 segment_bytes=config.segment_bytes,
                 flush_messages=config.flush_messages,
                 flush_ms=config.flush_ms,
+                log_cleaner_io_bytes_per_s=config.log_cleaner_io_bytes_per_s,
             ),
             self.state,
             self.clock,
@@ -375,7 +376,8 @@ class Broker:
                     name=OFFSETS_TOPIC,
                     partitions=OFFSETS_PARTITIONS,
                     replication_factor=rf,
-                    configs={"min.insync.replicas": str(min(2, rf))},
+                    # compacted: a group's committed offsets live as long as the group
+                    configs={"min.insync.replicas": str(min(2, rf)), "cleanup.policy": "compact"},
                 )
             ]
         )
@@ -816,6 +818,7 @@ class Broker:
                 self._every(config.retention_check_interval_ms, self.replicas.enforce_retention)
             ),
             loop.create_task(self._every(60_000, self.replicas.expire_producers)),
+            loop.create_task(self._every(config.log_cleaner_interval_ms, self.replicas.clean_logs)),
             loop.create_task(self._every(100, self.coordinator.tick)),
             loop.create_task(self._every(200, self._report_damage)),
             loop.create_task(self._every(PING_INTERVAL_MS, self._ping_peers)),

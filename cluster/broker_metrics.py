@@ -165,6 +165,9 @@ class BrokerMetrics:
             producer_ids=producer_ids,
             group_members=tuple(members),
             group_lags=tuple(lags),
+            cleaner_bytes_read=replicas.cleaner.counters.bytes_read,
+            cleaner_bytes_written=replicas.cleaner.counters.bytes_written,
+            cleaner_last_pass_s=replicas.cleaner.counters.last_pass_ms / 1000,
         )
 
     # ---- windowed rates (raftlog status) -------------------------------------------------------

@@ -46,6 +46,8 @@ A documented example (``raftlog broker --config node.toml``)::
     flush_messages = -1                      # -1: fsync on segment roll and close only
     flush_ms = -1
     hw_checkpoint_interval_ms = 2000
+    log_cleaner_io_bytes_per_s = 10485760    # compaction's reads and writes together
+    log_cleaner_interval_ms = 15000          # how often the cleaner looks for a dirty log
 
     [topic_defaults]                         # what `topic create` uses when not told
     partitions = 3
@@ -194,6 +196,10 @@ class BrokerConfig:
     flush_ms: int = -1
     hw_checkpoint_interval_ms: int = 2000
     retention_check_interval_ms: int = 30_000
+    # the log cleaner (compacted topics): its IO bound, reads and writes together, and how often
+    # it looks for a log dirty enough (Kafka's log.cleaner.io.max.bytes.per.second, backoff.ms)
+    log_cleaner_io_bytes_per_s: int = 10 << 20
+    log_cleaner_interval_ms: int = 15_000
     # [groups] initial_rebalance_delay_ms: Kafka's group.initial.rebalance.delay.ms — the first
     # round of an empty group waits this long for more members (each arrival extends it again)
     group_initial_rebalance_delay_ms: int = 3000
@@ -224,6 +230,12 @@ def _host_port(value: Any, where: str) -> str:
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigFileError(f"{where}: {value!r} is not host:port")
+    return value
+
+
+def _positive(value: int, what: str) -> int:
+    if value < 1:
+        raise ConfigFileError(f"{what} must be at least 1, not {value}")
     return value
 
 
@@ -457,6 +469,14 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
         flush_ms=_int(storage, "flush_ms", -1, "storage"),
         hw_checkpoint_interval_ms=_int(storage, "hw_checkpoint_interval_ms", 2000, "storage"),
         retention_check_interval_ms=_int(storage, "retention_check_interval_ms", 30_000, "storage"),
+        log_cleaner_io_bytes_per_s=_positive(
+            _int(storage, "log_cleaner_io_bytes_per_s", 10 << 20, "storage"),
+            "storage.log_cleaner_io_bytes_per_s",
+        ),
+        log_cleaner_interval_ms=_positive(
+            _int(storage, "log_cleaner_interval_ms", 15_000, "storage"),
+            "storage.log_cleaner_interval_ms",
+        ),
         group_initial_rebalance_delay_ms=initial_delay_ms,
         topic_defaults={
             "partitions": _int(defaults, "partitions", 3, "topic_defaults"),

@@ -76,6 +76,9 @@ METRIC_NAMES = frozenset(
         "raftlog_log_segments",
         "raftlog_purgatory_operations",
         "raftlog_producer_ids",
+        "raftlog_log_cleaner_bytes_read_total",
+        "raftlog_log_cleaner_bytes_written_total",
+        "raftlog_log_cleaner_last_pass_seconds",
         "raftlog_raft_role",
         "raftlog_raft_term",
         "raftlog_raft_commit_index",
@@ -136,6 +139,10 @@ class MetricsSnapshot:
     producer_ids: int
     group_members: tuple[tuple[str, int], ...]
     group_lags: tuple[GroupLag, ...]
+    # the log cleaner (compacted topics): totals since start, and its last pass's duration
+    cleaner_bytes_read: int = 0
+    cleaner_bytes_written: int = 0
+    cleaner_last_pass_s: float = 0.0
 
 
 def partition_gauges(state: MetadataState, broker_id: int, active: bool) -> PartitionGauges:
@@ -204,6 +211,11 @@ def families(snapshot: MetricsSnapshot) -> list[Metric]:
             "Producer ids with idempotence state in this broker's replicas.",
             snapshot.producer_ids,
         ),
+        _gauge(
+            "raftlog_log_cleaner_last_pass_seconds",
+            "How long the log cleaner's last pass took (its IO bound included).",
+            snapshot.cleaner_last_pass_s,
+        ),
     ]
     role = GaugeMetricFamily(
         "raftlog_raft_role", "1 for this voter's current Raft role.", labels=["role"]
@@ -223,6 +235,16 @@ def families(snapshot: MetricsSnapshot) -> list[Metric]:
             "raftlog_unclean_leader_elections",
             "Leaders elected from outside the ISR and ELR (data may have been lost).",
             snapshot.unclean_leader_elections,
+        ),
+        (
+            "raftlog_log_cleaner_bytes_read",
+            "Bytes the log cleaner read from compacted logs.",
+            snapshot.cleaner_bytes_read,
+        ),
+        (
+            "raftlog_log_cleaner_bytes_written",
+            "Bytes the log cleaner wrote as cleaned segments.",
+            snapshot.cleaner_bytes_written,
         ),
     ):
         out.append(CounterMetricFamily(name, doc, value=value))

@@ -20,7 +20,7 @@ import shutil
 from collections.abc import Callable
 
 from raftlog.raft.metadata_records import NO_LEADER, PartitionRecord, TopicPartition, TopicRecord
-from raftlog.raft.topic_config import effective_configs
+from raftlog.raft.topic_config import cleanup_policy, effective_configs
 from raftlog.segments import (
     AppendInfo,
     BatchHeader,
@@ -32,6 +32,7 @@ from raftlog.segments import (
     makedirs_durable,
     write_file_durable,
 )
+from raftlog.segments.cleaner import CompactionPolicy
 from raftlog.segments.clock import Clock, MonoMs
 
 from .producer_state import ProducerStateManager
@@ -178,6 +179,7 @@ def log_config(
     retention_bytes = int(merged["retention.bytes"])
     flush_messages = value("flush.messages", flush_messages)
     flush_ms = value("flush.ms", flush_ms)
+    policy = cleanup_policy(merged["cleanup.policy"]) or frozenset({"delete"})
     return LogConfig(
         segment_bytes=value("segment.bytes", segment_bytes),
         segment_ms=int(merged["segment.ms"]),
@@ -186,6 +188,13 @@ def log_config(
         retention_bytes=None if retention_bytes < 0 else retention_bytes,
         flush_messages=None if flush_messages < 0 else flush_messages,
         flush_ms=None if flush_ms < 0 else flush_ms,
+        cleanup_delete="delete" in policy,
+        cleanup_compact="compact" in policy,
+        compaction=CompactionPolicy(
+            delete_retention_ms=int(merged["delete.retention.ms"]),
+            min_cleanable_dirty_ratio=float(merged["min.cleanable.dirty.ratio"]),
+            min_compaction_lag_ms=int(merged["min.compaction.lag.ms"]),
+        ),
     )
 
 

@@ -7,11 +7,15 @@ before anything is written — a bad request appends nothing:
 1. acks=all with fewer in-sync replicas than the minimum → NOT_ENOUGH_REPLICAS (nothing appended);
 2. not whole batches → CORRUPT_MESSAGE; a batch that fails its checks (CRC, size, magic, count)
    → its typed error (``segments.validate_batch``);
-3. an idempotent produce (producer id >= 0) carries exactly one batch (as in Kafka, so a retry is
+3. a compacted topic (``cleanup.policy`` with ``compact``) refuses a record without a key →
+   INVALID_RECORD ("Compacted topic cannot accept message without key", Kafka's words): the
+   cleaner keeps the latest record *per key*. Only here does the broker decode records (as Kafka
+   does for compacted topics); a payload that does not decode is CORRUPT_MESSAGE;
+4. an idempotent produce (producer id >= 0) carries exactly one batch (as in Kafka, so a retry is
    all or nothing) → INVALID_RECORD otherwise; the producer state's verdict: a retry of a stored
    batch is DUPLICATE_SEQUENCE_NUMBER with the stored offsets, an out-of-order sequence or a fenced
    epoch is its error;
-4. otherwise append these batches.
+5. otherwise append these batches.
 
 ``replica_manager.ReplicaManager.append`` carries the decision out (the append, the producer-state
 record, the high watermark and the purgatory).
@@ -22,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from raftlog.proto.codes import ErrorCode
-from raftlog.segments import BatchHeader, StorageError, iter_batches, validate_batch
+from raftlog.segments import BatchHeader, StorageError, iter_batches, iter_records, validate_batch
 
 from .producer_state import BatchRef, ProducerStateManager, VerdictKind
 
@@ -56,6 +60,8 @@ def produce_decision(
     min_insync_replicas: int,
     max_message_bytes: int,
     producers: ProducerStateManager,
+    *,
+    compacted: bool = False,
 ) -> ProduceDecision:
     if acks == -1 and isr_size < min_insync_replicas:
         return Refuse(
@@ -68,6 +74,13 @@ def produce_decision(
         if not batches or sum(len(b) for b in batches) != len(view):
             return Refuse(ErrorCode.CORRUPT_MESSAGE, "not whole batches")
         headers = [validate_batch(b, max_message_bytes) for b in batches]
+        if compacted:
+            for batch in batches:
+                if any(record.key is None for record in iter_records(batch)):
+                    return Refuse(
+                        ErrorCode.INVALID_RECORD,
+                        "Compacted topic cannot accept message without key",
+                    )
     except StorageError as exc:
         return Refuse(exc.code, str(exc))
     idempotent = [h for h in headers if h.producer_id >= 0]

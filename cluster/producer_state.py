@@ -183,6 +183,11 @@ class ProducerStateManager:
             self.dirty = True
         return len(gone)
 
+    def batch_offsets(self) -> frozenset[int]:
+        """The first offset of every batch kept here: the log cleaner keeps these batches'
+        headers (their producer fields), so a rebuild from the log finds the same state."""
+        return frozenset(r.first_offset for e in self._producers.values() for r in e.batches)
+
     def truncated(self, end_offset: int) -> bool:
         """The log was cut at ``end_offset``: True when a kept batch lies beyond it (then the
         caller rebuilds from a snapshot and the log)."""

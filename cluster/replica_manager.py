@@ -32,6 +32,7 @@ from typing import Any, assert_never
 from raftlog.proto.codes import ErrorCode
 from raftlog.raft.listener import EventKind, PartitionEvent
 from raftlog.raft.metadata_records import PartitionRecord, TopicPartition, TopicRecord
+from raftlog.raft.topic_config import cleanup_policy
 from raftlog.segments import (
     BrokerStateStore,
     StorageError,
@@ -41,6 +42,7 @@ from raftlog.segments.clock import Clock, MonoMs
 from raftlog.segments.errors import CorruptRecordError
 
 from .delayed import DelayedFetch, DelayedProduce, ProduceWait
+from .log_cleaner import LogCleaner
 from .partition import Partition, log_config, open_partition_log, remove_partition_files
 from .produce import Append, Duplicate, Refuse, produce_decision
 from .producer_snapshots import (
@@ -85,6 +87,7 @@ class ReplicaManagerConfig:
     purgatory_operations_max: int = 20_000
     producer_idle_ms_max: int = 24 * 3600 * 1000  # producer.id.expiration.ms
     verify_on_open_bytes_max: int = 256 << 20  # CRC-checked whole at open, all logs together
+    log_cleaner_io_bytes_per_s: int = 10 << 20  # compaction's reads and writes together
 
 
 @dataclass(slots=True)
@@ -112,6 +115,7 @@ class ReplicaManager:
     # called after an operation starts waiting in a purgatory: the broker's expiry timer
     # (``tasks.DeadlineTimer``) re-arms for its deadline instead of polling the purgatories
     on_watch: Callable[[], None] | None = None
+    cleaner: LogCleaner = field(init=False)  # compacts the compacted topics' logs
 
     def __post_init__(self) -> None:
         now = self.clock.mono_ms()
@@ -123,6 +127,7 @@ class ReplicaManager:
         )
         makedirs_durable(self.config.data_dir)
         self._verify_on_open_left = self.config.verify_on_open_bytes_max
+        self.cleaner = LogCleaner(self.clock, io_bytes_per_s=self.config.log_cleaner_io_bytes_per_s)
 
     # ---- logs ----------------------------------------------------------------------------------
 
@@ -232,6 +237,7 @@ class ReplicaManager:
 
     def _remove(self, partition: Partition, *, delete: bool) -> None:
         self.partitions.pop(partition.key, None)
+        self.cleaner.abandon(partition.key)
         partition.leader = None
         self._wake(partition.key)
         remove_partition_files(partition, self.config.data_dir, self.state, delete=delete)
@@ -259,6 +265,7 @@ class ReplicaManager:
             self._wake(key)
 
     def close(self) -> None:
+        self.cleaner.close()  # its thread reads the logs' files: stopped before they close
         self.checkpoint()
         for partition in list(self.partitions.values()):
             self._remove(partition, delete=False)
@@ -321,6 +328,28 @@ class ReplicaManager:
         record = self.topic_lookup(topic)
         return record.min_insync_replicas if record else 1
 
+    def _compacted(self, topic: str) -> bool:
+        """The topic's cleanup.policy has compact now (its configs, not the log's, which
+        ``refresh_log_config`` updates only periodically)."""
+        record = self.topic_lookup(topic)
+        policy = dict(record.configs).get("cleanup.policy", "delete") if record else "delete"
+        return "compact" in (cleanup_policy(policy) or ())
+
+    def refresh_log_config(self, partition: Partition) -> None:
+        """Apply the topic's current configs to its open log (altered since it opened)."""
+        try:
+            config = log_config(
+                self.topic_lookup(partition.key[0]),
+                segment_bytes=self.config.segment_bytes,
+                flush_messages=self.config.flush_messages,
+                flush_ms=self.config.flush_ms,
+            )
+        except StorageError as exc:  # the configs were validated; a broker default may not be
+            logger.error("%s: topic configs not applied: %s", partition.name, exc)
+            return
+        if config != partition.log.config:
+            partition.log.config = config
+
     def _wake(self, key: TopicPartition) -> None:
         now = self.clock.mono_ms()
         self.produce_purgatory.check_and_complete(key, now)
@@ -350,6 +379,7 @@ class ReplicaManager:
             min_isr,
             log_.config.max_message_bytes,
             partition.producers,
+            compacted=self._compacted(topic),
         )
         match decision:
             case Refuse(code, message):
@@ -701,12 +731,19 @@ class ReplicaManager:
         deleted = 0
         now = self.clock.wall_ms()  # compared with record timestamps
         for partition in self.partitions.values():
+            self.refresh_log_config(partition)  # retention.ms and cleanup.policy follow alters
             try:
                 # a leader keeps what is not yet committed; a follower follows the leader's start
                 deleted += partition.log.delete_retained(now, max_offset=partition.high_watermark)
             except StorageError as exc:
                 logger.error("%s: retention: %s", partition.name, exc)
         return deleted
+
+    async def clean_logs(self) -> int:
+        """Periodic: one round of the log cleaner (``log_cleaner.py``); segments swapped in."""
+        for partition in self.partitions.values():
+            self.refresh_log_config(partition)  # a topic altered to compact starts here
+        return await self.cleaner.clean_round(self.partitions)
 
     # ---- producer state ----------------------------------------------------------------------
 

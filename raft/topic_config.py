@@ -14,6 +14,7 @@ __all__ = [
     "TOPIC_CONFIGS",
     "ConfigError",
     "TopicConfigSpec",
+    "cleanup_policy",
     "effective_configs",
     "validate_configs",
 ]
@@ -44,6 +45,23 @@ def _int_at_least(minimum: int, maximum: int = 2**63 - 1) -> Callable[[str], boo
 
 def _bool(value: str) -> bool:
     return value in ("true", "false")
+
+
+def _ratio(value: str) -> bool:
+    try:
+        ratio = float(value)
+    except ValueError:
+        return False
+    return 0.0 <= ratio <= 1.0
+
+
+def cleanup_policy(value: str) -> frozenset[str] | None:
+    """``cleanup.policy``'s parts: {"delete"}, {"compact"} or both (either order, Kafka's
+    comma-separated list); None when the value is not one of those."""
+    parts = [part.strip() for part in value.split(",")]
+    if not parts or len(set(parts)) != len(parts) or not set(parts) <= {"delete", "compact"}:
+        return None
+    return frozenset(parts)
 
 
 _SPECS = (
@@ -79,7 +97,29 @@ _SPECS = (
         "flush.ms", "-1", "fsync when the last fsync is older; -1: on roll only", _int_at_least(-1)
     ),
     TopicConfigSpec(
-        "cleanup.policy", "delete", "only delete is supported", lambda v: v == "delete"
+        "cleanup.policy",
+        "delete",
+        "delete (retention removes old segments), compact (keep the latest record per key), "
+        "or compact,delete (both)",
+        lambda v: cleanup_policy(v) is not None,
+    ),
+    TopicConfigSpec(
+        "delete.retention.ms",
+        "86400000",
+        "a compacted topic keeps a tombstone this long after the cleaner first kept it",
+        _int_at_least(0),
+    ),
+    TopicConfigSpec(
+        "min.cleanable.dirty.ratio",
+        "0.5",
+        "clean a compacted log once this share of it is not yet cleaned (0 to 1)",
+        _ratio,
+    ),
+    TopicConfigSpec(
+        "min.compaction.lag.ms",
+        "0",
+        "a record stays uncompacted at least this long",
+        _int_at_least(0),
     ),
 )
 TOPIC_CONFIGS: Mapping[str, TopicConfigSpec] = {spec.name: spec for spec in _SPECS}

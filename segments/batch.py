@@ -15,18 +15,32 @@ On-disk and on-wire format (big-endian; this is the one place it is written down
     16     1   magic               int8   format version, always 2
     17     4   crc                 uint32 CRC-32C of bytes [21, end): attributes .. last record
     21     2   attributes          int16  bits 0-2 compression codec, bit 4 transactional,
-                                          bit 5 control batch
-    23     4   last_offset_delta   int32  record_count - 1
-    27     8   first_timestamp     int64  ms since the epoch
-    35     8   max_timestamp       int64  ms since the epoch, >= first_timestamp
+                                          bit 5 control batch, bit 6 delete horizon (below)
+    23     4   last_offset_delta   int32  record_count - 1 (a compacted batch: >= that)
+    27     8   first_timestamp     int64  ms since the epoch (the delete horizon if bit 6)
+    35     8   max_timestamp       int64  ms since the epoch, >= first_timestamp unless bit 6
     43     8   producer_id         int64  -1 when not idempotent
     51     2   producer_epoch      int16  -1 when not idempotent
     53     4   base_sequence       int32  -1 when not idempotent
-    57     4   record_count        int32  >= 1
+    57     4   record_count        int32  >= 1 (a compacted batch: >= 0)
     61     ..  payload             the records, compressed as one block by the codec
 
 The CRC starts after itself, so stamping base_offset and leader_epoch never changes it, and a
 follower can check the bytes it fetched against the CRC the producer computed.
+
+Compacted batches (``cleaner.py``, Kafka's log cleaner): a produced batch is dense —
+``record_count == last_offset_delta + 1`` and its records hold offset deltas 0, 1, 2, … — and
+``validate_batch`` (the produce path) insists on it. The cleaner removes records but never moves
+one, so a stored batch may hold fewer: offset deltas strictly increase within
+``[0, last_offset_delta]`` with gaps, and ``record_count`` may be 0 (an *empty batch*: a header
+alone, kept so offsets stay contiguous from batch to batch and a producer's last sequence
+survives). Worked example: the batch at 50 holding keys a, b, a (offsets 50..52) compacts to one
+record at offset delta 2 — ``base_offset=50, last_offset_delta=2, record_count=1`` — and a read
+of offset 50 or 51 returns it, at offset 52; the next batch still starts at 53. When the cleaner
+first keeps a tombstone (a null value) it sets attributes bit 6 and stores the *delete horizon*
+(now + ``delete.retention.ms``) in ``first_timestamp``, re-basing the records' timestamp deltas
+on it so their timestamps do not change (Kafka's KIP-534); after the horizon the tombstones go.
+Readers of stored or fetched bytes (``iter_batches``, recovery, ``iter_records``) accept both.
 
 Each record inside the (decompressed) payload is Kafka's v2 record, so a batch is byte for byte
 what a Kafka client produces and reads (varint = zigzag-encoded variable-length integer, as in
@@ -81,12 +95,17 @@ __all__ = [
     "Compression",
     # the errors a reader of batches sees, re-exported so a client needs only this module
     "CorruptRecordError",
+    "RawRecord",
     "Record",
     "RecordTooLargeError",
+    "batch_payload",
     "build_batch",
+    "encode_batch",
     "iter_batches",
+    "iter_raw_records",
     "iter_records",
     "read_header",
+    "rebased_record",
     "stamp",
     "validate_batch",
 ]
@@ -105,6 +124,7 @@ assert _HEADER.size == HEADER_BYTES
 _CODEC_MASK = 0x07
 TRANSACTIONAL_FLAG = 0x10
 CONTROL_FLAG = 0x20
+DELETE_HORIZON_FLAG = 0x40  # first_timestamp holds the delete horizon (compacted batches)
 
 
 class Compression(enum.IntEnum):
@@ -314,13 +334,13 @@ class BatchHeader(NamedTuple):
     magic: int
     crc: int
     attributes: int
-    last_offset_delta: int  # == record_count - 1
-    first_timestamp: int
-    max_timestamp: int  # >= first_timestamp
+    last_offset_delta: int  # == record_count - 1; >= that in a compacted batch
+    first_timestamp: int  # the delete horizon when has_delete_horizon
+    max_timestamp: int  # >= first_timestamp unless has_delete_horizon
     producer_id: int
     producer_epoch: int
     base_sequence: int
-    record_count: int  # >= 1
+    record_count: int  # >= 1; >= 0 in a compacted batch
 
     @property
     def size_bytes(self) -> int:
@@ -345,6 +365,10 @@ class BatchHeader(NamedTuple):
     @property
     def is_control(self) -> bool:
         return bool(self.attributes & CONTROL_FLAG)
+
+    @property
+    def has_delete_horizon(self) -> bool:
+        return bool(self.attributes & DELETE_HORIZON_FLAG)
 
     @property
     def last_sequence(self) -> int:
@@ -385,24 +409,31 @@ def validate_batch(
     crc = _crc32c.crc32c(memoryview(buf)[CRC_START:])
     if crc != header.crc:
         raise CorruptRecordError(f"CRC mismatch: header says {header.crc:#010x}, bytes {crc:#010x}")
-    _check_fields(header)
+    _check_fields(header, produced=True)
     return header
 
 
 _CODEC_MAX = max(c.value for c in Compression)  # computed once: max() over an Enum is slow
 
 
-def _check_fields(header: BatchHeader) -> None:
-    if header.record_count < 1:
-        raise InvalidRecordError(f"batch has record_count {header.record_count}; at least 1")
-    if header.last_offset_delta != header.record_count - 1:
-        raise InvalidRecordError(
-            f"last_offset_delta {header.last_offset_delta} != record_count - 1 "
-            f"({header.record_count - 1})"
-        )
+def _check_fields(header: BatchHeader, *, produced: bool = False) -> None:
+    """The header's own rules. ``produced``: a producer's batch, which must be dense (module
+    docstring); stored and fetched batches may be compacted."""
+    count = header.record_count
+    delta = header.last_offset_delta
+    if count != delta + 1 or count < 1:  # not a dense batch: only the cleaner writes these
+        if produced:
+            if count < 1:
+                raise InvalidRecordError(f"batch has record_count {count}; at least 1")
+            raise InvalidRecordError(f"last_offset_delta {delta} != record_count - 1 ({count - 1})")
+        if count < 0 or delta < 0 or delta < count - 1:
+            raise InvalidRecordError(f"record_count {count} does not fit last_offset_delta {delta}")
     if header.attributes & _CODEC_MASK > _CODEC_MAX:
         raise InvalidRecordError(f"unknown compression codec {header.attributes & _CODEC_MASK}")
-    if header.max_timestamp < header.first_timestamp:
+    if header.attributes & DELETE_HORIZON_FLAG:
+        if produced:
+            raise InvalidRecordError("a produced batch cannot carry a delete horizon (bit 6)")
+    elif header.max_timestamp < header.first_timestamp:
         raise InvalidRecordError("max_timestamp is before first_timestamp")
 
 
@@ -543,8 +574,10 @@ def iter_records(
     # record's own end; the checks keep each loop moving forward and stop a lying count before it
     # builds objects out of garbage.
     index = 0
+    last_delta = header.last_offset_delta
+    previous_delta = -1
     try:
-        for index in range(header.record_count):
+        for index in range(header.record_count):  # noqa: B007 (the error names it)
             # each varint below is read inline when it takes one or two bytes (lengths under
             # 8 KiB), through ``varint`` otherwise: the calls were half of a 100-byte record's cost
             b = data[position]
@@ -574,8 +607,11 @@ def iter_records(
                 offset_delta, p = (z >> 1) ^ -(z & 1), p + 2
             else:
                 offset_delta, p = varint(data, p)
-            if offset_delta != index:  # last_offset_delta == record_count - 1: no gaps
-                raise _bad_record(base, position, f"offset_delta {offset_delta} != {index}")
+            # strictly increasing within [0, last_offset_delta]: dense (== index) unless the
+            # batch was compacted, when the cleaner's gaps are allowed
+            if not last_delta >= offset_delta > previous_delta:
+                raise _bad_record(base, position, f"offset_delta {offset_delta} out of order")
+            previous_delta = offset_delta
             b = data[p]
             if b == 1:  # the null key: the common case
                 key = None
@@ -653,6 +689,126 @@ def _bad_record(base_offset: int, position: int, what: str) -> CorruptRecordErro
     return CorruptRecordError(
         f"batch at offset {base_offset}: record at payload byte {position}: {what}",
         offset=base_offset,
+    )
+
+
+# ---- the cleaner's view of a batch: records as byte ranges, and a batch rebuilt around them ----
+
+
+class RawRecord(NamedTuple):
+    """One record of a decompressed payload as a byte range, for the cleaner (``cleaner.py``),
+    which keeps records byte for byte or drops them — it never re-encodes a record's content."""
+
+    start: int  # the record's length varint in the payload
+    end: int  # one past its last byte
+    attributes_at: int  # where its attributes byte is (the body after the length)
+    after_timestamp: int  # where its offset delta starts (what follows the timestamp delta)
+    offset_delta: int
+    timestamp_delta: int
+    key: bytes | None
+    tombstone: bool  # a null value
+
+
+def batch_payload(
+    batch: bytes | bytearray | memoryview,
+    header: BatchHeader,
+    *,
+    uncompressed_bytes_max: int = UNCOMPRESSED_BYTES_MAX,
+) -> bytes:
+    """The decompressed records of one whole batch (CorruptRecordError if it does not inflate,
+    RecordTooLargeError past ``uncompressed_bytes_max``)."""
+    payload = bytes(memoryview(batch)[HEADER_BYTES : header.size_bytes])
+    return _decompress(header.compression, payload, uncompressed_bytes_max)
+
+
+def iter_raw_records(header: BatchHeader, data: bytes) -> Iterator[RawRecord]:
+    """The records of a decompressed payload ``data`` as byte ranges, checked as ``iter_records``
+    checks them (lengths inside the payload, offset deltas strictly increasing within
+    ``[0, last_offset_delta]``, exactly ``record_count`` records); CorruptRecordError if not."""
+    base = header.base_offset
+    position = 0
+    previous = -1
+    end = len(data)
+    try:
+        for _ in range(header.record_count):
+            length, body = _read_varint(data, position)
+            record_end = body + length
+            if length < 6 or record_end > end:
+                raise _bad_record(base, position, f"length {length} overruns the payload")
+            ts_delta, p = _read_varint(data, body + 1)
+            after_timestamp = p
+            offset_delta, p = _read_varint(data, p)
+            if not header.last_offset_delta >= offset_delta > previous:
+                raise _bad_record(base, position, f"offset_delta {offset_delta} out of order")
+            previous = offset_delta
+            key_len, p = _read_varint(data, p)
+            key: bytes | None = None
+            if key_len >= 0:
+                if p + key_len > record_end:
+                    raise _bad_record(base, position, f"key length {key_len} overruns the record")
+                key = data[p : p + key_len]
+                p += key_len
+            elif key_len != -1:
+                raise _bad_record(base, position, f"key length {key_len}")
+            value_len, p = _read_varint(data, p)
+            if value_len < -1 or p + max(value_len, 0) > record_end:
+                raise _bad_record(base, position, f"value length {value_len}")
+            yield RawRecord(
+                position, record_end, body, after_timestamp, offset_delta, ts_delta, key,
+                value_len == -1,
+            )  # fmt: skip
+            position = record_end
+    except (IndexError, _VarintError) as exc:
+        raise CorruptRecordError(
+            f"batch at offset {base}: records do not decode: {exc}", offset=base
+        ) from exc
+    if position != end:
+        raise CorruptRecordError(
+            f"batch at offset {base}: {end - position} bytes after its records", offset=base
+        )
+
+
+def rebased_record(data: bytes, record: RawRecord, timestamp_delta: int) -> bytes:
+    """``record`` with a new timestamp delta (its batch's first timestamp changed), the rest of
+    its bytes as they were."""
+    body = (
+        data[record.attributes_at : record.attributes_at + 1]
+        + _zigzag(timestamp_delta)
+        + data[record.after_timestamp : record.end]
+    )
+    return _zigzag(len(body)) + body
+
+
+def encode_batch(
+    header: BatchHeader,
+    records: bytes,
+    *,
+    record_count: int,
+    attributes: int,
+    first_timestamp: int,
+    last_offset_delta: int | None = None,
+) -> bytes:
+    """A batch with ``header``'s offsets, epoch, producer fields and max timestamp around the
+    uncompressed ``records`` (compressed here with the codec ``attributes`` names), its length
+    and CRC computed. What the cleaner writes: the records it kept, with their offsets."""
+    codec = Compression(attributes & _CODEC_MASK)
+    payload = _compress(codec, records) if records else b""
+    tail = _TAIL.pack(
+        attributes,
+        header.last_offset_delta if last_offset_delta is None else last_offset_delta,
+        first_timestamp,
+        header.max_timestamp,
+        header.producer_id,
+        header.producer_epoch,
+        header.base_sequence,
+        record_count,
+    )
+    crc = _crc32c.crc32c(payload, _crc32c.crc32c(tail))
+    batch_length = HEADER_BYTES - LOG_OVERHEAD + len(payload)
+    return (
+        _HEAD.pack(header.base_offset, batch_length, header.leader_epoch, MAGIC, crc)
+        + tail
+        + payload
     )
 
 

@@ -33,7 +33,7 @@ import struct
 from array import array
 from bisect import bisect_right
 
-__all__ = ["OffsetIndex", "TimeIndex"]
+__all__ = ["IndexBuilder", "OffsetIndex", "TimeIndex"]
 
 _OFFSET_ENTRY = struct.Struct(">II")
 _TIME_ENTRY = struct.Struct(">qI")
@@ -154,6 +154,11 @@ class _Index:
         with open(self.path, "wb"):
             pass
 
+    def discard_pending(self) -> None:
+        """Forget buffered entries without writing them (the file was replaced)."""
+        self._pending.clear()
+        self._pending_count = 0
+
     def delete(self) -> None:
         self._pending.clear()
         self._pending_count = 0
@@ -244,3 +249,44 @@ class TimeIndex(_Index):
     def count_below_offset(self, relative_offset: int) -> int:
         self._ensure_loaded()
         return bisect_right(self._values, relative_offset - 1)
+
+
+class IndexBuilder:
+    """Both index files of a segment written whole, for a segment the cleaner rewrites
+    (``compaction.py``): the entries ``Segment`` appends as batches arrive (an offset entry for
+    the first batch and then once every ``index_interval_bytes``, a time entry with it when the
+    max timestamp grew) plus the time entry a roll adds for the segment's last offset. Pure."""
+
+    def __init__(self, base_offset: int, index_interval_bytes: int) -> None:
+        self.base_offset = base_offset
+        self._interval = index_interval_bytes
+        self._since_entry = index_interval_bytes  # the first batch is always indexed
+        self._offsets = bytearray()
+        self._times = bytearray()
+        self._last_time = -1
+        self._has_time = False
+        self.max_timestamp_ms = -1
+        self._offset_of_max = base_offset
+
+    def _time_entry(self, timestamp_ms: int, relative_offset: int) -> None:
+        if self._has_time and timestamp_ms <= self._last_time:
+            return
+        self._times += _TIME_ENTRY.pack(timestamp_ms, relative_offset)
+        self._last_time = timestamp_ms
+        self._has_time = True
+
+    def add(self, base_offset: int, position: int, size: int, max_timestamp_ms: int) -> None:
+        if max_timestamp_ms > self.max_timestamp_ms:
+            self.max_timestamp_ms = max_timestamp_ms
+            self._offset_of_max = base_offset
+        if self._since_entry >= self._interval:
+            self._offsets += _OFFSET_ENTRY.pack(base_offset - self.base_offset, position)
+            self._time_entry(self.max_timestamp_ms, self._offset_of_max - self.base_offset)
+            self._since_entry = 0
+        self._since_entry += size
+
+    def finish(self, next_offset: int) -> tuple[bytes, bytes]:
+        """(offset index bytes, time index bytes) of the segment, which ends at ``next_offset``."""
+        if next_offset > self.base_offset:
+            self._time_entry(self.max_timestamp_ms, next_offset - 1 - self.base_offset)
+        return bytes(self._offsets), bytes(self._times)

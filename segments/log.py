@@ -42,7 +42,18 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from .batch import BatchHeader, iter_batches, stamped_prefix, validate_batch
+from .cleaner import CleanPlan, CompactionPolicy, SegmentSpan, plan_clean
 from .clock import Clock, WallMs
+from .compaction import (
+    CleanJob,
+    JobResult,
+    RateLimiter,
+    SourceSegment,
+    discard_cleaned,
+    finish_interrupted,
+    swap_log,
+)
+from .durable import fsync_directory
 from .epochs import LeaderEpochCache
 from .errors import (
     CorruptRecordError,
@@ -63,6 +74,7 @@ from .state import BrokerStateStore
 __all__ = ["AppendInfo", "Log", "LogConfig", "ReadResult", "RecoveryReport", "ScrubResult"]
 
 _RELATIVE_OFFSET_MAX = 0xFFFFFFFF
+_DEFAULT_COMPACTION = CompactionPolicy()
 _SEGMENT_BYTES_MAX = 0x7FFFFFFF  # positions in the index are uint32; stay well inside
 
 
@@ -79,6 +91,11 @@ class LogConfig:
     retention_ms: int | None = 7 * 24 * 3600 * 1000  # retention.ms; None keeps forever
     retention_bytes: int | None = None  # retention.bytes; None means no size limit
     loaded_indexes_max: int = 16  # closed segments whose indexes stay in memory
+    # cleanup.policy: delete (retention deletes old segments), compact (the cleaner keeps the
+    # latest record per key: ``cleaner.py``), or both
+    cleanup_delete: bool = True
+    cleanup_compact: bool = False
+    compaction: CompactionPolicy = _DEFAULT_COMPACTION
 
     def __post_init__(self) -> None:
         if not 1024 <= self.segment_bytes <= _SEGMENT_BYTES_MAX:
@@ -144,11 +161,20 @@ class Log:
         self._loaded: OrderedDict[int, Segment] = OrderedDict()  # closed segments, LRU
         self._unflushed_records = 0
         self._last_flush_ms = now
+        # bumped by whatever rewrites the log's tail or empties it (truncation, delete, close):
+        # a cleaning job begun before it no longer describes the log (``finish_clean``)
+        self._layout_version = 0
         # 0 <= recovery point <= LEO; also what is known of the directory's fsyncs
         self._durability = RecoveryPoint(directory, self._persist_recovery_point)
         self._scrubber = Scrubber()
         saved_epochs = state.load_epochs(self.name) if state is not None else None
         saved_point = state.get_offset("recovery_point", self.name) if state is not None else None
+        try:  # a clean a crash interrupted: finished or discarded before anything reads a file
+            self.cleaning_recovered = finish_interrupted(directory)
+        except OSError as exc:
+            raise StorageIOError(
+                f"cannot finish an interrupted clean in {directory}: {exc}"
+            ) from exc
         loaded = load_segments(
             directory,
             lambda base: self._new_segment(base, now),
@@ -171,6 +197,12 @@ class Log:
         self.epochs, changed = load_epoch_cache(
             saved_epochs, loaded, self._log_start_offset, self._next_offset
         )
+        # where the cleaner's dirty section starts; 0 (all dirty) when unknown, which is safe
+        saved_dirty = state.get_offset("cleaner", self.name) if state is not None else None
+        self._cleaner_checkpoint = min(saved_dirty or 0, self._next_offset)
+        # the earliest delete horizon the last pass kept: a pass is due then (not persisted: a
+        # restart waits for the dirty ratio, as Kafka's latestDeleteHorizon does)
+        self._delete_horizon_ms: int | None = None
         if changed:
             self._save_epochs(self.epochs)
         if last.size_bytes:  # a reopened active segment is as old as its first batch
@@ -466,6 +498,7 @@ class Log:
             raise OffsetOutOfRangeError(
                 f"cannot truncate {self.name} to {offset}, below its start {self._log_start_offset}"
             )
+        self._layout_version += 1
         # the new end is at or above the base of the segment that will hold it
         holder = self._bases[max(bisect_right(self._bases, offset - 1) - 1, 0)]
         self._durability.lower(min(holder, offset))
@@ -483,11 +516,14 @@ class Log:
             self._durability.sync_directory()
         if self.epochs.truncate_from_end(self._next_offset):
             self._save_epochs(self.epochs)
+        if self._cleaner_checkpoint > self._next_offset:
+            self._set_cleaner_checkpoint(self._next_offset)
         return self._next_offset
 
     def truncate_fully_and_start_at(self, offset: int, now_ms: WallMs | None = None) -> None:
         """Drop everything and continue at ``offset`` (a follower behind the leader's start)."""
         now = self._clock.wall_ms() if now_ms is None else now_ms
+        self._layout_version += 1
         self._durability.lower(0)  # a crash half way leaves a mixture: check it all
         for segment in self._segments:
             segment.delete()
@@ -502,6 +538,7 @@ class Log:
         self._durability.restart_at(offset)  # nothing lies below it, the directory is synced
         self.epochs.clear()
         self._save_epochs(self.epochs)
+        self._set_cleaner_checkpoint(offset)
 
     def advance_log_start(self, offset: int) -> int:
         """Move the log start forward (DeleteRecords); whole segments below it are deleted."""
@@ -524,11 +561,14 @@ class Log:
 
         Never deletes the active segment, nor a segment holding offsets at or above
         ``max_offset`` (the high watermark: a leader keeps what followers may still need).
+        Deletes nothing unless ``cleanup.policy`` has ``delete``.
         """
         now = self._clock.wall_ms() if now_ms is None else now_ms
         limit = self._next_offset if max_offset is None else max_offset
         config = self.config
         deleted = 0
+        if not config.cleanup_delete:
+            return 0  # cleanup.policy=compact: the cleaner alone removes records
         total = self.size_bytes
         while len(self._segments) > 1:
             oldest = self._segments[0]
@@ -567,6 +607,144 @@ class Log:
         if self.epochs.truncate_from_start(offset):
             self._save_epochs(self.epochs)
 
+    # ---- compaction ----------------------------------------------------------------------------
+
+    @property
+    def cleaner_checkpoint(self) -> int:
+        """Where the dirty section starts: records from here on have not been through a
+        cleaner pass's offset map yet (``cleaner.py``)."""
+        return self._cleaner_checkpoint
+
+    def _set_cleaner_checkpoint(self, offset: int) -> None:
+        self._cleaner_checkpoint = offset
+        if self._state is not None:
+            self._state.save_offsets("cleaner", {self.name: offset})
+
+    def _closed_spans(self) -> list[SegmentSpan]:
+        return [
+            SegmentSpan(s.base_offset, s.next_offset, s.size_bytes, s.max_timestamp_ms)
+            for s in self._segments[:-1]
+        ]
+
+    def _plan_clean(self, now_ms: WallMs | None, max_offset: int | None) -> CleanPlan | None:
+        if not self.config.cleanup_compact or len(self._segments) < 2:
+            return None
+        return plan_clean(
+            self._closed_spans(),
+            first_dirty_offset=max(self._cleaner_checkpoint, self._log_start_offset),
+            limit_offset=self._clean_limit(max_offset),
+            now_ms=self._clock.wall_ms() if now_ms is None else now_ms,
+            policy=self.config.compaction,
+            delete_horizon_ms=self._delete_horizon_ms,
+        )
+
+    def clean_due(
+        self, now_ms: WallMs | None = None, *, max_offset: int | None = None
+    ) -> float | None:
+        """The dirty ratio (dirty bytes / cleanable bytes) when a cleaning pass is due now
+        (``cleaner.plan_clean``), else None; the cleaner cleans the dirtiest log first."""
+        plan = self._plan_clean(now_ms, max_offset)
+        return None if plan is None else plan.dirty_ratio
+
+    def _clean_limit(self, max_offset: int | None) -> int:
+        limit = min(self._next_offset, self._durability.value)  # fsynced: a file to rewrite
+        return limit if max_offset is None else min(limit, max_offset)
+
+    def begin_clean(
+        self,
+        now_ms: WallMs | None = None,
+        *,
+        max_offset: int | None = None,
+        retain_batches: frozenset[int] = frozenset(),
+        limiter: RateLimiter | None = None,
+        keys_max: int = 1 << 20,
+    ) -> CleanJob | None:
+        """A cleaning pass to run on another thread (``compaction.run_job``), or None when the
+        log is not compacted or not dirty enough (``cleaner.plan_clean``). Only closed segments
+        below ``max_offset`` (the high watermark) and the recovery point are cleaned.
+        ``retain_batches``: base offsets of batches whose headers producer state needs."""
+        now = self._clock.wall_ms() if now_ms is None else now_ms
+        plan = self._plan_clean(now, max_offset)
+        if plan is None:
+            return None
+        fds: list[int] = []
+        try:
+            dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+            fds.append(dir_fd)
+            sources = []
+            for span in plan.segments:
+                segment = self._segments[bisect_right(self._bases, span.base_offset) - 1]
+                fd = segment.dup_fd()
+                fds.append(fd)
+                sources.append(
+                    SourceSegment(span.base_offset, span.next_offset, span.size_bytes, fd)
+                )
+        except (OSError, StorageIOError) as exc:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            raise StorageIOError(f"cannot start cleaning {self.name}: {exc}") from exc
+        return CleanJob(
+            self.directory,
+            dir_fd,
+            tuple(sources),
+            plan.dirty_from,
+            now,
+            self.config.compaction,
+            retain_batches,
+            self.config.index_interval_bytes,
+            self._layout_version,
+            keys_max=keys_max,
+            uncompressed_bytes_max=max(64 << 20, self.config.max_message_bytes),
+            limiter=limiter,
+        )
+
+    def finish_clean(self, job: CleanJob, result: JobResult) -> int:
+        """Swap a finished job's cleaned segments in, oldest first; how many were. A job whose
+        log was truncated, emptied or closed since it began is discarded whole; a segment that
+        is gone (retention) or changed is skipped. The cleaner checkpoint moves only when every
+        segment of the pass is in place (``compaction.py`` says why)."""
+        if result.error is not None:
+            return 0
+        if job.layout_version != self._layout_version or not self._segments:
+            job.discard(result)
+            return 0
+        swapped = 0
+        try:
+            for cleaned in result.cleaned:
+                base = cleaned.base_offset
+                i = bisect_right(self._bases, base) - 1
+                old = self._segments[i] if i >= 0 else None
+                if (
+                    old is None
+                    or old.base_offset != base
+                    or i == len(self._segments) - 1
+                    or old.size_bytes != cleaned.source_size_bytes
+                    or old.next_offset != cleaned.next_offset
+                ):
+                    discard_cleaned(self.directory, base)
+                    continue
+                old.index.flush()
+                old.time_index.flush()
+                swap_log(self.directory, base)
+                old.detach()
+                new = self._new_segment(base, WallMs(old.created_ms))
+                if not new.load_closed():  # it was checked whole before the swap
+                    new.recover(from_offset=None)
+                    new.index.unload()
+                    new.time_index.unload()
+                self._segments[i] = new
+                self._loaded.pop(base, None)
+                self._scrubber.forget(base)
+                swapped += 1
+        finally:
+            if swapped:
+                fsync_directory(self.directory)  # the last swap's index renames
+        if result.checkpoint > self._cleaner_checkpoint:
+            self._set_cleaner_checkpoint(result.checkpoint)
+        self._delete_horizon_ms = result.stats.next_delete_horizon_ms
+        return swapped
+
     # ---- lifecycle -------------------------------------------------------------------------------
 
     def maybe_flush(self, now_ms: WallMs | None = None) -> bool:
@@ -593,6 +771,7 @@ class Log:
         self._durability.flushed(self._next_offset)
 
     def close(self) -> None:
+        self._layout_version += 1
         try:
             self.flush()
         finally:
@@ -603,10 +782,15 @@ class Log:
 
     def delete(self) -> None:
         """Remove the log and its directory (topic deleted)."""
+        self._layout_version += 1
         for segment in self._segments:
             segment.delete()
         self._segments.clear()
         self._bases.clear()
+        with contextlib.suppress(OSError):  # a cleaning job's files (it fails on its own)
+            for name in os.listdir(self.directory):
+                if name.endswith(".cleaned"):
+                    os.unlink(os.path.join(self.directory, name))
         try:
             os.rmdir(self.directory)
         except OSError as exc:

@@ -34,6 +34,12 @@ class Scrubber:
         self._base = -1  # segment the scrub continues in (-1: start at the first)
         self._cursor: BatchCursor | None = None
 
+    def forget(self, base_offset: int) -> None:
+        """The segment at ``base_offset`` was replaced (a cleaned copy): a cursor inside it
+        points at positions of the old file, so that segment is scrubbed again from byte 0."""
+        if self._base == base_offset:
+            self._cursor = None
+
     def scrub(
         self,
         segments: Sequence[Segment],

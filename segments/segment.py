@@ -404,6 +404,21 @@ class Segment:
             return f"{self.path} was replaced by another file"
         return None
 
+    def dup_fd(self) -> int:
+        """A duplicate of the file's descriptor, for a reader on another thread (the cleaner)
+        that must not care whether this segment is closed or replaced meanwhile."""
+        try:
+            return os.dup(self._fd)
+        except OSError as exc:
+            raise StorageIOError(f"cannot duplicate the descriptor of {self.path}: {exc}") from exc
+
+    def detach(self) -> None:
+        """Close the descriptor only: a cleaned copy has taken the segment's file names, so
+        nothing may be written through this object's paths any more."""
+        self.index.discard_pending()
+        self.time_index.discard_pending()
+        os.close(self._fd)
+
     def close(self) -> None:
         self.index.flush()
         self.time_index.flush()

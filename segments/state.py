@@ -10,6 +10,8 @@ Named databases and their records (key: the partition name ``"<topic>-<partition
     log_start   int64 big-endian     the log start offset (retention / DeleteRecords)
     recovery_point int64 big-endian  every byte of the log below it is fsynced, data and
                                      directory entry (written only after those fsyncs)
+    cleaner     int64 big-endian     the cleaner checkpoint: where the dirty section of a
+                                     compacted log starts (``compaction.py``)
     epochs      cbor2 [[epoch, start_offset], ...]   the leader-epoch cache
     producers   cbor2 (opaque blob)  producer-state snapshots (idempotence)
     meta        cbor2 per key        broker-wide facts (e.g. the clean-shutdown marker)
@@ -33,7 +35,15 @@ from .epochs import EpochEntry
 __all__ = ["BrokerStateStore"]
 
 _INT64 = struct.Struct(">q")
-_DATABASES = (b"hw", b"log_start", b"recovery_point", b"epochs", b"producers", b"meta")
+_DATABASES = (
+    b"hw",
+    b"log_start",
+    b"recovery_point",
+    b"cleaner",
+    b"epochs",
+    b"producers",
+    b"meta",
+)
 
 
 class BrokerStateStore:

@@ -59,3 +59,15 @@ def test_idempotent_batches_are_checked_against_the_producer_state() -> None:
     assert produce_decision(two, -1, 3, 2, MAX, state) == Refuse(
         ErrorCode.INVALID_RECORD, "an idempotent produce carries one batch per partition"
     )
+
+
+def test_a_compacted_topic_refuses_a_record_without_a_key_and_appends_nothing() -> None:
+    keyed = build_batch([b"a"], keys=[b"k"], timestamp_ms=1)
+    keyless = build_batch([b"a", b"b"], keys=[b"k", None], timestamp_ms=1, compression="zstd")
+    state = ProducerStateManager()
+    refused = produce_decision(keyed + keyless, 1, 1, 1, 1 << 20, state, compacted=True)
+    assert refused == Refuse(
+        ErrorCode.INVALID_RECORD, "Compacted topic cannot accept message without key"
+    )
+    assert isinstance(produce_decision(keyed, 1, 1, 1, 1 << 20, state, compacted=True), Append)
+    assert isinstance(produce_decision(keyless, 1, 1, 1, 1 << 20, state), Append)  # delete

@@ -1,0 +1,131 @@
+"""Log compaction on a real broker: a consumer group idle for longer than the offsets topic's
+retention.ms keeps its committed offsets, because ``__consumer_offsets`` is compacted — the
+cleaner removes superseded commits, never the latest one — also after the coordinator restarts
+and reloads the offsets from the compacted log."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from raftlog.client import Admin, Consumer
+from raftlog.client.local_cluster import LocalCluster
+from raftlog.cluster.coordinator import OFFSETS_TOPIC, offsets_partition
+
+from ..conftest import free_base_port
+from .test_data_plane import wait_until
+
+pytestmark = pytest.mark.integration
+
+FAST: dict[str, dict[str, object]] = {
+    "storage": {"retention_check_interval_ms": 200, "log_cleaner_interval_ms": 200}
+}
+
+
+@pytest.fixture
+def plaintext_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """One broker, plaintext: with TLS only brokers may alter an internal topic's configs, and
+    the test shortens the offsets topic's segment.ms and retention.ms."""
+    cluster = LocalCluster(tmp_path / "cluster")
+    cluster.up(1, free_base_port(1), timeout_s=60, settings=FAST, plaintext=True, kafka=False)
+    try:
+        yield cluster
+    finally:
+        cluster.down(timeout_s=10)
+
+
+def _consumer(cluster: LocalCluster, group: str) -> Consumer:
+    consumer = Consumer(
+        cluster.bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        session_timeout_ms=3000,
+        heartbeat_interval_ms=300,
+        security=cluster.security,
+    )
+    consumer.subscribe(["work"])
+    wait_until(lambda: consumer.poll(timeout_ms=200) is not None and consumer.assignment(), 20,
+               f"{group} to get its partition")  # fmt: skip
+    return consumer
+
+
+def _committed(cluster: LocalCluster, group: str) -> int | None:
+    try:
+        with Admin(cluster.bootstrap, timeout_s=5, security=cluster.security) as admin:
+            offsets = admin.describe_group(group).offsets
+    except Exception:
+        return None
+    found = [p.committed for p in offsets if (p.topic, p.partition) == ("work", 0)]
+    return found[0] if found else None
+
+
+def _records_in(cluster: LocalCluster, partition: int) -> int:
+    with Consumer(cluster.bootstrap, security=cluster.security) as reader:
+        tp = (OFFSETS_TOPIC, partition)
+        reader.assign([tp])
+        reader.seek_to_beginning(tp)
+        end = reader.end_offsets([tp])[tp]
+        count = position = 0
+        deadline = time.monotonic() + 10
+        while position < end and time.monotonic() < deadline:
+            for record in reader.poll(timeout_ms=200):
+                count += 1
+                position = record.offset + 1
+            position = max(position, reader.position(tp))
+        return count
+
+
+def test_an_idle_group_keeps_its_offsets_past_retention_on_a_compacted_offsets_topic(
+    plaintext_cluster: LocalCluster,
+) -> None:
+    cluster = plaintext_cluster
+    with Admin(cluster.bootstrap, security=cluster.security) as admin:
+        admin.create_topic("work", 1, 1)
+    idle = _consumer(cluster, "idle")
+    for offset in range(1, 31):  # 30 commits of the same key: 29 superseded
+        idle.commit({("work", 0): offset})
+    idle.close()
+    partition = offsets_partition("idle")
+    busy_id = next(f"busy{i}" for i in range(1000) if offsets_partition(f"busy{i}") == partition)
+    with Admin(cluster.bootstrap, security=cluster.security) as admin:
+        assert dict(c for c in ((c.name, c.value) for c in admin.describe_configs(OFFSETS_TOPIC))
+                    )["cleanup.policy"] == "compact"  # fmt: skip
+        # segments roll every 300 ms of appends, retention would delete them after 1 s, and any
+        # dirt is worth a pass
+        admin.alter_configs(
+            OFFSETS_TOPIC,
+            {"segment.ms": "300", "retention.ms": "1000", "min.cleanable.dirty.ratio": "0.01"},
+        )
+    # another group of the same offsets partition keeps committing: the partition rolls
+    busy = _consumer(cluster, busy_id)
+    stop = threading.Event()
+
+    def commit_forever() -> None:
+        offset = 0
+        while not stop.is_set():
+            offset += 1
+            busy.commit({("work", 0): offset})
+            time.sleep(0.05)
+
+    committer = threading.Thread(target=commit_forever, daemon=True)
+    committer.start()
+    try:
+        before = _records_in(cluster, partition)
+        assert before >= 30
+        time.sleep(1.5)  # past retention.ms of the idle group's commits
+        # the cleaner has removed superseded commits (both groups'), the idle group's last one
+        # stays
+        wait_until(lambda: _records_in(cluster, partition) < before, 15, "the cleaner to run")
+        assert _committed(cluster, "idle") == 30
+    finally:
+        stop.set()
+        committer.join()
+        busy.close()
+    # the coordinator restarts and loads the offsets back from the compacted log
+    cluster.kill(1)
+    cluster.start(1)
+    assert wait_until(lambda: _committed(cluster, "idle"), 20, "the offsets reloaded") == 30
