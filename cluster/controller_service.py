@@ -48,11 +48,13 @@ from raftlog.raft.commands import (
 )
 from raftlog.raft.controller import ControllerConfig, ControllerCore, Subject
 from raftlog.raft.metadata import PARTITIONS_PER_TOPIC_MAX, REASSIGN_MOVES_MAX
+from raftlog.raft.metadata_records import TopicRecord
 from raftlog.raft.quorum_types import NotLeaderError
 from raftlog.raft.store import MetadataStore
-from raftlog.raft.topic_config import ConfigError, validate_configs
+from raftlog.raft.topic_config import ConfigError, cleanup_policy, validate_configs
 
 from .config import Limits
+from .coordinator import OFFSETS_TOPIC
 from .tasks import TaskSet
 
 __all__ = ["ActiveController", "ControllerError", "Quorum", "TopicRequest", "fd_replica_budget"]
@@ -127,6 +129,7 @@ class ActiveController:
         self.submit_timeout_s = submit_timeout_s
         self.core: ControllerCore | None = None
         self.probe = probe  # address → False only when the connection was refused
+        self._offsets_checked: ControllerCore | None = None  # _offsets_upgrade's term
         self._probed: dict[int, int] = {}
 
     # ---- leadership ----------------------------------------------------------------------------
@@ -203,12 +206,36 @@ class ActiveController:
             decisions = core.decisions(state, now)
             overdue = core.overdue(state, now)
             addresses = {b.broker_id: b.address for b in state.brokers.values()}
+            upgrade = self._offsets_upgrade(core, state.topics.get(OFFSETS_TOPIC))
+        if upgrade is not None:
+            self.tasks.spawn(self._upgrade_offsets_topic(upgrade))
         for subject, command in decisions:
             self.tasks.spawn(self._decide(core, subject, command))
         for broker_id, incarnation in overdue:
             if now - self._probed.get(broker_id, -(10**9)) >= PROBE_INTERVAL_MS:
                 self._probed[broker_id] = now
                 self.tasks.spawn(self._probe(core, broker_id, incarnation, addresses[broker_id]))
+
+    def _offsets_upgrade(
+        self, core: ControllerCore, topic: TopicRecord | None
+    ) -> AlterTopicConfig | None:
+        """Once per term: an offsets topic made before it was compacted becomes compacted, so a
+        group's committed offsets outlive retention.ms (only brokers may alter an internal
+        topic, so an operator could not)."""
+        if self._offsets_checked is core or topic is None:
+            return None
+        self._offsets_checked = core
+        policy = cleanup_policy(topic.config("cleanup.policy")) or frozenset()
+        if "compact" in policy:
+            return None
+        return AlterTopicConfig(OFFSETS_TOPIC, (("cleanup.policy", "compact"),))
+
+    async def _upgrade_offsets_topic(self, command: AlterTopicConfig) -> None:
+        try:
+            result = await self.submit(command)
+            logger.info("%s is compacted now: %s", OFFSETS_TOPIC, result)
+        except ControllerError as exc:  # the next term tries again
+            logger.warning("compacting %s: %s", OFFSETS_TOPIC, exc)
 
     async def _probe(
         self, core: ControllerCore, broker_id: int, incarnation: int, address: str

@@ -494,6 +494,43 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             partitions=_partition_results(outcomes)
         )
 
+    @typed_errors(broker_pb2.ListPartitionReassignmentsResponse)
+    async def ListPartitionReassignments(
+        self,
+        request: broker_pb2.ListPartitionReassignmentsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> broker_pb2.ListPartitionReassignmentsResponse:
+        denied = self._not_a_broker(context)
+        if denied is not None:
+            return broker_pb2.ListPartitionReassignmentsResponse(error=denied)
+        return await self.list_partition_reassignments(request)
+
+    async def list_partition_reassignments(
+        self, request: broker_pb2.ListPartitionReassignmentsRequest
+    ) -> broker_pb2.ListPartitionReassignmentsResponse:
+        try:
+            self.broker.controller.active()
+        except ControllerError as exc:
+            return broker_pb2.ListPartitionReassignmentsResponse(error=error(exc.code, exc.message))
+        topics = set(request.topics)
+        response = broker_pb2.ListPartitionReassignmentsResponse()
+        with self.broker.store.read() as state:
+            for (topic, partition), record in sorted(state.partitions.items()):
+                if (record.adding or record.removing) and (not topics or topic in topics):
+                    response.reassignments.append(
+                        broker_pb2.OngoingReassignment(
+                            topic=topic,
+                            partition=partition,
+                            replicas=record.replicas,
+                            adding=record.adding,
+                            removing=record.removing,
+                            isr=record.isr,
+                            leader=record.leader,
+                            throttle_bytes_per_s=record.throttle,
+                        )
+                    )
+        return response
+
     @typed_errors(broker_pb2.DrainBrokerResponse)
     async def DrainBroker(
         self, request: broker_pb2.DrainBrokerRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -5,7 +5,8 @@
 (CreatePartitions) change the cluster: ALTER on the cluster (CreatePartitions: ALTER on the topic,
 as Kafka), then the active controller carries them out (``controller_service.py``; forwarded like
 every admin call, ``admin_rpcs.py``). ListPartitionReassignments needs DESCRIBE on the cluster and
-is answered from this broker's metadata. On a plaintext cluster nobody is checked. Part of
+is answered by the controller too: its metadata holds a move it has just started, which another
+broker may not have applied yet. On a plaintext cluster nobody is checked. Part of
 ``BrokerServicer``; runs on the broker loop.
 """
 
@@ -114,21 +115,9 @@ class PartitionAdminRpcs(AdminRpcs):
         refusal = self._may(context, Operation.DESCRIBE)
         if refusal is not None:
             return broker_pb2.ListPartitionReassignmentsResponse(error=refusal)
-        topics = set(request.topics)
-        response = broker_pb2.ListPartitionReassignmentsResponse()
-        with self.broker.store.read() as state:
-            for (topic, partition), record in sorted(state.partitions.items()):
-                if (record.adding or record.removing) and (not topics or topic in topics):
-                    response.reassignments.append(
-                        broker_pb2.OngoingReassignment(
-                            topic=topic,
-                            partition=partition,
-                            replicas=record.replicas,
-                            adding=record.adding,
-                            removing=record.removing,
-                            isr=record.isr,
-                            leader=record.leader,
-                            throttle_bytes_per_s=record.throttle,
-                        )
-                    )
-        return response
+        controller = ControllerServicer(self.broker)
+        return await self._forward(
+            lambda: controller.list_partition_reassignments(request),
+            lambda stub: stub.ListPartitionReassignments(request, timeout=10),
+            lambda e: broker_pb2.ListPartitionReassignmentsResponse(error=e),
+        )

@@ -255,7 +255,9 @@ class BrokerServicer:
     def AlterPartitionReassignments(self, request, context):
         """Moving partitions (KIP-455): reassign to new replica lists, list the moves in progress,
         move every replica off a broker, leaders back to preferred replicas, more partitions.
-        Changes need ALTER on the cluster (CreatePartitions: ALTER on the topic), listing DESCRIBE.
+        Changes need ALTER on the cluster (CreatePartitions: ALTER on the topic), listing DESCRIBE;
+        the controller answers the listing (its metadata is the newest: a move it just started is
+        there).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -95,6 +95,11 @@ class ControllerStub:
                 request_serializer=raftlog_dot_proto_dot_broker__pb2.AlterPartitionReassignmentsRequest.SerializeToString,
                 response_deserializer=raftlog_dot_proto_dot_broker__pb2.AlterPartitionReassignmentsResponse.FromString,
                 _registered_method=True)
+        self.ListPartitionReassignments = channel.unary_unary(
+                '/raftlog.v1.Controller/ListPartitionReassignments',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.ListPartitionReassignmentsRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.ListPartitionReassignmentsResponse.FromString,
+                _registered_method=True)
         self.DrainBroker = channel.unary_unary(
                 '/raftlog.v1.Controller/DrainBroker',
                 request_serializer=raftlog_dot_proto_dot_broker__pb2.DrainBrokerRequest.SerializeToString,
@@ -211,6 +216,12 @@ class ControllerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPartitionReassignments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DrainBroker(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -316,6 +327,11 @@ def add_ControllerServicer_to_server(servicer, server):
                     servicer.AlterPartitionReassignments,
                     request_deserializer=raftlog_dot_proto_dot_broker__pb2.AlterPartitionReassignmentsRequest.FromString,
                     response_serializer=raftlog_dot_proto_dot_broker__pb2.AlterPartitionReassignmentsResponse.SerializeToString,
+            ),
+            'ListPartitionReassignments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPartitionReassignments,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.ListPartitionReassignmentsRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.ListPartitionReassignmentsResponse.SerializeToString,
             ),
             'DrainBroker': grpc.unary_unary_rpc_method_handler(
                     servicer.DrainBroker,
@@ -677,6 +693,33 @@ class Controller:
             '/raftlog.v1.Controller/AlterPartitionReassignments',
             raftlog_dot_proto_dot_broker__pb2.AlterPartitionReassignmentsRequest.SerializeToString,
             raftlog_dot_proto_dot_broker__pb2.AlterPartitionReassignmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPartitionReassignments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Controller/ListPartitionReassignments',
+            raftlog_dot_proto_dot_broker__pb2.ListPartitionReassignmentsRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.ListPartitionReassignmentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

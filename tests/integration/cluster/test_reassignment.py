@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from raftlog.client import Admin, Producer, cli
+from raftlog.client.admin import PartitionDescription
 from raftlog.client.local_cluster import LocalCluster
 
 from ..conftest import ClusterFactory
@@ -66,6 +67,20 @@ def partition_dirs(cluster: LocalCluster, broker: int, topic: str) -> list[Path]
     return list((cluster.dir / f"node{broker}" / "logs").glob(f"{topic}-*"))
 
 
+def settled(admin: Admin, topic: str, replicas: tuple[int, ...]) -> PartitionDescription:
+    """Partition 0 of ``topic`` once the broker asked shows ``replicas`` (metadata reaches every
+    broker a little after the controller)."""
+    found = wait_until(
+        lambda: next(
+            (p for p in admin.describe_topic(topic).partitions[:1] if p.replicas == replicas),
+            None,
+        ),
+        10,
+        f"{topic}-0 on {replicas}",
+    )
+    return found  # type: ignore[no-any-return]
+
+
 def check_in_place(cluster: LocalCluster, topic: str, sent: list) -> None:  # type: ignore[type-arg]
     """Each (metadata, value prefix) of ``sent``: read the topic and find a value with that
     prefix at the acknowledged offset, and no offset twice."""
@@ -89,7 +104,7 @@ def test_a_reassignment_under_load_moves_every_acknowledged_record(
     first = admin.reassign_partitions({("moving", 0): [1, 2, 3]})
     assert [r.error for r in first] == [None]
     admin.wait_for_reassignments(timeout_s=30)
-    assert admin.describe_topic("moving").partitions[0].replicas == (1, 2, 3)
+    settled(admin, "moving", (1, 2, 3))
 
     with Load(cluster, "moving") as load:
         wait_until(lambda: len(load.futures) > 3000, 20, "a first 3,000 records sent")
@@ -104,8 +119,8 @@ def test_a_reassignment_under_load_moves_every_acknowledged_record(
         admin.wait_for_reassignments(timeout_s=60)
         wait_until(lambda: len(load.futures) > 2 * 3000, 30, "records sent after the move")
     sent = load.acked()
-    moved = admin.describe_topic("moving").partitions[0]
-    assert moved.replicas == (4, 5, 6) and set(moved.isr) == {4, 5, 6}
+    moved = settled(admin, "moving", (4, 5, 6))
+    assert set(moved.isr) == {4, 5, 6}
     assert moved.leader in (4, 5, 6)
     check_in_place(cluster, "moving", sent)
     # the old replicas deleted their copies (as Kafka's StopReplica with delete)
@@ -140,8 +155,8 @@ def test_a_reassignment_goes_on_when_the_controller_dies_half_way(
         cluster.start(controller, wait=False)
         time.sleep(0.5)
     sent = [(f.result(), f"v{i}x".encode()) for i, f in enumerate(before)] + load.acked()
-    moved = admin.describe_topic("moving").partitions[0]
-    assert moved.replicas == tuple(target) and admin.describe_cluster().controller_id != controller
+    settled(admin, "moving", tuple(target))
+    assert admin.describe_cluster().controller_id != controller
     check_in_place(cluster, "moving", sent)
     admin.close()
 
@@ -162,8 +177,13 @@ def test_drain_add_partitions_and_preferred_leaders_from_the_command_line(
     on = {"--dir": str(cluster.dir)}
     dir_args = [item for pair in on.items() for item in pair]
     assert cli.main(["broker", "drain", "2", "--wait", "--timeout", "60", *dir_args]) == 0
-    partitions = admin.describe_topic("d").partitions
-    assert all(2 not in p.replicas and p.leader != 2 for p in partitions), partitions
+    wait_until(
+        lambda: all(
+            2 not in p.replicas and p.leader != 2 for p in admin.describe_topic("d").partitions
+        ),
+        10,
+        "no replica or leader on broker 2",
+    )
     check_in_place(cluster, "d", sent)
 
     assert cli.main(["topic", "add-partitions", "d", "--partitions", "6", *dir_args]) == 0

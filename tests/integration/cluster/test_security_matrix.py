@@ -856,6 +856,7 @@ def _broker_only_requests(incarnation: int) -> dict[str, Any]:
             reassignments=[B.PartitionReassignment(topic=TOPIC, partition=0, replicas=[1])]
         ),
         "DrainBroker": B.DrainBrokerRequest(broker_id=1),
+        "ListPartitionReassignments": B.ListPartitionReassignmentsRequest(),
         "ElectLeaders": B.ElectLeadersRequest(preferred=True),
         "CreatePartitions": B.CreatePartitionsRequest(
             topics=[B.NewPartitions(topic=TOPIC, count=5)]

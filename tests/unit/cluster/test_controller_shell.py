@@ -134,3 +134,21 @@ def test_it_steps_down_when_the_quorum_leadership_moves() -> None:
         assert refused.value.code is ErrorCode.NOT_CONTROLLER
 
     asyncio.run(scenario())
+
+
+def test_an_offsets_topic_made_before_compaction_is_compacted_once_per_term() -> None:
+    async def scenario() -> None:
+        shell = Shell()
+        created = await shell.controller.create_topic(
+            TopicRequest("__consumer_offsets", 2, 3, {"retention.ms": "1000"}), validate_only=False
+        )
+        assert "error" not in created
+        await shell.run(100)
+        with shell.store.read() as state:
+            configs = dict(state.topics["__consumer_offsets"].configs)
+        assert configs == {"cleanup.policy": "compact", "retention.ms": "1000"}
+        commands = len(shell.quorum.commands)
+        await shell.run(300)  # checked once per term: nothing more
+        assert len(shell.quorum.commands) == commands
+
+    asyncio.run(scenario())
