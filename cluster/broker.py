@@ -232,6 +232,7 @@ class Broker:
         self.health = BrokerHealth(SERVICES)
         self.controller_contact_ms: int = self.clock.mono_ms()  # the controller's last answer
         self._pinging: set[int] = set()
+        self._strays_swept = False
 
     # ---- wiring ----------------------------------------------------------------------------------
 
@@ -455,6 +456,9 @@ class Broker:
                 return  # not registered yet: the roles there are a previous process's
             records = list(state.partitions.values())
             current = {key: r.topic_id for key, r in state.partitions.items()}
+            if not self._strays_swept:  # once, with this incarnation's caught-up metadata
+                self._strays_swept = True
+                self.replicas.delete_strays(state.partitions)
         known = self.listener.known
         gone = [
             key

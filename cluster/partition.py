@@ -17,7 +17,7 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from raftlog.raft.metadata_records import NO_LEADER, PartitionRecord, TopicPartition, TopicRecord
 from raftlog.raft.topic_config import cleanup_policy, effective_configs
@@ -200,6 +200,26 @@ def log_config(
 
 def partition_directory(data_dir: str, key: TopicPartition) -> str:
     return os.path.join(data_dir, f"{key[0]}-{key[1]}")
+
+
+def stray_directories(
+    data_dir: str, broker_id: int, records: Mapping[TopicPartition, PartitionRecord]
+) -> list[tuple[TopicPartition, str]]:
+    """The partition directories under ``data_dir`` that the committed metadata (``records``)
+    no longer assigns to ``broker_id``: a reassignment moved the replica away while this broker
+    was down, so it never heard it leave (KIP-858's stray replicas). A directory of a partition
+    the metadata does not hold is not listed (only a committed DeleteTopic deletes a log)."""
+    out = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in sorted(os.listdir(data_dir)):
+            topic, sep, index = entry.rpartition("-")
+            if not sep or not index.isdigit():
+                continue
+            key = (topic, int(index))
+            record = records.get(key)
+            if record is not None and broker_id not in record.replicas:
+                out.append((key, os.path.join(data_dir, entry)))
+    return out
 
 
 def open_partition_log(

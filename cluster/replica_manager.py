@@ -25,7 +25,8 @@ once instead of timing out.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+import shutil
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, assert_never
 
@@ -43,7 +44,13 @@ from raftlog.segments.errors import CorruptRecordError
 
 from .delayed import DelayedFetch, DelayedProduce, ProduceWait
 from .log_cleaner import LogCleaner
-from .partition import Partition, log_config, open_partition_log, remove_partition_files
+from .partition import (
+    Partition,
+    log_config,
+    open_partition_log,
+    remove_partition_files,
+    stray_directories,
+)
 from .produce import Append, Duplicate, Refuse, produce_decision
 from .producer_snapshots import (
     drop_producer_snapshot_above,
@@ -241,6 +248,21 @@ class ReplicaManager:
         partition.leader = None
         self._wake(partition.key)
         remove_partition_files(partition, self.config.data_dir, self.state, delete=delete)
+
+    def delete_strays(self, records: Mapping[TopicPartition, PartitionRecord]) -> int:
+        """Delete the logs on disk of partitions the metadata moved off this broker while it
+        was down (``stray_directories``); how many. Call with caught-up metadata only."""
+        deleted = 0
+        for key, directory in stray_directories(
+            self.config.data_dir, self.config.broker_id, records
+        ):
+            if key in self.partitions:
+                continue  # open: the listener's STOP_REPLICA removes it
+            logger.warning("%s-%s: not a replica any more: its stray log is deleted", *key)
+            shutil.rmtree(directory, ignore_errors=True)
+            self.state.delete_partition(f"{key[0]}-{key[1]}")
+            deleted += 1
+        return deleted
 
     def set_cut_off(self, reason: str | None) -> None:
         """This broker has not reached the controller for a session (``reason`` says so), or

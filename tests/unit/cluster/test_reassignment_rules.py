@@ -3,12 +3,16 @@ catch-up throttle, the drain plan and the plan file."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from raftlog.client.partition_admin import PlanError, parse_plan
+from raftlog.cluster.partition import stray_directories
 from raftlog.cluster.replication import LeaderReplication
 from raftlog.cluster.throttle import ByteRateLimit
 from raftlog.raft.assignment import drain_plan
+from raftlog.raft.metadata_records import PartitionRecord
 from raftlog.segments.clock import MonoMs
 
 
@@ -73,3 +77,21 @@ def test_a_plan_is_kafka_reassign_partitions_json() -> None:
     ):
         with pytest.raises(PlanError):
             parse_plan(bad)
+
+
+def test_stray_directories_are_the_partitions_assigned_elsewhere_only(tmp_path: Path) -> None:
+    for name in ("t-0", "t-1", "my-topic-2", "gone-0", "not-a-partition", "x-y"):
+        (tmp_path / name).mkdir()
+    records = {
+        ("t", 0): PartitionRecord("t", 0, 1, (1, 2), (1, 2), 1, 0, 0),
+        ("t", 1): PartitionRecord("t", 1, 1, (2, 3), (2, 3), 2, 0, 0),
+        ("my-topic", 2): PartitionRecord("my-topic", 2, 2, (3, 4), (3,), 3, 0, 0, adding=(4,)),
+    }
+    assert stray_directories(str(tmp_path), 1, records) == [
+        (("my-topic", 2), str(tmp_path / "my-topic-2")),
+        (("t", 1), str(tmp_path / "t-1")),
+    ]  # gone-0: not in the metadata, so only a DeleteTopic may remove it
+    assert stray_directories(str(tmp_path), 4, records) == [
+        (("t", 0), str(tmp_path / "t-0")),
+        (("t", 1), str(tmp_path / "t-1")),
+    ]  # 4 is being added to my-topic-2: not a stray
