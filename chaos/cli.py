@@ -1,6 +1,6 @@
 """``raftlog chaos``: run a Jepsen-style test against a namespaced cluster, or re-check a run.
 
-    raftlog chaos run [--nodes 3|5] [--nemesis partition,kill,pause,power-loss,disk]
+    raftlog chaos run [--nodes 3|5] [--nemesis partition,kill,pause,power-loss,disk,membership]
                       [--time-limit S] [--client grpc|kafka]
                       [--rate N] [--seed N] [--out DIR] [--unsafe] ...
     raftlog chaos check DIR
@@ -76,7 +76,9 @@ def _parser() -> argparse.ArgumentParser:
             "comma-separated: partition (every partition kind), kill, pause, power-loss (a "
             "minority loses power: unsynced writes dropped by a lazyfs mount under every data "
             "dir, then a reboot with a new boot id; needs /dev/fuse and libfuse 3), disk (a "
-            "bit flip or truncation in a segment file of one node), any single nemesis "
+            "bit flip or truncation in a segment file of one node), membership (reassign a "
+            "partition or drain a broker, the moves throttled so they overlap later faults; "
+            "best with --nodes 5), any single nemesis "
             "(partition-halves, isolate-node, isolate-leaders, isolate-controller, "
             f"majorities-ring, bridge, combined), {UNCLEAN_SCENARIO} (the scripted "
             f"unclean-election scenario, alone) or {NO_FAULTS} (default: %(default)s)"

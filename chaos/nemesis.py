@@ -37,6 +37,9 @@ The packages (``NEMESIS_NAMES``)::
     disk                 one random node: kill -9, a bit flip or a truncation in one of its
                          segment files (diskfault.py), start again at once; the fault's record
                          says which file, where and what (``facts``); heal = nothing to undo
+    membership           move a workload partition to a random replica set, or (one time in
+                         three) drain a random broker — while the other faults go on; a move
+                         finishes by itself (heal = nothing; the final heal waits for them)
     combined             one of the enabled ones above, picked at start
 """
 
@@ -72,6 +75,8 @@ __all__ = [
     "IsolateLeadersNemesis",
     "IsolateNodeNemesis",
     "KillNemesis",
+    "MembershipControl",
+    "MembershipNemesis",
     "Nemesis",
     "NemesisContext",
     "PartitionNemesis",
@@ -131,6 +136,17 @@ def _no_placement() -> Placement:
     return None
 
 
+class MembershipControl(Protocol):
+    """What the membership nemesis asks of a cluster's admin API (the runner's is an ``Admin``
+    on the workload's topic). Each returns a line for the timeline, errors included."""
+
+    def reassign(self, partition: int, replicas: tuple[int, ...]) -> str: ...
+
+    def drain(self, node: int) -> str: ...
+
+    def settle(self, timeout_s: float) -> str: ...
+
+
 @dataclass(frozen=True, slots=True)
 class NemesisContext:
     """What a nemesis may ask about the run: the clock and the cluster's current roles.
@@ -145,6 +161,7 @@ class NemesisContext:
     controller: Callable[[], int | None] = _no_controller
     placement: Callable[[], Placement] = _no_placement
     storage_risk: StorageRisk = field(default_factory=StorageRisk)
+    membership: MembershipControl | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -512,6 +529,52 @@ class DiskNemesis(Nemesis):
         return self._end(context)
 
 
+# -- membership --
+
+DRAIN_SHARE = 1 / 3  # of membership faults; the others reassign one partition
+
+
+class MembershipNemesis(Nemesis):
+    """Partitions move while other faults go on: a reassignment of one workload partition to a
+    random set of brokers (as many as it has replicas), or a drain of a random broker. Nothing
+    to heal: a move completes by itself once its new replicas are in sync; the final heal waits
+    (bounded) until none is in progress, so the final checks see settled replica sets."""
+
+    name = "membership"
+
+    def start(
+        self, cluster: ClusterControl, rng: random.Random, context: NemesisContext
+    ) -> FaultRecord | None:
+        control = context.membership
+        if self.active is not None or control is None:
+            return None
+        nodes = sorted(cluster.node_ids)
+        if rng.random() < DRAIN_SHARE:
+            node = rng.choice(nodes)
+            return self._begin(context, {node}, f"drain {node}: {control.drain(node)}")
+        placement = context.placement()
+        if not placement:
+            return None
+        partition = rng.randrange(len(placement))
+        replicas = placement[partition][0]
+        target = tuple(rng.sample(nodes, min(len(replicas), len(nodes))))
+        line = control.reassign(partition, target)
+        return self._begin(
+            context,
+            set(replicas) | set(target),
+            f"reassign p{partition} {','.join(map(str, replicas))} → "
+            f"{','.join(map(str, target))}: {line}",
+        )
+
+    def stop(self, cluster: ClusterControl, context: NemesisContext) -> FaultRecord | None:
+        return self._end(context)
+
+    def final_heal(self, cluster: ClusterControl, context: NemesisContext) -> FaultRecord | None:
+        if context.membership is not None:
+            context.membership.settle(90.0)
+        return self._end(context)
+
+
 # -- combined --
 
 
@@ -564,18 +627,20 @@ _FACTORIES: dict[str, Callable[[], Nemesis]] = {
     PauseNemesis.name: PauseNemesis,
     PowerLossNemesis.name: PowerLossNemesis,
     DiskNemesis.name: DiskNemesis,
+    MembershipNemesis.name: MembershipNemesis,
 }
 
 NEMESIS_NAMES: tuple[str, ...] = (*_FACTORIES, CombinedNemesis.name)
-# storage faults need lazyfs mounts (power loss) and are asked for by name, never by default
-_STORAGE_NAMES = frozenset({PowerLossNemesis.name, DiskNemesis.name})
+# storage faults need lazyfs mounts (power loss) and are asked for by name, never by default;
+# so are membership changes (they need an admin client: the runner's)
+_BY_NAME_ONLY = frozenset({PowerLossNemesis.name, DiskNemesis.name, MembershipNemesis.name})
 
 
 def make_nemesis(name: str, enabled: Sequence[str] = ()) -> Nemesis:
     """A fresh nemesis by name; ``combined`` is made of ``enabled`` (default: all the others
     but the storage faults)."""
     if name == CombinedNemesis.name:
-        default = [n for n in _FACTORIES if n not in _STORAGE_NAMES]
+        default = [n for n in _FACTORIES if n not in _BY_NAME_ONLY]
         members = [n for n in (enabled or default) if n != CombinedNemesis.name]
         return CombinedNemesis([make_nemesis(n) for n in members])
     factory = _FACTORIES.get(name)

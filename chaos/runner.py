@@ -57,6 +57,7 @@ from .kafka_workload import (
     kafka_client_versions,
 )
 from .lazyfs import fuse_unavailable
+from .membership import AdminMembership
 from .nemesis import Nemesis, NemesisContext, make_nemesis
 from .netns import NetnsCluster
 from .network import KAFKA_PORT, NetnsError, NetnsUnavailableError, check_available
@@ -503,6 +504,7 @@ class _Run:
             controller=cluster.controller,
             placement=lambda: self._placement(cluster),
             storage_risk=self.storage_risk,
+            membership=AdminMembership(cluster.bootstrap, cluster.security, topic),
         )
 
     def _placement(self, cluster: NetnsCluster) -> Placement:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from hypothesis import given, settings
@@ -214,7 +214,11 @@ def full(*replicas: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 @pytest.mark.parametrize(
     "name",
-    [n for n in NEMESIS_NAMES if n not in ("kill", "pause", "combined", "power-loss", "disk")],
+    [
+        n
+        for n in NEMESIS_NAMES
+        if n not in ("kill", "pause", "combined", "power-loss", "disk", "membership")
+    ],
 )
 def test_partition_nemeses_cut_then_heal(name: str) -> None:
     cluster, ctx = FakeCluster(), context(leaders={1, 4}, controller=2)
@@ -447,3 +451,46 @@ def test_power_loss_skips_a_fault_that_would_leave_the_model() -> None:
     cluster.powered_off.clear()
     assert cluster.powered_off == set() and ctx.storage_risk.skipped == 1
     assert cluster.calls == [("power_off", 2)]
+
+
+class FakeMembership:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def reassign(self, partition: int, replicas: tuple[int, ...]) -> str:
+        self.calls.append(("reassign", (partition, replicas)))
+        return "started"
+
+    def drain(self, node: int) -> str:
+        self.calls.append(("drain", node))
+        return "2 partition(s) moving, 0 refused"
+
+    def settle(self, timeout_s: float) -> str:
+        self.calls.append(("settle", timeout_s))
+        return "no move in progress"
+
+
+def test_membership_moves_partitions_or_drains_and_the_final_heal_waits_for_the_moves() -> None:
+    cluster, control = FakeCluster(), FakeMembership()
+    ctx = replace(context(placement=[full(1, 2, 3), full(2, 3, 4)]), membership=control)
+    nemesis = make_nemesis("membership")
+    rng = random.Random(5)
+    details = []
+    for _ in range(12):
+        record = nemesis.start(cluster, rng, ctx)
+        assert record is not None and record.stop_s is None
+        details.append(record.detail)
+        assert nemesis.stop(cluster, ctx) is not None
+    kinds = {call[0] for call in control.calls}
+    assert kinds == {"reassign", "drain"}  # both kinds, from one seeded rng
+    for kind, args in control.calls:
+        if kind == "reassign":
+            partition, replicas = args  # type: ignore[misc]
+            assert partition in (0, 1) and len(set(replicas)) == 3
+            assert set(replicas) <= set(cluster.node_ids)
+    assert any(d.startswith("reassign p") for d in details)
+    assert any(d.startswith("drain ") for d in details)
+    nemesis.final_heal(cluster, ctx)
+    assert control.calls[-1][0] == "settle"
+    # without an admin client (a unit harness) or a placement, it does nothing
+    assert make_nemesis("membership").start(cluster, rng, context()) is None
