@@ -68,8 +68,8 @@ bench-groups: $(STAMP)
 bench-quorum: $(STAMP)
 	$(PY) -m bench.quorum_failover
 
-## Metadata quorum at scale: 100k partitions in-process; 10k through 3 voters (commit rate,
-## catch-up, failover with the controller).
+## Metadata quorum at scale: 100k partitions in-process and through 3 voters (commit rate,
+## catch-up, failover with the controller, elections a stall caused). ~3 minutes.
 bench-quorum-scale: $(STAMP)
 	$(PY) -m bench.quorum_scale
 

@@ -29,7 +29,14 @@ from typing import Any
 import cbor2
 
 from raftlog.cluster.controller_service import ActiveController, ControllerError
-from raftlog.raft.commands import AllocateProducerIds, Command, FenceBroker, encode_command
+from raftlog.raft.commands import (
+    AllocateProducerIds,
+    Command,
+    FenceBroker,
+    FenceBrokerPartitions,
+    decode_command,
+    encode_command,
+)
 from raftlog.raft.controller import ControllerConfig
 from raftlog.raft.metadata_records import Applied
 from raftlog.raft.quorum import RaftQuorum
@@ -71,13 +78,15 @@ def _now_ms() -> int:
 
 
 class _TimedStore(MetadataStore):
-    """A ``MetadataStore`` that remembers how long its last apply and restore and its longest
-    snapshot took, and how many partitions the last apply changed. Written on the Raft thread
-    (``snapshot_s_max`` is also reset by the op thread: one float, a harmless race)."""
+    """A ``MetadataStore`` that remembers how long its last apply and restore, its longest apply
+    and its longest snapshot capture (what log compaction costs the Raft thread) took, and how
+    many partitions the last apply changed. Written on the Raft thread (the maxima are also
+    reset by the op thread: one float each, a harmless race)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.last_apply_s = 0.0
+        self.apply_s_max = 0.0  # the longest apply since the last reset (op thread resets it)
         self.last_changed_partitions = 0
         self.last_restore_s: float | None = None
         self.snapshot_s_max = 0.0  # the longest snapshot() since the last reset (a Raft stall)
@@ -90,6 +99,7 @@ class _TimedStore(MetadataStore):
         started = time.perf_counter()
         result = super().apply(command)
         self.last_apply_s = time.perf_counter() - started
+        self.apply_s_max = max(self.apply_s_max, self.last_apply_s)
         return result
 
     def restore(self, data: bytes) -> None:
@@ -97,11 +107,12 @@ class _TimedStore(MetadataStore):
         super().restore(data)
         self.last_restore_s = time.perf_counter() - started
 
-    def snapshot(self) -> bytes:
+    def snapshot_encoder(self) -> Callable[[], bytes]:
+        # what log compaction costs the Raft thread: the capture (the writer thread encodes)
         started = time.perf_counter()
-        data = super().snapshot()
+        encode = super().snapshot_encoder()
         self.snapshot_s_max = max(self.snapshot_s_max, time.perf_counter() - started)
-        return data
+        return encode
 
 
 class _FenceWatch:
@@ -113,7 +124,9 @@ class _FenceWatch:
         self.quorum = quorum
         self.store = store
         self._fence = encode_command(fence)
+        self._broker_id = fence.broker_id
         self.outcome: dict[str, Any] | None = None  # set once, on the Raft thread
+        self.steps = 0  # commands of the fence submitted (its chunks and the FenceBroker)
 
     def is_leader(self) -> bool:
         return self.quorum.is_leader()
@@ -125,8 +138,12 @@ class _FenceWatch:
         self, command: bytes, timeout_s: float, callback: Callable[[bytes | None, Any], None]
     ) -> None:
         if command != self._fence:
+            decoded = decode_command(command)
+            if isinstance(decoded, FenceBrokerPartitions) and decoded.broker_id == self._broker_id:
+                self.steps += 1
             self.quorum.submit_async(command, timeout_s, callback)
             return
+        self.steps += 1
 
         def noted(result: bytes | None, error: Any) -> None:
             if error is None and result is not None:
@@ -201,6 +218,9 @@ class _Voter:
             "last_restore_s": self.store.last_restore_s,
             "caught_up_at": self.caught_up_at,
             "snapshots_written": status.snapshots_written,
+            "term": status.term,
+            "tick_gap_ms_max": status.tick_gap_ms_max,
+            "snapshots_discarded": status.snapshots_discarded,
             "submit_timeouts": status.submit_timeouts,
             "applied_index_regressions": status.applied_index_regressions,
         }
@@ -236,6 +256,7 @@ class _Voter:
         encoded = [encode_command(c) for c in commands]
         before = self.quorum.status()
         self.store.snapshot_s_max = 0.0
+        self.store.apply_s_max = 0.0
         outcome = pipeline(
             self.quorum,
             encoded,
@@ -255,6 +276,8 @@ class _Voter:
             "problem": outcome.problem,
             "compactions": after.snapshots_written - before.snapshots_written,
             "snapshot_ms_max": self.store.snapshot_s_max * 1000,
+            "apply_ms_max": self.store.apply_s_max * 1000,
+            "tick_gap_ms_max": after.tick_gap_ms_max,
             "elections": after.term - before.term,
         }
 
@@ -329,6 +352,7 @@ class _Voter:
         )
         live = [b for b in range(1, brokers + 1) if b != dead_broker]
         report: dict[str, Any] = {"active_at": None, "fenced_at": None}
+        self.store.apply_s_max = 0.0
         deadline = time.monotonic() + PROBE_DEADLINE_S + session_timeout_ms / 1000
         try:
             while fence.outcome is None and not self._stop.is_set():
@@ -355,6 +379,8 @@ class _Voter:
             await controller.tasks.cancel_all()
         if fence.outcome is not None:
             report.update(fence.outcome)
+        report["apply_ms_max"] = self.store.apply_s_max * 1000  # any apply, the fence's steps too
+        report["fence_steps"] = fence.steps
         return report if report["active_at"] is not None else None
 
     def close(self) -> None:

@@ -40,13 +40,14 @@ from raftlog.raft.commands import (
     CreateTopic,
     DeleteTopic,
     ElectLeader,
+    FenceBrokerPartitions,
     ReassignPartitions,
     RegisterBroker,
     ReplicasDamaged,
     decode_result,
     encode_command,
 )
-from raftlog.raft.controller import ControllerConfig, ControllerCore, Subject
+from raftlog.raft.controller import ControllerConfig, ControllerCore, Steps, Subject
 from raftlog.raft.metadata import PARTITIONS_PER_TOPIC_MAX, REASSIGN_MOVES_MAX
 from raftlog.raft.metadata_records import TopicRecord
 from raftlog.raft.quorum_types import NotLeaderError
@@ -248,13 +249,20 @@ class ActiveController:
         logger.info("broker %s at %s refuses connections: fencing it now", broker_id, address)
         core.declare_dead(broker_id, incarnation)
 
-    async def _decide(self, core: ControllerCore, subject: Subject, command: Command) -> None:
+    async def _decide(
+        self, core: ControllerCore, subject: Subject, decided: Command | Steps
+    ) -> None:
+        """Commit a decision: one command, or ``Steps`` one after another (each submitted once
+        the one before it applied), the first failure ending it."""
+        commands = decided.commands if isinstance(decided, Steps) else (decided,)
         try:
-            result = await self.submit(command)
-            if "error" in result:
-                logger.warning("decision %s refused: %s", command, result)
-            else:
-                logger.info("decided %s", command)
+            for command in commands:
+                result = await self.submit(command)
+                if "error" in result:
+                    logger.warning("decision %s refused: %s", command, result)
+                    return
+                if not isinstance(command, FenceBrokerPartitions):  # one line per decision
+                    logger.info("decided %s", command)
         except ControllerError as exc:
             logger.warning("decision %s not committed: %s", command, exc)
         finally:

@@ -12,6 +12,11 @@ Rules:
   nothing listening on its port (``declare_dead``: a crashed process, not a slow or cut-off
   one). A newly active controller knows no heartbeats, so every broker gets one
   full session from the moment it took over before it can be fenced.
+- A broker that replicates more than ``FENCE_PARTITIONS_PER_COMMAND_MAX`` partitions is fenced
+  in :class:`Steps`: ``FenceBrokerPartitions`` over its partitions in bounded chunks, then the
+  ``FenceBroker`` (one command moving 60,000 partitions held the Raft thread 0.6-0.9 s, past
+  the election timeout). Meanwhile the backstop election scan waits: it would elect the broker
+  being fenced (still live in the metadata) where a chunk left it the last ISR member.
 - A fenced broker is unfenced when it heartbeats with its registered incarnation and has applied
   metadata up to its own registration (it knows its roles).
 - Partitions without a live leader that have an electable replica (ISR, ELR, or the last known
@@ -38,11 +43,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .commands import Command, ElectLeader, FenceBroker, MoveLeader, UnfenceBroker
-from .metadata import MetadataState
+from .commands import (
+    Command,
+    ElectLeader,
+    FenceBroker,
+    FenceBrokerPartitions,
+    MoveLeader,
+    UnfenceBroker,
+)
+from .metadata import FENCE_PARTITIONS_PER_COMMAND_MAX, MetadataState
 from .metadata_records import NO_LEADER, PartitionRecord, TopicPartition
 
-__all__ = ["ControllerConfig", "ControllerCore", "HeartbeatVerdict"]
+__all__ = ["ControllerConfig", "ControllerCore", "Decision", "HeartbeatVerdict", "Steps"]
 
 _ELECT_BATCH_MAX = 1000  # partitions per ElectLeader command
 
@@ -78,7 +90,17 @@ class LeaderMove:
 Subject = BrokerLiveness | PartitionElection | ElectionBatch | LeaderMove
 """What a decision is about: one decision per subject is in flight at a time."""
 
-Decision = tuple[Subject, Command]
+
+@dataclass(frozen=True, slots=True)
+class Steps:
+    """Commands to commit one after another, each once the one before it has applied; the
+    first that fails or is refused ends the decision (it is decided again from the state then).
+    Each one is bounded, and spacing them lets the Raft thread tick between their applies."""
+
+    commands: tuple[Command, ...]
+
+
+Decision = tuple[Subject, Command | Steps]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +147,7 @@ class ControllerCore:
         self._starved_since: dict[TopicPartition, int] = {}
         self._moved_ms: dict[TopicPartition, int] = {}
         self._last_reach_scan_ms = now_ms - config.reach_scan_interval_ms
+        self._fencing: set[int] = set()  # brokers whose fence is in flight in steps
 
     def heartbeat(
         self,
@@ -201,7 +224,7 @@ class ControllerCore:
             if subject in self._pending:
                 continue
             if not broker.fenced and not alive:
-                out.append((subject, FenceBroker(broker.broker_id, broker.incarnation)))
+                out.append((subject, self._fence(state, broker.broker_id, broker.incarnation)))
             elif broker.fenced and alive:
                 seen = self._liveness.get(broker.broker_id)
                 if (
@@ -216,9 +239,25 @@ class ControllerCore:
             self._pending[decided] = now_ms
         return out
 
+    def _fence(self, state: MetadataState, broker_id: int, incarnation: int) -> Command | Steps:
+        """FenceBroker, after its partitions in bounded chunks if it replicates many."""
+        fence = FenceBroker(broker_id, incarnation)
+        keys = [record.key for record in state.replicas_of(broker_id)]
+        if len(keys) <= FENCE_PARTITIONS_PER_COMMAND_MAX:
+            return fence
+        self._fencing.add(broker_id)
+        step = FENCE_PARTITIONS_PER_COMMAND_MAX
+        chunks = [
+            FenceBrokerPartitions(broker_id, incarnation, tuple(keys[i : i + step]))
+            for i in range(0, len(keys), step)
+        ]
+        return Steps((*chunks, fence))
+
     def _elections(self, state: MetadataState, now_ms: int) -> list[Decision]:
         # fence and unfence elect inline; this scan is the backstop, so it runs only when the
         # state moved and at most every election_scan_interval_ms (100k partitions cost ~50 ms)
+        if self._fencing:  # it would elect a broker being fenced: after the fence
+            return []
         rebalance = (
             self.config.leader_rebalance_interval_ms is not None
             and now_ms - self._last_rebalance_ms >= self.config.leader_rebalance_interval_ms
@@ -359,6 +398,8 @@ class ControllerCore:
     def completed(self, subject: Subject) -> None:
         """The command for ``subject`` committed (or failed): it may be decided again."""
         self._pending.pop(subject, None)
+        if isinstance(subject, BrokerLiveness):
+            self._fencing.discard(subject.broker_id)
         if isinstance(subject, ElectionBatch):
             self._scanned_version = -1  # look again, whatever happened to it
             for key in subject.keys:

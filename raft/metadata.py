@@ -26,8 +26,13 @@ The rules (each one has a scenario test in tests/unit/raft/test_metadata.py):
    partition epoch its view is based on; any mismatch is refused with a typed error and changes
    nothing. A broker may be added to an ISR only while registered and unfenced.
 5. Fencing a broker removes it from every ISR (keeping a last member, rule 3) and moves every
-   leadership it held, in the same command. A broker that registers with a new incarnation is
-   fenced as its old incarnation first and stays fenced until the controller unfences it.
+   leadership it held, in the same command — or, for a broker with many partitions, first in
+   bounded chunks (``FenceBrokerPartitions``, at most ``FENCE_PARTITIONS_PER_COMMAND_MAX``
+   each, while the broker is still registered unfenced), then the ``FenceBroker`` that covers
+   the rest. A chunk leaves each partition as the fence would; between chunks the invariants
+   hold (the broker is simply live with fewer roles). A broker that registers with a new
+   incarnation is fenced as its old incarnation first and stays fenced until the controller
+   unfences it.
 6. A fenced broker leads nothing.
 7. A replica that may have lost acknowledged records — its broker came back from a power loss
    (``RegisterBroker(unclean=True)``) or found damage in its log (``ReplicasDamaged``) — leaves
@@ -57,8 +62,9 @@ row encodings (:mod:`raftlog.raft.metadata_snapshot`).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, assert_never
 
 from raftlog.proto.codes import CodedError, ErrorCode
@@ -78,6 +84,7 @@ from .commands import (
     DeleteTopic,
     ElectLeader,
     FenceBroker,
+    FenceBrokerPartitions,
     MoveLeader,
     ReassignPartitions,
     RegisterBroker,
@@ -107,6 +114,7 @@ from .topic_config import ConfigError, validate_configs
 __all__ = [
     "ACL_BINDINGS_MAX",
     "ACL_FILTERS_PER_COMMAND_MAX",
+    "FENCE_PARTITIONS_PER_COMMAND_MAX",
     "PARTITIONS_PER_TOPIC_MAX",
     "PRODUCER_ID_BLOCK_MAX",
     "REASSIGN_MOVES_MAX",
@@ -123,6 +131,8 @@ ACL_BINDINGS_MAX = 10_000
 SCRAM_USERS_MAX = 10_000
 # a DeleteAcls costs filters × bindings matches on the Raft thread (10k × 64: ~0.1 s)
 ACL_FILTERS_PER_COMMAND_MAX = 64
+# a FenceBrokerPartitions moves this many at most: ~10-15 ms of apply on the Raft thread
+FENCE_PARTITIONS_PER_COMMAND_MAX = 1000
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
@@ -228,6 +238,8 @@ class MetadataState:
                 return self._register(command, changes)
             case FenceBroker():
                 return self._fence(command, changes)
+            case FenceBrokerPartitions():
+                return self._fence_partitions(command, changes)
             case UnfenceBroker():
                 return self._unfence(command, changes)
             case CreateTopic():
@@ -338,9 +350,33 @@ class MetadataState:
         self._fence_roles(cmd.broker_id, changes)
         return {"changed": True}
 
+    def _fence_partitions(self, cmd: FenceBrokerPartitions, changes: _Changes) -> dict[str, Any]:
+        if len(cmd.partitions) > FENCE_PARTITIONS_PER_COMMAND_MAX or not all(
+            isinstance(k, tuple) and len(k) == 2 and isinstance(k[0], str) and type(k[1]) is int
+            for k in cmd.partitions
+        ):
+            raise MetadataError(
+                ErrorCode.INVALID_REQUEST,
+                f"at most {FENCE_PARTITIONS_PER_COMMAND_MAX} (topic, partition) pairs per "
+                "FenceBrokerPartitions",
+            )
+        broker = self._check_incarnation(cmd.broker_id, cmd.incarnation)
+        if broker.fenced:  # a fenced broker holds no roles: the fence already covered these
+            return {"partitions": 0}
+        mine = self._by_broker.get(cmd.broker_id, set())
+        keys = sorted({(topic, p) for topic, p in cmd.partitions if (topic, p) in mine})
+        self._leave_roles(cmd.broker_id, keys, changes)
+        return {"partitions": len(keys)}
+
     def _fence_roles(self, broker_id: int, changes: _Changes) -> None:
         """Take broker_id out of every ISR (keeping a last member) and every leadership."""
-        for key in sorted(self._by_broker.get(broker_id, ())):
+        self._leave_roles(broker_id, sorted(self._by_broker.get(broker_id, ())), changes)
+
+    def _leave_roles(
+        self, broker_id: int, keys: Iterable[TopicPartition], changes: _Changes
+    ) -> None:
+        """Take broker_id out of the ISR (keeping a last member) and leadership of ``keys``."""
+        for key in keys:
             record = self.partitions[key]
             isr = tuple([b for b in record.isr if b != broker_id]) or record.isr
             leader = NO_LEADER if record.leader == broker_id else record.leader
@@ -885,19 +921,24 @@ class MetadataState:
 
     def snapshot(self) -> bytes:
         """The replicated state as bytes (format: :mod:`raftlog.raft.metadata_snapshot`)."""
-        return encode_snapshot(
-            SnapshotContents(
-                version=self.version,
-                next_producer_id=self.next_producer_id,
-                next_topic_id=self.next_topic_id,
-                brokers=self.brokers.values(),
-                topics=self.topics.values(),
-                partitions=self.partitions.values(),
-                epoch_floor=self._epoch_floor,
-                acls=self.acls,
-                users=self.users,
-            )
+        return self.snapshot_encoder()()
+
+    def snapshot_encoder(self) -> Callable[[], bytes]:
+        """The state as it is now, captured for :meth:`snapshot` to encode later, on any thread,
+        while this state goes on applying commands. The capture copies the containers, not the
+        records (every record is frozen): ~5 ms at 100k partitions, against ~200 ms to encode."""
+        contents = SnapshotContents(
+            version=self.version,
+            next_producer_id=self.next_producer_id,
+            next_topic_id=self.next_topic_id,
+            brokers=list(self.brokers.values()),
+            topics=list(self.topics.values()),
+            partitions=list(self.partitions.values()),
+            epoch_floor=dict(self._epoch_floor),
+            acls=frozenset(self.acls),
+            users=dict(self.users),
         )
+        return partial(encode_snapshot, contents)
 
     @classmethod
     def from_snapshot(cls, data: bytes) -> MetadataState:

@@ -13,7 +13,9 @@ It is the thin, boring part around pysyncobj; what it must get right lives besid
   damaged journal;
 * :mod:`raftlog.raft.pending_commands` — submitted commands, their deadlines and answers;
 * :mod:`raftlog.raft.quorum_view` — what the Raft thread publishes every tick, and the status;
-* :mod:`raftlog.raft.snapshot_file` — the snapshot file format (pure).
+* :mod:`raftlog.raft.snapshot_file` — the snapshot file format (pure);
+* :mod:`raftlog.raft.snapshot_writer` — the snapshot written off the Raft thread (captured on
+  it, published on it, encoded and fsynced on a writer thread).
 
 Importing this module patches pysyncobj (through :mod:`raftlog.raft.pysyncobj_guards`).
 """
@@ -71,6 +73,7 @@ from .quorum_types import (
     QuorumTimeoutError,
     QuorumUnknownOutcomeError,
     Role,
+    SnapshotCapture,
     StateMachine,
     WrongThreadError,
     split_address,
@@ -78,6 +81,7 @@ from .quorum_types import (
 from .quorum_view import QuorumView, empty_view, quorum_status, read_view
 from .raft_node import NodeHooks, RaftNode
 from .snapshot_file import Entry, SnapshotFile, decode_snapshot_file, encode_snapshot_file
+from .snapshot_writer import BackgroundSerializer, SnapshotHooks, WriteJob
 
 __all__ = ["RaftQuorum"]
 
@@ -115,7 +119,7 @@ class _TickState:
     next_lease_ping_at: float = 0.0
     # Leader lease: per peer, the latest send time of our ping it echoed in our current term.
     lease: LeaseAcks = field(default_factory=LeaseAcks)
-    dir_sync_pending: bool = False
+    last_tick_at: float | None = None
     destroy_requested: bool = False
     applied_index: int | None = None  # last index this node applied (or restored to)
     log_watch_registered: bool = False
@@ -254,7 +258,12 @@ class RaftQuorum:
             journalFile=c.journal_path,
             fullDumpFile=c.snapshot_path,
             useFork=False,
-            serializer=self._write_snapshot,
+            serializer=SnapshotHooks(
+                capture=self._capture_snapshot,
+                published=self._snapshot_published,
+                failed=self._snapshot_failed,
+                discarded=self._snapshot_discarded,
+            ),
             deserializer=self._read_snapshot,
             logCompactionMinEntries=c.log_compaction_min_entries,
             logCompactionMinTime=c.log_compaction_min_time_s,
@@ -381,7 +390,7 @@ class RaftQuorum:
             node.destroy()  # the Raft thread closes sockets and the journal, then exits
             if thread is not None and threading.current_thread() is not thread:
                 thread.join(timeout_s)
-                stopped = not thread.is_alive()
+                stopped = not thread.is_alive() and self._join_snapshot_writer(node, timeout_s)
                 if stopped:
                     self._close_transmission_files(node)
                 else:
@@ -464,26 +473,43 @@ class RaftQuorum:
                 logger.exception("on_applied raised (ignored)")
         return result
 
-    def _write_snapshot(self, tmp_path: str, data: Any) -> None:
-        """pysyncobj's serializer hook (Raft thread): it renames ``tmp_path`` afterwards."""
-        try:
-            last, prev, cluster = data
-            snapshot = SnapshotFile(
-                last_entry=(bytes(last[0]), int(last[1]), int(last[2])),
-                prev_entry=(bytes(prev[0]), int(prev[1]), int(prev[2])),
-                voters=tuple(sorted(str(node.id) for node in cluster)),
-                state=self._machine.snapshot(),
-            )
+    def _capture_snapshot(self, data: Any) -> WriteJob:
+        """pysyncobj's serializer hook, through :class:`BackgroundSerializer` (Raft thread):
+        capture the state at the applied index the dump claims; the job returned encodes and
+        writes it on the writer thread (``SnapshotCapture``; a machine without it is
+        snapshotted here, only the file is written there)."""
+        last, prev, cluster = data
+        last_entry = (bytes(last[0]), int(last[1]), int(last[2]))
+        prev_entry = (bytes(prev[0]), int(prev[1]), int(prev[2]))
+        voters = tuple(sorted(str(node.id) for node in cluster))
+        machine = self._machine
+        if isinstance(machine, SnapshotCapture):
+            encode_state = machine.snapshot_encoder()
+        else:
+            state = machine.snapshot()
+
+            def encode_state() -> bytes:
+                return state
+
+        def write(tmp_path: str) -> None:  # the writer thread
+            snapshot = SnapshotFile(last_entry, prev_entry, voters, encode_state())
             with open(tmp_path, "wb") as f:
                 f.write(encode_snapshot_file(snapshot))
                 f.flush()
                 os.fsync(f.fileno())
-        except BaseException:
-            self._counters.snapshot_write_failures += 1
-            logger.exception("writing the snapshot failed")
-            raise
+
+        return write
+
+    def _snapshot_published(self) -> None:
         self._counters.snapshots_written += 1
-        self._tick.dir_sync_pending = True
+
+    def _snapshot_failed(self, exc: BaseException) -> None:
+        self._counters.snapshot_write_failures += 1
+        logger.error("writing the snapshot failed: %r", exc)
+
+    def _snapshot_discarded(self) -> None:
+        self._counters.snapshots_discarded += 1
+        logger.info("a snapshot was installed while ours was written: ours is discarded")
 
     def _read_snapshot(self, path: str) -> tuple[Entry, Entry, set[str]]:
         """pysyncobj's deserializer hook (Raft thread): at start-up and on snapshot install."""
@@ -550,9 +576,11 @@ class RaftQuorum:
         if not tick.log_watch_registered:
             watch_raft_thread(self._counters)
             tick.log_watch_registered = True
-        if tick.dir_sync_pending and not os.path.exists(self._config.snapshot_path + ".tmp"):
-            tick.dir_sync_pending = False
-            fsync_dir(self._config.data_dir)
+        if tick.last_tick_at is not None:
+            gap_s = now - tick.last_tick_at
+            if gap_s > self._counters.tick_gap_s_max:
+                self._counters.tick_gap_s_max = gap_s
+        tick.last_tick_at = now
         close_stalled_handshakes(
             node._SyncObj__transport, now, self._config.connect_timeout_s, self._counters
         )
@@ -710,6 +738,14 @@ class RaftQuorum:
             lease=self._tick.lease,
             recovering=self._gate.recovering,
         )
+
+    @staticmethod
+    def _join_snapshot_writer(node: Any, timeout_s: float) -> bool:
+        serializer = node._SyncObj__serializer
+        if isinstance(serializer, BackgroundSerializer) and not serializer.join(timeout_s):
+            logger.error("the snapshot writer did not stop within %.1f s", timeout_s)
+            return False
+        return True
 
     @staticmethod
     def _close_transmission_files(node: Any) -> None:

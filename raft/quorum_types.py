@@ -26,7 +26,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import ClassVar, Final, NamedTuple, Protocol
+from typing import ClassVar, Final, NamedTuple, Protocol, runtime_checkable
 
 __all__ = [
     "JOURNAL_FILE_NAME",
@@ -48,6 +48,7 @@ __all__ = [
     "QuorumTimeoutError",
     "QuorumUnknownOutcomeError",
     "Role",
+    "SnapshotCapture",
     "StateMachine",
     "VoterStatus",
     "WrongThreadError",
@@ -136,6 +137,19 @@ class StateMachine(Protocol):
     def snapshot(self) -> bytes: ...
 
     def restore(self, data: bytes) -> None: ...
+
+
+@runtime_checkable
+class SnapshotCapture(Protocol):
+    """A :class:`StateMachine` whose snapshot can be encoded off the Raft thread: the quorum
+    then writes its dumps on a writer thread (:mod:`raftlog.raft.snapshot_writer`); a machine
+    without it is snapshotted on the Raft thread and only the file is written elsewhere."""
+
+    def snapshot_encoder(self) -> Callable[[], bytes]:
+        """Raft thread: capture the state as it is now, cheaply; the function returned encodes
+        that capture — what :meth:`StateMachine.snapshot` returned now — on any thread, later,
+        while ``apply`` goes on."""
+        ...
 
 
 class Role(enum.StrEnum):
@@ -322,6 +336,10 @@ class QuorumStatus:
     handshakes_evicted: int = 0  # ... being the oldest of too many in the handshake
     handshakes_refused: int = 0  # ... a handshake naming no voter
     ticks: int = 0  # Raft-thread ticks: timers and messages wake it, not a fixed period
+    # The longest the Raft thread went between two ticks (an idle one sleeps up to
+    # tick_period_s): a stall past election_timeout_min_s on a leader deposes it.
+    tick_gap_ms_max: float = 0.0
+    snapshots_discarded: int = 0  # writes dropped: a snapshot was installed meanwhile
 
 
 class MetadataQuorum(Protocol):
@@ -368,3 +386,5 @@ class QuorumCounters:
     handshakes_evicted: int = 0  # counted by the guards
     handshakes_refused: int = 0  # counted by the guards
     ticks: int = 0
+    tick_gap_s_max: float = 0.0
+    snapshots_discarded: int = 0

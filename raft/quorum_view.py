@@ -157,4 +157,6 @@ def quorum_status(
         handshakes_evicted=counters.handshakes_evicted,
         handshakes_refused=counters.handshakes_refused,
         ticks=counters.ticks,
+        tick_gap_ms_max=counters.tick_gap_s_max * 1000,
+        snapshots_discarded=counters.snapshots_discarded,
     )

@@ -77,8 +77,13 @@ class MetadataStore:
             self._tail_first += 1
 
     def snapshot(self) -> bytes:
+        return self.snapshot_encoder()()
+
+    def snapshot_encoder(self) -> Callable[[], bytes]:
+        """Raft thread: capture the state now (cheap); the function returned encodes it on any
+        thread (``SnapshotCapture`` of the quorum: the snapshot is written off the Raft thread)."""
         with self._lock:
-            return self._state.snapshot()
+            return self._state.snapshot_encoder()
 
     def restore(self, data: bytes) -> None:
         self._restore(MetadataState.from_snapshot(data))

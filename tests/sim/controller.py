@@ -34,7 +34,7 @@ from raftlog.raft.commands import (
     decode_command,
     encode_command,
 )
-from raftlog.raft.controller import ControllerConfig, ControllerCore
+from raftlog.raft.controller import ControllerConfig, ControllerCore, Steps
 from raftlog.raft.metadata import MetadataState
 
 from .node import Process, RpcError, RpcRefused, World
@@ -153,9 +153,12 @@ class ControllerShell:
                 self._probed[broker_id] = now
                 self.proc.spawn(self._probe(broker_id, incarnation))
 
-    async def _decide(self, subject: object, command: Command) -> None:
+    async def _decide(self, subject: object, decided: Command | Steps) -> None:
+        commands = decided.commands if isinstance(decided, Steps) else (decided,)
         try:
-            await self.submit(command)
+            for command in commands:  # one after another, as the real shell does
+                if "error" in await self.submit(command):
+                    return
         finally:
             self.core.completed(subject)
 

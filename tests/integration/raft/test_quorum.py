@@ -483,6 +483,65 @@ def test_corrupt_snapshot_is_refused(tmp_path: Path) -> None:
 # ---- three processes ------------------------------------------------------------------------
 
 
+class SlowSnapshotMachine(ListMachine):
+    """A ``SnapshotCapture`` machine whose snapshot encoding waits for ``release``: the quorum
+    captures on the Raft thread and encodes on its writer thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.capture_threads: list[str] = []
+        self.encode_threads: list[str] = []
+
+    def snapshot_encoder(self) -> Callable[[], bytes]:
+        self.capture_threads.append(threading.current_thread().name)
+        items = list(self.items)
+
+        def encode() -> bytes:
+            self.encode_threads.append(threading.current_thread().name)
+            assert self.release.wait(10.0)
+            return bytes(cbor2.dumps(items))
+
+        return encode
+
+
+def test_a_slow_snapshot_stalls_neither_commits_nor_ticks_and_matches_its_index(
+    tmp_path: Path,
+) -> None:
+    config = _config(tmp_path, log_compaction_min_entries=5)
+    machine = SlowSnapshotMachine()
+    quorum = RaftQuorum(config, machine)
+    try:
+        assert quorum.wait_for_leader(5.0) == 1
+        for i in range(8):
+            quorum.submit(b"a%d" % i, 2.0)
+        wait_until("a snapshot to be captured", lambda: machine.capture_threads, 5.0)
+        # the encoding is stuck: commands still commit and the Raft thread keeps ticking
+        ticks = quorum.status().ticks
+        for i in range(20):
+            quorum.submit(b"b%d" % i, 2.0)
+        status = quorum.status()
+        assert status.snapshots_written == 0 and status.ticks > ticks
+        assert len(machine.capture_threads) == 1  # one dump at a time
+        machine.release.set()
+        wait_until("the snapshot", lambda: quorum.status().snapshots_written >= 1, 5.0)
+        assert machine.encode_threads and machine.encode_threads[0] != machine.capture_threads[0]
+        wait_until("the journal cut", lambda: quorum.status().log_first_index > 1, 5.0)
+    finally:
+        quorum.close()
+    # the dump holds the state of the index it claims: restored + the journal's tail replayed
+    # gives every command once
+    again = ListMachine()
+    quorum = RaftQuorum(config, again)
+    try:
+        assert quorum.wait_for_leader(5.0) == 1
+        wait_until("the replay", lambda: len(again.items) >= 28, 5.0)
+        assert again.items == [b"a%d" % i for i in range(8)] + [b"b%d" % i for i in range(20)]
+        assert quorum.status().snapshot_restores == 1
+    finally:
+        quorum.close()
+
+
 def test_leader_emerges_commands_apply_on_all_and_followers_refuse(
     make_cluster: Callable[..., Cluster],
 ) -> None:

@@ -13,7 +13,7 @@ from raftlog.raft.commands import (
     UnfenceBroker,
     encode_command,
 )
-from raftlog.raft.controller import ControllerConfig, ControllerCore
+from raftlog.raft.controller import ControllerConfig, ControllerCore, Steps
 from raftlog.raft.metadata import MetadataState
 from raftlog.raft.metadata_records import NO_LEADER
 
@@ -29,10 +29,11 @@ def registered(n: int = 3) -> MetadataState:
 
 def apply_all(state: MetadataState, controller: ControllerCore, now_ms: int) -> list[object]:
     out = []
-    for subject, command in controller.decisions(state, now_ms):
-        state.apply(encode_command(command))
+    for subject, decided in controller.decisions(state, now_ms):
+        for command in decided.commands if isinstance(decided, Steps) else (decided,):
+            state.apply(encode_command(command))
         controller.completed(subject)
-        out.append(command)
+        out.append(decided)
     return out
 
 
