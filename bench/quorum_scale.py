@@ -284,23 +284,32 @@ def _converge(children: list[Child], timeout_s: float = _CONVERGE_TIMEOUT_S) -> 
     raise BenchError(f"the voters did not converge within {timeout_s:.0f} s")
 
 
-def _heal(children: list[Child], args: argparse.Namespace, warnings: list[str]) -> None:
+def _heal(
+    children: list[Child], args: argparse.Namespace, warnings: list[str], *, required: bool = True
+) -> bool:
     """Bring the metadata back to its created shape (not measured). An election can cut a round
-    short; the next round runs on whichever node leads then, at most ``_HEAL_ROUNDS`` rounds."""
+    short; the next round runs on whichever node leads then, at most ``_HEAL_ROUNDS`` rounds.
+    Not healthy after them: BenchError when ``required``, else a warning and False."""
     for _ in range(_HEAL_ROUNDS):
         _converge(children)
         outcome = agreed_leader(children, _LEADER_TIMEOUT_S).call(
             "heal", PHASE_TIMEOUT_S, inflight_max=args.inflight_max
         )
         if outcome["unhealthy"] == 0 and outcome["count"] == outcome["ok"]:
-            return
+            return True
         if outcome["elections"]:
             warnings.append(
                 f"healing: {outcome['failed']} of {outcome['count']} commands lost to "
                 f"{outcome['elections']} election(s) (longest snapshot "
                 f"{outcome['snapshot_ms_max']:.0f} ms)"
             )
-    raise BenchError(f"the metadata is not healthy after {_HEAL_ROUNDS} rounds")
+    if required:
+        raise BenchError(f"the metadata is not healthy after {_HEAL_ROUNDS} rounds")
+    warnings.append(
+        f"the metadata is not healthy after {_HEAL_ROUNDS} healing rounds: the failover runs "
+        "stop here (the next ones would not start from the created shape)"
+    )
+    return False
 
 
 def _failover_run(
@@ -468,9 +477,11 @@ def _quorum(
             attempts += 1  # void runs are repeated, within a bound
             require(attempts <= 2 * args.runs, f"{attempts - 1 - len(runs)} void failover runs")
             run = _failover_run(children, args, warnings, console)
-            _heal(children, args, warnings)
             if run is not None:
                 runs.append(run)
+            if not _heal(children, args, warnings, required=False):
+                break
+        require(bool(runs), "no failover run could be measured")
         figures[f"failover_runs_void_{label}_partitions"] = attempts - len(runs)
         # one election per kill is the failover itself; any more is spurious
         end_term = max(int(c.call("status")["term"]) for c in children)
