@@ -5,6 +5,7 @@ two left, one of them 4, still elect a controller and commit."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -53,7 +54,7 @@ class MetadataLoad:
 
     def longest_gap_s(self, since: float) -> float:
         times = [since, *(t for t in self.commits if t >= since), time.monotonic()]
-        return max(b - a for a, b in zip(times, times[1:], strict=False))
+        return max(b - a for a, b in itertools.pairwise(times))
 
 
 def test_replace_a_dead_voter_while_metadata_commits(make_cluster: ClusterFactory) -> None:
