@@ -177,12 +177,15 @@ class CatchingUpMachine:
         return self.store.apply(command)
 
     def snapshot(self) -> bytes:
+        return self.snapshot_encoder()()
+
+    def snapshot_encoder(self) -> Callable[[], bytes]:
         if self.position < self.store.version:
             raise RuntimeError(
                 f"catching up: the Raft log is at version {self.position}, "
                 f"the store at {self.store.version}"
             )
-        return self.store.snapshot()
+        return self.store.snapshot_encoder()
 
     def restore(self, data: bytes) -> None:
         version = MetadataState.from_snapshot(data).version
