@@ -31,6 +31,7 @@ from .errors import NetworkError, NoBrokersAvailableError
 from .group_admin import GroupAdmin, GroupDescription, GroupOffset
 from .metadata import ClusterMetadata
 from .partition_admin import PartitionAdmin
+from .quorum_admin import QuorumAdmin
 from .security import ClientSecurity
 from .snapshot import (
     BrokerRates,
@@ -88,7 +89,7 @@ def _retriable(exc: BaseException) -> bool:
     return isinstance(exc, RaftlogError) and exc.retriable
 
 
-class Admin(GroupAdmin, AclAdmin, PartitionAdmin):
+class Admin(GroupAdmin, AclAdmin, PartitionAdmin, QuorumAdmin):
     """See the module docstring."""
 
     def __init__(

@@ -224,6 +224,9 @@ def _parser() -> argparse.ArgumentParser:
     for sub in (create, listing, describe, delete, alter, grow):
         _add_bootstrap(sub)
     add_partition_parsers(commands, _add_bootstrap)
+    from .cli_quorum import add_parsers as add_quorum_parsers
+
+    add_quorum_parsers(commands, _add_bootstrap)
 
     produce = commands.add_parser(
         "produce", help="send stdin lines as records (bytes as they are, any encoding)"
@@ -389,6 +392,14 @@ def _cmd_partitions(args: argparse.Namespace, console: Console) -> int:
         if args.command == "leader":
             return cli_partitions.run_leader(args, console, admin)
         return cli_partitions.run_partition(args, console, admin)
+
+
+def _cmd_quorum(args: argparse.Namespace, console: Console) -> int:
+    from .admin import Admin
+    from .cli_quorum import run_quorum
+
+    with Admin(_bootstrap(args), security=_security(args)) as admin:
+        return run_quorum(args, console, admin)
 
 
 def _cmd_cluster(args: argparse.Namespace, console: Console) -> int:
@@ -794,6 +805,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "acl": _cmd_security,
     "partition": _cmd_partitions,
     "leader": _cmd_partitions,
+    "quorum": _cmd_quorum,
     "user": _cmd_security,
     "whoami": _cmd_security,
     "tls": _cmd_security,

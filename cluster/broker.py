@@ -75,9 +75,10 @@ from raftlog.raft.listener import PartitionListener
 from raftlog.raft.metadata_records import Applied, TopicRecord
 from raftlog.raft.metadata_snapshot import decode_partition_rows
 from raftlog.raft.quorum import RaftQuorum
-from raftlog.raft.quorum_types import MetadataQuorum, QuorumConfig
+from raftlog.raft.quorum_types import QuorumConfig
 from raftlog.raft.scram import ScramCredential
-from raftlog.raft.store import MetadataStore
+from raftlog.raft.store import CatchingUpMachine, MetadataStore
+from raftlog.raft.voters import VoterRecord
 from raftlog.segments import BrokerStateStore, makedirs_durable
 from raftlog.segments.clock import SYSTEM_CLOCK, Clock
 
@@ -98,11 +99,13 @@ from .kafka_listener import KafkaListener
 from .metadata_observer import MetadataFeed, MetadataObserver
 from .partition import Partition
 from .peers import PING_INTERVAL_MS, PING_TIMEOUT_MS, PeerReach
+from .quorum_member import QuorumMember
 from .quota import Quotas
 from .relay_proof import OriginSigner
 from .replica_manager import ReplicaManager, ReplicaManagerConfig
 from .replication import IsrProposal, alter_partition_outcome
 from .tasks import DeadlineTimer, TaskSet
+from .voter_admin import VoterChanges
 
 __all__ = [
     "MESSAGE_BYTES_MAX",
@@ -222,7 +225,10 @@ class Broker:
             self._create_offsets_topic,
             initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
         )
-        self.quorum: MetadataQuorum  # started in run(): a Raft voter, or an observer of them
+        self.quorum: QuorumMember  # started in run(): a Raft voter, or an observer of them
+        self._observer_task: asyncio.Task[None] | None = None
+        self._switching = False  # a change of quorum role is under way (quorum_member.py)
+        self.voter_changes = VoterChanges(self)  # add-voter / remove-voter, as the controller
         self.metadata_feed = MetadataFeed(self.store)  # FetchMetadata answers to observers
         self.controller: ActiveController
         self.fetchers: FetcherManager
@@ -275,12 +281,25 @@ class Broker:
         leader = self.quorum.leader_id()
         return self.controller_stub_of(leader) if leader is not None else None
 
+    def current_voters(self) -> tuple[VoterRecord, ...]:
+        """The metadata quorum's voters: as the applied metadata has them once a membership
+        change happened (raft/voters.py), else the config's ``[[voters]]`` (the bootstrap set)."""
+        with self.store.read() as state:
+            voters = state.voters
+        if voters:
+            return voters
+        return tuple(
+            VoterRecord(v.node_id, v.raft_address, v.grpc_address) for v in self.config.voters
+        )
+
+    def voter_grpc_address(self, node_id: int) -> str | None:
+        return next((v.grpc_address for v in self.current_voters() if v.node_id == node_id), None)
+
     def controller_stub_of(self, node_id: int) -> controller_pb2_grpc.ControllerStub | None:
         """The Controller service of voter ``node_id`` (the controller, or a relay to it)."""
-        voter = self.config.voter_by_id(node_id)
-        if voter is None:
+        address = self.voter_grpc_address(node_id)
+        if address is None:
             return None
-        address = voter.grpc_address
         stub = self._controller_stubs.get(address)
         if stub is None:  # a stub builds a callable per method: once per address, not per call
             stub = self._controller_stubs[address] = controller_pb2_grpc.ControllerStub(
@@ -448,6 +467,7 @@ class Broker:
         self._metadata_dirty = False
         self.metadata_feed.changed()
         self._check_health()
+        self._follow_voters()
         if not self.replicas.ready:
             return
         with self.store.read() as state:
@@ -710,25 +730,23 @@ class Broker:
         self._loop = asyncio.get_running_loop()
         self.store.add_observer(self._on_applied)
         observer: MetadataObserver | None = None
-        if config.is_voter:
-            self.quorum = RaftQuorum(
-                QuorumConfig(
-                    node_id=config.node_id,
-                    voters={v.node_id: v.raft_address for v in config.voters},
-                    secret=config.cluster_secret,
-                    data_dir=os.path.join(config.data_dir, "raft"),
-                    bind_host=config.raft_listen.rpartition(":")[0],
-                ),
-                self.store,
+        if config.is_voter and not os.path.exists(self._removed_marker):
+            self.quorum = QuorumMember(
+                RaftQuorum(
+                    QuorumConfig(
+                        node_id=config.node_id,
+                        voters={v.node_id: v.raft_address for v in config.voters},
+                        secret=config.cluster_secret,
+                        data_dir=os.path.join(config.data_dir, "raft"),
+                        bind_host=config.raft_listen.rpartition(":")[0],
+                    ),
+                    self.store,
+                )
             )
         else:  # not a voter: follow the voters' committed metadata (metadata_observer.py)
-            observer = MetadataObserver(
-                config.node_id,
-                self.store,
-                {v.node_id: v.raft_address for v in config.voters},
-                self.controller_stub_of,
-            )
-            self.quorum = observer
+            # (one added later by add-voter starts its Raft member once its metadata says so)
+            observer = self._new_observer()
+            self.quorum = QuorumMember(observer)
         self.controller = ActiveController(
             config.node_id,
             self.quorum,
@@ -743,7 +761,7 @@ class Broker:
         )
         self.link = ControllerLink(
             config.node_id,
-            [v.node_id for v in config.voters],
+            [v.node_id for v in self.current_voters()],
             self.quorum.leader_id,
             self.controller_stub_of,
             (
@@ -811,7 +829,6 @@ class Broker:
         self.replicas.on_watch = expiry.rearm
         tasks = [
             loop.create_task(self._wait_for_metadata()),
-            *([loop.create_task(observer.run(self._stopping))] if observer is not None else []),
             loop.create_task(self._lifecycle()),
             loop.create_task(self._every(20, self.controller.tick)),
             loop.create_task(self._every(100, self.replicas.periodic)),
@@ -832,6 +849,8 @@ class Broker:
             loop.create_task(self._every(HEALTH_INTERVAL_MS, self._publish_health)),
             loop.create_task(self._every(RATE_SAMPLE_INTERVAL_MS, self.metrics.sample_rates)),
         ]
+        if observer is not None:
+            self._observer_task = loop.create_task(observer.run(self._stopping))
         try:
             await self._stopping.wait()
         finally:
@@ -844,6 +863,8 @@ class Broker:
             await server.stop(grace=1.0)
             self.replicas.on_watch = None
             expiry.close()
+            if self._observer_task is not None:
+                tasks.append(self._observer_task)
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -865,6 +886,109 @@ class Broker:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    # ---- changing quorum role (quorum_member.py) -------------------------------------------------
+
+    @property
+    def _removed_marker(self) -> str:
+        # written when this broker leaves the voters: its Raft journal names a membership it is
+        # no longer in, so it must not start a Raft member from its config after a restart
+        return os.path.join(self.config.data_dir, "raft", "REMOVED")
+
+    def _new_observer(self) -> MetadataObserver:
+        return MetadataObserver(
+            self.config.node_id,
+            self.store,
+            {v.node_id: v.raft_address for v in self.current_voters()},
+            self.controller_stub_of,
+        )
+
+    def _follow_voters(self) -> None:
+        """On the loop, after metadata was applied: every broker's routes follow the voter set;
+        a broker the metadata names as a voter (or as joining) starts its Raft member, one
+        removed from it stops (see quorum_member.py)."""
+        voters = self.current_voters()
+        ids = tuple(sorted(v.node_id for v in voters))
+        if getattr(self, "link", None) is not None and self.link.voter_ids != ids:
+            self.link.voter_ids = ids
+        member = getattr(self, "quorum", None)
+        if member is None or self._switching:
+            return
+        observer, raft = member.observer, member.raft
+        if observer is not None and observer.route.voters != ids:
+            observer.voters = {v.node_id: v.raft_address for v in voters}
+            observer.route.voters = ids
+        if raft is not None:
+            raft.learn_voter_ids({v.node_id: v.raft_address for v in voters})
+        with self.store.read() as state:
+            changed, joining = bool(state.voters), state.joining_voter
+        me = next((v for v in voters if v.node_id == self.config.node_id), None)
+        if me is None and joining is not None and joining.node_id == self.config.node_id:
+            me = joining  # add-voter is bringing us in: start before the entry that adds us
+        if observer is not None:
+            if me is not None:
+                self._switching = True
+                self._background_tasks.spawn(self._become_voter(me, voters))
+        elif raft is not None and changed and me is None:
+            self._switching = True
+            self._background_tasks.spawn(self._become_observer())
+
+    async def _become_voter(self, me: VoterRecord, voters: tuple[VoterRecord, ...]) -> None:
+        loop = asyncio.get_running_loop()
+        config = self.config
+        try:
+            task, self._observer_task = self._observer_task, None
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            observer = self.quorum.observer
+            if observer is not None:
+                await loop.run_in_executor(None, observer.close)
+            members = {v.node_id: v.raft_address for v in voters}
+            members[me.node_id] = me.raft_address
+            bind_host = (config.raft_listen or me.raft_address).rpartition(":")[0]
+            quorum_config = QuorumConfig(
+                node_id=config.node_id,
+                voters=members,
+                secret=config.cluster_secret,
+                data_dir=os.path.join(config.data_dir, "raft"),
+                bind_host=bind_host,
+            )
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._removed_marker)
+            raft = await loop.run_in_executor(
+                None, RaftQuorum, quorum_config, CatchingUpMachine(self.store)
+            )
+            raft.learn_voter_ids(members)
+            self.quorum.current = raft
+            logger.info(
+                "broker %s is now a metadata quorum voter (Raft %s)",
+                config.node_id,
+                me.raft_address,
+            )
+        except Exception:
+            logger.exception("could not start this broker's Raft member; observing again")
+            observer = self._new_observer()
+            self.quorum.current = observer
+            self._observer_task = loop.create_task(observer.run(self._stopping))
+        finally:
+            self._switching = False
+
+    async def _become_observer(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            raft = self.quorum.raft
+            observer = self._new_observer()
+            self.quorum.current = observer
+            if raft is not None:
+                await loop.run_in_executor(None, raft.close)
+            with open(self._removed_marker, "w") as marker:
+                marker.write("removed from the metadata quorum's voters\n")
+            self._observer_task = loop.create_task(observer.run(self._stopping))
+            logger.info("broker %s left the metadata quorum: observing", self.config.node_id)
+        finally:
+            self._switching = False
 
 
 def run_broker(config: BrokerConfig) -> int:

@@ -6,7 +6,8 @@ One gRPC service, one servicer object, its methods grouped by concept in three m
   InitProducerId;
 * ``metadata_rpcs.py`` — Metadata, DescribeReplicas, DescribeConfigs, DescribeQuorum;
 * ``admin_rpcs.py`` — topics, configs, DescribeCluster, ACLs and users, WhoAmI (authorized here,
-  carried out by the active controller).
+  carried out by the active controller); ``partition_admin.py`` (moving partitions) and
+  ``voter_admin.py`` (the quorum's voters) likewise.
 
 The Controller service (broker-only calls) is ``controller_servicer.py``, the consumer groups'
 service ``group_servicer.py``; every one of them answers failures as typed errors
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 from .data_rpcs import DataRpcs
 from .metadata_rpcs import MetadataRpcs
 from .partition_admin import PartitionAdminRpcs
+from .voter_admin import VoterAdminRpcs
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -27,6 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["BrokerServicer"]
 
 
-class BrokerServicer(DataRpcs, MetadataRpcs, PartitionAdminRpcs):
+class BrokerServicer(DataRpcs, MetadataRpcs, PartitionAdminRpcs, VoterAdminRpcs):
     def __init__(self, broker: Broker) -> None:
         self.broker = broker

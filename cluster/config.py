@@ -26,7 +26,9 @@ A documented example (``raftlog broker --config node.toml``)::
     grpc_password = "10.0.0.1:9093"
     kafka = "10.0.0.1:9094"
 
-    [[voters]]                               # every member of the metadata quorum (3 or 5)
+    [[voters]]                               # the bootstrap members of the metadata quorum (3
+                                             # or 5); once `raftlog quorum add-voter|remove-voter`
+                                             # changed them, the Raft log and the metadata rule
     id = 1
     raft = "10.0.0.1:9192"
     grpc = "10.0.0.1:9092"

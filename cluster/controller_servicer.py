@@ -156,10 +156,8 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
 
     def _hint(self) -> controller_pb2.ControllerHint:
         leader = self.broker.controller_id()
-        voter = self.broker.config.voter_by_id(leader) if leader >= 0 else None
-        return controller_pb2.ControllerHint(
-            controller_id=leader, address=voter.grpc_address if voter else ""
-        )
+        address = self.broker.voter_grpc_address(leader) if leader >= 0 else None
+        return controller_pb2.ControllerHint(controller_id=leader, address=address or "")
 
     @typed_errors(controller_pb2.RegisterBrokerResponse)
     async def RegisterBroker(
@@ -600,6 +598,26 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
                 broker_pb2.TopicResult(name=topic.topic, error=result_error(result), topic_id=-1)
             )
         return response
+
+    # ---- the quorum's voters (voter_admin.py; the forwarding broker authorized the caller) ----
+
+    @typed_errors(broker_pb2.VoterChangeResponse)
+    async def AddVoter(
+        self, request: broker_pb2.AddVoterRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> broker_pb2.VoterChangeResponse:
+        denied = self._not_a_broker(context)
+        if denied is not None:
+            return broker_pb2.VoterChangeResponse(error=denied)
+        return await self.broker.voter_changes.answer_add(request)
+
+    @typed_errors(broker_pb2.VoterChangeResponse)
+    async def RemoveVoter(
+        self, request: broker_pb2.RemoveVoterRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> broker_pb2.VoterChangeResponse:
+        denied = self._not_a_broker(context)
+        if denied is not None:
+            return broker_pb2.VoterChangeResponse(error=denied)
+        return await self.broker.voter_changes.answer_remove(request)
 
     @typed_errors(broker_pb2.DescribeClusterResponse)
     async def DescribeCluster(

@@ -234,6 +234,17 @@ class MetadataRpcs(broker_pb2_grpc.BrokerServicer):
             last_applied=status.last_applied,
             responder_id=self.broker.config.node_id,
         )
+        with self.broker.store.read() as state:
+            joining = state.joining_voter
+        response.joining_voter = -1 if joining is None else joining.node_id
+        for member in self.broker.current_voters():
+            response.members.append(
+                broker_pb2.QuorumVoter(
+                    node_id=member.node_id,
+                    raft_address=member.raft_address,
+                    grpc_address=member.grpc_address,
+                )
+            )
         for voter in status.voters:
             response.voters.append(
                 broker_pb2.VoterStatus(

@@ -678,8 +678,48 @@ class VoterStatus(_message.Message):
     lag: int
     def __init__(self, node_id: _Optional[int] = ..., raft_address: _Optional[str] = ..., match_index: _Optional[int] = ..., lag: _Optional[int] = ...) -> None: ...
 
+class AddVoterRequest(_message.Message):
+    __slots__ = ("node_id", "raft_address", "grpc_address", "timeout_s")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    RAFT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    GRPC_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    raft_address: str
+    grpc_address: str
+    timeout_s: float
+    def __init__(self, node_id: _Optional[int] = ..., raft_address: _Optional[str] = ..., grpc_address: _Optional[str] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+
+class RemoveVoterRequest(_message.Message):
+    __slots__ = ("node_id", "timeout_s")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    timeout_s: float
+    def __init__(self, node_id: _Optional[int] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+
+class QuorumVoter(_message.Message):
+    __slots__ = ("node_id", "raft_address", "grpc_address")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    RAFT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    GRPC_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    raft_address: str
+    grpc_address: str
+    def __init__(self, node_id: _Optional[int] = ..., raft_address: _Optional[str] = ..., grpc_address: _Optional[str] = ...) -> None: ...
+
+class VoterChangeResponse(_message.Message):
+    __slots__ = ("error", "voters", "metadata_version")
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    VOTERS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    error: _common_pb2.Error
+    voters: _containers.RepeatedCompositeFieldContainer[QuorumVoter]
+    metadata_version: int
+    def __init__(self, error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., voters: _Optional[_Iterable[_Union[QuorumVoter, _Mapping]]] = ..., metadata_version: _Optional[int] = ...) -> None: ...
+
 class DescribeQuorumResponse(_message.Message):
-    __slots__ = ("error", "leader_id", "term", "commit_index", "last_applied", "voters", "responder_id")
+    __slots__ = ("error", "leader_id", "term", "commit_index", "last_applied", "voters", "responder_id", "members", "joining_voter")
     ERROR_FIELD_NUMBER: _ClassVar[int]
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
@@ -687,6 +727,8 @@ class DescribeQuorumResponse(_message.Message):
     LAST_APPLIED_FIELD_NUMBER: _ClassVar[int]
     VOTERS_FIELD_NUMBER: _ClassVar[int]
     RESPONDER_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    JOINING_VOTER_FIELD_NUMBER: _ClassVar[int]
     error: _common_pb2.Error
     leader_id: int
     term: int
@@ -694,7 +736,9 @@ class DescribeQuorumResponse(_message.Message):
     last_applied: int
     voters: _containers.RepeatedCompositeFieldContainer[VoterStatus]
     responder_id: int
-    def __init__(self, error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., leader_id: _Optional[int] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., last_applied: _Optional[int] = ..., voters: _Optional[_Iterable[_Union[VoterStatus, _Mapping]]] = ..., responder_id: _Optional[int] = ...) -> None: ...
+    members: _containers.RepeatedCompositeFieldContainer[QuorumVoter]
+    joining_voter: int
+    def __init__(self, error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., leader_id: _Optional[int] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., last_applied: _Optional[int] = ..., voters: _Optional[_Iterable[_Union[VoterStatus, _Mapping]]] = ..., responder_id: _Optional[int] = ..., members: _Optional[_Iterable[_Union[QuorumVoter, _Mapping]]] = ..., joining_voter: _Optional[int] = ...) -> None: ...
 
 class InitProducerIdRequest(_message.Message):
     __slots__ = ("producer_id", "producer_epoch")

@@ -124,6 +124,16 @@ class BrokerStub:
                 request_serializer=raftlog_dot_proto_dot_broker__pb2.CreatePartitionsRequest.SerializeToString,
                 response_deserializer=raftlog_dot_proto_dot_broker__pb2.CreatePartitionsResponse.FromString,
                 _registered_method=True)
+        self.AddVoter = channel.unary_unary(
+                '/raftlog.v1.Broker/AddVoter',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.AddVoterRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.VoterChangeResponse.FromString,
+                _registered_method=True)
+        self.RemoveVoter = channel.unary_unary(
+                '/raftlog.v1.Broker/RemoveVoter',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.RemoveVoterRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.VoterChangeResponse.FromString,
+                _registered_method=True)
         self.InitProducerId = channel.unary_unary(
                 '/raftlog.v1.Broker/InitProducerId',
                 request_serializer=raftlog_dot_proto_dot_broker__pb2.InitProducerIdRequest.SerializeToString,
@@ -287,6 +297,20 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddVoter(self, request, context):
+        """The metadata quorum's voters (raftlog quorum add-voter|remove-voter): ALTER on the cluster;
+        the active controller changes the Raft membership, one voter at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveVoter(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def InitProducerId(self, request, context):
         """Idempotent producers: a producer id (from a block the controller allotted this broker)
         and an epoch; asking again with the id bumps the epoch, fencing the older one.
@@ -431,6 +455,16 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.CreatePartitions,
                     request_deserializer=raftlog_dot_proto_dot_broker__pb2.CreatePartitionsRequest.FromString,
                     response_serializer=raftlog_dot_proto_dot_broker__pb2.CreatePartitionsResponse.SerializeToString,
+            ),
+            'AddVoter': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddVoter,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.AddVoterRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.VoterChangeResponse.SerializeToString,
+            ),
+            'RemoveVoter': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveVoter,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.RemoveVoterRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.VoterChangeResponse.SerializeToString,
             ),
             'InitProducerId': grpc.unary_unary_rpc_method_handler(
                     servicer.InitProducerId,
@@ -959,6 +993,60 @@ class Broker:
             '/raftlog.v1.Broker/CreatePartitions',
             raftlog_dot_proto_dot_broker__pb2.CreatePartitionsRequest.SerializeToString,
             raftlog_dot_proto_dot_broker__pb2.CreatePartitionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddVoter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Broker/AddVoter',
+            raftlog_dot_proto_dot_broker__pb2.AddVoterRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.VoterChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveVoter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Broker/RemoveVoter',
+            raftlog_dot_proto_dot_broker__pb2.RemoveVoterRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.VoterChangeResponse.FromString,
             options,
             channel_credentials,
             insecure,

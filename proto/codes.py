@@ -83,6 +83,8 @@ class ErrorCode(IntEnum):
     INELIGIBLE_REPLICA = 107
     NEW_LEADER_ELECTED = 108
     OFFSET_MOVED_TO_TIERED_STORAGE = 109
+    DUPLICATE_VOTER = 126
+    VOTER_NOT_FOUND = 127
 
     def __str__(self) -> str:
         return self.name  # logs and messages read NOT_LEADER_OR_FOLLOWER, not 6

@@ -75,6 +75,8 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INELIGIBLE_REPLICA: _ClassVar[ErrorCode]
     NEW_LEADER_ELECTED: _ClassVar[ErrorCode]
     OFFSET_MOVED_TO_TIERED_STORAGE: _ClassVar[ErrorCode]
+    DUPLICATE_VOTER: _ClassVar[ErrorCode]
+    VOTER_NOT_FOUND: _ClassVar[ErrorCode]
 NONE: ErrorCode
 UNKNOWN_SERVER_ERROR: ErrorCode
 OFFSET_OUT_OF_RANGE: ErrorCode
@@ -143,6 +145,8 @@ INVALID_UPDATE_VERSION: ErrorCode
 INELIGIBLE_REPLICA: ErrorCode
 NEW_LEADER_ELECTED: ErrorCode
 OFFSET_MOVED_TO_TIERED_STORAGE: ErrorCode
+DUPLICATE_VOTER: ErrorCode
+VOTER_NOT_FOUND: ErrorCode
 
 class Error(_message.Message):
     __slots__ = ("code", "message")

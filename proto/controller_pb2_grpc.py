@@ -115,6 +115,16 @@ class ControllerStub:
                 request_serializer=raftlog_dot_proto_dot_broker__pb2.CreatePartitionsRequest.SerializeToString,
                 response_deserializer=raftlog_dot_proto_dot_broker__pb2.CreatePartitionsResponse.FromString,
                 _registered_method=True)
+        self.AddVoter = channel.unary_unary(
+                '/raftlog.v1.Controller/AddVoter',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.AddVoterRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.VoterChangeResponse.FromString,
+                _registered_method=True)
+        self.RemoveVoter = channel.unary_unary(
+                '/raftlog.v1.Controller/RemoveVoter',
+                request_serializer=raftlog_dot_proto_dot_broker__pb2.RemoveVoterRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_broker__pb2.VoterChangeResponse.FromString,
+                _registered_method=True)
         self.CreateAcls = channel.unary_unary(
                 '/raftlog.v1.Controller/CreateAcls',
                 request_serializer=raftlog_dot_proto_dot_broker__pb2.CreateAclsRequest.SerializeToString,
@@ -240,6 +250,18 @@ class ControllerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddVoter(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveVoter(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateAcls(self, request, context):
         """security changes, authorized by the broker that forwards them
         """
@@ -347,6 +369,16 @@ def add_ControllerServicer_to_server(servicer, server):
                     servicer.CreatePartitions,
                     request_deserializer=raftlog_dot_proto_dot_broker__pb2.CreatePartitionsRequest.FromString,
                     response_serializer=raftlog_dot_proto_dot_broker__pb2.CreatePartitionsResponse.SerializeToString,
+            ),
+            'AddVoter': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddVoter,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.AddVoterRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.VoterChangeResponse.SerializeToString,
+            ),
+            'RemoveVoter': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveVoter,
+                    request_deserializer=raftlog_dot_proto_dot_broker__pb2.RemoveVoterRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_broker__pb2.VoterChangeResponse.SerializeToString,
             ),
             'CreateAcls': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateAcls,
@@ -801,6 +833,60 @@ class Controller:
             '/raftlog.v1.Controller/CreatePartitions',
             raftlog_dot_proto_dot_broker__pb2.CreatePartitionsRequest.SerializeToString,
             raftlog_dot_proto_dot_broker__pb2.CreatePartitionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddVoter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Controller/AddVoter',
+            raftlog_dot_proto_dot_broker__pb2.AddVoterRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.VoterChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveVoter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.Controller/RemoveVoter',
+            raftlog_dot_proto_dot_broker__pb2.RemoveVoterRequest.SerializeToString,
+            raftlog_dot_proto_dot_broker__pb2.VoterChangeResponse.FromString,
             options,
             channel_credentials,
             insecure,

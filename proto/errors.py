@@ -20,6 +20,7 @@ __all__ = [
     "CoordinatorNotAvailableError",
     "CorruptMessageError",
     "DuplicateSequenceNumberError",
+    "DuplicateVoterError",
     "ElectionNotNeededError",
     "EligibleLeadersNotAvailableError",
     "FencedInstanceIdError",
@@ -82,6 +83,7 @@ __all__ = [
     "UnknownTopicOrPartitionError",
     "UnsupportedSaslMechanismError",
     "UnsupportedVersionError",
+    "VoterNotFoundError",
     "error_for",
     "raise_for",
 ]
@@ -487,6 +489,20 @@ class NewLeaderElectedError(RaftlogError):
 class OffsetMovedToTieredStorageError(RaftlogError):
     code = 109
     name = "OFFSET_MOVED_TO_TIERED_STORAGE"
+
+
+class DuplicateVoterError(RaftlogError):
+    """add-voter: the broker id or the Raft address is already a voter's."""
+
+    code = 126
+    name = "DUPLICATE_VOTER"
+
+
+class VoterNotFoundError(RaftlogError):
+    """remove-voter: the broker is not a voter."""
+
+    code = 127
+    name = "VOTER_NOT_FOUND"
 
 
 ERRORS_BY_CODE: dict[int, type[RaftlogError]] = {

@@ -53,9 +53,11 @@ __all__ = [
     "FenceBroker",
     "FenceBrokerPartitions",
     "MoveLeader",
+    "PrepareVoter",
     "ReassignPartitions",
     "RegisterBroker",
     "ReplicasDamaged",
+    "SetVoters",
     "UnfenceBroker",
     "UpsertScramCredential",
     "decode_command",
@@ -246,6 +248,25 @@ class DeleteScramCredential:
     user: str
 
 
+@dataclass(frozen=True, slots=True)
+class PrepareVoter:
+    """``add-voter``'s first step: broker ``node_id`` is to start its Raft member at
+    ``raft_address`` (it learns this by applying it) before the membership entry that adds it is
+    appended (``voters.py``)."""
+
+    node_id: int
+    raft_address: str
+    grpc_address: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetVoters:
+    """The voter set after a membership change: rows ``(node_id, raft_address, grpc_address)``.
+    Carried inside pysyncobj's membership entry, applied when that entry is (``voters.py``)."""
+
+    voters: tuple[tuple[int, str, str], ...]
+
+
 Command = (
     RegisterBroker
     | FenceBroker
@@ -265,6 +286,8 @@ Command = (
     | DeleteAcls
     | UpsertScramCredential
     | DeleteScramCredential
+    | PrepareVoter
+    | SetVoters
 )
 
 _TYPES: dict[str, type[Any]] = {
@@ -286,6 +309,8 @@ _TYPES: dict[str, type[Any]] = {
     "delete_acls": DeleteAcls,
     "upsert_scram_credential": UpsertScramCredential,
     "delete_scram_credential": DeleteScramCredential,
+    "prepare_voter": PrepareVoter,
+    "set_voters": SetVoters,
 }
 _NAMES = {cls: name for name, cls in _TYPES.items()}
 

@@ -86,9 +86,11 @@ from .commands import (
     FenceBroker,
     FenceBrokerPartitions,
     MoveLeader,
+    PrepareVoter,
     ReassignPartitions,
     RegisterBroker,
     ReplicasDamaged,
+    SetVoters,
     UnfenceBroker,
     UpsertScramCredential,
     decode_command,
@@ -110,6 +112,7 @@ from .metadata_snapshot import (
 from .partition_rules import choose_leader, eligibility, with_roles
 from .scram import ScramCredential, ScramError, validate_credential, validate_user
 from .topic_config import ConfigError, validate_configs
+from .voters import VoterRecord, check_add
 
 __all__ = [
     "ACL_BINDINGS_MAX",
@@ -168,6 +171,10 @@ class MetadataState:
         self.acls: set[AclBinding] = set()  # len <= ACL_BINDINGS_MAX; each one valid
         self.users: dict[str, ScramCredential] = {}  # len <= SCRAM_USERS_MAX
         self._acl_index: AclIndex | None = None  # built on first use after a change
+        # the metadata quorum's voters (voters.py); () until the first change: the bootstrap
+        # set of the configs. ids and raft addresses unique; joining never among the voters
+        self.voters: tuple[VoterRecord, ...] = ()
+        self.joining_voter: VoterRecord | None = None
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -270,6 +277,10 @@ class MetadataState:
                 return self._upsert_scram(command, changes)
             case DeleteScramCredential():
                 return self._delete_scram(command, changes)
+            case PrepareVoter():
+                return self._prepare_voter(command)
+            case SetVoters():
+                return self._set_voters(command)
             case _:
                 assert_never(command)
 
@@ -917,6 +928,29 @@ class MetadataState:
         changes.users.add(cmd.user)
         return {}
 
+    # ---- the metadata quorum's voters (voters.py) ---------------------------------------------
+
+    def _prepare_voter(self, cmd: PrepareVoter) -> dict[str, Any]:
+        new = VoterRecord(cmd.node_id, cmd.raft_address, cmd.grpc_address)
+        why = check_add(self.voters, new)
+        if why is not None:
+            raise MetadataError(ErrorCode.INVALID_REQUEST, why)
+        self.joining_voter = new
+        return {}
+
+    def _set_voters(self, cmd: SetVoters) -> dict[str, Any]:
+        # never refused for its content: it rides in the membership entry, which pysyncobj
+        # applies whatever we answer (the controller checked the change before proposing it)
+        try:
+            voters = tuple(sorted(VoterRecord(int(i), str(r), str(g)) for i, r, g in cmd.voters))
+        except (TypeError, ValueError) as exc:
+            raise MetadataError(ErrorCode.INVALID_REQUEST, f"bad voter rows: {exc}") from exc
+        self.voters = voters
+        joining = self.joining_voter
+        if joining is not None and any(v.node_id == joining.node_id for v in voters):
+            self.joining_voter = None
+        return {"voters": [v.node_id for v in voters]}
+
     # ---- snapshots ---------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
@@ -937,6 +971,8 @@ class MetadataState:
             epoch_floor=dict(self._epoch_floor),
             acls=frozenset(self.acls),
             users=dict(self.users),
+            voters=self.voters,
+            joining_voter=self.joining_voter,
         )
         return partial(encode_snapshot, contents)
 
@@ -954,6 +990,8 @@ class MetadataState:
         state._epoch_floor = dict(contents.epoch_floor)
         state.acls = set(contents.acls)
         state.users = dict(contents.users)
+        state.voters = tuple(contents.voters)
+        state.joining_voter = contents.joining_voter
         return state
 
     def encode_replicas_of(self, broker_id: int) -> bytes:

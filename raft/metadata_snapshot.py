@@ -18,7 +18,9 @@ A snapshot is one cbor2 map (version 3; versions 1 and 2 are still read)::
      "partitions": [<partition row>, ...],
      "epoch_floor": [[topic, partition, leader_epoch, partition_epoch], ...],  # deleted ones
      "acls": [<AclBinding.to_dict()>, ...],         # sorted; v3 onwards
-     "users": [[name, <ScramCredential.to_dict()>], ...]}  # sorted by name; v3 onwards
+     "users": [[name, <ScramCredential.to_dict()>], ...],  # sorted by name; v3 onwards
+     "voters": [[node_id, raft_address, grpc_address], ...],  # optional: once changed
+     "joining_voter": [node_id, raft_address, grpc_address]}  # optional: add-voter under way
 
 A partition row is ``[topic, partition, topic_id, replicas, isr, leader, leader_epoch,
 partition_epoch, elr, last_known_elr]`` (``elr`` and ``last_known_elr``: v2 onwards), followed by
@@ -44,6 +46,7 @@ import cbor2
 from .acl import AclBinding
 from .metadata_records import BrokerRecord, PartitionRecord, TopicPartition, TopicRecord
 from .scram import ScramCredential
+from .voters import VoterRecord
 
 __all__ = [
     "ROWS_PER_CHUNK",
@@ -71,6 +74,8 @@ class SnapshotContents:
     epoch_floor: Mapping[TopicPartition, tuple[int, int]]  # (leader, partition) epoch floors
     acls: Iterable[AclBinding]  # any order: encoded sorted
     users: Mapping[str, ScramCredential]  # any order: encoded sorted by name
+    voters: Sequence[VoterRecord] = ()  # () until the first membership change (voters.py)
+    joining_voter: VoterRecord | None = None
 
 
 def encode_snapshot(contents: SnapshotContents) -> bytes:
@@ -94,6 +99,11 @@ def encode_snapshot(contents: SnapshotContents) -> bytes:
         ("acls", _Rows(AclBinding.to_dict, sorted(contents.acls))),
         ("users", _Rows(_user_row, sorted(contents.users.items()))),
     ]
+    # written only once a membership change happened: older readers never meet them
+    if contents.voters:
+        body.append(("voters", [list(v.as_row()) for v in contents.voters]))
+    if contents.joining_voter is not None:
+        body.append(("joining_voter", list(contents.joining_voter.as_row())))
     parts = [_cbor_head(_MAP, len(body))]
     for key, value in body:
         parts.append(cbor2.dumps(key))
@@ -193,6 +203,10 @@ def decode_snapshot(data: bytes) -> SnapshotContents:
         # versions 1 and 2 had no ACLs and no users
         acls={AclBinding.from_dict(b) for b in body.get("acls", ())},
         users={name: ScramCredential.from_dict(c) for name, c in body.get("users", ())},
+        voters=[VoterRecord(int(i), str(r), str(g)) for i, r, g in body.get("voters", ())],
+        joining_voter=(
+            VoterRecord(*body["joining_voter"]) if body.get("joining_voter") is not None else None
+        ),
     )
 
 

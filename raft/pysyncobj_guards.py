@@ -26,8 +26,10 @@ I = tests/integration/raft/test_quorum.py, P = tests/integration/raft/test_raft_
 2.  **No authentication** -> ``secret`` is required (empty -> ``ValueError``) and becomes
     pysyncobj's ``password`` (Fernet over every frame, so a peer without it gets nothing
     unpickled); the admin "utility" commands (status/add/remove/set_version/transfer) are
-    unregistered; dynamic membership stays off. [I: test_wrong_secret_peer_cannot_join,
-    test_config_validation]
+    unregistered (membership changes come only from ``RaftQuorum.change_voters`` on the
+    leader, see :mod:`raftlog.raft.raft_node`; the handshake admits only current members).
+    [I: test_wrong_secret_peer_cannot_join, test_config_validation;
+    tests/integration/raft/test_membership.py]
 3.  **Replay checks are ``assert`` statements** (gone under ``python -O``) -> refuse to start
     when ``sys.flags.optimize`` is set. [I: test_refuses_to_run_under_python_O]
 4.  **Listens on 0.0.0.0** -> ``bindAddress`` is always set: ``bind_host`` or the host of our own

@@ -63,6 +63,7 @@ from .pysyncobj_guards import (
 )
 from .quorum_types import (
     LOCK_FILE_NAME,
+    MembershipChangeRefusedError,
     NotLeaderError,
     QuorumClosedError,
     QuorumConfig,
@@ -80,7 +81,7 @@ from .quorum_types import (
     split_address,
 )
 from .quorum_view import QuorumView, empty_view, quorum_status, read_view
-from .raft_node import NodeHooks, RaftNode
+from .raft_node import MEMBERSHIP_ADD, MEMBERSHIP_REMOVE, NodeHooks, RaftNode
 from .snapshot_file import Entry, SnapshotFile, decode_snapshot_file, encode_snapshot_file
 from .snapshot_writer import BackgroundSerializer, SnapshotHooks, WriteJob
 
@@ -126,6 +127,7 @@ class _TickState:
     lease: LeaseAcks = field(default_factory=LeaseAcks)
     last_tick_at: float | None = None
     destroy_requested: bool = False
+    transfer_requested: bool = False  # transfer_leadership() (any thread sets it)
     applied_index: int | None = None  # last index this node applied (or restored to)
     log_watch_registered: bool = False
     # Hazard 14 (pre-vote). As a voter: when a leader's append_entries last arrived. As a
@@ -169,6 +171,9 @@ class RaftQuorum:
         self._machine = machine
         self._on_applied = on_applied
         self._on_restored = on_restored
+        # Raft address -> broker id of every voter this node has heard of: the config's, the
+        # ones membership entries name (Raft thread) and learn_voter_ids' (any thread; single
+        # dict writes). Only grows: an address is never reused for another id (voters.py).
         self._id_by_address = {address: node_id for node_id, address in config.voters.items()}
         self._fatal: str | None = None
         self._counters = QuorumCounters()
@@ -204,6 +209,7 @@ class RaftQuorum:
             hold_ack=self._hold_ack,
             prevote_won=self._prevote_won,
             next_timer_s=self._next_timer_s,
+            membership_changed=self._membership_changed,
         )
         node: Any = RaftNode(
             hooks, self._counters, config.self_address, self._other_addresses(), self._conf()
@@ -272,7 +278,10 @@ class RaftQuorum:
             deserializer=self._read_snapshot,
             logCompactionMinEntries=c.log_compaction_min_entries,
             logCompactionMinTime=c.log_compaction_min_time_s,
-            dynamicMembershipChange=False,
+            # membership entries only ever come from change_voters on the leader: the utility
+            # commands that would let anyone ask are unregistered, and the handshake refuses
+            # nodes outside the current membership (hazard 2 and 16 of pysyncobj_guards)
+            dynamicMembershipChange=True,
             commandsWaitLeader=False,
             commandsQueueSize=c.max_pending_commands,
             bindRetryTime=_BIND_RETRY_S,
@@ -380,6 +389,73 @@ class RaftQuorum:
             fatal_error=self._fatal,
             journal_bytes_cut=self._gate.bytes_cut,
         )
+
+    def voters(self) -> dict[int, str]:
+        """The current membership as this node's log has it (the latest membership entry,
+        committed or not): broker id -> Raft address; -1 for an address whose id is unknown."""
+        view = self._view
+        if view is None:
+            return dict(self._config.voters)
+        return {v.node_id: v.address for v in view.voters}
+
+    def learn_voter_ids(self, ids: dict[int, str]) -> None:
+        """Tell the quorum the broker ids of Raft addresses (from the metadata's voter set:
+        a membership restored from a snapshot file carries addresses only)."""
+        for node_id, address in ids.items():
+            self._id_by_address.setdefault(address, node_id)
+
+    def change_voters(
+        self,
+        *,
+        add: bool,
+        node_id: int,
+        address: str,
+        command: bytes,
+        timeout_s: float,
+        callback: Callback,
+    ) -> None:
+        """Add (``add``) or remove voter ``node_id`` at Raft ``address``, in one membership entry
+        that also carries ``command`` for the state machine (applied with it; its result is
+        the answer). Like :meth:`submit_async`: ``callback`` runs exactly once; a change the
+        leader refuses to append (another one is not committed yet, the node is already
+        (not) a member, the leader itself would leave) fails with
+        :class:`MembershipChangeRefusedError`. Joint consensus is not used: one voter at a
+        time, as pysyncobj does (Raft thesis 4.1)."""
+        split_address(address)
+        if len(command) > self._config.max_command_bytes:
+            raise ValueError(f"command of {len(command)} bytes exceeds max_command_bytes")
+        if add:
+            self._id_by_address.setdefault(address, node_id)
+        view = self._view
+        refusal = None
+        if view is None or view.role is not Role.LEADER:
+            refusal = NotLeaderError(None if view is None else view.leader_id)
+        token = self._commands.add(timeout_s, callback, refusal)
+        if token is None:
+            return
+
+        def on_result(result: Any, err: int) -> None:
+            if err == FAIL_REASON.REQUEST_DENIED:
+                self._commands.complete(
+                    token,
+                    None,
+                    MembershipChangeRefusedError(
+                        f"the Raft leader refused to {'add' if add else 'remove'} {address}: "
+                        "another membership change is not committed yet, or it is "
+                        f"{'already' if add else 'not'} a member, or it is the leader itself"
+                    ),
+                )
+                return
+            self._on_result(token, result, err)
+
+        kind = MEMBERSHIP_ADD if add else MEMBERSHIP_REMOVE
+        self._node.raftlog_change_membership(kind, address, node_id, command, on_result)
+
+    def transfer_leadership(self) -> None:
+        """Ask the most caught-up connected voter to stand for election now (Raft's TimeoutNow;
+        best effort, on the Raft thread's next tick; nothing happens if this node is not the
+        leader then, or no voter is fully caught up). Watch :meth:`leader_id` for the result."""
+        self._tick.transfer_requested = True
 
     def force_snapshot(self) -> None:
         """Ask pysyncobj to dump + compact the log at its next tick (tests, operators)."""
@@ -543,7 +619,10 @@ class RaftQuorum:
                 self._on_restored()
             except Exception:
                 logger.exception("on_restored raised (ignored)")
-        return snapshot.last_entry, snapshot.prev_entry, set(snapshot.voters)
+        # pysyncobj takes this as the cluster; it would keep our own address in it (it compares
+        # the strings with its node object), and count us twice
+        own = self._config.self_address
+        return snapshot.last_entry, snapshot.prev_entry, {v for v in snapshot.voters if v != own}
 
     def _set_fatal(self, reason: str) -> None:
         if self._fatal is None:
@@ -607,6 +686,10 @@ class RaftQuorum:
             self._keep_connections(now)
         elif node._isLeader() and now >= tick.next_lease_ping_at:
             self._ping_peers(now)
+        if tick.transfer_requested:
+            tick.transfer_requested = False
+            if node._isLeader():
+                node.transferLeadership(None, None)
         self._view = self._make_view(now)
         if not tick.started and not node._SyncObj__needLoadDumpFile:
             tick.started = True
@@ -745,6 +828,18 @@ class RaftQuorum:
             echo_term=pong.get("term"),
             current_term=int(node.raftCurrentTerm),
             is_leader=node._isLeader(),
+        )
+
+    def _membership_changed(self, address: str, node_id: int | None) -> None:
+        """A membership entry took effect (Raft thread): learn the id it names."""
+        if node_id is not None:
+            self._id_by_address.setdefault(address, node_id)
+        logger.info(
+            "raft quorum node %d: voters now %s",
+            self._config.node_id,
+            sorted(
+                [self._config.self_address, *(str(n.id) for n in self._node._SyncObj__otherNodes)]
+            ),
         )
 
     def _make_view(self, now: float) -> QuorumView:

@@ -36,6 +36,7 @@ __all__ = [
     "MAX_INFLATED_BYTES",
     "MAX_UNAUTHENTICATED_CONNECTIONS",
     "SNAPSHOT_FILE_NAME",
+    "MembershipChangeRefusedError",
     "MetadataQuorum",
     "NotLeaderError",
     "QuorumClosedError",
@@ -114,6 +115,11 @@ class QuorumOverloadedError(QuorumError):
 
 class QuorumClosedError(QuorumError):
     """The quorum was closed, or stopped itself after a fatal error (see ``status()``)."""
+
+
+class MembershipChangeRefusedError(QuorumError):
+    """The Raft leader refused to append a membership change (another one is not committed
+    yet, the node is already / not a member, or the leader would remove itself)."""
 
 
 class QuorumStorageError(QuorumError):
@@ -287,6 +293,7 @@ class VoterStatus(NamedTuple):
     address: str
     match_index: int | None  # known on the leader only
     lag: int | None  # leader's last log index - match_index; leader only
+    answered_s_ago: float | None = None  # leader only: since its last append_entries answer
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,23 +71,30 @@ def read_view(
     term = int(node.raftCurrentTerm)
     majority_acked = -math.inf
     voters: list[VoterStatus] = []
+    # the current membership (pysyncobj's: the latest membership entry in the log), not the
+    # config's bootstrap set
+    members = sorted(
+        (id_by_address.get(address, -1), address)
+        for address in (config.self_address, *(str(peer.id) for peer in others))
+    )
     if role is Role.LEADER:
         majority_acked = majority_acked_at(
             lease, term=term, peers=[str(peer.id) for peer in others], now_s=now
         )
         match = node._SyncObj__raftMatchIndex
-        for node_id, address in sorted(config.voters.items()):
-            if node_id == config.node_id:
-                voters.append(VoterStatus(node_id, address, last_index, 0))
+        answered = {str(p.id): t for p, t in node._SyncObj__lastResponseTime.items()}
+        for node_id, address in members:
+            if address == config.self_address:
+                voters.append(VoterStatus(node_id, address, last_index, 0, 0.0))
                 continue
             matched = next((m for p, m in match.items() if p.id == address), None)
             lag = None if matched is None else last_index - int(matched)
-            voters.append(VoterStatus(node_id, address, matched, lag))
+            at = answered.get(address)
+            voters.append(
+                VoterStatus(node_id, address, matched, lag, None if at is None else now - at)
+            )
     else:
-        voters = [
-            VoterStatus(node_id, address, None, None)
-            for node_id, address in sorted(config.voters.items())
-        ]
+        voters = [VoterStatus(node_id, address, None, None) for node_id, address in members]
     return QuorumView(
         at=now,
         role=role,

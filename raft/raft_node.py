@@ -11,6 +11,14 @@ pysyncobj's ``SyncObj`` runs Raft; :class:`RaftNode` changes it only where a haz
   forwarding them to the leader.
 * hazard 14 (pre-vote): where pysyncobj decides whether to stand for election, the pre-vote
   decides.
+* membership changes (``raftlog quorum add-voter|remove-voter``, :mod:`raftlog.raft.voters`):
+  pysyncobj's membership entry ``[kind, address, address, node_id, command]`` carries, beyond
+  its own ``[kind, address, node]``, the voter's broker id and a state-machine command that is
+  applied when the entry is (so the metadata's copy of the voter set changes with the
+  membership); at most one such entry may be uncommitted (pysyncobj 0.3.17 declares the rule
+  but never enforces it); and on start-up every membership entry of the log that is not applied
+  yet takes effect at once, as Raft requires (pysyncobj applied them only once committed, so a
+  restarted voter briefly used the membership of its dump or its config).
 
 Overrides use pysyncobj 0.3.17's name-mangled internals (``_SyncObj__...``); the version is
 pinned and checked by :func:`~raftlog.raft.pysyncobj_guards.install_pysyncobj_guards`.
@@ -27,7 +35,9 @@ from pysyncobj import SyncObj, replicated
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.monotonic import monotonic as _pso_monotonic
 from pysyncobj.pipe_notifier import PipeNotifier
+from pysyncobj.syncobj import _COMMAND_TYPE
 
+from . import safe_pickle
 from .quorum_types import QuorumCounters
 
 __all__ = ["NodeHooks", "RaftNode"]
@@ -49,6 +59,27 @@ class NodeHooks:
     hold_ack: Callable[[Any, dict[str, Any]], None]  # (peer, next_node_idx message)
     prevote_won: Callable[[], bool]  # the election timer fired: may we stand now?
     next_timer_s: Callable[[], float]  # when the owner's own tick work is next due (monotonic)
+    # a membership entry took effect (appended, applied, replayed or rolled back: reverse):
+    # (address, node_id or None)
+    membership_changed: Callable[[str, int | None], None]
+
+
+MEMBERSHIP_ADD: Final = "add"
+MEMBERSHIP_REMOVE: Final = "rem"
+_MEMBERSHIP_PREFIX: Final = bytes([_COMMAND_TYPE.MEMBERSHIP])
+
+
+def parse_membership(entry_command: bytes) -> list[Any] | None:
+    """The request of a membership log entry (None for another entry, or one we cannot read)."""
+    if entry_command[:1] != _MEMBERSHIP_PREFIX:
+        return None
+    try:
+        request = safe_pickle.loads(entry_command[1:])
+    except Exception:
+        return None
+    if not isinstance(request, list) or len(request) < 2:
+        return None
+    return request
 
 
 class _TimerPoller:
@@ -98,6 +129,71 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             with contextlib.suppress(OSError):  # a full pipe: the thread is being woken already
                 wakeup.notify()
 
+    def raftlog_change_membership(
+        self,
+        kind: str,
+        address: str,
+        node_id: int,
+        command: bytes,
+        callback: Callable[[Any, int], None],
+    ) -> None:
+        """Queue a membership entry (thread-safe, like ``raftlog_submit``); the leader appends
+        it (or fails ``callback`` with REQUEST_DENIED) and ``callback`` gets the result of
+        applying ``command`` once it is committed."""
+        from pysyncobj import pickle as pso_pickle
+
+        request = [kind, address, address, node_id, command]
+        self._applyCommand(pso_pickle.dumps(request), callback, _COMMAND_TYPE.MEMBERSHIP)
+        wakeup = getattr(self, "_raftlog_wakeup", None)
+        if wakeup is not None:
+            with contextlib.suppress(OSError):
+                wakeup.notify()
+
+    def raftlog_membership_pending(self) -> bool:
+        """Does the log hold a membership entry above the commit index? (Raft thread)"""
+        log = self._SyncObj__raftLog
+        commit_index = int(self._SyncObj__raftCommitIndex)
+        first_index = int(log[0][1])
+        for position in range(len(log) - 1, max(commit_index - first_index, -1), -1):
+            if parse_membership(log[position][0]) is not None:
+                return True
+        return False
+
+    def _SyncObj__changeCluster(self, request: Any) -> bool:
+        # The leader, about to append a membership entry: one change at a time (pysyncobj's
+        # own check reads a field it never sets).
+        if self.raftlog_membership_pending():
+            return False
+        return bool(SyncObj._SyncObj__changeCluster(self, request))
+
+    def _SyncObj__doChangeCluster(self, request: Any, reverse: bool = False) -> bool:
+        changed = bool(SyncObj._SyncObj__doChangeCluster(self, request, reverse))
+        if changed and isinstance(request, list) and len(request) >= 2:
+            node_id = request[3] if len(request) > 3 and isinstance(request[3], int) else None
+            self._raftlog_hooks.membership_changed(str(request[1]), node_id)
+        return changed
+
+    def _SyncObj__doApplyCommand(self, command: bytes) -> Any:
+        result = SyncObj._SyncObj__doApplyCommand(self, command)
+        request = parse_membership(command)
+        if request is not None and len(request) > 4 and isinstance(request[4], bytes):
+            # the state-machine command riding in the entry: applied with it, its result is
+            # the entry's result
+            return self._raftlog_hooks.apply(self.raftLastApplied + 1, request[4])
+        return result
+
+    def _raftlog_replay_membership(self) -> None:
+        """Start-up: every membership entry above the applied index takes effect now (Raft's
+        rule: a node uses the latest membership in its log, committed or not). Applying it
+        later when committed changes nothing more (pysyncobj's change is idempotent)."""
+        log = self._SyncObj__raftLog
+        applied = int(self.raftLastApplied)
+        first_index = int(log[0][1])
+        for position in range(max(applied + 1 - first_index, 0), len(log)):
+            request = parse_membership(log[position][0])
+            if request is not None:
+                self._SyncObj__doChangeCluster(request)
+
     def _onTick(self, timeToWait: float = 0.0) -> None:
         # Hazard 7: every tick starts with the journal durable (one fdatasync for all that the
         # last tick appended) and only then releases the acknowledgements held meanwhile; the
@@ -114,7 +210,10 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             # view are as before.
             self._raftlog_wakeup = PipeNotifier(poller)
             self._poller = _TimerPoller(poller, self._raftlog_sleep_s)
+        loading = bool(self._SyncObj__needLoadDumpFile)
         super()._onTick(timeToWait)
+        if loading and not self._SyncObj__needLoadDumpFile:
+            self._raftlog_replay_membership()  # the dump (if any) is loaded: the log is final
 
     def _raftlog_sleep_s(self, longest_s: float) -> float:
         """How long the Raft thread may sleep: until its next timer (the leader's heartbeat, a

@@ -22,8 +22,8 @@ stays 0 in all such scenarios):
 
 Not allowed, on purpose: ``set``/``frozenset`` (no pysyncobj message carries one in our
 configuration; only its utility replies and default dumps do), ``pysyncobj.node.TCPNode`` (it
-only travels in membership-change commands and in pysyncobj's default snapshot format; the
-quorum disables dynamic membership and writes snapshots in its own cbor2 format), and every
+travels in pysyncobj's own membership commands and default snapshot format; ours name the node
+by its address string, which pysyncobj accepts, and snapshots are our own cbor2 format), and every
 other class or function.
 
 A rejected pickle never gets to call anything: ``find_class`` is the only way a pickle can name a

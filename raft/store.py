@@ -24,7 +24,7 @@ from .commands import encode_result
 from .metadata import MetadataState
 from .metadata_records import Applied
 
-__all__ = ["TAIL_BYTES_MAX", "TAIL_COMMANDS_MAX", "MetadataStore", "Observer"]
+__all__ = ["TAIL_BYTES_MAX", "TAIL_COMMANDS_MAX", "CatchingUpMachine", "MetadataStore", "Observer"]
 
 # the applied commands kept for brokers that follow the metadata without voting: enough for a
 # broker that was away for minutes of ordinary churn; one that was away longer takes a snapshot
@@ -147,3 +147,48 @@ class MetadataStore:
         """Block until this node applied ``version`` commands (read-your-writes for admin)."""
         with self._changed:
             return self._changed.wait_for(lambda: self._state.version >= version, timeout_s)
+
+
+class CatchingUpMachine:
+    """The ``StateMachine`` a Raft member feeds into a store that may be *ahead* of its log.
+
+    A broker that follows the metadata as an observer and then becomes a voter
+    (``raftlog quorum add-voter``) starts a Raft member whose log begins empty or at an old
+    snapshot, while its store already holds a newer state. Versions name the same command on
+    every node (see ``MetadataStore``), so the log's commands are counted (``position``: the
+    version the log has delivered) and applied only once they are newer than the store: the
+    store never goes back, as an observer never does. Raft thread only, like any machine.
+
+    Example: store at version 40; the leader sends a snapshot at version 25, then commands 26..45:
+    the snapshot and commands 26..40 are counted, 41..45 applied.
+
+    While ``position`` is behind the store no snapshot can be taken (it would claim a Raft
+    index with a newer state): :meth:`snapshot` raises, and pysyncobj tries again later.
+    """
+
+    def __init__(self, store: MetadataStore) -> None:
+        self.store = store
+        self.position = 0
+
+    def apply(self, command: bytes) -> bytes:
+        self.position += 1
+        if self.position <= self.store.version:
+            return encode_result({"ok": True, "caught_up_by": "observer"})
+        return self.store.apply(command)
+
+    def snapshot(self) -> bytes:
+        return self.snapshot_encoder()()
+
+    def snapshot_encoder(self) -> Callable[[], bytes]:
+        if self.position < self.store.version:
+            raise RuntimeError(
+                f"catching up: the Raft log is at version {self.position}, "
+                f"the store at {self.store.version}"
+            )
+        return self.store.snapshot_encoder()
+
+    def restore(self, data: bytes) -> None:
+        version = MetadataState.from_snapshot(data).version
+        self.position = version
+        if version >= self.store.version:
+            self.store.restore(data)

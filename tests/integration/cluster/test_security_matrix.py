@@ -591,6 +591,22 @@ OPS = [
         ok=frozenset({common_pb2.INVALID_PARTITIONS, common_pb2.UNKNOWN_TOPIC_OR_PARTITION}),
     ),
     Op(
+        "add voter",
+        _cluster("alter"),
+        _rpc(
+            "broker",
+            "AddVoter",
+            lambda n: B.AddVoterRequest(node_id=99, raft_address="127.0.0.1:1"),
+        ),
+        ok=frozenset({common_pb2.BROKER_NOT_AVAILABLE}),
+    ),
+    Op(
+        "remove voter",
+        _cluster("alter"),
+        _rpc("broker", "RemoveVoter", lambda n: B.RemoveVoterRequest(node_id=99)),
+        ok=frozenset({common_pb2.VOTER_NOT_FOUND}),
+    ),
+    Op(
         "init producer id",
         _cluster("idempotent_write"),
         _rpc("broker", "InitProducerId", lambda n: B.InitProducerIdRequest(producer_id=-1)),
@@ -861,4 +877,6 @@ def _broker_only_requests(incarnation: int) -> dict[str, Any]:
         "CreatePartitions": B.CreatePartitionsRequest(
             topics=[B.NewPartitions(topic=TOPIC, count=5)]
         ),
+        "AddVoter": B.AddVoterRequest(node_id=1, raft_address="10.6.6.6:9192"),
+        "RemoveVoter": B.RemoveVoterRequest(node_id=2),
     }
