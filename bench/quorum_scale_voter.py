@@ -40,7 +40,7 @@ from raftlog.raft.commands import (
 from raftlog.raft.controller import ControllerConfig
 from raftlog.raft.metadata_records import Applied
 from raftlog.raft.quorum import RaftQuorum
-from raftlog.raft.quorum_types import SNAPSHOT_FILE_NAME, QuorumConfig
+from raftlog.raft.quorum_types import SNAPSHOT_FILE_NAME, QuorumConfig, QuorumStatus
 from raftlog.raft.store import MetadataStore
 
 from .common import (
@@ -133,6 +133,9 @@ class _FenceWatch:
 
     def leader_id(self) -> int | None:
         return self.quorum.leader_id()
+
+    def status(self) -> QuorumStatus:
+        return self.quorum.status()
 
     def submit_async(
         self, command: bytes, timeout_s: float, callback: Callable[[bytes | None, Any], None]

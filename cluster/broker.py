@@ -228,6 +228,7 @@ class Broker:
         self.quorum: QuorumMember  # started in run(): a Raft voter, or an observer of them
         self._observer_task: asyncio.Task[None] | None = None
         self._switching = False  # a change of quorum role is under way (quorum_member.py)
+        self._joining = False  # our Raft member runs for an add-voter not yet committed
         self.voter_changes = VoterChanges(self)  # add-voter / remove-voter, as the controller
         self.metadata_feed = MetadataFeed(self.store)  # FetchMetadata answers to observers
         self.controller: ActiveController
@@ -923,13 +924,18 @@ class Broker:
         with self.store.read() as state:
             changed, joining = bool(state.voters), state.joining_voter
         me = next((v for v in voters if v.node_id == self.config.node_id), None)
-        if me is None and joining is not None and joining.node_id == self.config.node_id:
+        if me is not None:
+            self._joining = False  # a member now (or all along)
+        elif joining is not None and joining.node_id == self.config.node_id:
             me = joining  # add-voter is bringing us in: start before the entry that adds us
+            self._joining = True
         if observer is not None:
             if me is not None:
                 self._switching = True
                 self._background_tasks.spawn(self._become_voter(me, voters))
-        elif raft is not None and changed and me is None:
+        elif raft is not None and me is None and (changed or self._joining):
+            # removed from the voters, or a join that was cancelled (CancelVoter)
+            self._joining = False
             self._switching = True
             self._background_tasks.spawn(self._become_observer())
 

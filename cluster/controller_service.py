@@ -36,6 +36,7 @@ from raftlog.raft.commands import (
     AllocateProducerIds,
     AlterPartition,
     AlterTopicConfig,
+    CancelVoter,
     Command,
     CreateTopic,
     DeleteTopic,
@@ -50,7 +51,7 @@ from raftlog.raft.commands import (
 from raftlog.raft.controller import ControllerConfig, ControllerCore, Steps, Subject
 from raftlog.raft.metadata import PARTITIONS_PER_TOPIC_MAX, REASSIGN_MOVES_MAX
 from raftlog.raft.metadata_records import TopicRecord
-from raftlog.raft.quorum_types import NotLeaderError
+from raftlog.raft.quorum_types import NotLeaderError, QuorumStatus
 from raftlog.raft.store import MetadataStore
 from raftlog.raft.topic_config import ConfigError, cleanup_policy, validate_configs
 
@@ -88,6 +89,8 @@ class Quorum(Protocol):
     def submit_async(
         self, command: bytes, timeout_s: float, callback: Callable[[bytes | None, Any], None]
     ) -> None: ...
+
+    def status(self) -> QuorumStatus: ...
 
 
 class ControllerError(CodedError):
@@ -131,6 +134,7 @@ class ActiveController:
         self.core: ControllerCore | None = None
         self.probe = probe  # address → False only when the connection was refused
         self._offsets_checked: ControllerCore | None = None  # _offsets_upgrade's term
+        self._joins_checked: ControllerCore | None = None  # a stale add-voter's, once a term
         self._probed: dict[int, int] = {}
 
     # ---- leadership ----------------------------------------------------------------------------
@@ -208,8 +212,16 @@ class ActiveController:
             overdue = core.overdue(state, now)
             addresses = {b.broker_id: b.address for b in state.brokers.values()}
             upgrade = self._offsets_upgrade(core, state.topics.get(OFFSETS_TOPIC))
+            joining = state.joining_voter
         if upgrade is not None:
-            self.tasks.spawn(self._upgrade_offsets_topic(upgrade))
+            self.tasks.spawn(self._decide_once(upgrade))
+        if joining is not None and self._joins_checked is not core:
+            self._joins_checked = core
+            members = {v.node_id for v in self.quorum.status().voters}
+            if joining.node_id not in members:
+                # an add-voter of an earlier term that never appended its membership entry (a
+                # new leader's log is the one that counts): the joiner goes back to observing
+                self.tasks.spawn(self._decide_once(CancelVoter(joining.node_id)))
         for subject, command in decisions:
             self.tasks.spawn(self._decide(core, subject, command))
         for broker_id, incarnation in overdue:
@@ -231,12 +243,12 @@ class ActiveController:
             return None
         return AlterTopicConfig(OFFSETS_TOPIC, (("cleanup.policy", "compact"),))
 
-    async def _upgrade_offsets_topic(self, command: AlterTopicConfig) -> None:
+    async def _decide_once(self, command: Command) -> None:
         try:
             result = await self.submit(command)
-            logger.info("%s is compacted now: %s", OFFSETS_TOPIC, result)
+            logger.info("decided %s: %s", command, result)
         except ControllerError as exc:  # the next term tries again
-            logger.warning("compacting %s: %s", OFFSETS_TOPIC, exc)
+            logger.warning("decision %s not committed: %s", command, exc)
 
     async def _probe(
         self, core: ControllerCore, broker_id: int, incarnation: int, address: str

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -34,7 +35,13 @@ import grpc
 from raftlog.proto import broker_pb2, common_pb2
 from raftlog.proto.codes import ErrorCode
 from raftlog.raft.acl import Operation, ResourceType
-from raftlog.raft.commands import PrepareVoter, SetVoters, decode_result, encode_command
+from raftlog.raft.commands import (
+    CancelVoter,
+    PrepareVoter,
+    SetVoters,
+    decode_result,
+    encode_command,
+)
 from raftlog.raft.quorum_types import (
     MembershipChangeRefusedError,
     NotLeaderError,
@@ -58,6 +65,8 @@ if TYPE_CHECKING:
     from .broker import Broker
 
 __all__ = ["CHANGE_TIMEOUT_S", "VoterAdminRpcs", "VoterChanges"]
+
+logger = logging.getLogger(__name__)
 
 CHANGE_TIMEOUT_S = 30.0  # the default bound of one add or remove
 JOINER_POLL_S = 0.05  # how often the controller looks whether the new voter's Raft port is open
@@ -139,9 +148,25 @@ class VoterChanges:
             )
             if "error" in prepared:
                 raise ControllerError(prepared["error"], str(prepared.get("message", "")))
-            await self._wait_listening(new, deadline)
             after = voters_after_add(voters, new)
-            return await self._change(True, new, after, deadline)
+            try:
+                await self._wait_listening(new, deadline)
+                return await self._change(True, new, after, deadline)
+            except ControllerError as exc:
+                # the membership entry was never appended (the joiner did not listen in time,
+                # the change was refused, or we are no longer the leader): the joiner observes
+                # again. A timeout after the entry went out may still commit: left alone.
+                if exc.code in (ErrorCode.POLICY_VIOLATION, ErrorCode.NOT_CONTROLLER) or (
+                    "did not open its Raft port" in exc.message
+                ):
+                    await self._cancel(new)
+                raise
+
+    async def _cancel(self, new: VoterRecord) -> None:
+        try:
+            await self.broker.controller.submit(CancelVoter(new.node_id))
+        except ControllerError as exc:  # the next controller cancels it (controller_service.py)
+            logger.warning("cancelling the join of broker %s: %s", new.node_id, exc)
 
     async def remove(self, node_id: int, timeout_s: float) -> broker_pb2.VoterChangeResponse:
         async with self._lock:

@@ -42,6 +42,7 @@ __all__ = [
     "AllocateProducerIds",
     "AlterPartition",
     "AlterTopicConfig",
+    "CancelVoter",
     "Command",
     "CommandDecodeError",
     "CreateAcls",
@@ -260,6 +261,14 @@ class PrepareVoter:
 
 
 @dataclass(frozen=True, slots=True)
+class CancelVoter:
+    """An ``add-voter`` that will not finish (its membership entry was never appended): broker
+    ``node_id`` is no longer joining, and goes back to observing (``voters.py``)."""
+
+    node_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class SetVoters:
     """The voter set after a membership change: rows ``(node_id, raft_address, grpc_address)``.
     Carried inside pysyncobj's membership entry, applied when that entry is (``voters.py``)."""
@@ -287,6 +296,7 @@ Command = (
     | UpsertScramCredential
     | DeleteScramCredential
     | PrepareVoter
+    | CancelVoter
     | SetVoters
 )
 
@@ -310,6 +320,7 @@ _TYPES: dict[str, type[Any]] = {
     "upsert_scram_credential": UpsertScramCredential,
     "delete_scram_credential": DeleteScramCredential,
     "prepare_voter": PrepareVoter,
+    "cancel_voter": CancelVoter,
     "set_voters": SetVoters,
 }
 _NAMES = {cls: name for name, cls in _TYPES.items()}

@@ -75,6 +75,7 @@ from .commands import (
     AllocateProducerIds,
     AlterPartition,
     AlterTopicConfig,
+    CancelVoter,
     Command,
     CommandDecodeError,
     CreateAcls,
@@ -279,6 +280,10 @@ class MetadataState:
                 return self._delete_scram(command, changes)
             case PrepareVoter():
                 return self._prepare_voter(command)
+            case CancelVoter():
+                if self.joining_voter is not None and self.joining_voter.node_id == command.node_id:
+                    self.joining_voter = None
+                return {}
             case SetVoters():
                 return self._set_voters(command)
             case _:

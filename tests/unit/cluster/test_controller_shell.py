@@ -152,3 +152,27 @@ def test_an_offsets_topic_made_before_compaction_is_compacted_once_per_term() ->
         assert len(shell.quorum.commands) == commands
 
     asyncio.run(scenario())
+
+
+def test_a_new_controller_cancels_a_join_whose_membership_entry_never_went_out() -> None:
+    from raftlog.raft.commands import PrepareVoter
+    from raftlog.raft.quorum_types import VoterStatus
+
+    async def scenario() -> None:
+        shell = Shell()
+        members = [VoterStatus(1, "a:1", None, None), VoterStatus(2, "b:1", None, None)]
+        shell.quorum.status = lambda: type("S", (), {"voters": members})()  # type: ignore[attr-defined]
+        shell.store.apply(encode_command(PrepareVoter(3, "c:1", "c:2")))
+        members.append(VoterStatus(3, "c:1", None, None))  # the entry is in the Raft log: kept
+        await shell.run(100)
+        with shell.store.read() as state:
+            assert state.joining_voter is not None
+        shell.quorum.leading = False  # a new term …
+        await shell.controller.tick()
+        shell.quorum.leading = True
+        members.pop()  # … whose leader's log holds no membership entry for 3
+        await shell.run(300)
+        with shell.store.read() as state:
+            assert state.joining_voter is None
+
+    asyncio.run(scenario())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from raftlog.raft.commands import (
+    CancelVoter,
     PrepareVoter,
     RegisterBroker,
     SetVoters,
@@ -130,3 +131,13 @@ def test_membership_entries_are_recognised_and_others_are_not() -> None:
     assert parse_membership(entry) == ["add", "h:1", "h:1", 4, b"cmd"]
     assert parse_membership(b"\x00" + pso_pickle.dumps((1, ()))) is None
     assert parse_membership(b"\x02not a pickle") is None
+
+
+def test_a_join_that_will_not_finish_is_cancelled_for_its_joiner_only() -> None:
+    state = MetadataState()
+    state.apply(encode_command(PrepareVoter(4, V4.raft_address, V4.grpc_address)))
+    assert state.apply(encode_command(CancelVoter(5))).result["ok"]  # not the joiner: no-op
+    assert state.joining_voter == V4
+    assert state.apply(encode_command(CancelVoter(4))).result["ok"]
+    assert state.joining_voter is None and state.voters == ()
+    assert state.apply(encode_command(CancelVoter(4))).result["ok"]  # again: still fine
