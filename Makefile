@@ -9,7 +9,7 @@ PACKAGES := proto cluster raft segments client chaos
 # the benchmark drivers: a top-level package run from the repository root, not installed
 BENCH := bench
 
-.PHONY: install test test-all lint typecheck proto demo demo-storage bench-storage bench-groups bench-quorum bench-quorum-scale bench bench-plaintext clean
+.PHONY: install test test-all test-slow lint typecheck proto demo demo-storage bench-storage bench-groups bench-quorum bench-quorum-scale bench bench-plaintext clean
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ test: $(STAMP)
 ## Everything, including slow tests.
 test-all: $(STAMP)
 	$(PY) -m pytest -q
+
+## Only the slow tests (the longer chaos scenarios: an unclean election the checker must catch,
+## recovery after ring and bridge heals, duplicates without idempotence; the slow sim seeds).
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow --durations=10
 
 ## ruff, mypy --strict, and the dependency direction of DESIGN.md (import-linter, pyproject.toml).
 lint: $(STAMP) typecheck

@@ -31,8 +31,8 @@ ClusterFactory = Callable[..., LocalCluster]
 @pytest.fixture
 def make_cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
     """``make_cluster(nodes=3, voters=None, **settings)`` starts a cluster (``voters``: how many
-    of the brokers form the metadata quorum, LocalCluster's default 3); all are stopped at the
-    end."""
+    of the brokers form the metadata quorum; by default all of them, up to 5 — the tests of a
+    5-broker cluster kill two voters and expect a majority left); all are stopped at the end."""
     started: list[LocalCluster] = []
 
     def factory(
@@ -40,6 +40,8 @@ def make_cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
     ) -> LocalCluster:
         cluster = LocalCluster(tmp_path / f"cluster{len(started)}")
         started.append(cluster)
+        if voters is None:
+            voters = min(nodes, 5)
         cluster.up(nodes, free_base_port(nodes), timeout_s=60, settings=settings, voters=voters)
         return cluster
 

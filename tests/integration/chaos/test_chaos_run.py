@@ -120,6 +120,7 @@ def test_a_short_run_through_the_kafka_client_is_valid(tmp_path: Path) -> None:
     assert results["checker"]["anomalies"]["unseen"]["count"] == 0
 
 
+@pytest.mark.slow  # CI's 20 minutes: `make test-slow` runs it
 def test_every_partition_recovers_within_two_seconds_of_a_ring_or_bridge_heal(
     tmp_path: Path,
 ) -> None:
@@ -164,6 +165,7 @@ def scenario(tmp_path: Path, *, unsafe: bool) -> RunConfig:
     )
 
 
+@pytest.mark.slow  # CI's 20 minutes: `make test-slow` runs it
 def test_an_unclean_election_loses_acknowledged_writes_and_safe_settings_do_not(
     tmp_path: Path,
 ) -> None:
@@ -229,6 +231,7 @@ def test_idempotent_retries_of_lost_answers_store_each_value_once_under_faults(
     assert results["acked_not_in_final_log"]["count"] == 0
 
 
+@pytest.mark.slow  # CI's 20 minutes: `make test-slow` runs it
 def test_retries_without_a_producer_id_are_reported_as_duplicates(tmp_path: Path) -> None:
     outcome = run_and_explain(retrying(tmp_path, "retry"))
     results = outcome.results
