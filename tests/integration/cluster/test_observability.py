@@ -180,7 +180,10 @@ def test_health_is_serving_only_when_registered_unfenced_and_caught_up(
     cluster.start(3, wait=False)
     wait_until(lambda: answers() == SERVING, timeout_s=60, what="broker 1 SERVING")
     cluster.wait_ready(60)
-    assert all(health_of(cluster, b) == SERVING for b in cluster.nodes)
+    # the controller says all are unfenced; each broker's own metadata follows within moments
+    wait_until(
+        lambda: all(health_of(cluster, b) == SERVING for b in cluster.nodes), 10, "all SERVING"
+    )
 
 
 def test_a_paused_broker_fenced_meanwhile_says_not_serving_until_unfenced(

@@ -193,8 +193,15 @@ def test_drain_add_partitions_and_preferred_leaders_from_the_command_line(
     check_in_place(cluster, "d", sent)
 
     assert cli.main(["topic", "add-partitions", "d", "--partitions", "6", *dir_args]) == 0
-    grown = admin.describe_topic("d").partitions
-    assert len(grown) == 6 and all(p.leader >= 0 for p in grown[4:])
+
+    # (every broker's metadata has the new partitions a moment after the one that answered)
+    def grown_with_leaders() -> tuple[PartitionDescription, ...] | None:
+        partitions = admin.describe_topic("d").partitions
+        ok = len(partitions) == 6 and all(p.leader >= 0 for p in partitions[4:])
+        return partitions if ok else None
+
+    grown = wait_until(grown_with_leaders, 10, "6 partitions with leaders")
+    assert len(grown) == 6
     with Producer(cluster.bootstrap, security=cluster.security) as producer:
         assert producer.send("d", b"new", partition=5).result(10).offset == 0
 
