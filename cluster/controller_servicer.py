@@ -47,6 +47,11 @@ __all__ = ["ControllerServicer", "acl_filter_from_proto", "acl_from_proto", "acl
 
 R = TypeVar("R")
 RELAY_TIMEOUT_S_MAX = 5.0  # a relayed call waits for the controller at most this long
+# partitions one reassignment or election request may name (each is committed in commands of at
+# most REASSIGN_MOVES_MAX; a drain is not a request and moves what the broker holds), and topics
+# one CreatePartitions may grow (each bounded by limits.partitions_per_request_max)
+PARTITIONS_PER_MOVE_REQUEST_MAX = 10_000
+TOPICS_PER_CREATE_PARTITIONS_MAX = 100
 
 
 def acl_to_proto(binding: AclBinding) -> broker_pb2.AclBinding:
@@ -481,6 +486,14 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
             return broker_pb2.AlterPartitionReassignmentsResponse(
                 error=error(ErrorCode.INVALID_REQUEST, "throttle_bytes_per_s must be >= 0")
             )
+        if len(request.reassignments) > PARTITIONS_PER_MOVE_REQUEST_MAX:
+            return broker_pb2.AlterPartitionReassignmentsResponse(
+                error=error(
+                    ErrorCode.POLICY_VIOLATION,
+                    f"{len(request.reassignments)} partitions in one request, above "
+                    f"{PARTITIONS_PER_MOVE_REQUEST_MAX}: split the plan",
+                )
+            )
         moves = [(r.topic, r.partition, tuple(r.replicas)) for r in request.reassignments]
         try:
             outcomes = await self.broker.controller.reassign(moves, request.throttle_bytes_per_s)
@@ -565,6 +578,14 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
     async def elect_leaders(
         self, request: broker_pb2.ElectLeadersRequest
     ) -> broker_pb2.ElectLeadersResponse:
+        if len(request.partitions) > PARTITIONS_PER_MOVE_REQUEST_MAX:
+            return broker_pb2.ElectLeadersResponse(
+                error=error(
+                    ErrorCode.POLICY_VIOLATION,
+                    f"{len(request.partitions)} partitions in one request, above "
+                    f"{PARTITIONS_PER_MOVE_REQUEST_MAX} (name none for every partition)",
+                )
+            )
         keys = [(p.topic, p.partition) for p in request.partitions] or None
         try:
             outcomes = await self.broker.controller.elect_leaders(keys, preferred=request.preferred)
@@ -587,6 +608,15 @@ class ControllerServicer(controller_pb2_grpc.ControllerServicer):
         self, request: broker_pb2.CreatePartitionsRequest
     ) -> broker_pb2.CreatePartitionsResponse:
         response = broker_pb2.CreatePartitionsResponse()
+        if len(request.topics) > TOPICS_PER_CREATE_PARTITIONS_MAX:
+            response.error.CopyFrom(
+                error(
+                    ErrorCode.POLICY_VIOLATION,
+                    f"{len(request.topics)} topics in one request, above "
+                    f"{TOPICS_PER_CREATE_PARTITIONS_MAX}",
+                )
+            )
+            return response
         for topic in request.topics:
             try:
                 result = await self.broker.controller.add_partitions(

@@ -12,6 +12,7 @@ import pytest
 from raftlog.client import Admin, Producer, cli
 from raftlog.client.admin import PartitionDescription
 from raftlog.client.local_cluster import LocalCluster
+from raftlog.proto.errors import PolicyViolationError
 
 from ..conftest import ClusterFactory
 from .test_data_plane import FAST, consume_all, wait_until
@@ -219,4 +220,7 @@ def test_drain_add_partitions_and_preferred_leaders_from_the_command_line(
     )
     assert cli.main(["partition", "reassign", "--plan", str(plan), *dir_args]) == 1  # no broker 9
     assert cli.main(["partition", "reassignments", *dir_args]) == 0
+    # a request's size is bounded before any work: one plan names at most 10,000 partitions
+    with pytest.raises(PolicyViolationError, match="split the plan"):
+        admin.reassign_partitions({("d", p): [1] for p in range(10_001)})
     admin.close()
