@@ -161,6 +161,17 @@ class AdminRpcs(broker_pb2_grpc.BrokerServicer):
 
     # ---- security ------------------------------------------------------------------------------
 
+    def _cluster_refusal(self, context: Any, operation: Operation) -> common_pb2.Error | None:
+        """None when the caller may ``operation`` the cluster (anyone on a plaintext cluster):
+        moving partitions, changing voters."""
+        auth = self.broker.authorizer
+        if not auth.enabled:
+            return None
+        principal = auth.principal(context)
+        if auth.allowed(principal, operation, ResourceType.CLUSTER, CLUSTER_RESOURCE):
+            return None
+        return denied(principal, operation.name, "cluster", CLUSTER_RESOURCE)
+
     def _cluster_denied(self, context: Any, operation: Operation) -> common_pb2.Error | None:
         auth = self.broker.authorizer
         if not auth.enabled:

@@ -16,13 +16,12 @@ from typing import Any
 
 import grpc
 
-from raftlog.proto import broker_pb2, common_pb2
-from raftlog.raft.acl import Operation, ResourceType
+from raftlog.proto import broker_pb2
+from raftlog.raft.acl import Operation
 
 from .admin_rpcs import AdminRpcs
-from .auth import CLUSTER_RESOURCE
 from .controller_servicer import ControllerServicer
-from .rpc_errors import denied, typed_errors
+from .rpc_errors import typed_errors
 
 __all__ = ["PartitionAdminRpcs"]
 
@@ -30,22 +29,13 @@ __all__ = ["PartitionAdminRpcs"]
 class PartitionAdminRpcs(AdminRpcs):
     """The partition-moving methods of ``BrokerServicer``."""
 
-    def _may(self, context: Any, operation: Operation) -> common_pb2.Error | None:
-        auth = self.broker.authorizer
-        if not auth.enabled:
-            return None
-        principal = auth.principal(context)
-        if auth.allowed(principal, operation, ResourceType.CLUSTER, CLUSTER_RESOURCE):
-            return None
-        return denied(principal, operation.name, "cluster", CLUSTER_RESOURCE)
-
     @typed_errors(broker_pb2.AlterPartitionReassignmentsResponse)
     async def AlterPartitionReassignments(
         self,
         request: broker_pb2.AlterPartitionReassignmentsRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> broker_pb2.AlterPartitionReassignmentsResponse:
-        refusal = self._may(context, Operation.ALTER)
+        refusal = self._cluster_refusal(context, Operation.ALTER)
         if refusal is not None:
             return broker_pb2.AlterPartitionReassignmentsResponse(error=refusal)
         controller = ControllerServicer(self.broker)
@@ -59,7 +49,7 @@ class PartitionAdminRpcs(AdminRpcs):
     async def DrainBroker(
         self, request: broker_pb2.DrainBrokerRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_pb2.DrainBrokerResponse:
-        refusal = self._may(context, Operation.ALTER)
+        refusal = self._cluster_refusal(context, Operation.ALTER)
         if refusal is not None:
             return broker_pb2.DrainBrokerResponse(error=refusal)
         controller = ControllerServicer(self.broker)
@@ -73,7 +63,7 @@ class PartitionAdminRpcs(AdminRpcs):
     async def ElectLeaders(
         self, request: broker_pb2.ElectLeadersRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_pb2.ElectLeadersResponse:
-        refusal = self._may(context, Operation.ALTER)
+        refusal = self._cluster_refusal(context, Operation.ALTER)
         if refusal is not None:
             return broker_pb2.ElectLeadersResponse(error=refusal)
         controller = ControllerServicer(self.broker)
@@ -112,7 +102,7 @@ class PartitionAdminRpcs(AdminRpcs):
         request: broker_pb2.ListPartitionReassignmentsRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> broker_pb2.ListPartitionReassignmentsResponse:
-        refusal = self._may(context, Operation.DESCRIBE)
+        refusal = self._cluster_refusal(context, Operation.DESCRIBE)
         if refusal is not None:
             return broker_pb2.ListPartitionReassignmentsResponse(error=refusal)
         controller = ControllerServicer(self.broker)

@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from raftlog.proto import broker_pb2, common_pb2
+from raftlog.proto import broker_pb2
 from raftlog.proto.codes import ErrorCode
-from raftlog.raft.acl import Operation, ResourceType
+from raftlog.raft.acl import Operation
 from raftlog.raft.commands import (
     CancelVoter,
     PrepareVoter,
@@ -57,9 +57,8 @@ from raftlog.raft.voters import (
 )
 
 from .admin_rpcs import AdminRpcs
-from .auth import CLUSTER_RESOURCE
 from .controller_service import ControllerError
-from .rpc_errors import denied, error, typed_errors
+from .rpc_errors import error, typed_errors
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -265,20 +264,11 @@ class VoterChanges:
 class VoterAdminRpcs(AdminRpcs):
     """AddVoter and RemoveVoter of ``BrokerServicer``: ALTER on the cluster, then forwarded."""
 
-    def _may_alter_cluster(self, context: Any) -> common_pb2.Error | None:
-        auth = self.broker.authorizer
-        if not auth.enabled:
-            return None
-        principal = auth.principal(context)
-        if auth.allowed(principal, Operation.ALTER, ResourceType.CLUSTER, CLUSTER_RESOURCE):
-            return None
-        return denied(principal, "ALTER", "cluster", CLUSTER_RESOURCE)
-
     @typed_errors(broker_pb2.VoterChangeResponse)
     async def AddVoter(
         self, request: broker_pb2.AddVoterRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_pb2.VoterChangeResponse:
-        refusal = self._may_alter_cluster(context)
+        refusal = self._cluster_refusal(context, Operation.ALTER)
         if refusal is not None:
             return broker_pb2.VoterChangeResponse(error=refusal)
         timeout_s = (request.timeout_s or CHANGE_TIMEOUT_S) + 5
@@ -292,7 +282,7 @@ class VoterAdminRpcs(AdminRpcs):
     async def RemoveVoter(
         self, request: broker_pb2.RemoveVoterRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_pb2.VoterChangeResponse:
-        refusal = self._may_alter_cluster(context)
+        refusal = self._cluster_refusal(context, Operation.ALTER)
         if refusal is not None:
             return broker_pb2.VoterChangeResponse(error=refusal)
         timeout_s = (request.timeout_s or CHANGE_TIMEOUT_S) + 5
