@@ -542,6 +542,43 @@ def test_a_slow_snapshot_stalls_neither_commits_nor_ticks_and_matches_its_index(
         quorum.close()
 
 
+class TickRecordingMachine(ListMachine):
+    """Notes, for each apply, the tick count the quorum last published (one value per tick)."""
+
+    def __init__(self, apply_delay_s: float) -> None:
+        super().__init__(apply_delay_s)
+        self.quorum: RaftQuorum | None = None
+        self.ticks: list[int] = []
+
+    def apply(self, command: bytes) -> bytes:
+        assert self.quorum is not None
+        self.ticks.append(self.quorum.status().ticks)
+        return super().apply(command)
+
+
+def test_a_long_backlog_is_applied_in_slices_with_ticks_between(tmp_path: Path) -> None:
+    # 300 commands committed together, 2 ms each: pysyncobj applied them in one 0.6 s tick (no
+    # heartbeat meanwhile); now a tick applies for at most APPLY_SLICE_S (20 ms)
+    machine = TickRecordingMachine(apply_delay_s=0.002)
+    quorum = RaftQuorum(_config(tmp_path), machine)
+    machine.quorum = quorum
+    try:
+        assert quorum.wait_for_leader(5.0) == 1
+        done = threading.Semaphore(0)
+        for i in range(300):
+            quorum.submit_async(b"c%d" % i, 30.0, lambda result, error: done.release())
+        for _ in range(300):
+            assert done.acquire(timeout=30.0)
+        assert machine.items == [b"c%d" % i for i in range(300)]
+        per_tick: dict[int, int] = {}
+        for tick in machine.ticks:
+            per_tick[tick] = per_tick.get(tick, 0) + 1
+        assert max(per_tick.values()) <= 12  # 20 ms / 2 ms, and the one that crossed the line
+        assert len(per_tick) >= 25
+    finally:
+        quorum.close()
+
+
 def test_leader_emerges_commands_apply_on_all_and_followers_refuse(
     make_cluster: Callable[..., Cluster],
 ) -> None:
