@@ -12,11 +12,12 @@ Rules:
   nothing listening on its port (``declare_dead``: a crashed process, not a slow or cut-off
   one). A newly active controller knows no heartbeats, so every broker gets one
   full session from the moment it took over before it can be fenced.
-- A broker that replicates more than ``FENCE_PARTITIONS_PER_COMMAND_MAX`` partitions is fenced
-  in :class:`Steps`: ``FenceBrokerPartitions`` over its partitions in bounded chunks, then the
-  ``FenceBroker`` (one command moving 60,000 partitions held the Raft thread 0.6-0.9 s, past
-  the election timeout). Meanwhile the backstop election scan waits: it would elect the broker
-  being fenced (still live in the metadata) where a chunk left it the last ISR member.
+- A broker that leads or is in the ISR of more than ``FENCE_PARTITIONS_PER_COMMAND_MAX``
+  partitions is fenced in :class:`Steps`: ``FenceBrokerPartitions`` over those partitions in
+  bounded chunks, then the ``FenceBroker`` (one command moving 60,000 partitions held the Raft
+  thread 0.6-0.9 s, past the election timeout). Meanwhile the backstop elections wait: they
+  would elect the broker being fenced (still live in the metadata) where a chunk left it the
+  last ISR member.
 - A fenced broker is unfenced when it heartbeats with its registered incarnation and has applied
   metadata up to its own registration (it knows its roles).
 - Partitions without a live leader that have an electable replica (ISR, ELR, or the last known
@@ -240,9 +241,9 @@ class ControllerCore:
         return out
 
     def _fence(self, state: MetadataState, broker_id: int, incarnation: int) -> Command | Steps:
-        """FenceBroker, after its partitions in bounded chunks if it replicates many."""
+        """FenceBroker, after its roles in bounded chunks if it holds many."""
         fence = FenceBroker(broker_id, incarnation)
-        keys = [record.key for record in state.replicas_of(broker_id)]
+        keys = state.roles_of(broker_id)  # O(its roles), under the store's lock
         if len(keys) <= FENCE_PARTITIONS_PER_COMMAND_MAX:
             return fence
         self._fencing.add(broker_id)
@@ -254,8 +255,8 @@ class ControllerCore:
         return Steps((*chunks, fence))
 
     def _elections(self, state: MetadataState, now_ms: int) -> list[Decision]:
-        # fence and unfence elect inline; this scan is the backstop, so it runs only when the
-        # state moved and at most every election_scan_interval_ms (100k partitions cost ~50 ms)
+        # fence and unfence elect inline; this is the backstop, so it runs only when the state
+        # moved and at most every election_scan_interval_ms
         if self._fencing:  # it would elect a broker being fenced: after the fence
             return []
         rebalance = (
@@ -269,19 +270,25 @@ class ControllerCore:
             return []
         self._scanned_version = state.version
         self._last_scan_ms = now_ms
-        offline: list[TopicPartition] = []
+        # the state's role lookups: the partitions without a live leader, and (rebalancing)
+        # those led by another broker than their first replica — not a scan of every partition
+        # under the store's lock (50 ms at 100k partitions, every interval while they change)
+        pending = self._pending
+        offline = [
+            key
+            for key in state.offline()
+            if PartitionElection(key) not in pending and state.electable(state.partitions[key])
+        ]
         preferred: list[TopicPartition] = []
-        fresh = self._fresh(state, now_ms) if rebalance else {}
-        for key, record in state.partitions.items():
-            if PartitionElection(key) in self._pending:
-                continue
-            if record.leader == NO_LEADER or not state.is_live(record.leader):
-                if state.electable(record):
-                    offline.append(key)
-            elif rebalance and record.leader != record.replicas[0]:
+        if rebalance:
+            fresh = self._fresh(state, now_ms)
+            for key in state.displaced():
+                record = state.partitions[key]
                 first = record.replicas[0]
                 if (
-                    first in record.isr
+                    PartitionElection(key) not in pending
+                    and state.is_live(record.leader)
+                    and first in record.isr
                     and state.is_live(first)
                     and self._direct(first, now_ms)
                     and self._reaches_enough(first, record, state, fresh)

@@ -93,6 +93,7 @@ def test_offline_partitions_with_a_live_isr_member_get_elected() -> None:
     state.apply(encode_command(UnfenceBroker(2, 12)))
     assert state.partitions[("t", 0)].leader == 2
     state.partitions[("t", 0)] = replace(state.partitions[("t", 0)], leader=NO_LEADER)
+    state = MetadataState.from_snapshot(state.snapshot())  # the lookups follow the edit
     controller = ControllerCore(CONFIG, now_ms=0)
     controller.heartbeat(state, 2, 12, state.version, 1)
     assert apply_all(state, controller, 2) == [ElectLeader((("t", 0),))]

@@ -422,6 +422,26 @@ class MetadataMachine(RuleBasedStateMachine):
             assert {p.key for p in self.state.replicas_of(b)} == {
                 key for key, p in self.state.partitions.items() if b in p.replicas
             }
+            # ... and the role lookups
+            assert set(self.state.roles_of(b)) == {
+                key for key, p in self.state.partitions.items() if b == p.leader or b in p.isr
+            }
+            assert self.state.led_by(b) == sorted(
+                key for key, p in self.state.partitions.items() if b == p.leader
+            )
+        assert self.state.leaderless() == sorted(
+            key for key, p in self.state.partitions.items() if p.leader == NO_LEADER
+        )
+        assert self.state.offline() == sorted(
+            key
+            for key, p in self.state.partitions.items()
+            if p.leader == NO_LEADER or not self.state.is_live(p.leader)
+        )
+        assert self.state.displaced() == sorted(
+            key
+            for key, p in self.state.partitions.items()
+            if p.leader not in (NO_LEADER, p.replicas[0])
+        )
         for name, topic in self.state.topics.items():
             assert sorted(p for t, p in self.state.partitions if t == name) == list(
                 range(topic.partitions)
