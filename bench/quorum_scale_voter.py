@@ -38,6 +38,7 @@ from raftlog.raft.commands import (
     encode_command,
 )
 from raftlog.raft.controller import ControllerConfig
+from raftlog.raft.metadata import MetadataState
 from raftlog.raft.metadata_records import Applied
 from raftlog.raft.quorum import RaftQuorum
 from raftlog.raft.quorum_types import SNAPSHOT_FILE_NAME, QuorumConfig, QuorumStatus
@@ -284,17 +285,25 @@ class _Voter:
             "elections": after.term - before.term,
         }
 
-    def _alter(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _records(self) -> MetadataState:
+        """The brokers and partitions as they are now, copied under the store's lock (a few
+        ms): the commands are built from the copy, so that the driver never holds the lock
+        the Raft thread applies under for a scan of every partition (0.1-0.2 s at 100k)."""
+        copy = MetadataState()
         with self.store.read() as state:
-            commands = alter_commands(state, int(request["count"]))
+            copy.version = state.version
+            copy.brokers = dict(state.brokers)
+            copy.partitions = dict(state.partitions)
+        return copy
+
+    def _alter(self, request: dict[str, Any]) -> dict[str, Any]:
+        commands = alter_commands(self._records(), int(request["count"]))
         return self._pipeline(commands, int(request["inflight_max"]))
 
     def _heal(self, request: dict[str, Any]) -> dict[str, Any]:
-        with self.store.read() as state:
-            commands = heal_commands(state)
+        commands = heal_commands(self._records())
         outcome = self._pipeline(commands, int(request["inflight_max"]))
-        with self.store.read() as state:
-            outcome["unhealthy"] = unhealthy_partitions(state)
+        outcome["unhealthy"] = unhealthy_partitions(self._records())
         return outcome
 
     def _compact(self) -> dict[str, Any]:
