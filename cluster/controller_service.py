@@ -49,7 +49,11 @@ from raftlog.raft.commands import (
     encode_command,
 )
 from raftlog.raft.controller import ControllerConfig, ControllerCore, Steps, Subject
-from raftlog.raft.metadata import PARTITIONS_PER_TOPIC_MAX, REASSIGN_MOVES_MAX
+from raftlog.raft.metadata import (
+    FENCE_PARTITIONS_PER_COMMAND_MAX,
+    PARTITIONS_PER_TOPIC_MAX,
+    REASSIGN_MOVES_MAX,
+)
 from raftlog.raft.metadata_records import TopicRecord
 from raftlog.raft.quorum_types import NotLeaderError, QuorumStatus
 from raftlog.raft.store import MetadataStore
@@ -294,6 +298,7 @@ class ActiveController:
         kafka_address: str | None = None,
     ) -> int:
         self.active()
+        await self._fence_previous_incarnation(broker_id, incarnation)
         result = await self.submit(
             RegisterBroker(
                 broker_id, address, incarnation, rack, unclean, password_address, kafka_address
@@ -301,6 +306,25 @@ class ActiveController:
         )
         self._raise_for(result)
         return int(result["broker_epoch"])
+
+    async def _fence_previous_incarnation(self, broker_id: int, incarnation: int) -> None:
+        """A broker restarted before its previous incarnation was fenced: the RegisterBroker of
+        the new one takes the old one's roles away in the same command. With many roles (a
+        broker in 60,000 ISRs: one 0.6-0.9 s apply on the Raft thread) they go first, in the
+        bounded ``FenceBrokerPartitions`` chunks a fence uses; what changes meanwhile, the
+        RegisterBroker still covers."""
+        with self.store.read() as state:
+            old = state.brokers.get(broker_id)
+            if old is None or old.fenced or old.incarnation == incarnation:
+                return
+            keys = state.roles_of(broker_id)
+        step = FENCE_PARTITIONS_PER_COMMAND_MAX
+        if len(keys) <= step:
+            return
+        for i in range(0, len(keys), step):
+            chunk = FenceBrokerPartitions(broker_id, old.incarnation, tuple(keys[i : i + step]))
+            if "error" in await self.submit(chunk):
+                return  # another registration or a fence came first: RegisterBroker decides
 
     def heartbeat(
         self,

@@ -13,8 +13,16 @@ import pytest
 
 from raftlog.cluster.controller_service import ActiveController, ControllerError, TopicRequest
 from raftlog.proto.codes import ErrorCode
-from raftlog.raft.commands import RegisterBroker, UnfenceBroker, encode_command
+from raftlog.raft.commands import (
+    CreateTopic,
+    FenceBrokerPartitions,
+    RegisterBroker,
+    UnfenceBroker,
+    decode_command,
+    encode_command,
+)
 from raftlog.raft.controller import ControllerConfig
+from raftlog.raft.metadata_records import NO_LEADER
 from raftlog.raft.store import MetadataStore
 
 Callback = Callable[[bytes | None, Any], None]
@@ -176,3 +184,42 @@ def test_a_new_controller_cancels_a_join_whose_membership_entry_never_went_out()
             assert state.joining_voter is None
 
     asyncio.run(scenario())
+
+
+def test_a_restarted_broker_with_many_roles_loses_them_in_bounded_steps_before_registering() -> (
+    None
+):
+    # broker 2 restarts before its old incarnation was fenced, in the ISR of 2,500 partitions
+    # (leading a third): the old roles go in FenceBrokerPartitions chunks of at most 1000, then
+    # the RegisterBroker of the new incarnation finds none left (no long apply on the Raft thread)
+    shell = Shell()
+    assignment = tuple(tuple(1 + (p + i) % 3 for i in range(3)) for p in range(2500))
+    shell.store.apply(encode_command(CreateTopic("big", assignment)))
+    with shell.store.read() as state:
+        assert len(state.roles_of(2)) == 2500 and len(state.led_by(2)) > 800
+
+    async def scenario() -> None:
+        epoch = await shell.controller.register(2, 999, "127.0.0.1:9999", None)
+        assert epoch > 0
+
+    shell.quorum.commands.clear()
+    asyncio.run(scenario())
+    sent = [decode_command(c) for c in shell.quorum.commands]
+    chunks = [c for c in sent if isinstance(c, FenceBrokerPartitions)]
+    assert [len(c.partitions) for c in chunks] == [1000, 1000, 500]
+    assert all(c.incarnation == 102 for c in chunks)  # the old incarnation's roles
+    assert isinstance(sent[-1], RegisterBroker) and len(sent) == 4
+    with shell.store.read() as state:
+        assert state.roles_of(2) == [] and state.brokers[2].incarnation == 999
+        assert all(r.leader not in (2, NO_LEADER) for r in state.partitions.values())
+        assert list(state.violations()) == []
+
+
+def test_a_restarted_broker_with_few_roles_registers_in_one_command() -> None:
+    shell = Shell()
+    shell.store.apply(encode_command(CreateTopic("small", ((1, 2, 3),) * 10)))
+    shell.quorum.commands.clear()
+    asyncio.run(shell.controller.register(2, 999, "127.0.0.1:9999", None))
+    assert [type(decode_command(c)) for c in shell.quorum.commands] == [RegisterBroker]
+    with shell.store.read() as state:
+        assert state.roles_of(2) == []
