@@ -748,6 +748,9 @@ class RaftQuorum:
             current_term=int(node.raftCurrentTerm),
             now_s=_pso_monotonic(),
             round_s=self._config.prevote_round_s,
+            # set by pysyncobj only for a timeout_now of the leader we follow, in our term or
+            # newer; cleared when we stand or a newer leader speaks
+            transfer_requested=bool(node._SyncObj__transferInProgress),
         )
         tick.prevote = step.round
         if step.lost:
