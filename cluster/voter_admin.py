@@ -146,24 +146,34 @@ class VoterChanges:
                 raise ControllerError(ErrorCode.DUPLICATE_VOTER, why)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout_s
-            prepared = await self.broker.controller.submit(
-                PrepareVoter(new.node_id, new.raft_address, new.grpc_address)
-            )
-            if "error" in prepared:
-                raise ControllerError(prepared["error"], str(prepared.get("message", "")))
-            after = voters_after_add(voters, new)
+            in_flight = self.broker.controller.joins_in_flight
+            in_flight.add(new.node_id)  # the controller's tick must not cancel this join
             try:
-                await self._wait_listening(new, deadline)
-                return await self._change(True, new, after, deadline)
-            except ControllerError as exc:
-                # the membership entry was never appended (the joiner did not listen in time,
-                # the change was refused, or we are no longer the leader): the joiner observes
-                # again. A timeout after the entry went out may still commit: left alone.
-                if exc.code in (ErrorCode.POLICY_VIOLATION, ErrorCode.NOT_CONTROLLER) or (
-                    "did not open its Raft port" in exc.message
-                ):
-                    await self._cancel(new)
-                raise
+                return await self._prepare_and_add(new, voters, deadline)
+            finally:
+                in_flight.discard(new.node_id)
+
+    async def _prepare_and_add(
+        self, new: VoterRecord, voters: tuple[VoterRecord, ...], deadline: float
+    ) -> broker_pb2.VoterChangeResponse:
+        prepared = await self.broker.controller.submit(
+            PrepareVoter(new.node_id, new.raft_address, new.grpc_address)
+        )
+        if "error" in prepared:
+            raise ControllerError(prepared["error"], str(prepared.get("message", "")))
+        after = voters_after_add(voters, new)
+        try:
+            await self._wait_listening(new, deadline)
+            return await self._change(True, new, after, deadline)
+        except ControllerError as exc:
+            # the membership entry was never appended (the joiner did not listen in time,
+            # the change was refused, or we are no longer the leader): the joiner observes
+            # again. A timeout after the entry went out may still commit: left alone.
+            if exc.code in (ErrorCode.POLICY_VIOLATION, ErrorCode.NOT_CONTROLLER) or (
+                "did not open its Raft port" in exc.message
+            ):
+                await self._cancel(new)
+            raise
 
     async def _cancel(self, new: VoterRecord) -> None:
         try:
