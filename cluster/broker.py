@@ -99,7 +99,7 @@ from .kafka_listener import KafkaListener
 from .metadata_observer import MetadataFeed, MetadataObserver
 from .partition import Partition
 from .peers import PING_INTERVAL_MS, PING_TIMEOUT_MS, PeerReach
-from .quorum_member import QuorumMember
+from .quorum_member import MembershipCheck, QuorumMember
 from .quota import Quotas
 from .relay_proof import OriginSigner
 from .replica_manager import ReplicaManager, ReplicaManagerConfig
@@ -229,6 +229,9 @@ class Broker:
         self._observer_task: asyncio.Task[None] | None = None
         self._switching = False  # a change of quorum role is under way (quorum_member.py)
         self._joining = False  # our Raft member runs for an add-voter not yet committed
+        self._membership_check = MembershipCheck(
+            config.node_id, self._describe_quorum_at, time.monotonic
+        )
         self.voter_changes = VoterChanges(self)  # add-voter / remove-voter, as the controller
         self.metadata_feed = MetadataFeed(self.store)  # FetchMetadata answers to observers
         self.controller: ActiveController
@@ -845,6 +848,7 @@ class Broker:
             loop.create_task(self._every(200, self._report_damage)),
             loop.create_task(self._every(PING_INTERVAL_MS, self._ping_peers)),
             loop.create_task(self._every(100, self._check_controller_contact)),
+            loop.create_task(self._every(200, self._check_still_voter)),
             loop.create_task(self._every(RELAYED_STATES_INTERVAL_MS, self._states_through_relay)),
             loop.create_task(self._every(1000, self.replicas.scrub)),
             loop.create_task(self._every(HEALTH_INTERVAL_MS, self._publish_health)),
@@ -938,6 +942,29 @@ class Broker:
             self._joining = False
             self._switching = True
             self._background_tasks.spawn(self._become_observer())
+
+    async def _describe_quorum_at(self, address: str) -> broker_pb2.DescribeQuorumResponse:
+        answer: broker_pb2.DescribeQuorumResponse = await self.broker_stub(address).DescribeQuorum(
+            broker_pb2.DescribeQuorumRequest(), timeout=1.0
+        )
+        return answer
+
+    def _check_still_voter(self) -> None:
+        """A Raft member that hears no leader may have been removed without applying it (see
+        quorum_member.py): ask, and observe if so."""
+        member = self.quorum
+        raft = None if self._switching or self._joining else member.raft
+        if not self._membership_check.due(None if raft is None else raft.status()):
+            return
+
+        async def check() -> None:
+            if not await self._membership_check.removed(self.current_voters()):
+                return
+            if self.quorum.raft is raft and not self._switching and not self._joining:
+                self._switching = True
+                await self._become_observer()
+
+        self._background_tasks.spawn(check())
 
     async def _become_voter(self, me: VoterRecord, voters: tuple[VoterRecord, ...]) -> None:
         loop = asyncio.get_running_loop()

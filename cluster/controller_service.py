@@ -139,6 +139,9 @@ class ActiveController:
         self.probe = probe  # address → False only when the connection was refused
         self._offsets_checked: ControllerCore | None = None  # _offsets_upgrade's term
         self._joins_checked: ControllerCore | None = None  # a stale add-voter's, once a term
+        # brokers an add-voter of ours is bringing in now (voter_admin.py): their joins are not
+        # stale, whenever this term's first tick comes
+        self.joins_in_flight: set[int] = set()
         self._probed: dict[int, int] = {}
 
     # ---- leadership ----------------------------------------------------------------------------
@@ -222,9 +225,12 @@ class ActiveController:
         if joining is not None and self._joins_checked is not core:
             self._joins_checked = core
             members = {v.node_id for v in self.quorum.status().voters}
-            if joining.node_id not in members:
+            if joining.node_id not in members and joining.node_id not in self.joins_in_flight:
                 # an add-voter of an earlier term that never appended its membership entry (a
-                # new leader's log is the one that counts): the joiner goes back to observing
+                # new leader's log is the one that counts): the joiner goes back to observing.
+                # Not one this controller prepared itself: an add-voter that made it active
+                # (the core is made on first use) can commit its PrepareVoter before this
+                # term's first tick, and cancelling it left the joiner never listening.
                 self.tasks.spawn(self._decide_once(CancelVoter(joining.node_id)))
         for subject, command in decisions:
             self.tasks.spawn(self._decide(core, subject, command))

@@ -4,7 +4,9 @@ The Broker service's AddVoter / RemoveVoter need ALTER on the cluster (plaintext
 are forwarded to the active controller (``admin_rpcs.py``), whose Controller service answers
 them through :class:`VoterChanges` (the Controller-service methods accept only brokers, as for
 every forwarded admin call). The controller changes one voter at a time (one change in flight,
-``asyncio.Lock``; pysyncobj's leader also refuses a second uncommitted membership entry):
+``asyncio.Lock``; the Raft leader also refuses a second uncommitted membership entry, and any
+before it has applied its own term's no-op: right after an election the controller offers the
+change again every ``LEADER_READY_POLL_S`` until then, ``raft/voters.py`` rule 1):
 
 * **add** ``N`` at Raft ``host:port``: ``N`` must be a registered, unfenced broker and neither its
   id nor the address a voter's (DUPLICATE_VOTER). The controller commits ``PrepareVoter``;
@@ -43,6 +45,7 @@ from raftlog.raft.commands import (
     encode_command,
 )
 from raftlog.raft.quorum_types import (
+    LeaderNotReadyError,
     MembershipChangeRefusedError,
     NotLeaderError,
     QuorumError,
@@ -69,6 +72,7 @@ logger = logging.getLogger(__name__)
 
 CHANGE_TIMEOUT_S = 30.0  # the default bound of one add or remove
 JOINER_POLL_S = 0.05  # how often the controller looks whether the new voter's Raft port is open
+LEADER_READY_POLL_S = 0.02  # a leader just elected: how often to offer the change again
 
 
 class VoterChanges:
@@ -142,24 +146,34 @@ class VoterChanges:
                 raise ControllerError(ErrorCode.DUPLICATE_VOTER, why)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout_s
-            prepared = await self.broker.controller.submit(
-                PrepareVoter(new.node_id, new.raft_address, new.grpc_address)
-            )
-            if "error" in prepared:
-                raise ControllerError(prepared["error"], str(prepared.get("message", "")))
-            after = voters_after_add(voters, new)
+            in_flight = self.broker.controller.joins_in_flight
+            in_flight.add(new.node_id)  # the controller's tick must not cancel this join
             try:
-                await self._wait_listening(new, deadline)
-                return await self._change(True, new, after, deadline)
-            except ControllerError as exc:
-                # the membership entry was never appended (the joiner did not listen in time,
-                # the change was refused, or we are no longer the leader): the joiner observes
-                # again. A timeout after the entry went out may still commit: left alone.
-                if exc.code in (ErrorCode.POLICY_VIOLATION, ErrorCode.NOT_CONTROLLER) or (
-                    "did not open its Raft port" in exc.message
-                ):
-                    await self._cancel(new)
-                raise
+                return await self._prepare_and_add(new, voters, deadline)
+            finally:
+                in_flight.discard(new.node_id)
+
+    async def _prepare_and_add(
+        self, new: VoterRecord, voters: tuple[VoterRecord, ...], deadline: float
+    ) -> broker_pb2.VoterChangeResponse:
+        prepared = await self.broker.controller.submit(
+            PrepareVoter(new.node_id, new.raft_address, new.grpc_address)
+        )
+        if "error" in prepared:
+            raise ControllerError(prepared["error"], str(prepared.get("message", "")))
+        after = voters_after_add(voters, new)
+        try:
+            await self._wait_listening(new, deadline)
+            return await self._change(True, new, after, deadline)
+        except ControllerError as exc:
+            # the membership entry was never appended (the joiner did not listen in time,
+            # the change was refused, or we are no longer the leader): the joiner observes
+            # again. A timeout after the entry went out may still commit: left alone.
+            if exc.code in (ErrorCode.POLICY_VIOLATION, ErrorCode.NOT_CONTROLLER) or (
+                "did not open its Raft port" in exc.message
+            ):
+                await self._cancel(new)
+            raise
 
     async def _cancel(self, new: VoterRecord) -> None:
         try:
@@ -223,6 +237,36 @@ class VoterChanges:
     async def _change(
         self, add: bool, voter: VoterRecord, after: tuple[VoterRecord, ...], deadline: float
     ) -> broker_pb2.VoterChangeResponse:
+        """Append the membership entry and wait for it to commit. Right after an election the
+        leader refuses it until its term's no-op is applied (a round trip or two,
+        ``LeaderNotReadyError``): offered again until then, within ``deadline``."""
+        loop = asyncio.get_running_loop()
+        while True:
+            result, failure = await self._append_change(add, voter, after, deadline)
+            if not isinstance(failure, LeaderNotReadyError) or loop.time() >= deadline:
+                break
+            await asyncio.sleep(LEADER_READY_POLL_S)
+        verb = "add" if add else "remove"
+        if isinstance(failure, LeaderNotReadyError):  # never appended; the client retries
+            raise ControllerError(ErrorCode.NOT_CONTROLLER, f"{verb} voter: {failure}")
+        if isinstance(failure, MembershipChangeRefusedError):
+            raise ControllerError(ErrorCode.POLICY_VIOLATION, str(failure))
+        if isinstance(failure, NotLeaderError):
+            raise ControllerError(ErrorCode.NOT_CONTROLLER, f"{verb} voter: {failure}")
+        if failure is not None or result is None:
+            raise ControllerError(
+                ErrorCode.REQUEST_TIMED_OUT,
+                f"{verb} voter {voter.node_id}: {failure} (it may still commit: see "
+                "`raftlog quorum describe`)",
+            )
+        outcome = decode_result(result)
+        if "error" in outcome:
+            raise ControllerError(outcome["error"], str(outcome.get("message", "")))
+        return self._response(self.broker.store.version)
+
+    async def _append_change(
+        self, add: bool, voter: VoterRecord, after: tuple[VoterRecord, ...], deadline: float
+    ) -> tuple[bytes | None, QuorumError | None]:
         loop = asyncio.get_running_loop()
         raft = self._raft()
         future: asyncio.Future[tuple[bytes | None, QuorumError | None]] = loop.create_future()
@@ -243,22 +287,7 @@ class VoterChanges:
             timeout_s=max(deadline - loop.time(), 1.0),
             callback=done,
         )
-        result, failure = await future
-        verb = "add" if add else "remove"
-        if isinstance(failure, MembershipChangeRefusedError):
-            raise ControllerError(ErrorCode.POLICY_VIOLATION, str(failure))
-        if isinstance(failure, NotLeaderError):
-            raise ControllerError(ErrorCode.NOT_CONTROLLER, f"{verb} voter: {failure}")
-        if failure is not None or result is None:
-            raise ControllerError(
-                ErrorCode.REQUEST_TIMED_OUT,
-                f"{verb} voter {voter.node_id}: {failure} (it may still commit: see "
-                "`raftlog quorum describe`)",
-            )
-        outcome = decode_result(result)
-        if "error" in outcome:
-            raise ControllerError(outcome["error"], str(outcome.get("message", "")))
-        return self._response(self.broker.store.version)
+        return await future
 
 
 class VoterAdminRpcs(AdminRpcs):

@@ -13,7 +13,10 @@ when a majority has said yes). A peer says yes (:func:`prevote_granted`) only if
 recovering a damaged journal, T+1 is above its term, it is not the leader, it has heard no
 leader for ``election_timeout_min_s``, and the asker's log is at least as up to date as its own.
 Example, 3 voters, terms at 4: a node cut off from the others asks for term 5 every timeout,
-hears no yes, and stays at term 4, so on healing it deposes nobody.
+hears no yes, and stays at term 4, so on healing it deposes nobody. One exception: a leader's
+TimeoutNow (it hands leadership to a caught-up voter, as ``remove-voter`` of the leader does)
+makes its target stand without a pre-vote, as etcd's ``campaignTransfer`` does: every peer has
+just heard that leader, so each would say no, and the transfer could never happen.
 
 **Leader lease.** The leader pings every voter each ``append_entries_period_s``; a peer echoes
 the ping's send time with its own term (:func:`record_lease_ack` keeps, per peer, the latest
@@ -122,18 +125,24 @@ def prevote_step(
     current_term: int,
     now_s: float,
     round_s: float,
+    transfer_requested: bool = False,
 ) -> PrevoteStep:
     """The election timer fired (pysyncobj asks every tick while it stays expired): stand now?
 
     ``peers``: the other voters; ``connected``: to any of them. A single voter stands at once.
-    Otherwise a round for ``current_term + 1`` runs for ``round_s``; yeses from a majority (self
-    included) within it mean STAND, and the round is spent (the next election needs a round of
-    its own). A round that ran out without them is lost, and a new one starts (ASK).
+    ``transfer_requested``: the timer fired because the current leader sent us TimeoutNow (it
+    is handing leadership over): stand at once, no pre-vote (a recovering journal still stays
+    out). Otherwise a round for ``current_term + 1`` runs for ``round_s``; yeses from a
+    majority (self included) within it mean STAND, and the round is spent (the next election
+    needs a round of its own). A round that ran out without them is lost, and a new one starts
+    (ASK).
     """
     if peers == 0:
         return PrevoteStep(PrevoteAction.STAND, round)
     if recovering or not connected:
         return PrevoteStep(PrevoteAction.STAY_OUT, round)
+    if transfer_requested:
+        return PrevoteStep(PrevoteAction.STAND, replace(round, term=-1))
     term = current_term + 1
     running = round.term == term and now_s - round.started_at_s < round_s
     if running and has_majority(1 + len(round.grants), peers + 1):

@@ -130,9 +130,12 @@ I = tests/integration/raft/test_quorum.py, P = tests/integration/raft/test_raft_
     and it has had no ``append_entries`` for ``election_timeout_min_s``. Only with yeses from a
     majority (itself included) within ``prevote_round_s`` does pysyncobj's election go ahead;
     nobody's term changes before that. Cost: one round trip more per election (measured by
-    bench.quorum_failover). Withheld rounds are counted (``prevotes_lost``). The rules:
+    bench.quorum_failover). Withheld rounds are counted (``prevotes_lost``). A leader's
+    TimeoutNow (``transfer_leadership``) makes its target stand without one: every peer had
+    just heard that leader, so the transfer never happened. The rules:
     :mod:`raftlog.raft.election_rules`. [U: tests/unit/raft/test_prevote.py;
-    I: test_a_node_cut_off_from_the_majority_does_not_raise_its_term]
+    I: test_a_node_cut_off_from_the_majority_does_not_raise_its_term,
+    test_remove_the_active_controller]
 15. **A damaged journal is believed** (pysyncobj's journal has no checksums; a voter whose file
     lost or garbled acknowledged entries still votes, and may elect a leader that lacks a
     committed entry) -> every journal record carries a CRC; start-up cuts the log at the first

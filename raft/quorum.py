@@ -63,6 +63,7 @@ from .pysyncobj_guards import (
 )
 from .quorum_types import (
     LOCK_FILE_NAME,
+    LeaderNotReadyError,
     MembershipChangeRefusedError,
     NotLeaderError,
     QuorumClosedError,
@@ -84,6 +85,7 @@ from .quorum_view import QuorumView, empty_view, quorum_status, read_view
 from .raft_node import MEMBERSHIP_ADD, MEMBERSHIP_REMOVE, NodeHooks, RaftNode
 from .snapshot_file import Entry, SnapshotFile, decode_snapshot_file, encode_snapshot_file
 from .snapshot_writer import BackgroundSerializer, SnapshotHooks, WriteJob
+from .voters import MembershipRefusal, refusal_message
 
 __all__ = ["RaftQuorum"]
 
@@ -421,7 +423,9 @@ class RaftQuorum:
         the answer). Like :meth:`submit_async`: ``callback`` runs exactly once; a change the
         leader refuses to append (another one is not committed yet, the node is already
         (not) a member, the leader itself would leave) fails with
-        :class:`MembershipChangeRefusedError`. Joint consensus is not used: one voter at a
+        :class:`MembershipChangeRefusedError`, saying which; a leader just elected refuses
+        every change until it has applied its term's no-op (:class:`LeaderNotReadyError`,
+        retriable). Joint consensus is not used: one voter at a
         time, as pysyncobj does (Raft thesis 4.1)."""
         split_address(address)
         if len(command) > self._config.max_command_bytes:
@@ -438,15 +442,21 @@ class RaftQuorum:
 
         def on_result(result: Any, err: int) -> None:
             if err == FAIL_REASON.REQUEST_DENIED:
-                self._commands.complete(
-                    token,
-                    None,
-                    MembershipChangeRefusedError(
-                        f"the Raft leader refused to {'add' if add else 'remove'} {address}: "
-                        "another membership change is not committed yet, or it is "
-                        f"{'already' if add else 'not'} a member, or it is the leader itself"
-                    ),
+                refusal, pending_index, term = self._node.raftlog_last_refusal
+                refusal = refusal or MembershipRefusal.NOTHING_TO_CHANGE
+                message = refusal_message(
+                    refusal,
+                    add=add,
+                    address=address,
+                    term=term,
+                    pending_change_index=pending_index,
                 )
+                failure = (
+                    LeaderNotReadyError(message)
+                    if refusal is MembershipRefusal.LEADER_NOT_READY
+                    else MembershipChangeRefusedError(message)
+                )
+                self._commands.complete(token, None, failure)
                 return
             self._on_result(token, result, err)
 
@@ -748,6 +758,9 @@ class RaftQuorum:
             current_term=int(node.raftCurrentTerm),
             now_s=_pso_monotonic(),
             round_s=self._config.prevote_round_s,
+            # set by pysyncobj only for a timeout_now of the leader we follow, in our term or
+            # newer; cleared when we stand or a newer leader speaks
+            transfer_requested=bool(node._SyncObj__transferInProgress),
         )
         tick.prevote = step.round
         if step.lost:

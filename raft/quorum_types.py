@@ -36,6 +36,7 @@ __all__ = [
     "MAX_INFLATED_BYTES",
     "MAX_UNAUTHENTICATED_CONNECTIONS",
     "SNAPSHOT_FILE_NAME",
+    "LeaderNotReadyError",
     "MembershipChangeRefusedError",
     "MetadataQuorum",
     "NotLeaderError",
@@ -120,6 +121,13 @@ class QuorumClosedError(QuorumError):
 class MembershipChangeRefusedError(QuorumError):
     """The Raft leader refused to append a membership change (another one is not committed
     yet, the node is already / not a member, or the leader would remove itself)."""
+
+
+class LeaderNotReadyError(MembershipChangeRefusedError):
+    """A leader just elected has not applied the no-op of its term yet, and appends no
+    membership change before (``raft/voters.py`` rule 1): retry in a moment."""
+
+    retriable: ClassVar[bool] = True
 
 
 class QuorumStorageError(QuorumError):

@@ -43,6 +43,7 @@ from pysyncobj.syncobj import _COMMAND_TYPE, SyncObjExceptionWrongVer
 
 from . import safe_pickle
 from .quorum_types import QuorumCounters
+from .voters import MembershipRefusal, membership_refusal
 
 __all__ = ["NodeHooks", "RaftNode"]
 
@@ -123,6 +124,13 @@ class RaftNode(SyncObj):  # type: ignore[misc]
     ):
         self._raftlog_hooks = hooks
         self._raftlog_counters = counters
+        # the last membership change this leader was asked for: (refusal or None, the pending
+        # entry's index, term); read by the REQUEST_DENIED callback (Raft thread)
+        self.raftlog_last_refusal: tuple[MembershipRefusal | None, int | None, int] = (
+            None,
+            None,
+            0,
+        )
         hooks.adopt(self)
         super().__init__(self_address, others, conf)
 
@@ -157,22 +165,32 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             with contextlib.suppress(OSError):
                 wakeup.notify()
 
-    def raftlog_membership_pending(self) -> bool:
-        """Does the log hold a membership entry above the commit index? (Raft thread)"""
+    def raftlog_pending_membership_index(self) -> int | None:
+        """The last membership entry above the commit index, if any (Raft thread)."""
         log = self._SyncObj__raftLog
         commit_index = int(self._SyncObj__raftCommitIndex)
         first_index = int(log[0][1])
         for position in range(len(log) - 1, max(commit_index - first_index, -1), -1):
             if parse_membership(log[position][0]) is not None:
-                return True
-        return False
+                return int(log[position][1])
+        return None
 
     def _SyncObj__changeCluster(self, request: Any) -> bool:
-        # The leader, about to append a membership entry: one change at a time (pysyncobj's
-        # own check reads a field it never sets).
-        if self.raftlog_membership_pending():
-            return False
-        return bool(SyncObj._SyncObj__changeCluster(self, request))
+        # The leader, about to append a membership entry (raft/voters.py rule 1): its term's
+        # no-op applied, and one change at a time (pysyncobj's own check of the latter reads a
+        # field it never sets). Why it refuses is kept for the REQUEST_DENIED callback that
+        # follows at once on this thread (pysyncobj's callback carries no reason).
+        noop_index = self._SyncObj__noopIDx
+        pending_index = self.raftlog_pending_membership_index()
+        refusal = membership_refusal(
+            applied_index=int(self._SyncObj__raftLastApplied),
+            noop_index=None if noop_index is None else int(noop_index),
+            pending_change_index=pending_index,
+        )
+        if refusal is None and not SyncObj._SyncObj__changeCluster(self, request):
+            refusal = MembershipRefusal.NOTHING_TO_CHANGE
+        self.raftlog_last_refusal = (refusal, pending_index, int(self.raftCurrentTerm))
+        return refusal is None
 
     def _SyncObj__doChangeCluster(self, request: Any, reverse: bool = False) -> bool:
         changed = bool(SyncObj._SyncObj__doChangeCluster(self, request, reverse))

@@ -17,7 +17,12 @@ cleared by the ``SetVoters`` that follows (or replaced by the next ``PrepareVote
 Rules (:func:`check_add`, :func:`check_remove`; the controller checks them before it starts a
 change, with the quorum's live view):
 
-1. One change at a time: a change is refused while the log holds one not yet committed.
+1. One change at a time: a change is refused while the log holds one not yet committed; and a
+   new leader appends none before it has applied the no-op of its own term (pysyncobj's rule,
+   and Raft's fix for single-server changes: before that, the leader cannot know whether an
+   older leader's change in its log is committed). The first refusal is the operator's to wait
+   out; the second lasts a round trip or two after every election, so the controller waits and
+   asks again (:func:`membership_refusal` tells them apart, :class:`MembershipRefusal`).
 2. Ids and Raft addresses are unique among the voters; an added voter is a registered broker.
 3. The leader does not remove itself (pysyncobj cannot: leadership is moved first).
 4. A removal must leave a majority of the *new* set that answers the leader now, or the removal
@@ -30,14 +35,19 @@ so 1, 2 and 4 must all answer (4 is started first: ``joining``). ``remove 3`` gi
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import assert_never
 
 __all__ = [
+    "MembershipRefusal",
     "VoterRecord",
     "check_add",
     "check_remove",
     "majority",
+    "membership_refusal",
+    "refusal_message",
     "voters_after_add",
     "voters_after_remove",
 ]
@@ -104,3 +114,59 @@ def check_remove(
             f"{majority(len(after))} to commit, but only {reached} answer the leader now"
         )
     return None
+
+
+class MembershipRefusal(enum.Enum):
+    """Why the Raft leader did not append a membership entry (rule 1, or pysyncobj's own)."""
+
+    LEADER_NOT_READY = "leader_not_ready"  # its term's no-op is not applied yet: retry soon
+    CHANGE_PENDING = "change_pending"  # a membership entry above the commit index
+    NOTHING_TO_CHANGE = "nothing_to_change"  # already (not) a member, or the leader itself
+
+
+def membership_refusal(
+    *, applied_index: int, noop_index: int | None, pending_change_index: int | None
+) -> MembershipRefusal | None:
+    """Rule 1 as the leader checks it before appending a membership entry. ``noop_index``: the
+    log index of the no-op this leader appended on election (None: not a leader yet);
+    ``pending_change_index``: the last membership entry above the commit index, if any.
+
+    The leader's own term comes first: until its no-op is applied, a membership entry above its
+    commit index may well be an older leader's committed change (the new leader learns that it
+    is only by committing an entry of its own term), so calling it pending would be untrue.
+    """
+    if noop_index is None or applied_index < noop_index:
+        return MembershipRefusal.LEADER_NOT_READY
+    if pending_change_index is not None:
+        return MembershipRefusal.CHANGE_PENDING
+    return None
+
+
+def refusal_message(
+    refusal: MembershipRefusal,
+    *,
+    add: bool,
+    address: str,
+    term: int,
+    pending_change_index: int | None,
+) -> str:
+    verb = "add" if add else "remove"
+    match refusal:
+        case MembershipRefusal.LEADER_NOT_READY:
+            return (
+                f"the Raft leader elected in term {term} has not applied its first entry yet, "
+                f"so it cannot {verb} {address} now; retry"
+            )
+        case MembershipRefusal.CHANGE_PENDING:
+            return (
+                f"the Raft leader refused to {verb} {address}: the membership change at log "
+                f"index {pending_change_index} is not committed yet (one change at a time); "
+                "retry once `raftlog quorum describe` shows it"
+            )
+        case MembershipRefusal.NOTHING_TO_CHANGE:
+            return (
+                f"the Raft leader refused to {verb} {address}: it is "
+                f"{'already' if add else 'not'} a member, or it is the leader itself"
+            )
+        case _:
+            assert_never(refusal)

@@ -9,6 +9,7 @@ old members, and a restarted voter comes back with the membership of its log, no
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 
 from raftlog.raft.quorum import RaftQuorum
 from raftlog.raft.quorum_types import (
+    LeaderNotReadyError,
     MembershipChangeRefusedError,
     QuorumConfig,
     QuorumError,
@@ -148,3 +150,32 @@ def test_replace_a_dead_voter_and_lose_another(group: Group) -> None:
     expected = {*survivors, 4}  # ``other`` is stopped, not removed
     wait_until("restarted voter's membership", lambda: _members(restarted) == expected, 10)
     group.submit("e")
+
+
+def test_a_change_right_after_an_election_is_refused_only_as_not_ready(group: Group) -> None:
+    """A leader just elected refuses membership changes until its term's no-op is applied: the
+    refusal says so (retriable), where it used to blame "another membership change not
+    committed yet" with none in the log at all; asked again, the change commits."""
+    for i in (1, 2, 3, 4):
+        group.start(i, [1, 2, 3, 4])
+    group.submit("a")
+    group.stop(next(i for i, q in group.quorums.items() if q.is_leader()))
+    leader = wait_until(
+        "a new leader",
+        lambda: next((q for q in group.quorums.values() if q.is_leader()), None),
+        10,
+    )
+    leaving = next(i for i, q in group.quorums.items() if q is not leader)
+    refusals: list[QuorumError] = []
+    for _ in range(100):
+        try:
+            group.change(add=False, node_id=leaving, timeout_s=5)
+            break
+        except LeaderNotReadyError as error:
+            assert error.retriable and "not applied its first entry" in str(error)
+            refusals.append(error)
+            time.sleep(0.01)
+    else:
+        raise AssertionError(f"never committed: {refusals[-1:]}")
+    print(f"refused {len(refusals)} time(s) as not ready, then committed")
+    wait_until("the removal applied", lambda: leaving not in set(leader.voters()), 10)

@@ -760,10 +760,14 @@ def test_kill_leader_new_leader_commits_and_old_leader_rejoins_by_snapshot(
     old.start()  # same data_dir: journal + dump
     cluster.wait_states(expected, cluster.nodes, timeout_s=10.0)
     # status() is the view the Raft thread publishes each tick, so it may lag the state by a
-    # tick: wait for it to show the restore instead of reading it once.
+    # tick: wait for it to show the restore instead of reading it once. Its counters are live,
+    # though (snapshot_restores counts as the restore starts): wait for the view's log too.
     wait_until(
         "the rejoined node's status to show the snapshot install",
-        lambda: old.status()["snapshot_restores"] >= 1,
+        lambda: (
+            (status := old.status())["snapshot_restores"] >= 1
+            and status["log_first_index"] > old_last_index
+        ),
         2.0,
     )
     rejoined = old.status()

@@ -14,6 +14,7 @@ import pytest
 from raftlog.cluster.controller_service import ActiveController, ControllerError, TopicRequest
 from raftlog.proto.codes import ErrorCode
 from raftlog.raft.commands import (
+    CancelVoter,
     CreateTopic,
     FenceBrokerPartitions,
     RegisterBroker,
@@ -182,6 +183,29 @@ def test_a_new_controller_cancels_a_join_whose_membership_entry_never_went_out()
         await shell.run(300)
         with shell.store.read() as state:
             assert state.joining_voter is None
+
+    asyncio.run(scenario())
+
+
+def test_a_new_controller_keeps_the_join_of_its_own_add_voter() -> None:
+    # add-voter reaching a controller just elected: the core is made on first use by the add
+    # itself, whose PrepareVoter can be applied before this term's first tick. That tick must
+    # not take it for an earlier term's join and cancel it (the joiner then never listened, and
+    # the add timed out after its whole timeout).
+    from raftlog.raft.commands import PrepareVoter
+    from raftlog.raft.quorum_types import VoterStatus
+
+    async def scenario() -> None:
+        shell = Shell()
+        members = [VoterStatus(1, "a:1", None, None), VoterStatus(2, "b:1", None, None)]
+        shell.quorum.status = lambda: type("S", (), {"voters": members})()  # type: ignore[attr-defined]
+        shell.controller.active()  # made by the add-voter's first call, before any tick
+        shell.controller.joins_in_flight.add(3)
+        await shell.controller.submit(PrepareVoter(3, "c:1", "c:2"))
+        await shell.run(300)
+        with shell.store.read() as state:
+            assert state.joining_voter is not None  # still joining: the add goes on
+        assert not any(isinstance(decode_command(c), CancelVoter) for c in shell.quorum.commands)
 
     asyncio.run(scenario())
 

@@ -218,3 +218,34 @@ def test_refusals_and_answers_for_another_term_are_not_counted() -> None:
 )
 def test_majority(votes: int, voters: int, majority: bool) -> None:
     assert has_majority(votes, voters) is majority
+
+
+def test_a_leaders_timeout_now_stands_without_a_pre_vote() -> None:
+    # remove-voter of the leader hands leadership over with TimeoutNow: every peer heard that
+    # leader just now and would refuse a pre-vote, so the target stands at once (etcd's
+    # campaignTransfer); a damaged journal or nobody to ask still keeps it out
+    asked = PrevoteRound(term=5, started_at_s=10.0)
+    result = prevote_step(
+        asked,
+        peers=2,
+        connected=True,
+        recovering=False,
+        current_term=4,
+        now_s=10.01,
+        round_s=ROUND_S,
+        transfer_requested=True,
+    )
+    assert result.action is PrevoteAction.STAND
+    assert result.round.term == -1  # spent, like a won round
+    for connected, recovering in ((False, False), (True, True)):
+        kept_out = prevote_step(
+            asked,
+            peers=2,
+            connected=connected,
+            recovering=recovering,
+            current_term=4,
+            now_s=10.01,
+            round_s=ROUND_S,
+            transfer_requested=True,
+        )
+        assert kept_out.action is PrevoteAction.STAY_OUT

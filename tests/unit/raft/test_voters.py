@@ -18,10 +18,13 @@ from raftlog.raft.metadata import MetadataState
 from raftlog.raft.raft_node import parse_membership
 from raftlog.raft.store import CatchingUpMachine, MetadataStore
 from raftlog.raft.voters import (
+    MembershipRefusal,
     VoterRecord,
     check_add,
     check_remove,
     majority,
+    membership_refusal,
+    refusal_message,
     voters_after_add,
     voters_after_remove,
 )
@@ -141,3 +144,38 @@ def test_a_join_that_will_not_finish_is_cancelled_for_its_joiner_only() -> None:
     assert state.apply(encode_command(CancelVoter(4))).result["ok"]
     assert state.joining_voter is None and state.voters == ()
     assert state.apply(encode_command(CancelVoter(4))).result["ok"]  # again: still fine
+
+
+def test_a_leader_just_elected_is_not_ready_rather_than_busy_with_a_change() -> None:
+    # Right after an election the new leader's log may hold an older leader's membership entry
+    # above its commit index (committed, but the new leader learns that only by committing its
+    # own no-op): the refusal must say the leader is not ready (retriable), not that a change
+    # is in progress. Before its no-op is appended at all, likewise.
+    assert membership_refusal(applied_index=41, noop_index=42, pending_change_index=40) is (
+        MembershipRefusal.LEADER_NOT_READY
+    )
+    assert membership_refusal(applied_index=41, noop_index=42, pending_change_index=None) is (
+        MembershipRefusal.LEADER_NOT_READY
+    )
+    assert membership_refusal(applied_index=5, noop_index=None, pending_change_index=None) is (
+        MembershipRefusal.LEADER_NOT_READY
+    )
+    # its no-op applied: a membership entry still above the commit index is a change pending
+    assert membership_refusal(applied_index=42, noop_index=42, pending_change_index=43) is (
+        MembershipRefusal.CHANGE_PENDING
+    )
+    assert membership_refusal(applied_index=42, noop_index=42, pending_change_index=None) is None
+
+
+def test_each_refusal_says_what_it_is() -> None:
+    def message(refusal: MembershipRefusal, add: bool = False) -> str:
+        return refusal_message(
+            refusal, add=add, address="10.0.0.3:9192", term=7, pending_change_index=43
+        )
+
+    not_ready = message(MembershipRefusal.LEADER_NOT_READY)
+    assert "term 7" in not_ready and "retry" in not_ready
+    assert "not committed" not in not_ready and "another" not in not_ready
+    assert "index 43 is not committed yet" in message(MembershipRefusal.CHANGE_PENDING)
+    nothing = message(MembershipRefusal.NOTHING_TO_CHANGE, add=True)
+    assert "already a member" in nothing and "not committed" not in nothing
