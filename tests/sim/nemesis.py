@@ -53,6 +53,7 @@ class FaultConfig:
     react_isr_delay_ms_max: int = 30  # before the leader hears of its ISR change
     react_election_delay_ms_max: int = 300  # after followers met the new leader's log
     # right after a follower truncated, before it fetched again, cut off the leader it follows
+    # (never the follower with it: it is the one that must stay electable, KIP-101's scenario)
     react_truncation_p: float = 0.8
     react_truncation_delay_ms_max: int = 5
 
@@ -161,17 +162,19 @@ class Nemesis:
         rng = self.world.rng
         if rng.random() < self.config.react_truncation_p:
             delay = rng.randint(0, self.config.react_truncation_delay_ms_max)
-            self.world.later(delay, self._cut_off, details["leader"])
+            self.world.later(delay, self._cut_off, details["leader"], details["broker"])
 
-    def _cut_off(self, leader: int) -> None:
-        """Cut ``leader`` and a random few of the other brokers off from the rest and the
-        controller."""
+    def _cut_off(self, leader: int, spared: int | None = None) -> None:
+        """Cut ``leader`` and a random few of the other brokers (never ``spared``) off from the
+        rest and the controller."""
         if not self.running or len(self.active) >= self.config.active_max:
             return
         rng = self.world.rng
-        others = [broker_node(b) for b in self.cluster.broker_ids if b != leader]
+        others = [broker_node(b) for b in self.cluster.broker_ids if b not in (leader, spared)]
         rng.shuffle(others)
         side = [broker_node(leader), *others[: rng.randint(0, len(others) // 2)]]
+        if spared is not None:
+            others.append(broker_node(spared))
         rest = [n for n in [*others, CONTROLLER] if n not in side]
         links = [(a, b) for a in side for b in rest] + [(b, a) for a in side for b in rest]
         self._cut_links("reactive", links)
