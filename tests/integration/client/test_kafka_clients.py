@@ -111,7 +111,9 @@ def test_kafka_client_produces_through_a_leader_kill_and_a_group_reads_each_reco
             seen[value] = (m.name, partition, offset)
     read_at = {value: (partition, offset) for value, (_, partition, offset) in seen.items()}
     assert read_at == acked, "every record read once, at the offset its acknowledgement gave"
-    assert members[1].processed, "the second member got no partition: no rebalance happened"
+    # the rebalance: the second member was given a partition (whether records were left on it
+    # depends on how far the first one had read by then: in one CI run it had read them all)
+    assert any(members[1].assignments), "the second member got no partition: no rebalance"
     assert len(members[0].assignments) >= 2, members[0].assignments
 
     # the committed offsets are the end offsets, and survive the coordinator's death
