@@ -294,9 +294,17 @@ class Segment:
     def load_closed(self) -> bool:
         """State of a closed segment below the recovery point without scanning it all: walk
         the headers from the last index entry. False when that walk does not end exactly at the
-        end of the file with contiguous offsets (a cut or a bad header: scan it with
-        ``recover``)."""
+        end of the file with contiguous offsets (a cut or a bad header), or when an index is
+        missing, empty or insane while the log holds batches (every non-empty segment indexes
+        its first batch): scan it with ``recover``, which rebuilds both indexes. Without that, a
+        lost ``.timeindex`` would leave the segment with no timestamp (never expired, skipped by
+        timestamp lookups) and a lost ``.index`` would make every read scan from byte 0."""
         last = self.index.last() if self.index.is_sane(self.size_bytes) else None
+        max_timestamp = self.time_index.last_timestamp()
+        if self.size_bytes > 0 and (last is None or len(self.time_index) == 0):
+            self.index.unload()
+            self.time_index.unload()
+            return False
         rel, position = last if last is not None else (0, 0)
         next_offset = self.base_offset + rel
         ok = True
@@ -307,11 +315,14 @@ class Segment:
                     ok = False
                     break
                 next_offset = header.next_offset
+                # a roll appends the final time entry, but a lost index write (a full disk)
+                # drops it: the batches walked past the last index entry count too
+                max_timestamp = max(max_timestamp, header.max_timestamp)
                 position += header.size_bytes
         except CorruptRecordError:
             ok = False
         self.next_offset = next_offset
-        self.max_timestamp_ms = self.time_index.last_timestamp()
+        self.max_timestamp_ms = max_timestamp
         self.index.unload()
         self.time_index.unload()
         return ok and position == self.size_bytes

@@ -245,6 +245,50 @@ def test_missing_or_garbage_indexes_are_rebuilt(tmp_path: Path, make_batch: Batc
     assert index.stat().st_size // 8 == entries
 
 
+def test_a_closed_segment_that_lost_its_indexes_gets_them_rebuilt(
+    tmp_path: Path, make_batch: BatchFactory
+) -> None:
+    """A closed segment below the recovery point is trusted without a scan, but not when its
+    indexes are gone: its timestamp would read -1 (never expired by time, skipped by a
+    timestamp lookup) and every read in it would walk from byte 0."""
+    store = BrokerStateStore(str(tmp_path / "state"))
+    directory = tmp_path / "t-0"
+    config = LogConfig(segment_bytes=1024, index_interval_bytes=128, retention_ms=10_000)
+
+    def open_log() -> Log:
+        return Log(str(directory), config, now_ms=0, state=store, name="t-0", clock=SYSTEM_CLOCK)
+
+    log = open_log()
+    for i in range(60):
+        log.append(make_batch(1, start=i, timestamp_ms=1_000 + i, pad=30), leader_epoch=0)
+    assert log.segment_count > 3
+    segment = log._segments[1]  # ten batches at 1,001..1,010 (segment 0 rolled on its age)
+    name = f"{segment.base_offset:020d}"
+    before = (segment.next_offset, segment.max_timestamp_ms)
+    assert before == (11, 1_010)
+    index, time_index = directory / f"{name}.index", directory / f"{name}.timeindex"
+    log.close()
+    sizes = (index.stat().st_size, time_index.stat().st_size)
+    assert store.get_offset("recovery_point", "t-0") == 60  # the reopen trusts segment 1
+    lose_the_last_entry = (time_index, sizes[1] - 12)
+    for lost in ((index, 0), (time_index, 0), lose_the_last_entry, (index, 0), (time_index, 0)):
+        path, size = lost
+        with open(path, "r+b") as f:
+            f.truncate(size)  # a damaged file
+        log = open_log()
+        segment = log._segments[1]
+        assert (segment.next_offset, segment.max_timestamp_ms) == before, lost
+        assert log.offset_for_timestamp(1_005) == (5, 1_005)
+        assert values(log, 7)[0] == (7, b"v7" + b"." * 30)
+        log.close()
+        assert index.stat().st_size == sizes[0]  # rebuilt whole
+        assert time_index.stat().st_size >= sizes[1] - 12  # all but the roll's final entry
+    log = open_log()
+    assert log.delete_retained(now_ms=1_010 + 10_001) >= 2  # expired on time
+    log.close()
+    store.close()
+
+
 def test_closed_segment_indexes_in_memory_are_bounded(
     tmp_path: Path, make_batch: BatchFactory
 ) -> None:
