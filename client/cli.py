@@ -265,7 +265,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_bootstrap(consume)
 
-    group = commands.add_parser("group", help="consumer groups: list, describe, reset offsets")
+    group = commands.add_parser(
+        "group", help="consumer groups: list, describe, reset offsets, delete"
+    )
     group_commands = group.add_subparsers(dest="group_command", required=True)
     glist = group_commands.add_parser("list", help="every group and its state")
     glist.add_argument("--json", action="store_true")
@@ -284,7 +286,12 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--to-latest", action="store_true")
     target.add_argument("--to-offset", type=int)
     reset.add_argument("--json", action="store_true")
-    for sub in (glist, gdescribe, reset):
+    gdelete = group_commands.add_parser(
+        "delete", help="delete empty groups with their committed offsets"
+    )
+    gdelete.add_argument("groups", nargs="+")
+    gdelete.add_argument("--json", action="store_true")
+    for sub in (glist, gdescribe, reset, gdelete):
         _add_bootstrap(sub)
 
     from .cli_security import add_parsers as add_security_parsers
@@ -696,6 +703,22 @@ def _cmd_group(args: argparse.Namespace, console: Console) -> int:
                 else:
                     for (t, p), o in sorted(done.items()):
                         console.print(f"{t}-{p} → {o}")
+            case "delete":
+                results = admin.delete_groups(args.groups)
+                if args.json:
+                    _print_json(
+                        console,
+                        [
+                            {"group": g, "error": None if e is None else e.name, "message":
+                             None if e is None else e.message}
+                            for g, e in results.items()
+                        ],
+                    )  # fmt: skip
+                else:
+                    for g, e in results.items():
+                        console.print(f"{g}  deleted" if e is None else f"{g}  {e}")
+                if any(e is not None for e in results.values()):
+                    return 1
     return 0
 
 

@@ -1,15 +1,17 @@
 """Consumer-group administration for ``Admin``: list, describe (members, committed offsets, end
-offsets, lag), and reset an empty group's offsets — kafka-consumer-groups' jobs."""
+offsets, lag), reset an empty group's offsets, delete empty groups — kafka-consumer-groups'
+jobs."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
 
 from raftlog.proto import broker_pb2, group_pb2, group_pb2_grpc
-from raftlog.proto.errors import error_for, raise_for
+from raftlog.proto.errors import RaftlogError, error_for, raise_for
 
 from .assignors import decode_assignment
 from .consumer import Consumer
@@ -181,3 +183,31 @@ class GroupAdmin:
         )
         raise_for(answer.error)
         return targets
+
+    def delete_groups(self, group_ids: Iterable[str]) -> dict[str, RaftlogError | None]:
+        """Delete empty groups and their committed offsets (kafka-consumer-groups --delete):
+        each group at its coordinator, retried on retriable answers (a coordinator moving or
+        loading) for up to ``timeout_s``. Per group: None when deleted, else the error
+        (NonEmptyGroupError while it has members, GroupIdNotFoundError, an authorization
+        failure…)."""
+        out: dict[str, RaftlogError | None] = {}
+        for group_id in dict.fromkeys(group_ids):
+            deadline = time.monotonic() + self.timeout_s
+            while True:
+                try:
+                    _, stub = self._coordinator(group_id)
+                    answer = stub.DeleteGroups(
+                        group_pb2.DeleteGroupsRequest(group_ids=[group_id]),
+                        timeout=self.timeout_s,
+                    )
+                    raise_for(answer.error)
+                    result = answer.results[0].error if answer.results else None
+                    raise_for(result)
+                    out[group_id] = None
+                    break
+                except RaftlogError as exc:
+                    if not exc.retriable or time.monotonic() >= deadline:
+                        out[group_id] = exc
+                        break
+                time.sleep(0.1)
+        return out

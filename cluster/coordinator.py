@@ -13,9 +13,16 @@ Records of the offsets topic (cbor2 keys and values, the key says which)::
     key ["o", group, topic, partition]   value [next offset, metadata, commit time ms]
     key ["g", group]                     value [generation]   — a round completed: generations
                                                                  only grow
-    key ["g", group]                     value [generation, assignor, leader, members]
+    key ["m", group]                     value [generation, assignor, leader, members]
                                            — the membership (``Group.snapshot``) of a completed
                                              sync, or of a group that became empty
+
+The offsets topic is compacted, so what a coordinator loads must depend only on the latest
+record of each key: the membership has a key of its own (under ``["g", group]`` a later
+generation record would make compaction drop it; logs written before the split still hold
+memberships there, and are read as such). Deleting a group (DeleteGroups, only once it is empty)
+writes tombstones for each of its keys in one batch: a load skips the group, before and after the
+cleaner has removed the records and, past ``delete.retention.ms``, the tombstones themselves.
 
 Group membership is persisted as Kafka persists it: the leader's sync is answered only once the
 group's members and assignments are replicated (acks=all on the offsets partition), and so is a
@@ -34,7 +41,7 @@ import contextlib
 import logging
 import uuid
 import zlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +74,24 @@ def offsets_partition(group_id: str) -> int:
     return zlib.crc32(group_id.encode()) % OFFSETS_PARTITIONS
 
 
+def offset_key(group_id: str, topic: str, partition: int) -> bytes:
+    return cbor2.dumps(["o", group_id, topic, partition])
+
+
+def generation_key(group_id: str) -> bytes:
+    return cbor2.dumps(["g", group_id])
+
+
+def membership_key(group_id: str) -> bytes:
+    return cbor2.dumps(["m", group_id])
+
+
+def group_keys(group_id: str, partitions: Iterable[OffsetKey]) -> list[bytes]:
+    """Every key of a group with offsets of ``partitions``: what deleting it tombstones."""
+    keys = [offset_key(group_id, t, p) for t, p in sorted(partitions)]
+    return [*keys, membership_key(group_id), generation_key(group_id)]
+
+
 @dataclass(slots=True)
 class _GroupEntry:
     group: Group
@@ -75,6 +100,7 @@ class _GroupEntry:
     syncs: dict[str, asyncio.Future[SyncAnswer]] = field(default_factory=dict)
     persisted_generation: int = 0
     snapshot: list[Any] | None = None  # while loading: the last membership record
+    deleting: bool = False  # its tombstones are being replicated: nothing else may touch it
     storing: asyncio.Future[None] | None = None  # the membership being replicated
     # commits accepted (their member and generation checked) and still replicating: an offset
     # fetch waits for them, so a member handed a partition in the next generation starts after
@@ -133,23 +159,51 @@ class GroupCoordinator:
                 self._poll(entry, now)
 
     def _load(self, index: int, partition: Partition) -> None:
-        loaded = _Loaded(partition.leader_epoch)
         log_ = partition.log
         offset = log_.log_start_offset
-        try:
-            while offset < log_.log_end_offset:
-                result = log_.read(offset, 4 << 20)
-                if not result.data:
-                    break
-                for position, header in iter_batches(result.data):
-                    batch = result.data[position : position + header.size_bytes]
-                    for record in iter_records(batch):
-                        self._replay(loaded, record.key, record.value)
-                offset = result.next_offset
-        except StorageError as exc:
-            logger.error("offsets partition %s: load stopped at %s: %s", index, offset, exc)
+
+        def records() -> Iterator[tuple[bytes | None, bytes | None]]:
+            nonlocal offset
+            try:
+                while offset < log_.log_end_offset:
+                    result = log_.read(offset, 4 << 20)
+                    if not result.data:
+                        break
+                    for position, header in iter_batches(result.data):
+                        batch = result.data[position : position + header.size_bytes]
+                        for record in iter_records(batch):
+                            yield record.key, record.value
+                    offset = result.next_offset
+            except StorageError as exc:
+                logger.error("offsets partition %s: load stopped at %s: %s", index, offset, exc)
+
+        loaded = self.load_records(partition.leader_epoch, records(), index)
+        self._loaded[index] = loaded
+        self.loads += 1
+        logger.info("coordinating %d group(s) of offsets partition %s", len(loaded.groups), index)
+
+    def load_records(
+        self,
+        leader_epoch: int,
+        records: Iterable[tuple[bytes | None, bytes | None]],
+        index: int = -1,
+    ) -> _Loaded:
+        """The groups an offsets partition's records (key, value) describe (pure: no IO)."""
+        loaded = _Loaded(leader_epoch)
+        for key, value in records:
+            self._replay(loaded, key, value)
+        self._settle(loaded, index)
+        return loaded
+
+    def _settle(self, loaded: _Loaded, index: int) -> None:
+        """After the records: forget the groups that hold nothing (deleted, or empty with no
+        offsets — Kafka's Dead), restore the others' memberships."""
         now = self.clock_ms()
-        for entry in loaded.groups.values():
+        for group_id, entry in list(loaded.groups.items()):
+            members = entry.snapshot[3] if entry.snapshot is not None else None
+            if not entry.offsets and not members:
+                del loaded.groups[group_id]
+                continue
             if entry.snapshot is not None:
                 stable = entry.snapshot[0] == entry.group.generation
                 try:
@@ -157,9 +211,6 @@ class GroupCoordinator:
                 except GroupError as exc:  # the members rejoin: UNKNOWN_MEMBER_ID, a new round
                     logger.error("offsets partition %s: %s", index, exc.message)
                 entry.snapshot = None
-        self._loaded[index] = loaded
-        self.loads += 1
-        logger.info("coordinating %d group(s) of offsets partition %s", len(loaded.groups), index)
 
     def _new_entry(self, group_id: str) -> _GroupEntry:
         group = Group(
@@ -185,20 +236,28 @@ class GroupCoordinator:
             logger.warning("offsets topic: a record of unexpected shape skipped: %r", k)
 
     def _apply(self, loaded: _Loaded, k: list[Any], v: Any) -> None:
-        entry = loaded.groups.get(str(k[1]))
+        group_id = str(k[1])
+        entry = loaded.groups.get(group_id)
         if entry is None:
-            entry = loaded.groups[str(k[1])] = self._new_entry(str(k[1]))
-        if k[0] == "o" and len(k) == 4:
+            if v is None:  # a tombstone of a group not seen: nothing to forget
+                return
+            entry = loaded.groups[group_id] = self._new_entry(group_id)
+        kind = k[0]
+        if kind == "o" and len(k) == 4:
             tp = (str(k[2]), int(k[3]))
             if v is None:
                 entry.offsets.pop(tp, None)
             else:
                 entry.offsets[tp] = (int(v[0]), str(v[1]))
-        elif k[0] == "g" and isinstance(v, list) and v and isinstance(v[0], int):
+        elif kind in ("g", "m") and v is None:  # the group was deleted
+            if kind == "g":
+                entry.group.generation = entry.persisted_generation = 0
+            entry.snapshot = None
+        elif kind in ("g", "m") and isinstance(v, list) and v and isinstance(v[0], int):
             entry.group.generation = max(entry.group.generation, v[0])
             entry.persisted_generation = entry.group.generation
-            if len(v) == 4:  # a membership; [generation] alone only moves the generation on
-                entry.snapshot = v
+            if len(v) == 4:  # a membership (under "g" in older logs); [generation] alone only
+                entry.snapshot = v  # moves the generation on
 
     def _unload(self, index: int) -> None:
         loaded = self._loaded.pop(index)
@@ -229,6 +288,10 @@ class GroupCoordinator:
             if not create:
                 raise CoordinatorError(ErrorCode.GROUP_ID_NOT_FOUND, f"no group {group_id!r}")
             entry = loaded.groups[group_id] = self._new_entry(group_id)
+        elif entry.deleting:
+            raise CoordinatorError(
+                ErrorCode.COORDINATOR_LOAD_IN_PROGRESS, f"group {group_id!r} is being deleted"
+            )
         return entry
 
     async def find(self, group_id: str) -> int:
@@ -414,7 +477,7 @@ class GroupCoordinator:
                 )
             builder.append(
                 cbor2.dumps([offset, metadata, now]),
-                key=cbor2.dumps(["o", group_id, topic, partition]),
+                key=offset_key(group_id, topic, partition),
                 timestamp_ms=now,
             )
         done = asyncio.get_running_loop().create_future()
@@ -433,8 +496,8 @@ class GroupCoordinator:
         """``fetch`` once the commits already accepted for the group have finished (bounded by
         the commit timeout): the race it closes is a member committing during a rebalance while
         the partition's next owner asks where to start."""
-        entry = self._entry(group_id)
-        if entry.committing:
+        entry = self._existing(group_id)
+        if entry is not None and entry.committing:
             await asyncio.wait(set(entry.committing), timeout=COMMIT_TIMEOUT_MS / 1000)
         return self.fetch(group_id, partitions)
 
@@ -450,11 +513,38 @@ class GroupCoordinator:
             raise CoordinatorError(code, f"the commit was not replicated: {outcome.message}")
 
     async def _persist(self, group_id: str, value: list[Any]) -> None:
+        """A generation record ([generation]) or a membership (``Group.snapshot``)."""
+        key = generation_key(group_id) if len(value) == 1 else membership_key(group_id)
         builder = BatchBuilder()
-        builder.append(
-            cbor2.dumps(value), key=cbor2.dumps(["g", group_id]), timestamp_ms=self.clock_ms()
-        )
+        builder.append(cbor2.dumps(value), key=key, timestamp_ms=self.clock_ms())
         await self._append(group_id, builder.build())
+
+    async def delete(self, group_id: str) -> None:
+        """DeleteGroups for one group: an empty one only (NON_EMPTY_GROUP otherwise). Waits for
+        the commits in flight, then replicates a tombstone of every key the group has (acks=all,
+        one batch) before forgetting it; meanwhile the group answers everyone
+        COORDINATOR_LOAD_IN_PROGRESS (retriable), so nothing lands between the two."""
+        entry = self._entry(group_id, create=False)
+        group = entry.group
+        if group.members or entry.joins:
+            raise CoordinatorError(
+                ErrorCode.NON_EMPTY_GROUP,
+                f"group {group_id!r} has {len(group.members)} member(s) ({group.state.value})",
+            )
+        entry.deleting = True
+        try:
+            if entry.committing:
+                await asyncio.wait(set(entry.committing), timeout=COMMIT_TIMEOUT_MS / 1000)
+            now = self.clock_ms()
+            builder = BatchBuilder()
+            for key in group_keys(group_id, entry.offsets):
+                builder.append(None, key=key, timestamp_ms=now)
+            await self._append(group_id, builder.build())
+        finally:
+            entry.deleting = False
+        loaded = self._loaded.get(offsets_partition(group_id))
+        if loaded is not None and loaded.groups.get(group_id) is entry:
+            del loaded.groups[group_id]
 
     async def _persist_quietly(self, group_id: str, value: list[Any]) -> None:
         with contextlib.suppress(CoordinatorError):  # the next generation writes it again
@@ -488,10 +578,19 @@ class GroupCoordinator:
     def fetch(
         self, group_id: str, partitions: list[OffsetKey] | None
     ) -> dict[OffsetKey, tuple[int, str]]:
-        entry = self._entry(group_id)
+        entry = self._existing(group_id)  # asking never creates a group
+        offsets = entry.offsets if entry is not None else {}
         if not partitions:
-            return dict(entry.offsets)
-        return {tp: entry.offsets.get(tp, (-1, "")) for tp in partitions}
+            return dict(offsets)
+        return {tp: offsets.get(tp, (-1, "")) for tp in partitions}
+
+    def _existing(self, group_id: str) -> _GroupEntry | None:
+        try:
+            return self._entry(group_id, create=False)
+        except CoordinatorError as exc:
+            if exc.code == ErrorCode.GROUP_ID_NOT_FOUND:
+                return None
+            raise
 
     # ---- describing --------------------------------------------------------------------------
 

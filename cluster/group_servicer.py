@@ -243,3 +243,18 @@ class GroupServicer(group_pb2_grpc.GroupCoordinatorServicer):
                 for m, c, a, ago, instance in found["members"]
             ],
         )
+
+    @typed_errors(group_pb2.DeleteGroupsResponse)
+    async def DeleteGroups(
+        self, request: group_pb2.DeleteGroupsRequest, context: Context
+    ) -> group_pb2.DeleteGroupsResponse:
+        results = []
+        for group_id in dict.fromkeys(request.group_ids):  # each once, in the asked order
+            _, refused = self._group_denied(context, Operation.DELETE, group_id)
+            if refused is None:
+                try:
+                    await self.coordinator.delete(group_id)
+                except CoordinatorError as exc:
+                    refused = error(exc.code, exc.message)
+            results.append(group_pb2.DeletedGroup(group_id=group_id, error=refused))
+        return group_pb2.DeleteGroupsResponse(results=results)

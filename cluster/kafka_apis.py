@@ -70,6 +70,7 @@ SUPPORTED: dict[int, tuple[str, int, int]] = {
     33: ("AlterConfigs", 0, 2),
     36: ("SaslAuthenticate", 0, 2),
     37: ("CreatePartitions", 0, 3),
+    42: ("DeleteGroups", 0, 2),
     44: ("IncrementalAlterConfigs", 0, 1),
     60: ("DescribeCluster", 0, 1),
 }
@@ -165,6 +166,7 @@ class KafkaApis:
             32: self.describe_configs,
             33: self.alter_configs,
             37: self.create_partitions,
+            42: self.delete_groups,
             44: self.incremental_alter_configs,
             60: self.describe_cluster,
         }
@@ -983,6 +985,22 @@ class KafkaApis:
                 {"group_id": g.group_id, "protocol_type": "consumer", "group_state": g.state}
                 for g in answer.groups
                 if not states or g.state in states
+            ],
+        }
+
+    async def delete_groups(self, call: KafkaCall, version: int, req: Request) -> Response:
+        answer = await self.groups.DeleteGroups(
+            group_pb2.DeleteGroupsRequest(group_ids=req["groups_names"]), call
+        )
+        return {
+            "throttle_time_ms": 0,
+            "results": [
+                {
+                    "group_id": r.group_id,
+                    "error_code": _code(r.error),
+                    "error_message": _message(r.error),
+                }
+                for r in answer.results
             ],
         }
 

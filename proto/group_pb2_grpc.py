@@ -79,6 +79,11 @@ class GroupCoordinatorStub:
                 request_serializer=raftlog_dot_proto_dot_group__pb2.DescribeGroupRequest.SerializeToString,
                 response_deserializer=raftlog_dot_proto_dot_group__pb2.DescribeGroupResponse.FromString,
                 _registered_method=True)
+        self.DeleteGroups = channel.unary_unary(
+                '/raftlog.v1.GroupCoordinator/DeleteGroups',
+                request_serializer=raftlog_dot_proto_dot_group__pb2.DeleteGroupsRequest.SerializeToString,
+                response_deserializer=raftlog_dot_proto_dot_group__pb2.DeleteGroupsResponse.FromString,
+                _registered_method=True)
 
 
 class GroupCoordinatorServicer:
@@ -142,6 +147,15 @@ class GroupCoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteGroups(self, request, context):
+        """Delete empty groups with their committed offsets (Kafka's DeleteGroups): each group at its
+        coordinator (NOT_COORDINATOR otherwise); a group with members is NON_EMPTY_GROUP. Answered
+        once the tombstones are replicated (acks=all on the offsets partition).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GroupCoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -189,6 +203,11 @@ def add_GroupCoordinatorServicer_to_server(servicer, server):
                     servicer.DescribeGroup,
                     request_deserializer=raftlog_dot_proto_dot_group__pb2.DescribeGroupRequest.FromString,
                     response_serializer=raftlog_dot_proto_dot_group__pb2.DescribeGroupResponse.SerializeToString,
+            ),
+            'DeleteGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteGroups,
+                    request_deserializer=raftlog_dot_proto_dot_group__pb2.DeleteGroupsRequest.FromString,
+                    response_serializer=raftlog_dot_proto_dot_group__pb2.DeleteGroupsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -434,6 +453,33 @@ class GroupCoordinator:
             '/raftlog.v1.GroupCoordinator/DescribeGroup',
             raftlog_dot_proto_dot_group__pb2.DescribeGroupRequest.SerializeToString,
             raftlog_dot_proto_dot_group__pb2.DescribeGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlog.v1.GroupCoordinator/DeleteGroups',
+            raftlog_dot_proto_dot_group__pb2.DeleteGroupsRequest.SerializeToString,
+            raftlog_dot_proto_dot_group__pb2.DeleteGroupsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -163,3 +163,12 @@ def test_the_group_commands_of_the_cli(make_cluster: ClusterFactory) -> None:
     assert reset.returncode == 0, reset.stderr
     again = raftlog("consume", "cli", "--group", "g1", "--timeout", "3", *boot)
     assert sorted(again.stdout.split()) == sorted(f"line-{i}" for i in range(100))
+    deleted = raftlog("group", "delete", "g1", "nobody", "--json", *boot)
+    assert deleted.returncode == 1  # one of the two was not there
+    assert [(r["group"], r["error"]) for r in json.loads(deleted.stdout)] == [
+        ("g1", None),
+        ("nobody", "GROUP_ID_NOT_FOUND"),
+    ]
+    assert json.loads(raftlog("group", "describe", "g1", "--json", *boot).stdout)["offsets"] == []
+    after = raftlog("consume", "cli", "--group", "g1", "--from-beginning", "--timeout", "3", *boot)
+    assert sorted(after.stdout.split()) == sorted(f"line-{i}" for i in range(100))

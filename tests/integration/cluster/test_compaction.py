@@ -1,7 +1,8 @@
 """Log compaction on a real broker: a consumer group idle for longer than the offsets topic's
 retention.ms keeps its committed offsets, because ``__consumer_offsets`` is compacted — the
 cleaner removes superseded commits, never the latest one — also after the coordinator restarts
-and reloads the offsets from the compacted log."""
+and reloads the offsets from the compacted log. A deleted group stays deleted through the same
+cleaning, once its tombstones are gone too."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import cbor2
 import pytest
 
 from raftlog.client import Admin, Consumer
@@ -63,20 +66,26 @@ def _committed(cluster: LocalCluster, group: str) -> int | None:
     return found[0] if found else None
 
 
-def _records_in(cluster: LocalCluster, partition: int) -> int:
+def _records(cluster: LocalCluster, partition: int) -> list[tuple[list[Any], bool]]:
+    """(the decoded key, whether it is a tombstone) of every record of an offsets partition."""
+    out = []
     with Consumer(cluster.bootstrap, security=cluster.security) as reader:
         tp = (OFFSETS_TOPIC, partition)
         reader.assign([tp])
         reader.seek_to_beginning(tp)
         end = reader.end_offsets([tp])[tp]
-        count = position = 0
+        position = 0
         deadline = time.monotonic() + 10
         while position < end and time.monotonic() < deadline:
             for record in reader.poll(timeout_ms=200):
-                count += 1
+                out.append((cbor2.loads(record.key), record.value is None))
                 position = record.offset + 1
             position = max(position, reader.position(tp))
-        return count
+    return out
+
+
+def _records_in(cluster: LocalCluster, partition: int) -> int:
+    return len(_records(cluster, partition))
 
 
 def test_an_idle_group_keeps_its_offsets_past_retention_on_a_compacted_offsets_topic(
@@ -91,6 +100,22 @@ def test_an_idle_group_keeps_its_offsets_past_retention_on_a_compacted_offsets_t
     idle.close()
     partition = offsets_partition("idle")
     busy_id = next(f"busy{i}" for i in range(1000) if offsets_partition(f"busy{i}") == partition)
+    gone_id = next(f"gone{i}" for i in range(1000) if offsets_partition(f"gone{i}") == partition)
+    gone = _consumer(cluster, gone_id)
+    gone.commit({("work", 0): 7})
+    with Admin(cluster.bootstrap, security=cluster.security) as admin:
+        refused = admin.delete_groups([gone_id])[gone_id]
+        assert refused is not None and refused.name == "NON_EMPTY_GROUP"
+        gone.close()  # it leaves: the group is empty
+        assert admin.delete_groups([gone_id]) == {gone_id: None}
+        again = admin.delete_groups([gone_id])[gone_id]
+        assert again is not None and again.name == "GROUP_ID_NOT_FOUND"
+        assert gone_id not in {g for g, _, _ in admin.list_groups()}
+    assert _committed(cluster, gone_id) is None
+    tombstones = {
+        key[0] for key, dead in _records(cluster, partition) if dead and key[1] == gone_id
+    }
+    assert tombstones == {"o", "g", "m"}  # one per key the group had
     with Admin(cluster.bootstrap, security=cluster.security) as admin:
         assert dict(c for c in ((c.name, c.value) for c in admin.describe_configs(OFFSETS_TOPIC))
                     )["cleanup.policy"] == "compact"  # fmt: skip
@@ -98,7 +123,12 @@ def test_an_idle_group_keeps_its_offsets_past_retention_on_a_compacted_offsets_t
         # dirt is worth a pass
         admin.alter_configs(
             OFFSETS_TOPIC,
-            {"segment.ms": "300", "retention.ms": "1000", "min.cleanable.dirty.ratio": "0.01"},
+            {
+                "segment.ms": "300",
+                "retention.ms": "1000",
+                "min.cleanable.dirty.ratio": "0.01",
+                "delete.retention.ms": "500",
+            },
         )
     # another group of the same offsets partition keeps committing: the partition rolls
     busy = _consumer(cluster, busy_id)
@@ -121,6 +151,12 @@ def test_an_idle_group_keeps_its_offsets_past_retention_on_a_compacted_offsets_t
         # stays
         wait_until(lambda: _records_in(cluster, partition) < before, 15, "the cleaner to run")
         assert _committed(cluster, "idle") == 30
+        # past delete.retention.ms the cleaner drops the deleted group's tombstones as well
+        wait_until(
+            lambda: all(key[1] != gone_id for key, _ in _records(cluster, partition)),
+            20,
+            "the deleted group's records and tombstones to be cleaned away",
+        )
     finally:
         stop.set()
         committer.join()
@@ -129,3 +165,6 @@ def test_an_idle_group_keeps_its_offsets_past_retention_on_a_compacted_offsets_t
     cluster.kill(1)
     cluster.start(1)
     assert wait_until(lambda: _committed(cluster, "idle"), 20, "the offsets reloaded") == 30
+    with Admin(cluster.bootstrap, security=cluster.security) as admin:
+        assert gone_id not in {g for g, _, _ in admin.list_groups()}
+    assert _committed(cluster, gone_id) is None  # deleted for good, tombstones and all

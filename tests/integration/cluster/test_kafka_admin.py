@@ -117,7 +117,13 @@ def test_a_kafka_admin_client_manages_topics_configs_offsets_and_groups(
     group = _result(admin.describe_consumer_groups(["audit"])["audit"])
     assert group.state.name == "STABLE"
     assert len(group.members) == 1
+    with pytest.raises(KafkaException, match="NON_EMPTY_GROUP"):  # a member is in it
+        _result(admin.delete_consumer_groups(["audit"])["audit"])
     consumer.close()
+    _result(admin.delete_consumer_groups(["audit"])["audit"])  # empty now: it and its offsets
+    assert "audit" not in {g.group_id for g in _result(admin.list_consumer_groups()).valid}
+    with pytest.raises(KafkaException, match="GROUP_ID_NOT_FOUND"):
+        _result(admin.delete_consumer_groups(["audit"])["audit"])
 
     # more partitions (Kafka's CreatePartitions): the new ones get leaders and take records
     _result(admin.create_partitions([NewPartitions("events", 4)])["events"])

@@ -197,7 +197,9 @@ def _strings(message: Message) -> Iterator[str]:
                 yield v
 
 
-NAME_FIELDS = frozenset({"topic", "name", "names", "group_id", "user", "resource_name"})
+NAME_FIELDS = frozenset(
+    {"topic", "name", "names", "group_id", "group_ids", "user", "resource_name"}
+)
 
 
 def into_the_sandbox(message: Message) -> None:

@@ -511,6 +511,18 @@ OPS = [
         _rpc("group", "DescribeGroup", lambda n: G.DescribeGroupRequest(group_id=n)),
     ),
     Op(
+        "delete group",
+        _group("delete"),
+        _rpc(
+            "group",
+            "DeleteGroups",
+            lambda n: G.DeleteGroupsRequest(group_ids=[n]),
+            lambda answer: answer.results[0].error,
+        ),
+        ok=STRANGER,  # a fresh name: no such group, once past the check
+        fresh=True,
+    ),
+    Op(
         "create ACLs",
         _cluster("alter"),
         _rpc("broker", "CreateAcls", lambda n: B.CreateAclsRequest(acls=[VICTIM_ACL])),
