@@ -205,6 +205,11 @@ class BrokerConfig:
     # [groups] initial_rebalance_delay_ms: Kafka's group.initial.rebalance.delay.ms — the first
     # round of an empty group waits this long for more members (each arrival extends it again)
     group_initial_rebalance_delay_ms: int = 3000
+    # [groups] offsets_retention_ms: Kafka's offsets.retention.minutes (7 days) — how long an
+    # empty group keeps its committed offsets (KIP-211); checked every
+    # offsets_retention_check_interval_ms (Kafka's offsets.retention.check.interval.ms)
+    group_offsets_retention_ms: int = 7 * 24 * 3600 * 1000
+    group_offsets_retention_check_interval_ms: int = 600_000
     topic_defaults: Mapping[str, int] = field(
         default_factory=lambda: {"partitions": 3, "replication_factor": 3, "min_insync_replicas": 2}
     )
@@ -441,11 +446,22 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
     security = _security(data.get("security"), base)
     quotas = _quotas(data.get("quotas", {}))
     groups = data.get("groups", {})
-    if not isinstance(groups, dict) or set(groups) - {"initial_rebalance_delay_ms"}:
-        raise ConfigFileError("[groups] takes initial_rebalance_delay_ms only")
+    group_settings = {
+        "initial_rebalance_delay_ms",
+        "offsets_retention_ms",
+        "offsets_retention_check_interval_ms",
+    }
+    if not isinstance(groups, dict) or set(groups) - group_settings:
+        raise ConfigFileError(f"[groups] takes {', '.join(sorted(group_settings))} only")
     initial_delay_ms = _int(groups, "initial_rebalance_delay_ms", 3000, "groups")
     if not 0 <= initial_delay_ms <= 300_000:
         raise ConfigFileError("groups.initial_rebalance_delay_ms must be 0-300000")
+    offsets_retention_ms = _int(groups, "offsets_retention_ms", 7 * 24 * 3600 * 1000, "groups")
+    if offsets_retention_ms < 1:
+        raise ConfigFileError("groups.offsets_retention_ms must be at least 1")
+    retention_check_ms = _int(groups, "offsets_retention_check_interval_ms", 600_000, "groups")
+    if not 100 <= retention_check_ms <= 86_400_000:
+        raise ConfigFileError("groups.offsets_retention_check_interval_ms must be 100-86400000")
     config = BrokerConfig(
         node_id=node_id,
         data_dir=str(base / data_dir),
@@ -480,6 +496,8 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Br
             "storage.log_cleaner_interval_ms",
         ),
         group_initial_rebalance_delay_ms=initial_delay_ms,
+        group_offsets_retention_ms=offsets_retention_ms,
+        group_offsets_retention_check_interval_ms=retention_check_ms,
         topic_defaults={
             "partitions": _int(defaults, "partitions", 3, "topic_defaults"),
             "replication_factor": _int(defaults, "replication_factor", 3, "topic_defaults"),

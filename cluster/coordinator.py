@@ -24,6 +24,13 @@ memberships there, and are read as such). Deleting a group (DeleteGroups, only o
 writes tombstones for each of its keys in one batch: a load skips the group, before and after the
 cleaner has removed the records and, past ``delete.retention.ms``, the tombstones themselves.
 
+Offsets expire as Kafka's do (KIP-211, ``offsets.retention.minutes``): never while the group has
+members; once it is empty, all of them ``offsets_retention_ms`` after it became empty (or after
+the last commit, when that is later — Kafka counts from the state change alone); a group that
+never had members (commits only) loses each offset ``offsets_retention_ms`` after its commit.
+A group left with no offsets and no members is deleted. ``expired_offsets`` is the rule; when
+it became empty survives a coordinator move as the timestamp of the group's (empty) membership.
+
 Group membership is persisted as Kafka persists it: the leader's sync is answered only once the
 group's members and assignments are replicated (acks=all on the offsets partition), and so is a
 static member taking its place back. A new coordinator (the old one died, or the offsets
@@ -41,7 +48,7 @@ import contextlib
 import logging
 import uuid
 import zlib
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +93,25 @@ def membership_key(group_id: str) -> bytes:
     return cbor2.dumps(["m", group_id])
 
 
+def expired_offsets(
+    commit_ms: Mapping[OffsetKey, int],
+    *,
+    had_members: bool,
+    has_members: bool,
+    empty_since_ms: int | None,
+    now_ms: int,
+    retention_ms: int,
+) -> set[OffsetKey]:
+    """The committed offsets of a group that have expired (see the module docstring)."""
+    if has_members:
+        return set()
+    if had_members:
+        if empty_since_ms is None or now_ms - empty_since_ms < retention_ms:
+            return set()
+        return {tp for tp, t in commit_ms.items() if now_ms - t >= retention_ms}
+    return {tp for tp, t in commit_ms.items() if now_ms - t >= retention_ms}
+
+
 def group_keys(group_id: str, partitions: Iterable[OffsetKey]) -> list[bytes]:
     """Every key of a group with offsets of ``partitions``: what deleting it tombstones."""
     keys = [offset_key(group_id, t, p) for t, p in sorted(partitions)]
@@ -101,6 +127,9 @@ class _GroupEntry:
     persisted_generation: int = 0
     snapshot: list[Any] | None = None  # while loading: the last membership record
     deleting: bool = False  # its tombstones are being replicated: nothing else may touch it
+    commit_ms: dict[OffsetKey, int] = field(default_factory=dict)  # when each offset was committed
+    empty_since_ms: int | None = None  # when it last had no members (None: it has some)
+    snapshot_ms: int = -1  # while loading: the timestamp of the last membership record
     storing: asyncio.Future[None] | None = None  # the membership being replicated
     # commits accepted (their member and generation checked) and still replicating: an offset
     # fetch waits for them, so a member handed a partition in the next generation starts after
@@ -124,10 +153,16 @@ class GroupCoordinator:
         create_offsets_topic: Callable[[], Coroutine[Any, Any, None]],
         *,
         initial_rebalance_delay_ms: int = 0,
+        offsets_retention_ms: int = 7 * 24 * 3600 * 1000,
+        offsets_retention_check_interval_ms: int = 600_000,
     ) -> None:
         self.replicas = replicas
         self.clock_ms = clock_ms
         self.initial_rebalance_delay_ms = initial_rebalance_delay_ms
+        self.offsets_retention_ms = offsets_retention_ms
+        self.offsets_retention_check_interval_ms = offsets_retention_check_interval_ms
+        self._last_expiry_check_ms = clock_ms()
+        self.expired = 0  # offsets removed by retention, since start
         self.tasks = TaskSet("coordinator")  # generation writes in flight
         self._create_offsets_topic = create_offsets_topic
         self._loaded: dict[int, _Loaded] = {}
@@ -157,12 +192,15 @@ class GroupCoordinator:
         for loaded in self._loaded.values():
             for entry in loaded.groups.values():
                 self._poll(entry, now)
+        if now - self._last_expiry_check_ms >= self.offsets_retention_check_interval_ms:
+            self._last_expiry_check_ms = now
+            self._expire(now)
 
     def _load(self, index: int, partition: Partition) -> None:
         log_ = partition.log
         offset = log_.log_start_offset
 
-        def records() -> Iterator[tuple[bytes | None, bytes | None]]:
+        def records() -> Iterator[tuple[bytes | None, bytes | None, int]]:
             nonlocal offset
             try:
                 while offset < log_.log_end_offset:
@@ -172,7 +210,7 @@ class GroupCoordinator:
                     for position, header in iter_batches(result.data):
                         batch = result.data[position : position + header.size_bytes]
                         for record in iter_records(batch):
-                            yield record.key, record.value
+                            yield record.key, record.value, record.timestamp_ms
                     offset = result.next_offset
             except StorageError as exc:
                 logger.error("offsets partition %s: load stopped at %s: %s", index, offset, exc)
@@ -185,13 +223,14 @@ class GroupCoordinator:
     def load_records(
         self,
         leader_epoch: int,
-        records: Iterable[tuple[bytes | None, bytes | None]],
+        records: Iterable[tuple[bytes | None, bytes | None, int]],
         index: int = -1,
     ) -> _Loaded:
-        """The groups an offsets partition's records (key, value) describe (pure: no IO)."""
+        """The groups an offsets partition's records (key, value, timestamp) describe (pure: no
+        IO)."""
         loaded = _Loaded(leader_epoch)
-        for key, value in records:
-            self._replay(loaded, key, value)
+        for key, value, timestamp_ms in records:
+            self._replay(loaded, key, value, timestamp_ms)
         self._settle(loaded, index)
         return loaded
 
@@ -211,6 +250,8 @@ class GroupCoordinator:
                 except GroupError as exc:  # the members rejoin: UNKNOWN_MEMBER_ID, a new round
                     logger.error("offsets partition %s: %s", index, exc.message)
                 entry.snapshot = None
+            if not entry.group.members:  # empty since its (empty) membership was stored
+                entry.empty_since_ms = entry.snapshot_ms if entry.snapshot_ms >= 0 else now
 
     def _new_entry(self, group_id: str) -> _GroupEntry:
         group = Group(
@@ -220,7 +261,9 @@ class GroupCoordinator:
         )
         return _GroupEntry(group)
 
-    def _replay(self, loaded: _Loaded, key: bytes | None, value: bytes | None) -> None:
+    def _replay(
+        self, loaded: _Loaded, key: bytes | None, value: bytes | None, timestamp_ms: int
+    ) -> None:
         if key is None:
             return
         try:
@@ -231,11 +274,11 @@ class GroupCoordinator:
         if not isinstance(k, list) or len(k) < 2:
             return
         try:
-            self._apply(loaded, k, v)
+            self._apply(loaded, k, v, timestamp_ms)
         except (TypeError, ValueError, IndexError, KeyError):  # a malformed record: skipped
             logger.warning("offsets topic: a record of unexpected shape skipped: %r", k)
 
-    def _apply(self, loaded: _Loaded, k: list[Any], v: Any) -> None:
+    def _apply(self, loaded: _Loaded, k: list[Any], v: Any, timestamp_ms: int) -> None:
         group_id = str(k[1])
         entry = loaded.groups.get(group_id)
         if entry is None:
@@ -247,17 +290,19 @@ class GroupCoordinator:
             tp = (str(k[2]), int(k[3]))
             if v is None:
                 entry.offsets.pop(tp, None)
+                entry.commit_ms.pop(tp, None)
             else:
                 entry.offsets[tp] = (int(v[0]), str(v[1]))
+                entry.commit_ms[tp] = int(v[2]) if len(v) > 2 else timestamp_ms
         elif kind in ("g", "m") and v is None:  # the group was deleted
             if kind == "g":
                 entry.group.generation = entry.persisted_generation = 0
-            entry.snapshot = None
+            entry.snapshot, entry.snapshot_ms = None, -1
         elif kind in ("g", "m") and isinstance(v, list) and v and isinstance(v[0], int):
             entry.group.generation = max(entry.group.generation, v[0])
             entry.persisted_generation = entry.group.generation
             if len(v) == 4:  # a membership (under "g" in older logs); [generation] alone only
-                entry.snapshot = v  # moves the generation on
+                entry.snapshot, entry.snapshot_ms = v, timestamp_ms  # moves the generation on
 
     def _unload(self, index: int) -> None:
         loaded = self._loaded.pop(index)
@@ -314,6 +359,10 @@ class GroupCoordinator:
         group = entry.group
         before = group.state
         answers, _expired = group.poll(now_ms)
+        if group.members:
+            entry.empty_since_ms = None
+        elif entry.empty_since_ms is None:
+            entry.empty_since_ms = now_ms
         for answer in answers:
             future = entry.joins.pop(answer.member_id, None)
             if future is not None and not future.done():
@@ -486,6 +535,7 @@ class GroupCoordinator:
             await self._append(group_id, builder.build())
             for topic, partition, offset, metadata in offsets:
                 entry.offsets[(topic, partition)] = (offset, metadata)
+                entry.commit_ms[(topic, partition)] = now
         finally:
             entry.committing.discard(done)
             done.set_result(None)
@@ -531,20 +581,74 @@ class GroupCoordinator:
                 ErrorCode.NON_EMPTY_GROUP,
                 f"group {group_id!r} has {len(group.members)} member(s) ({group.state.value})",
             )
+        await self._remove(entry, None)
+
+    async def _remove(self, entry: _GroupEntry, expired: set[OffsetKey] | None) -> None:
+        """Tombstone the ``expired`` offsets of a group, or all its keys (None: delete it),
+        then forget them. The group is closed to everyone meanwhile (``deleting``), after the
+        commits in flight: a commit cannot land between the choice and its tombstone."""
+        group_id = entry.group.group_id
         entry.deleting = True
         try:
             if entry.committing:
                 await asyncio.wait(set(entry.committing), timeout=COMMIT_TIMEOUT_MS / 1000)
-            now = self.clock_ms()
+            if expired is not None:  # a commit before the close may have renewed some
+                now = self.clock_ms()
+                retention = self.offsets_retention_ms
+                expired = {tp for tp in expired if now - entry.commit_ms.get(tp, now) >= retention}
+                if not expired and (entry.offsets or entry.group.members):
+                    return
+            whole = expired is None or (expired >= set(entry.offsets) and not entry.group.members)
+            keys = (
+                group_keys(group_id, entry.offsets)
+                if whole
+                else [offset_key(group_id, t, p) for t, p in sorted(expired or ())]
+            )
             builder = BatchBuilder()
-            for key in group_keys(group_id, entry.offsets):
-                builder.append(None, key=key, timestamp_ms=now)
+            for key in keys:
+                builder.append(None, key=key, timestamp_ms=self.clock_ms())
             await self._append(group_id, builder.build())
         finally:
             entry.deleting = False
         loaded = self._loaded.get(offsets_partition(group_id))
-        if loaded is not None and loaded.groups.get(group_id) is entry:
+        if loaded is None or loaded.groups.get(group_id) is not entry:
+            return  # the partition moved meanwhile: the new leader loads the tombstones
+        if whole:
             del loaded.groups[group_id]
+        for tp in expired or ():
+            entry.offsets.pop(tp, None)
+            entry.commit_ms.pop(tp, None)
+        if expired:
+            self.expired += len(expired)
+            logger.info("group %s: %d committed offset(s) expired", group_id, len(expired))
+
+    def _expire(self, now_ms: int) -> None:
+        """Start removing the offsets retention has expired (``expired_offsets``)."""
+        for loaded in self._loaded.values():
+            for entry in list(loaded.groups.values()):
+                if entry.deleting or entry.joins or entry.storing is not None:
+                    continue
+                group = entry.group
+                expired = expired_offsets(
+                    entry.commit_ms,
+                    had_members=group.generation > 0,
+                    has_members=bool(group.members),
+                    empty_since_ms=entry.empty_since_ms,
+                    now_ms=now_ms,
+                    retention_ms=self.offsets_retention_ms,
+                )
+                forgotten = (  # an empty group with nothing left: Kafka's Dead
+                    not entry.offsets
+                    and not group.members
+                    and entry.empty_since_ms is not None
+                    and now_ms - entry.empty_since_ms >= self.offsets_retention_ms
+                )
+                if expired or forgotten:
+                    self.tasks.spawn(self._remove_quietly(entry, expired))
+
+    async def _remove_quietly(self, entry: _GroupEntry, expired: set[OffsetKey]) -> None:
+        with contextlib.suppress(CoordinatorError):  # the next check tries again
+            await self._remove(entry, expired)
 
     async def _persist_quietly(self, group_id: str, value: list[Any]) -> None:
         with contextlib.suppress(CoordinatorError):  # the next generation writes it again

@@ -168,3 +168,46 @@ def test_an_idle_group_keeps_its_offsets_past_retention_on_a_compacted_offsets_t
     with Admin(cluster.bootstrap, security=cluster.security) as admin:
         assert gone_id not in {g for g, _, _ in admin.list_groups()}
     assert _committed(cluster, gone_id) is None  # deleted for good, tombstones and all
+
+
+def test_offsets_expire_once_a_group_is_empty_for_the_retention(tmp_path: Path) -> None:
+    """KIP-211 on a real broker (retention 3 s): the group whose member left loses its offsets
+    and disappears, so does a standalone commit; the group with a live member keeps its offsets
+    past twice the retention; after a restart nothing expired comes back."""
+    cluster = LocalCluster(tmp_path / "cluster")
+    settings = {
+        **FAST,
+        "groups": {"offsets_retention_ms": 3000, "offsets_retention_check_interval_ms": 200},
+    }
+    cluster.up(1, free_base_port(1), timeout_s=60, settings=settings, plaintext=True, kafka=False)
+    stays: Consumer | None = None
+    try:
+        with Admin(cluster.bootstrap, security=cluster.security) as admin:
+            admin.create_topic("work", 1, 1)
+        stays, left = _consumer(cluster, "stays"), _consumer(cluster, "left")
+        stays.commit({("work", 0): 4})
+        left.commit({("work", 0): 5})
+        left.close()
+        with Admin(cluster.bootstrap, security=cluster.security) as admin:
+            admin.reset_group_offsets("solo", "work", to="offset", offset=6)
+        assert (_committed(cluster, "left"), _committed(cluster, "solo")) == (5, 6)
+        started = time.monotonic()
+        wait_until(
+            lambda: _committed(cluster, "left") is None and _committed(cluster, "solo") is None,
+            15,
+            "the unused offsets to expire",
+        )
+        assert time.monotonic() - started > 2  # not before the retention
+        with Admin(cluster.bootstrap, security=cluster.security) as admin:
+            listed = {g for g, _, _ in admin.list_groups()}
+        assert "left" not in listed and "solo" not in listed
+        time.sleep(max(0.0, 6.5 - (time.monotonic() - started)))  # twice the retention
+        assert _committed(cluster, "stays") == 4  # a member: kept
+        cluster.kill(1)  # the member stays: the reloaded group has it, and keeps its offsets
+        cluster.start(1)
+        assert wait_until(lambda: _committed(cluster, "stays"), 20, "the offsets reloaded") == 4
+        assert _committed(cluster, "left") is None and _committed(cluster, "solo") is None
+    finally:
+        if stays is not None:
+            stays.close()
+        cluster.down(timeout_s=10)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from raftlog.cluster.coordinator import (
     GroupCoordinator,
+    expired_offsets,
     generation_key,
     group_keys,
     membership_key,
@@ -22,7 +23,7 @@ from raftlog.cluster.coordinator import (
 )
 from raftlog.cluster.group import Group
 
-Record = tuple[bytes, bytes | None]
+Record = tuple[bytes, bytes | None, int]  # key, value, timestamp (its position when written)
 GROUPS = ("a", "b", "c")
 
 ops = st.lists(
@@ -55,6 +56,10 @@ def _write(operations: list[tuple[Any, ...]]) -> tuple[list[Record], dict[str, A
     group empties, tombstones of all its keys on a delete of an empty group), and the model:
     per live group, its offsets and members."""
     log: list[Record] = []
+
+    def write(key: bytes, value: Any) -> None:
+        log.append((key, None if value is None else cbor2.dumps(value), len(log)))
+
     generation = dict.fromkeys(GROUPS, 0)
     offsets: dict[str, dict[tuple[str, int], int]] = {g: {} for g in GROUPS}
     members = dict.fromkeys(GROUPS, 0)
@@ -62,16 +67,17 @@ def _write(operations: list[tuple[Any, ...]]) -> tuple[list[Record], dict[str, A
         g = op[1]
         if op[0] == "commit":
             offsets[g][("t", op[2])] = op[3]
-            log.append((offset_key(g, "t", op[2]), cbor2.dumps([op[3], "", 0])))
+            write(offset_key(g, "t", op[2]), [op[3], "", len(log)])
         elif op[0] == "round":
             generation[g] += 1
-            log.append((generation_key(g), cbor2.dumps([generation[g]])))
+            write(generation_key(g), [generation[g]])
         elif op[0] == "members":
             generation[g] += 1
             members[g] = op[2]
-            log.append((membership_key(g), cbor2.dumps(_membership(g, generation[g], op[2]))))
+            write(membership_key(g), _membership(g, generation[g], op[2]))
         elif op[0] == "delete" and members[g] == 0:  # only an empty group may be deleted
-            log.extend((key, None) for key in group_keys(g, offsets[g]))
+            for key in group_keys(g, offsets[g]):
+                write(key, None)
             generation[g], offsets[g] = 0, {}
     model = {
         g: (offsets[g], members[g]) for g in GROUPS if offsets[g] or members[g]
@@ -80,16 +86,19 @@ def _write(operations: list[tuple[Any, ...]]) -> tuple[list[Record], dict[str, A
 
 
 def _compact(log: list[Record], *, drop_tombstones: bool) -> list[Record]:
-    latest = {key: i for i, (key, _) in enumerate(log)}
+    latest = {key: i for i, (key, _, _) in enumerate(log)}
     return [
-        (key, value)
-        for i, (key, value) in enumerate(log)
-        if latest[key] == i and not (drop_tombstones and value is None)
+        record
+        for i, record in enumerate(log)
+        if latest[record[0]] == i and not (drop_tombstones and record[1] is None)
     ]
 
 
+LOAD_MS = 10_000  # the clock of the loading coordinator: after every record's timestamp
+
+
 def _load(log: list[Record]) -> dict[str, Any]:
-    coordinator = GroupCoordinator(None, lambda: 0, None)  # type: ignore[arg-type]
+    coordinator = GroupCoordinator(None, lambda: LOAD_MS, None)  # type: ignore[arg-type]
     loaded = coordinator.load_records(0, log)
     return {
         g: (
@@ -97,6 +106,8 @@ def _load(log: list[Record]) -> dict[str, Any]:
             sorted(entry.group.members),
             entry.group.generation,
             entry.group.state.value,
+            entry.commit_ms,
+            entry.empty_since_ms,
         )
         for g, entry in loaded.groups.items()
     }
@@ -111,7 +122,7 @@ def test_a_compacted_offsets_partition_loads_the_same_groups(
     whole = _load(log)
     assert _load(_compact(log, drop_tombstones=False)) == whole
     assert _load(_compact(log, drop_tombstones=True)) == whole
-    assert {g: (o, len(m)) for g, (o, m, _, _) in whole.items()} == model
+    assert {g: (o, len(m)) for g, (o, m, *_) in whole.items()} == model
 
 
 def test_a_membership_survives_a_later_generation_record_when_compacted() -> None:
@@ -125,5 +136,38 @@ def test_a_membership_survives_a_later_generation_record_when_compacted() -> Non
 
 def test_an_older_log_with_memberships_under_the_generation_key_still_loads() -> None:
     snapshot = _membership("a", 3, 1)
-    log = [(generation_key("a"), cbor2.dumps(snapshot))]
-    assert _load(log)["a"][1:] == (["m0"], 3, "Stable")
+    log = [(generation_key("a"), cbor2.dumps(snapshot), 0)]
+    assert _load(log)["a"][1:4] == (["m0"], 3, "Stable")
+
+
+def test_an_empty_group_counts_its_emptiness_from_its_stored_membership() -> None:
+    """A new coordinator learns when the group became empty from the empty membership's
+    timestamp, and when each offset was committed from the commit: retention goes on counting
+    across a coordinator move instead of starting again."""
+    log, _ = _write([("commit", "a", 0, 5), ("members", "a", 2), ("members", "a", 0)])
+    _, _, _, state, commit_ms, empty_since = _load(log)["a"]
+    assert (state, commit_ms, empty_since) == ("Empty", {("t", 0): 0}, 2)
+    log, _ = _write([("commit", "b", 1, 5)])  # never had members
+    assert _load(log)["b"][5] == LOAD_MS  # empty as far as anyone knows: since the load
+
+
+DAY = 24 * 3600 * 1000
+
+
+def _expired(commits: dict[int, int], **kw: Any) -> set[int]:
+    found = expired_offsets(
+        {("t", p): t for p, t in commits.items()}, now_ms=10 * DAY, retention_ms=7 * DAY, **kw
+    )
+    return {p for _, p in found}
+
+
+def test_offsets_expire_as_kafka_expires_them() -> None:
+    old, recent = {0: 0, 1: 0}, {0: 0, 1: 9 * DAY}
+    # a group with members keeps everything, however old
+    assert _expired(old, had_members=True, has_members=True, empty_since_ms=None) == set()
+    # an empty group: nothing until it has been empty for the retention, then what is old
+    assert _expired(old, had_members=True, has_members=False, empty_since_ms=4 * DAY) == set()
+    assert _expired(old, had_members=True, has_members=False, empty_since_ms=3 * DAY) == {0, 1}
+    assert _expired(recent, had_members=True, has_members=False, empty_since_ms=0) == {0}
+    # a group that never had members (commits only): each offset from its own commit
+    assert _expired(recent, had_members=False, has_members=False, empty_since_ms=0) == {0}
