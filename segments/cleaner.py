@@ -305,6 +305,28 @@ class SegmentCleaner:
 
 # ---- which segments a pass cleans ----------------------------------------------------------
 
+RELATIVE_OFFSET_MAX = 2**31 - 1  # an index entry's offset relative to its segment's base
+
+
+def merge_groups(spans: Sequence[tuple[int, int, int]], max_bytes: int) -> list[tuple[int, int]]:
+    """Runs of consecutive segments (base offset, next offset, size) a pass writes as one,
+    as (start, end) index ranges covering ``spans`` in order: each run as long as its sources
+    sum to at most ``max_bytes`` (``segment.bytes``: a cleaned run is never larger than its
+    sources) and its offsets fit an index's relative offsets. Kafka's ``groupSegmentsBySize``:
+    segments compaction has shrunk are merged instead of holding a descriptor each forever."""
+    runs: list[tuple[int, int]] = []
+    start, size = 0, 0
+    for i, (_, next_offset, size_bytes) in enumerate(spans):
+        if i > start and (
+            size + size_bytes > max_bytes or next_offset - spans[start][0] > RELATIVE_OFFSET_MAX
+        ):
+            runs.append((start, i))
+            start, size = i, 0
+        size += size_bytes
+    if spans:
+        runs.append((start, len(spans)))
+    return runs
+
 
 @dataclass(frozen=True, slots=True)
 class SegmentSpan:

@@ -33,9 +33,23 @@ and at open (``finish_interrupted``), before the segments are listed:
 
 A discarded job is the first case, done at once. The new log was fsynced before step 1, and the
 rename is atomic, so ``B.log`` is always one whole file; the indexes are derived data, and the
-rule above pairs each log with its own. The cleaner swaps segments oldest first and moves its
-checkpoint only after the last one, so a crash half way through a pass never drops a tombstone
-whose older records survived in a segment not yet swapped (the next pass redoes the work).
+rule above pairs each log with its own.
+
+*Merges.* A pass writes a run of consecutive small segments ``B, C, D`` as one (``merge_groups``
+in ``cleaner.py``: sources summing to at most ``segment.bytes``) under the first one's name, and
+a manifest ``B.merge.cleaned`` naming the others (created after ``B.log.cleaned``, fsynced with
+it). The swap is the same up to the commit point, then::
+
+                4. unlink C.* and D.* (log and indexes), fsync the directory
+                5. unlink B.merge.cleaned
+
+Until step 4 is durable the directory holds ``B.log`` overlapping ``C`` and ``D``; the open rule
+for a committed swap (no ``B.log.cleaned``) with a manifest is to finish steps 4-5 before the
+segments are listed. An uncommitted one removes the manifest with the indexes, before the log.
+
+The cleaner swaps segments oldest first and moves its checkpoint only after the last one, so a
+crash half way through a pass never drops a tombstone whose older records survived in a segment
+not yet swapped (the next pass redoes the work).
 """
 
 from __future__ import annotations
@@ -46,11 +60,18 @@ import re
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .batch import HEADER_BYTES, BatchHeader, iter_batches, read_header
-from .cleaner import CleanStats, CompactionPolicy, OffsetMap, SegmentCleaner, map_batch
+from .cleaner import (
+    CleanStats,
+    CompactionPolicy,
+    OffsetMap,
+    SegmentCleaner,
+    map_batch,
+    merge_groups,
+)
 from .durable import fsync_directory
 from .epochs import UNDEFINED_EPOCH
 from .errors import CorruptRecordError, StorageIOError
@@ -72,7 +93,7 @@ __all__ = [
 ]
 
 CLEANED = ".cleaned"  # the suffix of a cleaned file not yet in place
-_CLEANED_NAME = re.compile(r"^(\d{20})\.(log|index|timeindex)\.cleaned$")
+_CLEANED_NAME = re.compile(r"^(\d{20})\.(log|index|timeindex|merge)\.cleaned$")
 _READ_CHUNK_BYTES = 1 << 20
 
 
@@ -139,6 +160,7 @@ class CleanJob:
     keys_max: int = 1 << 20
     uncompressed_bytes_max: int = 64 << 20
     limiter: RateLimiter | None = None
+    merge_bytes_max: int = 0  # segment.bytes: runs of sources up to this are written as one
     abort: threading.Event = field(default_factory=threading.Event)
     closed: bool = False
 
@@ -169,8 +191,13 @@ class CleanJob:
 class CleanedSegment:
     base_offset: int
     next_offset: int
-    source_size_bytes: int
+    sources: tuple[tuple[int, int, int], ...]  # (base, next offset, size) of each one replaced
     size_bytes: int  # of the cleaned file (``*.log.cleaned``), ready to be swapped in
+
+    @property
+    def merged(self) -> list[int]:
+        """The base offsets of the sources after the first: segments the swap removes."""
+        return [base for base, _, _ in self.sources[1:]]
 
 
 @dataclass(slots=True)
@@ -197,8 +224,10 @@ def run_job(job: CleanJob) -> JobResult:
     try:
         offset_map = OffsetMap(job.keys_max)
         mapped = _build_map(job, offset_map, stats)  # sources[:mapped] are cleaned
-        for source in job.sources[:mapped]:
-            done = _clean_segment(job, source, offset_map, stats)
+        cleaned = job.sources[:mapped]
+        spans = [(s.base_offset, s.next_offset, s.size_bytes) for s in cleaned]
+        for start, end in merge_groups(spans, job.merge_bytes_max):
+            done = _clean_run(job, cleaned[start:end], offset_map, stats)
             if done is not None:
                 written.append(done)
         if written:
@@ -283,11 +312,25 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def _clean_segment(
-    job: CleanJob, source: SourceSegment, offset_map: OffsetMap, stats: CleanStats
+def _clean_run(
+    job: CleanJob, run: tuple[SourceSegment, ...], offset_map: OffsetMap, stats: CleanStats
 ) -> CleanedSegment | None:
-    """Write the cleaned copy of ``source`` as ``*.cleaned`` files, fsynced and checked; None
-    when cleaning changes nothing (then no file is left)."""
+    """Write the cleaned copy of a run of sources (one segment, or several merged) as
+    ``*.cleaned`` files named after the first, fsynced and checked; None when cleaning one
+    segment changes nothing. Nothing of the run is left when it returns None or raises."""
+    if job.abort.is_set():
+        raise _Aborted
+    try:
+        return _write_run(job, run, offset_map, stats)
+    except BaseException:
+        _discard_quietly(job, run[0].base_offset)  # the manifest before the log
+        raise
+
+
+def _write_run(
+    job: CleanJob, run: tuple[SourceSegment, ...], offset_map: OffsetMap, stats: CleanStats
+) -> CleanedSegment | None:
+    source = run[0]
     cleaner = SegmentCleaner(
         offset_map,
         job.now_ms,
@@ -298,11 +341,19 @@ def _clean_segment(
     )
     index = IndexBuilder(source.base_offset, job.index_interval_bytes)
     base = source.base_offset
-    if job.abort.is_set():
-        raise _Aborted
     fd = _open_new(job, base, ".log")  # the log first: see the open rules
     position = 0
     try:
+        if len(run) > 1:  # after the log: a manifest without its log would mean "committed"
+            manifest_fd = _open_new(job, base, ".merge")
+            try:
+                _write_all(manifest_fd, "".join(f"{s.base_offset}\n" for s in run[1:]).encode())
+                os.fsync(manifest_fd)
+            finally:
+                os.close(manifest_fd)
+        else:  # one an earlier, interrupted pass left would turn this swap into a merge
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(segment_file_name(base, ".merge" + CLEANED), dir_fd=job.dir_fd)
         pending: list[bytes] = []
         pending_bytes = 0
 
@@ -327,12 +378,13 @@ def _clean_segment(
                 pending.clear()
                 pending_bytes = 0
 
-        for batch, header in _read_source(job, source, stats):
-            emit(cleaner.add(batch, header))
+        for each in run:
+            for batch, header in _read_source(job, each, stats):
+                emit(cleaner.add(batch, header))
         emit(cleaner.finish())
         flush()
         _add_stats(stats, cleaner.stats)
-        if not cleaner.changed:
+        if not cleaner.changed and len(run) == 1:
             os.close(fd)
             fd = -1
             _discard_quietly(job, base)
@@ -341,7 +393,8 @@ def _clean_segment(
     finally:
         if fd >= 0:
             os.close(fd)
-    offsets, times = index.finish(source.next_offset)
+    next_offset = run[-1].next_offset
+    offsets, times = index.finish(next_offset)
     for suffix, data in ((".index", offsets), (".timeindex", times)):
         index_fd = _open_new(job, base, suffix)
         try:
@@ -350,17 +403,18 @@ def _clean_segment(
         finally:
             os.close(index_fd)
     stats.bytes_written += position
-    _check_written(job, source, position)
-    return CleanedSegment(base, source.next_offset, source.size_bytes, position)
+    _check_written(job, base, next_offset, position)
+    sources = tuple((s.base_offset, s.next_offset, s.size_bytes) for s in run)
+    return CleanedSegment(base, next_offset, sources, position)
 
 
-def _check_written(job: CleanJob, source: SourceSegment, size_bytes: int) -> None:
-    """Read the new file back: every batch whole, CRC-valid and contiguous, from the segment's
+def _check_written(job: CleanJob, base_offset: int, next_offset: int, size_bytes: int) -> None:
+    """Read the new file back: every batch whole, CRC-valid and contiguous, from the run's
     base to exactly its old end (what recovery will demand of it)."""
-    name = segment_file_name(source.base_offset, ".log" + CLEANED)
+    name = segment_file_name(base_offset, ".log" + CLEANED)
     fd = os.open(name, os.O_RDONLY, dir_fd=job.dir_fd)
     try:
-        cursor = BatchCursor(0, source.base_offset, UNDEFINED_EPOCH)
+        cursor = BatchCursor(0, base_offset, UNDEFINED_EPOCH)
 
         def pread(nbytes: int, position: int) -> bytes:
             return os.pread(fd, nbytes, position)
@@ -368,9 +422,9 @@ def _check_written(job: CleanJob, source: SourceSegment, size_bytes: int) -> Non
         _, finding = walk_batches(pread, size_bytes, cursor, size_bytes + HEADER_BYTES)
     finally:
         os.close(fd)
-    if finding is not None or cursor.expected_offset != source.next_offset:
+    if finding is not None or cursor.expected_offset != next_offset:
         reason = finding.reason if finding is not None else f"ends at {cursor.expected_offset}"
-        raise CorruptRecordError(f"the cleaned segment {source.base_offset} is wrong: {reason}")
+        raise CorruptRecordError(f"the cleaned segment {base_offset} is wrong: {reason}")
 
 
 def _add_stats(total: CleanStats, part: CleanStats) -> None:
@@ -395,7 +449,7 @@ def _discard_at(dir_fd: int, base_offset: int) -> None:
     """The uncommitted case's removal, through the directory's descriptor: the indexes, a
     directory fsync, then the log (index files left without their log would look committed)."""
     removed = False
-    for suffix in (".index", ".timeindex"):
+    for suffix in (".index", ".timeindex", ".merge"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(segment_file_name(base_offset, suffix + CLEANED), dir_fd=dir_fd)
             removed = True
@@ -419,10 +473,14 @@ def _path(directory: str, base_offset: int, suffix: str) -> str:
     return os.path.join(directory, segment_file_name(base_offset, suffix))
 
 
-def swap_log(directory: str, base_offset: int) -> None:
-    """Steps 1-3 of the module docstring for one segment: the cleaned log replaces the old one
-    (durably: the directory is fsynced), then its indexes replace the old ones."""
+def swap_log(directory: str, base_offset: int, merged: Sequence[int] = ()) -> None:
+    """Steps 1-5 of the module docstring for one cleaned segment: it replaces the old one
+    (durably: the directory is fsynced), its indexes replace the old ones, and the segments
+    ``merged`` into it go."""
     try:
+        if not merged:  # a stale manifest would make the open rules finish a merge
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(_path(directory, base_offset, ".merge" + CLEANED))
         os.rename(
             _path(directory, base_offset, ".log" + CLEANED), _path(directory, base_offset, ".log")
         )
@@ -431,13 +489,35 @@ def swap_log(directory: str, base_offset: int) -> None:
             source = _path(directory, base_offset, suffix + CLEANED)
             if os.path.exists(source):
                 os.rename(source, _path(directory, base_offset, suffix))
+        if merged:
+            _finish_merge(directory, base_offset, merged)
     except OSError as exc:
         raise StorageIOError(f"cannot swap the cleaned segment {base_offset} in: {exc}") from exc
 
 
+def _finish_merge(directory: str, base_offset: int, merged: Sequence[int]) -> None:
+    """Steps 4-5: the merged segments' files go (durably), then the manifest."""
+    for base in merged:
+        for suffix in (".log", ".index", ".timeindex"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(_path(directory, base, suffix))
+    fsync_directory(directory)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_path(directory, base_offset, ".merge" + CLEANED))
+
+
+def _read_manifest(directory: str, base_offset: int) -> list[int]:
+    """The bases a committed merge replaced (every one above ``base_offset``; anything else in
+    the file is ignored: it was fsynced whole before the commit)."""
+    with open(_path(directory, base_offset, ".merge" + CLEANED)) as f:
+        found = [int(line) for line in f.read().split() if line.isdigit()]
+    return [base for base in found if base > base_offset]
+
+
 def discard_cleaned(directory: str, base_offset: int) -> None:
-    """Remove a cleaned segment not swapped in (its indexes first: the open rules)."""
-    for suffix in (".index", ".timeindex"):
+    """Remove a cleaned segment not swapped in (its indexes and manifest first: the open
+    rules)."""
+    for suffix in (".index", ".timeindex", ".merge"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(_path(directory, base_offset, suffix + CLEANED))
     fsync_directory(directory)
@@ -479,7 +559,7 @@ def finish_interrupted(directory: str) -> list[str]:
             discard_cleaned(directory, base)
             done.append(f"{segment_file_name(base, '.log')}: an unfinished clean discarded")
             continue
-        for kind in sorted(kinds):
+        for kind in sorted(kinds - {"merge"}):
             os.rename(
                 _path(directory, base, f".{kind}{CLEANED}"), _path(directory, base, f".{kind}")
             )
@@ -487,6 +567,14 @@ def finish_interrupted(directory: str) -> list[str]:
             for suffix in (".index", ".timeindex"):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(_path(directory, base, suffix))
+        if "merge" in kinds:
+            merged = _read_manifest(directory, base)
+            _finish_merge(directory, base, merged)
+            done.append(
+                f"{segment_file_name(base, '.log')}: a committed merge finished "
+                f"({len(merged)} merged segment(s) removed)"
+            )
+            continue
         done.append(f"{segment_file_name(base, '.log')}: a committed clean's indexes put in place")
     if done:
         fsync_directory(directory)

@@ -697,6 +697,7 @@ class Log:
             keys_max=keys_max,
             uncompressed_bytes_max=max(64 << 20, self.config.max_message_bytes),
             limiter=limiter,
+            merge_bytes_max=self.config.segment_bytes,
         )
 
     def finish_clean(self, job: CleanJob, result: JobResult) -> int:
@@ -714,28 +715,33 @@ class Log:
             for cleaned in result.cleaned:
                 base = cleaned.base_offset
                 i = bisect_right(self._bases, base) - 1
-                old = self._segments[i] if i >= 0 else None
+                k = len(cleaned.sources)
+                olds = self._segments[i : i + k] if i >= 0 else []
                 if (
-                    old is None
-                    or old.base_offset != base
-                    or i == len(self._segments) - 1
-                    or old.size_bytes != cleaned.source_size_bytes
-                    or old.next_offset != cleaned.next_offset
+                    len(olds) != k
+                    or i + k > len(self._segments) - 1  # the active segment is never cleaned
+                    or any(
+                        (o.base_offset, o.next_offset, o.size_bytes) != source
+                        for o, source in zip(olds, cleaned.sources, strict=True)
+                    )
                 ):
                     discard_cleaned(self.directory, base)
                     continue
-                old.index.flush()
-                old.time_index.flush()
-                swap_log(self.directory, base)
-                old.detach()
-                new = self._new_segment(base, WallMs(old.created_ms))
+                for old in olds:
+                    old.index.flush()
+                    old.time_index.flush()
+                swap_log(self.directory, base, cleaned.merged)
+                for old in olds:
+                    old.detach()
+                    self._loaded.pop(old.base_offset, None)
+                    self._scrubber.forget(old.base_offset)
+                new = self._new_segment(base, WallMs(olds[0].created_ms))
                 if not new.load_closed():  # it was checked whole before the swap
                     new.recover(from_offset=None)
                     new.index.unload()
                     new.time_index.unload()
-                self._segments[i] = new
-                self._loaded.pop(base, None)
-                self._scrubber.forget(base)
+                self._segments[i : i + k] = [new]
+                self._bases[i : i + k] = [base]
                 swapped += 1
         finally:
             if swapped:

@@ -151,6 +151,12 @@ def test_an_idle_group_keeps_its_offsets_past_retention_on_a_compacted_offsets_t
         # stays
         wait_until(lambda: _records_in(cluster, partition) < before, 15, "the cleaner to run")
         assert _committed(cluster, "idle") == 30
+        # the segments rolled every 300 ms and shrunk by compaction are merged as the cleaner
+        # goes (Kafka's groupSegmentsBySize), not kept one descriptor each
+        logs = cluster.dir / "node1" / "logs" / f"{OFFSETS_TOPIC}-{partition}"
+        time.sleep(3)  # ten more rolls
+        segments = sorted(p.name for p in logs.glob("*.log"))
+        assert len(segments) <= 6, segments
         # past delete.retention.ms the cleaner drops the deleted group's tombstones as well
         wait_until(
             lambda: all(key[1] != gone_id for key, _ in _records(cluster, partition)),

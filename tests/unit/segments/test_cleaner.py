@@ -6,10 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from raftlog.segments import BatchBuilder, Compression, iter_batches, iter_records
 from raftlog.segments.batch import read_header
-from raftlog.segments.cleaner import CompactionPolicy, SegmentSpan, plan_clean
+from raftlog.segments.cleaner import (
+    RELATIVE_OFFSET_MAX,
+    CompactionPolicy,
+    SegmentSpan,
+    merge_groups,
+    plan_clean,
+)
 from raftlog.segments.clock import SYSTEM_CLOCK, WallMs
 from raftlog.segments.compaction import run_job
 from raftlog.segments.log import Log, LogConfig
@@ -171,3 +179,27 @@ def test_compact_only_never_deletes_by_retention_and_compact_delete_does(tmp_pat
         produce(log, [(b"a", b"y")])
         assert log.delete_retained(WallMs(1_000)) == expected
         log.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 400), max_size=30), st.integers(1, 1024))
+def test_merge_groups_covers_every_segment_in_runs_no_larger_than_a_segment(
+    sizes: list[int], max_bytes: int
+) -> None:
+    spans, offset = [], 0
+    for size in sizes:
+        spans.append((offset, offset + size // 10 + 1, size))
+        offset += size // 10 + 1
+    runs = merge_groups(spans, max_bytes)
+    assert [i for start, end in runs for i in range(start, end)] == list(range(len(spans)))
+    for start, end in runs:
+        total = sum(size for _, _, size in spans[start:end])
+        assert total <= max_bytes or end - start == 1  # one larger segment stays alone
+        if end < len(spans):  # greedy: the next one would not have fitted
+            assert total + spans[end][2] > max_bytes
+
+
+def test_merge_groups_keeps_relative_offsets_in_an_index() -> None:
+    big = RELATIVE_OFFSET_MAX
+    spans = [(0, 10, 1), (10, big, 1), (big, big + 5, 1)]
+    assert merge_groups(spans, 1 << 30) == [(0, 2), (2, 3)]

@@ -129,6 +129,28 @@ def build(directory: Path) -> tuple[dict[int, tuple[bytes, bytes | None]], dict[
     return produced, latest
 
 
+def build_cleaned(
+    directory: Path,
+) -> tuple[dict[int, tuple[bytes, bytes | None]], dict[bytes, int]]:
+    """``build``, cleaned once (its segments shrink), then more records and a roll: the next
+    pass merges the small segments (``cleaner.merge_groups``)."""
+    produced, latest = build(directory)
+    log = open_flushed(directory)
+    job = log.begin_clean(WallMs(100))
+    assert job is not None
+    log.finish_clean(job, run_job(job))
+    job.close()
+    for i in range(24, 30):
+        builder = BatchBuilder()
+        builder.append(f"v{i}".encode(), key=f"k{i % 7}".encode(), timestamp_ms=i)
+        info = log.append(builder.build(), leader_epoch=3, now_ms=WallMs(i))
+        produced[info.base_offset] = (f"k{i % 7}".encode(), f"v{i}".encode())
+        latest[f"k{i % 7}".encode()] = info.base_offset
+    log.roll(WallMs(30))
+    log.close()
+    return produced, latest
+
+
 def open_flushed(directory: Path) -> Log:
     """Opened as a broker would have it: without a state store the recovery point starts at 0,
     and only what lies below it is cleaned."""
@@ -152,26 +174,36 @@ def clean_once(log: Log) -> None:
         log._segments.clear()  # died: nothing is flushed or closed on the way out
 
 
-def count_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+def count_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make: Callable[[Path], Any]
+) -> tuple[int, int]:
+    """The file-system calls of an uninterrupted pass, and how many segments it merged away."""
     directory = tmp_path / "count" / "t-0"
-    build(directory)
+    make(directory)
     log = open_flushed(directory)
+    before = log.segment_count
     disk = Disk(directory)
     with disk.patched(monkeypatch):
         clean_once(log)
-    return disk.calls
+    after = Log(str(directory), CONFIG, clock=SYSTEM_CLOCK)
+    merged = before - after.segment_count
+    after.close()
+    return disk.calls, merged
 
 
+@pytest.mark.parametrize("merging", [False, True], ids=["rewrite", "merge"])
 @pytest.mark.parametrize("power_loss", [False, True], ids=["kill", "power-loss"])
 def test_a_crash_at_any_step_of_a_pass_loses_nothing_kept(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, power_loss: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, power_loss: bool, merging: bool
 ) -> None:
-    total = count_calls(tmp_path, monkeypatch)
+    make = build_cleaned if merging else build
+    total, merged = count_calls(tmp_path, monkeypatch, make)
     assert total > 20  # writes, fsyncs, renames: the pass has many steps
+    assert (merged > 0) == merging, merged  # the second kind of pass merges small segments
     outcomes = set()
     for crash_at in range(1, total + 2):
         directory = tmp_path / f"crash{crash_at}" / "t-0"
-        produced, latest = build(directory)
+        produced, latest = make(directory)
         dying = open_flushed(directory)
         disk = Disk(directory)
         disk.crash_at = crash_at
