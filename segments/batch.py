@@ -540,7 +540,8 @@ class Record(NamedTuple):
 def iter_records(
     batch: bytes | bytearray | memoryview, *, uncompressed_bytes_max: int = UNCOMPRESSED_BYTES_MAX
 ) -> Iterator[Record]:
-    """Decode the records of one whole batch (client side only: the broker never calls this).
+    """Decode the records of one whole batch (clients; the broker only to check the keys of a
+    produce to a compacted topic, and to load the offsets topic into the group coordinator).
 
     Trusts nothing past the header's own fields: a record_count, offset delta or length that
     disagrees with the payload, a truncated record, a negative length, a payload that does not
