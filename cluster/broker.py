@@ -226,6 +226,7 @@ class Broker:
             initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
             offsets_retention_ms=config.group_offsets_retention_ms,
             offsets_retention_check_interval_ms=config.group_offsets_retention_check_interval_ms,
+            wall_ms=self.clock.wall_ms,
         )
         self.quorum: QuorumMember  # started in run(): a Raft voter, or an observer of them
         self._observer_task: asyncio.Task[None] | None = None

@@ -105,10 +105,8 @@ def expired_offsets(
     """The committed offsets of a group that have expired (see the module docstring)."""
     if has_members:
         return set()
-    if had_members:
-        if empty_since_ms is None or now_ms - empty_since_ms < retention_ms:
-            return set()
-        return {tp for tp, t in commit_ms.items() if now_ms - t >= retention_ms}
+    if had_members and (empty_since_ms is None or now_ms - empty_since_ms < retention_ms):
+        return set()
     return {tp for tp, t in commit_ms.items() if now_ms - t >= retention_ms}
 
 
@@ -155,14 +153,18 @@ class GroupCoordinator:
         initial_rebalance_delay_ms: int = 0,
         offsets_retention_ms: int = 7 * 24 * 3600 * 1000,
         offsets_retention_check_interval_ms: int = 600_000,
+        wall_ms: Callable[[], int] | None = None,
     ) -> None:
         self.replicas = replicas
-        self.clock_ms = clock_ms
+        self.clock_ms = clock_ms  # monotonic: sessions, rounds, the check interval
+        # wall-clock: what is stored and outlives this process (record timestamps, commit times,
+        # when a group became empty) and retention measured against it; a test's one fake clock
+        # may serve both
+        self.wall_ms = wall_ms if wall_ms is not None else clock_ms
         self.initial_rebalance_delay_ms = initial_rebalance_delay_ms
         self.offsets_retention_ms = offsets_retention_ms
         self.offsets_retention_check_interval_ms = offsets_retention_check_interval_ms
         self._last_expiry_check_ms = clock_ms()
-        self.expired = 0  # offsets removed by retention, since start
         self.tasks = TaskSet("coordinator")  # generation writes in flight
         self._create_offsets_topic = create_offsets_topic
         self._loaded: dict[int, _Loaded] = {}
@@ -194,7 +196,7 @@ class GroupCoordinator:
                 self._poll(entry, now)
         if now - self._last_expiry_check_ms >= self.offsets_retention_check_interval_ms:
             self._last_expiry_check_ms = now
-            self._expire(now)
+            self._expire(self.wall_ms())
 
     def _load(self, index: int, partition: Partition) -> None:
         log_ = partition.log
@@ -251,7 +253,8 @@ class GroupCoordinator:
                     logger.error("offsets partition %s: %s", index, exc.message)
                 entry.snapshot = None
             if not entry.group.members:  # empty since its (empty) membership was stored
-                entry.empty_since_ms = entry.snapshot_ms if entry.snapshot_ms >= 0 else now
+                stored = entry.snapshot_ms
+                entry.empty_since_ms = stored if stored >= 0 else self.wall_ms()
 
     def _new_entry(self, group_id: str) -> _GroupEntry:
         group = Group(
@@ -362,7 +365,7 @@ class GroupCoordinator:
         if group.members:
             entry.empty_since_ms = None
         elif entry.empty_since_ms is None:
-            entry.empty_since_ms = now_ms
+            entry.empty_since_ms = self.wall_ms()
         for answer in answers:
             future = entry.joins.pop(answer.member_id, None)
             if future is not None and not future.done():
@@ -517,7 +520,7 @@ class GroupCoordinator:
             raise CoordinatorError(exc.code, exc.message) from exc
         if not offsets:
             return
-        now = self.clock_ms()
+        now = self.wall_ms()
         builder = BatchBuilder()
         for topic, partition, offset, metadata in offsets:
             if offset < 0:
@@ -566,7 +569,7 @@ class GroupCoordinator:
         """A generation record ([generation]) or a membership (``Group.snapshot``)."""
         key = generation_key(group_id) if len(value) == 1 else membership_key(group_id)
         builder = BatchBuilder()
-        builder.append(cbor2.dumps(value), key=key, timestamp_ms=self.clock_ms())
+        builder.append(cbor2.dumps(value), key=key, timestamp_ms=self.wall_ms())
         await self._append(group_id, builder.build())
 
     async def delete(self, group_id: str) -> None:
@@ -593,7 +596,7 @@ class GroupCoordinator:
             if entry.committing:
                 await asyncio.wait(set(entry.committing), timeout=COMMIT_TIMEOUT_MS / 1000)
             if expired is not None:  # a commit before the close may have renewed some
-                now = self.clock_ms()
+                now = self.wall_ms()
                 retention = self.offsets_retention_ms
                 expired = {tp for tp in expired if now - entry.commit_ms.get(tp, now) >= retention}
                 if not expired and (entry.offsets or entry.group.members):
@@ -606,7 +609,7 @@ class GroupCoordinator:
             )
             builder = BatchBuilder()
             for key in keys:
-                builder.append(None, key=key, timestamp_ms=self.clock_ms())
+                builder.append(None, key=key, timestamp_ms=self.wall_ms())
             await self._append(group_id, builder.build())
         finally:
             entry.deleting = False
@@ -619,11 +622,11 @@ class GroupCoordinator:
             entry.offsets.pop(tp, None)
             entry.commit_ms.pop(tp, None)
         if expired:
-            self.expired += len(expired)
             logger.info("group %s: %d committed offset(s) expired", group_id, len(expired))
 
     def _expire(self, now_ms: int) -> None:
-        """Start removing the offsets retention has expired (``expired_offsets``)."""
+        """Start removing the offsets retention has expired (``expired_offsets``); ``now_ms``
+        is wall-clock time, as the commit times are."""
         for loaded in self._loaded.values():
             for entry in list(loaded.groups.values()):
                 if entry.deleting or entry.joins or entry.storing is not None:

@@ -98,7 +98,12 @@ LOAD_MS = 10_000  # the clock of the loading coordinator: after every record's t
 
 
 def _load(log: list[Record]) -> dict[str, Any]:
-    coordinator = GroupCoordinator(None, lambda: LOAD_MS, None)  # type: ignore[arg-type]
+    coordinator = GroupCoordinator(
+        None,  # type: ignore[arg-type]
+        lambda: 7,  # monotonic: this process's own, unrelated to what the log stores
+        None,  # type: ignore[arg-type]
+        wall_ms=lambda: LOAD_MS,
+    )
     loaded = coordinator.load_records(0, log)
     return {
         g: (
