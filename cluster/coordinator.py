@@ -69,6 +69,9 @@ logger = logging.getLogger(__name__)
 OFFSETS_TOPIC = "__consumer_offsets"
 OFFSETS_PARTITIONS = 8
 COMMIT_TIMEOUT_MS = 10_000
+# stored times below this (2001-09-09) are not wall-clock: records written before the coordinator
+# stored wall-clock time carry a monotonic clock's (an uptime); the load takes them as unknown
+WALL_MS_MIN = 10**12
 OffsetKey = tuple[str, int]
 
 
@@ -252,9 +255,13 @@ class GroupCoordinator:
                 except GroupError as exc:  # the members rejoin: UNKNOWN_MEMBER_ID, a new round
                     logger.error("offsets partition %s: %s", index, exc.message)
                 entry.snapshot = None
+            wall = self.wall_ms()
+            for tp, t in entry.commit_ms.items():  # unknown: retention counts from this load
+                if t < WALL_MS_MIN:
+                    entry.commit_ms[tp] = wall
             if not entry.group.members:  # empty since its (empty) membership was stored
                 stored = entry.snapshot_ms
-                entry.empty_since_ms = stored if stored >= 0 else self.wall_ms()
+                entry.empty_since_ms = stored if stored >= WALL_MS_MIN else wall
 
     def _new_entry(self, group_id: str) -> _GroupEntry:
         group = Group(

@@ -50,7 +50,12 @@ def _membership(group_id: str, generation: int, count: int) -> list[Any]:
     return snapshot
 
 
-def _write(operations: list[tuple[Any, ...]]) -> tuple[list[Record], dict[str, Any]]:
+WRITTEN_MS = 1_700_000_000_000  # the wall clock of the coordinator that wrote the log (2023)
+
+
+def _write(
+    operations: list[tuple[Any, ...]], base_ms: int = WRITTEN_MS
+) -> tuple[list[Record], dict[str, Any]]:
     """The records the coordinator would write for ``operations`` (it writes a generation
     record when a round with members completes, a membership at each completed sync or when the
     group empties, tombstones of all its keys on a delete of an empty group), and the model:
@@ -58,7 +63,7 @@ def _write(operations: list[tuple[Any, ...]]) -> tuple[list[Record], dict[str, A
     log: list[Record] = []
 
     def write(key: bytes, value: Any) -> None:
-        log.append((key, None if value is None else cbor2.dumps(value), len(log)))
+        log.append((key, None if value is None else cbor2.dumps(value), base_ms + len(log)))
 
     generation = dict.fromkeys(GROUPS, 0)
     offsets: dict[str, dict[tuple[str, int], int]] = {g: {} for g in GROUPS}
@@ -67,7 +72,7 @@ def _write(operations: list[tuple[Any, ...]]) -> tuple[list[Record], dict[str, A
         g = op[1]
         if op[0] == "commit":
             offsets[g][("t", op[2])] = op[3]
-            write(offset_key(g, "t", op[2]), [op[3], "", len(log)])
+            write(offset_key(g, "t", op[2]), [op[3], "", base_ms + len(log)])
         elif op[0] == "round":
             generation[g] += 1
             write(generation_key(g), [generation[g]])
@@ -94,7 +99,7 @@ def _compact(log: list[Record], *, drop_tombstones: bool) -> list[Record]:
     ]
 
 
-LOAD_MS = 10_000  # the clock of the loading coordinator: after every record's timestamp
+LOAD_MS = 1_800_000_000_000  # the loading coordinator's wall clock: after every stored time
 
 
 def _load(log: list[Record]) -> dict[str, Any]:
@@ -151,7 +156,7 @@ def test_an_empty_group_counts_its_emptiness_from_its_stored_membership() -> Non
     across a coordinator move instead of starting again."""
     log, _ = _write([("commit", "a", 0, 5), ("members", "a", 2), ("members", "a", 0)])
     _, _, _, state, commit_ms, empty_since = _load(log)["a"]
-    assert (state, commit_ms, empty_since) == ("Empty", {("t", 0): 0}, 2)
+    assert (state, commit_ms, empty_since) == ("Empty", {("t", 0): WRITTEN_MS}, WRITTEN_MS + 2)
     log, _ = _write([("commit", "b", 1, 5)])  # never had members
     assert _load(log)["b"][5] == LOAD_MS  # empty as far as anyone knows: since the load
 
@@ -176,3 +181,11 @@ def test_offsets_expire_as_kafka_expires_them() -> None:
     assert _expired(recent, had_members=True, has_members=False, empty_since_ms=0) == {0}
     # a group that never had members (commits only): each offset from its own commit
     assert _expired(recent, had_members=False, has_members=False, empty_since_ms=0) == {0}
+
+
+def test_stored_times_that_are_not_wall_clock_count_from_the_load() -> None:
+    """Records written before the coordinator stored wall-clock time carry an uptime: taken as
+    is, every such offset would expire at the first check after an upgrade."""
+    log, _ = _write([("commit", "a", 0, 5), ("members", "a", 0)], base_ms=0)  # uptimes
+    _, _, _, _, commit_ms, empty_since = _load(log)["a"]
+    assert (commit_ms, empty_since) == ({("t", 0): LOAD_MS}, LOAD_MS)
